@@ -1,0 +1,48 @@
+/* Linear layer: y = x w^T + b, one sgemm over all M = B*N rows. */
+#include <cblas.h>
+
+#include "autograd/ops.h"
+
+/* dx [M,Cin] += dy [M,Cout] @ w [Cout,Cin];  dw [Cout,Cin] += dy^T @ x;  db [Cout] += sum_M dy */
+static void linear_backward(ag_ctx *ctx, ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
+    const int M = (int)ag_rows(x), Cin = (int)ag_cols(x), Cout = (int)w->shape[0];
+    const float *dy = n->out->grad;
+    float *dx = ag_grad(ctx, x), *dw = ag_grad(ctx, w), *db = b ? ag_grad(ctx, b) : NULL;
+    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 1.0f, dx, Cin);
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, x->data, Cin, 1.0f, dw, Cin);
+    if (db) {
+        #pragma omp parallel for if (M * Cout > 32768)
+        for (int o = 0; o < Cout; o++) {
+            float s = 0.0f;
+            for (int m = 0; m < M; m++) s += dy[(size_t)m * Cout + o];
+            db[o] += s;
+        }
+    }
+}
+
+ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b) {
+    if (!ag_ok(ctx, 2, x, w)) return NULL;
+    char sx[64], sw[64];
+    if (w->ndim != 2 || ag_cols(x) != w->shape[1] || (b && (b->ndim != 1 || b->shape[0] != w->shape[0])))
+        return ag_error(ctx, TPSC_ERR_SHAPE, "linear: x %s, weight %s", ag_shape_str(x, sx, sizeof sx), ag_shape_str(w, sw, sizeof sw));
+    if (!ag_is_contiguous(x)) return ag_error(ctx, TPSC_ERR_SHAPE, "linear: x must be contiguous");
+    const int M = (int)ag_rows(x), Cin = (int)ag_cols(x), Cout = (int)w->shape[0];
+    size_t shape[AG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = (size_t)Cout;
+    ag_tensor *y = ag_new(ctx, x->ndim, shape);
+    if (!y) return NULL;
+    /* y [M,Cout] = x [M,Cin] @ w^T; the bias is written first so sgemm accumulates onto it. */
+    float beta = 0.0f;
+    if (b) {
+        #pragma omp parallel for if (M * Cout > 32768)
+        for (int m = 0; m < M; m++)
+            for (int o = 0; o < Cout; o++) y->data[(size_t)m * Cout + o] = b->data[o];
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cout, Cin, 1.0f, x->data, Cin, w->data, Cin, beta, y->data, Cout);
+    ag_tensor *in[3] = {x, w, b};
+    ag_record(ctx, "linear", linear_backward, y, b ? 3 : 2, in);
+    return y;
+}

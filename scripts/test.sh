@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds, runs every test.
+# Exits non-zero when any test fails. CI (.ci/run) runs exactly this.
+#   bash scripts/test.sh [--sanitize]   (--sanitize: run the suite again under ASan/UBSan)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "$@"
+# Tests pin their own thread counts where it matters; keep OpenBLAS from oversubscribing.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+./build/tpsc_tests --jobs 2
+if [ -x build-asan/tpsc_tests ] && [[ " $* " == *" --sanitize "* ]]; then
+  ASAN_OPTIONS=detect_leaks=1 ./build-asan/tpsc_tests --jobs 2
+fi

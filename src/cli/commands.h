@@ -1,0 +1,13 @@
+/* The subcommands of the tpsc CLI, one file each under src/cli/. */
+#ifndef TPSC_CLI_COMMANDS_H
+#define TPSC_CLI_COMMANDS_H
+
+typedef struct tpsc_command {
+    const char *name;
+    const char *help;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+} tpsc_command;
+
+int cmd_version(int argc, char **argv);
+
+#endif

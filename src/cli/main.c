@@ -1,0 +1,33 @@
+/* tpsc: the command-line front end. The only place in tpsc that prints errors and exits. */
+#include <stdio.h>
+#include <string.h>
+
+#include "src/cli/commands.h"
+
+static const tpsc_command commands[] = {
+    {"version", "print the version, the build and the BLAS in use", cmd_version},
+};
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tpsc <command> [args]\n"
+            "\n"
+            "Vision Transformer training with Token Pruning & Squeezing (TPS, CVPR 2023).\n"
+            "\n"
+            "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n'tpsc <command> --help' describes one command.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "tpsc: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
