@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh "$@"
 # Tests pin their own thread counts where it matters; keep OpenBLAS from oversubscribing.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
-./build/tpsc_tests --jobs 2
-if [ -x build-asan/tpsc_tests ] && [[ " $* " == *" --sanitize "* ]]; then
-  ASAN_OPTIONS=detect_leaks=1 ./build-asan/tpsc_tests --jobs 2
+ctest --test-dir build --output-on-failure -j2
+if [ -d build-asan ] && [[ " $* " == *" --sanitize "* ]]; then
+  ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j2
 fi
