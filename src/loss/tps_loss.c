@@ -1,0 +1,61 @@
+#include "src/loss/tps_loss.h"
+
+#include "autograd/ops.h"
+
+/* mean_s mean_b (mean_i keep[b,i] - frac_s)^2 over the stages that carry masks. */
+static ag_tensor *ratio_loss(ag_ctx *ctx, const tps_config *tps, const vit_output *st) {
+    ag_tensor *sum = NULL;
+    int stages = 0;
+    for (int s = 0; s < st->n_stages; s++) {
+        if (!st->keep[s]) continue;
+        ag_tensor *kept_frac = ag_mean_dim(ctx, st->keep[s], 1);                 /* [B] */
+        ag_tensor *d = ag_add_scalar(ctx, kept_frac, -tps->keep_frac[s]);
+        ag_tensor *term = ag_mean(ctx, ag_mul(ctx, d, d));
+        sum = sum ? ag_add(ctx, sum, term) : term;
+        stages++;
+    }
+    return stages ? ag_scale(ctx, sum, 1.0f / (float)stages) : NULL;
+}
+
+/* Token distillation over the final kept tokens (mask of the last stage > 0.5), as the
+ * official DistillDiffPruningLoss: rows selected from [B*N, C], batchmean over those rows. */
+static ag_tensor *token_loss(ag_ctx *ctx, const tps_loss_config *cfg, const vit_output *st, const vit_output *te) {
+    ag_tensor *mask = st->keep[st->n_stages - 1];
+    if (!mask || !st->tokens || !te->tokens) return NULL;
+    const size_t B = st->tokens->shape[0], N = st->tokens->shape[1], C = st->tokens->shape[2];
+    int32_t *rows = ag_alloc(ctx, B * N * sizeof *rows);
+    if (!rows) return NULL;
+    size_t n_rows = 0;
+    for (size_t i = 0; i < B * N; i++)
+        if (mask->data[i] > 0.5f) rows[n_rows++] = (int32_t)i;
+    if (n_rows == 0) return NULL; /* official: a zero loss when nothing is kept */
+    size_t flat[3] = {1, B * N, C};
+    ag_tensor *sp = ag_gather_rows(ctx, ag_reshape(ctx, st->tokens, 3, flat), rows, n_rows); /* [1,T,C] */
+    ag_tensor *tp = ag_gather_rows(ctx, ag_reshape(ctx, te->tokens, 3, flat), rows, n_rows);
+    if (cfg->distill_token == TPS_DISTILL_TOKEN_MSE) return ag_mse(ctx, sp, tp);
+    return ag_kl_div(ctx, ag_log_softmax(ctx, sp), ag_log_softmax(ctx, tp), (float)n_rows);
+}
+
+tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_config *cfg, const vit_output *student,
+                             ag_tensor *targets, const vit_output *teacher, tps_loss_parts *out) {
+    *out = (tps_loss_parts){0};
+    out->ce = ag_cross_entropy_soft(ctx, student->logits, targets);
+    ag_tensor *total = ag_scale(ctx, out->ce, cfg->clf_weight);
+    if (cfg->ratio_weight != 0.0f && tps_method_has_predictor(tps->method)) {
+        out->ratio = ratio_loss(ctx, tps, student);
+        if (out->ratio) total = ag_add(ctx, total, ag_scale(ctx, out->ratio, cfg->ratio_weight));
+    }
+    if (teacher && cfg->distill_weight != 0.0f) {
+        if (cfg->distill_cls) {
+            const float B = (float)student->logits->shape[0];
+            out->cls_kl = ag_kl_div(ctx, ag_log_softmax(ctx, student->logits), ag_log_softmax(ctx, teacher->logits), B);
+            total = ag_add(ctx, total, ag_scale(ctx, out->cls_kl, cfg->distill_weight));
+        }
+        if (cfg->distill_token != TPS_DISTILL_TOKEN_NONE && tps_method_has_predictor(tps->method) && student->n_stages > 0) {
+            out->token_kl = token_loss(ctx, cfg, student, teacher);
+            if (out->token_kl) total = ag_add(ctx, total, ag_scale(ctx, out->token_kl, cfg->distill_weight));
+        }
+    }
+    out->total = total;
+    return total ? TPSC_OK : ag_ctx_status(ctx);
+}

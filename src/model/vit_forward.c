@@ -1,0 +1,168 @@
+/* The ViT/DeiT forward pass, dense or with token pruning (see vit.h and src/tps/tps.h).
+ * Backward needs no code here: every step is an autograd op. */
+#include <string.h>
+
+#include "autograd/ops.h"
+#include "src/model/vit.h"
+
+static ag_tensor *param(vit_model *m, int idx) { return ag_param_tensor(&m->params, idx); }
+
+/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h */
+static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x, ag_tensor *policy,
+                                  ag_tensor **cls_attn) {
+    ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps);
+    ag_tensor *qkv = ag_linear(ctx, h, param(m, b->qkv_w), param(m, b->qkv_b));      /* [B,n,3C] */
+    ag_tensor *a = ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn);       /* [B,n,C] */
+    a = ag_linear(ctx, a, param(m, b->proj_w), param(m, b->proj_b));
+    return ag_add(ctx, x, a);
+}
+
+/* x [B,n,C] -> x + fc2(gelu(fc1(norm2(x)))) */
+static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x) {
+    ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps);
+    h = ag_linear(ctx, h, param(m, b->fc1_w), param(m, b->fc1_b));                   /* [B,n,4C] */
+    h = ag_gelu(ctx, h);
+    h = ag_linear(ctx, h, param(m, b->fc2_w), param(m, b->fc2_b));                   /* [B,n,C] */
+    return ag_add(ctx, x, h);
+}
+
+/* images [B,Cin,H,W] -> [B,1+N,C]: patch embedding, cls token, position embedding. */
+static ag_tensor *embed(ag_ctx *ctx, vit_model *m, ag_tensor *images) {
+    const vit_config *c = &m->cfg;
+    const size_t B = images->shape[0], C = c->embed_dim;
+    ag_tensor *patches = ag_patchify(ctx, images, c->patch_size);                    /* [B,N,P] */
+    size_t w_shape[2] = {C, c->in_chans * c->patch_size * c->patch_size};
+    ag_tensor *w = ag_reshape(ctx, param(m, m->patch_w), 2, w_shape);                /* [C,P] */
+    ag_tensor *x = ag_linear(ctx, patches, w, param(m, m->patch_b));                 /* [B,N,C] */
+    ag_tensor *cls = ag_expand0(ctx, param(m, m->cls_token), B);                     /* [B,1,C] */
+    ag_tensor *parts[2] = {cls, x};
+    x = ag_concat(ctx, 2, parts, 1);                                                 /* [B,1+N,C] */
+    return ag_add(ctx, x, param(m, m->pos_embed));
+}
+
+static ag_tensor *ones(ag_ctx *ctx, size_t rows, size_t cols) {
+    ag_tensor *t = ag_new2(ctx, rows, cols);
+    if (t)
+        for (size_t i = 0; i < rows * cols; i++) t->data[i] = 1.0f;
+    return t;
+}
+
+/* Index bookkeeping for inference: orig[b, j] is the original patch index of spatial token j. */
+static int32_t *compose_kept(ag_ctx *ctx, const int32_t *orig, size_t n_in, const int32_t *kept_pos, size_t B, size_t k) {
+    int32_t *out = ag_alloc(ctx, B * k * sizeof *out);
+    if (!out) return NULL;
+    for (size_t b = 0; b < B; b++)
+        for (size_t j = 0; j < k; j++) {
+            int32_t p = kept_pos[b * k + j];
+            out[b * k + j] = (p >= 0 && (size_t)p < n_in) ? orig[b * n_in + (size_t)p] : -1;
+        }
+    return out;
+}
+
+/* x [B,1+n,C] -> logits [B,K] from the cls token; out->tokens = normed spatial tokens. */
+static ag_tensor *head(ag_ctx *ctx, vit_model *m, ag_tensor *x, vit_output *out) {
+    const size_t B = x->shape[0], n1 = x->shape[1], C = m->cfg.embed_dim;
+    x = ag_layernorm(ctx, x, param(m, m->norm_w), param(m, m->norm_b), m->cfg.ln_eps);
+    ag_tensor *cls = ag_slice(ctx, x, 1, 0, 1);                                      /* [B,1,C] */
+    cls = ag_reshape(ctx, cls, 2, (size_t[]){B, C});
+    out->tokens = n1 > 1 ? ag_slice(ctx, x, 1, 1, n1 - 1) : NULL;                    /* [B,n,C] */
+    return ag_linear(ctx, cls, param(m, m->head_w), param(m, m->head_b));            /* [B,K] */
+}
+
+ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_forward_opts *opts, vit_output *out) {
+    memset(out, 0, sizeof *out);
+    if (!ag_ok(ctx, 1, images)) return NULL;
+    const vit_config *c = &m->cfg;
+    const tps_config *tps = &m->tps;
+    if (images->ndim != 4 || images->shape[1] != c->in_chans || images->shape[2] != c->img_size ||
+        images->shape[3] != c->img_size) {
+        char s[64];
+        return ag_error(ctx, TPSC_ERR_SHAPE, "model expects images [B, %zu, %zu, %zu], got %s", c->in_chans,
+                        c->img_size, c->img_size, ag_shape_str(images, s, sizeof s));
+    }
+    const size_t B = images->shape[0], N = vit_num_patches(c);
+    const bool predictor = tps_method_has_predictor(tps->method);
+    const bool evit = tps->method == TPS_EVIT || tps->method == TPS_ETPS;
+    const bool train = opts->mode == VIT_TRAIN;
+    out->n_stages = tps->method == TPS_NONE ? 0 : tps->n_stages;
+
+    ag_tensor *x = embed(ctx, m, images);
+    ag_tensor *prev = NULL, *policy = NULL;
+    if (train && predictor) {
+        /* As DynamicViT: in training, every block runs the policy softmax (all ones before the
+         * first stage), so the numerics match the official code from block 0. */
+        prev = ones(ctx, B, N);
+        policy = ones(ctx, B, 1 + N);
+    }
+    int32_t *orig = NULL; /* [B, n] original index of each current spatial token */
+    size_t n = N;
+    if (!train || evit) {
+        orig = ag_alloc(ctx, B * N * sizeof *orig);
+        if (!orig) return NULL;
+        for (size_t b = 0; b < B; b++)
+            for (size_t j = 0; j < N; j++) orig[b * N + j] = (int32_t)j;
+    }
+
+    int s = 0;
+    for (size_t i = 0; i < c->depth && x; i++) {
+        const vit_block *blk = &m->blocks[i];
+        bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
+        if (stage_here && predictor && train) {
+            ag_tensor *keep = NULL;
+            x = tps_train_stage(ctx, tps, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng, &keep);
+            if (!keep) return NULL;
+            out->keep[s] = keep;
+            prev = keep;
+            ag_tensor *parts[2] = {ones(ctx, B, 1), keep};
+            policy = ag_concat(ctx, 2, parts, 1);                                    /* [B,1+N] */
+            s++;
+        } else if (stage_here && predictor) {
+            size_t k = opts->keep_override ? opts->keep_override[s] : tps_keep_count(tps, s, N);
+            if (k < 1 || k > n) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n);
+            int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
+            if (!kept_pos) return NULL;
+            x = tps_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
+            orig = compose_kept(ctx, orig, n, kept_pos, B, k);
+            if (!orig) return NULL;
+            out->kept_orig[s] = orig;
+            out->kept_count[s] = k;
+            n = k;
+            s++;
+        }
+        if (stage_here && evit) {
+            /* EViT prunes inside the block: after the attention residual, before the MLP. */
+            ag_tensor *cls_attn = NULL;
+            x = block_attention(ctx, m, blk, x, NULL, &cls_attn);
+            size_t n_cur = x ? x->shape[1] - 1 : 0;
+            size_t k = opts->keep_override ? opts->keep_override[s] : tps_evit_keep_count(tps, s, n_cur);
+            if (k < 1 || k > n_cur) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n_cur);
+            int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
+            if (!kept_pos) return NULL;
+            x = tps_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
+            int32_t *kept = compose_kept(ctx, orig, n_cur, kept_pos, B, k);
+            if (!kept || !x) return NULL;
+            out->kept_orig[s] = kept;
+            out->kept_count[s] = k;
+            n = x->shape[1] - 1; /* evit: k kept + the fused token */
+            if (n != k) {
+                /* The fused token has no original index. */
+                orig = ag_alloc(ctx, B * n * sizeof *orig);
+                if (!orig) return NULL;
+                for (size_t b = 0; b < B; b++) {
+                    memcpy(orig + b * n, kept + b * k, k * sizeof *orig);
+                    for (size_t j = k; j < n; j++) orig[b * n + j] = -1;
+                }
+            } else {
+                orig = kept;
+            }
+            s++;
+            x = block_mlp(ctx, m, blk, x);
+            continue;
+        }
+        x = block_attention(ctx, m, blk, x, policy, NULL);
+        x = block_mlp(ctx, m, blk, x);
+    }
+    if (!x) return NULL;
+    out->logits = head(ctx, m, x, out);
+    return out->logits;
+}

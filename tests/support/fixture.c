@@ -1,0 +1,113 @@
+#include "support/fixture.h"
+
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void fx_open(fixture *fx, const char *name) {
+    snprintf(fx->path, sizeof fx->path, "%s/%s", TPSC_FIXTURE_DIR, name);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    fx->file = H5Fopen(fx->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(fx->file >= 0, "cannot open fixture %s (regenerate with tests/reference/make_fixtures.py)", fx->path);
+}
+
+void fx_close(fixture *fx) {
+    if (fx->file >= 0) H5Fclose(fx->file);
+    fx->file = -1;
+}
+
+int fx_exists(const fixture *fx, const char *dataset) {
+    return H5Lexists(fx->file, dataset, H5P_DEFAULT) > 0;
+}
+
+static hid_t open_dataset(const fixture *fx, const char *dataset, size_t *n, size_t *shape, int *ndim) {
+    cr_assert(H5Lexists(fx->file, dataset, H5P_DEFAULT) > 0 || dataset[0] != '/', "%s: no dataset %s", fx->path, dataset);
+    hid_t d = H5Dopen2(fx->file, dataset, H5P_DEFAULT);
+    cr_assert(d >= 0, "%s: no dataset %s", fx->path, dataset);
+    hid_t sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[8] = {0};
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    size_t count = 1;
+    for (int i = 0; i < nd; i++) {
+        count *= dims[i];
+        if (shape) shape[i] = dims[i];
+    }
+    if (ndim) *ndim = nd;
+    if (n) *n = count;
+    return d;
+}
+
+float *fx_read_f32(const fixture *fx, const char *dataset, size_t *n, size_t *shape, int *ndim) {
+    size_t count;
+    hid_t d = open_dataset(fx, dataset, &count, shape, ndim);
+    float *buf = malloc((count ? count : 1) * sizeof *buf);
+    cr_assert(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s: reading %s", fx->path, dataset);
+    H5Dclose(d);
+    if (n) *n = count;
+    return buf;
+}
+
+int64_t *fx_read_i64(const fixture *fx, const char *dataset, size_t *n) {
+    size_t count;
+    hid_t d = open_dataset(fx, dataset, &count, NULL, NULL);
+    int64_t *buf = malloc((count ? count : 1) * sizeof *buf);
+    cr_assert(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s: reading %s", fx->path, dataset);
+    H5Dclose(d);
+    if (n) *n = count;
+    return buf;
+}
+
+static hid_t open_attr(const fixture *fx, const char *name) {
+    hid_t a = H5Aopen(fx->file, name, H5P_DEFAULT);
+    cr_assert(a >= 0, "%s: no root attribute %s", fx->path, name);
+    return a;
+}
+
+long fx_attr_int(const fixture *fx, const char *name) {
+    hid_t a = open_attr(fx, name);
+    long long v = 0;
+    H5Aread(a, H5T_NATIVE_LLONG, &v);
+    H5Aclose(a);
+    return (long)v;
+}
+
+double fx_attr_double(const fixture *fx, const char *name) {
+    hid_t a = open_attr(fx, name);
+    double v = 0;
+    H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    return v;
+}
+
+void fx_load_params(const fixture *fx, const char *group, ag_params *p) {
+    char path[256];
+    for (int i = 0; i < p->count; i++) {
+        ag_param *it = &p->items[i];
+        snprintf(path, sizeof path, "%s/%s", group, it->name);
+        size_t n, shape[8];
+        int nd;
+        float *v = fx_read_f32(fx, path, &n, shape, &nd);
+        cr_assert_eq(nd, it->t.ndim, "%s: %s has %d dims, model %d", fx->path, path, nd, it->t.ndim);
+        for (int d = 0; d < nd; d++)
+            cr_assert_eq(shape[d], it->t.shape[d], "%s: %s dim %d is %zu, model %zu", fx->path, path, d, shape[d], it->t.shape[d]);
+        for (size_t k = 0; k < n; k++) it->t.data[k] = v[k];
+        free(v);
+    }
+}
+
+double fx_max_ratio(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst) {
+    double m = 0;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)a[i] - b[i]) / (atol + rtol * fabs((double)b[i]));
+        if (!(r <= m)) {
+            m = isnan(r) ? INFINITY : r;
+            w = i;
+        }
+    }
+    if (worst) *worst = w;
+    return m;
+}

@@ -1,0 +1,31 @@
+/* Reading the PyTorch reference fixtures (tests/fixtures/*.h5, made by tests/reference/).
+ * Test-only helpers: any failure is a Criterion assertion naming the file and dataset. */
+#ifndef TPSC_TESTS_FIXTURE_H
+#define TPSC_TESTS_FIXTURE_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "autograd/params.h"
+
+typedef struct fixture {
+    hid_t file;
+    char path[512];
+} fixture;
+
+/* Opens tests/fixtures/<name>; asserts it exists. */
+void fx_open(fixture *fx, const char *name);
+void fx_close(fixture *fx);
+int fx_exists(const fixture *fx, const char *dataset);
+/* Reads a dataset as float32 (malloc'd); *n receives the element count; shape/ndim optional. */
+float *fx_read_f32(const fixture *fx, const char *dataset, size_t *n, size_t *shape, int *ndim);
+int64_t *fx_read_i64(const fixture *fx, const char *dataset, size_t *n);
+long fx_attr_int(const fixture *fx, const char *name);
+double fx_attr_double(const fixture *fx, const char *name);
+/* Loads every parameter of p from group (e.g. "/model"), asserting names and shapes match. */
+void fx_load_params(const fixture *fx, const char *group, ag_params *p);
+/* max |a-b| / (atol + rtol*|b|) over n elements; also the worst index. */
+double fx_max_ratio(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst);
+
+#endif
