@@ -42,7 +42,7 @@ def put(f, path, value):
 
 def open_fixture(name, cfg, batch, extra_attrs=None):
     path = os.path.join(FIXTURES, name)
-    f = h5py.File(path, "w", libver="earliest", track_order=True)
+    f = h5py.File(path, "w", libver="earliest")
     f.attrs["format"] = "tpsc-fixture"
     for k, v in cfg.items():
         f.attrs[k] = np.float64(v) if isinstance(v, float) else np.int64(v)
@@ -109,12 +109,61 @@ def make_dense():
     report(path)
 
 
+# ----------------------------------------------------------------------------- 2. adamw
+ADAMW = dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.05)
+ADAMW_STEPS = 5
+ADAMW_FINAL = ["head.weight", "head.bias", "blocks.0.attn.qkv.weight", "blocks.3.mlp.fc2.weight",
+               "cls_token", "pos_embed", "norm.weight", "patch_embed.proj.weight"]
+NO_WEIGHT_DECAY = {"cls_token", "pos_embed"}     # DeiT's model.no_weight_decay()
+
+
+def param_groups_weight_decay(model, weight_decay):
+    """timm optim_factory.param_groups_weight_decay: 1-D params (norms, biases) and the
+    model's no_weight_decay() names get no decay; everything else decays."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim <= 1 or name.endswith(".bias") or name in NO_WEIGHT_DECAY:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": no_decay, "weight_decay": 0.0},
+            {"params": decay, "weight_decay": weight_decay}]
+
+
+def make_adamw():
+    model = R.ViT(**DENSE_CFG)
+    R.init_random(model, seed=4321)
+    images, labels, targets = make_inputs(DENSE_CFG, seed=77)
+    f, path = open_fixture("vit_adamw.h5", DENSE_CFG, BATCH,
+                           {k: np.float64(v) for k, v in ADAMW.items()} | {"steps": np.int64(ADAMW_STEPS)})
+    with f:
+        put_params(f, "model", model)           # initial values, before any step
+        put_inputs(f, images, labels, targets)
+        opt = torch.optim.AdamW(param_groups_weight_decay(model, ADAMW["weight_decay"]),
+                                lr=ADAMW["lr"], betas=(ADAMW["beta1"], ADAMW["beta2"]),
+                                eps=ADAMW["eps"])
+        losses = []
+        for _ in range(ADAMW_STEPS):
+            opt.zero_grad(set_to_none=False)
+            loss = R.soft_target_ce(model(images), targets)
+            loss.backward()
+            losses.append(loss.item())
+            opt.step()
+        put(f, "adamw/losses", np.asarray(losses, dtype=np.float32))
+        params = dict(model.named_parameters())
+        for name in ADAMW_FINAL:
+            put(f, f"adamw/final/{name}", params[name])
+    assert losses[-1] < losses[0] - 0.5, f"adamw: loss did not fall {losses}"
+    print("adamw: losses " + " ".join(f"{v:.6f}" for v in losses))
+    report(path)
+
+
 def main(argv):
     torch.set_default_dtype(torch.float32)
     torch.set_num_threads(1)
     os.makedirs(FIXTURES, exist_ok=True)
     todo = argv[1:] or ["dense", "adamw", "tps"]
-    makers = {"dense": make_dense}
+    makers = {"dense": make_dense, "adamw": make_adamw}
     for what in todo:
         if what in makers:
             makers[what]()
