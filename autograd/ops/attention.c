@@ -1,0 +1,274 @@
+/* Multi-head self-attention core: qkv [B,N,3C] -> out [B,N,C], between the qkv and proj linears.
+ *
+ * Per (b, h) pair, with q, k, v the head's D columns of the q, k and v blocks of qkv:
+ *   S = q k^T * D^-0.5          [N,N]
+ *   A = softmax(S)              [N,N]  (or DynamicViT's softmax_with_policy when policy != NULL)
+ *   O = A v                     [N,D]  written into out's columns h*D .. h*D+D
+ * The head slices are never copied: sgemm reads them in place with leading dimension 3C and
+ * writes O with leading dimension C, which is exactly timm's reshape/permute layout.
+ * The pairs are independent, so the B*H loop is the parallel one; OpenBLAS (OpenMP build)
+ * runs single-threaded inside the parallel region, so the cores are not oversubscribed.
+ *
+ * Saved for backward: the probabilities A [B,H,N,N] (needed for dV and the softmax backward).
+ * With a policy, the backward also needs the unmasked exponentials exp(S - m), which A does not
+ * hold where G = 0; rather than keep a second [B,H,N,N] buffer per block it recomputes S with
+ * one more sgemm per pair (N*N*D MACs, the size of one of the backward products).
+ *
+ * cls_attn (EViT's score) is a second output [B,N-1] = mean_h A[b,h,0,1:]. It gets its own
+ * tiny tape node, recorded right after the attention node, so it runs first in reverse. That
+ * node does not touch qkv: it adds its incoming gradient into an accumulator dcls that the
+ * attention node owns, and makes sure the attention output has a (possibly zero) gradient so
+ * that the attention node's backward runs even when only cls_attn was used downstream. The
+ * attention backward then adds dcls/H into dA[b,h,0,1:] for every head before the softmax
+ * backward, so both outputs share one pass over the heads. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "autograd/ops.h"
+
+#define POLICY_EPS 1e-6f
+
+typedef struct attention_saved {
+    float *attn;   /* [B,H,N,N] probabilities */
+    float *dcls;   /* [B,N-1] gradient of cls_attn, filled by the cls node; NULL without it */
+    size_t B, N, C, H;
+    float scale;
+} attention_saved;
+
+/* Below this many MACs per op the thread start-up costs more than it saves. */
+static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H > 1 && B * H * N * N * D > 65536; }
+
+/* softmax over one row of scores, in place (as torch.softmax: exp(s - max) / sum). */
+static void softmax_row(float *row, size_t N) {
+    float m = row[0];
+    for (size_t j = 1; j < N; j++) m = row[j] > m ? row[j] : m;
+    float sum = 0.0f;
+    for (size_t j = 0; j < N; j++) {
+        row[j] = expf(row[j] - m);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (size_t j = 0; j < N; j++) row[j] *= inv;
+}
+
+/* G_ij = P_j + (1 - P_j) [i == j], in the official expression's float arithmetic. */
+static inline float policy_gate(const float *p, size_t i, size_t j) {
+    return p[j] + (1.0f - p[j]) * (i == j ? 1.0f : 0.0f);
+}
+
+/* DynamicViT's softmax_with_policy on row i of the scores, following the official arithmetic:
+ * the max is over the whole unmasked row, then A_ij = exp(S_ij - m) G_ij and
+ * attn_ij = (A_ij + eps/N) / (sum_k A_ik + eps). The row becomes attn unless `e` is given, in
+ * which case the row is left alone and e receives exp(S_ij - m) (the backward's recompute).
+ * Returns Z = sum_k A_ik + eps; *argmax receives the first index of the max (where the max's
+ * gradient goes, as torch.max(dim) does). */
+static float policy_softmax_row(float *row, const float *p, size_t i, size_t N, float *e, size_t *argmax) {
+    size_t am = 0;
+    for (size_t j = 1; j < N; j++)
+        if (row[j] > row[am]) am = j;
+    const float m = row[am];
+    float *ex = e ? e : row;
+    float sum = 0.0f;
+    for (size_t j = 0; j < N; j++) {
+        ex[j] = expf(row[j] - m);
+        sum += ex[j] * policy_gate(p, i, j);
+    }
+    const float z = sum + POLICY_EPS;
+    if (!e) {
+        const float eps_n = POLICY_EPS / (float)N;
+        for (size_t j = 0; j < N; j++) row[j] = (row[j] * policy_gate(p, i, j) + eps_n) / z;
+    }
+    if (argmax) *argmax = am;
+    return z;
+}
+
+/* Gradients, per (b,h), with g = dL/dA (from out, plus cls_attn's share on row 0):
+ *   dV = A^T dO;  g = dO V^T (+ dcls/H);  dS = softmax backward of g;
+ *   dQ = scale dS K;  dK = scale dS^T Q;  all accumulated into d(qkv)'s columns of the head.
+ * Plain softmax: dS_ij = A_ij (g_ij - r_i), r_i = sum_k g_ik A_ik.
+ * Policy: with E = exp(S - m), Z the row's denominator, a_ij = E_ij G_ij:
+ *   d a_ij = (g_ij - r_i) / Z_i;  dS_ij = d a_ij G_ij E_ij;  dm_i = -sum_j dS_ij goes to the
+ *   row's argmax (m is not detached in the official code; it matters only through eps);
+ *   dP_j += sum_{i != j} d a_ij E_ij (dG_ij/dP_j = 1 - [i == j]).
+ * dP_j collects from every head of the same image, so each pair writes its own [N] slice of
+ * a [B,H,N] scratch and the heads are summed after the parallel loop. */
+static void attention_backward(ag_ctx *ctx, ag_node *n) {
+    attention_saved *s = n->saved;
+    ag_tensor *qkv = n->in[0], *policy = n->n_in > 1 ? n->in[1] : NULL;
+    const size_t B = s->B, N = s->N, C = s->C, H = s->H, D = C / H, C3 = 3 * C;
+    const float scale = s->scale;
+    const float *dout = n->out->grad;
+    float *dqkv = ag_grad(ctx, qkv);
+    float *dpolicy = policy ? ag_grad(ctx, policy) : NULL;
+    if (ctx->status != TPSC_OK) return;
+    if (!dqkv && !dpolicy) return;
+
+    const int nthreads = omp_get_max_threads();
+    const size_t per_thread = (policy ? 2 : 1) * N * N;
+    float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
+    float *dp_heads = dpolicy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
+    if (!scratch || (dpolicy && !dp_heads)) {
+        ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
+        return;
+    }
+    if (dp_heads) memset(dp_heads, 0, B * H * N * sizeof(float));
+    const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
+
+    #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
+    for (long pair = 0; pair < (long)(B * H); pair++) {
+        const size_t b = (size_t)pair / H, h = (size_t)pair % H;
+        float *g = scratch + (size_t)omp_get_thread_num() * per_thread; /* [N,N] dA, then dS */
+        float *e = policy ? g + N * N : NULL;                            /* [N,N] exp(S - m) */
+        const float *A = s->attn + (size_t)pair * N * N;
+        const float *q = qkv->data + b * N * C3 + h * D, *k = q + C, *v = q + 2 * C;
+        const float *dO = dout + b * N * C + h * D;
+
+        if (dqkv) /* dV [N,D] += A^T dO */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, dO, iC, 1.0f,
+                        dqkv + b * N * C3 + 2 * C + h * D, iC3);
+        /* g [N,N] = dO V^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
+        if (s->dcls) {
+            const float *dc = s->dcls + b * (N - 1);
+            for (size_t j = 1; j < N; j++) g[j] += dc[j - 1] / (float)H;
+        }
+
+        if (!policy) {
+            for (size_t i = 0; i < N; i++) {
+                float *gi = g + i * N;
+                const float *ai = A + i * N;
+                float r = 0.0f;
+                for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+                for (size_t j = 0; j < N; j++) gi[j] = ai[j] * (gi[j] - r);
+            }
+        } else {
+            const float *p = policy->data + b * N;
+            float *dp = dp_heads ? dp_heads + (size_t)pair * N : NULL;
+            /* e = S = scale q k^T, as in the forward; each row is then turned into exp(S - m). */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
+            for (size_t i = 0; i < N; i++) {
+                float *gi = g + i * N, *ei = e + i * N;
+                const float *ai = A + i * N;
+                size_t am;
+                const float z = policy_softmax_row(ei, p, i, N, ei, &am);
+                float r = 0.0f;
+                for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+                float dm = 0.0f;
+                for (size_t j = 0; j < N; j++) {
+                    const float da = (gi[j] - r) / z;
+                    if (dp && j != i) dp[j] += da * ei[j];
+                    gi[j] = da * policy_gate(p, i, j) * ei[j];
+                    dm -= gi[j];
+                }
+                gi[am] += dm;
+            }
+        }
+
+        if (dqkv) {
+            /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, k, iC3, 1.0f,
+                        dqkv + b * N * C3 + h * D, iC3);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, q, iC3, 1.0f,
+                        dqkv + b * N * C3 + C + h * D, iC3);
+        }
+    }
+
+    if (dpolicy)
+        for (size_t b = 0; b < B; b++)
+            for (size_t h = 0; h < H; h++)
+                for (size_t j = 0; j < N; j++) dpolicy[b * N + j] += dp_heads[(b * H + h) * N + j];
+    /* Consumed: a later backward over a new tape must not see this step's cls gradient. */
+    if (s->dcls) memset(s->dcls, 0, B * (N - 1) * sizeof(float));
+}
+
+/* cls_attn's node: hands its gradient to the attention node (see the top of the file). */
+static void attention_cls_backward(ag_ctx *ctx, ag_node *n) {
+    attention_saved *s = n->saved;
+    ag_tensor *out = n->in[0];
+    if (!ag_grad(ctx, out)) return; /* a zero gradient, so that the attention backward runs */
+    const float *dc = n->out->grad;
+    for (size_t i = 0; i < s->B * (s->N - 1); i++) s->dcls[i] += dc[i];
+}
+
+ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn) {
+    if (cls_attn) *cls_attn = NULL;
+    if (!ag_ok(ctx, 1, qkv)) return NULL;
+    char sq[64], sp[64];
+    if (qkv->ndim != 3 || qkv->shape[2] % 3 != 0 || heads == 0 || (qkv->shape[2] / 3) % heads != 0)
+        return ag_error(ctx, TPSC_ERR_SHAPE, "attention: qkv %s must be [B,N,3C] with C divisible by %zu heads",
+                        ag_shape_str(qkv, sq, sizeof sq), heads);
+    if (!ag_is_contiguous(qkv)) return ag_error(ctx, TPSC_ERR_SHAPE, "attention: qkv must be contiguous");
+    const size_t B = qkv->shape[0], N = qkv->shape[1], C = qkv->shape[2] / 3, H = heads, D = C / H, C3 = 3 * C;
+    if (B == 0 || N == 0 || C == 0)
+        return ag_error(ctx, TPSC_ERR_SHAPE, "attention: empty qkv %s", ag_shape_str(qkv, sq, sizeof sq));
+    if (policy) {
+        /* [B,N], or DynamicViT's own [B,N,1]. */
+        bool ok = ag_is_contiguous(policy) && policy->shape[0] == B && policy->shape[1] == N &&
+                  (policy->ndim == 2 || (policy->ndim == 3 && policy->shape[2] == 1));
+        if (!ok)
+            return ag_error(ctx, TPSC_ERR_SHAPE, "attention: policy %s does not match qkv %s (want [B,N])",
+                            ag_shape_str(policy, sp, sizeof sp), ag_shape_str(qkv, sq, sizeof sq));
+    }
+    if (cls_attn && N < 2)
+        return ag_error(ctx, TPSC_ERR_SHAPE, "attention: cls_attn needs a cls token and patches, qkv %s",
+                        ag_shape_str(qkv, sq, sizeof sq));
+
+    ag_tensor *out = ag_new3(ctx, B, N, C);
+    float *attn = ag_alloc(ctx, B * H * N * N * sizeof(float));
+    if (!out || !attn) return NULL;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
+
+    #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
+    for (long pair = 0; pair < (long)(B * H); pair++) {
+        const size_t b = (size_t)pair / H, h = (size_t)pair % H;
+        float *A = attn + (size_t)pair * N * N;
+        const float *q = qkv->data + b * N * C3 + h * D, *k = q + C, *v = q + 2 * C;
+        /* A [N,N] = scale q k^T, then the row softmax in place */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, A, iN);
+        for (size_t i = 0; i < N; i++) {
+            if (policy)
+                policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
+            else
+                softmax_row(A + i * N, N);
+        }
+        /* out[b, :, h*D : h*D+D] = A v */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, v, iC3, 0.0f,
+                    out->data + b * N * C + h * D, iC);
+    }
+
+    ag_tensor *cls = NULL;
+    if (cls_attn) {
+        cls = ag_new2(ctx, B, N - 1);
+        if (!cls) return NULL;
+        for (size_t b = 0; b < B; b++)
+            for (size_t j = 1; j < N; j++) {
+                float sum = 0.0f;
+                for (size_t h = 0; h < H; h++) sum += attn[((b * H + h) * N) * N + j];
+                cls->data[b * (N - 1) + j - 1] = sum / (float)H;
+            }
+    }
+
+    ag_tensor *in[2] = {qkv, policy};
+    ag_node *node = ag_record(ctx, "attention", attention_backward, out, policy ? 2 : 1, in);
+    if (node) {
+        attention_saved *s = ag_alloc(ctx, sizeof *s);
+        if (!s) return NULL;
+        *s = (attention_saved){.attn = attn, .B = B, .N = N, .C = C, .H = H, .scale = scale};
+        node->saved = s;
+        if (cls) {
+            s->dcls = ag_alloc(ctx, B * (N - 1) * sizeof(float));
+            if (!s->dcls) return NULL;
+            memset(s->dcls, 0, B * (N - 1) * sizeof(float));
+            ag_node *cls_node = ag_record(ctx, "attention_cls", attention_cls_backward, cls, 1, &out);
+            if (!cls_node) return NULL;
+            cls_node->saved = s;
+        }
+    } else if (ctx->status != TPSC_OK) {
+        return NULL;
+    }
+    if (cls_attn) *cls_attn = cls;
+    return out;
+}
