@@ -1,0 +1,109 @@
+/* LayerNorm over the last dim, as torch.nn.LayerNorm: biased variance, eps inside the sqrt.
+ *     xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps),  y = xhat * w + b.
+ * x [..., C] is seen as rows [M, C]. The forward saves mean and rstd [M] so the backward can
+ * rebuild xhat without a second pass over statistics. */
+#include <math.h>
+
+#include "autograd/ops.h"
+
+#define LN_PAR 16384
+#define LN_COLS 64 /* column block of the w/b gradient reduction */
+
+typedef struct ln_saved {
+    float *mean, *rstd; /* [M] */
+} ln_saved;
+
+/* g = dy * w;  dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat));
+ * dw += sum_M dy * xhat;  db += sum_M dy. */
+static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    const ln_saved *s = n->saved;
+    const size_t M = ag_rows(x), C = ag_cols(x);
+    const float *dy = n->out->grad, *xv = x->data, *wv = w->data;
+    float *dx = ag_grad(ctx, x), *dw = ag_grad(ctx, w), *db = ag_grad(ctx, b);
+    if (dx) {
+        #pragma omp parallel for if (M * C > LN_PAR)
+        for (size_t r = 0; r < M; r++) {
+            const float *xr = xv + r * C, *g = dy + r * C;
+            const float mu = s->mean[r], rs = s->rstd[r];
+            float sum_g = 0.0f, sum_gx = 0.0f;
+            for (size_t c = 0; c < C; c++) {
+                const float gw = g[c] * wv[c];
+                sum_g += gw;
+                sum_gx += gw * (xr[c] - mu) * rs;
+            }
+            const float mg = sum_g / (float)C, mgx = sum_gx / (float)C;
+            float *dr = dx + r * C;
+            for (size_t c = 0; c < C; c++) dr[c] += rs * (g[c] * wv[c] - mg - (xr[c] - mu) * rs * mgx);
+        }
+    }
+    if (dw || db) {
+        /* Column blocks to threads, so no two threads add into the same dw/db entry. */
+        const size_t blocks = (C + LN_COLS - 1) / LN_COLS;
+        #pragma omp parallel for if (M * C > LN_PAR && blocks > 1)
+        for (size_t blk = 0; blk < blocks; blk++) {
+            const size_t c0 = blk * LN_COLS, wd = C - c0 < LN_COLS ? C - c0 : LN_COLS;
+            double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};
+            for (size_t r = 0; r < M; r++) {
+                const float *xr = xv + r * C + c0, *g = dy + r * C + c0;
+                const float mu = s->mean[r], rs = s->rstd[r];
+                for (size_t c = 0; c < wd; c++) {
+                    aw[c] += (double)(g[c] * (xr[c] - mu) * rs);
+                    ab[c] += (double)g[c];
+                }
+            }
+            for (size_t c = 0; c < wd; c++) {
+                if (dw) dw[c0 + c] += (float)aw[c];
+                if (db) db[c0 + c] += (float)ab[c];
+            }
+        }
+    }
+}
+
+ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, float eps) {
+    if (!ag_ok(ctx, 3, x, w, b)) return NULL;
+    char sx[64], sw[64], sb[64];
+    const size_t C = ag_cols(x);
+    if (x->ndim < 1 || C == 0 || w->ndim != 1 || b->ndim != 1 || w->shape[0] != C || b->shape[0] != C)
+        return ag_error(ctx, TPSC_ERR_SHAPE, "layernorm: x %s, weight %s, bias %s: weight and bias must be [C] of x's last dim",
+                        ag_shape_str(x, sx, sizeof sx), ag_shape_str(w, sw, sizeof sw), ag_shape_str(b, sb, sizeof sb));
+    if (!ag_is_contiguous(x))
+        return ag_error(ctx, TPSC_ERR_SHAPE, "layernorm: x %s must be contiguous", ag_shape_str(x, sx, sizeof sx));
+    if (!(eps >= 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "layernorm: eps %g must be >= 0", (double)eps);
+    const size_t M = ag_rows(x);
+    ag_tensor *y = ag_new(ctx, x->ndim, x->shape);
+    if (!y) return NULL;
+    ag_tensor *in[3] = {x, w, b};
+    ln_saved *s = NULL;
+    if (ag_needs_grad(ctx, 3, in)) {
+        s = ag_alloc(ctx, sizeof *s);
+        if (!s) return NULL;
+        s->mean = ag_alloc(ctx, M * sizeof(float));
+        s->rstd = ag_alloc(ctx, M * sizeof(float));
+        if (!s->mean || !s->rstd) return NULL;
+    }
+    const float *wv = w->data, *bv = b->data;
+    #pragma omp parallel for if (M * C > LN_PAR)
+    for (size_t r = 0; r < M; r++) {
+        const float *xr = x->data + r * C;
+        float *yr = y->data + r * C;
+        /* Two passes in double: the one-pass E[x^2] - E[x]^2 cancels badly for large means. */
+        double sum = 0.0;
+        for (size_t c = 0; c < C; c++) sum += xr[c];
+        const double mean = sum / (double)C;
+        double sq = 0.0;
+        for (size_t c = 0; c < C; c++) {
+            const double d = xr[c] - mean;
+            sq += d * d;
+        }
+        const float mu = (float)mean, rs = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
+        for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * wv[c] + bv[c];
+        if (s) {
+            s->mean[r] = mu;
+            s->rstd[r] = rs;
+        }
+    }
+    ag_node *n = ag_record(ctx, "layernorm", layernorm_backward, y, 3, in);
+    if (n) n->saved = s;
+    return ctx->status == TPSC_OK ? y : NULL;
+}

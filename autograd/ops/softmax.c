@@ -1,0 +1,93 @@
+/* Softmax and log-softmax over the last dim, max-subtracted so exp never overflows.
+ * x [..., C] is seen as rows [M, C]; each row is independent, rows go to threads. */
+#include <math.h>
+
+#include "autograd/ops.h"
+
+#define SM_PAR 16384
+
+/* One row: returns the max and writes e[c] = exp(x[c] - max), returning their sum in *sum. */
+static float row_exp(const float *x, float *e, size_t C, double *sum) {
+    float mx = x[0];
+    for (size_t c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
+    double s = 0.0;
+    for (size_t c = 0; c < C; c++) {
+        e[c] = expf(x[c] - mx);
+        s += e[c];
+    }
+    *sum = s;
+    return mx;
+}
+
+static ag_tensor *check(ag_ctx *ctx, const char *op, ag_tensor *x) {
+    if (!ag_ok(ctx, 1, x)) return NULL;
+    char s[64];
+    if (!ag_is_contiguous(x) || x->ndim < 1 || ag_cols(x) == 0)
+        return ag_error(ctx, TPSC_ERR_SHAPE, "%s: input %s must be contiguous with a non-empty last dim", op,
+                        ag_shape_str(x, s, sizeof s));
+    return ag_new(ctx, x->ndim, x->shape);
+}
+
+/* y = softmax(x): dx = y * (dy - sum_c dy y). The forward output is all backward needs. */
+static void softmax_backward(ag_ctx *ctx, ag_node *n) {
+    float *dx = ag_grad(ctx, n->in[0]);
+    if (!dx) return;
+    const ag_tensor *y = n->out;
+    const size_t M = ag_rows(y), C = ag_cols(y);
+    #pragma omp parallel for if (M * C > SM_PAR)
+    for (size_t r = 0; r < M; r++) {
+        const float *yr = y->data + r * C, *g = y->grad + r * C;
+        float dot = 0.0f;
+        for (size_t c = 0; c < C; c++) dot += g[c] * yr[c];
+        for (size_t c = 0; c < C; c++) dx[r * C + c] += yr[c] * (g[c] - dot);
+    }
+}
+
+ag_tensor *ag_softmax(ag_ctx *ctx, ag_tensor *x) {
+    ag_tensor *y = check(ctx, "softmax", x);
+    if (!y) return NULL;
+    const size_t M = ag_rows(x), C = ag_cols(x);
+    #pragma omp parallel for if (M * C > SM_PAR)
+    for (size_t r = 0; r < M; r++) {
+        float *yr = y->data + r * C;
+        double sum;
+        row_exp(x->data + r * C, yr, C, &sum);
+        const float inv = (float)(1.0 / sum);
+        for (size_t c = 0; c < C; c++) yr[c] *= inv;
+    }
+    ag_record(ctx, "softmax", softmax_backward, y, 1, &x);
+    return ctx->status == TPSC_OK ? y : NULL;
+}
+
+/* y = log_softmax(x): dx = dy - softmax(x) sum_c dy, softmax(x) = exp(y). */
+static void log_softmax_backward(ag_ctx *ctx, ag_node *n) {
+    float *dx = ag_grad(ctx, n->in[0]);
+    if (!dx) return;
+    const ag_tensor *y = n->out;
+    const size_t M = ag_rows(y), C = ag_cols(y);
+    #pragma omp parallel for if (M * C > SM_PAR)
+    for (size_t r = 0; r < M; r++) {
+        const float *yr = y->data + r * C, *g = y->grad + r * C;
+        float gsum = 0.0f;
+        for (size_t c = 0; c < C; c++) gsum += g[c];
+        for (size_t c = 0; c < C; c++) dx[r * C + c] += g[c] - expf(yr[c]) * gsum;
+    }
+}
+
+ag_tensor *ag_log_softmax(ag_ctx *ctx, ag_tensor *x) {
+    ag_tensor *y = check(ctx, "log_softmax", x);
+    if (!y) return NULL;
+    const size_t M = ag_rows(x), C = ag_cols(x);
+    #pragma omp parallel for if (M * C > SM_PAR)
+    for (size_t r = 0; r < M; r++) {
+        const float *xr = x->data + r * C;
+        float *yr = y->data + r * C;
+        double sum;
+        /* yr holds the exps for a moment, then the log-probabilities. */
+        const float mx = row_exp(xr, yr, C, &sum);
+        const float lse = mx + (float)log(sum);
+        for (size_t c = 0; c < C; c++) yr[c] = xr[c] - lse;
+    }
+    ag_record(ctx, "log_softmax", log_softmax_backward, y, 1, &x);
+    return ctx->status == TPSC_OK ? y : NULL;
+}
