@@ -182,3 +182,228 @@ def mixed_soft_targets(labels, num_classes, lam=0.7, smoothing=0.1):
     y1 = torch.full((labels.shape[0], num_classes), off).scatter_(1, labels.unsqueeze(1), on)
     y2 = torch.full((labels.shape[0], num_classes), off).scatter_(1, labels.flip(0).unsqueeze(1), on)
     return (y1 * lam + y2 * (1.0 - lam)).to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- pruning
+class PredictorLG(nn.Module):
+    """DynamicViT / TPS score predictor on spatial tokens (official dynamic_vit.PredictorLG).
+
+    Note: its LayerNorm keeps torch's default eps 1e-5 (the backbone uses 1e-6).
+    Output [B,N,2] log-probabilities, column 0 = keep."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.in_conv = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.out_conv = nn.Sequential(nn.Linear(dim, dim // 2), nn.GELU(),
+                                      nn.Linear(dim // 2, dim // 4), nn.GELU(),
+                                      nn.Linear(dim // 4, 2), nn.LogSoftmax(dim=-1))
+
+    def forward(self, x, policy):                   # x [B,N,C], policy [B,N,1] previous keep
+        h = self.in_conv(x)
+        B, N, C = h.shape
+        local = h[:, :, :C // 2]
+        # masked mean of the global half over the tokens still alive (no guard, as official)
+        glob = (h[:, :, C // 2:] * policy).sum(dim=1, keepdim=True) / policy.sum(dim=1, keepdim=True)
+        return self.out_conv(torch.cat([local, glob.expand(B, N, C // 2)], dim=-1))
+
+
+def gumbel_from_uniform(u):
+    """Gumbel(0,1) noise from given uniforms, so C and torch see the same sample.
+    (The official functions.gumbel_softmax draws -log(Exp(1)), the same distribution.)"""
+    return -torch.log(-torch.log(u))
+
+
+def gumbel_hard_keep(log_probs, u, tau=1.0):
+    """Official functions.gumbel_softmax(hard=True)[..., 0:1] with given noise: value is the
+    one-hot of argmax(softmax((logp+g)/tau)), gradient is that of the soft sample."""
+    y_soft = ((log_probs + gumbel_from_uniform(u)) / tau).softmax(dim=-1)
+    index = y_soft.max(dim=-1, keepdim=True)[1]
+    y_hard = torch.zeros_like(log_probs).scatter_(-1, index, 1.0)
+    return (y_hard - y_soft.detach() + y_soft)[:, :, 0:1], y_soft
+
+
+def unit_rows(x, eps=1e-6):
+    """x / (||x|| + eps): the official get_sim normalisation (not F.normalize's max(.,eps))."""
+    return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+HOST_MARGINS = []      # smallest best-minus-second host similarity per squeeze call
+
+
+def _note_host_margin(sim, rows):
+    """Records how close the host choice came to a tie (fixtures must not hinge on rounding)."""
+    top2 = sim.detach().topk(2, dim=2)[0]
+    gap = (top2[..., 0] - top2[..., 1])[rows]
+    if gap.numel():
+        HOST_MARGINS.append(gap.min().item())
+
+
+def tps_squeeze_train(x, keep, pruned, temperature=1.0):
+    """Official TPSModule.forward, training branch, on fixed-length spatial tokens.
+
+    x [B,N,C]; keep [B,N,1] hard keep decision of this stage (straight-through);
+    pruned [B,N,1] = (1-keep)*prev_decision, the tokens pruned at this stage.
+    Every pruned token i picks its host(s) j = argmax_j sim(i,j) over kept j != i (all ties),
+    and each host becomes (e*x_j + sum_i exp(sim_ij) x_i) / (e + sum_i exp(sim_ij)).
+    The 0/1 selection matrix is multiplied by `pruned`, so it carries the straight-through
+    gradient into the keep decisions, exactly as the official expression does."""
+    B, N, _ = x.shape
+    xn = unit_rows(x)
+    sim = xn @ xn.transpose(1, 2)                                       # [B,N(query i),N(host j)]
+    eye = torch.eye(N, dtype=torch.bool).unsqueeze(0)
+    sim = sim.masked_fill(eye, -100.0) / temperature
+    sim = sim.masked_fill(~keep.bool().reshape(B, 1, N), -100.0)        # only kept hosts
+    best = sim.amax(dim=2, keepdim=True)
+    _note_host_margin(sim, pruned.reshape(B, N) > 0.5)
+    select = (sim == best).to(x.dtype) * pruned                         # [B,i,j]
+    sim = select * sim
+    select_t = select.transpose(1, 2)                                   # [B,j,i]
+    weight = torch.exp(sim.transpose(1, 2)) * select_t
+    den = math.e + weight.sum(dim=-1, keepdim=True)                     # [B,j,1]
+    return x * (math.e / den) + (weight / den) @ x
+
+
+def tps_squeeze_infer(kept, dropped, temperature=1.0):
+    """Official TPSModule.forward, eval branch: kept [B,K,C] (score order), dropped [B,P,C].
+    Cosine similarity dropped->kept (no diagonal mask), hosts = row argmax (all ties),
+    kept_j' = (e*kept_j + sum_i exp(s_ij) dropped_i) / (e + sum_i exp(s_ij))."""
+    sim = unit_rows(dropped) @ unit_rows(kept).transpose(1, 2) / temperature   # [B,P,K]
+    best = sim.amax(dim=2, keepdim=True)
+    if sim.shape[2] > 1:
+        _note_host_margin(sim, torch.ones(sim.shape[:2], dtype=torch.bool))
+    select = (sim == best).to(kept.dtype)
+    weight = torch.exp((select * sim).transpose(1, 2)) * select.transpose(1, 2)   # [B,K,P]
+    den = math.e + weight.sum(dim=-1, keepdim=True)
+    return kept * (math.e / den) + (weight / den) @ dropped
+
+
+def keep_ratio_list(keep_ratio, n_stages):
+    """Official DynamicVit: cumulative keep_ratio**(s+1) (a list is used as given)."""
+    if isinstance(keep_ratio, (list, tuple)):
+        return list(keep_ratio)
+    return [keep_ratio ** (k + 1) for k in range(n_stages)]
+
+
+def keep_counts(n_patches, ratios):
+    """int(N * ratio) in double precision, exactly as the official eval path truncates."""
+    return [int(n_patches * r) for r in ratios]
+
+
+class PruningViT(ViT):
+    """Official TPS-CVPR2023 DynamicVit (dynamic_vit.py) on top of the timm backbone.
+
+    method "dtps": token_merge_module = TPSModule (squeeze); "dynamicvit": prune only.
+    Training keeps all tokens and masks attention with the policy; eval really removes them."""
+
+    def __init__(self, method="dtps", prune_loc=(1, 2, 3), keep_ratio=0.7, **cfg):
+        super().__init__(**cfg)
+        assert method in ("dtps", "dynamicvit")
+        self.method = method
+        self.prune_loc = list(prune_loc)
+        self.keep_ratio_list = keep_ratio_list(keep_ratio, len(self.prune_loc))
+        C = self.cls_token.shape[-1]
+        self.score_predictor = nn.ModuleList([PredictorLG(C) for _ in self.prune_loc])
+
+    def forward_train(self, images, gumbel_u):
+        """gumbel_u: list of [B,N,2] uniforms, one per stage. Returns a dict with logits,
+        spatial (final normed spatial tokens [B,N,C]), last_decision [B,N,1] (detached),
+        hard (list of [B,N] keep masks with straight-through grad), scores, y_soft."""
+        x = self.embed(images)
+        B, n1, _ = x.shape
+        N = n1 - 1
+        prev = torch.ones(B, N, 1)
+        policy = torch.ones(B, N + 1, 1)         # all ones: the policy softmax is used from block 0
+        hard, scores, soft = [], [], []
+        stage = 0
+        for i, blk in enumerate(self.blocks):
+            if i in self.prune_loc:
+                spatial = x[:, 1:]
+                score = self.score_predictor[stage](spatial, prev)        # [B,N,2] log-probs
+                keep, y_soft = gumbel_hard_keep(score, gumbel_u[stage])
+                keep = keep * prev
+                if self.method == "dtps":
+                    pruned = (1.0 - keep) * prev
+                    spatial = tps_squeeze_train(spatial, keep, pruned)
+                    x = torch.cat([x[:, :1], spatial], dim=1)
+                hard.append(keep.reshape(B, N))
+                scores.append(score)
+                soft.append(y_soft)
+                policy = torch.cat([torch.ones(B, 1, 1), keep], dim=1)
+                prev = keep
+                stage += 1
+            x = blk(x, policy)
+        x = self.norm(x)
+        return dict(logits=self.head(x[:, 0]), spatial=x[:, 1:], last_decision=prev.detach(),
+                    hard=hard, scores=scores, y_soft=soft)
+
+    def forward_infer(self, images):
+        """Eval path. Returns logits and, per stage, the ORIGINAL patch indices kept (top-k by
+        keep log-prob, descending, in that order) plus the sorted scores (for margin checks)."""
+        x = self.embed(images)
+        B, n1, C = x.shape
+        N = n1 - 1
+        prev = torch.ones(B, N, 1)
+        origin = torch.arange(N).unsqueeze(0).expand(B, N)             # [B,n] original indices
+        kept_list, sorted_scores = [], []
+        stage = 0
+        for i, blk in enumerate(self.blocks):
+            if i in self.prune_loc:
+                spatial = x[:, 1:]
+                score = self.score_predictor[stage](spatial, prev)[:, :, 0]
+                n_keep = int(N * self.keep_ratio_list[stage])
+                order = torch.argsort(score, dim=1, descending=True)
+                keep_idx, drop_idx = order[:, :n_keep], order[:, n_keep:]
+                gather = lambda t, idx: torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+                kept = gather(spatial, keep_idx)
+                if self.method == "dtps" and drop_idx.shape[1] > 0:
+                    kept = tps_squeeze_infer(kept, gather(spatial, drop_idx))
+                x = torch.cat([x[:, :1], kept], dim=1)
+                origin = torch.gather(origin, 1, keep_idx)
+                prev = torch.gather(prev, 1, keep_idx.unsqueeze(-1))
+                kept_list.append(origin.clone())
+                sorted_scores.append(torch.gather(score, 1, order))
+                stage += 1
+            x = blk(x)
+        x = self.norm(x)
+        return dict(logits=self.head(x[:, 0]), kept=kept_list, sorted_scores=sorted_scores)
+
+
+def teacher_from(student, cfg):
+    """Dense ViT sharing the student's backbone weights (attr teacher="student-backbone")."""
+    t = ViT(**cfg)
+    missing, unexpected = t.load_state_dict(student.state_dict(), strict=False)
+    assert not missing and all(k.startswith("score_predictor") for k in unexpected)
+    t.eval()
+    for p in t.parameters():
+        p.requires_grad_(False)
+    return t
+
+
+def keep_ratio_loss(hard, ratios):
+    """Official losses.KeepRatioLoss WITHOUT its weight: mean over stages of
+    mean_b (mean_i hard[b,i] - ratio_s)^2; hard masks span all N original tokens."""
+    total = 0.0
+    for mask, r in zip(hard, ratios):
+        total = total + ((mask.mean(dim=1) - r) ** 2).mean()
+    return total / len(ratios)
+
+
+def cls_kl_loss(logits, logits_t):
+    """Official DistillKLLoss cls term: F.kl_div(log_softmax(s), log_softmax(t), batchmean,
+    log_target) = (1/B) sum_b sum_k p_t (log p_t - log p_s), i.e. KL(teacher || student)."""
+    return F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(logits_t, dim=-1),
+                    reduction="batchmean", log_target=True)
+
+
+def token_kl_loss(spatial, spatial_t, last_decision):
+    """Official DistillKLLoss token term: rows = final-normed spatial tokens whose LAST hard
+    keep decision > 0.5 (over the whole batch), KL over the channel softmax, batchmean =
+    divided by the number of selected rows; 0 if none is kept."""
+    B, N, C = spatial.shape
+    sel = last_decision.reshape(B * N) > 0.5
+    if last_decision.sum() < 0.1:
+        return spatial.new_zeros(())
+    s = spatial.reshape(B * N, C)[sel]
+    t = spatial_t.reshape(B * N, C)[sel]
+    return F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1),
+                    reduction="batchmean", log_target=True)
