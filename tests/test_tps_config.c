@@ -1,0 +1,120 @@
+/* TPS configuration: method names, validation messages, and per-stage token counts that must
+ * equal the official Python's (references: values printed by python3 for the expressions in
+ * each comment; integers, so exact). */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "src/tps/tps.h"
+
+static tps_config three_stages(tps_method m, float rho) {
+    tps_config cfg = {.method = m, .n_stages = 3, .prune_loc = {3, 6, 9}, .squeeze_temp = 1.0f};
+    tps_config_fill_rho(&cfg, rho);
+    return cfg;
+}
+
+Test(tps_config, method_names_round_trip) {
+    const char *names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
+    for (int m = 0; m < 5; m++) {
+        cr_assert_eq(tps_method_from_name(names[m]), m, "%s", names[m]);
+        cr_assert_str_eq(tps_method_name((tps_method)m), names[m]);
+    }
+    cr_assert_eq(tps_method_from_name("dTPS"), TPS_DTPS);
+    cr_assert_eq(tps_method_from_name("tps"), -1);
+    cr_assert_eq(tps_method_from_name("dtpsx"), -1);
+    cr_assert_eq(tps_method_from_name(""), -1);
+    cr_assert_eq(tps_method_from_name(NULL), -1);
+}
+
+Test(tps_config, method_properties) {
+    cr_assert(tps_method_has_predictor(TPS_DYNAMICVIT) && tps_method_has_predictor(TPS_DTPS));
+    cr_assert(!tps_method_has_predictor(TPS_EVIT) && !tps_method_has_predictor(TPS_ETPS) &&
+              !tps_method_has_predictor(TPS_NONE));
+    cr_assert(tps_method_squeezes(TPS_DTPS) && tps_method_squeezes(TPS_ETPS));
+    cr_assert(!tps_method_squeezes(TPS_DYNAMICVIT) && !tps_method_squeezes(TPS_EVIT) && !tps_method_squeezes(TPS_NONE));
+}
+
+Test(tps_config, keep_counts_match_python) {
+    tps_config cfg = three_stages(TPS_DTPS, 0.7f);
+    cr_assert_eq(tps_config_validate(&cfg, 12), TPSC_OK, "%s", tpsc_last_error());
+    /* [int(196 * 0.7 ** (s+1)) for s in range(3)] == [137, 96, 67] */
+    cr_assert_eq(tps_keep_count(&cfg, 0, 196), 137);
+    cr_assert_eq(tps_keep_count(&cfg, 1, 196), 96);
+    cr_assert_eq(tps_keep_count(&cfg, 2, 196), 67);
+    /* int(64 * 0.7 ** 2) == 31; int(100 * 0.7 ** 2) == 48 (0.7**2 is 0.48999999999999994);
+     * int(10 * 0.7) == 7 (10 * 0.7f in float is 6.9999999) */
+    cr_assert_eq(tps_keep_count(&cfg, 1, 64), 31);
+    cr_assert_eq(tps_keep_count(&cfg, 1, 100), 48);
+    cr_assert_eq(tps_keep_count(&cfg, 0, 10), 7);
+    /* int(1000 * 0.5 ** 3) == 125; int(30 * 0.9 ** 2) == 24 */
+    tps_config half = three_stages(TPS_DTPS, 0.5f), nine = three_stages(TPS_DTPS, 0.9f);
+    cr_assert_eq(tps_keep_count(&half, 2, 1000), 125);
+    cr_assert_eq(tps_keep_count(&nine, 1, 30), 24);
+    /* at least one token survives: int(3 * 0.1 ** 3) would be 0 */
+    tps_config tiny = three_stages(TPS_DTPS, 0.1f);
+    cr_assert_eq(tps_keep_count(&tiny, 2, 3), 1);
+}
+
+Test(tps_config, keep_counts_from_a_list) {
+    /* a list that is not a compounded rho: [0.8, 0.5, 0.25]; int(196 * 0.5) == 98,
+     * int(196 * 0.25) == 49 */
+    tps_config cfg = {.method = TPS_DYNAMICVIT, .n_stages = 3, .prune_loc = {2, 4, 6}, .keep_frac = {0.8f, 0.5f, 0.25f}};
+    cr_assert_eq(tps_config_validate(&cfg, 12), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tps_keep_count(&cfg, 0, 196), 156); /* int(196 * 0.8) == 156 */
+    cr_assert_eq(tps_keep_count(&cfg, 1, 196), 98);
+    cr_assert_eq(tps_keep_count(&cfg, 2, 196), 49);
+}
+
+Test(tps_config, evit_keep_counts_match_python) {
+    tps_config cfg = three_stages(TPS_EVIT, 0.7f);
+    /* math.ceil(0.7 * 196) == 138, math.ceil(0.7 * 138) == 97, math.ceil(0.7 * 10) == 7,
+     * math.ceil(0.7 * 20) == 14 */
+    cr_assert_eq(tps_evit_keep_count(&cfg, 0, 196), 138);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 138), 97);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 10), 7);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 20), 14);
+    tps_config one = three_stages(TPS_EVIT, 1.0f);
+    cr_assert_eq(tps_evit_keep_count(&one, 2, 37), 37);
+}
+
+static void expect_error(const tps_config *cfg, int depth, const char *needle) {
+    cr_assert_eq(tps_config_validate(cfg, depth), TPSC_ERR_CONFIG, "expected a config error containing \"%s\"", needle);
+    cr_assert(strstr(tpsc_last_error(), needle) != NULL, "message \"%s\" lacks \"%s\"", tpsc_last_error(), needle);
+}
+
+Test(tps_config, bad_configs_name_the_value) {
+    tps_config cfg = three_stages(TPS_DTPS, 0.7f);
+    cfg.prune_loc[2] = 12;
+    expect_error(&cfg, 12, "tps.prune_loc: 12 is out of range for depth 12 (valid 1..11)");
+    cfg.prune_loc[2] = 0;
+    expect_error(&cfg, 12, "tps.prune_loc: 0 is out of range");
+    cfg = three_stages(TPS_DTPS, 0.7f);
+    cfg.prune_loc[1] = 3;
+    expect_error(&cfg, 12, "tps.prune_loc: 3 follows 3");
+    cfg = three_stages(TPS_DTPS, 0.7f);
+    cfg.keep_frac[0] = 1.5f;
+    expect_error(&cfg, 12, "tps.keep_ratio: 1.5 is outside (0, 1]");
+    cfg.keep_frac[0] = 0.0f;
+    expect_error(&cfg, 12, "tps.keep_ratio: 0 is outside (0, 1]");
+    cfg = three_stages(TPS_DTPS, 0.7f);
+    cfg.keep_frac[2] = 0.6f;
+    expect_error(&cfg, 12, "stage 3 keeps 0.6");
+    cfg = three_stages(TPS_DTPS, 0.7f);
+    cfg.n_stages = TPS_MAX_STAGES + 1;
+    expect_error(&cfg, 12, "tps.prune_loc: 9 stages");
+    cfg.n_stages = 0;
+    expect_error(&cfg, 12, "needs at least one pruning location");
+    cfg = three_stages(TPS_ETPS, 0.7f);
+    cfg.squeeze_temp = 0.0f;
+    expect_error(&cfg, 12, "tps.squeeze_temp");
+    cfg.method = (tps_method)7;
+    expect_error(&cfg, 12, "tps.method: 7");
+}
+
+Test(tps_config, dense_needs_no_stages) {
+    tps_config cfg = {.method = TPS_NONE};
+    cr_assert_eq(tps_config_validate(&cfg, 12), TPSC_OK, "%s", tpsc_last_error());
+    /* the temperature only matters when squeezing */
+    tps_config dyn = three_stages(TPS_DYNAMICVIT, 0.7f);
+    dyn.squeeze_temp = 0.0f;
+    cr_assert_eq(tps_config_validate(&dyn, 12), TPSC_OK, "%s", tpsc_last_error());
+}
