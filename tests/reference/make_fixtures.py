@@ -176,6 +176,31 @@ def make_pruning_model(method, keep_ratio=TPS_ATTRS["keep_ratio"], seed=None):
     return model
 
 
+EVIT_KEEP_RATE = 0.7                # per stage, of the current spatial tokens (ceil)
+
+
+def make_evit_model(method, seed):
+    """EViT / eTPS on the backbone of the dTPS model (same /model; predictors unused)."""
+    model = R.EVitModel(method=method, prune_loc=TPS_ATTRS["prune_loc"], keep_rate=EVIT_KEEP_RATE,
+                        **TPS_CFG)
+    missing, _ = model.load_state_dict(make_pruning_model("dtps", seed=seed).state_dict(),
+                                       strict=False)
+    assert not missing, missing
+    return model
+
+
+def check_evit_order(out, method, quiet=False):
+    """cls-attention top-k: the cut (k-th vs k+1-th) must clear 1e-4 and every gap inside the
+    kept order 1e-5, relative to the largest cls attention of that row."""
+    for s, a in enumerate(out["sorted_attn"]):
+        rel = (a[:, :-1] - a[:, 1:]) / a[:, :1]
+        cut, inner = rel[:, -1].min().item(), rel.min().item()
+        assert cut > 1e-4 and inner > 1e-5, f"{method} stage {s}: near-tie cut {cut:.1e} order {inner:.1e}"
+        if not quiet:
+            print(f"  {method} stage {s}: keeps {out['kept'][s].shape[1]}, relative gap at the cut "
+                  f"{cut:.1e}, inside {inner:.1e}")
+
+
 def pick_model_seed(images, N):
     """First weight seed (deterministic search) whose eval-mode top-k order, cut and hosts are
     tie-free for both methods, so a correct C engine keeps exactly the same tokens."""
@@ -187,6 +212,11 @@ def pick_model_seed(images, N):
                 with torch.no_grad():
                     inf = make_pruning_model(method, seed=seed).eval().forward_infer(images)
                 check_infer_order(inf, method, counts, quiet=True)
+                check_host_margins(method, quiet=True)
+            for method in ("evit", "etps"):
+                with torch.no_grad():
+                    out = make_evit_model(method, seed).forward_kept(images)
+                check_evit_order(out, method, quiet=True)
                 check_host_margins(method, quiet=True)
         except AssertionError:
             R.HOST_MARGINS.clear()
@@ -343,6 +373,25 @@ def make_tps():
                 put(f, f"{method}/infer/kept_s{s}", kept)
             check_logits_spread(inf["logits"], method)
             print(f"  {method} infer: logits[0] {inf['logits'][0].numpy().round(3)}")
+
+        for method in ("evit", "etps"):
+            model = make_evit_model(method, TPS_MODEL_SEED)
+            out = model.forward_kept(images)
+            check_evit_order(out, method)
+            check_host_margins(f"{method}")
+            loss = R.soft_target_ce(out["logits"], targets)
+            # no dropout: training computes exactly what eval does (tokens really removed)
+            put(f, f"{method}/train/logits", out["logits"])
+            put(f, f"{method}/train/loss_ce", np.float32(loss.item()))
+            put(f, f"{method}/infer/logits", out["logits"])
+            for s, kept in enumerate(out["kept"]):
+                put(f, f"{method}/infer/kept_s{s}", kept)
+            f[method].attrs["keep_rate"] = np.float64(EVIT_KEEP_RATE)
+            f[method].attrs["keep_counts"] = np.asarray([k.shape[1] for k in out["kept"]],
+                                                        dtype=np.int64)
+            check_logits_spread(out["logits"], method)
+            print(f"  {method}: loss_ce {loss.item():.6f} logits[0] "
+                  f"{out['logits'][0].detach().numpy().round(3)}")
     report(path)
 
 

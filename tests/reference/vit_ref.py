@@ -407,3 +407,64 @@ def token_kl_loss(spatial, spatial_t, last_decision):
     t = spatial_t.reshape(B * N, C)[sel]
     return F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1),
                     reduction="batchmean", log_target=True)
+
+
+# ----------------------------------------------------------------------------- EViT / eTPS
+def complement_sorted(idx, n):
+    """Indices 0..n-1 not in idx (per row), ascending, as EViT's helpers.complement_idx."""
+    taken = torch.zeros(idx.shape[0], n, dtype=torch.bool).scatter_(1, idx, True)
+    return torch.stack([torch.nonzero(~row).squeeze(1) for row in taken])
+
+
+class EVitModel(ViT):
+    """EViT (youweiliang/evit evit.py, Block/Attention with fuse_token=True) and eTPS on the
+    same backbone. In blocks `prune_loc`, after the attention residual and before the MLP, keep
+    the ceil(rho * n) spatial tokens with the largest head-averaged cls attention (topk order,
+    descending); EViT appends one fused token sum_i a_i x_i over the rest (a_i = cls attention,
+    not renormalised), eTPS squeezes the rest into their hosts with the TPS eval rule instead.
+    Training and eval are the same computation here (no dropout, tokens really removed)."""
+
+    def __init__(self, method="evit", prune_loc=(1, 2, 3), keep_rate=0.7, **cfg):
+        super().__init__(**cfg)
+        assert method in ("evit", "etps")
+        self.method = method
+        self.prune_loc = list(prune_loc)
+        self.keep_rate = keep_rate
+
+    def forward_kept(self, images):
+        x = self.embed(images)
+        B, n1, C = x.shape
+        origin = torch.arange(n1 - 1).unsqueeze(0).expand(B, -1)      # -1 = EViT's fused token
+        kept_list, sorted_attn = [], []
+        for i, blk in enumerate(self.blocks):
+            if i not in self.prune_loc:
+                x = blk(x)
+                continue
+            x = x + blk.attn(blk.norm1(x))
+            attn = blk.attn.last_attn                                  # [B,H,1+n,1+n]
+            n = x.shape[1] - 1
+            left = math.ceil(self.keep_rate * n)
+            cls_attn = attn[:, :, 0, 1:].mean(dim=1)                   # [B,n]
+            top, idx = torch.topk(cls_attn, left, dim=1, largest=True, sorted=True)
+            rest = complement_sorted(idx, n)
+            spatial = x[:, 1:]
+            gather = lambda t, ix: torch.gather(t, 1, ix.unsqueeze(-1).expand(-1, -1, C))
+            kept, dropped = gather(spatial, idx), gather(spatial, rest)
+            origin_kept = torch.gather(origin, 1, idx)
+            if self.method == "evit":
+                weight = torch.gather(cls_attn, 1, rest).unsqueeze(-1)
+                fused = (dropped * weight).sum(dim=1, keepdim=True)
+                x = torch.cat([x[:, :1], kept, fused], dim=1)
+                origin = torch.cat([origin_kept, torch.full((B, 1), -1)], dim=1)
+            else:
+                x = torch.cat([x[:, :1], tps_squeeze_infer(kept, dropped)], dim=1)
+                origin = origin_kept
+            kept_list.append(origin_kept.clone())
+            k_next = min(left + 1, n)
+            sorted_attn.append(torch.topk(cls_attn, k_next, dim=1, sorted=True)[0].detach())
+            x = x + blk.mlp(blk.norm2(x))
+        x = self.norm(x)
+        return dict(logits=self.head(x[:, 0]), kept=kept_list, sorted_attn=sorted_attn)
+
+    def forward(self, images):
+        return self.forward_kept(images)["logits"]
