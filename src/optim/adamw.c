@@ -96,3 +96,10 @@ tpsc_status tpsc_adamw_step(tpsc_adamw *opt, ag_params *p, double lr) {
     opt->step++;
     return TPSC_OK;
 }
+
+tpsc_status tpsc_adamw_restore_step(tpsc_adamw *opt, const ag_params *p, int64_t step) {
+    TPSC_TRY(tpsc_optim_restore_counts("adamw restore", p, opt->total, opt->count, opt->m, opt->v,
+                                       step, opt->param_step));
+    opt->step = step;
+    return TPSC_OK;
+}

@@ -12,8 +12,8 @@
  *
  * State for checkpoints: m and v are float blocks with the layout of params->data (`total`
  * floats each, same offsets); `step` counts calls to tpsc_adamw_step; `param_step[i]` is the
- * update count t of item i (params->count entries). Restore by writing into these arrays
- * after tpsc_adamw_init. */
+ * update count t of item i (params->count entries). A checkpoint that keeps only m, v and
+ * step is restored with tpsc_adamw_restore_step. */
 #ifndef TPSC_OPTIM_ADAMW_H
 #define TPSC_OPTIM_ADAMW_H
 
@@ -52,5 +52,13 @@ void tpsc_adamw_free(tpsc_adamw *opt);
  * params->grad. Fails without touching anything if the store's layout changed since init or
  * an item's group is outside [0, TPSC_OPTIM_MAX_GROUPS) (TPSC_ERR_ARG naming it). */
 tpsc_status tpsc_adamw_step(tpsc_adamw *opt, ag_params *p, double lr);
+
+/* Resume: after tpsc_adamw_init, copy the saved moments into opt->m / opt->v (e.g. with
+ * tpsc_checkpoint_load_state), set the frozen flags the run had, then call this with the saved
+ * step. It sets opt->step = step and param_step[i] = step for every item that is trainable or
+ * has non-zero moments, 0 for the rest (frozen all along). Exact unless an item was unfrozen
+ * part-way through the run, where it overstates that item's count (bias correction then
+ * assumes warmer moments); saving param_step itself avoids even that. */
+tpsc_status tpsc_adamw_restore_step(tpsc_adamw *opt, const ag_params *p, int64_t step);
 
 #endif

@@ -3,6 +3,8 @@
 #define TPSC_OPTIM_COMMON_H
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 
 #include "autograd/params.h"
 #include "src/optim/param_groups.h"
@@ -35,6 +37,30 @@ static inline tpsc_status tpsc_optim_check_scales(const char *who, const double 
         if (!isfinite(scale[g]) || scale[g] < 0.0)
             return tpsc_fail(TPSC_ERR_ARG, "%s: group_lr_scale[%d] = %g must be finite and >= 0",
                              who, g, scale[g]);
+    return TPSC_OK;
+}
+
+/* Whether any of n floats is non-zero (NULL counts as all zero). */
+static inline bool tpsc_optim_any_nonzero(const float *x, size_t n) {
+    if (!x) return false;
+    for (size_t i = 0; i < n; i++)
+        if (x[i] != 0.0f) return true;
+    return false;
+}
+
+/* Shared by the optimisers' restore_step: an item's update count is the saved global step if
+ * it trains now or has state, else 0 (it was frozen all along). */
+static inline tpsc_status tpsc_optim_restore_counts(const char *who, const ag_params *p, size_t total,
+                                                    int count, const float *state_a, const float *state_b,
+                                                    int64_t step, int64_t *param_step) {
+    TPSC_TRY(tpsc_optim_check_store(who, p, total, count));
+    if (step < 0) return tpsc_fail(TPSC_ERR_ARG, "%s: restored step %lld is negative", who, (long long)step);
+    for (int i = 0; i < p->count; i++) {
+        const ag_param *it = &p->items[i];
+        bool has_state = tpsc_optim_any_nonzero(state_a ? state_a + it->offset : NULL, it->numel) ||
+                         tpsc_optim_any_nonzero(state_b ? state_b + it->offset : NULL, it->numel);
+        param_step[i] = (!it->frozen || has_state) ? step : 0;
+    }
     return TPSC_OK;
 }
 

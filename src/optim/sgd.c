@@ -90,3 +90,10 @@ tpsc_status tpsc_sgd_step(tpsc_sgd *opt, ag_params *p, double lr) {
     opt->step++;
     return TPSC_OK;
 }
+
+tpsc_status tpsc_sgd_restore_step(tpsc_sgd *opt, const ag_params *p, int64_t step) {
+    TPSC_TRY(tpsc_optim_restore_counts("sgd restore", p, opt->total, opt->count, opt->buf, NULL,
+                                       step, opt->param_step));
+    opt->step = step;
+    return TPSC_OK;
+}

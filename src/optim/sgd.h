@@ -41,5 +41,8 @@ tpsc_sgd_config tpsc_sgd_defaults(void);
 tpsc_status tpsc_sgd_init(tpsc_sgd *opt, const ag_params *p, const tpsc_sgd_config *cfg);
 void tpsc_sgd_free(tpsc_sgd *opt);
 tpsc_status tpsc_sgd_step(tpsc_sgd *opt, ag_params *p, double lr);
+/* Resume after copying the saved buffers into opt->buf: as tpsc_adamw_restore_step (items
+ * trainable or with a non-zero buffer get param_step = step, the others 0). */
+tpsc_status tpsc_sgd_restore_step(tpsc_sgd *opt, const ag_params *p, int64_t step);
 
 #endif
