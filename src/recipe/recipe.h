@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "data/loader.h"
 #include "src/model/vit.h"
 #include "src/tps/tps.h"
 #include "src/util/status.h"
@@ -35,14 +36,9 @@
 #define TPSC_RECIPE_CHANNELS_MAX 4 /* mean/std values (one per input channel) */
 #define TPSC_RECIPE_MAX_KEYS 128   /* capacity of the per-key provenance table */
 
-typedef enum tpsc_data_format {
-    TPSC_DATA_FASHION_MNIST = 0, /* the Debian dataset-fashion-mnist files (train/val ignored) */
-    TPSC_DATA_IDX,               /* MNIST-style idx images + labels: train/val are the image files */
-    TPSC_DATA_IMAGEFOLDER,       /* root/<class>/<image>: classes sorted by name, as torchvision */
-    TPSC_DATA_H5,                /* one HDF5 file per split: images [n,C,H,W] uint8, labels [n] */
-} tpsc_data_format;
-
-typedef enum tpsc_bad_image { TPSC_BAD_IMAGE_ERROR = 0, TPSC_BAD_IMAGE_SKIP } tpsc_bad_image;
+/* The data enums (format, bad-image policy) are the loader's own, so the recipe and the
+ * loader cannot disagree on their values. */
+typedef tpsc_bad_image_policy tpsc_bad_image;
 typedef enum tpsc_optim_name { TPSC_OPTIM_ADAMW = 0, TPSC_OPTIM_SGD } tpsc_optim_name;
 typedef enum tpsc_sched_name { TPSC_SCHED_COSINE = 0, TPSC_SCHED_CONSTANT } tpsc_sched_name;
 typedef enum tpsc_distill_token { TPSC_DISTILL_TOKEN_KL = 0, TPSC_DISTILL_TOKEN_MSE, TPSC_DISTILL_TOKEN_NONE } tpsc_distill_token;
