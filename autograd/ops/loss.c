@@ -8,13 +8,15 @@
 
 #define LS_PAR 16384
 
-/* lse of one row, max-subtracted so exp never overflows. */
-static float row_lse(const float *z, size_t K) {
+/* One row's max m and log sum_k exp(z_k - m): log p_k = (z_k - m) - log_sum, computed in that
+ * order so large logits do not round at |m|'s scale. */
+static float row_max_logsum(const float *z, size_t K, float *log_sum) {
     float mx = z[0];
     for (size_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
     double s = 0.0;
     for (size_t k = 0; k < K; k++) s += expf(z[k] - mx);
-    return mx + (float)log(s);
+    *log_sum = (float)log(s);
+    return mx;
 }
 
 static bool check_logits(ag_ctx *ctx, const char *op, ag_tensor *z) {
@@ -67,10 +69,11 @@ ag_tensor *ag_cross_entropy_soft(ag_ctx *ctx, ag_tensor *logits, ag_tensor *targ
     #pragma omp parallel for reduction(+ : total) if (R * K > LS_PAR)
     for (size_t r = 0; r < R; r++) {
         const float *zr = logits->data + r * K, *tr = target->data + r * K;
-        const float l = row_lse(zr, K);
-        if (lse) lse[r] = l;
+        float ls;
+        const float mx = row_max_logsum(zr, K, &ls);
+        if (lse) lse[r] = mx + ls;
         double row = 0.0;
-        for (size_t k = 0; k < K; k++) row -= (double)tr[k] * (double)(zr[k] - l);
+        for (size_t k = 0; k < K; k++) row -= (double)tr[k] * (double)((zr[k] - mx) - ls);
         total += row;
     }
     y->data[0] = (float)(total / (double)R);
@@ -130,11 +133,12 @@ ag_tensor *ag_cross_entropy(ag_ctx *ctx, ag_tensor *logits, const int32_t *label
     #pragma omp parallel for reduction(+ : total) if (R * K > LS_PAR)
     for (size_t r = 0; r < R; r++) {
         const float *zr = logits->data + r * K;
-        const float l = row_lse(zr, K);
-        if (s) s->lse[r] = l;
+        float ls;
+        const float mx = row_max_logsum(zr, K, &ls);
+        if (s) s->lse[r] = mx + ls;
         double sum_neg = 0.0;
-        for (size_t k = 0; k < K; k++) sum_neg -= (double)(zr[k] - l);
-        total += (1.0 - eps) * -(double)(zr[labels[r]] - l) + eps * sum_neg / (double)K;
+        for (size_t k = 0; k < K; k++) sum_neg -= (double)((zr[k] - mx) - ls);
+        total += (1.0 - eps) * -(double)((zr[labels[r]] - mx) - ls) + eps * sum_neg / (double)K;
     }
     y->data[0] = (float)(total / (double)R);
     ag_node *n = ag_record(ctx, "cross_entropy", ce_backward, y, 1, &logits);

@@ -85,8 +85,9 @@ ag_tensor *ag_log_softmax(ag_ctx *ctx, ag_tensor *x) {
         double sum;
         /* yr holds the exps for a moment, then the log-probabilities. */
         const float mx = row_exp(xr, yr, C, &sum);
-        const float lse = mx + (float)log(sum);
-        for (size_t c = 0; c < C; c++) yr[c] = xr[c] - lse;
+        /* (x - max) - log sum, not x - (max + log sum): the latter rounds at |max|'s scale. */
+        const float log_sum = (float)log(sum);
+        for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mx) - log_sum;
     }
     ag_record(ctx, "log_softmax", log_softmax_backward, y, 1, &x);
     return ctx->status == TPSC_OK ? y : NULL;

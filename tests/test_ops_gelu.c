@@ -1,0 +1,60 @@
+/* gelu: finite differences, table values of the exact (erf) GELU, and its derivative. */
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "support/gradcheck.h"
+
+static ag_tensor *f_gelu(ag_ctx *ctx, ag_tensor **in, void *user) { return ag_gelu(ctx, in[0]); }
+
+Test(ops_gelu, gradcheck_odd_shape) {
+    gc_input in[1] = {{3, {3, 7, 5}, true, NULL}};
+    GRADCHECK(f_gelu, 1, in, NULL, 1e-2, 1e-3, 1e-2);
+}
+
+Test(ops_gelu, gradcheck_wide_range) {
+    /* Tails and the curved middle: x from -6 to 6. */
+    float xd[25];
+    for (int i = 0; i < 25; i++) xd[i] = -6.0f + 0.5f * (float)i;
+    gc_input in[1] = {{1, {25}, true, xd}};
+    GRADCHECK(f_gelu, 1, in, NULL, 1e-2, 1e-3, 1e-2);
+}
+
+Test(ops_gelu, forward_table_values) {
+    /* Reference: x Phi(x) with the standard normal CDF from tables,
+     * Phi(1) = 0.8413447461, Phi(2) = 0.9772498681, Phi(-1) = 0.1586552539, so
+     * gelu(0) = 0, gelu(1) = 0.8413447, gelu(-1) = -0.1586553, gelu(2) = 1.9544997,
+     * gelu(-2) = -0.0455003. Tolerance 1e-6 absolute (float). */
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[] = {0, 1, -1, 2, -2};
+    const double want[] = {0.0, 0.8413447461, -0.1586552539, 1.9544997361, -0.0455002639};
+    ag_tensor *y = ag_gelu(ctx, ag_wrap(ctx, xd, NULL, 1, (size_t[]){5}, false));
+    cr_assert_not_null(y);
+    for (int i = 0; i < 5; i++) cr_assert(fabs(y->data[i] - want[i]) < 1e-6, "gelu(%g) = %.9g, want %.9g", xd[i], (double)y->data[i], want[i]);
+    ag_ctx_free(ctx);
+}
+
+Test(ops_gelu, derivative_table_values) {
+    /* Reference: gelu'(x) = Phi(x) + x phi(x), phi(1) = 0.2419707245 (tables), so
+     * gelu'(0) = 0.5, gelu'(1) = 1.0833154706, gelu'(-1) = 0.1586552539 - 0.2419707245
+     * = -0.0833154706. Tolerance 1e-6 absolute. */
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[] = {0, 1, -1}, gx[3] = {0}, seed[] = {1, 1, 1};
+    const double want[] = {0.5, 1.0833154706, -0.0833154706};
+    ag_tensor *x = ag_wrap(ctx, xd, gx, 1, (size_t[]){3}, true);
+    ag_tensor *y = ag_gelu(ctx, x);
+    cr_assert_not_null(y);
+    cr_assert_eq(ag_backward_from(ctx, y, seed), TPSC_OK);
+    for (int i = 0; i < 3; i++) cr_assert(fabs(gx[i] - want[i]) < 1e-6, "gelu'(%g) = %.9g, want %.9g", xd[i], (double)gx[i], want[i]);
+    ag_ctx_free(ctx);
+}
+
+Test(ops_gelu, non_contiguous_input_is_an_error) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[12] = {0};
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){3, 2}, false);
+    x->stride[0] = 4; /* every other pair: a strided view the ops do not accept */
+    cr_assert_null(ag_gelu(ctx, x));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "gelu") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_free(ctx);
+}

@@ -1,0 +1,90 @@
+/* softmax and log_softmax over the last dim: finite differences, hand values, overflow safety
+ * and a naive double reference, shape errors. */
+#include <criterion/criterion.h>
+#include <math.h>
+
+#include "src/util/rng.h"
+#include "support/gradcheck.h"
+
+static ag_tensor *f_softmax(ag_ctx *ctx, ag_tensor **in, void *user) { return ag_softmax(ctx, in[0]); }
+static ag_tensor *f_log_softmax(ag_ctx *ctx, ag_tensor **in, void *user) { return ag_log_softmax(ctx, in[0]); }
+
+Test(ops_softmax, gradcheck_odd_shapes) {
+    gc_input in3[1] = {{3, {3, 7, 5}, true, NULL}};
+    GRADCHECK(f_softmax, 1, in3, NULL, 1e-2, 1e-3, 1e-2);
+    GRADCHECK(f_log_softmax, 1, in3, NULL, 1e-2, 1e-3, 1e-2);
+    gc_input in1[1] = {{1, {7}, true, NULL}};
+    GRADCHECK(f_softmax, 1, in1, NULL, 1e-2, 1e-3, 1e-2);
+    GRADCHECK(f_log_softmax, 1, in1, NULL, 1e-2, 1e-3, 1e-2);
+}
+
+Test(ops_softmax, forward_by_hand) {
+    /* softmax([0, ln 2, ln 3]) = [1/6, 2/6, 3/6]; log_softmax = [-ln 6, ln 2 - ln 6, ln 3 - ln 6].
+     * Tolerance 1e-6 absolute. */
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[] = {0.0f, logf(2.0f), logf(3.0f)};
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){1, 3}, false);
+    ag_tensor *p = ag_softmax(ctx, x), *lp = ag_log_softmax(ctx, x);
+    cr_assert_not_null(p);
+    cr_assert_not_null(lp);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(fabs(p->data[i] - (i + 1) / 6.0) < 1e-6, "p[%d] = %g", i, (double)p->data[i]);
+        cr_assert(fabs(lp->data[i] - log((i + 1) / 6.0)) < 1e-6, "logp[%d] = %g", i, (double)lp->data[i]);
+    }
+    ag_ctx_free(ctx);
+}
+
+Test(ops_softmax, large_logits_do_not_overflow) {
+    /* softmax([1000, 1000, 0]) = [0.5, 0.5, e^-1000 ~ 0]; log_softmax = [-ln 2, -ln 2, -1000 - ln 2]. */
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[] = {1000.0f, 1000.0f, 0.0f};
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 1, (size_t[]){3}, false);
+    ag_tensor *p = ag_softmax(ctx, x), *lp = ag_log_softmax(ctx, x);
+    cr_assert_not_null(p);
+    cr_assert_not_null(lp);
+    cr_assert_float_eq(p->data[0], 0.5f, 1e-6);
+    cr_assert_float_eq(p->data[1], 0.5f, 1e-6);
+    cr_assert_float_eq(p->data[2], 0.0f, 1e-6);
+    cr_assert_float_eq(lp->data[0], -(float)M_LN2, 1e-5);
+    cr_assert_float_eq(lp->data[2], -1000.0f - (float)M_LN2, 1e-3);
+    ag_ctx_free(ctx);
+}
+
+Test(ops_softmax, matches_naive_double_loop) {
+    /* Reference: exp(x_c) / sum exp(x) per row in double, rows [M=33, C=197] (threaded path).
+     * Tolerance 1e-6 absolute on p, 1e-5 on log p. */
+    enum { M = 33, C = 197 };
+    ag_ctx *ctx = ag_ctx_create(0);
+    float *xd = ag_alloc(ctx, M * C * sizeof(float));
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 3);
+    for (int i = 0; i < M * C; i++) xd[i] = 3.0f * tpsc_rng_normal(&rng);
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){M, C}, false);
+    ag_tensor *p = ag_softmax(ctx, x), *lp = ag_log_softmax(ctx, x);
+    cr_assert_not_null(p);
+    cr_assert_not_null(lp);
+    for (int r = 0; r < M; r++) {
+        double s = 0.0;
+        for (int c = 0; c < C; c++) s += exp((double)xd[r * C + c]);
+        for (int c = 0; c < C; c++) {
+            double want = exp((double)xd[r * C + c]) / s;
+            cr_assert(fabs(p->data[r * C + c] - want) < 1e-6, "row %d col %d", r, c);
+            cr_assert(fabs(lp->data[r * C + c] - log(want)) < 1e-5, "row %d col %d", r, c);
+        }
+    }
+    ag_ctx_free(ctx);
+}
+
+Test(ops_softmax, empty_last_dim_is_an_error) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[1] = {0};
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){3, 0}, false);
+    cr_assert_null(ag_softmax(ctx, x));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "softmax") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_reset(ctx); /* drops x too: wrap it again */
+    x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){3, 0}, false);
+    cr_assert_null(ag_log_softmax(ctx, x));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    ag_ctx_free(ctx);
+}
