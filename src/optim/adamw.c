@@ -66,7 +66,7 @@ static void adamw_item(float *restrict w, float *restrict m, float *restrict v,
     const float neg_step_size = (float)(-lr / bias_correction1);
     const float epsf = (float)eps;
     const int decays = wd != 0.0;
-    #pragma omp parallel for simd if (n > TPSC_OPTIM_OMP_MIN)
+    #pragma omp parallel for simd if (parallel : n > TPSC_OPTIM_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float wi = decays ? w[i] * keep : w[i];
         float mi = m[i] * b1 + one_minus_b1 * g[i];

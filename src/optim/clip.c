@@ -6,7 +6,7 @@
 
 static double item_sumsq(const float *g, size_t n) {
     double s = 0.0;
-    #pragma omp parallel for simd reduction(+ : s) if (n > TPSC_OPTIM_OMP_MIN)
+    #pragma omp parallel for simd reduction(+ : s) if (parallel : n > TPSC_OPTIM_OMP_MIN)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * (double)g[i];
     return s;
 }
@@ -46,7 +46,7 @@ tpsc_status tpsc_clip_grad_norm(ag_params *p, double max_norm, double *norm) {
         if (it->frozen) continue;
         float *g = p->grad + it->offset;
         size_t n = it->numel;
-        #pragma omp parallel for simd if (n > TPSC_OPTIM_OMP_MIN)
+        #pragma omp parallel for simd if (parallel : n > TPSC_OPTIM_OMP_MIN)
         for (size_t k = 0; k < n; k++) g[k] *= scale;
     }
     return TPSC_OK;

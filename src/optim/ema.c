@@ -40,7 +40,7 @@ tpsc_status tpsc_ema_update(tpsc_ema *e, const ag_params *p) {
     const float *restrict w = p->data;
     const size_t n = e->total;
     /* One flat loop: the gaps between items are zero in both blocks and stay zero. */
-    #pragma omp parallel for simd if (n > TPSC_OPTIM_OMP_MIN)
+    #pragma omp parallel for simd if (parallel : n > TPSC_OPTIM_OMP_MIN)
     for (size_t i = 0; i < n; i++) a[i] = a[i] * d + w[i] * one_minus_d;
     e->updates++;
     return TPSC_OK;
@@ -50,7 +50,7 @@ tpsc_status tpsc_ema_swap(tpsc_ema *e, ag_params *p) {
     TPSC_TRY(check_size("ema swap", e, p));
     float *a = e->data, *w = p->data;
     const size_t n = e->total;
-    #pragma omp parallel for simd if (n > TPSC_OPTIM_OMP_MIN)
+    #pragma omp parallel for simd if (parallel : n > TPSC_OPTIM_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float tmp = a[i];
         a[i] = w[i];

@@ -60,7 +60,7 @@ static void sgd_item(float *restrict w, float *restrict b, const float *restrict
     const float wdf = (float)wd, neg_lr = (float)(-lr);
     const float mom = (float)c->momentum, one_minus_damp = (float)(1.0 - c->dampening);
     const int decays = wd != 0.0, nesterov = c->nesterov;
-    #pragma omp parallel for simd if (n > TPSC_OPTIM_OMP_MIN)
+    #pragma omp parallel for simd if (parallel : n > TPSC_OPTIM_OMP_MIN)
     for (size_t i = 0; i < n; i++) {
         float d = decays ? g[i] + wdf * w[i] : g[i];
         if (b) {
