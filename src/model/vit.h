@@ -26,8 +26,6 @@ tpsc_status vit_config_named(vit_config *cfg, const char *arch);
 tpsc_status vit_config_validate(const vit_config *cfg);
 size_t vit_num_patches(const vit_config *cfg);
 
-#endif
-
 /* Parameter indices of one transformer block in the model's ag_params. */
 typedef struct vit_block {
     int norm1_w, norm1_b, qkv_w, qkv_b, proj_w, proj_b;
@@ -76,3 +74,5 @@ typedef struct vit_output {
 
 /* images [B,Cin,H,W] -> out->logits [B,K]. Returns out->logits, or NULL (see ctx status). */
 ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_forward_opts *opts, vit_output *out);
+
+#endif

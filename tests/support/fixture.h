@@ -1,4 +1,4 @@
-/* Reading the PyTorch reference fixtures (tests/fixtures/*.h5, made by tests/reference/).
+/* Reading the PyTorch reference fixtures (tests/fixtures/NAME.h5, made by tests/reference/).
  * Test-only helpers: any failure is a Criterion assertion naming the file and dataset. */
 #ifndef TPSC_TESTS_FIXTURE_H
 #define TPSC_TESTS_FIXTURE_H

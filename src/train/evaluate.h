@@ -1,0 +1,25 @@
+/* Evaluation in inference mode: tokens really removed, no tape. */
+#ifndef TPSC_TRAIN_EVALUATE_H
+#define TPSC_TRAIN_EVALUATE_H
+
+#include "data/loader.h"
+#include "src/model/vit.h"
+
+typedef struct tpsc_eval_result {
+    double top1, top5;            /* percent */
+    double gmacs;                 /* multiply-accumulates per image, 1e9, inference mode */
+    double images_per_s;          /* forward passes only (loader time excluded) */
+    double mean_kept[TPS_MAX_STAGES]; /* spatial tokens after each stage */
+    int n_stages;
+    size_t images;
+} tpsc_eval_result;
+
+/* One pass over the loader's epoch (a val loader: fixed order). ctx is reset per batch.
+ * keep_override: tokens per stage instead of the model's (NULL = the model's). */
+tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                          tpsc_eval_result *res);
+
+/* GMACs per image of the model as configured (inference mode). */
+double tpsc_model_gmacs(const vit_model *m);
+
+#endif

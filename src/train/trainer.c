@@ -1,0 +1,386 @@
+/* The training loop. See trainer.h for the shape of a run. */
+#include "src/train/trainer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "autograd/ops.h"
+#include "autograd/threads.h"
+#include "src/build_info.h"
+#include "src/io/checkpoint.h"
+#include "src/loss/tps_loss.h"
+#include "src/optim/adamw.h"
+#include "src/optim/clip.h"
+#include "src/optim/ema.h"
+#include "src/optim/param_groups.h"
+#include "src/optim/schedule.h"
+#include "src/optim/sgd.h"
+#include "src/train/progress.h"
+#include "src/train/setup.h"
+#include "src/util/alloc.h"
+#include "src/util/log.h"
+
+/* Everything one run owns; freed in one place. */
+typedef struct run_state {
+    const tpsc_recipe *r;
+    vit_model model, teacher;
+    bool has_teacher;
+    tpsc_loader *train, *val;
+    ag_ctx *ctx;
+    tpsc_adamw adamw;
+    tpsc_sgd sgd;
+    tpsc_ema ema;
+    bool use_ema;
+    tpsc_lr_schedule sched;
+    tps_loss_config loss;
+    char *recipe_text;
+    const char **class_names;
+    int n_classes;
+    char dir[TPSC_RECIPE_PATH_MAX * 2];
+    FILE *metrics;
+    int64_t epoch, step;         /* next epoch / global step to run */
+    float best_top1;
+} run_state;
+
+static void run_free(run_state *s) {
+    if (s->metrics) fclose(s->metrics);
+    tpsc_loader_close(s->train);
+    tpsc_loader_close(s->val);
+    ag_ctx_free(s->ctx);
+    tpsc_adamw_free(&s->adamw);
+    tpsc_sgd_free(&s->sgd);
+    if (s->use_ema) tpsc_ema_free(&s->ema);
+    vit_model_free(&s->model);
+    if (s->has_teacher) vit_model_free(&s->teacher);
+    tpsc_free(s->recipe_text);
+    tpsc_free(s->class_names);
+}
+
+static tpsc_status save_checkpoint(run_state *s, const char *file) {
+    char path[sizeof s->dir + 32];
+    snprintf(path, sizeof path, "%s/%s", s->dir, file);
+    tpsc_data_position pos = tpsc_loader_position(s->train);
+    int64_t loader_pos[2] = {pos.epoch, pos.batch};
+    bool sgd = s->r->optim.name == TPSC_OPTIM_SGD;
+    tpsc_checkpoint ck = {
+        .vit = &s->model.cfg,
+        .tps = &s->model.tps,
+        .params = &s->model.params,
+        .opt_m = sgd ? s->sgd.buf : s->adamw.m,
+        .opt_v = sgd ? NULL : s->adamw.v,
+        .opt_step = sgd ? s->sgd.step : s->adamw.step,
+        .opt_name = sgd ? "sgd" : "adamw",
+        .ema = s->use_ema ? s->ema.data : NULL,
+        .loader_pos = loader_pos,
+        .n_loader_pos = 2,
+        .epoch = s->epoch,
+        .step = s->step,
+        .best_top1 = s->best_top1,
+        .recipe_text = s->recipe_text,
+        .class_names = s->class_names,
+        .n_class_names = s->n_classes,
+    };
+    if (sgd && !ck.opt_m) ck.opt_name = NULL; /* momentum 0: no buffer to keep */
+    tpsc_status st = tpsc_checkpoint_save(path, &ck);
+    if (st != TPSC_OK) tpsc_error_context("saving %s: ", path);
+    return st;
+}
+
+static tpsc_status resume(run_state *s, const char *path) {
+    TPSC_TRY(tpsc_checkpoint_load_params(path, "/model", &s->model.params, NULL, NULL));
+    bool sgd = s->r->optim.name == TPSC_OPTIM_SGD;
+    int64_t loader_pos[2] = {0, 0};
+    tpsc_checkpoint_state st = {
+        .opt_m = sgd ? s->sgd.buf : s->adamw.m,
+        .opt_v = sgd ? NULL : s->adamw.v,
+        .ema = s->use_ema ? s->ema.data : NULL,
+        .loader_pos = loader_pos,
+        .loader_cap = 2,
+    };
+    TPSC_TRY(tpsc_checkpoint_load_state(path, &s->model.params, &st));
+    if (sgd)
+        TPSC_TRY(tpsc_sgd_restore_step(&s->sgd, &s->model.params, st.opt_step));
+    else
+        TPSC_TRY(tpsc_adamw_restore_step(&s->adamw, &s->model.params, st.opt_step));
+    s->epoch = st.epoch;
+    s->step = st.step;
+    s->best_top1 = st.best_top1;
+    TPSC_TRY(tpsc_loader_seek(s->train, (tpsc_data_position){loader_pos[0], loader_pos[1]}));
+    TPSC_INFO("resumed from %s at epoch %lld, step %lld", path, (long long)s->epoch + 1, (long long)s->step);
+    return TPSC_OK;
+}
+
+static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
+    s->r = r;
+    ag_set_threads(r->run.threads);
+    snprintf(s->dir, sizeof s->dir, "%s/%s", r->run.out_dir, r->run.name);
+    TPSC_TRY(tpsc_mkdirs(s->dir));
+
+    tpsc_data_config dc;
+    tpsc_data_config_from_recipe(r, TPSC_SPLIT_TRAIN, &dc);
+    TPSC_TRY(tpsc_loader_open(&s->train, &dc, TPSC_SPLIT_TRAIN));
+    tpsc_data_config_from_recipe(r, TPSC_SPLIT_VAL, &dc);
+    TPSC_TRY(tpsc_loader_open(&s->val, &dc, TPSC_SPLIT_VAL));
+    size_t K = tpsc_loader_num_classes(s->train);
+    if (K != r->model.vit.num_classes)
+        return tpsc_fail(TPSC_ERR_CONFIG, "[model] num_classes = %zu, but the training data has %zu classes",
+                         r->model.vit.num_classes, K);
+    if (tpsc_loader_batches_per_epoch(s->train) == 0)
+        return tpsc_fail(TPSC_ERR_CONFIG, "[data] batch_size = %d is larger than the %zu training samples (drop_last)",
+                         r->data.batch_size, tpsc_loader_samples_per_epoch(s->train));
+    s->n_classes = (int)K;
+    s->class_names = tpsc_calloc(K, sizeof *s->class_names, "class names");
+    if (!s->class_names) return TPSC_ERR_NOMEM;
+    for (size_t k = 0; k < K; k++) s->class_names[k] = tpsc_loader_class_name(s->train, k);
+
+    TPSC_TRY(tpsc_build_model(r, &s->model));
+    s->loss = tpsc_loss_config_from_recipe(r);
+    if (r->loss.distill_weight > 0 && r->teacher.checkpoint[0]) {
+        TPSC_TRY(tpsc_build_teacher(r->teacher.checkpoint, &s->teacher));
+        s->has_teacher = true;
+        if (s->teacher.cfg.num_classes != K)
+            return tpsc_fail(TPSC_ERR_CONFIG, "teacher %s has %zu classes, the data %zu", r->teacher.checkpoint,
+                             s->teacher.cfg.num_classes, K);
+    }
+
+    ag_params *p = &s->model.params;
+    tpsc_param_groups_assign(p);
+    if (r->optim.freeze[0]) {
+        char list[TPSC_RECIPE_PATH_MAX];
+        snprintf(list, sizeof list, "%s", r->optim.freeze);
+        const char *prefixes[32];
+        int n = 0;
+        for (char *tok = strtok(list, ", "); tok && n < 32; tok = strtok(NULL, ", ")) prefixes[n++] = tok;
+        tpsc_status st = tpsc_param_groups_freeze(p, prefixes, n, true, NULL);
+        if (st != TPSC_OK) {
+            tpsc_error_context("[optim] freeze: ");
+            return st;
+        }
+    }
+    if (r->optim.name == TPSC_OPTIM_SGD) {
+        tpsc_sgd_config oc = tpsc_sgd_defaults();
+        oc.momentum = r->optim.momentum;
+        oc.weight_decay = r->optim.weight_decay;
+        oc.group_lr_scale[TPSC_GROUP_BACKBONE] = r->optim.backbone_lr_scale;
+        TPSC_TRY(tpsc_sgd_init(&s->sgd, p, &oc));
+    } else {
+        tpsc_adamw_config oc = tpsc_adamw_defaults();
+        oc.beta1 = r->optim.beta1;
+        oc.beta2 = r->optim.beta2;
+        oc.eps = r->optim.eps;
+        oc.weight_decay = r->optim.weight_decay;
+        oc.group_lr_scale[TPSC_GROUP_BACKBONE] = r->optim.backbone_lr_scale;
+        TPSC_TRY(tpsc_adamw_init(&s->adamw, p, &oc));
+    }
+    int64_t spe = (int64_t)tpsc_loader_batches_per_epoch(s->train);
+    int64_t total = spe * r->schedule.epochs;
+    if (r->schedule.sched == TPSC_SCHED_CONSTANT)
+        s->sched = tpsc_lr_constant(r->optim.lr);
+    else
+        s->sched = tpsc_lr_cosine(r->optim.lr, r->schedule.warmup_lr, r->schedule.min_lr,
+                                  spe * r->schedule.warmup_epochs, total);
+    TPSC_TRY(tpsc_lr_check(&s->sched));
+    if (r->optim.ema) {
+        TPSC_TRY(tpsc_ema_init(&s->ema, p, r->optim.ema_decay));
+        s->use_ema = true;
+    }
+    s->ctx = ag_ctx_create(0);
+    if (!s->ctx) return TPSC_ERR_NOMEM;
+    s->recipe_text = tpsc_recipe_to_ini(r);
+    if (!s->recipe_text) return TPSC_ERR_NOMEM;
+    s->best_top1 = -1.0f;
+    if (r->run.resume[0]) TPSC_TRY(resume(s, r->run.resume));
+
+    char mpath[sizeof s->dir + 32];
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", s->dir);
+    /* A resumed run appends: its lines continue the earlier ones. */
+    s->metrics = fopen(mpath, r->run.resume[0] ? "a" : "w");
+    if (!s->metrics) return tpsc_fail(TPSC_ERR_IO, "cannot write %s", mpath);
+    return TPSC_OK;
+}
+
+/* One optimiser step on one batch; fills the loss parts for the log. */
+static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_loss_parts *parts, double *grad_norm,
+                              float kept[TPS_MAX_STAGES]) {
+    ag_ctx *ctx = s->ctx;
+    ag_ctx_reset(ctx);
+    ag_set_grad_enabled(ctx, true);
+    size_t ishape[4] = {b->count, b->channels, b->height, b->width};
+    size_t tshape[2] = {b->count, b->num_classes};
+    ag_tensor *x = ag_wrap(ctx, b->images, NULL, 4, ishape, false);
+    ag_tensor *t = ag_wrap(ctx, b->targets, NULL, 2, tshape, false);
+    /* Gumbel noise keyed by (seed, step): a resumed run draws exactly what it would have. */
+    tpsc_rng noise = tpsc_rng_keyed((uint64_t)s->r->run.seed, 0x67756d62 /* "gumb" */, (uint64_t)s->step, 0);
+    vit_forward_opts fo = {.mode = VIT_TRAIN, .rng = &noise};
+    vit_output out, tout;
+    if (!vit_forward(ctx, &s->model, x, &fo, &out)) return ag_ctx_status(ctx);
+    const vit_output *teacher = NULL;
+    if (s->has_teacher) {
+        ag_set_grad_enabled(ctx, false);
+        vit_forward_opts to = {.mode = VIT_TRAIN};
+        if (!vit_forward(ctx, &s->teacher, x, &to, &tout)) return ag_ctx_status(ctx);
+        ag_set_grad_enabled(ctx, true);
+        teacher = &tout;
+    }
+    TPSC_TRY(tps_loss_compute(ctx, &s->model.tps, &s->loss, &out, t, teacher, parts));
+    if (!isfinite(parts->total->data[0]))
+        return tpsc_fail(TPSC_ERR_NUMERIC, "step %lld: the loss is %g (ce %g)", (long long)s->step, parts->total->data[0],
+                         parts->ce ? parts->ce->data[0] : NAN);
+    for (int st = 0; st < out.n_stages; st++) {
+        kept[st] = 0;
+        if (!out.keep[st]) continue;
+        size_t n = ag_numel(out.keep[st]);
+        double sum = 0;
+        for (size_t i = 0; i < n; i++) sum += out.keep[st]->data[i];
+        kept[st] = (float)(sum / (double)n);
+    }
+    ag_params *p = &s->model.params;
+    ag_params_zero_grad(p);
+    TPSC_TRY(ag_backward(ctx, parts->total));
+    tpsc_status st = tpsc_clip_grad_norm(p, s->r->optim.clip_grad, grad_norm);
+    if (st != TPSC_OK) {
+        tpsc_error_context("step %lld: ", (long long)s->step);
+        return st;
+    }
+    if (s->r->optim.name == TPSC_OPTIM_SGD)
+        TPSC_TRY(tpsc_sgd_step(&s->sgd, p, (float)lr));
+    else
+        TPSC_TRY(tpsc_adamw_step(&s->adamw, p, (float)lr));
+    if (s->use_ema) TPSC_TRY(tpsc_ema_update(&s->ema, p));
+    return TPSC_OK;
+}
+
+static double value(const ag_tensor *t) { return t ? (double)t->data[0] : 0.0; }
+
+static void log_step(run_state *s, int64_t epoch, const tps_loss_parts *lp, double lr, double gnorm, double img_s,
+                     const float *kept, int n_stages) {
+    fprintf(s->metrics,
+            "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
+            "\"token_kl\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, \"kept\": [",
+            (long long)s->step, (long long)epoch, value(lp->total), value(lp->ce), value(lp->ratio), value(lp->cls_kl),
+            value(lp->token_kl), lr, gnorm, img_s);
+    for (int i = 0; i < n_stages; i++) fprintf(s->metrics, "%s%.4f", i ? ", " : "", kept[i]);
+    fprintf(s->metrics, "]}\n");
+}
+
+static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool save) {
+    /* Evaluate the EMA weights when EMA is on: they are what gets exported. */
+    if (s->use_ema) TPSC_TRY(tpsc_ema_swap(&s->ema, &s->model.params));
+    tpsc_status st = tpsc_evaluate(&s->model, s->val, s->ctx, NULL, ev);
+    if (s->use_ema) {
+        tpsc_status st2 = tpsc_ema_swap(&s->ema, &s->model.params);
+        if (st == TPSC_OK) st = st2;
+    }
+    TPSC_TRY(st);
+    fprintf(s->metrics,
+            "{\"eval\": true, \"step\": %lld, \"epoch\": %lld, \"top1\": %.4f, \"top5\": %.4f, \"gmacs\": %.6f, "
+            "\"images_per_s\": %.1f}\n",
+            (long long)s->step, (long long)s->epoch, ev->top1, ev->top5, ev->gmacs, ev->images_per_s);
+    fflush(s->metrics);
+    bool best = ev->top1 > s->best_top1;
+    if (best) s->best_top1 = (float)ev->top1;
+    if (save) {
+        TPSC_TRY(save_checkpoint(s, "last.h5"));
+        if (best) TPSC_TRY(save_checkpoint(s, "best.h5"));
+    }
+    return TPSC_OK;
+}
+
+static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
+    const tpsc_recipe *r = s->r;
+    const int64_t spe = (int64_t)tpsc_loader_batches_per_epoch(s->train);
+    const int64_t total = spe * r->schedule.epochs;
+    const int64_t limit = r->schedule.max_steps > 0 && r->schedule.max_steps < total ? r->schedule.max_steps : total;
+    tpsc_progress prog;
+    tpsc_progress_init(&prog, stderr, r->run.log_every, s->step, limit);
+    double t_start = tpsc_now();
+    tpsc_eval_result ev = {0};
+    bool evaluated = false;
+    while (s->step < limit) {
+        tpsc_batch b;
+        TPSC_TRY(tpsc_loader_next(s->train, &b));
+        if (b.count == 0) continue; /* end of an epoch: the loader has moved to the next one */
+        s->epoch = b.epoch;
+        int64_t in_epoch = b.batch_index + 1;
+        double lr = tpsc_lr_at(&s->sched, s->step);
+        tps_loss_parts lp;
+        double gnorm = 0;
+        float kept[TPS_MAX_STAGES] = {0};
+        double t0 = tpsc_now();
+        tpsc_status st = train_step(s, &b, lr, &lp, &gnorm, kept);
+        size_t count = b.count;
+        tpsc_loader_release(s->train, &b);
+        if (st != TPSC_OK) {
+            tpsc_progress_break(&prog);
+            tpsc_error_context("epoch %lld: ", (long long)s->epoch + 1);
+            if (st == TPSC_ERR_NUMERIC) tpsc_error_context("training stopped, %s/last.h5 keeps the last good state: ", s->dir);
+            return st;
+        }
+        double img_s = (double)count / (tpsc_now() - t0);
+        s->step++;
+        log_step(s, s->epoch, &lp, lr, gnorm, img_s, kept, s->model.tps.method == TPS_NONE ? 0 : s->model.tps.n_stages);
+        char parts[160];
+        int n = snprintf(parts, sizeof parts, "loss %.4f", value(lp.total));
+        if (lp.ratio) n += snprintf(parts + n, sizeof parts - (size_t)n, " (ce %.3f ratio %.4f", value(lp.ce), value(lp.ratio));
+        if (lp.ratio && (lp.cls_kl || lp.token_kl))
+            n += snprintf(parts + n, sizeof parts - (size_t)n, " kd %.3f", value(lp.cls_kl) + value(lp.token_kl));
+        if (lp.ratio) snprintf(parts + n, sizeof parts - (size_t)n, ")");
+        tpsc_progress_step(&prog, (int)s->epoch, r->schedule.epochs, in_epoch, spe, s->step, parts, lr, img_s);
+
+        bool epoch_end = in_epoch == spe;
+        bool last = s->step == limit;
+        if (epoch_end) {
+            tpsc_skip_report skip;
+            tpsc_loader_skip_report(s->train, &skip);
+            if (skip.epoch_skipped || skip.last_epoch_skipped)
+                TPSC_WARN("epoch %lld: skipped %zu unreadable images (first: %s)", (long long)s->epoch + 1,
+                          skip.epoch_skipped ? skip.epoch_skipped : skip.last_epoch_skipped, skip.n_names ? skip.names[0] : "?");
+        }
+        bool eval_now = last || (epoch_end && r->run.eval_every > 0 && (s->epoch + 1) % r->run.eval_every == 0);
+        bool save_now = last || (epoch_end && r->run.save_every > 0 && (s->epoch + 1) % r->run.save_every == 0);
+        if (epoch_end || last) {
+            /* Positions saved with the checkpoint point past this step's batch. */
+            if (epoch_end) s->epoch++;
+        }
+        if (eval_now) {
+            tpsc_progress_break(&prog);
+            TPSC_TRY(evaluate_and_save(s, &ev, save_now));
+            evaluated = true;
+            char kept_s[128] = "";
+            int m = 0;
+            for (int k = 0; k < ev.n_stages; k++)
+                m += snprintf(kept_s + m, sizeof kept_s - (size_t)m, "%s%.1f", k ? "/" : "  tokens ", ev.mean_kept[k]);
+            fprintf(stderr, "eval epoch %lld: top-1 %.2f%%  top-5 %.2f%%  %.4f GMACs/img  %.0f img/s%s\n",
+                    (long long)s->epoch, ev.top1, ev.top5, ev.gmacs, ev.images_per_s, kept_s);
+        } else if (save_now) {
+            TPSC_TRY(save_checkpoint(s, "last.h5"));
+        }
+    }
+    if (!evaluated) TPSC_TRY(evaluate_and_save(s, &ev, true));
+    res->last_eval = ev;
+    res->best_top1 = s->best_top1;
+    res->train_seconds = tpsc_now() - t_start;
+    res->steps = s->step;
+    snprintf(res->run_dir, sizeof res->run_dir, "%s", s->dir);
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_train_run(const tpsc_recipe *r, tpsc_train_result *res) {
+    memset(res, 0, sizeof *res);
+    run_state s;
+    memset(&s, 0, sizeof s);
+    tpsc_status st = setup(&s, r);
+    if (st == TPSC_OK) {
+        TPSC_INFO("run %s: %s, %zu parameters (%zu in predictors), %zu train / %zu val images, %zu steps/epoch, %d "
+                  "threads, OpenBLAS core %s",
+                  s.dir, tps_method_name(s.model.tps.method), vit_model_num_params(&s.model, false),
+                  vit_model_num_params(&s.model, false) - vit_model_num_params(&s.model, true),
+                  tpsc_loader_dataset_size(s.train), tpsc_loader_dataset_size(s.val),
+                  tpsc_loader_batches_per_epoch(s.train), ag_get_threads(), ag_blas_corename());
+        st = train_loop(&s, res);
+    }
+    run_free(&s);
+    return st;
+}
