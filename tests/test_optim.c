@@ -155,6 +155,18 @@ Test(optim_groups, flags_follow_timm_and_deit) {
     setup_close(&s);
 }
 
+Test(optim_groups, decay_all_clears_no_decay_only) {
+    setup s;
+    setup_open(&s);
+    tpsc_param_groups_decay_all(&s.p);
+    for (int i = 0; i < N_PARAMS; i++) {
+        cr_expect(!s.p.items[i].no_decay, "%s still skips decay", s.p.items[i].name);
+        cr_expect_eq(s.p.items[i].group, PARAMS[i].group, "%s: group changed", s.p.items[i].name);
+    }
+    cr_expect(s.p.items[ag_params_find(&s.p, FROZEN_NAME)].frozen, "freezing is a separate flag");
+    setup_close(&s);
+}
+
 Test(optim_groups, freeze_by_prefix_and_unfreeze) {
     setup s;
     setup_open(&s);

@@ -26,6 +26,10 @@ void tpsc_param_groups_assign(ag_params *p) {
     }
 }
 
+void tpsc_param_groups_decay_all(ag_params *p) {
+    for (int i = 0; i < p->count; i++) p->items[i].no_decay = false;
+}
+
 static int matching_prefix(const char *name, const char *const *prefixes, int n_prefixes) {
     for (int k = 0; k < n_prefixes; k++)
         if (starts_with(name, prefixes[k])) return k;

@@ -25,6 +25,12 @@
 /* Sets no_decay and group on every item (frozen flags are left as they are). */
 void tpsc_param_groups_assign(ag_params *p);
 
+/* Clears no_decay on every item: weight decay on all parameters, as the official TPS
+ * fine-tuning code does (its PyTorch train.py hands timm's create_optimizer_v2 a
+ * param_group_fn, which bypasses timm's no-decay filter; its MegEngine get_param_groups
+ * defaults to no_decay_bias_norm=False). Call after tpsc_param_groups_assign to reproduce it. */
+void tpsc_param_groups_decay_all(ag_params *p);
+
 /* Sets frozen (and requires_grad = !frozen, via ag_param_set_frozen) on every item whose name
  * starts with one of `prefixes` (n_prefixes of them; "" matches every parameter). A prefix that
  * matches no parameter is TPSC_ERR_MISSING naming it, and then no flag is changed: a typo in a

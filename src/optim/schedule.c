@@ -37,12 +37,12 @@ tpsc_status tpsc_lr_check(const tpsc_lr_schedule *s) {
 
 double tpsc_lr_at(const tpsc_lr_schedule *s, int64_t step) {
     if (step < 0) step = 0;
-    /* timm: warmup_lr_init + t * (lr - warmup_lr_init) / warmup_t */
+    /* timm: warmup_lr_init + t * s with s = (lr - warmup_lr_init) / warmup_t, in that order */
     if (step < s->warmup_steps)
-        return s->warmup_lr + (double)step * (s->base_lr - s->warmup_lr) / (double)s->warmup_steps;
+        return s->warmup_lr + (double)step * ((s->base_lr - s->warmup_lr) / (double)s->warmup_steps);
     if (s->kind == TPSC_LR_CONSTANT) return s->base_lr;
     int64_t t = s->warmup_prefix ? step - s->warmup_steps : step;
-    int64_t T = s->warmup_prefix ? s->total_steps - 1 - s->warmup_steps : s->total_steps - 1;
+    int64_t T = s->warmup_prefix ? s->total_steps - 1 - s->warmup_steps : s->total_steps;
     if (t >= T) return s->min_lr;
     return s->min_lr + 0.5 * (s->base_lr - s->min_lr) * (1.0 + cos(M_PI * (double)t / (double)T));
 }

@@ -3,16 +3,20 @@
  * Cosine follows timm's CosineLRScheduler (timm/scheduler/cosine_lr.py, cycle_limit 1,
  * decay_rate 1, no noise, no k-decay) with its linear warm-up, but indexed by step:
  *
- *   step < W:                 lr = warmup_lr + step * (base_lr - warmup_lr) / W
+ *   step < W:                 lr = warmup_lr + step * ((base_lr - warmup_lr) / W)
  *   warmup_prefix (default):  t = step - W, T = total_steps - 1 - W
- *   otherwise (timm default): t = step,     T = total_steps - 1
+ *   otherwise (timm's mode):  t = step,     T = total_steps
  *   t < T:                    lr = min_lr + 0.5 (base_lr - min_lr) (1 + cos(pi t / T))
  *   t >= T:                   lr = min_lr
  *
- * so lr(0) = warmup_lr, lr(W) = base_lr (with warmup_prefix) and lr(total_steps - 1) = min_lr.
- * DeiT steps timm's scheduler once per epoch (t_in_epochs) with warmup_prefix false; the same
- * curve per epoch is tpsc_lr_at(s, epoch) with steps counted in epochs. Per step is smoother:
- * no jump in lr at each epoch boundary. */
+ * The default (warmup_prefix) gives lr(0) = warmup_lr, lr(W) = base_lr and
+ * lr(total_steps - 1) = min_lr: warm up, then one full half-cosine over the remaining steps.
+ * With warmup_prefix false the curve is exactly timm's CosineLRScheduler(t_initial =
+ * total_steps, warmup_t = W, warmup_prefix = False), as DeiT and TPS create it: the warm-up
+ * overwrites the start of a cosine that spans the whole run, so lr(W) < base_lr and the
+ * run ends just above min_lr. DeiT/TPS step it once per epoch (t_in_epochs): their exact
+ * per-epoch lrs are tpsc_lr_at(s, epoch) with W and total_steps counted in epochs. Per
+ * optimiser step is smoother (no jump at each epoch boundary) and is what tpsc trains with. */
 #ifndef TPSC_OPTIM_SCHEDULE_H
 #define TPSC_OPTIM_SCHEDULE_H
 
@@ -33,7 +37,7 @@ typedef struct tpsc_lr_schedule {
     double min_lr;        /* cosine floor (timm lr_min); 1e-5 in TPS */
     int64_t warmup_steps; /* W; 0 = no warm-up */
     int64_t total_steps;  /* steps in the whole run, warm-up included */
-    bool warmup_prefix;   /* cosine starts after warm-up (true) or at step 0 (timm default) */
+    bool warmup_prefix;   /* cosine after warm-up, ends on min_lr (true); timm's curve (false) */
 } tpsc_lr_schedule;
 
 /* Cosine with warmup_prefix, the given endpoints; constant when kind says so. */

@@ -54,20 +54,22 @@ ADAMW_SCHED = dict(base=CFG["lr"], warmup_lr=1e-4, min_lr=1e-3, warmup=2, total=
 
 
 def cosine_lr(step, base, warmup_lr, min_lr, warmup, total, warmup_prefix):
-    """timm CosineLRScheduler._get_lr (timm/scheduler/cosine_lr.py; cycle_limit 1, decay_rate 1,
-    no noise, k 1), with t counted in optimiser steps:
-      t < warmup_t: warmup_lr_init + t * (lr - warmup_lr_init) / warmup_t
-      else: if warmup_prefix: t -= warmup_t;
-            lr_min + 0.5 * (lr - lr_min) * (1 + cos(pi * t / t_i)), lr_min once t >= t_i.
-    timm's t_i is the cycle length t_initial; tpsc sets it so the run's last step (total - 1)
-    lands on lr_min: t_i = total - 1 - warmup (prefix) or total - 1."""
+    """timm CosineLRScheduler._get_lr (timm/scheduler/cosine_lr.py, cycle_limit 1, decay_rate 1,
+    no noise, k 1) with t counted in optimiser steps:
+      t < warmup_t: warmup_lr_init + t * s,  s = (lr - warmup_lr_init) / warmup_t
+      else: if warmup_prefix: t -= warmup_t
+            i = t // t_initial; lr_min + 0.5 * (lr - lr_min) * (1 + cos(pi * t_curr / t_i))
+            while i < cycle_limit, else lr_min.
+    warmup_prefix False is timm exactly with t_initial = total (DeiT's create_scheduler).
+    warmup_prefix True is tpsc's default: the cycle t_initial = total - 1 - warmup is chosen so
+    the run's last step (total - 1) lands on lr_min."""
     if step < warmup:
-        return warmup_lr + step * (base - warmup_lr) / warmup
+        return warmup_lr + step * ((base - warmup_lr) / warmup)
     t = step - warmup if warmup_prefix else step
-    t_i = total - 1 - warmup if warmup_prefix else total - 1
-    if t >= t_i:
+    t_initial = total - 1 - warmup if warmup_prefix else total
+    if t // t_initial >= 1:
         return min_lr
-    return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * t / t_i))
+    return min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * t / t_initial))
 
 
 def put(f, path, value, dtype=np.float32):
