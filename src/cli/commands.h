@@ -9,5 +9,8 @@ typedef struct tpsc_command {
 } tpsc_command;
 
 int cmd_version(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_recipe(int argc, char **argv);
 
 #endif

@@ -5,6 +5,9 @@
 #include "src/cli/commands.h"
 
 static const tpsc_command commands[] = {
+    {"train", "train or fine-tune a model from a recipe (dense, DynamicViT, dTPS, EViT, eTPS)", cmd_train},
+    {"eval", "evaluate checkpoints in inference mode: top-1/5, GMACs, images/s side by side", cmd_eval},
+    {"recipe", "list every recipe key, or print a recipe resolved with overrides", cmd_recipe},
     {"version", "print the version, the build and the BLAS in use", cmd_version},
 };
 

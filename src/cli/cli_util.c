@@ -1,0 +1,22 @@
+#include "src/cli/cli_util.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cli_fail(const char *cmd, tpsc_status st) {
+    const char *msg = tpsc_last_error();
+    fprintf(stderr, "tpsc %s: %s%s%s\n", cmd, tpsc_status_name(st), msg[0] ? ": " : "", msg);
+    return 1;
+}
+
+bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value) {
+    if (strcmp(argv[*i], name) != 0) return false;
+    if (*i + 1 >= argc) {
+        *value = NULL;
+        return true;
+    }
+    *value = argv[++*i];
+    return true;
+}
+
+bool cli_is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }

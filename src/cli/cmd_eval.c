@@ -1,0 +1,118 @@
+/* tpsc eval CKPT... [--keep-ratio R] [--set k=v]: evaluate checkpoints on the validation data
+ * their recipe names, side by side in one run, and print a Markdown table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/threads.h"
+#include "src/cli/cli_util.h"
+#include "src/cli/commands.h"
+#include "src/io/checkpoint.h"
+#include "src/train/evaluate.h"
+#include "src/train/setup.h"
+#include "src/util/alloc.h"
+#include "src/util/log.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
+            "\n"
+            "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
+            "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
+            "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n");
+}
+
+typedef struct row {
+    const char *path;
+    char method[32];
+    tpsc_eval_result ev;
+} row;
+
+static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads, row *out) {
+    char *text = NULL;
+    TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
+    static tpsc_recipe r;
+    tpsc_status st = tpsc_recipe_load_string(&r, text, path);
+    tpsc_free(text);
+    for (int i = 0; st == TPSC_OK && i < n_sets; i++) st = tpsc_recipe_set(&r, sets[i]);
+    TPSC_TRY(st);
+    if (threads >= 0) r.run.threads = threads;
+    ag_set_threads(r.run.threads);
+    vit_config vc;
+    tps_config tc;
+    TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
+    if (keep_ratio > 0 && tc.method != TPS_NONE) {
+        for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
+    }
+    vit_model m;
+    TPSC_TRY(vit_model_create(&m, &vc, &tc));
+    tpsc_checkpoint_info info;
+    st = tpsc_checkpoint_read_config(path, NULL, NULL, &info);
+    /* Evaluate what training would export: the EMA weights when present. */
+    if (st == TPSC_OK) st = tpsc_checkpoint_load_params(path, info.has_ema ? "/ema" : "/model", &m.params, NULL, NULL);
+    tpsc_data_config dc;
+    tpsc_data_config_from_recipe(&r, TPSC_SPLIT_VAL, &dc);
+    tpsc_loader *val = NULL;
+    if (st == TPSC_OK) st = tpsc_loader_open(&val, &dc, TPSC_SPLIT_VAL);
+    ag_ctx *ctx = ag_ctx_create(0);
+    if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
+    out->path = path;
+    snprintf(out->method, sizeof out->method, "%s", tps_method_name(tc.method));
+    ag_ctx_free(ctx);
+    tpsc_loader_close(val);
+    vit_model_free(&m);
+    if (st != TPSC_OK) tpsc_error_context("%s: ", path);
+    return st;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *paths[64], *sets[64], *value;
+    int n_paths = 0, n_sets = 0, threads = -1;
+    float keep = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            usage(stdout);
+            return 0;
+        } else if (cli_opt(argc, argv, &i, "--set", &value) && value && n_sets < 64) {
+            sets[n_sets++] = value;
+        } else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) {
+            keep = strtof(value, NULL);
+            if (!(keep > 0 && keep <= 1)) {
+                fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
+                return 2;
+            }
+        } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
+            threads = atoi(value);
+        } else if (argv[i][0] != '-' && n_paths < 64) {
+            paths[n_paths++] = argv[i];
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!n_paths) {
+        usage(stderr);
+        return 2;
+    }
+    row rows[64];
+    for (int i = 0; i < n_paths; i++) {
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, &rows[i]);
+        if (st != TPSC_OK) return cli_fail("eval", st);
+    }
+    double dense_ips = 0;
+    for (int i = 0; i < n_paths; i++)
+        if (!strcmp(rows[i].method, "none")) dense_ips = rows[i].ev.images_per_s;
+    printf("| checkpoint | method | test top-1 | top-5 | GMACs/img | images/s | speed-up |\n");
+    printf("|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < n_paths; i++) {
+        const tpsc_eval_result *e = &rows[i].ev;
+        printf("| %s | %s | %.2f%% | %.2f%% | %.4f | %.0f | ", rows[i].path, rows[i].method, e->top1, e->top5, e->gmacs,
+               e->images_per_s);
+        if (dense_ips > 0)
+            printf("%.2fx |\n", e->images_per_s / dense_ips);
+        else
+            printf("- |\n");
+    }
+    return 0;
+}
