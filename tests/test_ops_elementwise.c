@@ -154,3 +154,30 @@ Test(ops_elementwise, large_broadcast_backward_matches_naive_sums) {
     for (int i = 0; i < R * P; i++) cr_assert_float_eq(ga[i], dy[i] * bd[i % P], 1e-6);
     ag_ctx_free(ctx);
 }
+
+Test(ops_elementwise, long_rows_split_into_tiles_match_naive_loops) {
+    /* Same shapes [3, 5000] (one row of 15000 for the op, several tiles with a remainder) and a
+     * suffix b [5000] over a [3, 5000]: y and da against direct loops; exact in float. */
+    enum { R = 3, P = 5000 };
+    ag_ctx *ctx = ag_ctx_create(0);
+    float *ad = ag_alloc(ctx, R * P * sizeof(float)), *bd = ag_alloc(ctx, R * P * sizeof(float));
+    float *ga = ag_alloc(ctx, R * P * sizeof(float)), *dy = ag_alloc(ctx, R * P * sizeof(float));
+    for (int i = 0; i < R * P; i++) {
+        ad[i] = (float)(i % 97) - 48.0f;
+        bd[i] = (float)(i % 13) * 0.5f;
+        dy[i] = (float)(i % 7) - 3.0f;
+        ga[i] = 0.0f;
+    }
+    ag_tensor *a = ag_wrap(ctx, ad, ga, 2, (size_t[]){R, P}, true);
+    ag_tensor *same = ag_wrap(ctx, bd, NULL, 2, (size_t[]){R, P}, false);
+    ag_tensor *row = ag_wrap(ctx, bd, NULL, 1, (size_t[]){P}, false);
+    ag_tensor *s = ag_sub(ctx, a, same), *m = ag_mul(ctx, a, row);
+    cr_assert(s && m, "%s", tpsc_last_error());
+    for (int i = 0; i < R * P; i++) {
+        cr_assert_eq(s->data[i], ad[i] - bd[i], "sub %d", i);
+        cr_assert_eq(m->data[i], ad[i] * bd[i % P], "mul %d", i);
+    }
+    cr_assert_eq(ag_backward_from(ctx, m, dy), TPSC_OK);
+    for (int i = 0; i < R * P; i++) cr_assert_eq(ga[i], dy[i] * bd[i % P], "da %d", i);
+    ag_ctx_free(ctx);
+}

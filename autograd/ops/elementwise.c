@@ -10,6 +10,19 @@
 
 #define EW_PAR 32768 /* element count above which a loop is worth threads */
 #define EW_COLS 64   /* column block of the broadcast reductions: a stack accumulator */
+#define EW_TILE 4096 /* elements of one row handed to a thread: a same-shape op is one long row */
+
+/* The [R,P] walks below go tile by tile, so the threads have work both when R is large
+ * (bias over M rows) and when R is 1 (same shapes) or small (pos_embed over B). */
+static size_t tile_count(size_t R, size_t P) { return R * ((P + EW_TILE - 1) / EW_TILE); }
+
+/* Tile t covers row r, columns [j0, j1). */
+static void tile_bounds(size_t t, size_t P, size_t *r, size_t *j0, size_t *j1) {
+    const size_t per_row = (P + EW_TILE - 1) / EW_TILE;
+    *r = t / per_row;
+    *j0 = (t % per_row) * EW_TILE;
+    *j1 = P - *j0 < EW_TILE ? P : *j0 + EW_TILE;
+}
 
 typedef enum ew_kind { EW_SAME, EW_SUFFIX, EW_ROW } ew_kind;
 
@@ -100,9 +113,13 @@ static ag_tensor *add_sub(ag_ctx *ctx, const char *op, ag_tensor *a, ag_tensor *
     const size_t total = ag_numel(a), P = ag_numel(b), R = total / P;
     const float *x = a->data, *c = b->data;
     /* y [R,P] = a [R,P] ± b [P]; the same-shape case is R = 1. */
-    #pragma omp parallel for if (total > EW_PAR && R > 1)
-    for (size_t r = 0; r < R; r++)
-        for (size_t j = 0; j < P; j++) y->data[r * P + j] = x[r * P + j] + sign * c[j];
+    const size_t tiles = tile_count(R, P);
+    #pragma omp parallel for if (total > EW_PAR)
+    for (size_t t = 0; t < tiles; t++) {
+        size_t r, j0, j1;
+        tile_bounds(t, P, &r, &j0, &j1);
+        for (size_t j = j0; j < j1; j++) y->data[r * P + j] = x[r * P + j] + sign * c[j];
+    }
     ag_node *node = ag_record(ctx, op, add_sub_backward, y, 2, (ag_tensor *[]){a, b});
     if (node) node->f[0] = sign;
     return ctx->status == TPSC_OK ? y : NULL;
@@ -137,9 +154,13 @@ static void mul_backward(ag_ctx *ctx, ag_node *n) {
     }
     const size_t P = ag_numel(b), R = total / P;
     if (da) {
-        #pragma omp parallel for if (total > EW_PAR && R > 1)
-        for (size_t r = 0; r < R; r++)
-            for (size_t j = 0; j < P; j++) da[r * P + j] += dy[r * P + j] * c[j];
+        const size_t tiles = tile_count(R, P);
+        #pragma omp parallel for if (total > EW_PAR)
+        for (size_t t = 0; t < tiles; t++) {
+            size_t r, j0, j1;
+            tile_bounds(t, P, &r, &j0, &j1);
+            for (size_t j = j0; j < j1; j++) da[r * P + j] += dy[r * P + j] * c[j];
+        }
     }
     if (db) {
         if (R == 1) {
@@ -165,9 +186,13 @@ ag_tensor *ag_mul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b) {
             for (size_t j = 0; j < C; j++) y->data[r * C + j] = x[r * C + j] * c[r];
     } else {
         const size_t P = ag_numel(b), R = total / P;
-        #pragma omp parallel for if (total > EW_PAR && R > 1)
-        for (size_t r = 0; r < R; r++)
-            for (size_t j = 0; j < P; j++) y->data[r * P + j] = x[r * P + j] * c[j];
+        const size_t tiles = tile_count(R, P);
+        #pragma omp parallel for if (total > EW_PAR)
+        for (size_t t = 0; t < tiles; t++) {
+            size_t r, j0, j1;
+            tile_bounds(t, P, &r, &j0, &j1);
+            for (size_t j = j0; j < j1; j++) y->data[r * P + j] = x[r * P + j] * c[j];
+        }
     }
     ag_node *node = ag_record(ctx, "mul", mul_backward, y, 2, (ag_tensor *[]){a, b});
     if (node) node->i[0] = kind;
