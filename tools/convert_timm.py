@@ -244,7 +244,8 @@ def self_test():
         assert r.returncode != 0 and "dist_token" in r.stderr, r.stderr
         dense = {k: v for k, v in sd.items() if "score_predictor" not in k}
         torch.save(dense, pth)
-        r = subprocess.run(run + ["--arch", "custom", "--num-heads", "2", "--method", "dtps", pth, h5],
+        r = subprocess.run(run + ["--arch", "custom", "--num-heads", "2", "--method", "dtps", "--prune-loc", "1,2",
+                                  pth, h5],
                            capture_output=True, text=True)
         assert r.returncode != 0 and "score_predictor.0.in_conv.0.weight" in r.stderr, r.stderr
     print("self-test passed")
