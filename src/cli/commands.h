@@ -12,5 +12,6 @@ int cmd_version(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_recipe(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 #endif

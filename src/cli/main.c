@@ -8,6 +8,7 @@ static const tpsc_command commands[] = {
     {"train", "train or fine-tune a model from a recipe (dense, DynamicViT, dTPS, EViT, eTPS)", cmd_train},
     {"eval", "evaluate checkpoints in inference mode: top-1/5, GMACs, images/s side by side", cmd_eval},
     {"recipe", "list every recipe key, or print a recipe resolved with overrides", cmd_recipe},
+    {"bench", "speed of training steps or inference on random weights, vs dense and the sgemm peak", cmd_bench},
     {"version", "print the version, the build and the BLAS in use", cmd_version},
 };
 

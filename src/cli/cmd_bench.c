@@ -1,0 +1,106 @@
+/* tpsc bench train|infer: speed on random weights, side by side with the dense model and the
+ * machine's sgemm peak measured in the same run. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/threads.h"
+#include "src/cli/cli_util.h"
+#include "src/cli/commands.h"
+#include "src/perf/bench.h"
+#include "src/perf/sgemm_peak.h"
+#include "src/recipe/recipe.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
+            "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 1,32] [--iters 20]\n"
+            "       common: [--threads N] [--classes K]\n"
+            "\n"
+            "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
+            "GMACs/image (multiply-accumulates), achieved GFLOP/s, the fraction of a square sgemm's GFLOP/s\n"
+            "measured in this run, peak RSS, the OpenBLAS core type and threads. `infer` also runs the dense\n"
+            "model and prints the speed-up. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
+            "OpenBLAS' kernels; the environment here forces Haswell (AVX2).\n"
+            "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1]) || (strcmp(argv[1], "train") && strcmp(argv[1], "infer"))) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc >= 2 && cli_is_help(argv[1]) ? 0 : 2;
+    }
+    bool train = !strcmp(argv[1], "train");
+    const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
+    float keep = 0.7f;
+    int iters = train ? 5 : 20, threads = 0, classes = 1000;
+    for (int i = 2; i < argc; i++) {
+        if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
+        else if (cli_opt(argc, argv, &i, "--recipe", &value) && value) recipe = value;
+        else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
+        else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
+        else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
+        else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
+        else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
+        else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
+        else {
+            fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    ag_set_threads(threads);
+    vit_config vc;
+    tps_config tc = {0};
+    if (recipe) {
+        static tpsc_recipe r;
+        tpsc_status st = tpsc_recipe_load(&r, recipe);
+        if (st != TPSC_OK) return cli_fail("bench", st);
+        vc = r.model.vit;
+        tc = r.tps.cfg;
+    } else {
+        tpsc_status st = vit_config_named(&vc, arch);
+        if (st != TPSC_OK) return cli_fail("bench", st);
+        vc.num_classes = (size_t)classes;
+        int m = tps_method_from_name(method);
+        if (m < 0) return fprintf(stderr, "tpsc bench: unknown method '%s'\n", method), 2;
+        tc.method = (tps_method)m;
+        tc.squeeze_temp = 1.0f;
+        if (tc.method != TPS_NONE) {
+            tc.n_stages = 3;
+            for (int s = 0; s < 3; s++) {
+                tc.prune_loc[s] = (int)(vc.depth * (size_t)(s + 1) / 4);
+                tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep : keep;
+            }
+        }
+    }
+    double peak = tpsc_sgemm_peak_gflops(1536, 3);
+    printf("OpenBLAS core %s, %d threads, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(), ag_get_threads(), peak);
+    printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s\n", vc.arch, vc.img_size, vc.patch_size,
+           vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method));
+    printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    char list[128];
+    snprintf(list, sizeof list, "%s", batches);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        size_t batch = (size_t)atol(tok);
+        tps_config dense = {.method = TPS_NONE, .squeeze_temp = 1.0f};
+        tpsc_bench_result rd = {0}, rm;
+        const tps_config *runs[2] = {&dense, &tc};
+        int n_runs = (!train && tc.method != TPS_NONE) ? 2 : 1;
+        if (n_runs == 1) runs[0] = &tc;
+        for (int k = 0; k < n_runs; k++) {
+            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
+                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
+            if (st != TPSC_OK) return cli_fail("bench", st);
+            if (k == 0 && n_runs == 2) rd = rm;
+            printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
+                   tps_method_name(runs[k]->method), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
+                   rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
+            if (k == 1) printf("%.2fx (MACs ratio %.2fx) |\n", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
+            else printf("- |\n");
+            fflush(stdout);
+        }
+    }
+    return 0;
+}

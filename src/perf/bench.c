@@ -1,0 +1,141 @@
+#include "src/perf/bench.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "autograd/ops.h"
+#include "src/optim/adamw.h"
+#include "src/optim/param_groups.h"
+#include "src/train/evaluate.h"
+#include "src/train/progress.h"
+#include "src/util/alloc.h"
+
+long tpsc_peak_rss_mb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void summarise(double *t, int n, size_t batch, tpsc_bench_result *res) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    res->median_s = t[n / 2];
+    res->p90_s = t[(int)((n - 1) * 0.9 + 0.5)];
+    res->images_per_s = (double)batch / res->median_s;
+    res->peak_rss_mb = tpsc_peak_rss_mb();
+}
+
+typedef struct bench_setup {
+    vit_model m;
+    ag_ctx *ctx;
+    float *images, *targets;
+    size_t ishape[4], tshape[2];
+} bench_setup;
+
+static tpsc_status setup(bench_setup *b, const vit_config *vc, const tps_config *tc, size_t batch) {
+    memset(b, 0, sizeof *b);
+    TPSC_TRY(vit_model_create(&b->m, vc, tc));
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 1);
+    vit_model_init(&b->m, &rng);
+    b->ctx = ag_ctx_create(0);
+    size_t n = batch * vc->in_chans * vc->img_size * vc->img_size;
+    b->images = tpsc_malloc(n * sizeof(float), "bench images");
+    b->targets = tpsc_calloc(batch * vc->num_classes, sizeof(float), "bench targets");
+    if (!b->ctx || !b->images || !b->targets) return TPSC_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) b->images[i] = tpsc_rng_normal(&rng);
+    for (size_t i = 0; i < batch; i++) b->targets[i * vc->num_classes + i % vc->num_classes] = 1.0f;
+    size_t is[4] = {batch, vc->in_chans, vc->img_size, vc->img_size}, ts[2] = {batch, vc->num_classes};
+    memcpy(b->ishape, is, sizeof is);
+    memcpy(b->tshape, ts, sizeof ts);
+    return TPSC_OK;
+}
+
+static void teardown(bench_setup *b) {
+    ag_ctx_free(b->ctx);
+    vit_model_free(&b->m);
+    tpsc_free(b->images);
+    tpsc_free(b->targets);
+}
+
+tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+                             tpsc_bench_result *res) {
+    memset(res, 0, sizeof *res);
+    bench_setup b;
+    tpsc_status st = setup(&b, vc, tc, batch);
+    tpsc_adamw opt = {0};
+    double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
+    if (st == TPSC_OK && !times) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) {
+        tpsc_param_groups_assign(&b.m.params);
+        tpsc_adamw_config oc = tpsc_adamw_defaults();
+        st = tpsc_adamw_init(&opt, &b.m.params, &oc);
+    }
+    tpsc_rng noise;
+    tpsc_rng_seed(&noise, 2);
+    for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
+        double t0 = tpsc_now();
+        ag_ctx_reset(b.ctx);
+        ag_tensor *x = ag_wrap(b.ctx, b.images, NULL, 4, b.ishape, false);
+        ag_tensor *t = ag_wrap(b.ctx, b.targets, NULL, 2, b.tshape, false);
+        vit_forward_opts fo = {.mode = VIT_TRAIN, .rng = &noise};
+        vit_output out;
+        ag_tensor *loss = ag_cross_entropy_soft(b.ctx, vit_forward(b.ctx, &b.m, x, &fo, &out), t);
+        if (!loss) {
+            st = ag_ctx_status(b.ctx);
+            break;
+        }
+        ag_params_zero_grad(&b.m.params);
+        st = ag_backward(b.ctx, loss);
+        if (st == TPSC_OK) st = tpsc_adamw_step(&opt, &b.m.params, 1e-5f);
+        if (i >= warmup) times[i - warmup] = tpsc_now() - t0;
+    }
+    if (st == TPSC_OK) {
+        summarise(times, repeats, batch, res);
+        /* The training forward keeps every token for predictor methods: count the dense cost. */
+        tps_config dense = {.method = TPS_NONE};
+        vit_model tmp = b.m;
+        if (tps_method_has_predictor(tc->method)) tmp.tps = dense;
+        res->gmacs_per_image = tpsc_model_gmacs(&tmp);
+        res->gflops = 2.0 * 3.0 * res->gmacs_per_image * res->images_per_s;
+    }
+    tpsc_adamw_free(&opt);
+    tpsc_free(times);
+    teardown(&b);
+    return st;
+}
+
+tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+                             tpsc_bench_result *res) {
+    memset(res, 0, sizeof *res);
+    bench_setup b;
+    tpsc_status st = setup(&b, vc, tc, batch);
+    double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
+    if (st == TPSC_OK && !times) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) ag_set_grad_enabled(b.ctx, false);
+    for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
+        double t0 = tpsc_now();
+        ag_ctx_reset(b.ctx);
+        ag_tensor *x = ag_wrap(b.ctx, b.images, NULL, 4, b.ishape, false);
+        vit_forward_opts fo = {.mode = VIT_INFER};
+        vit_output out;
+        if (!vit_forward(b.ctx, &b.m, x, &fo, &out)) {
+            st = ag_ctx_status(b.ctx);
+            break;
+        }
+        if (i >= warmup) times[i - warmup] = tpsc_now() - t0;
+    }
+    if (st == TPSC_OK) {
+        summarise(times, repeats, batch, res);
+        res->gmacs_per_image = tpsc_model_gmacs(&b.m);
+        res->gflops = 2.0 * res->gmacs_per_image * res->images_per_s;
+    }
+    tpsc_free(times);
+    teardown(&b);
+    return st;
+}
