@@ -181,3 +181,20 @@ Test(ops_elementwise, long_rows_split_into_tiles_match_naive_loops) {
     for (int i = 0; i < R * P; i++) cr_assert_eq(ga[i], dy[i] * bd[i % P], "da %d", i);
     ag_ctx_free(ctx);
 }
+
+Test(ops_elementwise, scale_and_add_scalar_reject_strided_input) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    float xd[12] = {0};
+    ag_tensor *x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){3, 2}, false);
+    x->stride[0] = 4; /* every other pair: a strided view */
+    cr_assert_null(ag_scale(ctx, x, 2.0f));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "scale") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_reset(ctx);
+    x = ag_wrap(ctx, xd, NULL, 2, (size_t[]){3, 2}, false);
+    x->stride[0] = 4;
+    cr_assert_null(ag_add_scalar(ctx, x, 2.0f));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "add_scalar") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_free(ctx);
+}

@@ -99,3 +99,19 @@ Test(ops_reduce, dim_out_of_range_is_an_error) {
     cr_assert(strstr(tpsc_last_error(), "mean_dim") != NULL, "message: %s", tpsc_last_error());
     ag_ctx_free(ctx);
 }
+
+Test(ops_reduce, empty_or_strided_input_is_an_error) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    float buf[12] = {0};
+    ag_tensor *empty = ag_wrap(ctx, buf, NULL, 2, (size_t[]){3, 0}, false);
+    cr_assert_null(ag_sum(ctx, empty));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "sum") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_reset(ctx);
+    ag_tensor *strided = ag_wrap(ctx, buf, NULL, 2, (size_t[]){3, 2}, false);
+    strided->stride[0] = 4;
+    cr_assert_null(ag_mean(ctx, strided));
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
+    cr_assert(strstr(tpsc_last_error(), "mean") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_free(ctx);
+}
