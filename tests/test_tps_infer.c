@@ -1,0 +1,329 @@
+/* Pruning with real removal: predictor stages (dynamicvit, dtps) and EViT stages (evit,
+ * etps). Token counts, kept order (descending score, ties to the lower index), gathered rows,
+ * squeeze values against a double transcription of the official eval-mode TPSModule, EViT's
+ * fused token by hand, and finite-difference gradients of the EViT stages. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <string.h>
+
+#include "support/gradcheck.h"
+#include "src/tps/tps_internal.h"
+
+#define B 2
+#define N 7
+#define C 6
+#define E_HOST 2.718281828459045
+
+static double cosine(const float *a, const float *b, int c) {
+    double na = 0, nb = 0, d = 0;
+    for (int i = 0; i < c; i++) na += (double)a[i] * a[i], nb += (double)b[i] * b[i], d += (double)a[i] * b[i];
+    return d / ((sqrt(na) + 1e-6) * (sqrt(nb) + 1e-6));
+}
+
+/* Official eval TPSModule for one image: kept rows kr[k], dropped rows dr[p] of x (row
+ * pointers), out [k,c]. */
+static void ref_hosts(const float *const *kr, int k, const float *const *dr, int p, int c, double *out) {
+    double den[16], acc[16 * 16] = {0};
+    for (int j = 0; j < k; j++) den[j] = E_HOST;
+    for (int i = 0; i < p; i++) {
+        double S[16], mx = -1e30;
+        for (int j = 0; j < k; j++) {
+            S[j] = cosine(dr[i], kr[j], c);
+            if (S[j] > mx) mx = S[j];
+        }
+        for (int j = 0; j < k; j++) {
+            if (S[j] != mx) continue;
+            den[j] += exp(S[j]);
+            for (int q = 0; q < c; q++) acc[j * c + q] += exp(S[j]) * dr[i][q];
+        }
+    }
+    for (int j = 0; j < k; j++)
+        for (int q = 0; q < c; q++) out[j * c + q] = (E_HOST * kr[j][q] + acc[j * c + q]) / den[j];
+}
+
+typedef struct setup {
+    ag_params params;
+    tps_predictor pred;
+    tps_config cfg;
+} setup;
+
+static void make_setup(setup *s, tps_method m) {
+    ag_params_init(&s->params);
+    cr_assert_eq(tps_predictor_declare(&s->pred, &s->params, 0, C), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(ag_params_finalise(&s->params), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 3);
+    for (size_t i = 0; i < s->params.total; i++) s->params.data[i] = 0.6f * tpsc_rng_normal(&rng);
+    s->cfg = (tps_config){.method = m, .n_stages = 2, .prune_loc = {3, 6}, .squeeze_temp = 1.0f};
+    tps_config_fill_rho(&s->cfg, 0.7f);
+}
+
+static void random_tokens(float *x, size_t count, uint64_t seed) {
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (size_t i = 0; i < count; i++) x[i] = tpsc_rng_normal(&rng);
+}
+
+/* keep scores of the n spatial tokens of x [B,1+n,C], with prev = ones */
+static void keep_scores(setup *s, float *x, size_t n, float *score) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    float ones[B * 16];
+    for (int i = 0; i < B * 16; i++) ones[i] = 1.0f;
+    float sp[B * 16 * C];
+    for (int b = 0; b < B; b++) memcpy(sp + b * n * C, x + (b * (1 + n) + 1) * C, n * C * sizeof(float));
+    ag_tensor *tx = ag_wrap(ctx, sp, NULL, 3, (size_t[]){B, n, C}, false);
+    ag_tensor *tp = ag_wrap(ctx, ones, NULL, 2, (size_t[]){B, n}, false);
+    ag_tensor *lp = tps_predictor_forward(ctx, &s->pred, &s->params, tx, tp);
+    cr_assert_not_null(lp, "%s", tpsc_last_error());
+    for (size_t i = 0; i < B * n; i++) score[i] = lp->data[2 * i];
+    ag_ctx_free(ctx);
+}
+
+/* kept_pos is the top k by score, in descending order, ties to the lower index */
+static void assert_descending_topk(const float *score, size_t n, const int32_t *kept, size_t k) {
+    for (int b = 0; b < B; b++) {
+        bool used[16] = {false};
+        for (size_t r = 0; r < k; r++) {
+            const int32_t i = kept[b * k + r];
+            cr_assert(i >= 0 && (size_t)i < n && !used[i], "image %d rank %zu: bad or repeated position %d", b, r, i);
+            used[i] = true;
+            if (r > 0) {
+                const int32_t h = kept[b * k + r - 1];
+                cr_assert(score[b * n + h] > score[b * n + i] || (score[b * n + h] == score[b * n + i] && h < i),
+                          "image %d: rank %zu (pos %d, %g) after pos %d (%g)", b, r, i, (double)score[b * n + i], h,
+                          (double)score[b * n + h]);
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!used[i])
+                cr_assert(score[b * n + i] <= score[b * n + kept[b * k + k - 1]], "image %d: dropped %zu outscores kept", b, i);
+    }
+}
+
+Test(tps_infer, dynamicvit_keeps_topk_rows_in_score_order) {
+    setup s;
+    make_setup(&s, TPS_DYNAMICVIT);
+    float x[B * (1 + N) * C], score[B * N];
+    random_tokens(x, sizeof x / sizeof x[0], 8);
+    keep_scores(&s, x, N, score);
+    const size_t k = tps_keep_count(&s.cfg, 0, N); /* int(7 * 0.7) = 4 */
+    cr_assert_eq(k, 4);
+    int32_t kept[B * 4];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_set_grad_enabled(ctx, false);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, k, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    cr_assert(y->ndim == 3 && y->shape[0] == B && y->shape[1] == 1 + k && y->shape[2] == C);
+    assert_descending_topk(score, N, kept, k);
+    for (int b = 0; b < B; b++) {
+        cr_assert_arr_eq(y->data + b * (1 + k) * C, x + b * (1 + N) * C, C * sizeof(float), "cls row of image %d", b);
+        for (size_t r = 0; r < k; r++)
+            cr_assert_arr_eq(y->data + (b * (1 + k) + 1 + r) * C, x + (b * (1 + N) + 1 + kept[b * k + r]) * C,
+                             C * sizeof(float), "image %d kept row %zu", b, r);
+    }
+    ag_ctx_free(ctx);
+    ag_params_free(&s.params);
+}
+
+Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
+    /* reference: ref_hosts, the eval TPSModule in double, on the kept / dropped rows in score
+     * order; tolerance 1e-5 */
+    setup s;
+    make_setup(&s, TPS_DTPS);
+    float x[B * (1 + N) * C], score[B * N];
+    random_tokens(x, sizeof x / sizeof x[0], 9);
+    keep_scores(&s, x, N, score);
+    const size_t k = 4;
+    int32_t kept[B * 4];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, k, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    cr_assert(y->shape[1] == 1 + k);
+    assert_descending_topk(score, N, kept, k);
+    for (int b = 0; b < B; b++) {
+        const float *kr[N], *dr[N];
+        bool used[N] = {false};
+        for (size_t r = 0; r < k; r++) {
+            kr[r] = x + (b * (1 + N) + 1 + kept[b * k + r]) * C;
+            used[kept[b * k + r]] = true;
+        }
+        int p = 0;
+        for (int i = 0; i < N; i++)
+            if (!used[i]) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
+        double want[N * C];
+        ref_hosts(kr, (int)k, dr, p, C, want);
+        cr_assert_arr_eq(y->data + b * (1 + k) * C, x + b * (1 + N) * C, C * sizeof(float), "cls row");
+        for (size_t r = 0; r < k; r++)
+            for (int q = 0; q < C; q++)
+                cr_assert_float_eq(y->data[(b * (1 + k) + 1 + r) * C + q], want[r * C + q], 1e-5, "image %d host %zu", b, r);
+    }
+    ag_ctx_free(ctx);
+    ag_params_free(&s.params);
+}
+
+Test(tps_infer, keep_all_is_a_permutation_by_score) {
+    /* rho = 1: every token stays, reordered by descending score (as the official argsort),
+     * and dtps has nothing to squeeze, so the rows are exactly the input rows */
+    setup s;
+    make_setup(&s, TPS_DTPS);
+    float x[B * (1 + N) * C], score[B * N];
+    random_tokens(x, sizeof x / sizeof x[0], 10);
+    keep_scores(&s, x, N, score);
+    int32_t kept[B * N];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    assert_descending_topk(score, N, kept, N);
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < N; r++)
+            cr_assert_arr_eq(y->data + (b * (1 + N) + 1 + r) * C, x + (b * (1 + N) + 1 + kept[b * N + r]) * C,
+                             C * sizeof(float), "image %d row %d", b, r);
+    ag_ctx_free(ctx);
+    ag_params_free(&s.params);
+}
+
+Test(tps_infer, equal_scores_keep_position_order) {
+    /* identical tokens get identical scores: the kept positions are 0, 1, 2, 3 */
+    setup s;
+    make_setup(&s, TPS_DYNAMICVIT);
+    float x[B * (1 + N) * C];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < 1 + N; t++)
+            for (int q = 0; q < C; q++) x[(b * (1 + N) + t) * C + q] = (float)(q + 1) * (t == 0 ? -1.0f : 0.5f);
+    int32_t kept[B * 4];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    cr_assert_not_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept), "%s", tpsc_last_error());
+    for (int b = 0; b < B; b++)
+        for (int r = 0; r < 4; r++) cr_assert_eq(kept[b * 4 + r], r, "image %d rank %d", b, r);
+    ag_ctx_free(ctx);
+    ag_params_free(&s.params);
+}
+
+Test(tps_infer, bad_counts_and_methods_are_errors) {
+    setup s;
+    make_setup(&s, TPS_DTPS);
+    float x[B * (1 + N) * C] = {0};
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL));
+    cr_assert(strstr(tpsc_last_error(), "keeping 8 of 7 tokens") != NULL, "%s", tpsc_last_error());
+    ag_ctx_reset(ctx);
+    tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    s.cfg.method = TPS_EVIT;
+    cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL));
+    cr_assert(strstr(tpsc_last_error(), "evit has no score predictor") != NULL, "%s", tpsc_last_error());
+    ag_ctx_free(ctx);
+    ag_params_free(&s.params);
+}
+
+/* ---- EViT stages --------------------------------------------------------------------------- */
+
+Test(tps_evit, fused_token_by_hand) {
+    /* n = 4, cls_attn = [0.1, 0.4, 0.2, 0.3], k = 2: kept positions [1, 3] (descending),
+     * fused = 0.1 x_0 + 0.2 x_2; output [cls, x_1, x_3, fused] */
+    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.5f}};
+    float x[5 * 2] = {9, 9, 1, 2, 3, 4, 5, 6, 7, 8}, a[4] = {0.1f, 0.4f, 0.2f, 0.3f};
+    int32_t kept[2];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
+    ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 4}, false);
+    ag_tensor *y = tps_evit_stage(ctx, &cfg, tx, ta, 2, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    cr_assert(y->shape[1] == 4);
+    cr_assert(kept[0] == 1 && kept[1] == 3);
+    const float want[] = {9, 9, 3, 4, 7, 8, 0.1f * 1 + 0.2f * 5, 0.1f * 2 + 0.2f * 6};
+    for (int i = 0; i < 8; i++) cr_assert_float_eq(y->data[i], want[i], 1e-6, "element %d", i);
+    /* keep all: EViT leaves the sequence untouched, no fused token */
+    ag_tensor *same = tps_evit_stage(ctx, &cfg, tx, ta, 4, NULL);
+    cr_assert_eq(same, tx);
+    ag_ctx_free(ctx);
+}
+
+/* cls attention with a spacing of 0.05 between scores: the finite-difference step (1e-2)
+ * cannot reorder them. kept (k = 4) in image 0: 6, 2, 0, 5; image 1: 0, 1, 3, 4. */
+static const float ATTN[B * N] = {0.30f, 0.05f, 0.35f, 0.10f, 0.15f, 0.25f, 0.40f,
+                                  0.40f, 0.35f, 0.05f, 0.30f, 0.25f, 0.10f, 0.20f};
+
+static ag_tensor *f_evit(ag_ctx *ctx, ag_tensor **in, void *user) {
+    const tps_config *cfg = user;
+    return tps_evit_stage(ctx, cfg, in[0], in[1], 4, NULL);
+}
+
+Test(tps_evit, evit_gradcheck_x_and_attention) {
+    /* gradcheck h 1e-2 (below half the attention spacing), atol 1e-3, rtol 1e-2 */
+    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
+    gc_input in[2] = {{3, {B, 1 + N, C}, true, NULL}, {2, {B, N}, true, ATTN}};
+    GRADCHECK(f_evit, 2, in, &cfg, 1e-2, 1e-3, 1e-2);
+}
+
+/* Tokens whose dropped rows (per ATTN) pick their host by a cosine margin >= 0.05. */
+static void etps_margin_tokens(float *x) {
+    static const int kept[B][4] = {{6, 2, 0, 5}, {0, 1, 3, 4}};
+    for (uint64_t seed = 1; seed < 1000; seed++) {
+        random_tokens(x, B * (1 + N) * C, seed);
+        bool ok = true;
+        for (int b = 0; b < B && ok; b++)
+            for (int i = 0; i < N && ok; i++) {
+                bool is_kept = false;
+                for (int r = 0; r < 4; r++) is_kept |= kept[b][r] == i;
+                if (is_kept) continue;
+                double best = -2, second = -2;
+                for (int r = 0; r < 4; r++) {
+                    double s = cosine(x + (b * (1 + N) + 1 + i) * C, x + (b * (1 + N) + 1 + kept[b][r]) * C, C);
+                    if (s > best) second = best, best = s;
+                    else if (s > second) second = s;
+                }
+                ok = best - second >= 0.05;
+            }
+        if (ok) return;
+    }
+    cr_assert_fail("no seed below 1000 gives host margins of 0.05");
+}
+
+Test(tps_evit, etps_squeezes_and_gradchecks) {
+    tps_config cfg = {.method = TPS_ETPS, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}, .squeeze_temp = 1.0f};
+    float x[B * (1 + N) * C];
+    etps_margin_tokens(x);
+    /* values: [cls; eval TPSModule(kept, dropped)] against ref_hosts, tolerance 1e-5 */
+    int32_t kept[B * 4];
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    ag_tensor *ta = ag_wrap(ctx, (float *)ATTN, NULL, 2, (size_t[]){B, N}, false);
+    ag_tensor *y = tps_evit_stage(ctx, &cfg, tx, ta, 4, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    cr_assert(y->shape[1] == 5);
+    const int32_t want_kept[B * 4] = {6, 2, 0, 5, 0, 1, 3, 4};
+    cr_assert_arr_eq(kept, want_kept, sizeof want_kept);
+    for (int b = 0; b < B; b++) {
+        const float *kr[4], *dr[3];
+        int p = 0;
+        for (int r = 0; r < 4; r++) kr[r] = x + (b * (1 + N) + 1 + kept[b * 4 + r]) * C;
+        for (int i = 0; i < N; i++) {
+            bool is_kept = false;
+            for (int r = 0; r < 4; r++) is_kept |= kept[b * 4 + r] == i;
+            if (!is_kept) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
+        }
+        double want[4 * C];
+        ref_hosts(kr, 4, dr, p, C, want);
+        for (int i = 0; i < 4 * C; i++) cr_assert_float_eq(y->data[(b * 5 + 1) * C + i], want[i], 1e-5, "image %d", b);
+    }
+    ag_ctx_free(ctx);
+    /* gradients through x (attention only selects): gradcheck h 1e-2, atol 1e-3, rtol 1e-2 */
+    gc_input in[2] = {{3, {B, 1 + N, C}, true, x}, {2, {B, N}, false, ATTN}};
+    GRADCHECK(f_evit, 2, in, &cfg, 1e-2, 1e-3, 1e-2);
+}
+
+Test(tps_evit, wrong_attention_shape_is_an_error) {
+    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
+    float x[1 * 5 * 2] = {0}, a[3] = {0};
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
+    ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 3}, false);
+    cr_assert_null(tps_evit_stage(ctx, &cfg, tx, ta, 2, NULL));
+    cr_assert(strstr(tpsc_last_error(), "cls_attn [1, 3] must be [B,n] = [1,4]") != NULL, "%s", tpsc_last_error());
+    ag_ctx_free(ctx);
+}
