@@ -1,0 +1,37 @@
+/* The one translation unit that compiles stb_image and stb_image_resize for all of tpsc
+ * (do not define the *_IMPLEMENTATION macros anywhere else).
+ *
+ * stb_image_resize allocates its work memory through STBIR_MALLOC with a context pointer;
+ * we route it to a per-thread grow buffer (the context), so resizing never mallocs once the
+ * buffer has reached its size. */
+#include <stddef.h>
+
+#include "data/buffer.h"
+
+static void *resize_scratch(void *context, size_t bytes) {
+    return tpsc_grow((tpsc_grow_buf *)context, bytes, "stb_image_resize work memory");
+}
+
+#define STBIR_MALLOC(size, c) resize_scratch((c), (size))
+#define STBIR_FREE(ptr, c) ((void)(ptr), (void)(c))
+#define STB_IMAGE_RESIZE_IMPLEMENTATION
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_GIF
+#define STBI_NO_PSD
+#define STBI_NO_PIC
+#define STBI_NO_HDR
+#define STBI_NO_TGA
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#pragma GCC diagnostic ignored "-Wmisleading-indentation"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#endif
+#include <stb/stb_image.h>
+#include <stb/stb_image_resize.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
