@@ -186,7 +186,10 @@ Test(checkpoint, round_trip_is_bit_identical) {
     const char *recipe = "[model]\narch = deit_small_patch16_224\n\n[tps]\nmethod = dtps # é\n";
     vit_config vit = tiny_vit();
     tps_config tps = tiny_tps();
+    int64_t param_step[N_TINY];
+    for (int i = 0; i < N_TINY; i++) param_step[i] = 1234 - 100 * (i % 3);
     tpsc_checkpoint ck = {.vit = &vit, .tps = &tps, .params = &p, .opt_m = m, .opt_v = v, .opt_step = 1234,
+                          .opt_param_step = param_step,
                           .opt_name = "adamw", .ema = ema, .rng_states = rng, .n_rng = 2, .loader_pos = loader,
                           .n_loader_pos = 3, .epoch = 5, .step = 98765, .best_top1 = 71.25f,
                           .recipe_text = recipe, .class_names = classes, .n_class_names = 3};
@@ -233,8 +236,9 @@ Test(checkpoint, round_trip_is_bit_identical) {
     memset(ema2, 0, p.total * sizeof(float));
     uint64_t rng2[12] = {0};
     int64_t loader2[8] = {0};
+    int64_t param_step2[N_TINY] = {0};
     tpsc_checkpoint_state st = {.opt_m = m2, .opt_v = v2, .ema = ema2, .rng_states = rng2, .rng_cap = 3,
-                                .loader_pos = loader2, .loader_cap = 8};
+                                .loader_pos = loader2, .loader_cap = 8, .opt_param_step = param_step2};
     cr_assert_eq(tpsc_checkpoint_load_state(path, &q, &st), TPSC_OK, "%s", tpsc_last_error());
     assert_same_tensors(&p, m2, m);
     assert_same_tensors(&p, v2, v);
@@ -242,6 +246,8 @@ Test(checkpoint, round_trip_is_bit_identical) {
     cr_assert_str_eq(st.opt_name, "adamw");
     cr_assert_eq(st.opt_step, 1234);
     cr_assert(st.has_opt_v);
+    cr_assert(st.has_opt_param_step);
+    cr_assert_eq(memcmp(param_step2, param_step, sizeof param_step), 0);
     cr_assert_eq(st.n_rng, 2);
     cr_assert_eq(memcmp(rng2, rng, sizeof rng), 0);
     cr_assert_eq(st.n_loader_pos, 3);
@@ -299,13 +305,33 @@ Test(checkpoint, sgd_keeps_only_momentum) {
     cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
     float *m = tpsc_aligned_alloc(p.total * sizeof(float), "m"), *v = tpsc_aligned_alloc(p.total * sizeof(float), "v");
     memset(m, 0, p.total * sizeof(float));
-    tpsc_checkpoint_state st = {.opt_m = m, .opt_v = v};
+    int64_t steps[N_TINY];
+    tpsc_checkpoint_state st = {.opt_m = m, .opt_v = v, .opt_param_step = steps};
     cr_assert_eq(tpsc_checkpoint_load_state(path, &p, &st), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_str_eq(st.opt_name, "sgd");
     cr_assert_eq(st.opt_step, 9);
     cr_assert(!st.has_opt_v);
+    cr_assert(!st.has_opt_param_step, "none were saved");
     assert_same_tensors(&p, m, p.data);
     tpsc_free(m), tpsc_free(v);
+    ag_params_free(&p);
+}
+
+Test(checkpoint, sgd_without_momentum_keeps_its_step) {
+    ag_params p;
+    declare(&p, NULL, NULL, NULL, 3);
+    vit_config vit = tiny_vit();
+    tpsc_checkpoint ck = {.vit = &vit, .params = &p, .opt_name = "sgd", .opt_step = 77};
+    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_checkpoint_state st = {0};
+    cr_assert_eq(tpsc_checkpoint_load_state(path, &p, &st), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_str_eq(st.opt_name, "sgd");
+    cr_assert_eq(st.opt_step, 77);
+    float *m = tpsc_aligned_alloc(p.total * sizeof(float), "m");
+    st = (tpsc_checkpoint_state){.opt_m = m};
+    cr_assert_eq(tpsc_checkpoint_load_state(path, &p, &st), TPSC_ERR_MISSING, "there is no buffer to load");
+    assert_message_has("/optimizer/m");
+    tpsc_free(m);
     ag_params_free(&p);
 }
 

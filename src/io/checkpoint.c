@@ -70,14 +70,17 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     return TPSC_OK;
 }
 
-/* One dataset per parameter, in the parameter's own (PyTorch) shape. */
-static tpsc_status write_tensors(tpsc_h5 *f, const char *group, const ag_params *p, const float *block) {
+/* One dataset per parameter, in the parameter's own (PyTorch) shape; `steps` (may be NULL)
+ * become a "step" attribute on each. */
+static tpsc_status write_tensors(tpsc_h5 *f, const char *group, const ag_params *p, const float *block,
+                                 const int64_t *steps) {
     TPSC_TRY(tpsc_h5_make_group(f, group));
     char path[PATH_MAX_H5];
     for (int i = 0; i < p->count; i++) {
         const ag_param *it = &p->items[i];
         TPSC_TRY(join(path, group, it->name, f->name));
         TPSC_TRY(tpsc_h5_write_f32(f, path, it->t.ndim, it->t.shape, block + it->offset));
+        if (steps) TPSC_TRY(tpsc_h5_write_attr_i64(f, path, "step", steps[i]));
     }
     return TPSC_OK;
 }
@@ -97,14 +100,17 @@ static tpsc_status write_checkpoint(const char *tmp_path, const char *final_path
     tpsc_h5 f;
     TPSC_TRY(tpsc_h5_create(&f, tmp_path, final_path));
     tpsc_status st = write_root_attrs(&f, ck, format);
-    if (st == TPSC_OK) st = write_tensors(&f, "/model", ck->params, ck->params->data);
-    if (st == TPSC_OK && ck->opt_m) {
-        if ((st = write_tensors(&f, "/optimizer/m", ck->params, ck->opt_m)) == TPSC_OK && ck->opt_v)
-            st = write_tensors(&f, "/optimizer/v", ck->params, ck->opt_v);
-        if (st == TPSC_OK) st = tpsc_h5_write_attr_str(&f, "/optimizer", "name", ck->opt_name);
+    if (st == TPSC_OK) st = write_tensors(&f, "/model", ck->params, ck->params->data, NULL);
+    if (st == TPSC_OK && ck->opt_name) {
+        /* SGD without momentum has no buffer but still a step count worth keeping. */
+        if ((st = tpsc_h5_make_group(&f, "/optimizer")) == TPSC_OK)
+            st = tpsc_h5_write_attr_str(&f, "/optimizer", "name", ck->opt_name);
         if (st == TPSC_OK) st = tpsc_h5_write_attr_i64(&f, "/optimizer", "step", ck->opt_step);
+        if (st == TPSC_OK && ck->opt_m)
+            st = write_tensors(&f, "/optimizer/m", ck->params, ck->opt_m, ck->opt_param_step);
+        if (st == TPSC_OK && ck->opt_v) st = write_tensors(&f, "/optimizer/v", ck->params, ck->opt_v, NULL);
     }
-    if (st == TPSC_OK && ck->ema) st = write_tensors(&f, "/ema", ck->params, ck->ema);
+    if (st == TPSC_OK && ck->ema) st = write_tensors(&f, "/ema", ck->params, ck->ema, NULL);
     if (st == TPSC_OK && strcmp(format, TPSC_FORMAT_CHECKPOINT) == 0) st = write_state(&f, ck);
     tpsc_status cst = tpsc_h5_close(&f);
     return st != TPSC_OK ? st : cst;
@@ -118,8 +124,8 @@ tpsc_status tpsc_checkpoint_save(const char *path, const tpsc_checkpoint *ck) {
         return tpsc_fail(TPSC_ERR_ARG, "%s: unknown checkpoint format '%s'", path, format);
     if (ck->opt_m && (!ck->opt_name || !*ck->opt_name))
         return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer state without an optimizer name", path);
-    if (ck->opt_v && !ck->opt_m)
-        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer v without m", path);
+    if ((ck->opt_v && !ck->opt_m) || (ck->opt_param_step && !ck->opt_m))
+        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer v or per-parameter steps without m", path);
     if (ck->n_rng < 0 || (ck->n_rng > 0 && !ck->rng_states) || ck->n_loader_pos < 0 ||
         (ck->n_loader_pos > 0 && !ck->loader_pos) || ck->n_class_names < 0 ||
         (ck->n_class_names > 0 && !ck->class_names))
@@ -228,7 +234,7 @@ tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tps_c
         if (!tpsc_h5_attr_exists(&f, "/", "git_describe") ||
             tpsc_h5_read_attr_strbuf(&f, "/", "git_describe", info->git_describe, sizeof info->git_describe) != TPSC_OK)
             snprintf(info->git_describe, sizeof info->git_describe, "unknown");
-        info->has_optimizer = tpsc_h5_exists(&f, "/optimizer/m");
+        info->has_optimizer = tpsc_h5_exists(&f, "/optimizer");
         info->has_ema = tpsc_h5_exists(&f, "/ema");
         info->has_state = tpsc_h5_exists(&f, "/state");
     }
@@ -388,6 +394,23 @@ tpsc_status tpsc_checkpoint_load_params(const char *path, const char *group, ag_
 
 /* ---- resume state --------------------------------------------------------------------- */
 
+/* Counts are all there or not at all (an older writer); a partial set is a damaged file. */
+static tpsc_status read_param_steps(const tpsc_h5 *f, const ag_params *layout, tpsc_checkpoint_state *s) {
+    char path[PATH_MAX_H5];
+    int have = 0;
+    for (int i = 0; i < layout->count; i++) {
+        TPSC_TRY(join(path, "/optimizer/m", layout->items[i].name, f->name));
+        have += tpsc_h5_attr_exists(f, path, "step");
+    }
+    if (have == 0) return TPSC_OK;
+    for (int i = 0; i < layout->count; i++) {
+        join(path, "/optimizer/m", layout->items[i].name, f->name);
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, path, "step", &s->opt_param_step[i]));
+    }
+    s->has_opt_param_step = true;
+    return TPSC_OK;
+}
+
 static tpsc_status read_optimizer(const tpsc_h5 *f, const ag_params *layout, tpsc_checkpoint_state *s) {
     bool present = tpsc_h5_exists(f, "/optimizer");
     if (!present) {
@@ -397,7 +420,11 @@ static tpsc_status read_optimizer(const tpsc_h5 *f, const ag_params *layout, tps
     }
     TPSC_TRY(tpsc_h5_read_attr_strbuf(f, "/optimizer", "name", s->opt_name, sizeof s->opt_name));
     TPSC_TRY(tpsc_h5_read_attr_i64(f, "/optimizer", "step", &s->opt_step));
+    if (s->opt_m && !tpsc_h5_exists(f, "/optimizer/m"))
+        return tpsc_fail(TPSC_ERR_MISSING, "%s: /optimizer/m is missing (optimizer '%s' was saved without a buffer)",
+                         f->name, s->opt_name);
     if (s->opt_m) TPSC_TRY(load_group(f, "/optimizer/m", layout, s->opt_m, NULL, NULL));
+    if (s->opt_param_step && tpsc_h5_exists(f, "/optimizer/m")) TPSC_TRY(read_param_steps(f, layout, s));
     s->has_opt_v = tpsc_h5_exists(f, "/optimizer/v");
     if (s->opt_v && s->has_opt_v) TPSC_TRY(load_group(f, "/optimizer/v", layout, s->opt_v, NULL, NULL));
     /* SGD keeps only a momentum buffer; any other optimizer needs its second moment. */
@@ -408,7 +435,8 @@ static tpsc_status read_optimizer(const tpsc_h5 *f, const ag_params *layout, tps
 
 static tpsc_status read_state_group(const tpsc_h5 *f, tpsc_checkpoint_state *s) {
     if (!tpsc_h5_exists(f, "/state"))
-        return tpsc_fail(TPSC_ERR_MISSING, "%s: /state is missing (an inference export has no training state)",
+        return tpsc_fail(TPSC_ERR_MISSING,
+                         "%s: /state is missing (an inference export or converted weights hold no training state)",
                          f->name);
     int nd;
     size_t shape[TPSC_H5_MAX_DIMS];
@@ -438,11 +466,11 @@ static tpsc_status read_state_group(const tpsc_h5 *f, tpsc_checkpoint_state *s) 
 }
 
 tpsc_status tpsc_checkpoint_load_state(const char *path, const ag_params *layout, tpsc_checkpoint_state *st) {
-    if (!st || ((st->opt_m || st->opt_v || st->ema) && !layout))
+    if (!st || ((st->opt_m || st->opt_v || st->ema || st->opt_param_step) && !layout))
         return tpsc_fail(TPSC_ERR_ARG, "%s: load_state needs the state struct and, for tensors, a layout", path);
     st->opt_name[0] = '\0';
     st->opt_step = 0;
-    st->has_opt_v = false;
+    st->has_opt_v = st->has_opt_param_step = false;
     st->n_rng = st->n_loader_pos = 0;
     tpsc_h5 f;
     TPSC_TRY(open_checkpoint(&f, path, NULL, NULL));

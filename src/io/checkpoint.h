@@ -39,7 +39,11 @@ typedef struct tpsc_checkpoint {
     const ag_params *params;          /* required, finalised -> /model */
     const float *opt_m, *opt_v;       /* -> /optimizer/m, /optimizer/v (SGD: opt_v NULL) */
     int64_t opt_step;
-    const char *opt_name;             /* "adamw" / "sgd"; required when opt_m is set */
+    const char *opt_name;             /* "adamw" / "sgd"; required when opt_m is set. When set,
+                                         /optimizer (name, step) is written even without m. */
+    const int64_t *opt_param_step;    /* per-parameter update counts (params->count, in item
+                                         order), or NULL; stored as attribute "step" of each
+                                         /optimizer/m/<name>, so it follows names, not order */
     const float *ema;                 /* -> /ema */
     const uint64_t *rng_states;       /* n_rng states of 4 words each (tpsc_rng.s) -> /state/rng */
     int n_rng;
@@ -106,8 +110,8 @@ tpsc_status tpsc_checkpoint_load_tensors(const char *path, const char *group, co
 
 /* Resume state. The caller sets the buffers it wants filled; NULL buffers are skipped. What
  * the caller asks for must be in the file (a missing /optimizer/v is fine for "sgd": then
- * has_opt_v is false and opt_v is left alone). Tensor names and shapes are checked strictly
- * against layout. */
+ * has_opt_v is false and opt_v is left alone; missing per-parameter counts only leave
+ * has_opt_param_step false). Tensor names and shapes are checked strictly against layout. */
 typedef struct tpsc_checkpoint_state {
     /* in: buffers of layout->total floats, or NULL */
     float *opt_m, *opt_v, *ema;
@@ -116,10 +120,12 @@ typedef struct tpsc_checkpoint_state {
     int rng_cap;
     int64_t *loader_pos;
     int loader_cap;
+    int64_t *opt_param_step;          /* in: room for layout->count counts, or NULL */
     /* out */
-    char opt_name[16];
+    char opt_name[16];                /* "" when the file has no /optimizer */
     int64_t opt_step;
     bool has_opt_v;
+    bool has_opt_param_step;          /* opt_param_step was filled (the file has the counts) */
     int n_rng, n_loader_pos;
     int64_t epoch, step;
     float best_top1;
