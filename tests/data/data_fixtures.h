@@ -1,0 +1,112 @@
+/* Helpers for the data tests: temp folders of images written at test time with
+ * stb_image_write (so no image files are committed), broken files, raw IDX files.
+ * Header-only, included by one test file per executable. */
+#ifndef TPSC_TESTS_DATA_FIXTURES_H
+#define TPSC_TESTS_DATA_FIXTURES_H
+
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#endif
+#include <stb/stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+#define DATA_FIXTURES TPSC_FIXTURE_DIR "/data"
+
+/* The closed formula of the lossless (PNG/BMP) test images. */
+static inline uint8_t fx_pixel(int i, int y, int x, int c) { return (uint8_t)((29 * i + 7 * y + 3 * x + 80 * c) % 256); }
+/* A smooth image for JPEG (lossy): small errors only. */
+static inline uint8_t fx_smooth(int i, int y, int x, int c) { return (uint8_t)(60 + 10 * i + 2 * x + y + 20 * c); }
+
+/* Writes image i (w x h, 3 channels) as `kind` ("png", "bmp", "jpg"). Returns 0 on success. */
+static inline int fx_write_image(const char *path, const char *kind, int i, int w, int h) {
+    uint8_t *px = malloc((size_t)w * h * 3);
+    if (!px) return -1;
+    int jpg = strcmp(kind, "jpg") == 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) px[((size_t)y * w + x) * 3 + c] = jpg ? fx_smooth(i, y, x, c) : fx_pixel(i, y, x, c);
+    int ok;
+    if (jpg) ok = stbi_write_jpg(path, w, h, 3, px, 100);
+    else if (strcmp(kind, "bmp") == 0) ok = stbi_write_bmp(path, w, h, 3, px);
+    else ok = stbi_write_png(path, w, h, 3, px, w * 3);
+    free(px);
+    return ok ? 0 : -1;
+}
+
+static inline int fx_write_bytes(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t wrote = fwrite(data, 1, n, f);
+    return fclose(f) == 0 && wrote == n ? 0 : -1;
+}
+
+/* Cuts a file to `keep` bytes. */
+static inline int fx_truncate(const char *path, long keep) { return truncate(path, keep); }
+
+static inline long fx_file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static inline char *fx_mkdtemp(char *templ) { return mkdtemp(templ); }
+
+static inline int fx_mkdir(const char *root, const char *sub) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/%s", root, sub);
+    return mkdir(p, 0755);
+}
+
+/* rm -rf of a test's temp folder (no symlink following: lstat). */
+static inline void fx_rm_rf(const char *root) {
+    struct stat st;
+    if (lstat(root, &st) != 0) return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(root);
+        struct dirent *e;
+        while (d && (e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", root, e->d_name);
+            fx_rm_rf(p);
+        }
+        if (d) closedir(d);
+        rmdir(root);
+    } else {
+        unlink(root);
+    }
+}
+
+/* A raw IDX file: magic, dims, then bytes. */
+static inline int fx_write_idx(const char *path, uint32_t magic, int ndims, const uint32_t *dims, const uint8_t *data,
+                               size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    uint8_t be[4];
+    uint32_t words[4] = {magic, 0, 0, 0};
+    for (int d = 0; d < ndims; d++) words[d + 1] = dims[d];
+    for (int k = 0; k <= ndims; k++) {
+        be[0] = (uint8_t)(words[k] >> 24), be[1] = (uint8_t)(words[k] >> 16), be[2] = (uint8_t)(words[k] >> 8);
+        be[3] = (uint8_t)words[k];
+        fwrite(be, 1, 4, f);
+    }
+    size_t wrote = n ? fwrite(data, 1, n, f) : 0;
+    return fclose(f) == 0 && wrote == n ? 0 : -1;
+}
+
+#endif
