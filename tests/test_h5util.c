@@ -145,3 +145,35 @@ Test(h5util, fixed_length_strings_from_other_tools) {
     cr_assert_str_eq(got[1], "zebra!");
     tpsc_h5_free_names(got, n);
 }
+
+Test(h5util, reads_what_h5py_writes) {
+    /* tests/fixtures/vit_dense.h5 is written by h5py (tests/reference/make_fixtures.py): str
+     * attributes as h5py stores them, Python ints and floats, float32 tensors in PyTorch shapes.
+     * Reference values: the model configuration that script uses (C=32, depth 4, 4 heads). */
+    tpsc_h5 fx;
+    cr_assert_eq(tpsc_h5_open_read(&fx, TPSC_FIXTURE_DIR "/vit_dense.h5"), TPSC_OK, "%s", tpsc_last_error());
+    char fmt[32];
+    cr_assert_eq(tpsc_h5_read_attr_strbuf(&fx, "/", "format", fmt, sizeof fmt), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_str_eq(fmt, "tpsc-fixture");
+    int64_t depth, dim;
+    double ratio;
+    cr_assert_eq(tpsc_h5_read_attr_i64(&fx, "/", "depth", &depth), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_h5_read_attr_i64(&fx, "/", "embed_dim", &dim), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_h5_read_attr_f64(&fx, "/", "mlp_ratio", &ratio), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(depth, 4);
+    cr_assert_eq(dim, 32);
+    cr_assert_eq(ratio, 4.0);
+    char **names;
+    int n;
+    cr_assert_eq(tpsc_h5_list_datasets(&fx, "/model", &names, &n), TPSC_OK, "%s", tpsc_last_error());
+    /* 12 tensors per block, plus patch_embed (2), cls_token, pos_embed, norm (2), head (2). */
+    cr_assert_eq(n, 12 * 4 + 8);
+    tpsc_h5_free_names(names, n);
+    int nd;
+    size_t shape[TPSC_H5_MAX_DIMS];
+    cr_assert_eq(tpsc_h5_shape(&fx, "/model/blocks.0.attn.qkv.weight", &nd, shape), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(nd, 2);
+    cr_assert_eq(shape[0], 3 * 32);
+    cr_assert_eq(shape[1], 32);
+    cr_assert_eq(tpsc_h5_close(&fx), TPSC_OK);
+}
