@@ -6,7 +6,9 @@
  *                      num_classes, mlp_ratio, ln_eps, method, prune_loc[], keep_frac[],
  *                      squeeze_temp, git_describe, class_names[], recipe
  *   /model/<name>      every parameter, float32, PyTorch shapes, ag_params' (timm) names
- *   /optimizer/m/<name>, /optimizer/v/<name>   AdamW moments (SGD: m only); attrs name, step
+ *   /optimizer         attrs name ("adamw" | "sgd"), step
+ *   /optimizer/m/<name>, /optimizer/v/<name>   AdamW moments (SGD: m = momentum buffer only);
+ *                      optional int64 attr step on each m tensor (its own update count)
  *   /ema/<name>        EMA weights, when EMA is used
  *   /state/rng [n,4] uint64, /state/loader int64[], /state/epoch, /state/step, /state/best_top1
  *
@@ -65,7 +67,7 @@ typedef struct tpsc_checkpoint_info {
     char format[32];                  /* "tpsc-checkpoint" or "tpsc-inference" */
     int format_version;
     char git_describe[128];           /* of the build that wrote it */
-    bool has_optimizer, has_ema, has_state;
+    bool has_optimizer, has_ema, has_state;   /* /optimizer, /ema, /state exist */
 } tpsc_checkpoint_info;
 
 /* Reads the root attributes into vit and tps (either may be NULL; info too), so the caller can

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "src/util/alloc.h"
 
@@ -47,6 +48,9 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path) {
     silence_hdf5();
     f->id = H5I_INVALID_HID;
     snprintf(f->name, sizeof f->name, "%s", path);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return tpsc_fail(TPSC_ERR_IO, "%s: is a directory, not a file", path);
     FILE *fp = fopen(path, "rb");
     if (!fp) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bool is_h5 = has_hdf5_signature(fp);
