@@ -117,8 +117,6 @@ static const char *unused_reason(const tpsc_recipe *r, const recipe_key *k) {
         if ((!strcmp(name, "beta1") || !strcmp(name, "beta2") || !strcmp(name, "eps")) && !adamw) return "optim.name = sgd";
         if (!strcmp(name, "ema_decay") && !r->optim.ema) return "optim.ema = false";
     }
-    if (!strcmp(sec, "data") && (!strcmp(name, "train") || !strcmp(name, "val")) && r->data.format == TPSC_DATA_FASHION_MNIST)
-        return "data.format = fashion_mnist reads the Debian dataset files";
     if (!strcmp(sec, "augment") && (!strcmp(name, "scale") || !strcmp(name, "ratio")) && !r->augment.rrc) return "augment.rrc = false";
     if (!strcmp(sec, "schedule") && !strcmp(name, "min_lr") && r->schedule.sched == TPSC_SCHED_CONSTANT)
         return "schedule.sched = constant";

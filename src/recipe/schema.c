@@ -40,7 +40,7 @@ const recipe_key recipe_keys[] = {
          "custom: the sizes below; a named DeiT fixes patch_size, embed_dim, depth, num_heads, mlp_ratio"),
     SIZE("model", "img_size", model.vit.img_size, "224", 1, 4096, "input image side in pixels"),
     SIZE("model", "patch_size", model.vit.patch_size, "16", 1, 1024, "patch side in pixels; must divide img_size"),
-    SIZE("model", "in_chans", model.vit.in_chans, "3", 1, TPSC_RECIPE_CHANNELS_MAX, "image channels (1 grey, 3 RGB)"),
+    SIZE("model", "in_chans", model.vit.in_chans, "3", 1, 3, "image channels: 1 grey, 3 RGB (the loader converts)"),
     SIZE("model", "embed_dim", model.vit.embed_dim, "384", 1, 65536, "token width C"),
     SIZE("model", "depth", model.vit.depth, "12", 1, 256, "transformer blocks"),
     SIZE("model", "num_heads", model.vit.num_heads, "6", 1, 1024, "attention heads H; must divide embed_dim"),
@@ -60,10 +60,11 @@ const recipe_key recipe_keys[] = {
     FLOAT_GT("tps", "squeeze_temp", tps.cfg.squeeze_temp, "1.0", 0, INF, "temperature T of the squeeze similarity (paper: 1)"),
 
     /* ---- [data] ------------------------------------------------------------------------------ */
-    ENUM("data", "format", data.format, "fashion_mnist", "fashion_mnist|imagefolder|idx|h5", /* order = tpsc_data_format values */
-         "fashion_mnist: the Debian dataset files; idx: train/val are idx image files; imagefolder: root/class/img; h5"),
-    STRING("data", "train", data.train, "", "training set path (not used by fashion_mnist)"),
-    STRING("data", "val", data.val, "", "validation set path (not used by fashion_mnist)"),
+    ENUM("data", "format", data.format, "fashion_mnist", "fashion_mnist|imagefolder|idx|h5", /* = tpsc_data_format order */
+         "fashion_mnist: Debian's dataset-fashion-mnist; imagefolder: root/<class>/<image>; idx: MNIST-style pair; h5: HDF5"),
+    STRING("data", "train", data.train, "",
+           "imagefolder root, idx prefix (.../train: train-images-idx3-ubyte[.gz] + labels) or h5 file; fashion_mnist: \"\" = Debian's"),
+    STRING("data", "val", data.val, "", "the same for the evaluation split (fashion_mnist: \"\" = Debian's t10k files)"),
     INT("data", "batch_size", data.batch_size, "128", 1, 1 << 20, "training images per optimiser step"),
     INT("data", "eval_batch_size", data.eval_batch_size, "256", 1, 1 << 20, "images per evaluation batch"),
     INT("data", "workers", data.workers, "2", 0, 256, "loader threads decoding and augmenting (0 = in the training thread)"),
@@ -151,6 +152,16 @@ const int recipe_section_count = (int)(sizeof recipe_sections / sizeof recipe_se
 _Static_assert(sizeof(tps_method) == sizeof(int), "tps_method must be int-sized");
 _Static_assert(sizeof(tpsc_data_format) == sizeof(int), "enum must be int-sized");
 _Static_assert(sizeof(tpsc_distill_token) == sizeof(int), "enum must be int-sized");
+_Static_assert(sizeof(tpsc_bad_image_policy) == sizeof(int), "enum must be int-sized");
+/* ENUM rows store the index of the name in their choices: the C enums must follow that order. */
+_Static_assert(TPS_NONE == 0 && TPS_DYNAMICVIT == 1 && TPS_DTPS == 2 && TPS_EVIT == 3 && TPS_ETPS == 4, "tps.method order");
+_Static_assert(TPSC_DATA_FASHION_MNIST == 0 && TPSC_DATA_IMAGEFOLDER == 1 && TPSC_DATA_IDX == 2 && TPSC_DATA_H5 == 3,
+               "data.format order");
+_Static_assert(TPSC_BAD_IMAGE_ERROR == 0 && TPSC_BAD_IMAGE_SKIP == 1, "data.on_bad_image order");
+_Static_assert(TPSC_OPTIM_ADAMW == 0 && TPSC_OPTIM_SGD == 1, "optim.name order");
+_Static_assert(TPSC_SCHED_COSINE == 0 && TPSC_SCHED_CONSTANT == 1, "schedule.sched order");
+_Static_assert(TPSC_DISTILL_TOKEN_KL == 0 && TPSC_DISTILL_TOKEN_MSE == 1 && TPSC_DISTILL_TOKEN_NONE == 2,
+               "loss.distill_token order");
 
 int recipe_key_find(const char *section, const char *name) {
     for (int i = 0; i < recipe_key_count; i++)
