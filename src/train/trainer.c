@@ -245,9 +245,9 @@ static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_
         return st;
     }
     if (s->r->optim.name == TPSC_OPTIM_SGD)
-        TPSC_TRY(tpsc_sgd_step(&s->sgd, p, (float)lr));
+        TPSC_TRY(tpsc_sgd_step(&s->sgd, p, lr));
     else
-        TPSC_TRY(tpsc_adamw_step(&s->adamw, p, (float)lr));
+        TPSC_TRY(tpsc_adamw_step(&s->adamw, p, lr));
     if (s->use_ema) TPSC_TRY(tpsc_ema_update(&s->ema, p));
     return TPSC_OK;
 }
@@ -352,8 +352,8 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
             int m = 0;
             for (int k = 0; k < ev.n_stages; k++)
                 m += snprintf(kept_s + m, sizeof kept_s - (size_t)m, "%s%.1f", k ? "/" : "  tokens ", ev.mean_kept[k]);
-            fprintf(stderr, "eval epoch %lld: top-1 %.2f%%  top-5 %.2f%%  %.4f GMACs/img  %.0f img/s%s\n",
-                    (long long)s->epoch, ev.top1, ev.top5, ev.gmacs, ev.images_per_s, kept_s);
+            fprintf(stderr, "eval after epoch %lld (step %lld): top-1 %.2f%%  top-5 %.2f%%  %.4f GMACs/img  %.0f img/s%s\n",
+                    (long long)s->epoch, (long long)s->step, ev.top1, ev.top5, ev.gmacs, ev.images_per_s, kept_s);
         } else if (save_now) {
             TPSC_TRY(save_checkpoint(s, "last.h5"));
         }
