@@ -40,6 +40,9 @@ Test(tps_config, keep_counts_match_python) {
     cr_assert_eq(tps_keep_count(&cfg, 0, 196), 137);
     cr_assert_eq(tps_keep_count(&cfg, 1, 196), 96);
     cr_assert_eq(tps_keep_count(&cfg, 2, 196), 67);
+    /* the reference fixture's 64 patches: int(64 * 0.7 ** (s+1)) == 44, 31, 21 */
+    cr_assert_eq(tps_keep_count(&cfg, 0, 64), 44);
+    cr_assert_eq(tps_keep_count(&cfg, 2, 64), 21);
     /* int(64 * 0.7 ** 2) == 31; int(100 * 0.7 ** 2) == 48 (0.7**2 is 0.48999999999999994);
      * int(10 * 0.7) == 7 (10 * 0.7f in float is 6.9999999) */
     cr_assert_eq(tps_keep_count(&cfg, 1, 64), 31);
@@ -72,6 +75,14 @@ Test(tps_config, evit_keep_counts_match_python) {
     cr_assert_eq(tps_evit_keep_count(&cfg, 1, 138), 97);
     cr_assert_eq(tps_evit_keep_count(&cfg, 2, 10), 7);
     cr_assert_eq(tps_evit_keep_count(&cfg, 1, 20), 14);
+    /* the reference fixture's 64 patches (tests/reference/vit_ref.py EVitModel): evit counts
+     * the fused token, math.ceil(0.7 * 64) == 45, ceil(0.7 * 46) == 33, ceil(0.7 * 34) == 24;
+     * etps: ceil(0.7 * 45) == 32, ceil(0.7 * 32) == 23 */
+    cr_assert_eq(tps_evit_keep_count(&cfg, 0, 64), 45);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 46), 33);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 34), 24);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 45), 32);
+    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 32), 23);
     tps_config one = three_stages(TPS_EVIT, 1.0f);
     cr_assert_eq(tps_evit_keep_count(&one, 2, 37), 37);
 }

@@ -6,8 +6,8 @@
  * dynamicvit: x = [cls; kept]; dtps: x = [cls; TPSModule(kept, dropped)] with the dropped
  * tokens in score order too.
  * EViT follows Block.forward of youweiliang/evit evit.py: top k by cls attention (sorted),
- * evit appends the fused token sum_{dropped} a_i x_i; etps squeezes the dropped tokens into
- * their hosts instead. When k equals n EViT prunes nothing and the sequence is returned as is
+ * evit appends the fused token sum_{dropped} a_i x_i; etps squeezes the dropped tokens (in
+ * position order, like EViT's complement) into their hosts instead. When k equals n EViT prunes nothing and the sequence is returned as is
  * (no fused token), for both evit and etps.
  * Index arrays given to ag_gather_rows live in the arena: its backward may read them. */
 #include <string.h>
@@ -111,10 +111,9 @@ ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_t
     }
     int32_t *kept_idx, *drop_idx;
     if (!split_order(ctx, order, B, n, k, 1, &kept_idx, &drop_idx, kept_pos)) return NULL;
-    if (cfg->method == TPS_ETPS) return cls_and_squeezed(ctx, x, kept_idx, drop_idx, k, p, cfg->squeeze_temp);
 
-    /* evit: fused token sum_{dropped} a_i x_i, the dropped taken in position order as EViT's
-     * complement_idx gives them (the sum is order-free up to rounding) */
+    /* the dropped tokens in position order, as EViT's complement_idx gives them (sums over
+     * them are order-free up to rounding) */
     int32_t *compl = ag_alloc(ctx, B * p * sizeof(int32_t));
     int32_t *attn_idx = ag_alloc(ctx, B * p * sizeof(int32_t));
     bool *is_kept = ag_alloc(ctx, n * sizeof(bool));
@@ -130,6 +129,8 @@ ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_t
                 q++;
             }
     }
+    if (cfg->method == TPS_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp);
+    /* evit: one fused token sum_{dropped} a_i x_i */
     ag_tensor *dropped = ag_gather_rows(ctx, x, compl, p);                              /* [B,p,C] */
     ag_tensor *a = ag_gather_rows(ctx, ag_reshape(ctx, cls_attn, 3, (size_t[]){B, n, 1}), attn_idx, p); /* [B,p,1] */
     ag_tensor *fused = ag_sum_dim(ctx, ag_mul(ctx, dropped, a), 1);                    /* [B,C] */
