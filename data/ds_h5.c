@@ -140,6 +140,7 @@ static tpsc_status read_class_names(hid_t file, const char *path, tpsc_dataset *
     }
     if (st == TPSC_OK) {
         hid_t mem = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mem, H5Tget_cset(type)); /* h5py writes UTF-8; HDF5 will not convert it to ASCII */
         herr_t rc = -1;
         if (H5Tis_variable_str(type) > 0) {
             H5Tset_size(mem, H5T_VARIABLE);
