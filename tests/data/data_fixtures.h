@@ -67,8 +67,8 @@ static inline long fx_file_size(const char *path) {
 static inline char *fx_mkdtemp(char *templ) { return mkdtemp(templ); }
 
 static inline int fx_mkdir(const char *root, const char *sub) {
-    char p[1024];
-    snprintf(p, sizeof p, "%s/%s", root, sub);
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s/%s", root, sub) >= (int)sizeof p) return -1;
     return mkdir(p, 0755);
 }
 
@@ -81,9 +81,8 @@ static inline void fx_rm_rf(const char *root) {
         struct dirent *e;
         while (d && (e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char p[1024];
-            snprintf(p, sizeof p, "%s/%s", root, e->d_name);
-            fx_rm_rf(p);
+            char p[4096];
+            if (snprintf(p, sizeof p, "%s/%s", root, e->d_name) < (int)sizeof p) fx_rm_rf(p);
         }
         if (d) closedir(d);
         rmdir(root);
