@@ -346,6 +346,8 @@ Test(recipe, freeze_prefixes) {
     cr_assert_not(tpsc_recipe_param_frozen(r, "head.weight"));
     cr_assert_eq(tpsc_recipe_set(r, "optim.freeze=cls_token,,head"), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(tpsc_recipe_validate(r), TPSC_ERR_CONFIG, "an empty prefix would freeze everything");
+    cr_assert_eq(tpsc_recipe_set(r, "optim.freeze=\"\""), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_str_eq(r->optim.freeze, "", "\"\" is the empty string");
     tpsc_free(r);
 }
 

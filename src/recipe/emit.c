@@ -200,7 +200,8 @@ void tpsc_recipe_print_keys(FILE *f) {
             const recipe_key *k = &recipe_keys[i];
             if (strcmp(k->section, recipe_sections[s]) != 0) continue;
             allowed(k, "|", range, sizeof range);
-            fprintf(f, "  %s = %s\n      %s, %s. %s\n", k->name, k->def[0] ? k->def : "\"\"", type_name(k->type), range, k->doc);
+            fprintf(f, "  %s = %s\n      %s%s%s. %s\n", k->name, k->def[0] ? k->def : "\"\"", type_name(k->type),
+                    strcmp(range, "text") ? ", " : "", strcmp(range, "text") ? range : "", k->doc);
         }
     }
 }

@@ -168,6 +168,8 @@ tpsc_status recipe_value_parse(const recipe_key *k, const char *text_in, tpsc_re
         return TPSC_OK;
     }
     case RT_STRING: {
+        /* `key = ""` reads as the empty string, as the key listing writes it. */
+        if (!strcmp(text, "\"\"")) text[0] = '\0';
         if (k->choices && choice_index(k->choices, text) < 0)
             return tpsc_fail(TPSC_ERR_CONFIG, "expected one of %s, got '%s'", k->choices, text);
         /* "name = value" must fit one recipe line, or to_ini could not write it back. */
