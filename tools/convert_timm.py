@@ -143,7 +143,7 @@ def git_describe():
         return "unknown"
 
 
-def write_h5(sd, cfg, method, prune_loc, keep_frac, out_path, source):
+def write_h5(sd, cfg, method, prune_loc, keep_frac, out_path, source, recipe=""):
     """Atomic like the C writer: a temporary in the same directory, renamed over OUT."""
     d = os.path.dirname(os.path.abspath(out_path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out_path) + ".tmp-", dir=d)
@@ -164,7 +164,7 @@ def write_h5(sd, cfg, method, prune_loc, keep_frac, out_path, source):
             a["squeeze_temp"] = np.float64(1.0)
             a["git_describe"] = git_describe()
             a.create("class_names", np.array([], dtype=object), dtype=h5py.string_dtype())
-            a["recipe"] = ""
+            a["recipe"] = recipe
             a["converted_from"] = os.path.basename(source)
             g = f.create_group("model")
             for k in sorted(sd):
@@ -192,7 +192,14 @@ def to_h5(args):
         keep_frac = [args.keep_rate ** (s + 1) for s in range(len(prune_loc))]
     want = expected_shapes(cfg, method, len(prune_loc))
     check_keys(sd, want, args.input, method)
-    write_h5(sd, cfg, method, prune_loc, keep_frac, args.output, args.input)
+    recipe = ""
+    if args.recipe:
+        try:
+            with open(args.recipe, encoding="utf-8") as fh:
+                recipe = fh.read()
+        except OSError as e:
+            raise ConvertError(f"{args.recipe}: cannot read the recipe: {e.strerror}")
+    write_h5(sd, cfg, method, prune_loc, keep_frac, args.output, args.input, recipe)
     print(f"{args.output}: {len(sd)} tensors, {cfg['arch']} method {method}, {cfg['num_classes']} classes")
 
 
@@ -265,6 +272,7 @@ def main():
     ap.add_argument("--method", default="none", choices=METHODS)
     ap.add_argument("--prune-loc", type=int_list, default=[3, 6, 9], help="pruning locations, e.g. 3,6,9 (default)")
     ap.add_argument("--keep-rate", type=float, default=0.7, help="rho; stage s keeps rho^(s+1) (default 0.7)")
+    ap.add_argument("--recipe", help="a recipe file to store as the checkpoint's recipe (default: none)")
     ap.add_argument("--to-pth", action="store_true", help="convert IN.h5 to OUT.pth ({'model': state_dict})")
     ap.add_argument("--group", default="/model", help="with --to-pth: /model or /ema")
     ap.add_argument("--self-test", action="store_true", help="round-trip a tiny random ViT and exit")
