@@ -111,6 +111,12 @@ static tpsc_status validate_tps(const tpsc_recipe *r) {
             return key_fail(r, "tps", "keep_ratio",
                             "the list gives cumulative fractions of the patch tokens, which cannot grow: %g after %g",
                             (double)t->keep_ratio[s], (double)t->keep_ratio[s - 1]);
+    /* The model checks the resolved config again (vit_model_create); failing here instead
+     * keeps the error at load time, with the recipe's name on it. */
+    if (tps_config_validate(&t->cfg, depth) != TPSC_OK) {
+        tpsc_error_context("%s: [tps]: ", r->origin.source[0] ? r->origin.source : "recipe");
+        return TPSC_ERR_CONFIG;
+    }
     return TPSC_OK;
 }
 
