@@ -27,6 +27,7 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             const float *xr = xv + r * C, *g = dy + r * C;
             const float mu = s->mean[r], rs = s->rstd[r];
             float sum_g = 0.0f, sum_gx = 0.0f;
+            #pragma omp simd reduction(+ : sum_g, sum_gx)
             for (size_t c = 0; c < C; c++) {
                 const float gw = g[c] * wv[c];
                 sum_g += gw;
@@ -34,6 +35,7 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             }
             const float mg = sum_g / (float)C, mgx = sum_gx / (float)C;
             float *dr = dx + r * C;
+            #pragma omp simd
             for (size_t c = 0; c < C; c++) dr[c] += rs * (g[c] * wv[c] - mg - (xr[c] - mu) * rs * mgx);
         }
     }
@@ -47,6 +49,7 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             for (size_t r = 0; r < M; r++) {
                 const float *xr = xv + r * C + c0, *g = dy + r * C + c0;
                 const float mu = s->mean[r], rs = s->rstd[r];
+                #pragma omp simd
                 for (size_t c = 0; c < wd; c++) {
                     aw[c] += (double)(g[c] * (xr[c] - mu) * rs);
                     ab[c] += (double)g[c];
@@ -89,14 +92,17 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, f
         float *yr = y->data + r * C;
         /* Two passes in double: the one-pass E[x^2] - E[x]^2 cancels badly for large means. */
         double sum = 0.0;
+        #pragma omp simd reduction(+ : sum)
         for (size_t c = 0; c < C; c++) sum += xr[c];
         const double mean = sum / (double)C;
         double sq = 0.0;
+        #pragma omp simd reduction(+ : sq)
         for (size_t c = 0; c < C; c++) {
             const double d = xr[c] - mean;
             sq += d * d;
         }
         const float mu = (float)mean, rs = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
+        #pragma omp simd
         for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * wv[c] + bv[c];
         if (s) {
             s->mean[r] = mu;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops/vecmath.h"
 
 #define LS_PAR 16384
 
@@ -14,7 +15,8 @@ static float row_max_logsum(const float *z, size_t K, float *log_sum) {
     float mx = z[0];
     for (size_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
     double s = 0.0;
-    for (size_t k = 0; k < K; k++) s += expf(z[k] - mx);
+    #pragma omp simd reduction(+ : s)
+    for (size_t k = 0; k < K; k++) s += ag_expf(z[k] - mx);
     *log_sum = (float)log(s);
     return mx;
 }
@@ -46,7 +48,10 @@ static void ce_soft_backward(ag_ctx *ctx, ag_node *n) {
         if (dz) {
             float tsum = 0.0f;
             for (size_t k = 0; k < K; k++) tsum += tr[k];
-            for (size_t k = 0; k < K; k++) dz[r * K + k] += g * (expf(zr[k] - lse[r]) * tsum - tr[k]);
+            float *dr = dz + r * K;
+            const float l = lse[r];
+            #pragma omp simd
+            for (size_t k = 0; k < K; k++) dr[k] += g * (ag_expf(zr[k] - l) * tsum - tr[k]);
         }
         if (dt)
             for (size_t k = 0; k < K; k++) dt[r * K + k] -= g * (zr[k] - lse[r]);
@@ -101,7 +106,9 @@ static void ce_backward(ag_ctx *ctx, ag_node *n) {
     for (size_t r = 0; r < R; r++) {
         const float *zr = z->data + r * K;
         float *dr = dz + r * K;
-        for (size_t k = 0; k < K; k++) dr[k] += g * (expf(zr[k] - s->lse[r]) - off);
+        const float l = s->lse[r];
+        #pragma omp simd
+        for (size_t k = 0; k < K; k++) dr[k] += g * (ag_expf(zr[k] - l) - off);
         dr[s->labels[r]] -= g * (1.0f - eps);
     }
 }
@@ -162,7 +169,7 @@ static void kl_backward(ag_ctx *ctx, ag_node *n) {
     #pragma omp parallel for if (total > LS_PAR)
     for (size_t i = 0; i < total; i++) {
         if (isinf(q[i]) && q[i] < 0) continue;
-        const float e = expf(q[i]);
+        const float e = ag_expf(q[i]);
         if (dp) dp[i] -= g * e;
         if (dq) dq[i] += g * e * (q[i] - p[i] + 1.0f);
     }

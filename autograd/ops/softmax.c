@@ -3,16 +3,19 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops/vecmath.h"
 
 #define SM_PAR 16384
 
 /* One row: returns the max and writes e[c] = exp(x[c] - max), returning their sum in *sum. */
 static float row_exp(const float *x, float *e, size_t C, double *sum) {
     float mx = x[0];
+    #pragma omp simd reduction(max : mx)
     for (size_t c = 1; c < C; c++) mx = x[c] > mx ? x[c] : mx;
     double s = 0.0;
+    #pragma omp simd reduction(+ : s)
     for (size_t c = 0; c < C; c++) {
-        e[c] = expf(x[c] - mx);
+        e[c] = ag_expf(x[c] - mx);
         s += e[c];
     }
     *sum = s;
@@ -37,9 +40,12 @@ static void softmax_backward(ag_ctx *ctx, ag_node *n) {
     #pragma omp parallel for if (M * C > SM_PAR)
     for (size_t r = 0; r < M; r++) {
         const float *yr = y->data + r * C, *g = y->grad + r * C;
+        float *dr = dx + r * C;
         float dot = 0.0f;
+        #pragma omp simd reduction(+ : dot)
         for (size_t c = 0; c < C; c++) dot += g[c] * yr[c];
-        for (size_t c = 0; c < C; c++) dx[r * C + c] += yr[c] * (g[c] - dot);
+        #pragma omp simd
+        for (size_t c = 0; c < C; c++) dr[c] += yr[c] * (g[c] - dot);
     }
 }
 
@@ -53,6 +59,7 @@ ag_tensor *ag_softmax(ag_ctx *ctx, ag_tensor *x) {
         double sum;
         row_exp(x->data + r * C, yr, C, &sum);
         const float inv = (float)(1.0 / sum);
+        #pragma omp simd
         for (size_t c = 0; c < C; c++) yr[c] *= inv;
     }
     ag_record(ctx, "softmax", softmax_backward, y, 1, &x);
@@ -69,8 +76,11 @@ static void log_softmax_backward(ag_ctx *ctx, ag_node *n) {
     for (size_t r = 0; r < M; r++) {
         const float *yr = y->data + r * C, *g = y->grad + r * C;
         float gsum = 0.0f;
+        #pragma omp simd reduction(+ : gsum)
         for (size_t c = 0; c < C; c++) gsum += g[c];
-        for (size_t c = 0; c < C; c++) dx[r * C + c] += g[c] - expf(yr[c]) * gsum;
+        float *dr = dx + r * C;
+        #pragma omp simd
+        for (size_t c = 0; c < C; c++) dr[c] += g[c] - ag_expf(yr[c]) * gsum;
     }
 }
 
@@ -87,6 +97,7 @@ ag_tensor *ag_log_softmax(ag_ctx *ctx, ag_tensor *x) {
         const float mx = row_exp(xr, yr, C, &sum);
         /* (x - max) - log sum, not x - (max + log sum): the latter rounds at |max|'s scale. */
         const float log_sum = (float)log(sum);
+        #pragma omp simd
         for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mx) - log_sum;
     }
     ag_record(ctx, "log_softmax", log_softmax_backward, y, 1, &x);

@@ -1,0 +1,75 @@
+/* exp and the normal CDF in float, written so the compiler can vectorise loops that call them.
+ *
+ * glibc's expf/erff are scalar calls (their SIMD variants need -ffast-math), which made GELU and
+ * softmax 4-5x slower than PyTorch's vectorised kernels. These are branch-free (selects only),
+ * use no tables, and are inlined into `#pragma omp simd` loops.
+ *
+ * Accuracy (checked over dense grids against libm in double by tests/test_ops_gelu.c and
+ * tests/test_ops_softmax.c):
+ *   ag_expf:       relative error < 2.5e-7 on [-87.3, 88.7]; 0 below, +inf above, NaN kept.
+ *   ag_normal_cdf: Phi(x), absolute error < 2.5e-7; relative error < 3e-5 down to x = -12
+ *                  (the float rounding of z^2 inside the exp dominates far in the tail).
+ *   ag_normal_pdf: relative error < 1e-5 on [-12, 12]. */
+#ifndef TPSC_AUTOGRAD_OPS_VECMATH_H
+#define TPSC_AUTOGRAD_OPS_VECMATH_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2; exp(r) by its Taylor series to
+ * r^7 (truncation r^8 / 8! < 6e-9 there). ln 2 is split in two so n ln 2 is exact enough. */
+static inline float ag_expf(float x) {
+    const float lo = -87.33654f, hi = 88.72283f; /* ln FLT_MIN, ln FLT_MAX (rounded inward) */
+    /* NaN compares false both ways and becomes lo here (no NaN reaches the int conversion). */
+    const float xc = x > hi ? hi : (x >= lo ? x : lo);
+    /* Adding 1.5 * 2^23 rounds to an integer (valid for |t| < 2^22). */
+    const float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    /* 2^n as 2^n1 * 2^n2 with both halves in [-63, 64]: each is a normal float for every n in
+     * [-126, 128], so neither end of the range loses its exponent. */
+    const int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
+    const int32_t bits1 = (n1 + 127) << 23, bits2 = (n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &bits1, sizeof s1);
+    memcpy(&s2, &bits2, sizeof s2);
+    float y = p * s1 * s2;
+    y = x < lo ? 0.0f : y;
+    y = x > hi ? INFINITY : y;
+    return x != x ? x : y;
+}
+
+/* Phi(x) = 0.5 erfc(-x / sqrt 2). erfc(z), z >= 0, is t exp(-z^2 + P(t)), t = 1 / (1 + z/2),
+ * with the Chebyshev-fitted P of Press et al., Numerical Recipes (2nd ed.) 6.2 "erfcc"
+ * (fractional error < 1.2e-7 for all z). Taking erfc, not 1 + erf, keeps Phi's relative
+ * accuracy in the lower tail. */
+static inline float ag_normal_cdf(float x) {
+    const float z = fabsf(x) * 0.70710678f;
+    const float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    const float half_erfc = 0.5f * t * ag_expf(-z * z + p); /* = Phi(-|x|) */
+    return x > 0.0f ? 1.0f - half_erfc : half_erfc;
+}
+
+/* phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
+static inline float ag_normal_pdf(float x) { return 0.39894228f * ag_expf(-0.5f * x * x); }
+
+#endif
