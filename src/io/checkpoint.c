@@ -324,25 +324,7 @@ static tpsc_status load_group(const tpsc_h5 *f, const char *group, const ag_para
                                f->name, path, it->name);
             continue;
         }
-        int nd;
-        size_t shape[TPSC_H5_MAX_DIMS];
-        if ((st = tpsc_h5_shape(f, path, &nd, shape)) != TPSC_OK) break;
-        bool same = nd == it->t.ndim;
-        for (int d = 0; same && d < nd; d++) same = shape[d] == it->t.shape[d];
-        if (!same) {
-            char got[96], exp[96];
-            size_t used = 0;
-            got[0] = '\0';
-            append(got, sizeof got, &used, "[");
-            for (int d = 0; d < nd; d++) {
-                char num[32];
-                snprintf(num, sizeof num, d ? ", %zu" : "%zu", shape[d]);
-                append(got, sizeof got, &used, num);
-            }
-            append(got, sizeof got, &used, "]");
-            st = tpsc_fail(TPSC_ERR_SHAPE, "%s: %s has shape %s, expected %s", f->name, path, got,
-                           ag_shape_str(&it->t, exp, sizeof exp));
-        }
+        st = tpsc_h5_check_shape(f, path, it->t.ndim, it->t.shape);
     }
     for (int j = 0; j < n && st == TPSC_OK; j++) {
         if (ag_params_find(layout, names[j]) >= 0) continue;

@@ -132,6 +132,23 @@ tpsc_status tpsc_h5_shape(const tpsc_h5 *f, const char *path, int *ndim, size_t 
     return st;
 }
 
+static tpsc_status compare_shape(const tpsc_h5 *f, const char *path, int file_nd, const size_t *file_shape, int ndim,
+                                 const size_t *shape) {
+    bool same = file_nd == ndim;
+    for (int i = 0; same && i < ndim; i++) same = file_shape[i] == shape[i];
+    if (same) return TPSC_OK;
+    char got[128], exp[128];
+    return tpsc_fail(TPSC_ERR_SHAPE, "%s: %s has shape %s, expected %s", f->name, path,
+                     shape_str(file_nd, file_shape, got, sizeof got), shape_str(ndim, shape, exp, sizeof exp));
+}
+
+tpsc_status tpsc_h5_check_shape(const tpsc_h5 *f, const char *path, int ndim, const size_t *shape) {
+    int file_nd;
+    size_t file_shape[TPSC_H5_MAX_DIMS];
+    TPSC_TRY(tpsc_h5_shape(f, path, &file_nd, file_shape));
+    return compare_shape(f, path, file_nd, file_shape, ndim, shape);
+}
+
 /* HDF5 saturates out-of-range values when converting between types; we would rather fail. */
 static H5T_conv_ret_t refuse_overflow(H5T_conv_except_t except, hid_t src, hid_t dst, void *s, void *d, void *user) {
     (void)src, (void)dst, (void)s, (void)d, (void)user;
@@ -158,14 +175,7 @@ static tpsc_status read_checked(const tpsc_h5 *f, const char *path, hid_t memtyp
         goto done;
     }
     if ((st = space_shape(f, path, space, &file_nd, file_shape)) != TPSC_OK) goto done;
-    bool same = file_nd == ndim;
-    for (int i = 0; same && i < ndim; i++) same = file_shape[i] == shape[i];
-    if (!same) {
-        char got[128], exp[128];
-        st = tpsc_fail(TPSC_ERR_SHAPE, "%s: %s has shape %s, expected %s", f->name, path,
-                       shape_str(file_nd, file_shape, got, sizeof got), shape_str(ndim, shape, exp, sizeof exp));
-        goto done;
-    }
+    if ((st = compare_shape(f, path, file_nd, file_shape, ndim, shape)) != TPSC_OK) goto done;
     if (H5Sget_simple_extent_npoints(space) == 0) goto done;
     xfer = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_type_conv_cb(xfer, refuse_overflow, NULL);

@@ -39,6 +39,8 @@ bool tpsc_h5_exists(const tpsc_h5 *f, const char *path);
 /* ---- datasets ------------------------------------------------------------------------- */
 /* Shape of a dataset (ndim 0 for a scalar). */
 tpsc_status tpsc_h5_shape(const tpsc_h5 *f, const char *path, int *ndim, size_t shape[TPSC_H5_MAX_DIMS]);
+/* TPSC_ERR_SHAPE (the message below) unless the dataset's shape is exactly `shape`. */
+tpsc_status tpsc_h5_check_shape(const tpsc_h5 *f, const char *path, int ndim, const size_t *shape);
 /* Reads a floating-point dataset as float32 after checking its shape is exactly `shape`
  * (ndim 0 = scalar). Mismatch -> TPSC_ERR_SHAPE "f.h5: /model/x has shape [96, 32], expected [96, 33]". */
 tpsc_status tpsc_h5_read_f32(const tpsc_h5 *f, const char *path, int ndim, const size_t *shape, float *out);
