@@ -60,6 +60,7 @@ struct tpsc_loader {
     int filling;
     bool pausing, stopping;
     tpsc_status error;
+    size_t error_batch; /* the earliest failed batch; batches before it are still delivered */
     char error_msg[1536];
 
     size_t skip_epoch, skip_last, skip_total, n_skip_names;
@@ -164,8 +165,11 @@ static void *worker_main(void *arg) {
                 s->batch_index = j;
             } else {
                 s->state = SLOT_FREE;
-                if (l->error == TPSC_OK) {
+                /* Keep the earliest failure, so the error the trainer sees does not depend
+                 * on which worker was faster. */
+                if (l->error == TPSC_OK || j < l->error_batch) {
                     l->error = st;
+                    l->error_batch = j;
                     snprintf(l->error_msg, sizeof l->error_msg, "%s", tpsc_last_error());
                 }
             }
@@ -337,10 +341,12 @@ tpsc_status tpsc_loader_next(tpsc_loader *l, tpsc_batch *batch) {
         pthread_mutex_unlock(&l->mu);
         return TPSC_OK;
     }
+    /* Batches before a failed one were all claimed (claims go in order), so they arrive. */
     slot *s = &l->slots[l->next_consume % l->n_slots];
-    while (l->error == TPSC_OK && !(s->state == SLOT_READY && s->batch_index == l->next_consume))
+    while (!(l->error != TPSC_OK && l->next_consume >= l->error_batch) &&
+           !(s->state == SLOT_READY && s->batch_index == l->next_consume))
         pthread_cond_wait(&l->ready_cv, &l->mu);
-    if (l->error != TPSC_OK) {
+    if (l->error != TPSC_OK && l->next_consume >= l->error_batch) {
         tpsc_status st = l->error;
         pthread_mutex_unlock(&l->mu);
         *batch = (tpsc_batch){.slot_ = -1};

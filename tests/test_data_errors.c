@@ -1,0 +1,257 @@
+/* Bad input: every failure names the file at fault; on_bad_image = skip replaces, counts and
+ * names bad files without giving any sample a wrong label. Broken files are made at test
+ * time: a JPEG cut in half, a text file named .png, a dangling link (unreadable), IDX files
+ * with a wrong magic, mismatched counts, truncation and corrupt gzip, an HDF5 file with
+ * mismatched labels. */
+#include <criterion/criterion.h>
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/data_fixtures.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+
+static char root[64];
+static char trunc_jpg[256], text_png[256], ghost_png[256];
+
+/* a: g0.png g1.png trunc.jpg | b: g2.png g3.png ghost.png text.png (dataset order) */
+static void make_folder(void) {
+    strcpy(root, "/tmp/tpsc_bad_XXXXXX");
+    cr_assert(fx_mkdtemp(root));
+    cr_assert_eq(fx_mkdir(root, "a"), 0);
+    cr_assert_eq(fx_mkdir(root, "b"), 0);
+    const char *good[4] = {"a/g0.png", "a/g1.png", "b/g2.png", "b/g3.png"};
+    char path[256];
+    for (int i = 0; i < 4; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, good[i]);
+        cr_assert_eq(fx_write_image(path, "png", i, 9, 7), 0);
+    }
+    snprintf(trunc_jpg, sizeof trunc_jpg, "%s/a/trunc.jpg", root);
+    cr_assert_eq(fx_write_image(trunc_jpg, "jpg", 0, 64, 48), 0);
+    cr_assert_eq(fx_truncate(trunc_jpg, fx_file_size(trunc_jpg) / 2), 0);
+    snprintf(text_png, sizeof text_png, "%s/b/text.png", root);
+    cr_assert_eq(fx_write_bytes(text_png, "this is text, not a PNG\n", 24), 0);
+    snprintf(ghost_png, sizeof ghost_png, "%s/b/ghost.png", root);
+    cr_assert_eq(symlink("/nonexistent/tpsc/ghost", ghost_png), 0);
+}
+
+static void remove_folder(void) { fx_rm_rf(root); }
+
+TestSuite(data_errors, .init = make_folder, .fini = remove_folder);
+
+static void assert_names(const char *path) {
+    cr_assert(strstr(tpsc_last_error(), path) != NULL, "message \"%s\" should name %s", tpsc_last_error(), path);
+}
+
+Test(data_errors, each_bad_image_is_named) {
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_imagefolder(&ds, root, 3), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(ds->count, 7);
+    tpsc_decode_scratch s = {0};
+    tpsc_image_view v;
+    struct { size_t index; const char *path; tpsc_status st; const char *why; } bad[3] = {
+        {2, trunc_jpg, TPSC_ERR_FORMAT, "truncated"},
+        {5, ghost_png, TPSC_ERR_IO, "cannot open"},
+        {6, text_png, TPSC_ERR_FORMAT, "not a JPEG"},
+    };
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(tpsc_dataset_get(ds, bad[k].index, &s, &v), bad[k].st, "%s", tpsc_last_error());
+        assert_names(bad[k].path);
+        cr_assert(strstr(tpsc_last_error(), bad[k].why), "%s", tpsc_last_error());
+    }
+    cr_assert_eq(tpsc_dataset_get(ds, 0, &s, &v), TPSC_OK, "a good file after bad ones still decodes");
+    tpsc_decode_scratch_free(&s);
+    tpsc_dataset_close(ds);
+}
+
+/* on_bad_image = error: the batches before the bad file arrive, then next() fails naming it
+ * (the earliest bad batch, whatever the worker count). */
+Test(data_errors, error_policy_stops_at_the_bad_batch) {
+    tpsc_data_config cfg;
+    tpsc_data_config_default(&cfg);
+    cfg.format = TPSC_DATA_IMAGEFOLDER;
+    strcpy(cfg.val_path, root);
+    cfg.image_size = 8;
+    cfg.batch_size = 1;
+    cfg.workers = 2;
+    tpsc_loader *l;
+    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_batch b;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "batch %d: %s", i, tpsc_last_error());
+        cr_assert_eq(b.indices[0], i);
+    }
+    cr_assert_eq(tpsc_loader_next(l, &b), TPSC_ERR_FORMAT);
+    assert_names(trunc_jpg);
+    tpsc_loader_close(l);
+}
+
+/* on_bad_image = skip: 3 of 7 files are bad; every sample's label is its file's label. */
+Test(data_errors, skip_policy_counts_and_names) {
+    tpsc_data_config cfg;
+    tpsc_data_config_default(&cfg);
+    cfg.format = TPSC_DATA_IMAGEFOLDER;
+    strcpy(cfg.train_path, root);
+    cfg.image_size = 8;
+    cfg.batch_size = 2;
+    cfg.drop_last = false;
+    cfg.on_bad_image = TPSC_BAD_IMAGE_SKIP;
+    cfg.workers = 2;
+    tpsc_loader *l;
+    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_OK, "%s", tpsc_last_error());
+    const int32_t label_of[7] = {0, 0, 0, 1, 1, 1, 1};
+    const bool is_bad[7] = {false, false, true, false, false, true, true};
+    tpsc_batch b;
+    for (int epoch = 0; epoch < 2; epoch++) {
+        size_t seen = 0;
+        for (;;) {
+            cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "%s", tpsc_last_error());
+            if (b.count == 0) break;
+            for (size_t k = 0; k < b.count; k++) {
+                cr_assert(!is_bad[b.indices[k]], "a bad file reached a batch");
+                cr_assert_eq(b.labels[k], label_of[b.indices[k]], "label of the file actually used");
+            }
+            seen += b.count;
+        }
+        cr_assert_eq(seen, 7, "the batch keeps its size: replacements fill the holes");
+        tpsc_skip_report rep;
+        tpsc_loader_skip_report(l, &rep);
+        cr_assert_eq(rep.last_epoch_skipped, 3, "epoch %d", epoch);
+        cr_assert_eq(rep.total_skipped, 3 * (size_t)(epoch + 1));
+        cr_assert_eq(rep.n_names, 3);
+        const char *want[3] = {trunc_jpg, ghost_png, text_png};
+        for (int w = 0; w < 3; w++) {
+            bool found = false;
+            for (size_t n = 0; n < rep.n_names; n++) found |= strcmp(rep.names[n], want[w]) == 0;
+            cr_assert(found, "%s in the skip report", want[w]);
+        }
+    }
+    tpsc_loader_close(l);
+}
+
+static char idx_dir[64];
+
+static void make_idx_dir(void) {
+    strcpy(idx_dir, "/tmp/tpsc_idx_XXXXXX");
+    cr_assert(fx_mkdtemp(idx_dir));
+}
+
+static void remove_idx_dir(void) { fx_rm_rf(idx_dir); }
+
+static void idx_path(char *out, const char *name) { snprintf(out, 256, "%s/%s", idx_dir, name); }
+
+TestSuite(data_idx_errors, .init = make_idx_dir, .fini = remove_idx_dir);
+
+Test(data_idx_errors, wrong_magic_count_truncation_corruption) {
+    uint8_t pixels[3 * 2 * 2] = {0}, labels[3] = {0, 1, 2};
+    uint32_t idims[3] = {3, 2, 2}, ldims[1] = {3}, ldims2[1] = {2}, big[3] = {5, 2, 2};
+    char img[256], lbl[256], bad[256];
+    idx_path(img, "img");
+    idx_path(lbl, "lbl");
+    cr_assert_eq(fx_write_idx(img, 0x803, 3, idims, pixels, sizeof pixels), 0);
+    cr_assert_eq(fx_write_idx(lbl, 0x801, 1, ldims, labels, 3), 0);
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, img, lbl), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_dataset_close(ds);
+
+    idx_path(bad, "magic");
+    cr_assert_eq(fx_write_idx(bad, 0x801, 3, idims, pixels, sizeof pixels), 0);
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
+    assert_names(bad);
+    cr_assert(strstr(tpsc_last_error(), "magic"), "%s", tpsc_last_error());
+
+    idx_path(bad, "count");
+    cr_assert_eq(fx_write_idx(bad, 0x801, 1, ldims2, labels, 2), 0);
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, img, bad), TPSC_ERR_FORMAT);
+    assert_names(bad);
+    cr_assert(strstr(tpsc_last_error(), "2 labels but"), "%s", tpsc_last_error());
+
+    idx_path(bad, "short");
+    cr_assert_eq(fx_write_idx(bad, 0x803, 3, big, pixels, sizeof pixels), 0);
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
+    assert_names(bad);
+    cr_assert(strstr(tpsc_last_error(), "truncated"), "%s", tpsc_last_error());
+
+    /* A gzip stream cut in half, and one with its deflate data overwritten. */
+    char cmd[700];
+    idx_path(bad, "half.gz");
+    snprintf(cmd, sizeof cmd, "head -c 300 '%s/tiny-images-idx3-ubyte.gz' > '%s'", DATA_FIXTURES, bad);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
+    assert_names(bad);
+    idx_path(bad, "corrupt.gz");
+    snprintf(cmd, sizeof cmd, "cp '%s/tiny-images-idx3-ubyte.gz' '%s' && printf 'garbagegarbagegarbage' | dd of='%s' bs=1 seek=40 conv=notrunc status=none",
+             DATA_FIXTURES, bad, bad);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
+    assert_names(bad);
+
+    idx_path(bad, "absent");
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_IO);
+    assert_names(bad);
+}
+
+Test(data_idx_errors, h5_label_count_and_range) {
+    char path[256];
+    idx_path(path, "bad.h5");
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t idims[4] = {4, 2, 2, 1}, ldims[1] = {3};
+    uint8_t pixels[16] = {0};
+    int32_t labels[4] = {0, 1, 2, -1};
+    hid_t s = H5Screate_simple(4, idims, NULL);
+    hid_t d = H5Dcreate2(f, "images", H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, pixels);
+    H5Dclose(d), H5Sclose(s);
+    s = H5Screate_simple(1, ldims, NULL);
+    d = H5Dcreate2(f, "labels", H5T_NATIVE_INT32, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
+    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_h5(&ds, path), TPSC_ERR_FORMAT);
+    assert_names(path);
+    cr_assert(strstr(tpsc_last_error(), "3 labels but 4 images"), "%s", tpsc_last_error());
+
+    /* Right count, a negative label: refused, never wrapped into a class. */
+    idx_path(path, "neg.h5");
+    f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ldims[0] = 4;
+    s = H5Screate_simple(4, idims, NULL);
+    d = H5Dcreate2(f, "images", H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, pixels);
+    H5Dclose(d), H5Sclose(s);
+    s = H5Screate_simple(1, ldims, NULL);
+    d = H5Dcreate2(f, "labels", H5T_NATIVE_INT32, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
+    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+    cr_assert_eq(tpsc_dataset_open_h5(&ds, path), TPSC_ERR_FORMAT);
+    assert_names(path);
+    cr_assert(strstr(tpsc_last_error(), "label -1 of sample 3"), "%s", tpsc_last_error());
+}
+
+Test(data_idx_errors, config_values_are_checked) {
+    tpsc_data_format fmt;
+    cr_assert_eq(tpsc_data_format_parse("imagenet", &fmt), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "imagefolder"), "the message lists the choices: %s", tpsc_last_error());
+    cr_assert_eq(tpsc_data_format_parse("h5", &fmt), TPSC_OK);
+    cr_assert_eq(fmt, TPSC_DATA_H5);
+    tpsc_bad_image_policy pol;
+    cr_assert_eq(tpsc_bad_image_policy_parse("skip", &pol), TPSC_OK);
+    cr_assert_eq(pol, TPSC_BAD_IMAGE_SKIP);
+    tpsc_data_config cfg;
+    tpsc_data_config_default(&cfg);
+    cfg.format = TPSC_DATA_H5;
+    strcpy(cfg.train_path, DATA_FIXTURES "/tiny_u8.h5");
+    cfg.channels = 2;
+    tpsc_loader *l;
+    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_ERR_CONFIG);
+    cfg.channels = 3;
+    strcpy(cfg.aug.auto_augment, "rand-m9-q3");
+    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "rand-m9-q3"), "%s", tpsc_last_error());
+    strcpy(cfg.aug.auto_augment, "rand-m9-mstd0.5-inc1");
+    cfg.batch_size = 64; /* 20 samples: no full batch with drop_last */
+    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_ERR_CONFIG);
+    assert_names(DATA_FIXTURES "/tiny_u8.h5");
+}
