@@ -1,7 +1,9 @@
 /* Recipes: the shipped ones load, bad ones fail with file:line and key, overrides, round trip.
  *
  * Reference values are the ones the task and docs state (issue 6's defaults, the official
- * dTPS script's numbers, tps-method.md's token counts); none is copied from our own output. */
+ * dTPS script's numbers, tps-method.md's token counts); none is copied from our own output.
+ * Every numeric comparison is exact (tolerance 0): a recipe value is the float nearest to the
+ * decimal written, the same float the C literal in the assertion gives. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
 #include <dirent.h>
@@ -173,6 +175,34 @@ Test(recipe, missing_file_is_an_io_error_naming_the_path) {
     tpsc_status st = tpsc_recipe_load(r, FIXTURE("no_such_recipe.ini"));
     cr_assert_eq(st, TPSC_ERR_IO);
     cr_assert(strstr(tpsc_last_error(), "no_such_recipe.ini"), "%s", tpsc_last_error());
+    tpsc_free(r);
+}
+
+Test(recipe, ini_details_comments_crlf_bom) {
+    tpsc_recipe *r = new_recipe();
+    const char *text = "\xEF\xBB\xBF; a BOM, then CRLF line ends\r\n"
+                       "# hash comment\r\n"
+                       "[optim]\r\n"
+                       "lr = 1e-3 ; an inline comment\r\n"
+                       "  ; an indented comment is still a comment\r\n"
+                       "freeze = cls_token, pos_embed\r\n";
+    cr_assert_eq(tpsc_recipe_load_string(r, text, "inline.ini"), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(r->optim.lr, 1e-3f);
+    cr_assert_str_eq(r->optim.freeze, "cls_token, pos_embed");
+    cr_assert_eq(r->origin.line[recipe_key_find("optim", "freeze")], 6);
+    /* '#' after a value is not a comment in inih: the value is then not a number. */
+    cr_assert_eq(tpsc_recipe_load_string(r, "[optim]\nlr = 1e-3 # peak\n", "hash.ini"), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "hash.ini:2: [optim] lr: expected a number"), "%s", tpsc_last_error());
+    /* A section header right after the BOM is still checked. */
+    cr_assert_eq(tpsc_recipe_load_string(r, "\xEF\xBB\xBF[optimizer]\n", "bom.ini"), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "bom.ini:1: [optimizer]: unknown section"), "%s", tpsc_last_error());
+    tpsc_free(r);
+}
+
+Test(recipe, directory_is_an_io_error) {
+    tpsc_recipe *r = new_recipe();
+    cr_assert_eq(tpsc_recipe_load(r, TPSC_FIXTURE_DIR "/recipes"), TPSC_ERR_IO, "%s", tpsc_last_error());
+    cr_assert(strstr(tpsc_last_error(), "fixtures/recipes"), "%s", tpsc_last_error());
     tpsc_free(r);
 }
 

@@ -20,7 +20,7 @@ typedef struct recipe_parse {
     const char *text;     /* text in memory */
     size_t pos;
     int line;             /* lines handed to inih so far = the current line */
-    int section_line[16]; /* per recipe_sections entry: line of its header, 0 = not seen */
+    int section_line[RECIPE_MAX_SECTIONS]; /* per recipe_sections entry: header line, 0 = not seen */
     char section[64];     /* the current section, for messages from the reader */
     tpsc_status status;   /* first failure found by the reader or the handler */
     int error_line;
@@ -108,9 +108,11 @@ static char *read_line(char *str, int num, void *stream) {
     str[len + 1] = '\0';
 
     const char *start = str;
+    if (p->line == 1 && !strncmp(start, "\xEF\xBB\xBF", 3)) start += 3; /* UTF-8 BOM, which inih skips */
+    const char *first = start;
     while (*start == ' ' || *start == '\t') start++;
     const bool content = *start && *start != '\n' && *start != '\r' && *start != ';' && *start != '#';
-    if (content && start > str) {
+    if (content && start > first) {
         /* inih would glue an indented line onto the previous key's value (multi-line values). */
         char what[128];
         line_key(p, start, len - (size_t)(start - str), what, sizeof what);

@@ -190,6 +190,9 @@ tpsc_status recipe_schema_check(void) {
     if (recipe_key_count > TPSC_RECIPE_MAX_KEYS)
         return tpsc_fail(TPSC_ERR_INTERNAL, "recipe schema: %d keys, origin table holds %d", recipe_key_count,
                          TPSC_RECIPE_MAX_KEYS);
+    if (recipe_section_count > RECIPE_MAX_SECTIONS)
+        return tpsc_fail(TPSC_ERR_INTERNAL, "recipe schema: %d sections, the parser tracks %d", recipe_section_count,
+                         RECIPE_MAX_SECTIONS);
     for (int i = 0; i < recipe_key_count; i++) {
         const recipe_key *k = &recipe_keys[i];
         if (!recipe_section_known(k->section))

@@ -42,6 +42,7 @@ typedef struct recipe_key {
 
 extern const recipe_key recipe_keys[];
 extern const int recipe_key_count;
+#define RECIPE_MAX_SECTIONS 16
 extern const char *const recipe_sections[]; /* in the order to_ini writes them */
 extern const int recipe_section_count;
 
