@@ -188,7 +188,6 @@ void tpsc_recipe_defaults(tpsc_recipe *r) {
      * which fails if any of them does not parse, so the status is not needed here. */
     for (int i = 0; i < recipe_key_count; i++) (void)recipe_value_parse(&recipe_keys[i], recipe_keys[i].def, r);
     r->model.vit.ln_eps = 1e-6f;
-    tpsc_clear_error();
     recipe_resolve(r);
 }
 

@@ -158,10 +158,11 @@ void tpsc_recipe_defaults(tpsc_recipe *r);
 /* Defaults, then the file, then tpsc_recipe_validate. Errors: TPSC_ERR_IO naming the path
  * for a missing file; TPSC_ERR_CONFIG "recipes/x.ini:12: [optim] lr: expected a number,
  * got 'abc'" for unknown sections or keys, wrong types, out-of-range values, duplicate keys
- * and sections, lines longer than the parser's limit, and failed cross-key rules. */
+ * and sections, lines longer than the parser's limit, and failed cross-key rules. An empty
+ * run.name becomes the file's stem. On failure *r holds no usable recipe. */
 tpsc_status tpsc_recipe_load(tpsc_recipe *r, const char *path);
 /* The same from text in memory (a recipe stored in a checkpoint); `name` stands in for the
- * file name in messages and in origin.source. */
+ * file name in messages and in origin.source (run.name is not derived from it). */
 tpsc_status tpsc_recipe_load_string(tpsc_recipe *r, const char *text, const char *name);
 
 /* One override "section.key=value" on top of what is there (e.g. "optim.lr=1e-4",

@@ -14,10 +14,7 @@ static void resolve_model(tpsc_recipe *r) {
     v->ln_eps = 1e-6f;
     if (!strcmp(v->arch, "custom")) return;
     vit_config named;
-    if (vit_config_named(&named, v->arch) != TPSC_OK) {
-        tpsc_clear_error(); /* the arch key only admits known names; validate reports otherwise */
-        return;
-    }
+    if (vit_config_named(&named, v->arch) != TPSC_OK) return; /* validate reports it */
     const size_t vit_at = offsetof(tpsc_recipe, model.vit);
     for (size_t j = 0; j < sizeof arch_fixed_keys / sizeof arch_fixed_keys[0]; j++) {
         const int i = recipe_key_find("model", arch_fixed_keys[j]);
