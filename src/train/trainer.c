@@ -72,6 +72,7 @@ static tpsc_status save_checkpoint(run_state *s, const char *file) {
         .opt_v = sgd ? NULL : s->adamw.v,
         .opt_step = sgd ? s->sgd.step : s->adamw.step,
         .opt_name = sgd ? "sgd" : "adamw",
+        .opt_param_step = sgd ? s->sgd.param_step : s->adamw.param_step,
         .ema = s->use_ema ? s->ema.data : NULL,
         .loader_pos = loader_pos,
         .n_loader_pos = 2,
@@ -82,7 +83,6 @@ static tpsc_status save_checkpoint(run_state *s, const char *file) {
         .class_names = s->class_names,
         .n_class_names = s->n_classes,
     };
-    if (sgd && !ck.opt_m) ck.opt_name = NULL; /* momentum 0: no buffer to keep */
     tpsc_status st = tpsc_checkpoint_save(path, &ck);
     if (st != TPSC_OK) tpsc_error_context("saving %s: ", path);
     return st;
@@ -98,12 +98,18 @@ static tpsc_status resume(run_state *s, const char *path) {
         .ema = s->use_ema ? s->ema.data : NULL,
         .loader_pos = loader_pos,
         .loader_cap = 2,
+        .opt_param_step = sgd ? s->sgd.param_step : s->adamw.param_step,
     };
     TPSC_TRY(tpsc_checkpoint_load_state(path, &s->model.params, &st));
-    if (sgd)
+    if (st.has_opt_param_step) {
+        /* Per-parameter update counts came back as saved: exact even after (un)freezing. */
+        if (sgd) s->sgd.step = st.opt_step;
+        else s->adamw.step = st.opt_step;
+    } else if (sgd) {
         TPSC_TRY(tpsc_sgd_restore_step(&s->sgd, &s->model.params, st.opt_step));
-    else
+    } else {
         TPSC_TRY(tpsc_adamw_restore_step(&s->adamw, &s->model.params, st.opt_step));
+    }
     s->epoch = st.epoch;
     s->step = st.step;
     s->best_top1 = st.best_top1;
