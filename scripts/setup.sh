@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config git
       libopenblas-openmp-dev libhdf5-dev libstb-dev libcriterion-dev libinih-dev zlib1g-dev
-      dataset-fashion-mnist)
+      dataset-fashion-mnist gnuplot-nox)
 SANITIZE=0
 for a in "$@"; do
   case "$a" in
