@@ -88,7 +88,8 @@ ag_tensor *tps_infer_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predict
  * attention to each spatial token, mean over heads). Keeps the top k by cls_attn;
  * evit appends one fused token sum_{dropped} a_i x_i (-> [B,2+k,C]); etps squeezes dropped
  * tokens into hosts (-> [B,1+k,C]). Differentiable (EViT trains with real removal).
- * kept_pos as above (the fused token is not listed). */
+ * kept_pos as above (the fused token is not listed). k = n prunes nothing, as EViT: x is
+ * returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
 ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
                           int32_t *kept_pos);
 /* evit/etps: spatial tokens kept at a stage with n current spatial tokens: ceil(rho_s * n),
