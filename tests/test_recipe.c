@@ -423,3 +423,33 @@ Test(recipe, log_defaults_lists_only_defaults, .init = redirect_stderr) {
     cr_assert(strstr(log, "[optim] momentum = 0.8 is set but unused"), "%s", log);
     tpsc_free(r);
 }
+
+/* Reference: timm's deit_{tiny,small,base}_patch16_224 (tps-method.md: 192/12/3, 384/12/6,
+ * 768/12/12; patch 16, 224 px, 1000 classes, mlp_ratio 4, LayerNorm eps 1e-6). Exact. */
+Test(recipe, vit_config_named_sizes_and_checks) {
+    const struct {
+        const char *arch;
+        size_t dim, depth, heads;
+    } named[] = {{"deit_tiny_patch16_224", 192, 12, 3}, {"deit_small_patch16_224", 384, 12, 6}, {"deit_base_patch16_224", 768, 12, 12}};
+    for (size_t i = 0; i < 3; i++) {
+        vit_config c;
+        cr_assert_eq(vit_config_named(&c, named[i].arch), TPSC_OK, "%s", tpsc_last_error());
+        cr_assert_str_eq(c.arch, named[i].arch);
+        cr_assert_eq(c.embed_dim, named[i].dim);
+        cr_assert_eq(c.depth, named[i].depth);
+        cr_assert_eq(c.num_heads, named[i].heads);
+        cr_assert_eq(c.patch_size, 16);
+        cr_assert_eq(c.img_size, 224);
+        cr_assert_eq(c.num_classes, 1000);
+        cr_assert_eq(c.mlp_ratio, 4.0f);
+        cr_assert_eq(c.ln_eps, 1e-6f);
+        cr_assert_eq(vit_num_patches(&c), 196);
+        cr_assert_eq(vit_config_validate(&c), TPSC_OK, "%s", tpsc_last_error());
+        c.patch_size = 15;
+        cr_assert_eq(vit_config_validate(&c), TPSC_ERR_CONFIG);
+        cr_assert(strstr(tpsc_last_error(), "patch_size 15"), "%s", tpsc_last_error());
+    }
+    vit_config c;
+    cr_assert_eq(vit_config_named(&c, "deit_huge"), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "deit_huge"), "%s", tpsc_last_error());
+}
