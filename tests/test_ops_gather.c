@@ -85,3 +85,32 @@ Test(ops_gather, index_and_shape_errors) {
     cr_assert(strstr(tpsc_last_error(), "gather_rows") != NULL, "message: %s", tpsc_last_error());
     ag_ctx_free(ctx);
 }
+
+Test(ops_gather, large_gather_backward_matches_naive_loop) {
+    /* B = 8, N = 197, C = 64, n = 137 kept rows with repeats (the threaded path). Reference:
+     * dx[b, i, c] = sum over j with idx = i of dy[b, j, c], by direct loops; exact (small
+     * integers). */
+    enum { B = 8, N = 197, C = 64, n = 137 };
+    ag_ctx *ctx = ag_ctx_create(0);
+    float *x = ag_alloc(ctx, B * N * C * sizeof(float)), *gx = ag_alloc(ctx, B * N * C * sizeof(float));
+    float *dy = ag_alloc(ctx, B * n * C * sizeof(float));
+    int32_t *idx = ag_alloc(ctx, B * n * sizeof(int32_t));
+    for (int i = 0; i < B * N * C; i++) {
+        x[i] = (float)(i % 31);
+        gx[i] = 0.0f;
+    }
+    for (int i = 0; i < B * n * C; i++) dy[i] = (float)(i % 17) - 8.0f;
+    for (int i = 0; i < B * n; i++) idx[i] = (int32_t)((i * 7) % 150);
+    ag_tensor *y = ag_gather_rows(ctx, ag_wrap(ctx, x, gx, 3, (size_t[]){B, N, C}, true), idx, n);
+    cr_assert_not_null(y);
+    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < C; c++) {
+                float want = 0.0f;
+                for (int j = 0; j < n; j++)
+                    if (idx[b * n + j] == i) want += dy[(b * n + j) * C + c];
+                cr_assert_eq(gx[(b * N + i) * C + c], want, "b %d row %d c %d", b, i, c);
+            }
+    ag_ctx_free(ctx);
+}

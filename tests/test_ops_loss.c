@@ -201,3 +201,30 @@ Test(ops_loss, shape_and_argument_errors) {
 #undef X
     ag_ctx_free(ctx);
 }
+
+Test(ops_loss, large_batch_cross_entropy_matches_double_formula) {
+    /* R = 64 rows, K = 300 classes (the threaded path), eps = 0.1: loss against the double
+     * formula of cross_entropy_label_smoothing_value; tolerance 1e-5 relative. */
+    enum { R = 64, KK = 300 };
+    ag_ctx *ctx = ag_ctx_create(0);
+    float *z = ag_alloc(ctx, R * KK * sizeof(float));
+    int32_t labels[R];
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 21);
+    for (int i = 0; i < R * KK; i++) z[i] = 3.0f * tpsc_rng_normal(&rng);
+    for (int r = 0; r < R; r++) labels[r] = (int32_t)((r * 37) % KK);
+    ag_tensor *L = ag_cross_entropy(ctx, ag_wrap(ctx, z, NULL, 2, (size_t[]){R, KK}, false), labels, 0.1f);
+    cr_assert_not_null(L);
+    double want = 0.0;
+    for (int r = 0; r < R; r++) {
+        const float *zr = z + r * KK;
+        double m = zr[0], s = 0.0, mean_neg = 0.0;
+        for (int k = 1; k < KK; k++) m = zr[k] > m ? zr[k] : m;
+        for (int k = 0; k < KK; k++) s += exp(zr[k] - m);
+        for (int k = 0; k < KK; k++) mean_neg -= (zr[k] - m - log(s)) / KK;
+        want += 0.9 * -(zr[labels[r]] - m - log(s)) + 0.1 * mean_neg;
+    }
+    want /= R;
+    cr_assert(fabs(L->data[0] - want) <= 1e-5 * fabs(want), "%.8g vs %.8g", (double)L->data[0], want);
+    ag_ctx_free(ctx);
+}

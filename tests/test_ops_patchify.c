@@ -84,3 +84,22 @@ Test(ops_patchify, indivisible_image_is_an_error) {
     }
     ag_ctx_free(ctx);
 }
+
+Test(ops_patchify, large_image_backward_returns_every_pixel) {
+    /* img [4, 3, 64, 64], p = 8 (49152 elements, the threaded path): with dy = the patches
+     * themselves, backward must give dimg = img (every pixel is in exactly one patch). */
+    enum { T = 4 * 3 * 64 * 64 };
+    ag_ctx *ctx = ag_ctx_create(0);
+    float *img = ag_alloc(ctx, T * sizeof(float)), *g = ag_alloc(ctx, T * sizeof(float));
+    for (int i = 0; i < T; i++) {
+        img[i] = (float)(i % 1009);
+        g[i] = 0.0f;
+    }
+    ag_tensor *x = ag_wrap(ctx, img, g, 4, (size_t[]){4, 3, 64, 64}, true);
+    ag_tensor *y = ag_patchify(ctx, x, 8);
+    cr_assert_not_null(y);
+    cr_assert(y->shape[1] == 64 && y->shape[2] == 192);
+    cr_assert_eq(ag_backward_from(ctx, y, y->data), TPSC_OK);
+    for (int i = 0; i < T; i++) cr_assert_eq(g[i], img[i], "pixel %d", i);
+    ag_ctx_free(ctx);
+}

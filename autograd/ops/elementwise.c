@@ -73,8 +73,10 @@ static void reduce_periods(float *db, const float *dy, const float *a, size_t R,
             const float *g = dy + i * P + j0;
             if (a) {
                 const float *x = a + i * P + j0;
+                #pragma omp simd
                 for (size_t j = 0; j < w; j++) acc[j] += (double)(g[j] * x[j]);
             } else {
+                #pragma omp simd
                 for (size_t j = 0; j < w; j++) acc[j] += (double)g[j];
             }
         }
@@ -92,12 +94,12 @@ static void add_sub_backward(ag_ctx *ctx, ag_node *n) {
     const size_t total = ag_numel(a), P = ag_numel(b);
     float *da = ag_grad(ctx, a), *db = ag_grad(ctx, b);
     if (da) {
-        #pragma omp parallel for if (total > EW_PAR)
+        #pragma omp parallel for simd if (parallel: total > EW_PAR)
         for (size_t i = 0; i < total; i++) da[i] += dy[i];
     }
     if (db) {
         if (P == total) {
-            #pragma omp parallel for if (total > EW_PAR)
+            #pragma omp parallel for simd if (parallel: total > EW_PAR)
             for (size_t i = 0; i < total; i++) db[i] += sign * dy[i];
         } else {
             reduce_periods(db, dy, NULL, total / P, P, sign);
@@ -118,6 +120,7 @@ static ag_tensor *add_sub(ag_ctx *ctx, const char *op, ag_tensor *a, ag_tensor *
     for (size_t t = 0; t < tiles; t++) {
         size_t r, j0, j1;
         tile_bounds(t, P, &r, &j0, &j1);
+        #pragma omp simd
         for (size_t j = j0; j < j1; j++) y->data[r * P + j] = x[r * P + j] + sign * c[j];
     }
     ag_node *node = ag_record(ctx, op, add_sub_backward, y, 2, (ag_tensor *[]){a, b});
@@ -143,6 +146,7 @@ static void mul_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t r = 0; r < R; r++) {
             const float *g = dy + r * C, *xr = x + r * C;
             if (da)
+                #pragma omp simd
                 for (size_t j = 0; j < C; j++) da[r * C + j] += g[j] * c[r];
             if (db) {
                 float s = 0.0f;
@@ -159,12 +163,13 @@ static void mul_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t t = 0; t < tiles; t++) {
             size_t r, j0, j1;
             tile_bounds(t, P, &r, &j0, &j1);
+            #pragma omp simd
             for (size_t j = j0; j < j1; j++) da[r * P + j] += dy[r * P + j] * c[j];
         }
     }
     if (db) {
         if (R == 1) {
-            #pragma omp parallel for if (total > EW_PAR)
+            #pragma omp parallel for simd if (parallel: total > EW_PAR)
             for (size_t i = 0; i < total; i++) db[i] += dy[i] * x[i];
         } else {
             reduce_periods(db, dy, x, R, P, 1.0f);
@@ -183,6 +188,7 @@ ag_tensor *ag_mul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b) {
         const size_t R = ag_rows(a), C = ag_cols(a);
         #pragma omp parallel for if (total > EW_PAR)
         for (size_t r = 0; r < R; r++)
+            #pragma omp simd
             for (size_t j = 0; j < C; j++) y->data[r * C + j] = x[r * C + j] * c[r];
     } else {
         const size_t P = ag_numel(b), R = total / P;
@@ -191,6 +197,7 @@ ag_tensor *ag_mul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b) {
         for (size_t t = 0; t < tiles; t++) {
             size_t r, j0, j1;
             tile_bounds(t, P, &r, &j0, &j1);
+            #pragma omp simd
             for (size_t j = j0; j < j1; j++) y->data[r * P + j] = x[r * P + j] * c[j];
         }
     }
@@ -207,7 +214,7 @@ static void scale_backward(ag_ctx *ctx, ag_node *n) {
     const size_t total = ag_numel(n->out);
     float *da = ag_grad(ctx, n->in[0]);
     if (!da) return;
-    #pragma omp parallel for if (total > EW_PAR)
+    #pragma omp parallel for simd if (parallel: total > EW_PAR)
     for (size_t i = 0; i < total; i++) da[i] += s * dy[i];
 }
 
@@ -221,7 +228,7 @@ static ag_tensor *unary_affine(ag_ctx *ctx, const char *op, ag_tensor *a, float 
     if (!y) return NULL;
     const size_t total = ag_numel(a);
     const float *x = a->data;
-    #pragma omp parallel for if (total > EW_PAR)
+    #pragma omp parallel for simd if (parallel: total > EW_PAR)
     for (size_t i = 0; i < total; i++) y->data[i] = mul * x[i] + add;
     ag_node *node = ag_record(ctx, op, scale_backward, y, 1, &a);
     if (node) node->f[0] = mul;

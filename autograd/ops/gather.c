@@ -37,8 +37,10 @@ static void move_rows(float *full, float *compact, const int32_t *idx, size_t B,
         for (size_t j = 0; j < n; j++) {
             float *f = full + (b * N + (size_t)idx[b * n + j]) * C, *c = compact + (b * n + j) * C;
             if (add_to_full)
+                #pragma omp simd
                 for (size_t k = 0; k < C; k++) f[k] += c[k];
             else if (accumulate)
+                #pragma omp simd
                 for (size_t k = 0; k < C; k++) c[k] += f[k];
             else
                 memcpy(c, f, C * sizeof(float));

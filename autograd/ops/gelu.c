@@ -13,7 +13,7 @@ static void gelu_backward(ag_ctx *ctx, ag_node *n) {
     if (!dx) return;
     const float *dy = n->out->grad, *v = x->data;
     const size_t total = ag_numel(x);
-    #pragma omp parallel for simd if (total > GELU_PAR)
+    #pragma omp parallel for simd if (parallel: total > GELU_PAR)
     for (size_t i = 0; i < total; i++) dx[i] += dy[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
 }
 
@@ -28,7 +28,7 @@ ag_tensor *ag_gelu(ag_ctx *ctx, ag_tensor *x) {
     const float *v = x->data;
     const size_t total = ag_numel(x);
     float *out = y->data;
-    #pragma omp parallel for simd if (total > GELU_PAR)
+    #pragma omp parallel for simd if (parallel: total > GELU_PAR)
     for (size_t i = 0; i < total; i++) out[i] = v[i] * ag_normal_cdf(v[i]);
     ag_record(ctx, "gelu", gelu_backward, y, 1, &x);
     return ctx->status == TPSC_OK ? y : NULL;

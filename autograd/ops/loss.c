@@ -166,7 +166,7 @@ static void kl_backward(ag_ctx *ctx, ag_node *n) {
     const float g = n->out->grad[0] / n->f[0];
     const size_t total = ag_numel(lp);
     const float *p = lp->data, *q = lq->data;
-    #pragma omp parallel for if (total > LS_PAR)
+    #pragma omp parallel for simd if (parallel: total > LS_PAR)
     for (size_t i = 0; i < total; i++) {
         if (isinf(q[i]) && q[i] < 0) continue;
         const float e = ag_expf(q[i]);
@@ -207,7 +207,7 @@ static void mse_backward(ag_ctx *ctx, ag_node *n) {
     const size_t total = ag_numel(a);
     const float g = 2.0f * n->out->grad[0] / (float)total;
     const float *x = a->data, *y = b->data;
-    #pragma omp parallel for if (total > LS_PAR)
+    #pragma omp parallel for simd if (parallel: total > LS_PAR)
     for (size_t i = 0; i < total; i++) {
         const float d = g * (x[i] - y[i]);
         if (da) da[i] += d;

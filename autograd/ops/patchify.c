@@ -21,6 +21,7 @@ static void patch_walk(float *img, float *patches, size_t B, size_t Cin, size_t 
                 float *pix = img + ((b * Cin + c) * H + py * p + ky) * W + px * p;
                 float *dst = row + (c * p + ky) * p;
                 if (backward)
+                    #pragma omp simd
                     for (size_t kx = 0; kx < p; kx++) pix[kx] += dst[kx];
                 else
                     memcpy(dst, pix, p * sizeof(float));

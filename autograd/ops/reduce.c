@@ -13,7 +13,7 @@ static void total_backward(ag_ctx *ctx, ag_node *n) {
     if (!dx) return;
     const float g = n->out->grad[0] * n->f[0];
     const size_t total = ag_numel(n->in[0]);
-    #pragma omp parallel for if (total > RD_PAR)
+    #pragma omp parallel for simd if (parallel: total > RD_PAR)
     for (size_t i = 0; i < total; i++) dx[i] += g;
 }
 
@@ -65,6 +65,7 @@ static void dim_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t l = 0; l < r.L; l++) {
             float *d = dx + (o * r.L + l) * r.inner;
             const float *g = dy + o * r.inner;
+            #pragma omp simd
             for (size_t i = 0; i < r.inner; i++) d[i] += g[i] * scale;
         }
 }
@@ -96,6 +97,7 @@ static ag_tensor *over_dim(ag_ctx *ctx, const char *op, ag_tensor *x, int dim, b
         double acc[RD_COLS] = {0};
         for (size_t l = 0; l < r.L; l++) {
             const float *v = x->data + (o * r.L + l) * r.inner + i0;
+            #pragma omp simd
             for (size_t i = 0; i < w; i++) acc[i] += v[i];
         }
         for (size_t i = 0; i < w; i++) y->data[o * r.inner + i0 + i] = (float)(acc[i] * scale);

@@ -31,7 +31,7 @@ static ag_tensor *need_contiguous(ag_ctx *ctx, const char *op, ag_tensor *x) {
 }
 
 static void add_into(float *dst, const float *src, size_t n) {
-    #pragma omp parallel for if (n > SH_PAR)
+    #pragma omp parallel for simd if (parallel: n > SH_PAR)
     for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
@@ -75,6 +75,7 @@ static void permute_walk(const size_t os[4], const size_t ist[4], const float *s
         float *d = backward ? dst + base : dst + r * W;
         if (backward) {
             if (s3 == 1)
+                #pragma omp simd
                 for (size_t j = 0; j < W; j++) d[j] += s[j];
             else
                 for (size_t j = 0; j < W; j++) d[j * s3] += s[j];
@@ -164,6 +165,7 @@ static void concat_backward(ag_ctx *ctx, ag_node *n) {
         if (dx) {
             #pragma omp parallel for if (outer * w > SH_PAR)
             for (size_t o = 0; o < outer; o++)
+                #pragma omp simd
                 for (size_t j = 0; j < w; j++) dx[o * w + j] += dy[o * total + off + j];
         }
         off += w;
@@ -231,6 +233,7 @@ static void slice_backward(ag_ctx *ctx, ag_node *n) {
     for (size_t o = 0; o < outer; o++) {
         float *dst = dx + (o * L + start) * inner;
         const float *src = dy + o * len * inner;
+        #pragma omp simd
         for (size_t j = 0; j < len * inner; j++) dst[j] += src[j];
     }
 }
