@@ -29,11 +29,14 @@ static void squeeze_train_backward(ag_ctx *ctx, ag_node *n) {
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
     const float e = TPS_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dx = ag_grad(ctx, x), *dkeep = ag_grad(ctx, keep), *dprev = ag_grad(ctx, prev);
-    /* scratch: dL/dxh [N,C] and dL/dP [N] of one image */
-    float *dxh = dx ? ag_alloc(ctx, N * C * sizeof(float)) : NULL;
-    float *dP = ag_alloc(ctx, N * sizeof(float));
-    if ((dx && !dxh) || !dP) return;
+    /* scratch per image, so images run in parallel: dL/dxh [B,N,C] and dL/dP [B,N] */
+    float *dxh_all = dx ? ag_alloc(ctx, B * N * C * sizeof(float)) : NULL;
+    float *dP_all = ag_alloc(ctx, B * N * sizeof(float));
+    if ((dx && !dxh_all) || !dP_all) return;
+    /* One image per thread; the OpenMP OpenBLAS runs single-threaded inside the region. */
+    #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
+        float *dxh = dxh_all ? dxh_all + b * N * C : NULL, *dP = dP_all + b * N;
         const float *xb = x->data + b * N * C, *yb = y + b * N * C, *gb = dy + b * N * C;
         const float *xhb = sv->xh + b * N * C, *Sb = sv->S + b * N * N, *mx = sv->rowmax + b * N;
         const float *den = sv->den + b * N, *kb = keep->data + b * N, *pb = prev->data + b * N;
@@ -96,11 +99,13 @@ ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
     sv->S = ag_alloc(ctx, B * N * N * sizeof(float));
     sv->rowmax = ag_alloc(ctx, B * N * sizeof(float));
     sv->den = ag_alloc(ctx, B * N * sizeof(float));
-    float *acc = ag_alloc(ctx, N * C * sizeof(float));
-    if (!sv->xh || !sv->norm || !sv->S || !sv->rowmax || !sv->den || !acc) return NULL;
+    float *acc_all = ag_alloc(ctx, B * N * C * sizeof(float)); /* per image: images run in parallel */
+    if (!sv->xh || !sv->norm || !sv->S || !sv->rowmax || !sv->den || !acc_all) return NULL;
     sv->temp = temp;
     tps_rows_normalise(x->data, B * N, C, sv->xh, sv->norm);
+    #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
+        float *acc = acc_all + b * N * C;
         const float *xb = x->data + b * N * C, *kb = keep->data + b * N, *pb = prev->data + b * N;
         float *Sb = sv->S + b * N * N, *mx = sv->rowmax + b * N, *den = sv->den + b * N;
         /* S [N,N] = xh xh^T, one sgemm per image (training keeps all N tokens anyway) */

@@ -23,9 +23,12 @@ static void squeeze_hosts_backward(ag_ctx *ctx, ag_node *n) {
     const size_t B = kept->shape[0], k = kept->shape[1], p = dropped->shape[1], C = kept->shape[2];
     const float e = TPS_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dr = ag_grad(ctx, kept), *dp = ag_grad(ctx, dropped);
-    float *drh = ag_alloc(ctx, k * C * sizeof(float)), *dph = ag_alloc(ctx, p * C * sizeof(float) + 1);
-    if (!drh || !dph) return;
+    /* scratch per image, so images run in parallel */
+    float *drh_all = ag_alloc(ctx, B * k * C * sizeof(float)), *dph_all = ag_alloc(ctx, B * p * C * sizeof(float) + 1);
+    if (!drh_all || !dph_all) return;
+    #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
+        float *drh = drh_all + b * k * C, *dph = dph_all + b * p * C;
         const float *xr = kept->data + b * k * C, *xp = dropped->data + b * p * C;
         const float *yb = y + b * k * C, *gb = dy + b * k * C, *Sb = sv->S + b * p * k, *mx = sv->rowmax + b * p;
         const float *den = sv->den + b * k, *rh = sv->rh + b * k * C, *ph = sv->ph + b * p * C;
@@ -77,12 +80,15 @@ ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
     sv->S = ag_alloc(ctx, B * p * k * sizeof(float) + 1);
     sv->rowmax = ag_alloc(ctx, B * p * sizeof(float) + 1);
     sv->den = ag_alloc(ctx, B * k * sizeof(float));
-    float *acc = ag_alloc(ctx, k * C * sizeof(float));
-    if (!sv->rh || !sv->ph || !sv->rnorm || !sv->pnorm || !sv->S || !sv->rowmax || !sv->den || !acc) return NULL;
+    float *acc_all = ag_alloc(ctx, B * k * C * sizeof(float)); /* per image: images run in parallel */
+    if (!sv->rh || !sv->ph || !sv->rnorm || !sv->pnorm || !sv->S || !sv->rowmax || !sv->den || !acc_all) return NULL;
     sv->temp = temp;
     tps_rows_normalise(kept->data, B * k, C, sv->rh, sv->rnorm);
     tps_rows_normalise(dropped->data, B * p, C, sv->ph, sv->pnorm);
+    /* One image per thread; the OpenMP OpenBLAS runs single-threaded inside the region. */
+    #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
+        float *acc = acc_all + b * k * C;
         const float *xr = kept->data + b * k * C, *xp = dropped->data + b * p * C;
         float *Sb = sv->S + b * p * k, *mx = sv->rowmax + b * p, *den = sv->den + b * k;
         if (p > 0)
