@@ -379,3 +379,84 @@ Test(tps_model, predictor_parameters_only_for_predictor_methods) {
         vit_model_free(&m);
     }
 }
+
+/* ---- per-image independence ------------------------------------------------------------ */
+
+/* Pruning decides per image: running image b alone must give its row of the batched logits
+ * and the same kept indices (catches index offsets across the batch in gathers and in the
+ * kept-index bookkeeping). Reference: the batched run; tolerance 1e-5 * max|logit| (sgemm may
+ * block a 1-image batch differently); indices exact. */
+static void check_batch_independence(tps_method method, vit_mode mode) {
+    tps_config tps = stages(method, 0.7f);
+    vit_model m;
+    small_model(&m, 32, 4, &tps, 16);
+    const size_t B = 3, N = 64, K = m.cfg.num_classes, pix = m.cfg.in_chans * 32 * 32;
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_set_grad_enabled(ctx, false);
+    ag_tensor *x = random_images(ctx, B, &m.cfg, 10);
+    float *u[3];
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 77);
+    for (int s = 0; s < 3; s++) {
+        u[s] = ag_alloc(ctx, B * N * 2 * sizeof(float));
+        cr_assert_not_null(u[s]);
+        for (size_t i = 0; i < B * N * 2; i++) u[s][i] = tpsc_rng_uniform_open(&rng);
+    }
+    vit_forward_opts opts = {.mode = mode, .gumbel_u = {u[0], u[1], u[2]}};
+    vit_output all;
+    ag_tensor *logits = vit_forward(ctx, &m, x, &opts, &all);
+    cr_assert_not_null(logits, "%s", tpsc_last_error());
+    const double scale = max_abs(logits->data, B * K);
+    for (size_t b = 0; b < B; b++) {
+        ag_tensor *one = ag_new4(ctx, 1, m.cfg.in_chans, 32, 32);
+        cr_assert_not_null(one);
+        memcpy(one->data, x->data + b * pix, pix * sizeof(float));
+        vit_forward_opts o = {.mode = mode, .gumbel_u = {u[0] + b * N * 2, u[1] + b * N * 2, u[2] + b * N * 2}};
+        vit_output single;
+        ag_tensor *l1 = vit_forward(ctx, &m, one, &o, &single);
+        cr_assert_not_null(l1, "%s", tpsc_last_error());
+        double d = max_diff(l1->data, logits->data + b * K, K);
+        cr_expect(d <= 1e-5 * scale, "%s image %zu alone: logits differ by %g (scale %g)", tps_method_name(method), b, d,
+                  scale);
+        for (int s = 0; s < all.n_stages; s++) {
+            if (mode == VIT_TRAIN) {
+                for (size_t i = 0; i < N; i++)
+                    cr_assert_eq(single.keep[s]->data[i], all.keep[s]->data[b * N + i], "stage %d image %zu patch %zu", s, b, i);
+                continue;
+            }
+            const size_t k = all.kept_count[s];
+            cr_assert_eq(single.kept_count[s], k);
+            for (size_t j = 0; j < k; j++)
+                cr_assert_eq(single.kept_orig[s][j], all.kept_orig[s][b * k + j], "stage %d image %zu rank %zu", s, b, j);
+        }
+    }
+    ag_ctx_free(ctx);
+    vit_model_free(&m);
+}
+
+Test(tps_model, dtps_infer_is_per_image) { check_batch_independence(TPS_DTPS, VIT_INFER); }
+Test(tps_model, dtps_train_is_per_image) { check_batch_independence(TPS_DTPS, VIT_TRAIN); }
+Test(tps_model, evit_infer_is_per_image) { check_batch_independence(TPS_EVIT, VIT_INFER); }
+Test(tps_model, etps_infer_is_per_image) { check_batch_independence(TPS_ETPS, VIT_INFER); }
+
+/* EViT and eTPS prune for real in training too, and nothing is random: VIT_TRAIN and VIT_INFER
+ * are the same computation. Reference: the VIT_INFER logits; tolerance 0 (same ops, same order). */
+Test(tps_model, evit_train_equals_infer) {
+    const tps_method methods[2] = {TPS_EVIT, TPS_ETPS};
+    for (int i = 0; i < 2; i++) {
+        tps_config tps = stages(methods[i], 0.7f);
+        vit_model m;
+        small_model(&m, 32, 4, &tps, 17);
+        ag_ctx *ctx = ag_ctx_create(0);
+        ag_tensor *x = random_images(ctx, 2, &m.cfg, 11);
+        vit_output tr, inf;
+        ag_tensor *lt = vit_forward(ctx, &m, x, &(vit_forward_opts){.mode = VIT_TRAIN}, &tr);
+        ag_tensor *li = vit_forward(ctx, &m, x, &(vit_forward_opts){.mode = VIT_INFER}, &inf);
+        cr_assert(lt && li, "%s", tpsc_last_error());
+        cr_expect_eq(max_diff(lt->data, li->data, ag_numel(li)), 0.0, "%s: train and infer differ",
+                     tps_method_name(methods[i]));
+        expect_shape(tr.tokens, 3, 2, inf.tokens->shape[1], m.cfg.embed_dim, "training tokens");
+        ag_ctx_free(ctx);
+        vit_model_free(&m);
+    }
+}
