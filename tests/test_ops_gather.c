@@ -50,7 +50,7 @@ Test(ops_gather, forwards_match_naive_loops) {
 Test(ops_gather, backward_uses_a_copy_of_the_indices) {
     /* The caller reuses its index buffer before backward; the gradient must still follow the
      * indices of the forward. x [1,3,1] = [a,b,c], idx [2,2,0] -> y = [c,c,a]; with seed
-     * [1,10,100]: dx = [100, 0, 11]. */
+     * [1,10,100]: dx = [100, 0, 11]. Small integers: exact. */
     ag_ctx *ctx = ag_ctx_create(0);
     float xd[3] = {1, 2, 3}, gx[3] = {0}, seed[3] = {1, 10, 100};
     int32_t idx[3] = {2, 2, 0};

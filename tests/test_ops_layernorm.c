@@ -23,7 +23,8 @@ Test(ops_layernorm, gradcheck_x_only_wide_rows) {
 
 Test(ops_layernorm, forward_by_hand) {
     /* x = [1, 2, 3], eps = 0: mean 2, biased var 2/3, rstd = sqrt(3/2) = 1.2247449;
-     * with w = [1, 2, 3], b = [0, 0, 1]: y = [-1.2247449, 0, 1 + 3 * 1.2247449 = 4.6742346]. */
+     * with w = [1, 2, 3], b = [0, 0, 1]: y = [-1.2247449, 0, 1 + 3 * 1.2247449 = 4.6742346].
+     * Tolerance 1e-6 absolute. */
     ag_ctx *ctx = ag_ctx_create(0);
     float xd[] = {1, 2, 3}, wd[] = {1, 2, 3}, bd[] = {0, 0, 1};
     ag_tensor *y = ag_layernorm(ctx, ag_wrap(ctx, xd, NULL, 1, (size_t[]){3}, false), ag_wrap(ctx, wd, NULL, 1, (size_t[]){3}, false),

@@ -107,7 +107,8 @@ Test(ops_matmul, forward_matches_naive_loop) {
 }
 
 Test(ops_matmul, forward_by_hand) {
-    /* [[1,2],[3,4]] @ [[5,6],[7,8]] = [[19,22],[43,50]]; with trans_a: [[26,30],[38,44]]. */
+    /* [[1,2],[3,4]] @ [[5,6],[7,8]] = [[19,22],[43,50]]; with trans_a: [[26,30],[38,44]].
+     * Small integers: exact in float (checked to 1e-6). */
     ag_ctx *ctx = ag_ctx_create(0);
     float ad[] = {1, 2, 3, 4}, bd[] = {5, 6, 7, 8};
     ag_tensor *a = ag_wrap(ctx, ad, NULL, 2, (size_t[]){2, 2}, false);

@@ -18,7 +18,8 @@ Test(ops_patchify, gradcheck_odd_shapes) {
 }
 
 Test(ops_patchify, layout_matches_index_arithmetic) {
-    /* Reference: out[b, py*GW + px, (c*p + ky)*p + kx] = img[b, c, py*p + ky, px*p + kx]. */
+    /* Reference: out[b, py*GW + px, (c*p + ky)*p + kx] = img[b, c, py*p + ky, px*p + kx].
+     * A copy: exact. */
     enum { B = 2, CI = 3, H = 4, W = 6, P = 2, GH = H / P, GW = W / P };
     ag_ctx *ctx = ag_ctx_create(0);
     float img[B * CI * H * W];

@@ -109,7 +109,8 @@ Test(ops_shape, reshape_is_a_view) {
 }
 
 Test(ops_shape, permute_matches_index_arithmetic) {
-    /* Reference: y[i0,i1,i2,i3] = x[...] with x's index given by perm, from row-major offsets. */
+    /* Reference: y[i0,i1,i2,i3] = x[...] with x's index given by perm, from row-major offsets.
+     * A copy: exact. */
     ag_ctx *ctx = ag_ctx_create(0);
     const size_t s[4] = {2, 3, 5, 7};
     float xd[210];
@@ -132,7 +133,7 @@ Test(ops_shape, permute_matches_index_arithmetic) {
 }
 
 Test(ops_shape, transpose_by_hand) {
-    /* [[0,1,2],[3,4,5]]^T = [[0,3],[1,4],[2,5]] */
+    /* [[0,1,2],[3,4,5]]^T = [[0,3],[1,4],[2,5]]; a copy: exact. */
     ag_ctx *ctx = ag_ctx_create(0);
     float xd[6];
     iota(xd, 6);
@@ -146,7 +147,7 @@ Test(ops_shape, transpose_by_hand) {
 Test(ops_shape, concat_slice_expand_by_hand) {
     /* a = [[0,1],[2,3]], b = [[10],[11]]: concat dim 1 = [[0,1,10],[2,3,11]];
      * concat dim 0 of a, a = [[0,1],[2,3],[0,1],[2,3]]; slice dim 1 [1,3) of the first = [[1,10],[3,11]];
-     * expand0 of [1,2] row [5,6] to 3 = [[5,6],[5,6],[5,6]]. */
+     * expand0 of [1,2] row [5,6] to 3 = [[5,6],[5,6],[5,6]]. Copies: exact. */
     ag_ctx *ctx = ag_ctx_create(0);
     float ad[] = {0, 1, 2, 3}, bd[] = {10, 11}, ed[] = {5, 6};
     ag_tensor *a = ag_wrap(ctx, ad, NULL, 2, (size_t[]){2, 2}, false);
