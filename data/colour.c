@@ -27,7 +27,7 @@ static void saturation(float *img, size_t pixels, int channels, float f) {
     if (channels < 3) return; /* grey has no saturation to change */
     for (size_t p = 0; p < pixels; p++) {
         float *px = img + p * channels;
-        float l = luminance(px, channels);
+        float l = floorf(luminance(px, channels) + 0.5f); /* PIL's convert("L") is integer */
         for (int c = 0; c < channels; c++) px[c] = clamp255(l + f * (px[c] - l));
     }
 }

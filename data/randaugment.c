@@ -19,7 +19,8 @@ typedef enum {
 } op_kind;
 
 tpsc_status tpsc_randaug_parse(const char *spec, tpsc_randaug *out) {
-    *out = (tpsc_randaug){.num_ops = 2, .magnitude = LEVEL_DENOM, .mstd = 0.0f, .prob = 0.5f, .increasing = false};
+    *out = (tpsc_randaug){.num_ops = 2, .magnitude = LEVEL_DENOM, .mstd = 0.0f, .prob = 0.5f, .increasing = false,
+                          .magnitude_max = LEVEL_DENOM};
     if (strncmp(spec, "rand", 4) != 0 || (spec[4] != '\0' && spec[4] != '-'))
         return tpsc_fail(TPSC_ERR_CONFIG, "auto_augment = \"%s\": only RandAugment (\"rand-...\") is supported", spec);
     const char *p = spec + 4;
@@ -35,10 +36,11 @@ tpsc_status tpsc_randaug_parse(const char *spec, tpsc_randaug *out) {
         p = end;
         if (strcmp(key, "m") == 0) out->magnitude = (float)v;
         else if (strcmp(key, "n") == 0) out->num_ops = (int)v;
-        else if (strcmp(key, "mstd") == 0) out->mstd = (float)v;
+        else if (strcmp(key, "mstd") == 0) out->mstd = v > 100.0 ? INFINITY : (float)v; /* > 100: uniform */
+        else if (strcmp(key, "mmax") == 0) out->magnitude_max = (float)v;
         else if (strcmp(key, "inc") == 0) out->increasing = v != 0.0;
         else if (strcmp(key, "p") == 0) out->prob = (float)v;
-        else return tpsc_fail(TPSC_ERR_CONFIG, "auto_augment = \"%s\": unknown section \"%s\" (m, n, mstd, inc, p)", spec, key);
+        else return tpsc_fail(TPSC_ERR_CONFIG, "auto_augment = \"%s\": unknown section \"%s\" (m, n, mstd, mmax, inc, p; weights \"w\" are not supported)", spec, key);
     }
     if (*p != '\0') return tpsc_fail(TPSC_ERR_CONFIG, "auto_augment = \"%s\": cannot parse from \"%s\"", spec, p);
     if (out->num_ops < 0 || out->num_ops > 16 || out->magnitude < 0.0f || out->prob < 0.0f || out->prob > 1.0f ||
@@ -145,7 +147,16 @@ static void affine(float *img, float *tmp, int width, int height, int channels, 
     memcpy(img, tmp, (size_t)width * height * channels * sizeof *img);
 }
 
-static void apply_op(op_kind op, float mag, bool increasing, tpsc_rng *r, float *img, float *tmp, int width,
+/* Ops whose level timm negates at random (_randomly_negate). */
+static bool op_has_sign(op_kind op, bool increasing) {
+    switch (op) {
+    case OP_ROTATE: case OP_SHEAR_X: case OP_SHEAR_Y: case OP_TRANSLATE_X: case OP_TRANSLATE_Y: return true;
+    case OP_COLOR: case OP_CONTRAST: case OP_BRIGHTNESS: case OP_SHARPNESS: return increasing;
+    default: return false;
+    }
+}
+
+static void apply_op(op_kind op, float mag, bool increasing, bool negate, float *img, float *tmp, int width,
                      int height, int channels, const float fill[3]) {
     size_t pixels = (size_t)width * height, n = pixels * channels;
     float level = mag / LEVEL_DENOM;
@@ -157,7 +168,7 @@ static void apply_op(op_kind op, float mag, bool increasing, tpsc_rng *r, float 
         break;
     case OP_ROTATE: {
         double deg = level * 30.0;
-        if (random_sign(r)) deg = -deg;
+        if (negate) deg = -deg;
         /* PIL rotate(deg) turns the picture counter-clockwise about its centre. */
         double a = deg * M_PI / 180.0, cs = cos(a), sn = sin(a), cx = width / 2.0, cy = height / 2.0;
         double m[6] = {cs, -sn, cx - cs * cx + sn * cy, sn, cs, cy - sn * cx - cs * cy};
@@ -189,7 +200,7 @@ static void apply_op(op_kind op, float mag, bool increasing, tpsc_rng *r, float 
         float factor;
         if (increasing) {
             float v = level * 0.9f;
-            if (random_sign(r)) v = -v;
+            if (negate) v = -v;
             factor = fmaxf(0.1f, 1.0f + v);
         } else {
             factor = level * 1.8f + 0.1f;
@@ -198,7 +209,8 @@ static void apply_op(op_kind op, float mag, bool increasing, tpsc_rng *r, float 
             for (size_t i = 0; i < n; i++) img[i] = clamp255(img[i] * factor);
         } else if (op == OP_COLOR) {
             for (size_t p = 0; p < pixels; p++) {
-                float g = grey(img + p * channels, channels);
+                /* PIL's degenerate image is convert("L"): grey rounded to an integer. */
+                float g = floorf(grey(img + p * channels, channels) + 0.5f);
                 for (int c = 0; c < channels; c++) tmp[p * channels + c] = g;
             }
             blend_with(img, tmp, n, factor);
@@ -214,14 +226,14 @@ static void apply_op(op_kind op, float mag, bool increasing, tpsc_rng *r, float 
     }
     case OP_SHEAR_X: case OP_SHEAR_Y: {
         double f = level * 0.3;
-        if (random_sign(r)) f = -f;
+        if (negate) f = -f;
         double mx[6] = {1, f, 0, 0, 1, 0}, my[6] = {1, 0, 0, f, 1, 0};
         affine(img, tmp, width, height, channels, op == OP_SHEAR_X ? mx : my, fill);
         break;
     }
     case OP_TRANSLATE_X: case OP_TRANSLATE_Y: {
         double pct = level * 0.45;
-        if (random_sign(r)) pct = -pct;
+        if (negate) pct = -pct;
         double mx[6] = {1, 0, pct * width, 0, 1, 0}, my[6] = {1, 0, 0, 0, 1, pct * height};
         affine(img, tmp, width, height, channels, op == OP_TRANSLATE_X ? mx : my, fill);
         break;
@@ -237,8 +249,30 @@ void tpsc_randaug_apply(const tpsc_randaug *ra, tpsc_rng *r, float *img, float *
     for (int i = 0; i < ra->num_ops; i++) {
         if (ra->prob < 1.0f && tpsc_rng_uniform(r) > ra->prob) continue;
         float mag = ra->magnitude;
-        if (ra->mstd > 0.0f) mag += ra->mstd * tpsc_rng_normal(r);
-        mag = fmaxf(0.0f, fminf(mag, LEVEL_DENOM));
-        apply_op(chosen[i], mag, ra->increasing, r, img, tmp, width, height, channels, fill);
+        if (isinf(ra->mstd)) mag = mag * tpsc_rng_uniform(r);
+        else if (ra->mstd > 0.0f) mag += ra->mstd * tpsc_rng_normal(r);
+        mag = fmaxf(0.0f, fminf(mag, ra->magnitude_max));
+        /* timm draws the sign inside the level function, after the magnitude. */
+        bool negate = op_has_sign(chosen[i], ra->increasing) && random_sign(r);
+        apply_op(chosen[i], mag, ra->increasing, negate, img, tmp, width, height, channels, fill);
     }
+}
+
+static const char *const op_names[OP_COUNT] = {
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd", "Color",
+    "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
+};
+
+tpsc_status tpsc_randaug_op(const char *name, float magnitude, bool negate, float *img, float *tmp, int width,
+                            int height, int channels, const float fill[3]) {
+    size_t len = strlen(name);
+    bool increasing = len > 10 && strcmp(name + len - 10, "Increasing") == 0;
+    for (int op = 0; op < OP_COUNT; op++) {
+        size_t n = strlen(op_names[op]);
+        if (strncmp(name, op_names[op], n) == 0 && (name[n] == '\0' || (increasing && n + 10 == len))) {
+            apply_op((op_kind)op, magnitude, increasing, negate, img, tmp, width, height, channels, fill);
+            return TPSC_OK;
+        }
+    }
+    return tpsc_fail(TPSC_ERR_ARG, "RandAugment: unknown op \"%s\"", name);
 }

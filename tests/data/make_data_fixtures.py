@@ -8,8 +8,18 @@ C tests recompute on their own, so the tests check values, not copies of our out
              class_names "alpha", "beta", "gamma" (variable-length strings)
   tiny_f32.h5 N=10, C=1, H=4, W=4:    value = ((13 i + 4 y + x) % 17) / 16,        label = i % 2 (int64),
              class_names "even", "odd" (fixed-length strings)
+  pil_reference.h5: PIL's own results, the reference for our transforms:
+    texture [10,12,3] = (10 + 5 x + 7 y + 40 c + (x y) % 13) % 256; <timm op name>[_neg] = that
+    op at magnitude 9 (timm's level-to-argument formulas, fill = DeiT's mean colour (124,116,104),
+    bilinear resampling), "_neg" with the random sign taken negative, stacked in `ops` [n,10,12,3]
+    with their names in `op_names`;
+    smooth [30,40,3] = min(255, 20 + 2 x + 2 y + 30 c + ((x-20)^2 + (y-15)^2) // 16);
+    smooth_equalize = ImageOps.equalize(smooth) (Equalize is the identity below 256 pixels);
+    eval_32 = torchvision's eval transform of smooth at size 32, crop_pct 0.875: PIL bicubic resize
+    of the short side to int(32 / 0.875) = 36 (long side int(36 * 40 / 30) = 48), centre crop 32
+    at left round((48-32)/2) = 8, top round((36-32)/2) = 2.
 Images made at test time (PNG/JPEG/BMP folders, broken files) are written by the tests themselves
-(tests/data/fixtures.h), so no image files are committed.
+(tests/data/data_fixtures.h), so no image files are committed.
 """
 import gzip
 import os
@@ -59,6 +69,71 @@ def main():
         f.create_dataset("images", data=f32)
         f.create_dataset("labels", data=(np.arange(n2) % 2).astype(np.int64))
         f.create_dataset("class_names", data=np.array([b"even", b"odd"], dtype="S4"))
+
+    pil_reference()
+
+
+def pil_reference():
+    from PIL import Image, ImageEnhance, ImageOps
+
+    y, x, c = np.meshgrid(np.arange(10), np.arange(12), np.arange(3), indexing="ij")
+    texture = ((10 + 5 * x + 7 * y + 40 * c + (x * y) % 13) % 256).astype(np.uint8)
+    img = Image.fromarray(texture, "RGB")
+    fill = (124, 116, 104)
+    bil = Image.Resampling.BILINEAR
+    m = 9 / 10.0  # magnitude 9 as a fraction of timm's _LEVEL_DENOM
+
+    def affine(im, data):
+        return im.transform(im.size, Image.AFFINE, data, resample=bil, fillcolor=fill)
+
+    def solarize_add(im, add, thresh=128):
+        lut = [min(255, i + add) if i < thresh else i for i in range(256)]
+        return im.point(lut * 3)
+
+    def enhance_inc(cls, neg):
+        v = m * 0.9
+        return lambda im: cls(im).enhance(max(0.1, 1.0 + (-v if neg else v)))
+
+    ops = {
+        "AutoContrast": ImageOps.autocontrast,
+        "Equalize": ImageOps.equalize,
+        "Invert": ImageOps.invert,
+        "PosterizeIncreasing": lambda im: ImageOps.posterize(im, 4 - int(m * 4)),
+        "Posterize": lambda im: ImageOps.posterize(im, int(m * 4)),
+        "SolarizeIncreasing": lambda im: ImageOps.solarize(im, 256 - int(m * 256)),
+        "Solarize": lambda im: ImageOps.solarize(im, int(m * 256)),
+        "SolarizeAdd": lambda im: solarize_add(im, int(m * 110)),
+        "Color": lambda im: ImageEnhance.Color(im).enhance(m * 1.8 + 0.1),
+        "Contrast": lambda im: ImageEnhance.Contrast(im).enhance(m * 1.8 + 0.1),
+        "Brightness": lambda im: ImageEnhance.Brightness(im).enhance(m * 1.8 + 0.1),
+        "Sharpness": lambda im: ImageEnhance.Sharpness(im).enhance(m * 1.8 + 0.1),
+    }
+    for neg in (False, True):
+        sfx = "_neg" if neg else ""
+        sign = -1.0 if neg else 1.0
+        for name, cls in (("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
+                          ("Brightness", ImageEnhance.Brightness), ("Sharpness", ImageEnhance.Sharpness)):
+            ops[name + "Increasing" + sfx] = enhance_inc(cls, neg)
+        ops["Rotate" + sfx] = lambda im, s=sign: im.rotate(s * m * 30.0, resample=bil, fillcolor=fill)
+        ops["ShearX" + sfx] = lambda im, s=sign: affine(im, (1, s * m * 0.3, 0, 0, 1, 0))
+        ops["ShearY" + sfx] = lambda im, s=sign: affine(im, (1, 0, 0, s * m * 0.3, 1, 0))
+        ops["TranslateXRel" + sfx] = lambda im, s=sign: affine(im, (1, 0, s * m * 0.45 * im.size[0], 0, 1, 0))
+        ops["TranslateYRel" + sfx] = lambda im, s=sign: affine(im, (1, 0, 0, 0, 1, s * m * 0.45 * im.size[1]))
+
+    y, x, c = np.meshgrid(np.arange(30), np.arange(40), np.arange(3), indexing="ij")
+    smooth = np.minimum(255, 20 + 2 * x + 2 * y + 30 * c + ((x - 20) ** 2 + (y - 15) ** 2) // 16).astype(np.uint8)
+    resized = Image.fromarray(smooth, "RGB").resize((48, 36), Image.Resampling.BICUBIC)
+    eval_32 = np.asarray(resized.crop((8, 2, 40, 34)))
+
+    with h5py.File(os.path.join(OUT, "pil_reference.h5"), "w") as f:
+        f.create_dataset("texture", data=texture)
+        names = sorted(ops)
+        f.create_dataset("op_names", data=names, dtype=h5py.string_dtype())
+        f.create_dataset("ops", data=np.stack([np.asarray(ops[n](img)) for n in names]))
+        f.create_dataset("smooth", data=smooth)
+        # Equalize is the identity below 256 pixels (PIL's step is 0), so it is checked here too.
+        f.create_dataset("smooth_equalize", data=np.asarray(ImageOps.equalize(Image.fromarray(smooth, "RGB"))))
+        f.create_dataset("eval_32", data=eval_32)
 
 
 if __name__ == "__main__":
