@@ -7,13 +7,16 @@
  *     stage's set inside the previous one; training masks are 0/1 over the N patches only,
  *     and never revive a token;
  *   - keep_override replaces the counts; impossible counts are errors;
- *   - vit_model_create rejects bad pruning configurations, naming the key. */
+ *   - vit_model_create rejects bad pruning configurations, naming the key;
+ *   - pruning is per image (batched = one by one); evit/etps train = infer;
+ *   - the loss composition on hand-made outputs, and its shape errors. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "src/loss/tps_loss.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
@@ -459,4 +462,85 @@ Test(tps_model, evit_train_equals_infer) {
         ag_ctx_free(ctx);
         vit_model_free(&m);
     }
+}
+
+/* ---- the loss composition (src/loss/tps_loss.c) on hand-made outputs ------------------- */
+
+typedef struct toy_outputs {
+    vit_output st, te;
+    ag_tensor *targets;
+} toy_outputs;
+
+/* B 2, N 4, C 3, K 5, two stages. Student logits equal the teacher's and so do the tokens, so
+ * both KL terms are exactly 0; stage 0 keeps [1,1,0,0] and [1,1,1,1], stage 1 [1,0,0,0] and
+ * [1,1,0,0]; uniform logits give CE = log 5 for any target. */
+static void toy(ag_ctx *ctx, toy_outputs *o) {
+    const size_t B = 2, N = 4, C = 3, K = 5;
+    memset(o, 0, sizeof *o);
+    o->st.logits = ag_zeros(ctx, 2, (size_t[]){B, K});
+    o->te.logits = ag_zeros(ctx, 2, (size_t[]){B, K});
+    o->st.tokens = ag_new3(ctx, B, N, C);
+    o->te.tokens = ag_new3(ctx, B, N, C);
+    o->targets = ag_zeros(ctx, 2, (size_t[]){B, K});
+    const float k0[8] = {1, 1, 0, 0, 1, 1, 1, 1}, k1[8] = {1, 0, 0, 0, 1, 1, 0, 0};
+    o->st.keep[0] = ag_new2(ctx, B, N);
+    o->st.keep[1] = ag_new2(ctx, B, N);
+    cr_assert(o->st.logits && o->te.logits && o->st.tokens && o->te.tokens && o->targets && o->st.keep[1]);
+    memcpy(o->st.keep[0]->data, k0, sizeof k0);
+    memcpy(o->st.keep[1]->data, k1, sizeof k1);
+    o->st.n_stages = 2;
+    for (size_t i = 0; i < B * N * C; i++) o->st.tokens->data[i] = o->te.tokens->data[i] = (float)(i % 7) * 0.3f;
+    for (size_t b = 0; b < B; b++) o->targets->data[b * K + b] = 1.0f;
+}
+
+static tps_config toy_tps(void) {
+    return (tps_config){.method = TPS_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .keep_frac = {0.5f, 0.25f},
+                        .squeeze_temp = 1.0f};
+}
+
+/* Reference by hand: ratio = mean_s mean_b (mean_i keep - frac_s)^2
+ *   = ((0.5-0.5)^2 + (1-0.5)^2)/2 = 0.125 for stage 0, ((0.25-0.25)^2 + (0.5-0.25)^2)/2 = 0.03125
+ *   for stage 1, mean 0.078125; CE = log 5; KL terms 0; total = 1*log 5 + 2*0.078125.
+ * Tolerance 1e-6 relative (float32 of a few operations). */
+Test(tps_model, loss_parts_by_hand) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    toy_outputs o;
+    toy(ctx, &o);
+    tps_config tps = toy_tps();
+    tps_loss_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
+                          .distill_token = TPS_DISTILL_TOKEN_KL, .distill_cls = true};
+    tps_loss_parts p;
+    cr_assert_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert(p.ce && p.ratio && p.cls_kl && p.token_kl && p.total);
+    cr_expect_float_eq(p.ce->data[0], logf(5.0f), 1e-6f * logf(5.0f), "ce %g", (double)p.ce->data[0]);
+    cr_expect_float_eq(p.ratio->data[0], 0.078125f, 1e-6f * 0.078125f, "ratio %g", (double)p.ratio->data[0]);
+    cr_expect(fabsf(p.cls_kl->data[0]) <= 1e-7f, "cls_kl %g", (double)p.cls_kl->data[0]);
+    cr_expect(fabsf(p.token_kl->data[0]) <= 1e-7f, "token_kl %g", (double)p.token_kl->data[0]);
+    const float want = logf(5.0f) + 2.0f * 0.078125f;
+    cr_expect_float_eq(p.total->data[0], want, 1e-6f * want, "total %g, want %g", (double)p.total->data[0], (double)want);
+    ag_ctx_free(ctx);
+}
+
+/* A teacher whose tokens do not line up with the student's (here one token fewer, as a pruned
+ * teacher would give) is an error naming the shapes, not a silently missing term. */
+Test(tps_model, loss_rejects_mismatched_teacher_tokens) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    toy_outputs o;
+    toy(ctx, &o);
+    o.te.tokens = ag_zeros(ctx, 3, (size_t[]){2, 3, 3});
+    tps_config tps = toy_tps();
+    tps_loss_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
+                          .distill_token = TPS_DISTILL_TOKEN_KL, .distill_cls = true};
+    tps_loss_parts p;
+    cr_expect_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_SHAPE, "%s",
+                 tpsc_last_error());
+    cr_expect_null(p.total, "a total without the token term was returned");
+    cr_expect(strstr(tpsc_last_error(), "[2, 3, 3]") != NULL, "error names no shape: %s", tpsc_last_error());
+
+    ag_ctx_reset(ctx);
+    toy(ctx, &o);
+    o.te.tokens = NULL;
+    cr_expect_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_ARG, "%s", tpsc_last_error());
+    cr_expect_null(p.total);
+    ag_ctx_free(ctx);
 }

@@ -1,5 +1,7 @@
 #include "src/loss/tps_loss.h"
 
+#include <string.h>
+
 #include "autograd/ops.h"
 
 /* mean_s mean_b (mean_i keep[b,i] - frac_s)^2 over the stages that carry masks. */
@@ -21,7 +23,21 @@ static ag_tensor *ratio_loss(ag_ctx *ctx, const tps_config *tps, const vit_outpu
  * official DistillDiffPruningLoss: rows selected from [B*N, C], batchmean over those rows. */
 static ag_tensor *token_loss(ag_ctx *ctx, const tps_loss_config *cfg, const vit_output *st, const vit_output *te) {
     ag_tensor *mask = st->keep[st->n_stages - 1];
-    if (!mask || !st->tokens || !te->tokens) return NULL;
+    if (!mask)
+        return ag_error(ctx, TPSC_ERR_ARG,
+                        "token distillation: the student has no last-stage keep mask (needs a VIT_TRAIN output)");
+    if (!st->tokens || !te->tokens)
+        return ag_error(ctx, TPSC_ERR_ARG, "token distillation: the %s output has no final tokens",
+                        st->tokens ? "teacher" : "student");
+    /* rows are picked by position in [B*N]: student, teacher and mask cover the same tokens */
+    char ss[64], ts[64], ms[64];
+    if (st->tokens->ndim != 3 || te->tokens->ndim != 3 || mask->ndim != 2 ||
+        memcmp(st->tokens->shape, te->tokens->shape, 3 * sizeof(size_t)) != 0 ||
+        mask->shape[0] != st->tokens->shape[0] || mask->shape[1] != st->tokens->shape[1])
+        return ag_error(ctx, TPSC_ERR_SHAPE,
+                        "token distillation: student tokens %s, teacher tokens %s and keep mask %s must be [B,N,C], "
+                        "[B,N,C] and [B,N]", ag_shape_str(st->tokens, ss, sizeof ss),
+                        ag_shape_str(te->tokens, ts, sizeof ts), ag_shape_str(mask, ms, sizeof ms));
     const size_t B = st->tokens->shape[0], N = st->tokens->shape[1], C = st->tokens->shape[2];
     int32_t *rows = ag_alloc(ctx, B * N * sizeof *rows);
     if (!rows) return NULL;
@@ -56,6 +72,8 @@ tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_
             if (out->token_kl) total = ag_add(ctx, total, ag_scale(ctx, out->token_kl, cfg->distill_weight));
         }
     }
-    out->total = total;
-    return total ? TPSC_OK : ag_ctx_status(ctx);
+    /* a term that failed (NULL, error kept in ctx) must not leave a total without it */
+    tpsc_status st = ag_ctx_status(ctx);
+    out->total = st == TPSC_OK ? total : NULL;
+    return st != TPSC_OK ? st : total ? TPSC_OK : tpsc_fail(TPSC_ERR_ARG, "tps loss: no total computed");
 }
