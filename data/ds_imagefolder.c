@@ -81,7 +81,7 @@ static tpsc_status list_dir(const char *dir, bool want_dirs, name_list *out) {
         if (want_dirs ? d_ : (!d_ && has_image_extension(e->d_name))) st = list_push(out, e->d_name);
     }
     closedir(d);
-    if (st == TPSC_OK) qsort(out->items, out->n, sizeof *out->items, cmp_str);
+    if (st == TPSC_OK && out->n > 1) qsort(out->items, out->n, sizeof *out->items, cmp_str); /* items is NULL when empty */
     return st;
 }
 
