@@ -1,0 +1,234 @@
+/* The sweep runner: train or evaluate each grid point, skip finished ones, resume interrupted
+ * ones. See sweep.h. */
+#include "src/sweep/sweep.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "autograd/threads.h"
+#include "src/io/checkpoint.h"
+#include "src/train/setup.h"
+#include "src/train/trainer.h"
+#include "src/util/alloc.h"
+#include "src/util/log.h"
+
+const char *const tpsc_sweep_eval_keys[] = {"tps.", "data.", NULL};
+
+static bool file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* The recipe with what may change between invocations of the same sweep (where it resumes
+ * from, threads, log cadence) set aside, so that a finished or interrupted folder can be
+ * matched with the point that made it. */
+static void normalise(tpsc_recipe *r) {
+    r->run.resume[0] = '\0';
+    r->run.threads = 0;
+    r->run.log_every = 0;
+}
+
+/* FNV-1a 64 of the normalised recipe's INI text. */
+static tpsc_status recipe_hash(const tpsc_recipe *r, uint64_t *hash) {
+    tpsc_recipe *c = tpsc_malloc(sizeof *c, "recipe copy");
+    if (!c) return TPSC_ERR_NOMEM;
+    *c = *r;
+    normalise(c);
+    char *ini = tpsc_recipe_to_ini(c);
+    tpsc_free(c);
+    if (!ini) return tpsc_fail(TPSC_ERR_NOMEM, "sweep: out of memory writing a recipe");
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)ini; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    tpsc_free(ini);
+    *hash = h;
+    return TPSC_OK;
+}
+
+static void describe_point(const tpsc_recipe *r, tpsc_sweep_row *row) {
+    const tpsc_recipe_tps *t = &r->tps;
+    snprintf(row->method, sizeof row->method, "%s", tps_method_name(t->cfg.method));
+    size_t n = 0;
+    row->keep_ratio[0] = row->keep_frac[0] = '\0';
+    if (t->cfg.method == TPS_NONE) {
+        snprintf(row->keep_ratio, sizeof row->keep_ratio, "1");
+        snprintf(row->keep_frac, sizeof row->keep_frac, "1");
+    } else {
+        for (int i = 0; i < t->n_keep_ratio && n < sizeof row->keep_ratio; i++)
+            n += (size_t)snprintf(row->keep_ratio + n, sizeof row->keep_ratio - n, "%s%g", i ? ";" : "",
+                                  (double)t->keep_ratio[i]);
+        n = 0;
+        for (int s = 0; s < t->cfg.n_stages && n < sizeof row->keep_frac; s++)
+            n += (size_t)snprintf(row->keep_frac + n, sizeof row->keep_frac - n, "%s%.4g", s ? ";" : "",
+                                  (double)t->cfg.keep_frac[s]);
+    }
+    row->seed = r->run.seed;
+}
+
+/* An interrupted run's checkpoint must come from this point's recipe. */
+static tpsc_status check_checkpoint_recipe(const char *path, const tpsc_recipe *r) {
+    tpsc_recipe *stored = tpsc_malloc(sizeof *stored, "stored recipe");
+    tpsc_recipe *want = tpsc_malloc(sizeof *want, "point recipe");
+    tpsc_status st = stored && want ? tpsc_sweep_checkpoint_recipe(path, stored) : TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) {
+        *want = *r;
+        normalise(stored);
+        normalise(want);
+        if (!tpsc_recipe_equal(stored, want))
+            st = tpsc_fail(TPSC_ERR_CONFIG, "%s was written by another recipe than this sweep point's (another base recipe "
+                           "or --set under the same --out?); remove the folder or use another --out", path);
+    }
+    tpsc_free(stored);
+    tpsc_free(want);
+    return st;
+}
+
+static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *row, tpsc_sweep_counts *counts) {
+    char last[sizeof r->run.resume + 16];
+    int len = snprintf(last, sizeof last, "%s/last.h5", dir);
+    row->resumed = file_exists(last);
+    if (row->resumed) {
+        if ((size_t)len >= sizeof r->run.resume)
+            return tpsc_fail(TPSC_ERR_ARG, "sweep: %s is longer than run.resume holds (a shorter --out)", last);
+        TPSC_TRY(check_checkpoint_recipe(last, r));
+        memcpy(r->run.resume, last, (size_t)len + 1);
+        TPSC_INFO("sweep: %s was interrupted; continuing from %s", dir, last);
+    }
+    tpsc_train_result res;
+    TPSC_TRY(tpsc_train_run(r, &res));
+    row->gmacs = res.last_eval.gmacs;
+    row->top1 = res.last_eval.top1;
+    row->top5 = res.last_eval.top5;
+    row->images_per_s = res.last_eval.images_per_s;
+    row->train_seconds = res.train_seconds;
+    row->steps = res.steps;
+    if (row->resumed) counts->resumed++;
+    else counts->trained++;
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_sweep_checkpoint_recipe(const char *checkpoint, tpsc_recipe *r) {
+    char *text = NULL;
+    TPSC_TRY(tpsc_checkpoint_read_recipe(checkpoint, &text));
+    tpsc_status st = tpsc_recipe_load_string(r, text, checkpoint);
+    tpsc_free(text);
+    return st;
+}
+
+static tpsc_status eval_point(const char *checkpoint, const tpsc_recipe *r, tpsc_sweep_row *row) {
+    vit_config vc;
+    tpsc_checkpoint_info info;
+    TPSC_TRY(tpsc_checkpoint_read_config(checkpoint, &vc, NULL, &info));
+    ag_set_threads(r->run.threads);
+    vit_model m;
+    TPSC_TRY(vit_model_create(&m, &vc, &r->tps.cfg));
+    /* what training exports: the EMA weights when present */
+    tpsc_status st = tpsc_checkpoint_load_params(checkpoint, info.has_ema ? "/ema" : "/model", &m.params, NULL, NULL);
+    tpsc_data_config dc;
+    tpsc_data_config_from_recipe(r, TPSC_SPLIT_VAL, &dc);
+    tpsc_loader *val = NULL;
+    if (st == TPSC_OK) st = tpsc_loader_open(&val, &dc, TPSC_SPLIT_VAL);
+    ag_ctx *ctx = st == TPSC_OK ? ag_ctx_create(0) : NULL;
+    if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
+    tpsc_eval_result ev;
+    if (st == TPSC_OK) st = tpsc_evaluate(&m, val, ctx, NULL, &ev);
+    if (st == TPSC_OK) {
+        row->gmacs = ev.gmacs;
+        row->top1 = ev.top1;
+        row->top5 = ev.top5;
+        row->images_per_s = ev.images_per_s;
+    }
+    ag_ctx_free(ctx);
+    tpsc_loader_close(val);
+    vit_model_free(&m);
+    return st;
+}
+
+tpsc_status tpsc_sweep_write_tables(const char *out_dir, const tpsc_sweep_grid *g, const tpsc_sweep_row *rows, size_t n) {
+    char path[TPSC_RECIPE_PATH_MAX + 32];
+    tpsc_sweep_group *groups = tpsc_calloc(n ? n : 1, sizeof *groups, "sweep groups");
+    if (!groups) return TPSC_ERR_NOMEM;
+    size_t n_groups = 0;
+    tpsc_sweep_group_rows(g, rows, n, groups, &n_groups);
+    snprintf(path, sizeof path, "%s/results.csv", out_dir);
+    tpsc_status st = tpsc_sweep_write_csv(path, g, rows, n);
+    snprintf(path, sizeof path, "%s/summary.csv", out_dir);
+    if (st == TPSC_OK) st = tpsc_sweep_write_summary_csv(path, groups, n_groups);
+    snprintf(path, sizeof path, "%s/results.md", out_dir);
+    if (st == TPSC_OK) st = tpsc_sweep_write_markdown(path, g, rows, n, groups, n_groups);
+    tpsc_free(groups);
+    return st;
+}
+
+static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, const tpsc_sweep_opts *o, size_t i,
+                             tpsc_recipe *r, tpsc_sweep_row *row, tpsc_sweep_counts *counts) {
+    int idx[TPSC_SWEEP_MAX_AXES];
+    tpsc_grid_point(g, i, idx);
+    memset(row, 0, sizeof *row);
+    TPSC_TRY(tpsc_grid_run_name(g, idx, row->run, sizeof row->run));
+    for (int a = 0; a < g->n_axes; a++) snprintf(row->values[a], sizeof row->values[a], "%s", g->axes[a].values[idx[a]]);
+    *r = *base;
+    TPSC_TRY(tpsc_grid_apply(g, idx, r));
+    char set[TPSC_RECIPE_PATH_MAX + 32];
+    snprintf(set, sizeof set, "run.out_dir=%s", o->out_dir);
+    TPSC_TRY(tpsc_recipe_set(r, set));
+    snprintf(set, sizeof set, "run.name=%s", row->run);
+    TPSC_TRY(tpsc_recipe_set(r, set));
+    r->run.resume[0] = '\0';
+    if (o->threads >= 0) r->run.threads = o->threads;
+    TPSC_TRY(tpsc_recipe_validate(r));
+    describe_point(r, row);
+    TPSC_TRY(recipe_hash(r, &row->recipe_hash));
+
+    char dir[TPSC_RECIPE_PATH_MAX * 2];
+    snprintf(dir, sizeof dir, "%s/%s", o->out_dir, row->run);
+    tpsc_sweep_row done;
+    tpsc_status st = tpsc_sweep_read_done(dir, g, &done);
+    if (st == TPSC_OK) {
+        if (done.recipe_hash != row->recipe_hash)
+            return tpsc_fail(TPSC_ERR_CONFIG, "%s/done.json was written by another recipe than this sweep point's "
+                             "(another base recipe or --set under the same --out?); remove the folder or use another --out",
+                             dir);
+        *row = done;
+        counts->skipped++;
+        TPSC_INFO("sweep [%zu/%zu] %s: finished earlier, skipped", i + 1, counts->points, row->run);
+        return TPSC_OK;
+    }
+    if (st != TPSC_ERR_MISSING) return st;
+    tpsc_clear_error();
+    TPSC_INFO("sweep [%zu/%zu] %s", i + 1, counts->points, row->run);
+    if (o->checkpoint) {
+        TPSC_TRY(tpsc_mkdirs(dir));
+        TPSC_TRY(eval_point(o->checkpoint, r, row));
+        counts->evaluated++;
+    } else {
+        TPSC_TRY(train_point(r, dir, row, counts));
+    }
+    return tpsc_sweep_write_done(dir, row, g);
+}
+
+tpsc_status tpsc_sweep_run(const tpsc_recipe *base, const tpsc_sweep_grid *g, const tpsc_sweep_opts *o,
+                           tpsc_sweep_row *rows, tpsc_sweep_counts *counts) {
+    memset(counts, 0, sizeof *counts);
+    counts->points = tpsc_grid_size(g);
+    TPSC_TRY(tpsc_grid_check(g, base, o->checkpoint ? tpsc_sweep_eval_keys : NULL));
+    TPSC_TRY(tpsc_mkdirs(o->out_dir));
+    tpsc_recipe *r = tpsc_malloc(sizeof *r, "sweep point recipe");
+    if (!r) return TPSC_ERR_NOMEM;
+    tpsc_status st = TPSC_OK;
+    for (size_t i = 0; st == TPSC_OK && i < counts->points; i++) {
+        st = run_point(base, g, o, i, r, &rows[i], counts);
+        if (st != TPSC_OK) {
+            /* the tables still show every point finished before this one; the point's own
+             * failure is what the caller hears about */
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", tpsc_last_error());
+            (void)tpsc_sweep_write_tables(o->out_dir, g, rows, i);
+            st = tpsc_fail(st, "sweep point %s: %s", rows[i].run[0] ? rows[i].run : "?", msg);
+            break;
+        }
+        st = tpsc_sweep_write_tables(o->out_dir, g, rows, i + 1);
+    }
+    tpsc_free(r);
+    return st;
+}
