@@ -18,8 +18,11 @@ C tests recompute on their own, so the tests check values, not copies of our out
     eval_32 = torchvision's eval transform of smooth at size 32, crop_pct 0.875: PIL bicubic resize
     of the short side to int(32 / 0.875) = 36 (long side int(36 * 40 / 30) = 48), centre crop 32
     at left round((48-32)/2) = 8, top round((36-32)/2) = 2.
-Images made at test time (PNG/JPEG/BMP folders, broken files) are written by the tests themselves
-(tests/data/data_fixtures.h), so no image files are committed.
+  smooth<i>.jpg (i = 0, 3, 5): JPEG, quality 100, no chroma subsampling, of
+    pixel = 60 + 10 i + 2 x + y + 20 c, 12x10 (i = 3, 5) and 64x48 (i = 0, cut in half by the tests).
+    (stb_image_write's JPEG encoder trips UBSan, so JPEGs are committed rather than made at test time.)
+PNG/BMP folders and the other broken files are written by the tests themselves
+(tests/data/data_fixtures.h).
 """
 import gzip
 import os
@@ -71,6 +74,7 @@ def main():
         f.create_dataset("class_names", data=np.array([b"even", b"odd"], dtype="S4"))
 
     pil_reference()
+    smooth_jpegs()
 
 
 def pil_reference():
@@ -134,6 +138,15 @@ def pil_reference():
         # Equalize is the identity below 256 pixels (PIL's step is 0), so it is checked here too.
         f.create_dataset("smooth_equalize", data=np.asarray(ImageOps.equalize(Image.fromarray(smooth, "RGB"))))
         f.create_dataset("eval_32", data=eval_32)
+
+
+def smooth_jpegs():
+    from PIL import Image
+
+    for i, (w, h) in ((0, (64, 48)), (3, (12, 10)), (5, (12, 10))):
+        y, x, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
+        px = (60 + 10 * i + 2 * x + y + 20 * c).astype(np.uint8)
+        Image.fromarray(px, "RGB").save(os.path.join(OUT, "smooth%d.jpg" % i), quality=100, subsampling=0)
 
 
 if __name__ == "__main__":
