@@ -15,6 +15,7 @@ void tpsc_data_config_default(tpsc_data_config *cfg) {
     cfg->shuffle = true;
     cfg->world_size = 1;
     cfg->on_bad_image = TPSC_BAD_IMAGE_ERROR;
+    cfg->repeated_aug = 1;
     tpsc_augment_config *a = &cfg->aug;
     a->scale_min = 0.08f;
     a->scale_max = 1.0f;

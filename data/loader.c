@@ -38,12 +38,13 @@ struct tpsc_loader {
     tpsc_dataset *ds;
     tpsc_transform transform;
     size_t n;           /* samples in the dataset (after limit) */
+    size_t repeats;     /* R: repeated augmentation count (1 = off; val always 1) */
     size_t per_rank;    /* samples this rank sees per epoch */
     size_t batch_size;  /* B */
     size_t n_batches;   /* per epoch */
     size_t classes;     /* K */
     uint32_t *perm;     /* [n] the epoch's permutation of all samples */
-    uint32_t *order;    /* [per_rank] this rank's share, in batch order */
+    uint32_t *order;    /* [per_rank] this rank's share, in batch order, as sample * R + repeat */
 
     slot *slots;
     size_t n_slots;
@@ -67,9 +68,10 @@ struct tpsc_loader {
     char skip_names[TPSC_SKIP_NAMES_MAX][TPSC_DATA_PATH_MAX];
 };
 
-/* The epoch's order: a keyed Fisher-Yates shuffle of all samples (or identity), then this
- * rank's share: positions rank, rank + W, ... of it, wrapping to the start to pad to
- * per_rank * W like torch's DistributedSampler. */
+/* The epoch's order: a keyed Fisher-Yates shuffle of all samples (or identity), each
+ * repeated R times in a row (DeiT's RASampler), then this rank's share: positions rank,
+ * rank + W, ... of that list, wrapping to the start to pad (torch's DistributedSampler).
+ * An entry is sample * R + repeat, so the R copies of a sample get their own augmentation. */
 static void build_order(tpsc_loader *l, int64_t epoch) {
     for (size_t i = 0; i < l->n; i++) l->perm[i] = (uint32_t)i;
     if (l->train && l->cfg.shuffle) {
@@ -82,7 +84,11 @@ static void build_order(tpsc_loader *l, int64_t epoch) {
         }
     }
     size_t world = (size_t)l->cfg.world_size, rank = (size_t)l->cfg.rank;
-    for (size_t k = 0; k < l->per_rank; k++) l->order[k] = l->perm[(rank + k * world) % l->n];
+    size_t R = l->repeats, list = l->n * R;
+    for (size_t k = 0; k < l->per_rank; k++) {
+        size_t p = (rank + k * world) % list;
+        l->order[k] = (uint32_t)(l->perm[p / R] * R + p % R);
+    }
 }
 
 static void record_skip(tpsc_loader *l, size_t index) {
@@ -102,17 +108,19 @@ static bool is_bad_input(tpsc_status st) {
     return st == TPSC_ERR_IO || st == TPSC_ERR_FORMAT || st == TPSC_ERR_MISSING;
 }
 
-/* Sample `index` into out_chw. Under on_bad_image = skip a bad file is replaced by the next
- * good one in dataset order (its own label and index reported), augmented with the draws
- * keyed by `index`, so the batch keeps its size and stays deterministic. */
-static tpsc_status load_sample(tpsc_loader *l, worker *w, int64_t epoch, size_t index, float *out_chw,
+/* Order entry `entry` (sample * R + repeat) into out_chw; its augmentation draws are keyed
+ * by the entry. Under on_bad_image = skip a bad file is replaced by the next good one in
+ * dataset order (its own label and index reported) with the same draws, so the batch keeps
+ * its size and stays deterministic. */
+static tpsc_status load_sample(tpsc_loader *l, worker *w, int64_t epoch, size_t entry, float *out_chw,
                                int32_t *label, int64_t *used_index) {
     bool skip = l->cfg.on_bad_image == TPSC_BAD_IMAGE_SKIP;
+    size_t index = entry / l->repeats;
     for (size_t tries = 0; tries < l->n; tries++) {
         size_t cand = (index + tries) % l->n;
         tpsc_image_view view;
         tpsc_status st = tpsc_dataset_get(l->ds, cand, &w->decode, &view);
-        if (st == TPSC_OK) st = tpsc_transform_apply(&l->transform, &view, (uint64_t)epoch, index, &w->transform, out_chw);
+        if (st == TPSC_OK) st = tpsc_transform_apply(&l->transform, &view, (uint64_t)epoch, entry, &w->transform, out_chw);
         if (st == TPSC_OK) {
             *label = l->ds->labels[cand];
             *used_index = (int64_t)cand;
@@ -210,6 +218,8 @@ static tpsc_status check_config(const tpsc_data_config *cfg) {
                          cfg->rank, cfg->world_size);
     if (cfg->workers < 1 || cfg->workers > 64)
         return tpsc_fail(TPSC_ERR_CONFIG, "data: workers = %d, expected 1..64", cfg->workers);
+    if (cfg->repeated_aug < 0 || cfg->repeated_aug > 16)
+        return tpsc_fail(TPSC_ERR_CONFIG, "data: repeated_aug = %d, expected 1..16 (0 or 1 = off)", cfg->repeated_aug);
     if (cfg->prefetch < 1 || cfg->prefetch > 64)
         return tpsc_fail(TPSC_ERR_CONFIG, "data: prefetch = %d, expected 1..64", cfg->prefetch);
     if (cfg->aug.smoothing < 0.0f || cfg->aug.smoothing >= 1.0f)
@@ -237,7 +247,16 @@ tpsc_status tpsc_loader_open(tpsc_loader **out, const tpsc_data_config *cfg, tps
     l->n = l->ds->count;
     l->classes = l->ds->num_classes;
     size_t world = (size_t)cfg->world_size;
+    l->repeats = l->train && cfg->repeated_aug > 1 ? (size_t)cfg->repeated_aug : 1;
+    if (l->n * l->repeats > UINT32_MAX) {
+        st = tpsc_fail(TPSC_ERR_ARG, "%s: %zu samples x %zu repeats, at most 2^32 supported", l->ds->source, l->n,
+                       l->repeats);
+        goto fail;
+    }
     l->per_rank = (l->n + world - 1) / world;
+    /* RASampler keeps an epoch at N samples (rounded down to a multiple of 256) over all
+     * ranks, so R repeats mean N / R distinct images an epoch. Sets under 256: N / W. */
+    if (l->repeats > 1 && l->n >= 256) l->per_rank = l->n / 256 * 256 / world;
     l->batch_size = (size_t)(l->train || cfg->eval_batch_size == 0 ? cfg->batch_size : cfg->eval_batch_size);
     bool drop_last = l->train && cfg->drop_last;
     l->n_batches = drop_last ? l->per_rank / l->batch_size : (l->per_rank + l->batch_size - 1) / l->batch_size;

@@ -104,6 +104,9 @@ typedef struct tpsc_data_config {
     int world_size;         /* world_size = 1: each rank sees ceil(N / world_size) samples */
     tpsc_bad_image_policy on_bad_image; /* on_bad_image = error (error|skip) */
     size_t limit;           /* limit = 0: use only the first `limit` samples; 0 = all */
+    int repeated_aug;       /* repeated_aug = 1: DeiT's RASampler count (DeiT/TPS use 3): each train
+                             * sample appears this many times in a row in the shuffled list, with
+                             * its own augmentation, and an epoch keeps N samples; 1 = off */
     tpsc_augment_config aug;
 } tpsc_data_config;
 

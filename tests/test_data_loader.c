@@ -243,3 +243,39 @@ Test(data_loader, epochs_reshuffle_and_names) {
     cr_assert_neq(memcmp(order[0], order[1], sizeof order[0]), 0, "epoch 1 is shuffled differently from epoch 0");
     tpsc_loader_close(l);
 }
+
+/* Repeated augmentation (DeiT's RASampler, R = 3): the shuffled list holds each sample three
+ * times in a row, each copy augmented differently; an epoch keeps N samples (sets under 256
+ * samples: N / W), i.e. ceil(20 / 3) = 7 distinct images; still identical across workers. */
+Test(data_loader, repeated_augmentation) {
+    tpsc_data_config cfg;
+    base_config(&cfg);
+    cfg.repeated_aug = 3;
+    cfg.drop_last = false;
+    cfg.batch_size = 6;
+    cfg.aug.mixup_alpha = cfg.aug.cutmix_alpha = 0.0f; /* compare the copies before mixing */
+    static recorded one, two;
+    cfg.workers = 1;
+    record_run(&cfg, 4, &one);
+    cfg.workers = 2;
+    record_run(&cfg, 4, &two);
+    assert_same(&one, 0, &two, 4, 3 * 8 * 8, 3);
+    int64_t idx[20];
+    const float *img[20];
+    size_t n = 0;
+    for (size_t b = 0; b < 4; b++)
+        for (size_t k = 0; k < one.count[b]; k++) idx[n] = one.indices[b][k], img[n++] = one.images[b] + k * 3 * 64;
+    cr_assert_eq(n, 20, "an epoch keeps N = 20 samples");
+    for (size_t t = 0; t + 1 < 20; t++) {
+        if (t % 3 == 2) {
+            cr_assert_neq(idx[t], idx[t + 1], "a new sample after each triple");
+            continue;
+        }
+        cr_assert_eq(idx[t], idx[t + 1], "copies are consecutive");
+        cr_assert_neq(memcmp(img[t], img[t + 1], 3 * 64 * sizeof(float)), 0, "copies are augmented differently");
+    }
+    for (size_t a = 0; a < 20; a += 3)
+        for (size_t b = a + 3; b < 20; b += 3) cr_assert_neq(idx[a], idx[b], "7 distinct samples");
+    free_recorded(&one);
+    free_recorded(&two);
+}
