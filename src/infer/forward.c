@@ -1,0 +1,300 @@
+/* The forward pass on packed, ragged token sequences.
+ *
+ * All images' tokens live in one matrix x [M,C], image b in rows off[b] .. off[b]+len[b]-1 with
+ * its cls token first (M = sum_b len[b]). Everything row-wise (LayerNorm, the linears, GELU,
+ * the residuals, the score predictor's layers) runs once over all M rows: one sgemm per
+ * linear. Attention runs per (image, head) pair in an OpenMP loop, so images of different
+ * lengths never pad. Pruning stages run per image in an OpenMP loop too (sort, gather,
+ * squeeze): a serial loop of small sgemm calls would make the OpenMP OpenBLAS start a thread
+ * team for each one, while inside a parallel region it runs single-threaded.
+ *
+ * The order of operations is that of the training framework's VIT_INFER path
+ * (src/model/vit_forward.c, src/tps/infer.c), which follows the official TPS-CVPR2023 eval
+ * code (predictor methods) and EViT's (evit/etps). */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "autograd/ops/vecmath.h"
+#include "src/infer/internal.h"
+
+#define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
+
+static float *thread_scratch(tps_workspace *ws) {
+    return ws->thread_scratch + (size_t)omp_get_thread_num() * ws->per_thread;
+}
+
+/* images [B,Cin,S,S] -> x: rows cls + pos[0], then patch_embed(patch j) + pos[1+j]. */
+static void embed(tps_workspace *ws, const float *images, size_t B) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, N = m->N, P = m->P, p = m->patch, S = m->img, G = S / p, Cin = m->in_chans;
+    float *patches = ws->hidden, *tok = ws->attn_out; /* [B*N,P], [B*N,C] */
+    #pragma omp parallel for num_threads(ws->nthreads) if (B * N * P > 32768)
+    for (size_t t = 0; t < B * N; t++) {
+        const size_t b = t / N, py = (t % N) / G, px = t % G;
+        float *row = patches + t * P;
+        for (size_t c = 0; c < Cin; c++)
+            for (size_t ky = 0; ky < p; ky++)
+                memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
+    }
+    ti_linear(patches, B * N, P, P, m->patch_w, m->patch_b, C, tok, C);
+    ws->lay.rows = 0;
+    for (size_t b = 0; b < B; b++) {
+        ws->lay.off[b] = ws->lay.rows;
+        ws->lay.len[b] = 1 + N;
+        ws->lay.rows += 1 + N;
+        for (size_t j = 0; j < N; j++) ws->orig[b * N + j] = (int32_t)j;
+    }
+    #pragma omp parallel for num_threads(ws->nthreads) if (B * N * C > 32768)
+    for (size_t b = 0; b < B; b++) {
+        float *xb = ws->x + ws->lay.off[b] * C;
+        for (size_t c = 0; c < C; c++) xb[c] = m->cls_token[c] + m->pos_embed[c];
+        for (size_t j = 0; j < N; j++)
+            for (size_t c = 0; c < C; c++) xb[(1 + j) * C + c] = tok[(b * N + j) * C + c] + m->pos_embed[(1 + j) * C + c];
+    }
+}
+
+static void add_into(float *x, const float *y, size_t n, int nthreads) {
+    #pragma omp parallel for simd num_threads(nthreads) if (parallel: n > 32768)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] + y[i];
+}
+
+/* x += proj(attention(qkv(norm1(x)))); with_cls: keep each head's cls row for EViT. */
+static void block_attention(tps_workspace *ws, const ti_block *blk, size_t B, bool with_cls) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
+    ti_layernorm(ws->x, M, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h);
+    ti_linear(ws->h, M, C, C, blk->qkv_w, blk->qkv_b, 3 * C, ws->qkv, 3 * C);
+    #pragma omp parallel for schedule(dynamic) num_threads(ws->nthreads)
+    for (long pair = 0; pair < (long)(B * H); pair++) {
+        const size_t b = (size_t)pair / H, h = (size_t)pair % H, off = ws->lay.off[b];
+        ti_attention_image(ws->qkv + off * 3 * C, ws->lay.len[b], C, H, h, thread_scratch(ws), ws->attn_out + off * C,
+                           with_cls ? ws->cls_rows + (size_t)pair * N1 : NULL);
+    }
+    ti_linear(ws->attn_out, M, C, C, blk->proj_w, blk->proj_b, C, ws->h, C);
+    add_into(ws->x, ws->h, M * C, ws->nthreads);
+}
+
+/* x += fc2(gelu(fc1(norm2(x)))) */
+static void block_mlp(tps_workspace *ws, const ti_block *blk) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, F = m->F, M = ws->lay.rows;
+    ti_layernorm(ws->x, M, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h);
+    ti_linear(ws->h, M, C, C, blk->fc1_w, blk->fc1_b, F, ws->hidden, F);
+    ti_gelu(ws->hidden, M * F);
+    ti_linear(ws->hidden, M, F, F, blk->fc2_w, blk->fc2_b, C, ws->h, C);
+    add_into(ws->x, ws->h, M * C, ws->nthreads);
+}
+
+/* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
+ * skip) -> ws->score [M] = log P(keep) for each spatial row. prev is all ones at inference,
+ * so the global feature is the plain mean over the image's spatial tokens. */
+static void predictor_scores(tps_workspace *ws, const ti_predictor *q, size_t B) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
+    float *z = ws->hidden, *h = ws->h;
+    ti_layernorm(ws->x, M, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h);
+    ti_linear(h, M, C, C, q->in_fc_w, q->in_fc_b, C, z, C);
+    ti_gelu(z, M * C);
+    #pragma omp parallel for num_threads(ws->nthreads)
+    for (size_t b = 0; b < B; b++) {
+        const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
+        float *g = thread_scratch(ws);
+        memset(g, 0, G * sizeof(float));
+        float d = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            d += 1.0f;
+            for (size_t c = 0; c < G; c++) g[c] += 1.0f * z[(off + 1 + i) * C + C2 + c];
+        }
+        for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
+        for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
+    }
+    ti_linear(z, M, C, C, q->out0_w, q->out0_b, C2, h, C2);
+    ti_gelu(h, M * C2);
+    ti_linear(h, M, C2, C2, q->out2_w, q->out2_b, C4, z, C4);
+    ti_gelu(z, M * C4);
+    ti_linear(z, M, C4, C4, q->out4_w, q->out4_b, 2, h, 2);
+    /* log_softmax over the 2 logits, column 0: (x0 - max) - log(sum exp(x - max)) */
+    #pragma omp parallel for num_threads(ws->nthreads) if (M > 4096)
+    for (size_t r = 0; r < M; r++) {
+        const float *xr = h + 2 * r;
+        const float mx = xr[1] > xr[0] ? xr[1] : xr[0];
+        const double sum = (double)ag_expf(xr[0] - mx) + (double)ag_expf(xr[1] - mx);
+        ws->score[r] = (xr[0] - mx) - (float)log(sum);
+    }
+}
+
+/* How many of image b's n tokens stage s keeps. */
+static size_t predictor_keep(const tps_workspace *ws, int s, const float *score, size_t n) {
+    const tps_budget *bu = &ws->budget;
+    if (bu->mode == TPS_BUDGET_FIXED) return ti_keep_count(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
+    size_t above = 0;
+    for (size_t i = 0; i < n; i++) above += expf(score[i]) > bu->threshold;
+    size_t lo = (size_t)ceil((double)bu->min_frac * (double)n), hi = (size_t)floor((double)bu->max_frac * (double)n);
+    if (lo < 1) lo = 1;
+    if (hi > n) hi = n;
+    if (hi < lo) hi = lo;
+    return above < lo ? lo : above > hi ? hi : above;
+}
+
+/* Rows of x for the new layout: [cls; kept rows in order] per image; dtps squeezes the dropped
+ * ones (in score order) into their hosts. */
+static tps_status predictor_stage(tps_workspace *ws, int s, size_t B) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, N = m->N;
+    predictor_scores(ws, &m->pred[s], B);
+    size_t *kn = ws->kept_n[s];
+    int bad = 0;
+    #pragma omp parallel for num_threads(ws->nthreads) reduction(| : bad)
+    for (size_t b = 0; b < B; b++) {
+        const size_t n = ws->lay.len[b] - 1;
+        const float *score = ws->score + ws->lay.off[b] + 1;
+        ti_sort_desc(score, n, ws->order + b * N, thread_scratch(ws));
+        kn[b] = predictor_keep(ws, s, score, n);
+        bad |= kn[b] < 1 || kn[b] > n;
+    }
+    if (bad) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", s);
+    ws->lay_next.rows = 0;
+    for (size_t b = 0; b < B; b++) {
+        ws->lay_next.off[b] = ws->lay_next.rows;
+        ws->lay_next.len[b] = 1 + kn[b];
+        ws->lay_next.rows += 1 + kn[b];
+    }
+    const bool squeeze = m->method == TI_DTPS;
+    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic)
+    for (size_t b = 0; b < B; b++) {
+        const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
+        const float *src = ws->x + ws->lay.off[b] * C;
+        float *dst = ws->x_next + ws->lay_next.off[b] * C;
+        const int32_t *order = ws->order + b * N;
+        memcpy(dst, src, C * sizeof(float));
+        for (size_t j = 0; j < k; j++) {
+            memcpy(dst + (1 + j) * C, src + (1 + (size_t)order[j]) * C, C * sizeof(float));
+            ws->orig_next[b * N + j] = ws->orig[b * N + (size_t)order[j]];
+        }
+        memcpy(ws->kept[s] + b * N, ws->orig_next + b * N, k * sizeof(int32_t));
+        if (squeeze && p > 0) {
+            float *dropped = thread_scratch(ws), *scratch = dropped + p * C;
+            for (size_t j = 0; j < p; j++) memcpy(dropped + j * C, src + (1 + (size_t)order[k + j]) * C, C * sizeof(float));
+            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+        }
+    }
+    return TPS_OK;
+}
+
+/* EViT / eTPS inside the block, after the attention residual: top k by cls attention (mean
+ * over heads); evit appends sum_{dropped} a_i x_i, etps squeezes the dropped tokens (in
+ * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. */
+static tps_status evit_stage(tps_workspace *ws, int s, size_t B) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, N = m->N, H = m->H, N1 = N + 1;
+    size_t *kn = ws->kept_n[s];
+    int bad = 0;
+    for (size_t b = 0; b < B; b++) {
+        const size_t n = ws->lay.len[b] - 1;
+        kn[b] = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+        bad |= kn[b] < 1 || kn[b] > n;
+    }
+    if (bad) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", s);
+    const bool fuse = m->method == TI_EVIT;
+    ws->lay_next.rows = 0;
+    for (size_t b = 0; b < B; b++) {
+        const size_t n = ws->lay.len[b] - 1, extra = fuse && kn[b] < n ? 1 : 0;
+        ws->lay_next.off[b] = ws->lay_next.rows;
+        ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
+        ws->lay_next.rows += ws->lay_next.len[b];
+    }
+    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic)
+    for (size_t b = 0; b < B; b++) {
+        const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
+        float *tmp = thread_scratch(ws), *a = tmp + 2 * N1; /* sort room, then [n] attention */
+        for (size_t j = 0; j < n; j++) {
+            float sum = 0.0f;
+            for (size_t h = 0; h < H; h++) sum += ws->cls_rows[(b * H + h) * N1 + 1 + j];
+            a[j] = sum / (float)H;
+        }
+        int32_t *order = ws->order + b * N;
+        ti_sort_desc(a, n, order, tmp);
+        const float *src = ws->x + ws->lay.off[b] * C;
+        float *dst = ws->x_next + ws->lay_next.off[b] * C;
+        int32_t *orig = ws->orig + b * N, *orig_next = ws->orig_next + b * N;
+        if (p == 0) { /* EViT returns the block's x untouched: no reordering, no fused token */
+            memcpy(dst, src, (1 + n) * C * sizeof(float));
+            memcpy(orig_next, orig, n * sizeof(int32_t));
+            memcpy(ws->kept[s] + b * N, orig, n * sizeof(int32_t));
+            continue;
+        }
+        memcpy(dst, src, C * sizeof(float));
+        for (size_t j = 0; j < k; j++) {
+            memcpy(dst + (1 + j) * C, src + (1 + (size_t)order[j]) * C, C * sizeof(float));
+            orig_next[j] = orig[order[j]];
+        }
+        memcpy(ws->kept[s] + b * N, orig_next, k * sizeof(int32_t));
+        /* the dropped positions, ascending */
+        char *is_kept = (char *)(a + N1);
+        memset(is_kept, 0, n);
+        for (size_t j = 0; j < k; j++) is_kept[order[j]] = 1;
+        float *dropped = a + 2 * N1, *scratch = dropped + p * C;
+        size_t q = 0;
+        if (fuse) {
+            double *acc = (double *)dropped; /* an even float offset: 8-byte aligned */
+            for (size_t c = 0; c < C; c++) acc[c] = 0.0;
+            for (size_t i = 0; i < n; i++)
+                if (!is_kept[i]) {
+                    for (size_t c = 0; c < C; c++) acc[c] += (double)(src[(1 + i) * C + c] * a[i]);
+                    q++;
+                }
+            for (size_t c = 0; c < C; c++) dst[(1 + k) * C + c] = (float)acc[c];
+            orig_next[k] = -1; /* the fused token has no patch */
+        } else {
+            for (size_t i = 0; i < n; i++)
+                if (!is_kept[i]) memcpy(dropped + (q++) * C, src + (1 + i) * C, C * sizeof(float));
+            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+        }
+    }
+    return TPS_OK;
+}
+
+static void swap_layouts(tps_workspace *ws) {
+    float *x = ws->x;
+    ws->x = ws->x_next, ws->x_next = x;
+    ti_layout l = ws->lay;
+    ws->lay = ws->lay_next, ws->lay_next = l;
+    int32_t *o = ws->orig;
+    ws->orig = ws->orig_next, ws->orig_next = o;
+}
+
+tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C;
+    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
+    const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
+    const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
+    ws->n_stages_run = 0;
+    ws->last_batch = B;
+    embed(ws, images, B);
+    int s = 0;
+    for (size_t i = 0; i < m->depth; i++) {
+        const ti_block *blk = &m->blocks[i];
+        const bool stage_here = s < n_stages && m->info.prune_loc[s] == (int)i;
+        if (stage_here && predictor) {
+            tps_status st = predictor_stage(ws, s, B);
+            if (st != TPS_OK) return st;
+            swap_layouts(ws);
+            ws->n_stages_run = ++s;
+        }
+        block_attention(ws, blk, B, stage_here && evit);
+        if (stage_here && evit) {
+            tps_status st = evit_stage(ws, s, B);
+            if (st != TPS_OK) return st;
+            swap_layouts(ws);
+            ws->n_stages_run = ++s;
+        }
+        block_mlp(ws, blk);
+    }
+    /* final norm and head on the cls rows */
+    for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
+    ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
+    ti_linear(ws->h, B, C, C, m->head_w, m->head_b, m->K, logits, m->K);
+    return TPS_OK;
+}

@@ -1,0 +1,109 @@
+/* Decoding image files and the eval preprocessing (timm / DeiT): resize the short side to
+ * floor(S / crop_pct), centre-crop S x S, x / 255, (x - mean) / std. The crop is taken as a
+ * source box and resized in one step (stb_image_resize, Catmull-Rom for bicubic), as the
+ * training framework's data pipeline does (data/geometry.c).
+ *
+ * stb is compiled here with static linkage, so this library's copy never clashes with an
+ * application's own stb. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/infer/internal.h"
+
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_RESIZE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STB_IMAGE_RESIZE_IMPLEMENTATION
+#define STBI_NO_GIF
+#define STBI_NO_PSD
+#define STBI_NO_PIC
+#define STBI_NO_HDR
+#define STBI_NO_TGA
+#define STBI_FAILURE_USERMSG
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#pragma GCC diagnostic ignored "-Wmisleading-indentation"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#endif
+#include <stb/stb_image.h>
+#include <stb/stb_image_resize.h>
+/* no pop: stb's unused static declarations are reported at the end of the file */
+
+tps_status tps_image_load(const char *path, uint8_t **pixels, int *width, int *height) {
+    if (pixels) *pixels = NULL;
+    if (!path || !pixels || !width || !height) return ti_fail(TPS_ERR_ARG, "tps_image_load: NULL argument");
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    int w = 0, h = 0, c = 0;
+    uint8_t *p = stbi_load_from_file(fp, &w, &h, &c, 3);
+    fclose(fp);
+    if (!p) return ti_fail(TPS_ERR_DECODE, "%s: cannot decode the image (%s)", path, stbi_failure_reason());
+    if (w < 1 || h < 1) {
+        stbi_image_free(p);
+        return ti_fail(TPS_ERR_DECODE, "%s: empty image", path);
+    }
+    *pixels = p, *width = w, *height = h;
+    return TPS_OK;
+}
+
+void tps_image_free(uint8_t *pixels) { stbi_image_free(pixels); }
+
+/* torchvision Resize(int(S / crop_pct)) on the short side, CenterCrop(S): the source box. */
+static void eval_box(int width, int height, int size, float crop_pct, float box[4]) {
+    int short_size = (int)floor(size / (double)crop_pct);
+    int rw, rh;
+    if (width <= height) {
+        rw = short_size;
+        rh = (int)((double)short_size * height / width);
+    } else {
+        rh = short_size;
+        rw = (int)((double)short_size * width / height);
+    }
+    int cw = size < rw ? size : rw, ch = size < rh ? size : rh;
+    int left = (int)nearbyint((rw - cw) / 2.0), top = (int)nearbyint((rh - ch) / 2.0);
+    double sx = (double)width / rw, sy = (double)height / rh;
+    box[0] = (float)(left * sx), box[1] = (float)(top * sy), box[2] = (float)(cw * sx), box[3] = (float)(ch * sy);
+}
+
+tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out) {
+    if (!m || !pixels || !out) return ti_fail(TPS_ERR_ARG, "tps_preprocess: NULL argument");
+    if (width < 1 || height < 1 || width > (1 << 15) || height > (1 << 15))
+        return ti_fail(TPS_ERR_ARG, "tps_preprocess: image size %dx%d", width, height);
+    if (m->in_chans != 3 && m->in_chans != 1)
+        return ti_fail(TPS_ERR_ARG, "tps_preprocess: the model takes %zu channels (RGB input needs 1 or 3)", m->in_chans);
+    const int S = (int)m->img;
+    const tps_model_info *in = &m->info;
+    float box[4];
+    eval_box(width, height, S, in->crop_pct, box);
+    uint8_t *resized = malloc((size_t)S * S * 3);
+    if (!resized) return ti_fail(TPS_ERR_NOMEM, "tps_preprocess: no memory for a %dx%d image", S, S);
+    const stbir_filter filter = strcmp(in->interpolation, "bilinear") == 0 ? STBIR_FILTER_TRIANGLE : STBIR_FILTER_CATMULLROM;
+    int ok = stbir_resize_region(pixels, width, height, 0, resized, S, S, 0, STBIR_TYPE_UINT8, 3, STBIR_ALPHA_CHANNEL_NONE,
+                                 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP, filter, filter, STBIR_COLORSPACE_LINEAR, NULL,
+                                 box[0] / width, box[1] / height, (box[0] + box[2]) / width, (box[1] + box[3]) / height);
+    if (!ok) {
+        free(resized);
+        return ti_fail(TPS_ERR_INTERNAL, "tps_preprocess: resizing %dx%d to %dx%d failed", width, height, S, S);
+    }
+    const size_t plane = (size_t)S * S;
+    for (size_t c = 0; c < m->in_chans; c++) {
+        const float mean = in->mean[c], inv_std = 1.0f / in->std[c];
+        float *dst = out + c * plane;
+        for (size_t p = 0; p < plane; p++) {
+            const uint8_t *px = resized + p * 3;
+            /* one channel: ITU-R 601 luminance, as PIL's convert("L") */
+            float v = m->in_chans == 3 ? (float)px[c] : 0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2];
+            dst[p] = (v * (1.0f / 255.0f) - mean) * inv_std;
+        }
+    }
+    free(resized);
+    return TPS_OK;
+}

@@ -1,0 +1,108 @@
+/* libtpsinfer's private structures and the kernels its files share (not installed).
+ * Letters: B batch, N patch tokens, C channels, H heads, D head size, K classes, P patch
+ * pixels, M rows of the packed token matrix (sum over images of 1 + n_b). */
+#ifndef TPS_INFER_INTERNAL_H
+#define TPS_INFER_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "src/infer/tps_infer.h"
+
+#define TI_MAX_STAGES TPS_MAX_STAGES_PUBLIC
+#define TI_MAX_CLASS_NAME 128
+
+typedef enum ti_method { TI_NONE = 0, TI_DYNAMICVIT, TI_DTPS, TI_EVIT, TI_ETPS } ti_method;
+
+typedef struct ti_block {
+    const float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;   /* [C] [C] [3C,C] [3C] [C,C] [C] */
+    const float *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;     /* [C] [C] [F,C] [F] [C,F] [C] */
+} ti_block;
+
+/* DynamicViT's PredictorLG: LayerNorm(eps 1e-5), Linear C->C, GELU | Linear C->C/2, GELU,
+ * Linear C/2->C/4, GELU, Linear C/4->2, LogSoftmax. */
+typedef struct ti_predictor {
+    const float *in_norm_w, *in_norm_b, *in_fc_w, *in_fc_b;
+    const float *out0_w, *out0_b, *out2_w, *out2_b, *out4_w, *out4_b;
+} ti_predictor;
+
+struct tps_model {
+    tps_model_info info;
+    ti_method method;
+    size_t C, H, D, F, K, N, P, depth, img, patch, in_chans;
+    float ln_eps, squeeze_temp;
+    float *weights;                 /* one block holding every tensor */
+    const float *patch_w, *patch_b; /* [C,P] [C] */
+    const float *cls_token, *pos_embed, *norm_w, *norm_b, *head_w, *head_b;
+    ti_block *blocks;
+    ti_predictor pred[TI_MAX_STAGES];
+    char **class_names;
+};
+
+/* Where each image's tokens sit in the packed matrix: rows off[b] .. off[b] + len[b] - 1,
+ * the first of them the cls token. */
+typedef struct ti_layout {
+    size_t *off, *len;
+    size_t rows;
+} ti_layout;
+
+struct tps_workspace {
+    const tps_model *m;
+    size_t max_batch, max_rows;
+    tps_budget budget;
+    float keep_frac[TI_MAX_STAGES]; /* the model's, or rho^(s+1) of a keep_ratio override */
+    int nthreads;
+    /* packed activations */
+    float *x, *x_next, *h;          /* [M,C] residual stream, its next version, a LayerNorm out */
+    float *qkv;                     /* [M,3C] */
+    float *attn_out;                /* [M,C] */
+    float *hidden;                  /* [M,F] MLP hidden, also the predictor's and patches' room */
+    float *cls_rows;                /* [B,H,1+N] each head's cls attention row (EViT) */
+    float *score;                   /* [M] keep score per row */
+    float *thread_scratch;          /* nthreads x per_thread floats */
+    size_t per_thread;
+    ti_layout lay, lay_next;
+    /* token bookkeeping: orig[b*N + j] original patch index of image b's j-th spatial token */
+    int32_t *orig, *orig_next;
+    int32_t *kept[TI_MAX_STAGES];   /* [B*N]: image b's list at kept[s] + b*N */
+    size_t *kept_n[TI_MAX_STAGES];  /* [B] */
+    int32_t *order;                 /* [B*N] */
+    int n_stages_run;
+    size_t last_batch;
+    float *pre;                     /* [B, Cin, S, S] for tps_run_rgb8 */
+};
+
+/* status.c */
+tps_status ti_fail(tps_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* kernels.c: rows are independent, so M rows go to threads */
+void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y);
+/* y [M,Cout] = x [M,Cin] w^T + b (bias written first so sgemm accumulates onto it, as the training
+ * framework's linear does, for identical rounding). ldx/ldy are row strides. */
+void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
+               size_t ldy);
+void ti_gelu(float *x, size_t n);
+/* out [rows of one image, C] = attention of one (image, head) pair; see kernels.c */
+void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,
+                        float *cls_row);
+/* x / (||x|| + 1e-6) per row, norm [R] = ||x|| */
+void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
+
+/* prune.c */
+/* The per-stage token counts, bit-compatible with the training framework's (and Python's). */
+size_t ti_keep_count(const float *keep_frac, int n_stages, int stage, size_t n_patches);
+size_t ti_evit_keep_count(const float *keep_frac, int n_stages, int stage, size_t n);
+void ti_fill_rho(float *keep_frac, int n_stages, float rho);
+/* order[0..n) = descending score order, ties lower index first, NaN last. tmp: 2n floats. */
+void ti_sort_desc(const float *score, size_t n, int32_t *order, void *tmp);
+/* Squeeze (official TPSModule, eval): kept [k,C], dropped [p,C] -> out [k,C] (out may be
+ * kept: each host row is read for the last time when it is written). scratch:
+ * (2k + p) C + p k + 2k + p floats. */
+void ti_squeeze(const float *kept, size_t k, const float *dropped, size_t p, size_t C, float temp, float *out,
+                float *scratch);
+
+/* forward.c */
+tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits);
+
+#endif

@@ -1,0 +1,92 @@
+/* The dense kernels of the forward pass. Their arithmetic follows the training framework's ops
+ * (autograd/ops/{layernorm,linear,gelu,attention}.c) operation for operation, so the two
+ * inference paths round the same way and take the same discrete decisions (kept tokens). */
+#include <cblas.h>
+#include <math.h>
+
+/* header-only float exp / normal CDF shared with the training ops: same GELU to the bit; no
+ * link dependency on the autograd engine */
+#include "autograd/ops/vecmath.h"
+#include "src/infer/internal.h"
+
+#define ROWS_PAR 16384 /* elements below which a thread team costs more than it saves */
+
+/* y = (x - mean) / sqrt(var + eps) * w + b per row; statistics in double, two passes. */
+void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
+    #pragma omp parallel for if (M * C > ROWS_PAR)
+    for (size_t r = 0; r < M; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        double sum = 0.0;
+        #pragma omp simd reduction(+ : sum)
+        for (size_t c = 0; c < C; c++) sum += xr[c];
+        const double mean = sum / (double)C;
+        double sq = 0.0;
+        #pragma omp simd reduction(+ : sq)
+        for (size_t c = 0; c < C; c++) {
+            const double d = xr[c] - mean;
+            sq += d * d;
+        }
+        const float mu = (float)mean, rs = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
+        #pragma omp simd
+        for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
+    }
+}
+
+void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
+               size_t ldy) {
+    if (M == 0) return;
+    #pragma omp parallel for if (M * Cout > 32768)
+    for (size_t m = 0; m < M; m++)
+        for (size_t o = 0; o < Cout; o++) y[m * ldy + o] = b[o];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)ldx, w, (int)Cin, 1.0f,
+                y, (int)ldy);
+}
+
+/* exact-erf GELU, x Phi(x), in place */
+void ti_gelu(float *x, size_t n) {
+    #pragma omp parallel for simd if (parallel: n > ROWS_PAR)
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf(x[i]);
+}
+
+/* torch.softmax over one row, in place: exp(s - max) / sum (libm expf, as the training op). */
+static void softmax_row(float *row, size_t n) {
+    float m = row[0];
+    for (size_t j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
+    float sum = 0.0f;
+    for (size_t j = 0; j < n; j++) {
+        row[j] = expf(row[j] - m);
+        sum += row[j];
+    }
+    const float inv = 1.0f / sum;
+    for (size_t j = 0; j < n; j++) row[j] *= inv;
+}
+
+/* One (image, head) pair. qkv: the image's n rows of [n,3C]; out: its n rows of [n,C].
+ *   S = q k^T D^-0.5 [n,n];  A = softmax(S);  out[:, h*D : h*D+D] = A v
+ * cls_row (may be NULL) receives A's first row (EViT's cls attention of this head). The head
+ * slices are read in place (leading dimension 3C); scores is [n,n] scratch. */
+void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,
+                        float *cls_row) {
+    const size_t D = C / H;
+    const float scale = (float)(1.0 / sqrt((double)D));
+    const float *q = qkv + h * D, *k = q + C, *v = q + 2 * C;
+    const int in = (int)n, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, in, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
+    for (size_t i = 0; i < n; i++) softmax_row(scores + i * n, n);
+    if (cls_row)
+        for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, iD, in, 1.0f, scores, in, v, iC3, 0.0f, out + h * D, iC);
+}
+
+/* official get_sim's normalisation: x / (||x|| + 1e-6), dividing as torch does */
+void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        float ss = 0.0f;
+        for (size_t c = 0; c < C; c++) ss += xr[c] * xr[c];
+        const float nr = sqrtf(ss), d = nr + 1e-6f;
+        norm[r] = nr;
+        for (size_t c = 0; c < C; c++) xh[r * C + c] = xr[c] / d;
+    }
+}

@@ -1,0 +1,513 @@
+/* Opening an inference file (written by `tpsc export`, layout in docs/inference.md):
+ * root attributes for the architecture, pruning and preprocessing, /model/<timm name> for
+ * every tensor. Every failure names the file and the attribute or tensor at fault; the file
+ * is checked completely (every tensor present with the shape the architecture implies)
+ * before the model is handed out.
+ *
+ * HDF5 (the serial Debian build) is not thread-safe, so every use of it here is under one
+ * mutex: opening models from several threads at once is safe. */
+#include <errno.h>
+#include <hdf5.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "src/infer/internal.h"
+
+#define FORMAT_NAME "tpsc-inference"
+
+static pthread_mutex_t hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct reader {
+    hid_t id;
+    const char *path;
+} reader;
+
+/* ---- attributes ---------------------------------------------------------------------- */
+
+static bool attr_exists(const reader *r, const char *name) { return H5Aexists_by_name(r->id, "/", name, H5P_DEFAULT) > 0; }
+
+/* Reads a numeric attribute of up to cap values into out (converted by HDF5); *n gets the count. */
+static tps_status read_numbers(const reader *r, const char *name, hid_t memtype, bool integer, void *out, int cap,
+                               int *n) {
+    if (!attr_exists(r, name)) return ti_fail(TPS_ERR_MISSING, "%s: attribute '%s' is missing", r->path, name);
+    hid_t a = H5Aopen_by_name(r->id, "/", name, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
+    hid_t type = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    tps_status st = TPS_OK;
+    H5T_class_t cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    hssize_t np = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    if (a < 0 || space < 0 || type < 0 || np < 0)
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' cannot be read (damaged file?)", r->path, name);
+    else if (cls != H5T_INTEGER && (integer || cls != H5T_FLOAT))
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' is not %s", r->path, name, integer ? "an integer" : "a number");
+    else if (np > cap)
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' has %lld values, at most %d expected", r->path, name,
+                     (long long)np, cap);
+    else if (np > 0 && H5Aread(a, memtype, out) < 0)
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' cannot be read (damaged file?)", r->path, name);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (a >= 0) H5Aclose(a);
+    if (st == TPS_OK) *n = (int)np;
+    return st;
+}
+
+static tps_status read_i64(const reader *r, const char *name, int64_t *v) {
+    int n;
+    tps_status st = read_numbers(r, name, H5T_NATIVE_INT64, true, v, 1, &n);
+    if (st == TPS_OK && n != 1) return ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' must be one integer", r->path, name);
+    return st;
+}
+
+static tps_status read_f64(const reader *r, const char *name, double *v) {
+    int n;
+    tps_status st = read_numbers(r, name, H5T_NATIVE_DOUBLE, false, v, 1, &n);
+    if (st == TPS_OK && n != 1) return ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' must be one number", r->path, name);
+    return st;
+}
+
+/* A positive size attribute no larger than `max` (rejects absurd values before they size buffers). */
+static tps_status read_size(const reader *r, const char *name, int64_t max, size_t *out) {
+    int64_t v;
+    tps_status st = read_i64(r, name, &v);
+    if (st != TPS_OK) return st;
+    if (v < 1 || v > max)
+        return ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' = %lld is outside 1..%lld", r->path, name, (long long)v,
+                       (long long)max);
+    *out = (size_t)v;
+    return TPS_OK;
+}
+
+/* String attributes, scalar or 1-D, variable or fixed length: calls `take` for each. */
+static tps_status read_strings(const reader *r, const char *name, int cap, int *n_out,
+                               tps_status (*take)(void *user, int i, const char *s), void *user) {
+    if (!attr_exists(r, name)) return ti_fail(TPS_ERR_MISSING, "%s: attribute '%s' is missing", r->path, name);
+    hid_t a = H5Aopen_by_name(r->id, "/", name, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t space = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
+    hid_t type = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    hssize_t np = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    tps_status st = TPS_OK;
+    char **vl = NULL, *raw = NULL;
+    if (a < 0 || space < 0 || type < 0 || np < 0) {
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' cannot be read (damaged file?)", r->path, name);
+    } else if (H5Tget_class(type) != H5T_STRING) {
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' is not a string", r->path, name);
+    } else if (np > cap) {
+        st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' has %lld strings, at most %d expected", r->path, name,
+                     (long long)np, cap);
+    } else if (np > 0 && H5Tis_variable_str(type) > 0) {
+        vl = calloc((size_t)np, sizeof *vl);
+        hid_t mt = H5Tcopy(type);
+        if (!vl) st = ti_fail(TPS_ERR_NOMEM, "%s: no memory for attribute '%s'", r->path, name);
+        else if (H5Aread(a, mt, vl) < 0)
+            st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' cannot be read (damaged file?)", r->path, name);
+        else {
+            for (hssize_t i = 0; i < np && st == TPS_OK; i++) st = take(user, (int)i, vl[i] ? vl[i] : "");
+            H5Dvlen_reclaim(mt, space, H5P_DEFAULT, vl);
+        }
+        H5Tclose(mt);
+    } else if (np > 0) {
+        size_t w = H5Tget_size(type);
+        raw = calloc((size_t)np * w + 1, 1);
+        hid_t mt = H5Tcopy(type);
+        if (!raw) st = ti_fail(TPS_ERR_NOMEM, "%s: no memory for attribute '%s'", r->path, name);
+        else if (H5Aread(a, mt, raw) < 0)
+            st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' cannot be read (damaged file?)", r->path, name);
+        for (hssize_t i = 0; i < np && st == TPS_OK; i++) {
+            char buf[TI_MAX_CLASS_NAME];
+            size_t len = strnlen(raw + (size_t)i * w, w);
+            while (len > 0 && raw[(size_t)i * w + len - 1] == ' ') len--;
+            if (len >= sizeof buf) len = sizeof buf - 1;
+            memcpy(buf, raw + (size_t)i * w, len);
+            buf[len] = '\0';
+            st = take(user, (int)i, buf);
+        }
+        H5Tclose(mt);
+    }
+    free(vl);
+    free(raw);
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (a >= 0) H5Aclose(a);
+    if (st == TPS_OK) *n_out = (int)np;
+    return st;
+}
+
+typedef struct strbuf {
+    char *buf;
+    size_t cap;
+} strbuf;
+
+static tps_status take_one(void *user, int i, const char *s) {
+    strbuf *b = user;
+    if (i == 0) snprintf(b->buf, b->cap, "%s", s);
+    return TPS_OK;
+}
+
+static tps_status read_str(const reader *r, const char *name, char *buf, size_t cap) {
+    int n;
+    strbuf b = {buf, cap};
+    buf[0] = '\0';
+    tps_status st = read_strings(r, name, 1, &n, take_one, &b);
+    if (st == TPS_OK && n != 1) return ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' must be one string", r->path, name);
+    return st;
+}
+
+static tps_status take_class(void *user, int i, const char *s) {
+    char **names = user;
+    names[i] = strdup(s);
+    return names[i] ? TPS_OK : ti_fail(TPS_ERR_NOMEM, "no memory for class names");
+}
+
+/* ---- tensors ------------------------------------------------------------------------- */
+
+static const char *shape_str(int ndim, const hsize_t *s, char *buf, size_t len) {
+    size_t used = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && used < len; i++) used += (size_t)snprintf(buf + used, len - used, i ? ",%llu" : "%llu", (unsigned long long)s[i]);
+    if (used < len) snprintf(buf + used, len - used, "]");
+    return buf;
+}
+
+/* Reads /model/<name>, which must be float with exactly this shape, into dst. */
+static tps_status read_tensor(const reader *r, const char *name, int ndim, const size_t *shape, float *dst) {
+    char path[256];
+    snprintf(path, sizeof path, "/model/%s", name);
+    hsize_t want[4], got[8];
+    for (int i = 0; i < ndim; i++) want[i] = shape[i];
+    char sw[64], sg[64];
+    if (H5Lexists(r->id, "/model", H5P_DEFAULT) <= 0 || H5Lexists(r->id, path, H5P_DEFAULT) <= 0)
+        return ti_fail(TPS_ERR_MISSING, "%s: tensor %s is missing (the architecture needs it with shape %s)", r->path,
+                       path, shape_str(ndim, want, sw, sizeof sw));
+    hid_t d = H5Dopen2(r->id, path, H5P_DEFAULT);
+    hid_t space = d >= 0 ? H5Dget_space(d) : H5I_INVALID_HID;
+    hid_t type = d >= 0 ? H5Dget_type(d) : H5I_INVALID_HID;
+    tps_status st = TPS_OK;
+    int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (d < 0 || space < 0 || type < 0 || nd < 0 || nd > 8) {
+        st = ti_fail(TPS_ERR_FORMAT, "%s: tensor %s cannot be opened (damaged file?)", r->path, path);
+    } else if (H5Tget_class(type) != H5T_FLOAT) {
+        st = ti_fail(TPS_ERR_FORMAT, "%s: tensor %s is not floating point", r->path, path);
+    } else {
+        H5Sget_simple_extent_dims(space, got, NULL);
+        bool same = nd == ndim;
+        for (int i = 0; same && i < ndim; i++) same = got[i] == want[i];
+        if (!same)
+            st = ti_fail(TPS_ERR_SHAPE, "%s: tensor %s has shape %s, the architecture needs %s", r->path, path,
+                         shape_str(nd, got, sg, sizeof sg), shape_str(ndim, want, sw, sizeof sw));
+        else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+            st = ti_fail(TPS_ERR_FORMAT, "%s: tensor %s cannot be read (truncated or damaged file?)", r->path, path);
+    }
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    if (d >= 0) H5Dclose(d);
+    return st;
+}
+
+/* ---- the model ----------------------------------------------------------------------- */
+
+static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
+
+/* A weight slot: name, shape, and where its pointer goes. */
+typedef struct slot {
+    char name[96];
+    int ndim;
+    size_t shape[4];
+    const float **dst;
+} slot;
+
+typedef struct slots {
+    slot *v;
+    size_t n, cap;
+} slots;
+
+__attribute__((format(printf, 8, 9))) static void add(slots *s, const float **dst, int ndim, size_t a, size_t b, size_t c, size_t d, const char *fmt, ...) {
+    if (s->n >= s->cap) return; /* sized exactly by the caller */
+    slot *t = &s->v[s->n++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->ndim = ndim;
+    t->shape[0] = a, t->shape[1] = b, t->shape[2] = c, t->shape[3] = d;
+    t->dst = dst;
+}
+
+static size_t numel(const slot *t) {
+    size_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+/* Every tensor the architecture needs, with timm / official-TPS names. */
+static void list_tensors(tps_model *m, slots *s) {
+    const size_t C = m->C, F = m->F, K = m->K, p = m->patch;
+    add(s, &m->cls_token, 3, 1, 1, C, 0, "cls_token");
+    add(s, &m->pos_embed, 3, 1, m->N + 1, C, 0, "pos_embed");
+    add(s, &m->patch_w, 4, C, m->in_chans, p, p, "patch_embed.proj.weight");
+    add(s, &m->patch_b, 1, C, 0, 0, 0, "patch_embed.proj.bias");
+    for (size_t i = 0; i < m->depth; i++) {
+        ti_block *b = &m->blocks[i];
+        add(s, &b->norm1_w, 1, C, 0, 0, 0, "blocks.%zu.norm1.weight", i);
+        add(s, &b->norm1_b, 1, C, 0, 0, 0, "blocks.%zu.norm1.bias", i);
+        add(s, &b->qkv_w, 2, 3 * C, C, 0, 0, "blocks.%zu.attn.qkv.weight", i);
+        add(s, &b->qkv_b, 1, 3 * C, 0, 0, 0, "blocks.%zu.attn.qkv.bias", i);
+        add(s, &b->proj_w, 2, C, C, 0, 0, "blocks.%zu.attn.proj.weight", i);
+        add(s, &b->proj_b, 1, C, 0, 0, 0, "blocks.%zu.attn.proj.bias", i);
+        add(s, &b->norm2_w, 1, C, 0, 0, 0, "blocks.%zu.norm2.weight", i);
+        add(s, &b->norm2_b, 1, C, 0, 0, 0, "blocks.%zu.norm2.bias", i);
+        add(s, &b->fc1_w, 2, F, C, 0, 0, "blocks.%zu.mlp.fc1.weight", i);
+        add(s, &b->fc1_b, 1, F, 0, 0, 0, "blocks.%zu.mlp.fc1.bias", i);
+        add(s, &b->fc2_w, 2, C, F, 0, 0, "blocks.%zu.mlp.fc2.weight", i);
+        add(s, &b->fc2_b, 1, C, 0, 0, 0, "blocks.%zu.mlp.fc2.bias", i);
+    }
+    add(s, &m->norm_w, 1, C, 0, 0, 0, "norm.weight");
+    add(s, &m->norm_b, 1, C, 0, 0, 0, "norm.bias");
+    add(s, &m->head_w, 2, K, C, 0, 0, "head.weight");
+    add(s, &m->head_b, 1, K, 0, 0, 0, "head.bias");
+    if (m->method == TI_DYNAMICVIT || m->method == TI_DTPS)
+        for (int st = 0; st < m->info.n_stages; st++) {
+            ti_predictor *q = &m->pred[st];
+            add(s, &q->in_norm_w, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.0.weight", st);
+            add(s, &q->in_norm_b, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.0.bias", st);
+            add(s, &q->in_fc_w, 2, C, C, 0, 0, "score_predictor.%d.in_conv.1.weight", st);
+            add(s, &q->in_fc_b, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.1.bias", st);
+            add(s, &q->out0_w, 2, C / 2, C, 0, 0, "score_predictor.%d.out_conv.0.weight", st);
+            add(s, &q->out0_b, 1, C / 2, 0, 0, 0, "score_predictor.%d.out_conv.0.bias", st);
+            add(s, &q->out2_w, 2, C / 4, C / 2, 0, 0, "score_predictor.%d.out_conv.2.weight", st);
+            add(s, &q->out2_b, 1, C / 4, 0, 0, 0, "score_predictor.%d.out_conv.2.bias", st);
+            add(s, &q->out4_w, 2, 2, C / 4, 0, 0, "score_predictor.%d.out_conv.4.weight", st);
+            add(s, &q->out4_b, 1, 2, 0, 0, 0, "score_predictor.%d.out_conv.4.bias", st);
+        }
+}
+
+static tps_status read_architecture(const reader *r, tps_model *m) {
+    tps_model_info *in = &m->info;
+    tps_status st;
+    char fmt[64];
+    int64_t ver;
+    if ((st = read_str(r, "format", fmt, sizeof fmt)) != TPS_OK) {
+        if (st == TPS_ERR_MISSING) return ti_fail(TPS_ERR_FORMAT, "%s: not a tpsc inference file (no 'format' attribute)", r->path);
+        return st;
+    }
+    if (strcmp(fmt, FORMAT_NAME) != 0)
+        return ti_fail(TPS_ERR_FORMAT, "%s: format is '%s', expected '%s'%s", r->path, fmt, FORMAT_NAME,
+                       strcmp(fmt, "tpsc-checkpoint") == 0 ? " (a training checkpoint: run `tpsc export` on it)" : "");
+    if ((st = read_i64(r, "format_version", &ver)) != TPS_OK) return st;
+    if (ver < 1 || ver > TPS_INFER_FORMAT_VERSION)
+        return ti_fail(TPS_ERR_FORMAT, "%s: format_version %lld is not supported (this library reads 1..%d)", r->path,
+                       (long long)ver, TPS_INFER_FORMAT_VERSION);
+    if ((st = read_str(r, "arch", in->arch, sizeof in->arch)) != TPS_OK) return st;
+    if ((st = read_size(r, "img_size", 4096, &m->img)) || (st = read_size(r, "patch_size", 4096, &m->patch)) ||
+        (st = read_size(r, "in_chans", 64, &m->in_chans)) || (st = read_size(r, "embed_dim", 1 << 16, &m->C)) ||
+        (st = read_size(r, "depth", 1024, &m->depth)) || (st = read_size(r, "num_heads", 1024, &m->H)) ||
+        (st = read_size(r, "num_classes", 1 << 20, &m->K)))
+        return st;
+    double mlp_ratio, ln_eps, temp = 1.0;
+    if ((st = read_f64(r, "mlp_ratio", &mlp_ratio)) || (st = read_f64(r, "ln_eps", &ln_eps))) return st;
+    if (m->img % m->patch != 0)
+        return ti_fail(TPS_ERR_FORMAT, "%s: img_size %zu is not a multiple of patch_size %zu", r->path, m->img, m->patch);
+    if (m->C % m->H != 0)
+        return ti_fail(TPS_ERR_FORMAT, "%s: embed_dim %zu is not divisible by num_heads %zu", r->path, m->C, m->H);
+    /* as the training framework: hidden = lroundf(C * mlp_ratio) in float */
+    if (!(mlp_ratio > 0.0 && mlp_ratio < 1024.0) || lroundf((float)m->C * (float)mlp_ratio) < 1)
+        return ti_fail(TPS_ERR_FORMAT, "%s: mlp_ratio %g is out of range", r->path, mlp_ratio);
+    if (!(ln_eps >= 0.0 && ln_eps < 1.0)) return ti_fail(TPS_ERR_FORMAT, "%s: ln_eps %g is out of range", r->path, ln_eps);
+    m->F = (size_t)lroundf((float)m->C * (float)mlp_ratio);
+    m->ln_eps = (float)ln_eps;
+    m->N = (m->img / m->patch) * (m->img / m->patch);
+    m->P = m->in_chans * m->patch * m->patch;
+
+    char method[16];
+    if ((st = read_str(r, "method", method, sizeof method)) != TPS_OK) return st;
+    int mi = -1;
+    for (int i = 0; i < 5; i++)
+        if (strcmp(method, method_names[i]) == 0) mi = i;
+    if (mi < 0) return ti_fail(TPS_ERR_FORMAT, "%s: unknown method '%s'", r->path, method);
+    m->method = (ti_method)mi;
+    memcpy(in->method, method, sizeof in->method);
+    int nloc = 0, nfrac = 0;
+    int32_t loc[TI_MAX_STAGES];
+    if (m->method != TI_NONE) {
+        if ((st = read_numbers(r, "prune_loc", H5T_NATIVE_INT32, true, loc, TI_MAX_STAGES, &nloc)) ||
+            (st = read_numbers(r, "keep_frac", H5T_NATIVE_FLOAT, false, in->keep_frac, TI_MAX_STAGES, &nfrac)))
+            return st;
+        if (nloc != nfrac || nloc < 1)
+            return ti_fail(TPS_ERR_FORMAT, "%s: %d prune_loc values and %d keep_frac values (need the same number, >= 1)",
+                           r->path, nloc, nfrac);
+        for (int s = 0; s < nloc; s++) {
+            if (loc[s] < 1 || (size_t)loc[s] >= m->depth || (s > 0 && loc[s] <= loc[s - 1]))
+                return ti_fail(TPS_ERR_FORMAT, "%s: prune_loc[%d] = %d (need increasing values in 1..%zu)", r->path, s,
+                               (int)loc[s], m->depth - 1);
+            float f = in->keep_frac[s];
+            if (!(f > 0.0f && f <= 1.0f) || (s > 0 && f > in->keep_frac[s - 1]))
+                return ti_fail(TPS_ERR_FORMAT, "%s: keep_frac[%d] = %g (need non-increasing values in (0, 1])", r->path,
+                               s, (double)f);
+            in->prune_loc[s] = loc[s];
+        }
+        if (attr_exists(r, "squeeze_temp") && (st = read_f64(r, "squeeze_temp", &temp))) return st;
+        if (!(temp > 0.0 && isfinite(temp))) return ti_fail(TPS_ERR_FORMAT, "%s: squeeze_temp %g must be > 0", r->path, temp);
+        if ((m->method == TI_DYNAMICVIT || m->method == TI_DTPS) && m->C < 4)
+            return ti_fail(TPS_ERR_FORMAT, "%s: embed_dim %zu is too small for a score predictor", r->path, m->C);
+    }
+    in->n_stages = nloc;
+    m->squeeze_temp = (float)temp;
+    m->D = m->C / m->H;
+    in->img_size = (int)m->img, in->patch_size = (int)m->patch, in->in_chans = (int)m->in_chans;
+    in->embed_dim = (int)m->C, in->depth = (int)m->depth, in->num_heads = (int)m->H, in->num_classes = (int)m->K;
+    in->mlp_hidden = (int)m->F, in->num_patches = (int)m->N;
+    return TPS_OK;
+}
+
+/* Optional preprocessing attributes (defaults: DeiT's ImageNet eval). */
+static tps_status read_preprocessing(const reader *r, tps_model *m) {
+    tps_model_info *in = &m->info;
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    memcpy(in->mean, mean, sizeof mean);
+    memcpy(in->std, std, sizeof std);
+    in->input_size = (int)m->img;
+    in->crop_pct = 0.875f;
+    snprintf(in->interpolation, sizeof in->interpolation, "bicubic");
+    tps_status st;
+    int n;
+    if (attr_exists(r, "input_size")) {
+        int64_t v;
+        if ((st = read_i64(r, "input_size", &v))) return st;
+        if (v != (int64_t)m->img)
+            return ti_fail(TPS_ERR_FORMAT, "%s: input_size %lld differs from img_size %zu", r->path, (long long)v, m->img);
+    }
+    if (attr_exists(r, "crop_pct")) {
+        double v;
+        if ((st = read_f64(r, "crop_pct", &v))) return st;
+        if (!(v > 0.0 && v <= 1.0)) return ti_fail(TPS_ERR_FORMAT, "%s: crop_pct %g is outside (0, 1]", r->path, v);
+        in->crop_pct = (float)v;
+    }
+    const char *names[2] = {"mean", "std"};
+    float *dst[2] = {in->mean, in->std};
+    for (int i = 0; i < 2; i++) {
+        if (!attr_exists(r, names[i])) continue;
+        float v[3];
+        if ((st = read_numbers(r, names[i], H5T_NATIVE_FLOAT, false, v, 3, &n))) return st;
+        if (n != 3) return ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' needs 3 values, has %d", r->path, names[i], n);
+        for (int c = 0; c < 3; c++)
+            if (!isfinite(v[c]) || (i == 1 && !(v[c] > 0.0f)))
+                return ti_fail(TPS_ERR_FORMAT, "%s: %s[%d] = %g is invalid", r->path, names[i], c, (double)v[c]);
+        memcpy(dst[i], v, sizeof v);
+    }
+    if (attr_exists(r, "interpolation")) {
+        if ((st = read_str(r, "interpolation", in->interpolation, sizeof in->interpolation))) return st;
+        if (strcmp(in->interpolation, "bicubic") && strcmp(in->interpolation, "bilinear"))
+            return ti_fail(TPS_ERR_FORMAT, "%s: interpolation '%s' (bicubic or bilinear)", r->path, in->interpolation);
+    }
+    if (attr_exists(r, "class_names")) {
+        m->class_names = calloc(m->K, sizeof *m->class_names);
+        if (!m->class_names) return ti_fail(TPS_ERR_NOMEM, "no memory for class names");
+        if ((st = read_strings(r, "class_names", (int)m->K, &n, take_class, m->class_names))) return st;
+        if (n != 0 && n != (int)m->K)
+            return ti_fail(TPS_ERR_FORMAT, "%s: %d class names for %zu classes", r->path, n, m->K);
+        in->n_class_names = n;
+    }
+    return TPS_OK;
+}
+
+static tps_status load_weights(const reader *r, tps_model *m) {
+    m->blocks = calloc(m->depth, sizeof *m->blocks);
+    const size_t cap = 8 + 12 * m->depth + 10 * TI_MAX_STAGES;
+    slots s = {calloc(cap, sizeof(slot)), 0, cap};
+    if (!m->blocks || !s.v) {
+        free(s.v);
+        return ti_fail(TPS_ERR_NOMEM, "no memory for the model's tensor table");
+    }
+    list_tensors(m, &s);
+    size_t total = 0;
+    for (size_t i = 0; i < s.n; i++) total += (numel(&s.v[i]) + 15) & ~(size_t)15; /* 64-byte aligned starts */
+    tps_status st = TPS_OK;
+    if (posix_memalign((void **)&m->weights, 64, total * sizeof(float) + 64) != 0) {
+        m->weights = NULL;
+        st = ti_fail(TPS_ERR_NOMEM, "%s: no memory for %zu weights", r->path, total);
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < s.n && st == TPS_OK; i++) {
+        float *dst = m->weights + at;
+        st = read_tensor(r, s.v[i].name, s.v[i].ndim, s.v[i].shape, dst);
+        *s.v[i].dst = dst;
+        at += (numel(&s.v[i]) + 15) & ~(size_t)15;
+    }
+    free(s.v);
+    return st;
+}
+
+/* The HDF5 signature at 0, or 512, 1024, ... after a user block. */
+static bool has_hdf5_signature(FILE *fp) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char buf[8];
+    for (long off = 0; off < (1L << 30); off = off ? off * 2 : 512) {
+        if (fseek(fp, off, SEEK_SET) != 0 || fread(buf, 1, 8, fp) != 8) return false;
+        if (memcmp(buf, sig, 8) == 0) return true;
+    }
+    return false;
+}
+
+static tps_status open_locked(const char *path, tps_model *m) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report failures ourselves */
+    struct stat sb;
+    if (stat(path, &sb) != 0) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return ti_fail(TPS_ERR_IO, "%s: is a directory, not a model file", path);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    bool h5 = has_hdf5_signature(fp);
+    fclose(fp);
+    if (!h5) return ti_fail(TPS_ERR_FORMAT, "%s: not an HDF5 file", path);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    hid_t id = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
+    reader r = {id, path};
+    tps_status st = read_architecture(&r, m);
+    if (st == TPS_OK) st = read_preprocessing(&r, m);
+    if (st == TPS_OK) st = load_weights(&r, m);
+    if (H5Fclose(id) < 0 && st == TPS_OK) st = ti_fail(TPS_ERR_IO, "%s: closing failed", path);
+    return st;
+}
+
+tps_status tps_model_open(const char *path, tps_model **out) {
+    if (out) *out = NULL;
+    if (!path || !out) return ti_fail(TPS_ERR_ARG, "tps_model_open: NULL %s", path ? "output pointer" : "path");
+    tps_model *m = calloc(1, sizeof *m);
+    if (!m) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", path);
+    pthread_mutex_lock(&hdf5_lock);
+    tps_status st = open_locked(path, m);
+    pthread_mutex_unlock(&hdf5_lock);
+    if (st != TPS_OK) {
+        tps_model_close(m);
+        return st;
+    }
+    *out = m;
+    return TPS_OK;
+}
+
+void tps_model_close(tps_model *m) {
+    if (!m) return;
+    if (m->class_names)
+        for (size_t k = 0; k < m->K; k++) free(m->class_names[k]);
+    free(m->class_names);
+    free(m->blocks);
+    free(m->weights);
+    free(m);
+}
+
+tps_status tps_model_get_info(const tps_model *m, tps_model_info *info) {
+    if (!m || !info) return ti_fail(TPS_ERR_ARG, "tps_model_get_info: NULL argument");
+    *info = m->info;
+    return TPS_OK;
+}
+
+const char *tps_model_class_name(const tps_model *m, int k) {
+    if (!m || !m->class_names || k < 0 || k >= m->info.n_class_names) return NULL;
+    return m->class_names[k];
+}

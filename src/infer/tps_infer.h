@@ -1,0 +1,157 @@
+/* libtpsinfer: forward-only inference of DeiT / ViT models exported by `tpsc export`, with
+ * the token pruning and squeezing of TPS (CVPR 2023) and its baselines really removing tokens.
+ *
+ * The one public header. C11 and C++ compatible; no other tpsc header is needed.
+ *
+ *   tps_model *m;      tps_model_open("model.h5", &m)         read-only after open, shareable
+ *   tps_workspace *ws; tps_workspace_create(m, 32, &ws)       one per thread, sized once
+ *   tps_run(ws, images, B, logits)                            float [B,3,S,S] -> logits [B,K]
+ *   tps_run_rgb8(ws, pixels, B, w, h, logits)                 raw RGB bytes, preprocessed here
+ *   tps_topk(logits, B, K, 5, idx, prob)                      softmax top-k
+ *   tps_kept_tokens(ws, stage, b, &idx, &n)                   what survived stage `stage`
+ *
+ * Every function that can fail returns a tps_status; tps_last_error() gives a message naming
+ * the file, tensor or argument at fault (per thread, like errno). Nothing here prints, exits
+ * or aborts on bad input.
+ *
+ * Threads: a tps_model is never written after tps_model_open, so any number of threads may
+ * run it at once, each with its own tps_workspace. A workspace is used by one thread at a time.
+ * Inside one call the work is split over OpenMP threads (omp_set_num_threads / OMP_NUM_THREADS).
+ *
+ * Shapes use B batch, S image side, K classes, N patch tokens (cls excluded). */
+#ifndef TPS_INFER_H
+#define TPS_INFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define TPS_API
+#else
+#define TPS_API __attribute__((visibility("default")))
+#endif
+
+#define TPS_INFER_VERSION_MAJOR 0
+#define TPS_INFER_VERSION_MINOR 1
+/* The inference-file format_version this build reads (older ones stay readable). */
+#define TPS_INFER_FORMAT_VERSION 1
+#define TPS_MAX_STAGES_PUBLIC 8
+
+typedef enum tps_status {
+    TPS_OK = 0,
+    TPS_ERR_NOMEM,    /* an allocation failed */
+    TPS_ERR_IO,       /* a file cannot be opened or read */
+    TPS_ERR_FORMAT,   /* not an HDF5 file, not an inference file, wrong version, truncated */
+    TPS_ERR_MISSING,  /* a tensor or attribute the architecture needs is absent */
+    TPS_ERR_SHAPE,    /* a tensor's shape disagrees with the architecture */
+    TPS_ERR_ARG,      /* a bad argument (NULL, batch too large, ratio out of range, ...) */
+    TPS_ERR_DECODE,   /* an image could not be decoded */
+    TPS_ERR_INTERNAL, /* a bug: an invariant did not hold */
+} tps_status;
+
+/* A short name for a status ("format error"). Never NULL. */
+TPS_API const char *tps_status_str(tps_status s);
+/* This thread's message for the last failure ("" if none). Valid until the next failing call
+ * on this thread. */
+TPS_API const char *tps_last_error(void);
+
+typedef struct tps_model tps_model;
+typedef struct tps_workspace tps_workspace;
+
+/* ---- model ------------------------------------------------------------------------------- */
+
+TPS_API tps_status tps_model_open(const char *path, tps_model **out);
+TPS_API void tps_model_close(tps_model *m); /* NULL is fine */
+
+typedef struct tps_model_info {
+    char arch[64];            /* "deit_small_patch16_224" or "custom" */
+    char method[16];          /* "none", "dynamicvit", "dtps", "evit", "etps" */
+    int img_size, patch_size, in_chans, embed_dim, depth, num_heads, num_classes, mlp_hidden;
+    int num_patches;          /* N */
+    int n_stages;
+    int prune_loc[TPS_MAX_STAGES_PUBLIC];
+    float keep_frac[TPS_MAX_STAGES_PUBLIC]; /* cumulative fraction of N kept after stage s */
+    /* Preprocessing (timm eval): resize the short side to floor(input_size / crop_pct), centre
+     * crop input_size, x / 255, (x - mean) / std per channel. */
+    int input_size;
+    float crop_pct;
+    float mean[3], std[3];
+    char interpolation[16];   /* "bicubic" or "bilinear" */
+    int n_class_names;        /* 0 when the file has none */
+} tps_model_info;
+
+TPS_API tps_status tps_model_get_info(const tps_model *m, tps_model_info *info);
+/* Class k's name, or NULL when the file has no names or k is out of range. */
+TPS_API const char *tps_model_class_name(const tps_model *m, int k);
+/* Multiply-accumulates per image of one inference forward pass at the model's default
+ * ratios (keep_ratio > 0: at that ratio instead), counting every linear, the attention
+ * products and the score predictors. */
+TPS_API double tps_model_macs(const tps_model *m, float keep_ratio);
+
+/* ---- workspace and budgets --------------------------------------------------------------- */
+
+/* All buffers for batches of up to max_batch images, allocated here and never again. */
+TPS_API tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_workspace **out);
+TPS_API void tps_workspace_free(tps_workspace *ws); /* NULL is fine */
+
+typedef enum tps_budget_mode {
+    TPS_BUDGET_FIXED = 0,     /* every image keeps the same count (the official behaviour) */
+    TPS_BUDGET_THRESHOLD = 1, /* each image keeps the tokens whose keep-probability > threshold */
+} tps_budget_mode;
+
+typedef struct tps_budget {
+    tps_budget_mode mode;
+    /* FIXED: 0 = the exported ratios; else rho in (0, 1], stage s keeping rho^(s+1) of N
+     * (predictor methods) or ceil(rho * n) of the n current tokens (evit/etps), as training
+     * with that keep_ratio would. */
+    float keep_ratio;
+    /* THRESHOLD (dynamicvit/dtps only): at every stage image b keeps the tokens whose
+     * predicted keep-probability exceeds `threshold`, but at least ceil(min_frac * n_b) (and
+     * at least 1) and at most floor(max_frac * n_b) of its n_b current tokens; the kept ones
+     * are still the top scores in descending order. */
+    float threshold;
+    float min_frac, max_frac;
+} tps_budget;
+
+/* Applies to the following runs of this workspace. Checks the values (TPS_ERR_ARG). */
+TPS_API tps_status tps_workspace_set_budget(tps_workspace *ws, const tps_budget *budget);
+
+/* ---- running ----------------------------------------------------------------------------- */
+
+/* images: normalised float [B, in_chans, img_size, img_size]; logits: [B, K] out. */
+TPS_API tps_status tps_run(tps_workspace *ws, const float *images, size_t B, float *logits);
+/* pixels: B images of width x height RGB bytes, row-major [B, height, width, 3]; each goes
+ * through the model's preprocessing (tps_preprocess), then tps_run. */
+TPS_API tps_status tps_run_rgb8(tps_workspace *ws, const uint8_t *pixels, size_t B, int width, int height,
+                                float *logits);
+/* One RGB image [height, width, 3] -> the normalised model input [in_chans, S, S] (S =
+ * img_size). Needs no workspace; `out` has in_chans*S*S floats. */
+TPS_API tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out);
+
+/* Decodes a PNG/JPEG/BMP file into RGB bytes [height, width, 3] (free with tps_image_free). */
+TPS_API tps_status tps_image_load(const char *path, uint8_t **pixels, int *width, int *height);
+TPS_API void tps_image_free(uint8_t *pixels);
+
+/* Softmax top-k of each row of logits [B, K]: idx [B, k] class indices in descending
+ * probability (ties: lower index first), prob [B, k] (may be NULL). k <= K. */
+TPS_API tps_status tps_topk(const float *logits, size_t B, size_t K, size_t k, int32_t *idx, float *prob);
+
+/* After a run: the number of pruning stages that ran (0 for dense models). */
+TPS_API int tps_num_stages(const tps_workspace *ws);
+/* After a run: the original patch indices (0..N-1, cls excluded, in the order kept) of image
+ * b's patch tokens that survive stage s; *n receives their count. EViT's fused token has no
+ * patch and is listed as -1 when a later stage keeps it. Workspace memory: valid until the
+ * next run. */
+TPS_API tps_status tps_kept_tokens(const tps_workspace *ws, int stage, size_t b, const int32_t **idx, size_t *n);
+/* After a run: mean over the batch of the tokens kept at stage s (cls excluded). */
+TPS_API double tps_mean_kept(const tps_workspace *ws, int stage);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,225 @@
+/* The per-thread workspace (every buffer a run needs, sized once for the largest batch),
+ * budgets, the run entry points and what a run reports (kept tokens, top-k). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/infer/internal.h"
+
+static void *aligned(size_t bytes, bool *ok) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) {
+        *ok = false;
+        return NULL;
+    }
+    return p;
+}
+
+void tps_workspace_free(tps_workspace *ws) {
+    if (!ws) return;
+    void *bufs[] = {ws->x, ws->x_next, ws->h, ws->qkv, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
+                    ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
+                    ws->orig_next, ws->order, ws->pre};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    for (int s = 0; s < TI_MAX_STAGES; s++) {
+        free(ws->kept[s]);
+        free(ws->kept_n[s]);
+    }
+    free(ws);
+}
+
+tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_workspace **out) {
+    if (out) *out = NULL;
+    if (!m || !out) return ti_fail(TPS_ERR_ARG, "tps_workspace_create: NULL argument");
+    if (max_batch < 1 || max_batch > (1u << 16))
+        return ti_fail(TPS_ERR_ARG, "tps_workspace_create: max_batch %zu is outside 1..65536", max_batch);
+    tps_workspace *ws = calloc(1, sizeof *ws);
+    if (!ws) return ti_fail(TPS_ERR_NOMEM, "no memory for a workspace");
+    const size_t C = m->C, N = m->N, N1 = N + 1, B = max_batch, M = B * N1;
+    size_t wide = m->F > C ? m->F : C;
+    if (m->P > wide) wide = m->P;
+    ws->m = m;
+    ws->max_batch = B;
+    ws->max_rows = M;
+    ws->nthreads = omp_get_max_threads();
+    /* attention scores [N1,N1], or: sort room, the cls attention and flags (4 N1), dropped rows
+     * [N,C], squeeze scratch (<= 2 N C + N^2 + 3 N); rounded to whole cache lines */
+    ws->per_thread = (N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64 + 15) & ~(size_t)15;
+    bool ok = true;
+    const size_t f = sizeof(float), i32 = sizeof(int32_t), sz = sizeof(size_t);
+    ws->x = aligned(M * C * f, &ok);
+    ws->x_next = aligned(M * C * f, &ok);
+    ws->h = aligned(M * C * f, &ok);
+    ws->attn_out = aligned(M * C * f, &ok);
+    ws->qkv = aligned(M * 3 * C * f, &ok);
+    ws->hidden = aligned(M * wide * f, &ok);
+    ws->cls_rows = aligned(B * m->H * N1 * f, &ok);
+    ws->score = aligned(M * f, &ok);
+    ws->thread_scratch = aligned((size_t)ws->nthreads * ws->per_thread * f, &ok);
+    ws->lay.off = aligned(B * sz, &ok);
+    ws->lay.len = aligned(B * sz, &ok);
+    ws->lay_next.off = aligned(B * sz, &ok);
+    ws->lay_next.len = aligned(B * sz, &ok);
+    ws->orig = aligned(B * N * i32, &ok);
+    ws->orig_next = aligned(B * N * i32, &ok);
+    ws->order = aligned(B * N * i32, &ok);
+    ws->pre = aligned(B * m->in_chans * m->img * m->img * f, &ok);
+    for (int s = 0; s < m->info.n_stages; s++) {
+        ws->kept[s] = aligned(B * N * i32, &ok);
+        ws->kept_n[s] = aligned(B * sz, &ok);
+    }
+    if (!ok) {
+        tps_workspace_free(ws);
+        return ti_fail(TPS_ERR_NOMEM, "no memory for a workspace of batch %zu (%zu tokens of width %zu)", B, M, C);
+    }
+    memcpy(ws->keep_frac, m->info.keep_frac, sizeof ws->keep_frac);
+    ws->budget = (tps_budget){.mode = TPS_BUDGET_FIXED, .min_frac = 0.0f, .max_frac = 1.0f};
+    *out = ws;
+    return TPS_OK;
+}
+
+tps_status tps_workspace_set_budget(tps_workspace *ws, const tps_budget *b) {
+    if (!ws || !b) return ti_fail(TPS_ERR_ARG, "tps_workspace_set_budget: NULL argument");
+    const tps_model *m = ws->m;
+    if (b->mode == TPS_BUDGET_FIXED) {
+        if (!(b->keep_ratio == 0.0f || (b->keep_ratio > 0.0f && b->keep_ratio <= 1.0f)))
+            return ti_fail(TPS_ERR_ARG, "keep ratio %g is outside (0, 1] (0: the model's own)", (double)b->keep_ratio);
+        if (b->keep_ratio > 0.0f && m->method == TI_NONE)
+            return ti_fail(TPS_ERR_ARG, "keep ratio %g given for a dense model (method none)", (double)b->keep_ratio);
+        if (b->keep_ratio > 0.0f)
+            ti_fill_rho(ws->keep_frac, m->info.n_stages, b->keep_ratio);
+        else
+            memcpy(ws->keep_frac, m->info.keep_frac, sizeof ws->keep_frac);
+    } else if (b->mode == TPS_BUDGET_THRESHOLD) {
+        if (m->method != TI_DYNAMICVIT && m->method != TI_DTPS)
+            return ti_fail(TPS_ERR_ARG, "threshold budgets need a score predictor (dynamicvit or dtps), the model is %s",
+                           m->info.method);
+        if (!(b->threshold >= 0.0f && b->threshold < 1.0f))
+            return ti_fail(TPS_ERR_ARG, "threshold %g is outside [0, 1)", (double)b->threshold);
+        if (!(b->min_frac >= 0.0f && b->min_frac <= 1.0f && b->max_frac > 0.0f && b->max_frac <= 1.0f &&
+              b->min_frac <= b->max_frac))
+            return ti_fail(TPS_ERR_ARG, "threshold budget floor %g and cap %g must satisfy 0 <= floor <= cap <= 1, cap > 0",
+                           (double)b->min_frac, (double)b->max_frac);
+    } else {
+        return ti_fail(TPS_ERR_ARG, "unknown budget mode %d", (int)b->mode);
+    }
+    ws->budget = *b;
+    return TPS_OK;
+}
+
+tps_status tps_run(tps_workspace *ws, const float *images, size_t B, float *logits) {
+    if (!ws || !images || !logits) return ti_fail(TPS_ERR_ARG, "tps_run: NULL argument");
+    if (B < 1 || B > ws->max_batch)
+        return ti_fail(TPS_ERR_ARG, "tps_run: batch %zu is outside 1..%zu (the workspace's max_batch)", B, ws->max_batch);
+    return ti_forward(ws, images, B, logits);
+}
+
+tps_status tps_run_rgb8(tps_workspace *ws, const uint8_t *pixels, size_t B, int width, int height, float *logits) {
+    if (!ws || !pixels || !logits) return ti_fail(TPS_ERR_ARG, "tps_run_rgb8: NULL argument");
+    if (B < 1 || B > ws->max_batch)
+        return ti_fail(TPS_ERR_ARG, "tps_run_rgb8: batch %zu is outside 1..%zu", B, ws->max_batch);
+    const tps_model *m = ws->m;
+    const size_t per_in = (size_t)width * (size_t)height * 3, per_out = m->in_chans * m->img * m->img;
+    for (size_t b = 0; b < B; b++) {
+        tps_status st = tps_preprocess(m, pixels + b * per_in, width, height, ws->pre + b * per_out);
+        if (st != TPS_OK) return st;
+    }
+    return ti_forward(ws, ws->pre, B, logits);
+}
+
+int tps_num_stages(const tps_workspace *ws) { return ws ? ws->n_stages_run : 0; }
+
+tps_status tps_kept_tokens(const tps_workspace *ws, int stage, size_t b, const int32_t **idx, size_t *n) {
+    if (!ws || !idx || !n) return ti_fail(TPS_ERR_ARG, "tps_kept_tokens: NULL argument");
+    if (stage < 0 || stage >= ws->n_stages_run)
+        return ti_fail(TPS_ERR_ARG, "tps_kept_tokens: stage %d, the last run had %d stages", stage, ws->n_stages_run);
+    if (b >= ws->last_batch)
+        return ti_fail(TPS_ERR_ARG, "tps_kept_tokens: image %zu, the last run had %zu", b, ws->last_batch);
+    *idx = ws->kept[stage] + b * ws->m->N;
+    *n = ws->kept_n[stage][b];
+    return TPS_OK;
+}
+
+double tps_mean_kept(const tps_workspace *ws, int stage) {
+    if (!ws || stage < 0 || stage >= ws->n_stages_run || ws->last_batch == 0) return 0.0;
+    double sum = 0.0;
+    for (size_t b = 0; b < ws->last_batch; b++) sum += (double)ws->kept_n[stage][b];
+    return sum / (double)ws->last_batch;
+}
+
+typedef struct prob_idx {
+    float p;
+    int32_t i;
+} prob_idx;
+
+static int by_prob_desc(const void *pa, const void *pb) {
+    const prob_idx *a = pa, *b = pb;
+    if (a->p != b->p) return a->p > b->p ? -1 : 1;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+tps_status tps_topk(const float *logits, size_t B, size_t K, size_t k, int32_t *idx, float *prob) {
+    if (!logits || !idx) return ti_fail(TPS_ERR_ARG, "tps_topk: NULL argument");
+    if (K < 1 || k < 1 || k > K) return ti_fail(TPS_ERR_ARG, "tps_topk: top-%zu of %zu classes", k, K);
+    prob_idx *t = malloc(K * sizeof *t);
+    if (!t) return ti_fail(TPS_ERR_NOMEM, "tps_topk: no memory for %zu classes", K);
+    for (size_t b = 0; b < B; b++) {
+        const float *row = logits + b * K;
+        float mx = row[0];
+        for (size_t c = 1; c < K; c++) mx = row[c] > mx ? row[c] : mx;
+        double sum = 0.0;
+        for (size_t c = 0; c < K; c++) sum += exp((double)row[c] - mx);
+        for (size_t c = 0; c < K; c++) t[c] = (prob_idx){(float)(exp((double)row[c] - mx) / sum), (int32_t)c};
+        qsort(t, K, sizeof *t, by_prob_desc);
+        for (size_t j = 0; j < k; j++) {
+            idx[b * k + j] = t[j].i;
+            if (prob) prob[b * k + j] = t[j].p;
+        }
+    }
+    free(t);
+    return TPS_OK;
+}
+
+/* ---- cost ---------------------------------------------------------------------------------
+ * MACs of one image as the forward pass above runs it: every matrix product (linears,
+ * attention QK^T and AV, predictors, the squeeze's similarities and sums, EViT's fusion). */
+double tps_model_macs(const tps_model *m, float keep_ratio) {
+    if (!m) return 0.0;
+    float kf[TI_MAX_STAGES];
+    const int ns = m->method == TI_NONE ? 0 : m->info.n_stages;
+    memcpy(kf, m->info.keep_frac, sizeof kf);
+    if (keep_ratio > 0.0f && keep_ratio <= 1.0f) ti_fill_rho(kf, ns, keep_ratio);
+    const double C = (double)m->C, F = (double)m->F, c2 = (double)(m->C / 2), c4 = (double)(m->C / 4);
+    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
+    const bool squeeze = m->method == TI_DTPS || m->method == TI_ETPS;
+    double macs = (double)m->N * (double)m->P * C;
+    size_t n = m->N;
+    int s = 0;
+    for (size_t i = 0; i < m->depth; i++) {
+        const bool here = s < ns && m->info.prune_loc[s] == (int)i;
+        if (here && predictor) {
+            size_t k = ti_keep_count(kf, ns, s, m->N);
+            if (k > n) k = n;
+            macs += (double)n * (C * C + C * c2 + c2 * c4 + c4 * 2.0);
+            if (squeeze) macs += (double)(n - k) * ((double)k * C + C);
+            n = k;
+            s++;
+        }
+        const double t = (double)(1 + n);
+        macs += 4.0 * t * C * C + 2.0 * t * t * C;
+        if (here && !predictor) {
+            const size_t k = ti_evit_keep_count(kf, ns, s, n), p = n - k;
+            if (p > 0 && squeeze) {
+                macs += (double)p * ((double)k * C + C);
+                n = k;
+            } else if (p > 0) {
+                macs += (double)p * C;
+                n = k + 1;
+            }
+            s++;
+        }
+        macs += 2.0 * (double)(1 + n) * C * F;
+    }
+    return macs + C * (double)m->K;
+}

@@ -1,0 +1,455 @@
+/* libtpsinfer (src/infer/tps_infer.h) against the training framework's inference path
+ * (vit_forward in VIT_INFER mode) and against PyTorch (tests/fixtures/vit_dtps.h5).
+ *
+ * Models are written with the framework's own checkpoint writer (format "tpsc-inference",
+ * what `tpsc export` writes) and opened by the library, so both engines see the same weights.
+ *
+ * Tolerances:
+ *   library vs framework logits: max|lib - framework| <= 1e-5 * max|framework| (the same
+ *     operations in the same order; only BLAS blocking over different row counts may differ);
+ *   library vs PyTorch logits: 1e-4 * max|torch|, as tests/test_parity_tps.c;
+ *   kept token indices: identical, in order. */
+#include <criterion/criterion.h>
+#include <hdf5.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/infer/tps_infer.h"
+#include "src/io/checkpoint.h"
+#include "src/model/vit.h"
+#include "support/fixture.h"
+
+#define LIB_RTOL 1e-5
+#define TORCH_RTOL 1e-4
+
+static double max_abs(const float *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}
+
+static void tmp_path(char *buf, size_t len, const char *name) {
+    snprintf(buf, len, "%s/test_infer_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
+}
+
+/* ---- a small random model ------------------------------------------------------------------
+ * img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10, stages before/inside blocks 1, 2, 3.
+ * Weights are not timm's init (std 0.02 gives near-uniform attention and flat scores, which
+ * hides bugs): linears N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). */
+
+static vit_config small_config(void) {
+    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
+                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
+    snprintf(c.arch, sizeof c.arch, "custom");
+    return c;
+}
+
+static tps_config small_tps(tps_method method, float rho) {
+    tps_config t = {.method = method, .n_stages = method == TPS_NONE ? 0 : 3, .prune_loc = {1, 2, 3},
+                    .squeeze_temp = 1.0f};
+    tps_config_fill_rho(&t, rho);
+    return t;
+}
+
+static void random_weights(vit_model *m, uint64_t seed) {
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (int i = 0; i < m->params.count; i++) {
+        ag_param *p = &m->params.items[i];
+        const char *name = p->name;
+        bool norm = strstr(name, "norm") && strstr(name, ".weight") && p->t.ndim == 1;
+        norm = norm || strstr(name, "in_conv.0.weight");
+        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
+        for (size_t j = 0; j < p->numel; j++) {
+            float z = tpsc_rng_normal(&rng);
+            if (norm)
+                p->t.data[j] = 1.0f + 0.1f * z;
+            else if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed"))
+                p->t.data[j] = 0.5f * z;
+            else if (p->t.ndim == 1)
+                p->t.data[j] = 0.05f * z;
+            else
+                p->t.data[j] = z / sqrtf((float)fan_in);
+        }
+    }
+}
+
+static void save_inference(const char *path, vit_model *m) {
+    static const char *const names[10] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params,
+                          .class_names = names, .n_class_names = (int)m->cfg.num_classes};
+    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
+}
+
+static float *random_images(size_t B, const vit_config *c, uint64_t seed) {
+    const size_t n = B * c->in_chans * c->img_size * c->img_size;
+    float *x = malloc(n * sizeof *x);
+    cr_assert_not_null(x);
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
+    return x;
+}
+
+/* The framework's inference: logits [B,K] and kept indices copied out of the arena. */
+typedef struct reference {
+    float *logits;
+    int n_stages;
+    size_t kept_count[TPS_MAX_STAGES];
+    int32_t *kept[TPS_MAX_STAGES];
+} reference;
+
+static void framework_infer(vit_model *m, float *images, size_t B, const size_t *keep_override, reference *ref) {
+    memset(ref, 0, sizeof *ref);
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_set_grad_enabled(ctx, false);
+    const vit_config *c = &m->cfg;
+    ag_tensor *x = ag_wrap(ctx, images, NULL, 4, (size_t[]){B, c->in_chans, c->img_size, c->img_size}, false);
+    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = keep_override};
+    vit_output out;
+    ag_tensor *logits = vit_forward(ctx, m, x, &opts, &out);
+    cr_assert_not_null(logits, "framework forward: %s", tpsc_last_error());
+    const size_t K = c->num_classes;
+    ref->logits = malloc(B * K * sizeof(float));
+    memcpy(ref->logits, logits->data, B * K * sizeof(float));
+    ref->n_stages = out.n_stages;
+    for (int s = 0; s < out.n_stages; s++) {
+        ref->kept_count[s] = out.kept_count[s];
+        ref->kept[s] = malloc(B * out.kept_count[s] * sizeof(int32_t));
+        memcpy(ref->kept[s], out.kept_orig[s], B * out.kept_count[s] * sizeof(int32_t));
+    }
+    ag_ctx_free(ctx);
+}
+
+static void reference_free(reference *r) {
+    free(r->logits);
+    for (int s = 0; s < TPS_MAX_STAGES; s++) free(r->kept[s]);
+}
+
+/* Image b of the library's last run against image bb of the reference. */
+static void expect_same_kept(const tps_workspace *ws, size_t b, const reference *ref, size_t bb, const char *what) {
+    cr_assert_eq(tps_num_stages(ws), ref->n_stages, "%s: %d stages, framework %d", what, tps_num_stages(ws), ref->n_stages);
+    for (int s = 0; s < ref->n_stages; s++) {
+        const int32_t *idx;
+        size_t n;
+        cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &n), TPS_OK, "%s", tps_last_error());
+        cr_assert_eq(n, ref->kept_count[s], "%s: image %zu stage %d keeps %zu, framework %zu", what, b, s, n,
+                     ref->kept_count[s]);
+        const int32_t *want = ref->kept[s] + bb * n;
+        for (size_t j = 0; j < n; j++)
+            cr_assert_eq(idx[j], want[j], "%s: image %zu stage %d position %zu: token %d, framework %d", what, b, s, j,
+                         idx[j], want[j]);
+    }
+}
+
+static void expect_close(const float *got, const float *want, size_t n, double rtol, const char *what) {
+    const double scale = max_abs(want, n), d = max_diff(got, want, n);
+    cr_expect(d <= rtol * scale, "%s: logits differ by %g (scale %g, tolerance %g)", what, d, scale, rtol * scale);
+}
+
+/* Builds the model, saves it, opens it with the library; both engines on the same batch. */
+static void check_parity(tps_method method, float rho, float override) {
+    const size_t B = 3;
+    vit_config cfg = small_config();
+    tps_config tps = small_tps(method, rho);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
+    random_weights(&m, 7 + (uint64_t)method);
+    char path[512];
+    tmp_path(path, sizeof path, "parity.h5");
+    save_inference(path, &m);
+
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    float *images = random_images(B, &cfg, 99);
+    size_t counts[TPS_MAX_STAGES], *keep_override = NULL;
+    if (override > 0.0f) {
+        tps_budget bu = {.mode = TPS_BUDGET_FIXED, .keep_ratio = override};
+        cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
+        /* the framework's counts for a model trained with that ratio */
+        tps_config o = small_tps(method, override);
+        size_t n = vit_num_patches(&cfg);
+        for (int s = 0; s < o.n_stages; s++) {
+            if (tps_method_has_predictor(method)) {
+                counts[s] = tps_keep_count(&o, s, n);
+            } else {
+                counts[s] = tps_evit_keep_count(&o, s, n);
+                n = counts[s] < n && method == TPS_EVIT ? counts[s] + 1 : counts[s];
+            }
+        }
+        keep_override = counts;
+    }
+    float logits[3 * 10];
+    cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
+    reference ref;
+    framework_infer(&m, images, B, keep_override, &ref);
+    expect_close(logits, ref.logits, B * cfg.num_classes, LIB_RTOL, tps_method_name(method));
+    for (size_t b = 0; b < B; b++) expect_same_kept(ws, b, &ref, b, tps_method_name(method));
+    for (int s = 0; s < ref.n_stages; s++)
+        cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
+
+    reference_free(&ref);
+    free(images);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    vit_model_free(&m);
+    unlink(path);
+}
+
+Test(infer, parity_dense) { check_parity(TPS_NONE, 1.0f, 0.0f); }
+Test(infer, parity_dynamicvit) { check_parity(TPS_DYNAMICVIT, 0.7f, 0.0f); }
+Test(infer, parity_dtps) { check_parity(TPS_DTPS, 0.7f, 0.0f); }
+Test(infer, parity_evit) { check_parity(TPS_EVIT, 0.7f, 0.0f); }
+Test(infer, parity_etps) { check_parity(TPS_ETPS, 0.7f, 0.0f); }
+/* keep_ratio overrides the exported 0.7: the counts of a model trained at 0.5 / 0.9 */
+Test(infer, keep_ratio_override_dtps) { check_parity(TPS_DTPS, 0.7f, 0.5f); }
+Test(infer, keep_ratio_override_evit) { check_parity(TPS_EVIT, 0.7f, 0.9f); }
+Test(infer, keep_ratio_override_etps) { check_parity(TPS_ETPS, 0.7f, 0.5f); }
+
+/* ---- PyTorch parity through an exported file ------------------------------------------------ */
+
+static void check_torch(tps_method method, const char *group) {
+    fixture fx;
+    fx_open(&fx, "vit_dtps.h5");
+    vit_config cfg = {.img_size = (size_t)fx_attr_int(&fx, "img_size"), .patch_size = (size_t)fx_attr_int(&fx, "patch_size"),
+                      .in_chans = (size_t)fx_attr_int(&fx, "in_chans"), .embed_dim = (size_t)fx_attr_int(&fx, "embed_dim"),
+                      .depth = (size_t)fx_attr_int(&fx, "depth"), .num_heads = (size_t)fx_attr_int(&fx, "num_heads"),
+                      .num_classes = (size_t)fx_attr_int(&fx, "num_classes"),
+                      .mlp_ratio = (float)fx_attr_double(&fx, "mlp_ratio"), .ln_eps = 1e-6f};
+    snprintf(cfg.arch, sizeof cfg.arch, "custom");
+    float rho = (float)fx_attr_double(&fx, "keep_ratio"); /* evit/etps use 0.7 too (group attr keep_rate) */
+    tps_config tps = small_tps(method, rho);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
+    if (tps_method_has_predictor(method)) {
+        fx_load_params(&fx, "/model", &m.params);
+    } else { /* the fixture's /model has predictors; evit/etps use the backbone only */
+        for (int i = 0; i < m.params.count; i++) {
+            char ds[256];
+            snprintf(ds, sizeof ds, "/model/%s", m.params.items[i].name);
+            size_t n;
+            float *v = fx_read_f32(&fx, ds, &n, NULL, NULL);
+            cr_assert_eq(n, m.params.items[i].numel, "%s", ds);
+            memcpy(m.params.items[i].t.data, v, n * sizeof(float));
+            free(v);
+        }
+    }
+    char path[512];
+    tmp_path(path, sizeof path, "torch.h5");
+    save_inference(path, &m);
+    size_t n_img, shape[4];
+    int nd;
+    float *images = fx_read_f32(&fx, "/input/images", &n_img, shape, &nd);
+    const size_t B = shape[0], K = cfg.num_classes;
+
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    float *logits = malloc(B * K * sizeof(float));
+    cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
+    char ds[128];
+    snprintf(ds, sizeof ds, "/%s/infer/logits", group);
+    size_t n;
+    float *want = fx_read_f32(&fx, ds, &n, NULL, NULL);
+    cr_assert_eq(n, B * K);
+    expect_close(logits, want, n, TORCH_RTOL, ds);
+    for (int s = 0; s < tps.n_stages; s++) {
+        snprintf(ds, sizeof ds, "/%s/infer/kept_s%d", group, s);
+        int64_t *kept = fx_read_i64(&fx, ds, &n);
+        const size_t k = n / B;
+        for (size_t b = 0; b < B; b++) {
+            const int32_t *idx;
+            size_t got_n;
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &got_n), TPS_OK, "%s", tps_last_error());
+            cr_assert_eq(got_n, k, "%s image %zu: %zu kept, torch %zu", ds, b, got_n, k);
+            for (size_t j = 0; j < k; j++)
+                cr_assert_eq((int64_t)idx[j], kept[b * k + j], "%s image %zu position %zu: %d, torch %lld", ds, b, j,
+                             idx[j], (long long)kept[b * k + j]);
+        }
+        free(kept);
+    }
+    free(want);
+    free(logits);
+    free(images);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    vit_model_free(&m);
+    fx_close(&fx);
+    unlink(path);
+}
+
+Test(infer, torch_parity_dtps) { check_torch(TPS_DTPS, "dtps"); }
+Test(infer, torch_parity_dynamicvit) { check_torch(TPS_DYNAMICVIT, "dynamicvit"); }
+Test(infer, torch_parity_evit) { check_torch(TPS_EVIT, "evit"); }
+Test(infer, torch_parity_etps) { check_torch(TPS_ETPS, "etps"); }
+
+/* ---- adaptive budgets ------------------------------------------------------------------------ */
+
+/* A dtps model in threshold mode: each image keeps its own count. The batch must equal every
+ * image run alone through the framework with that image's counts (packing without padding
+ * changes nothing), and the counts must respect the floor and the cap. */
+static void check_threshold(float threshold, float lo, float hi, int expect) {
+    const size_t B = 4;
+    vit_config cfg = small_config();
+    tps_config tps = small_tps(TPS_DTPS, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
+    random_weights(&m, 21);
+    char path[512];
+    tmp_path(path, sizeof path, "threshold.h5");
+    save_inference(path, &m);
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    tps_budget bu = {.mode = TPS_BUDGET_THRESHOLD, .threshold = threshold, .min_frac = lo, .max_frac = hi};
+    cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
+    float *images = random_images(B, &cfg, 5);
+    float logits[4 * 10];
+    cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
+    const size_t per_image = cfg.in_chans * cfg.img_size * cfg.img_size, K = cfg.num_classes;
+    bool differ = false;
+    for (int s = 0; s < tps.n_stages; s++) {
+        double sum = 0;
+        for (size_t b = 0; b < B; b++) {
+            const int32_t *idx;
+            size_t n, n0, n_prev = vit_num_patches(&cfg);
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &n), TPS_OK);
+            if (s > 0) cr_assert_eq(tps_kept_tokens(ws, s - 1, b, &idx, &n_prev), TPS_OK);
+            const size_t floor_n = (size_t)fmax(1.0, ceil((double)lo * (double)n_prev));
+            const size_t cap_n = (size_t)floor((double)hi * (double)n_prev);
+            cr_expect(n >= floor_n && n <= cap_n, "stage %d image %zu keeps %zu of %zu (floor %zu, cap %zu)", s, b, n,
+                      n_prev, floor_n, cap_n);
+            if (expect < 0) cr_expect_eq(n, floor_n, "nothing passes the threshold: the floor");
+            if (expect > 0) cr_expect_eq(n, cap_n, "everything passes the threshold: the cap");
+            cr_assert_eq(tps_kept_tokens(ws, s, 0, &idx, &n0), TPS_OK);
+            differ |= n != n0;
+            sum += (double)n;
+        }
+        cr_expect_float_eq(tps_mean_kept(ws, s), sum / (double)B, 1e-12);
+    }
+    if (expect == 0) cr_expect(differ, "threshold %g: every image kept the same count", (double)threshold);
+    for (size_t b = 0; b < B; b++) {
+        size_t counts[TPS_MAX_STAGES];
+        for (int s = 0; s < tps.n_stages; s++) {
+            const int32_t *idx;
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &counts[s]), TPS_OK);
+        }
+        reference ref;
+        framework_infer(&m, images + b * per_image, 1, counts, &ref);
+        expect_close(logits + b * K, ref.logits, K, LIB_RTOL, "threshold image");
+        expect_same_kept(ws, b, &ref, 0, "threshold image");
+        reference_free(&ref);
+    }
+    free(images);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    vit_model_free(&m);
+    unlink(path);
+}
+
+Test(infer, threshold_per_image_counts) { check_threshold(0.5f, 0.1f, 0.95f, 0); }
+Test(infer, threshold_floor) { check_threshold(0.999999f, 0.3f, 0.9f, -1); }
+Test(infer, threshold_cap) { check_threshold(0.0f, 0.1f, 0.6f, 1); }
+
+Test(infer, threshold_needs_a_predictor) {
+    vit_config cfg = small_config();
+    tps_config tps = small_tps(TPS_EVIT, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
+    char path[512];
+    tmp_path(path, sizeof path, "evit_threshold.h5");
+    save_inference(path, &m);
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(lib, 1, &ws), TPS_OK);
+    tps_budget bu = {.mode = TPS_BUDGET_THRESHOLD, .threshold = 0.5f, .max_frac = 1.0f};
+    cr_expect_eq(tps_workspace_set_budget(ws, &bu), TPS_ERR_ARG);
+    cr_expect(strstr(tps_last_error(), "predictor"), "message: %s", tps_last_error());
+    tps_budget bad = {.mode = TPS_BUDGET_FIXED, .keep_ratio = 1.5f};
+    cr_expect_eq(tps_workspace_set_budget(ws, &bad), TPS_ERR_ARG);
+    float x[3 * 32 * 32] = {0}, logits[10];
+    cr_expect_eq(tps_run(ws, x, 2, logits), TPS_ERR_ARG, "batch 2 in a workspace for 1");
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    vit_model_free(&m);
+    unlink(path);
+}
+
+/* ---- threads ----------------------------------------------------------------------------------- */
+
+typedef struct thread_job {
+    const tps_model *model;
+    const float *images;
+    size_t B;
+    float logits[3 * 10];
+    int32_t kept[3][3 * 64];
+    tps_status st;
+} thread_job;
+
+static void *run_job(void *arg) {
+    thread_job *j = arg;
+    tps_workspace *ws;
+    j->st = tps_workspace_create(j->model, j->B, &ws);
+    for (int rep = 0; rep < 3 && j->st == TPS_OK; rep++) j->st = tps_run(ws, j->images, j->B, j->logits);
+    for (int s = 0; s < 3 && j->st == TPS_OK; s++)
+        for (size_t b = 0; b < j->B; b++) {
+            const int32_t *idx;
+            size_t n;
+            j->st = tps_kept_tokens(ws, s, b, &idx, &n);
+            if (j->st == TPS_OK) memcpy(j->kept[s] + b * 64, idx, n * sizeof(int32_t));
+        }
+    tps_workspace_free(ws);
+    return NULL;
+}
+
+/* Two threads sharing one model, each with its own workspace, get what one thread gets:
+ * the same operations on the same data, so bit-identical logits and kept tokens. */
+Test(infer, two_threads_share_a_model) {
+    vit_config cfg = small_config();
+    tps_config tps = small_tps(TPS_DTPS, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
+    random_weights(&m, 3);
+    char path[512];
+    tmp_path(path, sizeof path, "threads.h5");
+    save_inference(path, &m);
+    tps_model *lib;
+    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
+    float *images = random_images(3, &cfg, 11);
+    thread_job *single = calloc(1, sizeof *single), *jobs = calloc(2, sizeof *jobs);
+    *single = (thread_job){.model = lib, .images = images, .B = 3};
+    run_job(single);
+    cr_assert_eq(single->st, TPS_OK, "%s", tps_last_error());
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        jobs[i] = (thread_job){.model = lib, .images = images, .B = 3};
+        cr_assert_eq(pthread_create(&t[i], NULL, run_job, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(jobs[i].st, TPS_OK);
+        cr_expect_eq(memcmp(jobs[i].logits, single->logits, sizeof single->logits), 0, "thread %d logits differ", i);
+        cr_expect_eq(memcmp(jobs[i].kept, single->kept, sizeof single->kept), 0, "thread %d kept tokens differ", i);
+    }
+    free(single);
+    free(jobs);
+    free(images);
+    tps_model_close(lib);
+    vit_model_free(&m);
+    unlink(path);
+}
