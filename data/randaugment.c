@@ -3,7 +3,7 @@
  * Per image: choose num_ops ops uniformly with replacement; each is applied with
  * probability p at magnitude m + N(0, mstd) clipped to [0, 10]. Ops follow PIL's
  * definitions (ImageOps / ImageEnhance / affine transforms with the mean colour as fill);
- * geometric ops sample bilinearly. */
+ * geometric ops resample with the transform's interpolation (timm passes DeiT's bicubic). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,29 +119,62 @@ static void sharpness(float *img, float *tmp, int width, int height, int channel
     blend_with(img, tmp, n, factor);
 }
 
+/* Cubic convolution weights for offset t in [0, 1) of the 4 taps at -1, 0, 1, 2 (Keys).
+ * PIL's affine/rotate bicubic uses a = -1 (its resize uses -0.5); a = -0.5 here misses PIL
+ * by more than a level, a = -1 stays within rounding (tests/test_data_transforms.c). */
+#define CUBIC_A -1.0
+static void cubic_weights(double t, double w[4]) {
+    const double a = CUBIC_A;
+    double d[4] = {1 + t, t, 1 - t, 2 - t};
+    for (int i = 0; i < 4; i++) {
+        double x = d[i];
+        w[i] = x <= 1 ? ((a + 2) * x - (a + 3)) * x * x + 1 : ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+    }
+}
+
+static int clamp_index(int v, int n) { return v < 0 ? 0 : (v >= n ? n - 1 : v); }
+
 /* Output pixel centre (x, y) samples the input at (a x + b y + c, d x + e y + f), PIL's
- * AFFINE convention, bilinear, `fill` outside. */
-static void affine(float *img, float *tmp, int width, int height, int channels, const double m[6], const float fill[3]) {
+ * AFFINE convention; a point outside the image takes `fill`, neighbours past the edge are
+ * clamped (PIL's XCLIP/YCLIP). Bilinear or bicubic, as timm's `interpolation` hparam. */
+static void affine(float *img, float *tmp, int width, int height, int channels, const double m[6], const float fill[3],
+                   tpsc_interpolation interp) {
     for (int y = 0; y < height; y++)
         for (int x = 0; x < width; x++) {
             double ox = x + 0.5, oy = y + 0.5;
-            double sx = m[0] * ox + m[1] * oy + m[2] - 0.5, sy = m[3] * ox + m[4] * oy + m[5] - 0.5;
+            double xin = m[0] * ox + m[1] * oy + m[2], yin = m[3] * ox + m[4] * oy + m[5];
             float *dst = tmp + ((size_t)y * width + x) * channels;
-            if (sx < -0.5 || sy < -0.5 || sx > width - 0.5 || sy > height - 0.5) {
+            if (xin < 0.0 || yin < 0.0 || xin >= width || yin >= height) {
                 for (int c = 0; c < channels; c++) dst[c] = fill[c < 3 ? c : 0];
                 continue;
             }
+            double sx = xin - 0.5, sy = yin - 0.5;
             int x0 = (int)floor(sx), y0 = (int)floor(sy);
             double fx = sx - x0, fy = sy - y0;
-            int x1 = x0 + 1, y1 = y0 + 1;
-            x0 = x0 < 0 ? 0 : x0;
-            y0 = y0 < 0 ? 0 : y0;
-            x1 = x1 >= width ? width - 1 : x1;
-            y1 = y1 >= height ? height - 1 : y1;
-            for (int c = 0; c < channels; c++) {
-                double v00 = img[((size_t)y0 * width + x0) * channels + c], v01 = img[((size_t)y0 * width + x1) * channels + c];
-                double v10 = img[((size_t)y1 * width + x0) * channels + c], v11 = img[((size_t)y1 * width + x1) * channels + c];
-                dst[c] = (float)((v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy);
+            if (interp == TPSC_INTERP_BILINEAR) {
+                int xa = clamp_index(x0, width), xb = clamp_index(x0 + 1, width);
+                int ya = clamp_index(y0, height), yb = clamp_index(y0 + 1, height);
+                for (int c = 0; c < channels; c++) {
+                    double v00 = img[((size_t)ya * width + xa) * channels + c], v01 = img[((size_t)ya * width + xb) * channels + c];
+                    double v10 = img[((size_t)yb * width + xa) * channels + c], v11 = img[((size_t)yb * width + xb) * channels + c];
+                    dst[c] = (float)((v00 * (1 - fx) + v01 * fx) * (1 - fy) + (v10 * (1 - fx) + v11 * fx) * fy);
+                }
+            } else {
+                double wx[4], wy[4];
+                cubic_weights(fx, wx);
+                cubic_weights(fy, wy);
+                int xs[4], ys[4];
+                for (int i = 0; i < 4; i++) xs[i] = clamp_index(x0 - 1 + i, width), ys[i] = clamp_index(y0 - 1 + i, height);
+                for (int c = 0; c < channels; c++) {
+                    double v = 0.0;
+                    for (int j = 0; j < 4; j++) {
+                        const float *row = img + (size_t)ys[j] * width * channels + c;
+                        double h = 0.0;
+                        for (int i = 0; i < 4; i++) h += wx[i] * row[(size_t)xs[i] * channels];
+                        v += wy[j] * h;
+                    }
+                    dst[c] = (float)(v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v)); /* cubic overshoots; PIL clips */
+                }
             }
         }
     memcpy(img, tmp, (size_t)width * height * channels * sizeof *img);
@@ -156,8 +189,8 @@ static bool op_has_sign(op_kind op, bool increasing) {
     }
 }
 
-static void apply_op(op_kind op, float mag, bool increasing, bool negate, float *img, float *tmp, int width,
-                     int height, int channels, const float fill[3]) {
+static void apply_op(op_kind op, float mag, bool increasing, bool negate, tpsc_interpolation interp, float *img,
+                     float *tmp, int width, int height, int channels, const float fill[3]) {
     size_t pixels = (size_t)width * height, n = pixels * channels;
     float level = mag / LEVEL_DENOM;
     switch (op) {
@@ -172,7 +205,7 @@ static void apply_op(op_kind op, float mag, bool increasing, bool negate, float 
         /* PIL rotate(deg) turns the picture counter-clockwise about its centre. */
         double a = deg * M_PI / 180.0, cs = cos(a), sn = sin(a), cx = width / 2.0, cy = height / 2.0;
         double m[6] = {cs, -sn, cx - cs * cx + sn * cy, sn, cs, cy - sn * cx - cs * cy};
-        affine(img, tmp, width, height, channels, m, fill);
+        affine(img, tmp, width, height, channels, m, fill, interp);
         break;
     }
     case OP_POSTERIZE: {
@@ -228,14 +261,14 @@ static void apply_op(op_kind op, float mag, bool increasing, bool negate, float 
         double f = level * 0.3;
         if (negate) f = -f;
         double mx[6] = {1, f, 0, 0, 1, 0}, my[6] = {1, 0, 0, f, 1, 0};
-        affine(img, tmp, width, height, channels, op == OP_SHEAR_X ? mx : my, fill);
+        affine(img, tmp, width, height, channels, op == OP_SHEAR_X ? mx : my, fill, interp);
         break;
     }
     case OP_TRANSLATE_X: case OP_TRANSLATE_Y: {
         double pct = level * 0.45;
         if (negate) pct = -pct;
         double mx[6] = {1, 0, pct * width, 0, 1, 0}, my[6] = {1, 0, 0, 0, 1, pct * height};
-        affine(img, tmp, width, height, channels, op == OP_TRANSLATE_X ? mx : my, fill);
+        affine(img, tmp, width, height, channels, op == OP_TRANSLATE_X ? mx : my, fill, interp);
         break;
     }
     default: break;
@@ -254,7 +287,7 @@ void tpsc_randaug_apply(const tpsc_randaug *ra, tpsc_rng *r, float *img, float *
         mag = fmaxf(0.0f, fminf(mag, ra->magnitude_max));
         /* timm draws the sign inside the level function, after the magnitude. */
         bool negate = op_has_sign(chosen[i], ra->increasing) && random_sign(r);
-        apply_op(chosen[i], mag, ra->increasing, negate, img, tmp, width, height, channels, fill);
+        apply_op(chosen[i], mag, ra->increasing, negate, ra->interpolation, img, tmp, width, height, channels, fill);
     }
 }
 
@@ -263,14 +296,14 @@ static const char *const op_names[OP_COUNT] = {
     "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel",
 };
 
-tpsc_status tpsc_randaug_op(const char *name, float magnitude, bool negate, float *img, float *tmp, int width,
-                            int height, int channels, const float fill[3]) {
+tpsc_status tpsc_randaug_op(const char *name, float magnitude, bool negate, tpsc_interpolation interp, float *img,
+                            float *tmp, int width, int height, int channels, const float fill[3]) {
     size_t len = strlen(name);
     bool increasing = len > 10 && strcmp(name + len - 10, "Increasing") == 0;
     for (int op = 0; op < OP_COUNT; op++) {
         size_t n = strlen(op_names[op]);
         if (strncmp(name, op_names[op], n) == 0 && (name[n] == '\0' || (increasing && n + 10 == len))) {
-            apply_op((op_kind)op, magnitude, increasing, negate, img, tmp, width, height, channels, fill);
+            apply_op((op_kind)op, magnitude, increasing, negate, interp, img, tmp, width, height, channels, fill);
             return TPSC_OK;
         }
     }

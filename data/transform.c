@@ -22,6 +22,7 @@ tpsc_status tpsc_transform_init(tpsc_transform *t, const tpsc_augment_config *au
                              aug->ratio_max);
         if (aug->auto_augment[0]) {
             TPSC_TRY(tpsc_randaug_parse(aug->auto_augment, &t->randaug));
+            t->randaug.interpolation = aug->interpolation;
             t->use_randaug = true;
         }
     }

@@ -78,6 +78,7 @@ typedef struct tpsc_randaug {
     float magnitude_max; /* mmax, the clip of the noisy magnitude, default 10 */
     float prob;        /* p, each op applied with this probability, default 0.5 */
     bool increasing;   /* inc1: the "increasing" op set */
+    tpsc_interpolation interpolation; /* geometric ops' resampling; the transform sets the config's */
 } tpsc_randaug;
 tpsc_status tpsc_randaug_parse(const char *spec, tpsc_randaug *out);
 /* img float HWC 0..255, tmp the same size; fill = the mean colour 0..255 for vacated pixels. */
@@ -86,8 +87,8 @@ void tpsc_randaug_apply(const tpsc_randaug *ra, tpsc_rng *r, float *img, float *
 
 /* One op by its timm name ("Equalize", "PosterizeIncreasing", "Rotate", ...) at a magnitude
  * 0..10, with timm's random negation fixed to `negate`: for tests against PIL. */
-tpsc_status tpsc_randaug_op(const char *name, float magnitude, bool negate, float *img, float *tmp, int width,
-                            int height, int channels, const float fill[3]);
+tpsc_status tpsc_randaug_op(const char *name, float magnitude, bool negate, tpsc_interpolation interp, float *img,
+                            float *tmp, int width, int height, int channels, const float fill[3]);
 
 /* One sample through the train or eval transform into out_chw [C_out, size, size]. */
 typedef struct tpsc_transform {

@@ -132,7 +132,7 @@ static void read_u8(hid_t f, const char *name, uint8_t *out) {
 }
 
 /* Every RandAugment op of timm's sets at magnitude 9 (both signs where timm negates at
- * random) against PIL applied to the same image. Tolerance 1 level: PIL rounds or truncates
+ * random; geometric ops bilinear and bicubic) against PIL applied to the same image. Tolerance 1 level: PIL rounds or truncates
  * each op's result to uint8, we keep floats. */
 Test(data_transforms, randaugment_ops_match_pil) {
     hid_t f = H5Fopen(DATA_FIXTURES "/pil_reference.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -142,7 +142,7 @@ Test(data_transforms, randaugment_ops_match_pil) {
     hid_t d = H5Dopen2(f, "op_names", H5P_DEFAULT);
     hid_t space = H5Dget_space(d);
     int n = (int)H5Sget_simple_extent_npoints(space);
-    cr_assert(n >= 30 && n <= 64, "%d ops: 15 timm ops, sign variants, non-increasing forms", n);
+    cr_assert(n >= 40 && n <= 64, "%d ops: 15 timm ops, sign, non-increasing and bicubic variants", n);
     char *names[64];
     hid_t mem = H5Tcopy(H5T_C_S1);
     H5Tset_size(mem, H5T_VARIABLE);
@@ -155,9 +155,12 @@ Test(data_transforms, randaugment_ops_match_pil) {
         for (int i = 0; i < 360; i++) img[i] = texture[i];
         char name[64];
         snprintf(name, sizeof name, "%s", names[k]);
+        char *bicubic = strstr(name, "_bicubic");
+        if (bicubic) *bicubic = '\0';
         char *neg = strstr(name, "_neg");
         if (neg) *neg = '\0';
-        cr_assert_eq(tpsc_randaug_op(name, 9.0f, neg != NULL, img, tmp, 12, 10, 3, fill), TPSC_OK, "%s", name);
+        tpsc_interpolation interp = bicubic ? TPSC_INTERP_BICUBIC : TPSC_INTERP_BILINEAR;
+        cr_assert_eq(tpsc_randaug_op(name, 9.0f, neg != NULL, interp, img, tmp, 12, 10, 3, fill), TPSC_OK, "%s", name);
         bool changed = false, pil_changed = false;
         for (int i = 0; i < 360; i++) {
             cr_assert(fabsf(img[i] - ops[k * 360 + i]) <= 1.0f, "%s pixel %d: ours %g, PIL %d", names[k], i, img[i],
@@ -170,7 +173,7 @@ Test(data_transforms, randaugment_ops_match_pil) {
     H5Dvlen_reclaim(mem, space, H5P_DEFAULT, names);
     H5Tclose(mem), H5Sclose(space), H5Dclose(d), H5Fclose(f);
     float img[4] = {0};
-    cr_assert_eq(tpsc_randaug_op("Cutout", 9.0f, false, img, img, 2, 2, 1, fill), TPSC_ERR_ARG);
+    cr_assert_eq(tpsc_randaug_op("Cutout", 9.0f, false, TPSC_INTERP_BILINEAR, img, img, 2, 2, 1, fill), TPSC_ERR_ARG);
 }
 
 /* Equalize on 1200 pixels (below 256 PIL's step is 0 and it does nothing): exact, as both
@@ -185,7 +188,7 @@ Test(data_transforms, equalize_matches_pil) {
     static float img[30 * 40 * 3], tmp[30 * 40 * 3];
     for (int i = 0; i < 30 * 40 * 3; i++) img[i] = smooth[i];
     const float fill[3] = {0, 0, 0};
-    cr_assert_eq(tpsc_randaug_op("Equalize", 9.0f, false, img, tmp, 40, 30, 3, fill), TPSC_OK);
+    cr_assert_eq(tpsc_randaug_op("Equalize", 9.0f, false, TPSC_INTERP_BICUBIC, img, tmp, 40, 30, 3, fill), TPSC_OK);
     int changed = 0;
     for (int i = 0; i < 30 * 40 * 3; i++) {
         cr_assert_float_eq(img[i], (float)want[i], 0.0f, "pixel %d", i);

@@ -11,7 +11,8 @@ C tests recompute on their own, so the tests check values, not copies of our out
   pil_reference.h5: PIL's own results, the reference for our transforms:
     texture [10,12,3] = (10 + 5 x + 7 y + 40 c + (x y) % 13) % 256; <timm op name>[_neg] = that
     op at magnitude 9 (timm's level-to-argument formulas, fill = DeiT's mean colour (124,116,104),
-    bilinear resampling), "_neg" with the random sign taken negative, stacked in `ops` [n,10,12,3]
+    bilinear resampling, "_bicubic": bicubic as timm with DeiT's interpolation), "_neg" with the
+    random sign taken negative, stacked in `ops` [n,10,12,3]
     with their names in `op_names`;
     smooth [30,40,3] = min(255, 20 + 2 x + 2 y + 30 c + ((x-20)^2 + (y-15)^2) // 16);
     smooth_equalize = ImageOps.equalize(smooth) (Equalize is the identity below 256 pixels);
@@ -87,8 +88,8 @@ def pil_reference():
     bil = Image.Resampling.BILINEAR
     m = 9 / 10.0  # magnitude 9 as a fraction of timm's _LEVEL_DENOM
 
-    def affine(im, data):
-        return im.transform(im.size, Image.AFFINE, data, resample=bil, fillcolor=fill)
+    def affine(im, data, resample):
+        return im.transform(im.size, Image.AFFINE, data, resample=resample, fillcolor=fill)
 
     def solarize_add(im, add, thresh=128):
         lut = [min(255, i + add) if i < thresh else i for i in range(256)]
@@ -118,11 +119,13 @@ def pil_reference():
         for name, cls in (("Color", ImageEnhance.Color), ("Contrast", ImageEnhance.Contrast),
                           ("Brightness", ImageEnhance.Brightness), ("Sharpness", ImageEnhance.Sharpness)):
             ops[name + "Increasing" + sfx] = enhance_inc(cls, neg)
-        ops["Rotate" + sfx] = lambda im, s=sign: im.rotate(s * m * 30.0, resample=bil, fillcolor=fill)
-        ops["ShearX" + sfx] = lambda im, s=sign: affine(im, (1, s * m * 0.3, 0, 0, 1, 0))
-        ops["ShearY" + sfx] = lambda im, s=sign: affine(im, (1, 0, 0, s * m * 0.3, 1, 0))
-        ops["TranslateXRel" + sfx] = lambda im, s=sign: affine(im, (1, 0, s * m * 0.45 * im.size[0], 0, 1, 0))
-        ops["TranslateYRel" + sfx] = lambda im, s=sign: affine(im, (1, 0, 0, 0, 1, s * m * 0.45 * im.size[1]))
+        for rs, rsfx in ((bil, ""), (Image.Resampling.BICUBIC, "_bicubic")):
+            k = sfx + rsfx
+            ops["Rotate" + k] = lambda im, s=sign, r=rs: im.rotate(s * m * 30.0, resample=r, fillcolor=fill)
+            ops["ShearX" + k] = lambda im, s=sign, r=rs: affine(im, (1, s * m * 0.3, 0, 0, 1, 0), r)
+            ops["ShearY" + k] = lambda im, s=sign, r=rs: affine(im, (1, 0, 0, s * m * 0.3, 1, 0), r)
+            ops["TranslateXRel" + k] = lambda im, s=sign, r=rs: affine(im, (1, 0, s * m * 0.45 * im.size[0], 0, 1, 0), r)
+            ops["TranslateYRel" + k] = lambda im, s=sign, r=rs: affine(im, (1, 0, 0, 0, 1, s * m * 0.45 * im.size[1]), r)
 
     y, x, c = np.meshgrid(np.arange(30), np.arange(40), np.arange(3), indexing="ij")
     smooth = np.minimum(255, 20 + 2 * x + 2 * y + 30 * c + ((x - 20) ** 2 + (y - 15) ** 2) // 16).astype(np.uint8)
