@@ -1,0 +1,298 @@
+/* libtpsinfer on bad input: every case is a status code and a message naming the file and the
+ * attribute or tensor at fault, never a crash (run under ASan/UBSan with -DTPSC_SANITIZE=ON).
+ * Each test damages a copy of a valid inference file in one way. */
+#include <criterion/criterion.h>
+#include <hdf5.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "src/infer/tps_infer.h"
+#include "src/io/checkpoint.h"
+#include "src/model/vit.h"
+
+static char good[512];
+
+static void tmp_path(char *buf, size_t len, const char *name) {
+    snprintf(buf, len, "%s/test_infer_errors_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
+}
+
+/* A valid dtps inference file (img 16, patch 4, C 16, depth 3, K 5); weights are zeros. */
+static void make_good(void) {
+    vit_config c = {.img_size = 16, .patch_size = 4, .in_chans = 3, .embed_dim = 16, .depth = 3, .num_heads = 2,
+                    .num_classes = 5, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
+    snprintf(c.arch, sizeof c.arch, "custom");
+    tps_config t = {.method = TPS_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f};
+    tps_config_fill_rho(&t, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
+    tmp_path(good, sizeof good, "good.h5");
+    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &c, .tps = &t, .params = &m.params};
+    cr_assert_eq(tpsc_checkpoint_save(good, &ck), TPSC_OK, "%s", tpsc_last_error());
+    vit_model_free(&m);
+}
+
+static void remove_good(void) { unlink(good); }
+
+TestSuite(infer_errors, .init = make_good, .fini = remove_good);
+
+static void copy_file(const char *from, const char *to, long keep_bytes) {
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    cr_assert(in && out, "copying %s to %s", from, to);
+    char buf[4096];
+    long done = 0;
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
+        if (keep_bytes >= 0 && done + (long)n > keep_bytes) n = (size_t)(keep_bytes - done);
+        fwrite(buf, 1, n, out);
+        done += (long)n;
+        if (keep_bytes >= 0 && done >= keep_bytes) break;
+    }
+    fclose(in);
+    fclose(out);
+}
+
+static long file_size(const char *path) {
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    return (long)sb.st_size;
+}
+
+/* Opens `path`, expects `want` and a message containing both the path and `needle`. */
+static void expect_open_fails(const char *path, tps_status want, const char *needle) {
+    tps_model *m = (tps_model *)0x1;
+    tps_status st = tps_model_open(path, &m);
+    cr_expect_eq(st, want, "%s: status %s (%s), want %s", path, tps_status_str(st), tps_last_error(), tps_status_str(want));
+    cr_expect_null(m, "no model on failure");
+    cr_expect(strstr(tps_last_error(), path) != NULL, "message does not name the file: %s", tps_last_error());
+    if (needle) cr_expect(strstr(tps_last_error(), needle) != NULL, "message lacks '%s': %s", needle, tps_last_error());
+}
+
+/* A copy of the good file, opened read-write for damage. */
+static hid_t damaged_copy(char *path, size_t len, const char *name) {
+    tmp_path(path, len, name);
+    copy_file(good, path, -1);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    cr_assert(f >= 0, "reopening %s", path);
+    return f;
+}
+
+static void set_attr_i64(hid_t f, const char *name, int64_t v) {
+    cr_assert(H5Adelete(f, name) >= 0, "deleting attribute %s", name);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, H5T_NATIVE_INT64, &v) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void set_attr_str(hid_t f, const char *name, const char *v) {
+    cr_assert(H5Adelete(f, name) >= 0, "deleting attribute %s", name);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0 && H5Awrite(a, t, &v) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+}
+
+Test(infer_errors, the_good_file_opens) {
+    tps_model *m;
+    cr_assert_eq(tps_model_open(good, &m), TPS_OK, "%s", tps_last_error());
+    tps_model_info info;
+    cr_assert_eq(tps_model_get_info(m, &info), TPS_OK);
+    cr_expect_str_eq(info.method, "dtps");
+    cr_expect_eq(info.num_patches, 16);
+    cr_expect_eq(info.n_stages, 2);
+    tps_model_close(m);
+}
+
+Test(infer_errors, missing_file) {
+    char path[512];
+    tmp_path(path, sizeof path, "does_not_exist.h5");
+    expect_open_fails(path, TPS_ERR_IO, "cannot open");
+}
+
+Test(infer_errors, a_directory) { expect_open_fails(TPSC_BINARY_DIR, TPS_ERR_IO, "directory"); }
+
+Test(infer_errors, not_hdf5) {
+    char path[512];
+    tmp_path(path, sizeof path, "text.h5");
+    FILE *fp = fopen(path, "w");
+    fputs("this is not an HDF5 file\n", fp);
+    fclose(fp);
+    expect_open_fails(path, TPS_ERR_FORMAT, "not an HDF5 file");
+    unlink(path);
+}
+
+Test(infer_errors, empty_file) {
+    char path[512];
+    tmp_path(path, sizeof path, "empty.h5");
+    fclose(fopen(path, "w"));
+    expect_open_fails(path, TPS_ERR_FORMAT, "not an HDF5 file");
+    unlink(path);
+}
+
+/* Cut at several lengths: the superblock's end-of-file no longer matches, or the data is gone. */
+Test(infer_errors, truncated) {
+    char path[512];
+    tmp_path(path, sizeof path, "truncated.h5");
+    const long size = file_size(good);
+    const long cuts[] = {100, size / 3, size / 2, size - 64};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        copy_file(good, path, cuts[i]);
+        tps_model *m = NULL;
+        tps_status st = tps_model_open(path, &m);
+        cr_expect(st == TPS_ERR_FORMAT, "cut at %ld of %ld: status %s (%s)", cuts[i], size, tps_status_str(st),
+                  tps_last_error());
+        cr_expect(strstr(tps_last_error(), path) != NULL, "message does not name the file: %s", tps_last_error());
+        tps_model_close(m);
+    }
+    unlink(path);
+}
+
+Test(infer_errors, newer_format_version) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "version.h5");
+    set_attr_i64(f, "format_version", 99);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_FORMAT, "format_version 99");
+    unlink(path);
+}
+
+Test(infer_errors, a_training_checkpoint) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "checkpoint.h5");
+    set_attr_str(f, "format", "tpsc-checkpoint");
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_FORMAT, "tpsc export");
+    unlink(path);
+}
+
+Test(infer_errors, missing_attribute) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "noattr.h5");
+    cr_assert(H5Adelete(f, "depth") >= 0);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_MISSING, "'depth'");
+    unlink(path);
+}
+
+Test(infer_errors, attribute_of_the_wrong_type) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "wrongtype.h5");
+    set_attr_str(f, "embed_dim", "sixteen");
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_FORMAT, "'embed_dim'");
+    unlink(path);
+}
+
+Test(infer_errors, heads_do_not_divide_the_width) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "heads.h5");
+    set_attr_i64(f, "num_heads", 3);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_FORMAT, "num_heads");
+    unlink(path);
+}
+
+Test(infer_errors, unknown_method) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "method.h5");
+    set_attr_str(f, "method", "magic");
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_FORMAT, "magic");
+    unlink(path);
+}
+
+Test(infer_errors, missing_tensor) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "missing.h5");
+    cr_assert(H5Ldelete(f, "/model/blocks.1.attn.qkv.weight", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_MISSING, "blocks.1.attn.qkv.weight");
+    unlink(path);
+}
+
+Test(infer_errors, missing_predictor) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "nopred.h5");
+    cr_assert(H5Ldelete(f, "/model/score_predictor.1.out_conv.4.bias", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_MISSING, "score_predictor.1.out_conv.4.bias");
+    unlink(path);
+}
+
+Test(infer_errors, tensor_shape_disagrees) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "shape.h5");
+    cr_assert(H5Ldelete(f, "/model/head.weight", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {6, 16};
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, "/model/head.weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(d >= 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_SHAPE, "head.weight has shape [6,16], the architecture needs [5,16]");
+    unlink(path);
+}
+
+/* The architecture says a width the tensors do not have. */
+Test(infer_errors, architecture_disagrees_with_tensors) {
+    char path[512];
+    hid_t f = damaged_copy(path, sizeof path, "arch.h5");
+    set_attr_i64(f, "embed_dim", 32);
+    H5Fclose(f);
+    expect_open_fails(path, TPS_ERR_SHAPE, "cls_token");
+    unlink(path);
+}
+
+Test(infer_errors, image_that_does_not_decode) {
+    char path[512];
+    tmp_path(path, sizeof path, "broken.png");
+    FILE *fp = fopen(path, "wb");
+    const unsigned char png_start[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    fwrite(png_start, 1, sizeof png_start, fp);
+    fclose(fp);
+    uint8_t *px = (uint8_t *)0x1;
+    int w, h;
+    cr_expect_eq(tps_image_load(path, &px, &w, &h), TPS_ERR_DECODE, "%s", tps_last_error());
+    cr_expect_null(px);
+    cr_expect(strstr(tps_last_error(), path) != NULL, "message: %s", tps_last_error());
+    unlink(path);
+    cr_expect_eq(tps_image_load(path, &px, &w, &h), TPS_ERR_IO, "a missing image: %s", tps_last_error());
+}
+
+Test(infer_errors, null_arguments) {
+    tps_model *m = NULL;
+    cr_expect_eq(tps_model_open(NULL, &m), TPS_ERR_ARG);
+    cr_expect_eq(tps_model_open(good, NULL), TPS_ERR_ARG);
+    cr_expect_eq(tps_workspace_create(NULL, 1, NULL), TPS_ERR_ARG);
+    cr_expect_eq(tps_run(NULL, NULL, 1, NULL), TPS_ERR_ARG);
+    cr_expect_eq(tps_topk(NULL, 1, 1, 1, NULL, NULL), TPS_ERR_ARG);
+    cr_expect_str_neq(tps_status_str(TPS_ERR_SHAPE), "");
+    tps_model_close(NULL);
+    tps_workspace_free(NULL);
+}
+
+/* top-k by hand: logits [0, 2, 1, 2] -> classes 1, 3 (tie: lower index first), 2;
+ * probabilities e^x / sum e^x with sum = 1 + 2e^2 + e (reference computed here in double). */
+Test(infer_errors, topk_by_hand) {
+    const float logits[4] = {0, 2, 1, 2};
+    int32_t idx[3];
+    float prob[3];
+    cr_assert_eq(tps_topk(logits, 1, 4, 3, idx, prob), TPS_OK);
+    cr_expect_eq(idx[0], 1);
+    cr_expect_eq(idx[1], 3);
+    cr_expect_eq(idx[2], 2);
+    const double z = 1 + 2 * exp(2.0) + exp(1.0);
+    cr_expect_float_eq(prob[0], exp(2.0) / z, 1e-6);
+    cr_expect_float_eq(prob[2], exp(1.0) / z, 1e-6);
+    cr_expect_eq(tps_topk(logits, 1, 4, 5, idx, prob), TPS_ERR_ARG, "k > K");
+}
