@@ -13,5 +13,9 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_recipe(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_visualize(int argc, char **argv);
 
 #endif
