@@ -453,3 +453,78 @@ Test(infer, two_threads_share_a_model) {
     vit_model_free(&m);
     unlink(path);
 }
+
+/* ---- the CLI: tpsc export, then tpsc infer --tensor, against PyTorch ---------------------------
+ * A training checkpoint whose /model is zeros and whose /ema holds the fixture's dtps weights:
+ * the export must serve the EMA weights, keep no optimiser state, and `tpsc infer --tensor`
+ * must reproduce torch's logits (1e-4 relative) and kept indices (exactly). */
+Test(infer, cli_export_and_tensor_parity) {
+    char tpsc[512];
+    snprintf(tpsc, sizeof tpsc, "%s/tpsc", TPSC_BINARY_DIR);
+    if (access(tpsc, X_OK) != 0) cr_skip_test("%s is not built", tpsc);
+    fixture fx;
+    fx_open(&fx, "vit_dtps.h5");
+    vit_config cfg = {.img_size = (size_t)fx_attr_int(&fx, "img_size"), .patch_size = (size_t)fx_attr_int(&fx, "patch_size"),
+                      .in_chans = 3, .embed_dim = (size_t)fx_attr_int(&fx, "embed_dim"),
+                      .depth = (size_t)fx_attr_int(&fx, "depth"), .num_heads = (size_t)fx_attr_int(&fx, "num_heads"),
+                      .num_classes = (size_t)fx_attr_int(&fx, "num_classes"), .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
+    snprintf(cfg.arch, sizeof cfg.arch, "custom");
+    tps_config tps = small_tps(TPS_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
+    fx_load_params(&fx, "/model", &m.params);
+    float *ema = malloc(m.params.total * sizeof(float)), *zeros = calloc(m.params.total, sizeof(float));
+    memcpy(ema, m.params.data, m.params.total * sizeof(float));
+    memcpy(m.params.data, zeros, m.params.total * sizeof(float));
+    float *opt = calloc(m.params.total, sizeof(float));
+    char ckpt[512], model[512], in[512], out[512], cmd[2400];
+    tmp_path(ckpt, sizeof ckpt, "cli_ckpt.h5");
+    tmp_path(model, sizeof model, "cli_model.h5");
+    tmp_path(in, sizeof in, "cli_in.h5");
+    tmp_path(out, sizeof out, "cli_out.h5");
+    tpsc_checkpoint ck = {.vit = &cfg, .tps = &tps, .params = &m.params, .ema = ema, .opt_m = opt, .opt_v = opt,
+                          .opt_name = "adamw", .opt_step = 5};
+    cr_assert_eq(tpsc_checkpoint_save(ckpt, &ck), TPSC_OK, "%s", tpsc_last_error());
+    snprintf(cmd, sizeof cmd, "%s export %s %s > /dev/null", tpsc, ckpt, model);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+    tpsc_checkpoint_info info;
+    cr_assert_eq(tpsc_checkpoint_read_config(model, NULL, NULL, &info), TPSC_OK, "%s", tpsc_last_error());
+    cr_expect_str_eq(info.format, TPSC_FORMAT_INFERENCE);
+    cr_expect(!info.has_optimizer && !info.has_ema && !info.has_state, "the export carries training state");
+
+    size_t n_img, shape[4];
+    int nd;
+    float *images = fx_read_f32(&fx, "/input/images", &n_img, shape, &nd);
+    hid_t f = H5Fcreate(in, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dims[4] = {shape[0], shape[1], shape[2], shape[3]};
+    hid_t sp = H5Screate_simple(4, dims, NULL);
+    hid_t d = H5Dcreate2(f, "/input", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, images) >= 0);
+    H5Dclose(d), H5Sclose(sp), H5Fclose(f);
+    snprintf(cmd, sizeof cmd, "%s infer %s --tensor %s --out %s > /dev/null", tpsc, model, in, out);
+    cr_assert_eq(system(cmd), 0, "%s", cmd);
+
+    fixture res = {.file = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT)};
+    snprintf(res.path, sizeof res.path, "%s", out);
+    cr_assert(res.file >= 0, "%s not written", out);
+    size_t n;
+    float *logits = fx_read_f32(&res, "/logits", &n, NULL, NULL);
+    float *want = fx_read_f32(&fx, "/dtps/infer/logits", &n, NULL, NULL);
+    expect_close(logits, want, n, TORCH_RTOL, "tpsc infer --tensor");
+    for (int s = 0; s < tps.n_stages; s++) {
+        char ds[64];
+        snprintf(ds, sizeof ds, "/kept_s%d", s);
+        size_t n_got, n_want;
+        int64_t *got = fx_read_i64(&res, ds, &n_got);
+        snprintf(ds, sizeof ds, "/dtps/infer/kept_s%d", s);
+        int64_t *ref = fx_read_i64(&fx, ds, &n_want);
+        cr_assert_eq(n_got, n_want, "stage %d: %zu indices, torch %zu", s, n_got, n_want);
+        cr_expect_eq(memcmp(got, ref, n_got * sizeof(int64_t)), 0, "stage %d kept indices differ from torch", s);
+        free(got), free(ref);
+    }
+    H5Fclose(res.file);
+    free(logits), free(want), free(images), free(ema), free(zeros), free(opt);
+    vit_model_free(&m);
+    fx_close(&fx);
+    unlink(ckpt), unlink(model), unlink(in), unlink(out);
+}
