@@ -15,8 +15,6 @@ int cmd_recipe(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
-int cmd_export(int argc, char **argv);
-int cmd_infer(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_visualize(int argc, char **argv);
 

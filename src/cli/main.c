@@ -8,8 +8,6 @@ static const tpsc_command commands[] = {
     {"train", "train or fine-tune a model from a recipe (dense, DynamicViT, dTPS, EViT, eTPS)", cmd_train},
     {"eval", "evaluate checkpoints in inference mode: top-1/5, GMACs, images/s side by side", cmd_eval},
     {"recipe", "list every recipe key, or print a recipe resolved with overrides", cmd_recipe},
-    {"export", "write an inference file (weights, architecture, pruning, classes, preprocessing) for libtpsinfer", cmd_export},
-    {"infer", "classify images, or run a tensor file, with an exported model through libtpsinfer", cmd_infer},
     {"sweep", "run a grid of trainings (or evaluations) resumably; tables and a top-1 vs GMACs plot", cmd_sweep},
     {"visualize", "draw an image with each stage's pruned patches greyed and squeezed tokens' hosts", cmd_visualize},
     {"export", "write an inference file (weights, architecture, pruning, classes, preprocessing) for libtpsinfer", cmd_export},
