@@ -216,8 +216,9 @@ static tpsc_status check_config(const tpsc_data_config *cfg) {
     if (cfg->world_size < 1 || cfg->rank < 0 || cfg->rank >= cfg->world_size)
         return tpsc_fail(TPSC_ERR_CONFIG, "data: rank = %d, world_size = %d, expected 0 <= rank < world_size",
                          cfg->rank, cfg->world_size);
-    if (cfg->workers < 1 || cfg->workers > 64)
-        return tpsc_fail(TPSC_ERR_CONFIG, "data: workers = %d, expected 1..64", cfg->workers);
+    if (cfg->workers < 0 || cfg->workers > 64)
+        return tpsc_fail(TPSC_ERR_CONFIG, "data: workers = %d, expected 0..64 (0 = in the caller's thread)",
+                         cfg->workers);
     if (cfg->repeated_aug < 0 || cfg->repeated_aug > 16)
         return tpsc_fail(TPSC_ERR_CONFIG, "data: repeated_aug = %d, expected 1..16 (0 or 1 = off)", cfg->repeated_aug);
     if (cfg->prefetch < 1 || cfg->prefetch > 64)
@@ -284,7 +285,9 @@ tpsc_status tpsc_loader_open(tpsc_loader **out, const tpsc_data_config *cfg, tps
     }
     l->mu_ready = true;
     l->n_workers = cfg->workers;
-    l->workers = tpsc_calloc((size_t)l->n_workers, sizeof *l->workers, "loader workers");
+    /* workers = 0: no threads; tpsc_loader_next fills each batch itself, with workers[0]'s
+     * scratch. */
+    l->workers = tpsc_calloc((size_t)(l->n_workers > 0 ? l->n_workers : 1), sizeof *l->workers, "loader workers");
     if (!l->workers) {
         st = TPSC_ERR_NOMEM;
         goto fail;
@@ -312,7 +315,7 @@ void tpsc_loader_close(tpsc_loader *l) {
         pthread_cond_broadcast(&l->work_cv);
         pthread_mutex_unlock(&l->mu);
     }
-    for (int i = 0; l->workers && i < l->n_workers; i++) {
+    for (int i = 0; l->workers && i < (l->n_workers > 0 ? l->n_workers : 1); i++) {
         if (l->workers[i].started) pthread_join(l->workers[i].thread, NULL);
         tpsc_decode_scratch_free(&l->workers[i].decode);
         tpsc_transform_scratch_free(&l->workers[i].transform);
@@ -362,6 +365,22 @@ tpsc_status tpsc_loader_next(tpsc_loader *l, tpsc_batch *batch) {
     }
     /* Batches before a failed one were all claimed (claims go in order), so they arrive. */
     slot *s = &l->slots[l->next_consume % l->n_slots];
+    if (l->n_workers == 0 && l->error == TPSC_OK) {
+        /* No threads: fill it here; the slot is free since the last one was released above.
+         * The lock is dropped because skip reports take it. */
+        pthread_mutex_unlock(&l->mu);
+        tpsc_status st = fill_batch(l, &l->workers[0], s, l->epoch, l->next_consume);
+        pthread_mutex_lock(&l->mu);
+        if (st == TPSC_OK) {
+            s->state = SLOT_READY;
+            s->batch_index = l->next_consume;
+            l->next_produce = l->next_consume + 1;
+        } else {
+            l->error = st;
+            l->error_batch = l->next_consume;
+            snprintf(l->error_msg, sizeof l->error_msg, "%s", tpsc_last_error());
+        }
+    }
     while (!(l->error != TPSC_OK && l->next_consume >= l->error_batch) &&
            !(s->state == SLOT_READY && s->batch_index == l->next_consume))
         pthread_cond_wait(&l->ready_cv, &l->mu);

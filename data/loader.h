@@ -95,7 +95,8 @@ typedef struct tpsc_data_config {
     int num_classes;        /* num_classes = 0: K; 0 = from the dataset */
     int batch_size;         /* batch_size = 64: B for train */
     int eval_batch_size;    /* eval_batch_size = 0: B for val; 0 = batch_size */
-    int workers;            /* workers = 2: decode/augment threads (>= 1) */
+    int workers;            /* workers = 2: decode/augment threads; 0 = none, tpsc_loader_next
+                             * prepares each batch in the caller's thread (no prefetch) */
     int prefetch;           /* prefetch = 4: ready batches buffered ahead (>= 1) */
     bool drop_last;         /* drop_last = true: train drops the last partial batch */
     bool shuffle;           /* shuffle = true: train order reshuffled each epoch from seed */

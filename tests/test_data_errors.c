@@ -67,7 +67,7 @@ Test(data_errors, each_bad_image_is_named) {
 }
 
 /* on_bad_image = error: the batches before the bad file arrive, then next() fails naming it
- * (the earliest bad batch, whatever the worker count). */
+ * (the earliest bad batch, whatever the worker count: 0, 1, 2). */
 Test(data_errors, error_policy_stops_at_the_bad_batch) {
     tpsc_data_config cfg;
     tpsc_data_config_default(&cfg);
@@ -75,20 +75,23 @@ Test(data_errors, error_policy_stops_at_the_bad_batch) {
     strcpy(cfg.val_path, root);
     cfg.image_size = 8;
     cfg.batch_size = 1;
-    cfg.workers = 2;
-    tpsc_loader *l;
-    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
-    tpsc_batch b;
-    for (int i = 0; i < 2; i++) {
-        cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "batch %d: %s", i, tpsc_last_error());
-        cr_assert_eq(b.indices[0], i);
+    for (int workers = 0; workers <= 2; workers++) {
+        cfg.workers = workers;
+        tpsc_loader *l;
+        cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
+        tpsc_batch b;
+        for (int i = 0; i < 2; i++) {
+            cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "batch %d: %s", i, tpsc_last_error());
+            cr_assert_eq(b.indices[0], i);
+        }
+        cr_assert_eq(tpsc_loader_next(l, &b), TPSC_ERR_FORMAT, "workers = %d", workers);
+        assert_names(trunc_jpg);
+        tpsc_loader_close(l);
     }
-    cr_assert_eq(tpsc_loader_next(l, &b), TPSC_ERR_FORMAT);
-    assert_names(trunc_jpg);
-    tpsc_loader_close(l);
 }
 
-/* on_bad_image = skip: 3 of 7 files are bad; every sample's label is its file's label. */
+/* on_bad_image = skip: 3 of 7 files are bad; every sample's label is its file's label.
+ * With 0 (no threads) and 2 workers. */
 Test(data_errors, skip_policy_counts_and_names) {
     tpsc_data_config cfg;
     tpsc_data_config_default(&cfg);
@@ -98,37 +101,39 @@ Test(data_errors, skip_policy_counts_and_names) {
     cfg.batch_size = 2;
     cfg.drop_last = false;
     cfg.on_bad_image = TPSC_BAD_IMAGE_SKIP;
-    cfg.workers = 2;
-    tpsc_loader *l;
-    cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_OK, "%s", tpsc_last_error());
-    const int32_t label_of[7] = {0, 0, 0, 1, 1, 1, 1};
-    const bool is_bad[7] = {false, false, true, false, false, true, true};
-    tpsc_batch b;
-    for (int epoch = 0; epoch < 2; epoch++) {
-        size_t seen = 0;
-        for (;;) {
-            cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "%s", tpsc_last_error());
-            if (b.count == 0) break;
-            for (size_t k = 0; k < b.count; k++) {
-                cr_assert(!is_bad[b.indices[k]], "a bad file reached a batch");
-                cr_assert_eq(b.labels[k], label_of[b.indices[k]], "label of the file actually used");
+    for (int workers = 0; workers <= 2; workers += 2) {
+        cfg.workers = workers;
+        tpsc_loader *l;
+        cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_OK, "%s", tpsc_last_error());
+        const int32_t label_of[7] = {0, 0, 0, 1, 1, 1, 1};
+        const bool is_bad[7] = {false, false, true, false, false, true, true};
+        tpsc_batch b;
+        for (int epoch = 0; epoch < 2; epoch++) {
+            size_t seen = 0;
+            for (;;) {
+                cr_assert_eq(tpsc_loader_next(l, &b), TPSC_OK, "%s", tpsc_last_error());
+                if (b.count == 0) break;
+                for (size_t k = 0; k < b.count; k++) {
+                    cr_assert(!is_bad[b.indices[k]], "a bad file reached a batch");
+                    cr_assert_eq(b.labels[k], label_of[b.indices[k]], "label of the file actually used");
+                }
+                seen += b.count;
             }
-            seen += b.count;
+            cr_assert_eq(seen, 7, "the batch keeps its size: replacements fill the holes");
+            tpsc_skip_report rep;
+            tpsc_loader_skip_report(l, &rep);
+            cr_assert_eq(rep.last_epoch_skipped, 3, "epoch %d", epoch);
+            cr_assert_eq(rep.total_skipped, 3 * (size_t)(epoch + 1));
+            cr_assert_eq(rep.n_names, 3);
+            const char *want[3] = {trunc_jpg, ghost_png, text_png};
+            for (int w = 0; w < 3; w++) {
+                bool found = false;
+                for (size_t n = 0; n < rep.n_names; n++) found |= strcmp(rep.names[n], want[w]) == 0;
+                cr_assert(found, "%s in the skip report", want[w]);
+            }
         }
-        cr_assert_eq(seen, 7, "the batch keeps its size: replacements fill the holes");
-        tpsc_skip_report rep;
-        tpsc_loader_skip_report(l, &rep);
-        cr_assert_eq(rep.last_epoch_skipped, 3, "epoch %d", epoch);
-        cr_assert_eq(rep.total_skipped, 3 * (size_t)(epoch + 1));
-        cr_assert_eq(rep.n_names, 3);
-        const char *want[3] = {trunc_jpg, ghost_png, text_png};
-        for (int w = 0; w < 3; w++) {
-            bool found = false;
-            for (size_t n = 0; n < rep.n_names; n++) found |= strcmp(rep.names[n], want[w]) == 0;
-            cr_assert(found, "%s in the skip report", want[w]);
-        }
+        tpsc_loader_close(l);
     }
-    tpsc_loader_close(l);
 }
 
 static char idx_dir[64];

@@ -78,7 +78,7 @@ static void record_run(tpsc_data_config *cfg, size_t n, recorded *r) {
     tpsc_loader_close(l);
 }
 
-Test(data_loader, same_seed_same_batches_across_workers) {
+Test(data_loader, same_seed_same_batches_across_workers) { /* 1, 2 and 0 (no threads) workers */
     tpsc_data_config cfg;
     base_config(&cfg);
     /* 20 samples, B 6, drop_last: 3 batches per epoch; 9 batches = 3 epochs. */
@@ -89,6 +89,11 @@ Test(data_loader, same_seed_same_batches_across_workers) {
     cfg.prefetch = 4;
     record_run(&cfg, 9, &two);
     assert_same(&one, 0, &two, 9, 3 * 8 * 8, 3);
+    static recorded none;
+    cfg.workers = 0; /* in the caller's thread */
+    record_run(&cfg, 9, &none);
+    assert_same(&one, 0, &none, 9, 3 * 8 * 8, 3);
+    free_recorded(&none);
     bool mixed = false;
     for (size_t i = 0; i < 9; i++) mixed |= one.lam[i] != 1.0f;
     cr_assert(mixed, "Mixup/CutMix (prob 1) must have mixed some batch");
