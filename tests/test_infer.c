@@ -528,3 +528,79 @@ Test(infer, cli_export_and_tensor_parity) {
     fx_close(&fx);
     unlink(ckpt), unlink(model), unlink(in), unlink(out);
 }
+
+/* ---- a file written by h5py (tests/reference/make_infer_fixture.py) ----------------------------
+ * Variable-length strings, h5py's attribute types, and PyTorch's outputs of that model under
+ * /check: logits within 1e-4 * max|torch|, kept indices exact. */
+Test(infer, h5py_written_file_matches_torch) {
+    fixture fx;
+    fx_open(&fx, "infer_tiny.h5");
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(fx.path, &lib), TPS_OK, "%s", tps_last_error());
+    tps_model_info info;
+    tps_model_get_info(lib, &info);
+    cr_expect_str_eq(info.method, "dtps");
+    cr_expect_eq(info.n_class_names, 4);
+    cr_expect_str_eq(tps_model_class_name(lib, 2), "class_cat");
+    cr_expect_float_eq(info.crop_pct, 0.875f, 1e-7);
+    size_t n, shape[4];
+    int nd;
+    float *x = fx_read_f32(&fx, "/check/input", &n, shape, &nd);
+    const size_t B = shape[0], K = (size_t)info.num_classes;
+    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    float *logits = malloc(B * K * sizeof(float));
+    cr_assert_eq(tps_run(ws, x, B, logits), TPS_OK, "%s", tps_last_error());
+    float *want = fx_read_f32(&fx, "/check/logits", &n, NULL, NULL);
+    expect_close(logits, want, B * K, TORCH_RTOL, "infer_tiny.h5");
+    for (int s = 0; s < info.n_stages; s++) {
+        char ds[64];
+        snprintf(ds, sizeof ds, "/check/kept_s%d", s);
+        int64_t *kept = fx_read_i64(&fx, ds, &n);
+        for (size_t b = 0; b < B; b++) {
+            const int32_t *idx;
+            size_t k;
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &k), TPS_OK);
+            cr_assert_eq(k * B, n, "%s: %zu kept, torch %zu", ds, k, n / B);
+            for (size_t j = 0; j < k; j++) cr_expect_eq((int64_t)idx[j], kept[b * k + j], "%s image %zu pos %zu", ds, b, j);
+        }
+        free(kept);
+    }
+    free(want), free(logits), free(x);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    fx_close(&fx);
+}
+
+/* tps_run_rgb8 is tps_preprocess + tps_run: the same logits bit for bit at the same batch size
+ * (across batch sizes BLAS may block the rows differently: 1e-5 relative there). */
+Test(infer, rgb8_is_preprocess_then_run) {
+    fixture fx;
+    fx_open(&fx, "infer_tiny.h5");
+    tps_model *lib;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open(fx.path, &lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(lib, 2, &ws), TPS_OK);
+    char img[600];
+    snprintf(img, sizeof img, "%s/data/smooth0.jpg", TPSC_FIXTURE_DIR);
+    uint8_t *px;
+    int w, h;
+    cr_assert_eq(tps_image_load(img, &px, &w, &h), TPS_OK, "%s", tps_last_error());
+    uint8_t *two = malloc((size_t)w * h * 3 * 2);
+    memcpy(two, px, (size_t)w * h * 3);
+    memcpy(two + (size_t)w * h * 3, px, (size_t)w * h * 3);
+    float a[2 * 4], b[2 * 4], one[4], x[2 * 3 * 32 * 32];
+    cr_assert_eq(tps_run_rgb8(ws, two, 2, w, h, a), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_preprocess(lib, px, w, h, x), TPS_OK, "%s", tps_last_error());
+    memcpy(x + 3 * 32 * 32, x, 3 * 32 * 32 * sizeof(float));
+    cr_assert_eq(tps_run(ws, x, 2, b), TPS_OK);
+    cr_expect_eq(memcmp(a, b, sizeof a), 0, "tps_run_rgb8 differs from tps_preprocess + tps_run");
+    cr_assert_eq(tps_run(ws, x, 1, one), TPS_OK);
+    expect_close(a, one, 4, LIB_RTOL, "batch 2 vs batch 1");
+    expect_close(a + 4, one, 4, LIB_RTOL, "batch 2 (second image) vs batch 1");
+    tps_image_free(px);
+    free(two);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    fx_close(&fx);
+}

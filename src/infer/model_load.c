@@ -462,10 +462,8 @@ static tps_status open_locked(const char *path, tps_model *m) {
     bool h5 = has_hdf5_signature(fp);
     fclose(fp);
     if (!h5) return ti_fail(TPS_ERR_FORMAT, "%s: not an HDF5 file", path);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0) H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-    hid_t id = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
+    /* the default access properties: a file the application holds open opens again */
+    hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
     reader r = {id, path};
     tps_status st = read_architecture(&r, m);

@@ -1,0 +1,44 @@
+# ctest infer_install: `cmake --install` libtpsinfer into a temporary prefix, build examples/
+# against it with find_package and with pkg-config, and classify an image with each build.
+# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR, C_COMPILER.
+file(REMOVE_RECURSE ${WORK_DIR})
+set(prefix ${WORK_DIR}/prefix)
+set(model ${SOURCE_DIR}/tests/fixtures/infer_tiny.h5)
+set(image ${SOURCE_DIR}/tests/fixtures/data/smooth0.jpg)
+
+function(run)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}\n${out}\n${err}")
+  endif()
+  set(last_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run(${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix} --component tpsinfer)
+foreach(f include/tps_infer.h lib/libtpsinfer.so lib/pkgconfig/tpsinfer.pc lib/cmake/tpsinfer/tpsinferConfig.cmake)
+  if(NOT EXISTS ${prefix}/${f})
+    message(FATAL_ERROR "cmake --install did not put ${f} in place")
+  endif()
+endforeach()
+
+# 1. find_package(tpsinfer)
+run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH=${prefix}
+    -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_BUILD_TYPE=Release)
+run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
+run(${WORK_DIR}/build/classify ${model} ${image})
+if(NOT last_output MATCHES "smooth0.jpg" OR NOT last_output MATCHES "%  class_")
+  message(FATAL_ERROR "classify (find_package build) printed no classes:\n${last_output}")
+endif()
+
+# 2. pkg-config
+find_program(PKG_CONFIG pkg-config REQUIRED)
+set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
+run(${PKG_CONFIG} --cflags --libs tpsinfer)
+separate_arguments(flags UNIX_COMMAND "${last_output}")
+run(${C_COMPILER} -std=c11 -Wall -Wextra -Werror ${SOURCE_DIR}/examples/classify.c ${flags}
+    -Wl,-rpath,${prefix}/lib -o ${WORK_DIR}/classify_pc)
+run(${WORK_DIR}/classify_pc ${model} ${image})
+if(NOT last_output MATCHES "%  class_")
+  message(FATAL_ERROR "classify (pkg-config build) printed no classes:\n${last_output}")
+endif()
+message(STATUS "libtpsinfer installs and the example builds against it both ways")
