@@ -1,5 +1,6 @@
-/* The one translation unit that compiles stb_image and stb_image_resize for all of tpsc
- * (do not define the *_IMPLEMENTATION macros anywhere else).
+/* The translation unit that compiles stb_image and stb_image_resize (external linkage) for
+ * tpsc_data and whatever links it. Another copy elsewhere must be static (STB_IMAGE_STATIC,
+ * STB_IMAGE_RESIZE_STATIC, as src/infer/image.c does) or the link sees duplicates.
  *
  * stb_image_resize allocates its work memory through STBIR_MALLOC with a context pointer;
  * we route it to a per-thread grow buffer (the context), so resizing never mallocs once the
