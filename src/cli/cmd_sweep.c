@@ -86,6 +86,12 @@ static int plot(const char *dir, const char *script, const tpsc_sweep_row *rows,
     return 0;
 }
 
+static void show_progress(void *user, size_t index, size_t points, const char *run, const char *what, bool done) {
+    (void)user;
+    if (done && strcmp(what, "done") == 0) return; /* the trainer's own last line says it */
+    fprintf(stderr, "== sweep [%zu/%zu] %s: %s\n", index + 1, points, run, what);
+}
+
 int cmd_sweep(int argc, char **argv) {
     const char *recipe_path = NULL, *checkpoint = NULL, *out = NULL, *script = "scripts/plot_sweep.gp", *value;
     const char *sets[128];
@@ -152,7 +158,7 @@ int cmd_sweep(int argc, char **argv) {
     size_t n = tpsc_grid_size(&grid);
     tpsc_sweep_row *rows = tpsc_calloc(n, sizeof *rows, "sweep rows");
     if (!rows) return cli_fail("sweep", TPSC_ERR_NOMEM);
-    tpsc_sweep_opts opts = {.out_dir = out, .checkpoint = checkpoint, .threads = threads};
+    tpsc_sweep_opts opts = {.out_dir = out, .checkpoint = checkpoint, .threads = threads, .progress = show_progress};
     tpsc_sweep_counts counts;
     fprintf(stderr, "sweep: %zu points into %s\n", n, out);
     st = tpsc_sweep_run(&base, &grid, &opts, rows, &counts);

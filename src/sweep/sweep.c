@@ -11,7 +11,6 @@
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "src/util/alloc.h"
-#include "src/util/log.h"
 
 const char *const tpsc_sweep_eval_keys[] = {"tps.", "data.", NULL};
 
@@ -83,7 +82,13 @@ static tpsc_status check_checkpoint_recipe(const char *path, const tpsc_recipe *
     return st;
 }
 
-static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *row, tpsc_sweep_counts *counts) {
+static void report(const tpsc_sweep_opts *o, size_t i, const tpsc_sweep_counts *c, const char *run, const char *what,
+                   bool done) {
+    if (o->progress) o->progress(o->progress_user, i, c->points, run, what, done);
+}
+
+static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *row, tpsc_sweep_counts *counts,
+                               const tpsc_sweep_opts *o, size_t i) {
     char last[sizeof r->run.resume + 16];
     int len = snprintf(last, sizeof last, "%s/last.h5", dir);
     row->resumed = file_exists(last);
@@ -92,8 +97,8 @@ static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *
             return tpsc_fail(TPSC_ERR_ARG, "sweep: %s is longer than run.resume holds (a shorter --out)", last);
         TPSC_TRY(check_checkpoint_recipe(last, r));
         memcpy(r->run.resume, last, (size_t)len + 1);
-        TPSC_INFO("sweep: %s was interrupted; continuing from %s", dir, last);
     }
+    report(o, i, counts, row->run, row->resumed ? "interrupted earlier: resuming from its last.h5" : "training", false);
     tpsc_train_result res;
     TPSC_TRY(tpsc_train_run(r, &res));
     row->gmacs = res.last_eval.gmacs;
@@ -191,20 +196,22 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
                              dir);
         *row = done;
         counts->skipped++;
-        TPSC_INFO("sweep [%zu/%zu] %s: finished earlier, skipped", i + 1, counts->points, row->run);
+        report(o, i, counts, row->run, "finished earlier: skipped", true);
         return TPSC_OK;
     }
     if (st != TPSC_ERR_MISSING) return st;
     tpsc_clear_error();
-    TPSC_INFO("sweep [%zu/%zu] %s", i + 1, counts->points, row->run);
     if (o->checkpoint) {
+        report(o, i, counts, row->run, "evaluating", false);
         TPSC_TRY(tpsc_mkdirs(dir));
         TPSC_TRY(eval_point(o->checkpoint, r, row));
         counts->evaluated++;
     } else {
-        TPSC_TRY(train_point(r, dir, row, counts));
+        TPSC_TRY(train_point(r, dir, row, counts, o, i));
     }
-    return tpsc_sweep_write_done(dir, row, g);
+    TPSC_TRY(tpsc_sweep_write_done(dir, row, g));
+    report(o, i, counts, row->run, "done", true);
+    return TPSC_OK;
 }
 
 tpsc_status tpsc_sweep_run(const tpsc_recipe *base, const tpsc_sweep_grid *g, const tpsc_sweep_opts *o,

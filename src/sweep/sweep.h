@@ -16,10 +16,17 @@
 
 #include "src/sweep/results.h"
 
+/* Called before each point with what is about to happen: "skipped (finished)", "training",
+ * "resuming from <run>/last.h5", "evaluating"; and after it with done = true. */
+typedef void (*tpsc_sweep_progress)(void *user, size_t index, size_t points, const char *run, const char *what,
+                                    bool done);
+
 typedef struct tpsc_sweep_opts {
     const char *out_dir;     /* the sweep's folder: <out_dir>/<run>/ per point, tables at the top */
     const char *checkpoint;  /* evaluation-only sweep of this checkpoint; NULL: train each point */
     int threads;             /* run.threads for every point; < 0: as the recipe says */
+    tpsc_sweep_progress progress; /* NULL: none (library code prints nothing itself) */
+    void *progress_user;
 } tpsc_sweep_opts;
 
 typedef struct tpsc_sweep_counts {
