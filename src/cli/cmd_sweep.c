@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  --out DIR       default <run.out_dir>/sweep-<run.name> (--eval: next to CKPT)\n"
             "  --threads N     run.threads for every point\n"
             "  --plot-script F gnuplot script (default scripts/plot_sweep.gp); --no-plot skips the plot\n"
+            "  --title T       the plot's title\n"
             "  --quiet         no per-run defaults log\n"
             "Columns and naming: docs/sweeps.md.\n");
 }
@@ -94,6 +95,7 @@ static void show_progress(void *user, size_t index, size_t points, const char *r
 
 int cmd_sweep(int argc, char **argv) {
     const char *recipe_path = NULL, *checkpoint = NULL, *out = NULL, *script = "scripts/plot_sweep.gp", *value;
+    const char *title_arg = NULL;
     const char *sets[128];
     int n_sets = 0, threads = -1;
     bool do_plot = true, quiet = false;
@@ -115,6 +117,8 @@ int cmd_sweep(int argc, char **argv) {
             out = value;
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
+        } else if (cli_opt(argc, argv, &i, "--title", &value) && value) {
+            title_arg = value;
         } else if (cli_opt(argc, argv, &i, "--plot-script", &value) && value) {
             script = value;
         } else if (!strcmp(argv[i], "--no-plot")) {
@@ -171,8 +175,9 @@ int cmd_sweep(int argc, char **argv) {
     printf("tables: %s/results.csv, %s/summary.csv, %s/results.md\n", out, out, out);
     int rc = 0;
     if (do_plot) {
-        char title[TPSC_RECIPE_NAME_MAX + 64];
-        snprintf(title, sizeof title, "%s: top-1 vs GMACs/image", checkpoint ? "evaluation sweep" : base.run.name);
+        char title[256];
+        if (title_arg) snprintf(title, sizeof title, "%s", title_arg);
+        else snprintf(title, sizeof title, "%s: top-1 vs GMACs/image", checkpoint ? "evaluation sweep" : base.run.name);
         rc = plot(out, script, rows, n, title);
     }
     tpsc_free(rows);
