@@ -65,7 +65,7 @@ static int plot(const char *dir, const char *script, const tpsc_sweep_row *rows,
         fprintf(stderr, "tpsc sweep: plot skipped: the folder name holds a quote, which gnuplot's -e cannot take\n");
         return 0;
     }
-    char methods[256], defs[3 * TPSC_RECIPE_PATH_MAX + 512];
+    char methods[256], defs[4096];
     method_list(rows, n, methods, sizeof methods);
     snprintf(defs, sizeof defs, "csv='%s/summary.csv'; png='%s/results.png'; ttl='%s'; methods='%s'", dir, dir, title,
              methods);
