@@ -17,15 +17,8 @@
 Test(parity_adamw, five_step_loss_trajectory_and_final_weights_match_pytorch) {
     fixture fx;
     fx_open(&fx, "vit_adamw.h5");
-    vit_config cfg = {.arch = "custom", .ln_eps = 1e-6f};
-    cfg.img_size = (size_t)fx_attr_int(&fx, "img_size");
-    cfg.patch_size = (size_t)fx_attr_int(&fx, "patch_size");
-    cfg.in_chans = (size_t)fx_attr_int(&fx, "in_chans");
-    cfg.embed_dim = (size_t)fx_attr_int(&fx, "embed_dim");
-    cfg.depth = (size_t)fx_attr_int(&fx, "depth");
-    cfg.num_heads = (size_t)fx_attr_int(&fx, "num_heads");
-    cfg.num_classes = (size_t)fx_attr_int(&fx, "num_classes");
-    cfg.mlp_ratio = (float)fx_attr_double(&fx, "mlp_ratio");
+    vit_config cfg;
+    fx_vit_config(&fx, &cfg);
     vit_model m;
     tps_config dense = {.method = TPS_NONE};
     cr_assert_eq(vit_model_create(&m, &cfg, &dense), TPSC_OK, "%s", tpsc_last_error());

@@ -12,37 +12,14 @@
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-    return m;
-}
 
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
 
-static void config_from_fixture(const fixture *fx, vit_config *c) {
-    *c = (vit_config){0};
-    snprintf(c->arch, sizeof c->arch, "custom");
-    c->img_size = (size_t)fx_attr_int(fx, "img_size");
-    c->patch_size = (size_t)fx_attr_int(fx, "patch_size");
-    c->in_chans = (size_t)fx_attr_int(fx, "in_chans");
-    c->embed_dim = (size_t)fx_attr_int(fx, "embed_dim");
-    c->depth = (size_t)fx_attr_int(fx, "depth");
-    c->num_heads = (size_t)fx_attr_int(fx, "num_heads");
-    c->num_classes = (size_t)fx_attr_int(fx, "num_classes");
-    c->mlp_ratio = (float)fx_attr_double(fx, "mlp_ratio");
-    c->ln_eps = 1e-6f;
-}
 
 Test(parity_dense, logits_loss_and_every_gradient_match_pytorch) {
     fixture fx;
     fx_open(&fx, "vit_dense.h5");
     vit_config cfg;
-    config_from_fixture(&fx, &cfg);
+    fx_vit_config(&fx, &cfg);
     tps_config tps = {.method = TPS_NONE};
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
@@ -70,9 +47,9 @@ Test(parity_dense, logits_loss_and_every_gradient_match_pytorch) {
     size_t n_ref;
     float *ref_logits = fx_read_f32(&fx, "/output/logits", &n_ref, NULL, NULL);
     cr_assert_eq(n_ref, ag_numel(logits));
-    double scale = max_abs(ref_logits, n_ref);
-    cr_assert(max_diff(logits->data, ref_logits, n_ref) <= 1e-4 * scale, "logits differ by %g (scale %g)",
-              max_diff(logits->data, ref_logits, n_ref), scale);
+    double scale = fx_max_abs(ref_logits, n_ref);
+    cr_assert(fx_max_diff(logits->data, ref_logits, n_ref) <= 1e-4 * scale, "logits differ by %g (scale %g)",
+              fx_max_diff(logits->data, ref_logits, n_ref), scale);
     float *ref_loss = fx_read_f32(&fx, "/output/loss", NULL, NULL, NULL);
     float *ref_smooth = fx_read_f32(&fx, "/output/loss_smooth", NULL, NULL, NULL);
     cr_assert(fabs(loss->data[0] - ref_loss[0]) <= 1e-5 * fabs(ref_loss[0]), "loss %.8g vs torch %.8g", loss->data[0], ref_loss[0]);
@@ -88,7 +65,7 @@ Test(parity_dense, logits_loss_and_every_gradient_match_pytorch) {
         size_t n;
         float *g = fx_read_f32(&fx, path, &n, NULL, NULL);
         cr_assert_eq(n, it->numel, "%s", path);
-        double gs = max_abs(g, n), d = max_diff(it->t.grad, g, n);
+        double gs = fx_max_abs(g, n), d = fx_max_diff(it->t.grad, g, n);
         cr_assert(d <= 1e-3 * gs, "gradient of %s differs by %g (scale %g)", it->name, d, gs);
         free(g);
     }

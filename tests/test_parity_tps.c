@@ -25,17 +25,7 @@
 #define LOSS_RTOL 1e-5
 #define GRAD_RTOL 1e-3
 
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-    return m;
-}
 
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
 
 /* An integer array attribute of object obj ("/" or a group); returns its length. */
 static size_t attr_ints(const fixture *fx, const char *obj, const char *name, long *out, size_t cap) {
@@ -62,19 +52,6 @@ static double attr_double_of(const fixture *fx, const char *obj, const char *nam
     return v;
 }
 
-static void config_from_fixture(const fixture *fx, vit_config *c) {
-    *c = (vit_config){0};
-    snprintf(c->arch, sizeof c->arch, "custom");
-    c->img_size = (size_t)fx_attr_int(fx, "img_size");
-    c->patch_size = (size_t)fx_attr_int(fx, "patch_size");
-    c->in_chans = (size_t)fx_attr_int(fx, "in_chans");
-    c->embed_dim = (size_t)fx_attr_int(fx, "embed_dim");
-    c->depth = (size_t)fx_attr_int(fx, "depth");
-    c->num_heads = (size_t)fx_attr_int(fx, "num_heads");
-    c->num_classes = (size_t)fx_attr_int(fx, "num_classes");
-    c->mlp_ratio = (float)fx_attr_double(fx, "mlp_ratio");
-    c->ln_eps = 1e-6f;
-}
 
 /* The fixture's pruning stages for a method; evit/etps read their rate from their group. */
 static tps_config tps_from_fixture(const fixture *fx, tps_method method) {
@@ -102,7 +79,7 @@ typedef struct run {
 static void run_open(run *r, tps_method method) {
     memset(r, 0, sizeof *r);
     fx_open(&r->fx, FIXTURE);
-    config_from_fixture(&r->fx, &r->cfg);
+    fx_vit_config(&r->fx, &r->cfg);
     tps_config tps = tps_from_fixture(&r->fx, method);
     cr_assert_eq(vit_model_create(&r->m, &r->cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&r->fx, "/model", &r->m.params);
@@ -157,7 +134,7 @@ static void expect_close(const float *got, const char *dataset, const fixture *f
     size_t n_ref;
     float *ref = fx_read_f32(fx, dataset, &n_ref, NULL, NULL);
     cr_assert_eq(n_ref, n, "%s: %zu values in the fixture, %zu computed", dataset, n_ref, n);
-    double scale = max_abs(ref, n), d = max_diff(got, ref, n);
+    double scale = fx_max_abs(ref, n), d = fx_max_diff(got, ref, n);
     cr_expect(d <= rtol * scale, "%s differs by %g (scale %g, tolerance %g)", dataset, d, scale, rtol * scale);
     free(ref);
 }

@@ -111,3 +111,29 @@ double fx_max_ratio(const float *a, const float *b, size_t n, double atol, doubl
     if (worst) *worst = w;
     return m;
 }
+
+void fx_vit_config(const fixture *fx, vit_config *c) {
+    *c = (vit_config){0};
+    snprintf(c->arch, sizeof c->arch, "custom");
+    c->img_size = (size_t)fx_attr_int(fx, "img_size");
+    c->patch_size = (size_t)fx_attr_int(fx, "patch_size");
+    c->in_chans = (size_t)fx_attr_int(fx, "in_chans");
+    c->embed_dim = (size_t)fx_attr_int(fx, "embed_dim");
+    c->depth = (size_t)fx_attr_int(fx, "depth");
+    c->num_heads = (size_t)fx_attr_int(fx, "num_heads");
+    c->num_classes = (size_t)fx_attr_int(fx, "num_classes");
+    c->mlp_ratio = (float)fx_attr_double(fx, "mlp_ratio");
+    c->ln_eps = 1e-6f;
+}
+
+double fx_max_abs(const float *v, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
+    return m;
+}
+
+double fx_max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
+    return m;
+}

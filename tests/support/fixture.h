@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "autograd/params.h"
+#include "src/model/vit.h"
 
 typedef struct fixture {
     hid_t file;
@@ -25,6 +26,11 @@ long fx_attr_int(const fixture *fx, const char *name);
 double fx_attr_double(const fixture *fx, const char *name);
 /* Loads every parameter of p from group (e.g. "/model"), asserting names and shapes match. */
 void fx_load_params(const fixture *fx, const char *group, ag_params *p);
+/* The model config of a fixture's root attributes (img_size, patch_size, ... mlp_ratio). */
+void fx_vit_config(const fixture *fx, vit_config *c);
+/* max |v| and max |a - b| over n elements, in double. */
+double fx_max_abs(const float *v, size_t n);
+double fx_max_diff(const float *a, const float *b, size_t n);
 /* max |a-b| / (atol + rtol*|b|) over n elements; also the worst index. */
 double fx_max_ratio(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst);
 
