@@ -71,6 +71,7 @@ typedef struct tpsc_recipe_data {
     int workers, prefetch;             /* loader threads; batches prepared ahead */
     bool drop_last;
     int limit_train, limit_val;        /* 0 = all samples */
+    int repeated_aug;                  /* DeiT's RASampler: each image this many times per epoch (1 = off) */
     tpsc_bad_image on_bad_image;
 } tpsc_recipe_data;
 

@@ -72,6 +72,8 @@ const recipe_key recipe_keys[] = {
     BOOL("data", "drop_last", data.drop_last, "true", "drop the last incomplete training batch of an epoch"),
     INT("data", "limit_train", data.limit_train, "0", 0, 2147483647, "use only the first n training images (0 = all)"),
     INT("data", "limit_val", data.limit_val, "0", 0, 2147483647, "use only the first n validation images (0 = all)"),
+    INT("data", "repeated_aug", data.repeated_aug, "1", 1, 16,
+        "repeated augmentation (DeiT's RASampler, 3 in DeiT/TPS): each image this many times per epoch; 1 = off"),
     ENUM("data", "on_bad_image", data.on_bad_image, "error", "error|skip",
          "an unreadable image stops the run (error) or is skipped and counted (skip)"),
 

@@ -27,6 +27,7 @@ void tpsc_data_config_from_recipe(const tpsc_recipe *r, tpsc_split split, tpsc_d
     dc->seed = (uint64_t)r->run.seed;
     dc->on_bad_image = d->on_bad_image;
     dc->limit = (size_t)(split == TPSC_SPLIT_TRAIN ? d->limit_train : d->limit_val);
+    dc->repeated_aug = d->repeated_aug;
     tpsc_augment_config *g = &dc->aug;
     if (a->rrc) {
         g->scale_min = a->scale[0], g->scale_max = a->scale[1];
