@@ -12,6 +12,7 @@
 #include <criterion/criterion.h>
 #include <hdf5.h>
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,8 +159,7 @@ static void expect_close(const float *got, const float *want, size_t n, double r
 }
 
 /* Builds the model, saves it, opens it with the library; both engines on the same batch. */
-static void check_parity(tps_method method, float rho, float override) {
-    const size_t B = 3;
+static void check_parity_batch(tps_method method, float rho, float override, size_t B) {
     vit_config cfg = small_config();
     tps_config tps = small_tps(method, rho);
     vit_model m;
@@ -191,7 +191,7 @@ static void check_parity(tps_method method, float rho, float override) {
         }
         keep_override = counts;
     }
-    float logits[3 * 10];
+    float *logits = malloc(B * cfg.num_classes * sizeof(float));
     cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
     reference ref;
     framework_infer(&m, images, B, keep_override, &ref);
@@ -201,12 +201,15 @@ static void check_parity(tps_method method, float rho, float override) {
         cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
 
     reference_free(&ref);
+    free(logits);
     free(images);
     tps_workspace_free(ws);
     tps_model_close(lib);
     vit_model_free(&m);
     unlink(path);
 }
+
+static void check_parity(tps_method method, float rho, float override) { check_parity_batch(method, rho, override, 3); }
 
 Test(infer, parity_dense) { check_parity(TPS_NONE, 1.0f, 0.0f); }
 Test(infer, parity_dynamicvit) { check_parity(TPS_DYNAMICVIT, 0.7f, 0.0f); }
@@ -217,6 +220,16 @@ Test(infer, parity_etps) { check_parity(TPS_ETPS, 0.7f, 0.0f); }
 Test(infer, keep_ratio_override_dtps) { check_parity(TPS_DTPS, 0.7f, 0.5f); }
 Test(infer, keep_ratio_override_evit) { check_parity(TPS_EVIT, 0.7f, 0.9f); }
 Test(infer, keep_ratio_override_etps) { check_parity(TPS_ETPS, 0.7f, 0.5f); }
+
+/* Batches of at least 4 images per thread are split into one chunk per thread (forward.c);
+ * 2 threads here so that 9 images take that path (chunks of 4 and 5). */
+static void check_split(tps_method method) {
+    omp_set_num_threads(2);
+    check_parity_batch(method, 0.7f, 0.0f, 9);
+}
+Test(infer, split_batch_dtps) { check_split(TPS_DTPS); }
+Test(infer, split_batch_evit) { check_split(TPS_EVIT); }
+Test(infer, split_batch_dense) { check_split(TPS_NONE); }
 
 /* ---- PyTorch parity through an exported file ------------------------------------------------ */
 

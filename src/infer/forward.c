@@ -13,6 +13,7 @@
  * code (predictor methods) and EViT's (evit/etps). */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "autograd/ops/vecmath.h"
@@ -20,12 +21,12 @@
 
 #define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
 
-static float *thread_scratch(tps_workspace *ws) {
-    return ws->thread_scratch + (size_t)omp_get_thread_num() * ws->per_thread;
-}
+/* This thread's scratch block. In a split batch each chunk runs on one thread whose nested
+ * regions have a team of one (thread number 0), and its view starts at its own block. */
+static float *thread_scratch(ti_view *ws) { return ws->scratch + (size_t)omp_get_thread_num() * ws->per_thread; }
 
 /* images [B,Cin,S,S] -> x: rows cls + pos[0], then patch_embed(patch j) + pos[1+j]. */
-static void embed(tps_workspace *ws, const float *images, size_t B) {
+static void embed(ti_view *ws, const float *images, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N, P = m->P, p = m->patch, S = m->img, G = S / p, Cin = m->in_chans;
     float *patches = ws->hidden, *tok = ws->attn_out; /* [B*N,P], [B*N,C] */
@@ -60,7 +61,7 @@ static void add_into(float *x, const float *y, size_t n, int nthreads) {
 }
 
 /* x += proj(attention(qkv(norm1(x)))); with_cls: keep each head's cls row for EViT. */
-static void block_attention(tps_workspace *ws, const ti_block *blk, size_t B, bool with_cls) {
+static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     ti_layernorm(ws->x, M, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h);
@@ -76,7 +77,7 @@ static void block_attention(tps_workspace *ws, const ti_block *blk, size_t B, bo
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))) */
-static void block_mlp(tps_workspace *ws, const ti_block *blk) {
+static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F, M = ws->lay.rows;
     ti_layernorm(ws->x, M, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h);
@@ -89,7 +90,7 @@ static void block_mlp(tps_workspace *ws, const ti_block *blk) {
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
  * skip) -> ws->score [M] = log P(keep) for each spatial row. prev is all ones at inference,
  * so the global feature is the plain mean over the image's spatial tokens. */
-static void predictor_scores(tps_workspace *ws, const ti_predictor *q, size_t B) {
+static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
     float *z = ws->hidden, *h = ws->h;
@@ -125,8 +126,8 @@ static void predictor_scores(tps_workspace *ws, const ti_predictor *q, size_t B)
 }
 
 /* How many of image b's n tokens stage s keeps. */
-static size_t predictor_keep(const tps_workspace *ws, int s, const float *score, size_t n) {
-    const tps_budget *bu = &ws->budget;
+static size_t predictor_keep(const ti_view *ws, int s, const float *score, size_t n) {
+    const tps_budget *bu = ws->budget;
     if (bu->mode == TPS_BUDGET_FIXED) return ti_keep_count(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
     size_t above = 0;
     for (size_t i = 0; i < n; i++) above += expf(score[i]) > bu->threshold;
@@ -139,7 +140,7 @@ static size_t predictor_keep(const tps_workspace *ws, int s, const float *score,
 
 /* Rows of x for the new layout: [cls; kept rows in order] per image; dtps squeezes the dropped
  * ones (in score order) into their hosts. */
-static tps_status predictor_stage(tps_workspace *ws, int s, size_t B) {
+static tps_status predictor_stage(ti_view *ws, int s, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N;
     predictor_scores(ws, &m->pred[s], B);
@@ -185,7 +186,7 @@ static tps_status predictor_stage(tps_workspace *ws, int s, size_t B) {
 /* EViT / eTPS inside the block, after the attention residual: top k by cls attention (mean
  * over heads); evit appends sum_{dropped} a_i x_i, etps squeezes the dropped tokens (in
  * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. */
-static tps_status evit_stage(tps_workspace *ws, int s, size_t B) {
+static tps_status evit_stage(ti_view *ws, int s, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N, H = m->H, N1 = N + 1;
     size_t *kn = ws->kept_n[s];
@@ -255,7 +256,7 @@ static tps_status evit_stage(tps_workspace *ws, int s, size_t B) {
     return TPS_OK;
 }
 
-static void swap_layouts(tps_workspace *ws) {
+static void swap_layouts(ti_view *ws) {
     float *x = ws->x;
     ws->x = ws->x_next, ws->x_next = x;
     ti_layout l = ws->lay;
@@ -264,14 +265,14 @@ static void swap_layouts(tps_workspace *ws) {
     ws->orig = ws->orig_next, ws->orig_next = o;
 }
 
-tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits) {
+/* The whole pass over the B images of one view. */
+static tps_status run_view(ti_view *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const size_t C = m->C;
     const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
     const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
     const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
     ws->n_stages_run = 0;
-    ws->last_batch = B;
     embed(ws, images, B);
     int s = 0;
     for (size_t i = 0; i < m->depth; i++) {
@@ -296,5 +297,65 @@ tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *l
     for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
     ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
     ti_linear(ws->h, B, C, C, m->head_w, m->head_b, m->K, logits, m->K);
+    return TPS_OK;
+}
+
+/* The view of images b0 .. b0+B-1 of the workspace, run by `nthreads` threads whose scratch
+ * blocks start at block `first_scratch`. Row-indexed buffers start at image b0's rows; the
+ * layouts are relative to them. */
+static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scratch) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, N = m->N, N1 = N + 1, r0 = b0 * N1;
+    size_t wide = m->F > C ? m->F : C;
+    if (m->P > wide) wide = m->P;
+    ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads,
+                 .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
+                 .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
+                 .cls_rows = ws->cls_rows + b0 * m->H * N1, .score = ws->score + r0,
+                 .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
+                 .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},
+                 .orig = ws->orig + b0 * N, .orig_next = ws->orig_next + b0 * N, .order = ws->order + b0 * N};
+    for (int s = 0; s < m->info.n_stages; s++) {
+        v.kept[s] = ws->kept[s] + b0 * N;
+        v.kept_n[s] = ws->kept_n[s] + b0;
+    }
+    return v;
+}
+
+/* Two ways to use the cores. A large batch is split into one chunk per thread, each run
+ * start to end by its thread with single-threaded BLAS: no barrier until the end, so a
+ * thread the OS preempts (the machine is shared) delays only its own chunk, and every
+ * sgemm still has thousands of rows. A small batch (latency) runs every step with all
+ * threads instead. TPSINFER_SPLIT=0 forces the second way. */
+tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits) {
+    const tps_model *m = ws->m;
+    const int nt = ws->nthreads;
+    ws->last_batch = B;
+    if (!ws->split || nt < 2 || B < (size_t)(4 * nt)) {
+        ti_view v = view_of(ws, 0, nt, 0);
+        tps_status st = run_view(&v, images, B, logits);
+        ws->n_stages_run = v.n_stages_run;
+        return st;
+    }
+    const size_t per_image = m->in_chans * m->img * m->img;
+    tps_status status[64] = {TPS_OK};
+    int stages[64] = {0};
+    char message[512] = "";
+    const int chunks = nt < 64 ? nt : 64;
+    #pragma omp parallel num_threads(chunks)
+    {
+        const int c = omp_get_thread_num(), n = omp_get_num_threads();
+        const size_t b0 = B * (size_t)c / (size_t)n, b1 = B * (size_t)(c + 1) / (size_t)n;
+        ti_view v = view_of(ws, b0, 1, c);
+        status[c] = run_view(&v, images + b0 * per_image, b1 - b0, logits + b0 * m->K);
+        stages[c] = v.n_stages_run;
+        if (status[c] != TPS_OK) {
+            #pragma omp critical(tpsinfer_message)
+            snprintf(message, sizeof message, "%s", tps_last_error()); /* the message is per thread */
+        }
+    }
+    ws->n_stages_run = stages[0];
+    for (int c = 0; c < chunks; c++)
+        if (status[c] != TPS_OK) return ti_fail(status[c], "%s", message);
     return TPS_OK;
 }

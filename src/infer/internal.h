@@ -47,12 +47,30 @@ typedef struct ti_layout {
     size_t rows;
 } ti_layout;
 
+/* What one pass works on: a workspace's buffers from some image on (a whole batch, or one
+ * thread's chunk of it). Layouts are relative to the view's first row. */
+typedef struct ti_view {
+    const tps_model *m;
+    const tps_budget *budget;
+    const float *keep_frac;
+    int nthreads;                   /* threads of this view's parallel loops */
+    float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
+    float *scratch;                 /* nthreads blocks of per_thread floats */
+    size_t per_thread;
+    ti_layout lay, lay_next;
+    int32_t *orig, *orig_next, *order;
+    int32_t *kept[TI_MAX_STAGES];
+    size_t *kept_n[TI_MAX_STAGES];
+    int n_stages_run;
+} ti_view;
+
 struct tps_workspace {
     const tps_model *m;
     size_t max_batch, max_rows;
     tps_budget budget;
     float keep_frac[TI_MAX_STAGES]; /* the model's, or rho^(s+1) of a keep_ratio override */
     int nthreads;
+    bool split;                     /* large batches: one chunk per thread (forward.c) */
     /* packed activations */
     float *x, *x_next, *h;          /* [M,C] residual stream, its next version, a LayerNorm out */
     float *qkv;                     /* [M,3C] */
