@@ -1,6 +1,7 @@
 /* The dense kernels of the forward pass. Their arithmetic follows the training framework's ops
- * (autograd/ops/{layernorm,linear,gelu,attention}.c) operation for operation, so the two
- * inference paths round the same way and take the same discrete decisions (kept tokens). */
+ * (autograd/ops/{layernorm,linear,gelu,attention}.c) operation for operation, except the
+ * attention softmax's exponential (see softmax_row), so the two inference paths agree to
+ * float rounding and take the same discrete decisions (kept tokens). */
 #include <cblas.h>
 #include <math.h>
 
@@ -49,16 +50,22 @@ void ti_gelu(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf(x[i]);
 }
 
-/* torch.softmax over one row, in place: exp(s - max) / sum (libm expf, as the training op). */
+/* torch.softmax over one row, in place: exp(s - max) / sum. The exponential is vecmath's
+ * vectorisable ag_expf (relative error < 2.5e-7) rather than the training op's scalar libm
+ * expf: the attention softmax takes N^2 H exponentials per block, the largest elementwise cost
+ * of the pass, and this keeps the two engines within float rounding of each other. */
 static void softmax_row(float *row, size_t n) {
     float m = row[0];
+    #pragma omp simd reduction(max : m)
     for (size_t j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
     float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < n; j++) {
-        row[j] = expf(row[j] - m);
+        row[j] = ag_expf(row[j] - m);
         sum += row[j];
     }
     const float inv = 1.0f / sum;
+    #pragma omp simd
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }
 
