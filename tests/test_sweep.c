@@ -347,3 +347,92 @@ Test(sweep_run, evaluation_sweep_of_one_checkpoint) {
     cr_assert_eq(rows[0].steps, 0);
     cr_assert_eq(rows[0].train_seconds, 0.0);
 }
+
+/* ---- tables without training ------------------------------------------------------------- */
+
+static tpsc_sweep_row row_of(const char *method, const char *ratio, const char *seed, double top1, double gmacs) {
+    tpsc_sweep_row r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.run, sizeof r.run, "%s-%s-%s", method, ratio, seed);
+    snprintf(r.method, sizeof r.method, "%s", method);
+    snprintf(r.keep_ratio, sizeof r.keep_ratio, "%s", ratio);
+    snprintf(r.values[0], sizeof r.values[0], "%s", method);
+    snprintf(r.values[1], sizeof r.values[1], "%s", ratio);
+    snprintf(r.values[2], sizeof r.values[2], "%s", seed);
+    r.seed = atoi(seed);
+    r.top1 = top1;
+    r.top5 = 99;
+    r.gmacs = gmacs;
+    return r;
+}
+
+Test(sweep_tables, groups_over_seeds_mean_spread_and_order) {
+    tpsc_sweep_grid g = {0};
+    cr_assert_eq(tpsc_grid_add(&g, "tps.method=evit,dtps"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&g, "tps.keep_ratio=0.9,0.5"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&g, "run.seed=0,1,2"), TPSC_OK);
+    tpsc_sweep_row rows[] = {
+        row_of("evit", "0.9", "0", 80, 0.03),  row_of("evit", "0.9", "1", 82, 0.03), row_of("evit", "0.9", "2", 84, 0.03),
+        row_of("evit", "0.5", "0", 70, 0.02),  row_of("evit", "0.5", "1", 70, 0.02), row_of("evit", "0.5", "2", 70, 0.02),
+        row_of("dtps", "0.9", "0", 81, 0.031), row_of("dtps", "0.9", "1", 83, 0.031),
+    };
+    tpsc_sweep_group groups[8];
+    size_t n = 0;
+    tpsc_sweep_group_rows(&g, rows, 8, groups, &n);
+    /* Reference by hand: three groups, sorted by method then GMACs; evit 0.9: mean 82,
+     * min 80, max 84, sample std sqrt(((-2)^2 + 0 + 2^2) / 2) = 2; evit 0.5: all 70, std 0;
+     * dtps 0.9 (two seeds): mean 82, std sqrt(2) */
+    cr_assert_eq(n, 3u);
+    cr_assert_str_eq(groups[0].method, "dtps");
+    cr_assert_str_eq(groups[1].keep_ratio, "0.5");
+    cr_assert_str_eq(groups[2].keep_ratio, "0.9");
+    cr_assert_eq(groups[2].n, 3);
+    cr_assert_float_eq(groups[2].top1_mean, 82.0, 1e-12);
+    cr_assert_float_eq(groups[2].top1_min, 80.0, 1e-12);
+    cr_assert_float_eq(groups[2].top1_max, 84.0, 1e-12);
+    cr_assert_float_eq(groups[2].top1_std, 2.0, 1e-9);
+    cr_assert_float_eq(groups[1].top1_std, 0.0, 1e-9);
+    cr_assert_float_eq(groups[0].top1_std, sqrt(2.0), 1e-9);
+    cr_assert_str_eq(groups[2].label, "method=evit keep_ratio=0.9");
+}
+
+Test(sweep_tables, done_json_round_trip_and_damage) {
+    char dir[] = "/tmp/tpsc_done_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    tpsc_sweep_grid g = {0};
+    cr_assert_eq(tpsc_grid_add(&g, "tps.method=dtps"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&g, "tps.keep_ratio=0.5"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&g, "run.seed=3"), TPSC_OK);
+    tpsc_sweep_row r = row_of("dtps", "0.5", "3", 77.125, 0.0123456);
+    snprintf(r.keep_frac, sizeof r.keep_frac, "0.5;0.25");
+    r.train_seconds = 12.5;
+    r.steps = 42;
+    r.resumed = true;
+    r.recipe_hash = 0xfedcba9876543210ull;
+    tpsc_sweep_row back;
+    cr_assert_eq(tpsc_sweep_read_done(dir, &g, &back), TPSC_ERR_MISSING);
+    cr_assert_eq(tpsc_sweep_write_done(dir, &r, &g), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_sweep_read_done(dir, &g, &back), TPSC_OK, "%s", tpsc_last_error());
+    /* Reference: the row written, to the printed precision (top-1 6 decimals, GMACs 9 digits) */
+    cr_assert_str_eq(back.run, r.run);
+    cr_assert_str_eq(back.keep_frac, "0.5;0.25");
+    cr_assert_str_eq(back.values[2], "3");
+    cr_assert_eq(back.seed, 3);
+    cr_assert_eq(back.steps, 42);
+    cr_assert(back.resumed);
+    cr_assert_eq(back.recipe_hash, r.recipe_hash);
+    cr_assert_float_eq(back.top1, 77.125, 1e-9);
+    cr_assert_float_eq(back.gmacs, 0.0123456, 1e-12);
+    cr_assert_float_eq(back.train_seconds, 12.5, 1e-9);
+    /* a damaged marker names the file and the field */
+    char path[64];
+    snprintf(path, sizeof path, "%s/done.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"run\": \"x\", \"method\": \"dtps\"}", f);
+    fclose(f);
+    cr_assert_eq(tpsc_sweep_read_done(dir, &g, &back), TPSC_ERR_FORMAT);
+    cr_assert(strstr(tpsc_last_error(), path) && strstr(tpsc_last_error(), "keep_ratio"), "%s", tpsc_last_error());
+    unlink(path);
+    rmdir(dir);
+}
