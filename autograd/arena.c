@@ -11,84 +11,82 @@ struct ag_arena_block {
     char *mem;
 };
 
+#define MIN_BLOCK ((size_t)16 << 20)
+
 static size_t align_up(size_t n) { return (n + TPSC_ALIGN - 1) & ~(size_t)(TPSC_ALIGN - 1); }
+
+static ag_arena_block *new_block(ag_arena *a, size_t size) {
+    ag_arena_block *b = tpsc_malloc(sizeof *b, a->name);
+    if (!b) return NULL;
+    b->mem = tpsc_aligned_alloc(size, a->name);
+    if (!b->mem) {
+        tpsc_free(b);
+        return NULL;
+    }
+    b->size = size;
+    b->used = 0;
+    b->next = NULL;
+    a->reserved += size;
+    return b;
+}
 
 int ag_arena_init(ag_arena *a, size_t initial, const char *name) {
     memset(a, 0, sizeof *a);
     a->name = name;
     if (initial) {
-        a->base = tpsc_aligned_alloc(align_up(initial), name);
-        if (!a->base) return -1;
-        a->size = align_up(initial);
+        a->head = a->cur = new_block(a, align_up(initial));
+        if (!a->head) return -1;
     }
     return 0;
 }
 
-static void free_overflow(ag_arena *a) {
-    ag_arena_block *b = a->overflow;
+void ag_arena_free(ag_arena *a) {
+    ag_arena_block *b = a->head;
     while (b) {
         ag_arena_block *next = b->next;
         tpsc_free(b->mem);
         tpsc_free(b);
         b = next;
     }
-    a->overflow = NULL;
-    a->overflow_used = 0;
-}
-
-void ag_arena_free(ag_arena *a) {
-    free_overflow(a);
-    tpsc_free(a->base);
     memset(a, 0, sizeof *a);
 }
 
 void *ag_arena_alloc(ag_arena *a, size_t bytes) {
     bytes = align_up(bytes ? bytes : 1);
-    void *p;
-    if (a->used + bytes <= a->size) {
-        p = a->base + a->used;
-        a->used += bytes;
-    } else {
-        ag_arena_block *b = a->overflow;
-        if (!b || b->used + bytes > b->size) {
-            /* Grow geometrically so a first step makes few mallocs. */
-            size_t want = bytes > a->size ? bytes : a->size;
-            if (want < ((size_t)16 << 20)) want = (size_t)16 << 20;
-            ag_arena_block *nb = tpsc_malloc(sizeof *nb, a->name);
-            if (!nb) return NULL;
-            nb->mem = tpsc_aligned_alloc(want, a->name);
-            if (!nb->mem) {
-                tpsc_free(nb);
-                return NULL;
-            }
-            nb->size = want;
-            nb->used = 0;
-            nb->next = a->overflow;
-            a->overflow = nb;
-            b = nb;
-        }
-        p = b->mem + b->used;
-        b->used += bytes;
-        a->overflow_used += bytes;
+    ag_arena_block *b = a->cur;
+    /* Later blocks of the chain are empty since the reset; one too small for this request is
+     * skipped for the rest of the step (a repeated step skips it again, in the same place). */
+    while (b && b->used + bytes > b->size) {
+        b = b->next;
+        if (b) b->used = 0;
     }
-    size_t in_use = a->used + a->overflow_used;
-    if (in_use > a->high_water) a->high_water = in_use;
+    if (!b) {
+        size_t want = a->reserved / 2;
+        if (want < MIN_BLOCK) want = MIN_BLOCK;
+        if (want < bytes) want = bytes;
+        b = new_block(a, want);
+        if (!b) return NULL;
+        /* Appended after the current block: the blocks after it were all skipped. */
+        if (a->cur) {
+            ag_arena_block *last = a->cur;
+            while (last->next) last = last->next;
+            last->next = b;
+        } else {
+            a->head = b;
+        }
+    }
+    a->cur = b;
+    void *p = b->mem + b->used;
+    b->used += bytes;
+    a->in_use += bytes;
+    if (a->in_use > a->high_water) a->high_water = a->in_use;
     return p;
 }
 
 void ag_arena_reset(ag_arena *a) {
-    if (a->overflow) {
-        /* Replace base with one block big enough for the whole high-water mark. */
-        free_overflow(a);
-        size_t want = align_up(a->high_water + a->high_water / 8);
-        char *nb = tpsc_aligned_alloc(want, a->name);
-        if (nb) {
-            tpsc_free(a->base);
-            a->base = nb;
-            a->size = want;
-        }
-    }
-    a->used = 0;
+    a->cur = a->head;
+    if (a->head) a->head->used = 0;
+    a->in_use = 0;
 }
 
-size_t ag_arena_in_use(const ag_arena *a) { return a->used + a->overflow_used; }
+size_t ag_arena_in_use(const ag_arena *a) { return a->in_use; }

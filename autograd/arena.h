@@ -1,10 +1,13 @@
 /* A bump arena for one training or inference step.
  *
- * Allocation is a pointer bump (64-byte aligned). When the current block is full the arena
- * chains an overflow block; at the next reset it frees the overflow and grows the main block
- * to the high-water mark. So the first step with a new shape may call malloc, and every later
- * step with the same or smaller shapes calls none. Token counts change after pruning, so
- * nothing here assumes fixed shapes. */
+ * Allocation is a pointer bump (64-byte aligned) through a chain of blocks. When the current
+ * block is full the arena moves on to the next block of the chain, or appends a new one (at
+ * least half of everything reserved so far, so a first step makes few mallocs). Reset rewinds
+ * to the first block and keeps every block: a step repeats the previous step's allocations, so
+ * it lands on the same, already-touched pages, with no malloc and no page faults. (Freeing the
+ * chain and allocating one big block instead, as this arena once did, made the kernel fault in
+ * and zero every activation page again on the step after the first.) Token counts change after
+ * pruning, so nothing here assumes fixed shapes: a larger step appends blocks. */
 #ifndef TPSC_AUTOGRAD_ARENA_H
 #define TPSC_AUTOGRAD_ARENA_H
 
@@ -13,11 +16,10 @@
 typedef struct ag_arena_block ag_arena_block;
 
 typedef struct ag_arena {
-    char *base;
-    size_t size;              /* bytes in base */
-    size_t used;              /* bytes used in base */
-    ag_arena_block *overflow; /* chained blocks used since the last reset */
-    size_t overflow_used;     /* bytes handed out from overflow blocks */
+    ag_arena_block *head;     /* first block of the chain (kept across resets) */
+    ag_arena_block *cur;      /* block being bumped through */
+    size_t reserved;          /* bytes in all blocks */
+    size_t in_use;            /* bytes handed out since the last reset */
     size_t high_water;        /* most bytes ever in use at once */
     const char *name;
 } ag_arena;
