@@ -176,39 +176,58 @@ static ag_grad_bucket *bucket_for(ag_ctx *ctx, size_t numel) {
     return b;
 }
 
-float *ag_grad(ag_ctx *ctx, ag_tensor *t) {
-    if (!t || !t->requires_grad) return NULL;
-    if (t->grad) return t->grad;
-    size_t numel = ag_numel(t);
+static float *pool_take(ag_ctx *ctx, size_t numel) {
     ag_grad_bucket *b = bucket_for(ctx, numel);
     if (!b) {
         ag_error(ctx, TPSC_ERR_NOMEM, "%s", tpsc_last_error());
         return NULL;
     }
-    float *g;
     if (b->free_list) {
-        g = b->free_list;
+        float *g = b->free_list;
         b->free_list = *(void **)b->free_list;
-    } else {
-        size_t bytes = numel * sizeof(float);
-        if (bytes < sizeof(void *)) bytes = sizeof(void *);
-        g = ag_arena_alloc(&ctx->grads, bytes);
-        if (!g) {
-            ag_error(ctx, TPSC_ERR_NOMEM, "%s", tpsc_last_error());
-            return NULL;
-        }
+        return g;
     }
-    memset(g, 0, numel * sizeof(float));
-    t->grad = g;
+    size_t bytes = numel * sizeof(float);
+    if (bytes < sizeof(void *)) bytes = sizeof(void *);
+    float *g = ag_arena_alloc(&ctx->grads, bytes);
+    if (!g) ag_error(ctx, TPSC_ERR_NOMEM, "%s", tpsc_last_error());
     return g;
+}
+
+static void pool_give(ag_ctx *ctx, float *p, size_t numel) {
+    ag_grad_bucket *b = bucket_for(ctx, numel);
+    if (!b) return; /* leak into the arena until reset: harmless */
+    *(void **)p = b->free_list;
+    b->free_list = p;
+}
+
+float *ag_grad_write(ag_ctx *ctx, ag_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (!t || !t->requires_grad) return NULL;
+    if (t->grad) return t->grad;
+    float *g = pool_take(ctx, ag_numel(t));
+    if (!g) return NULL;
+    t->grad = g;
+    *fresh = true;
+    return g;
+}
+
+float *ag_grad(ag_ctx *ctx, ag_tensor *t) {
+    bool fresh;
+    float *g = ag_grad_write(ctx, t, &fresh);
+    if (g && fresh) memset(g, 0, ag_numel(t) * sizeof(float));
+    return g;
+}
+
+float *ag_scratch_get(ag_ctx *ctx, size_t numel) { return pool_take(ctx, numel ? numel : 1); }
+
+void ag_scratch_put(ag_ctx *ctx, float *p, size_t numel) {
+    if (p) pool_give(ctx, p, numel ? numel : 1);
 }
 
 static void release_grad(ag_ctx *ctx, ag_tensor *t) {
     if (!t->grad || t->node < 0 || t->retain_grad) return;
-    ag_grad_bucket *b = bucket_for(ctx, ag_numel(t));
-    if (!b) return; /* leak into the arena until reset: harmless */
-    *(void **)t->grad = b->free_list;
-    b->free_list = t->grad;
+    pool_give(ctx, t->grad, ag_numel(t));
     t->grad = NULL;
 }
 

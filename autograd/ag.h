@@ -102,5 +102,15 @@ ag_node *ag_record(ag_ctx *ctx, const char *name, ag_backward_fn backward, ag_te
                    ag_tensor **in);
 /* The gradient buffer of t, allocated zeroed on first use; NULL when t needs no gradient. */
 float *ag_grad(ag_ctx *ctx, ag_tensor *t);
+/* For a backward that writes every element of t's gradient: as ag_grad, but a buffer new to
+ * this backward is not zeroed and *fresh is set, so the op stores (=, sgemm beta 0) instead of
+ * adding; when *fresh is false the buffer already holds another consumer's gradient (or is a
+ * parameter's) and the op must add. Saves a memset of the widest buffers of the step. */
+float *ag_grad_write(ag_ctx *ctx, ag_tensor *t, bool *fresh);
+/* numel floats of uninitialised scratch from the gradient pool, for use inside one op (forward
+ * or backward); hand it back with ag_scratch_put before the op returns. The same buffers serve
+ * as gradients later, so a wide temporary costs no activation memory. */
+float *ag_scratch_get(ag_ctx *ctx, size_t numel);
+void ag_scratch_put(ag_ctx *ctx, float *p, size_t numel);
 
 #endif

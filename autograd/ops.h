@@ -16,6 +16,10 @@ ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool trans_a, bool
 /* x [..., Cin] @ w[Cout, Cin]^T + bias[Cout] -> [..., Cout]; bias may be NULL. One sgemm over
  * all rows (ops/linear.c). */
 ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias);
+/* Fused (ops/fused_linear.c): r + x w^T + bias, and r + gelu(x) w^T + bias (GELU recomputed in
+ * backward, not stored); bias and the residual r [..., Cout] may be NULL. */
+ag_tensor *ag_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias, ag_tensor *r);
+ag_tensor *ag_gelu_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias, ag_tensor *r);
 
 /* ---- element-wise (ops/elementwise.c) ----------------------------------------------------- */
 /* a + b. b has a's shape, or broadcasts over a's leading dims: b's dims equal a's trailing

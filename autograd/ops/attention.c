@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops/vecmath.h"
 
 #define POLICY_EPS 1e-6f
 
@@ -43,13 +44,16 @@ static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H
 /* softmax over one row of scores, in place (as torch.softmax: exp(s - max) / sum). */
 static void softmax_row(float *row, size_t N) {
     float m = row[0];
+    #pragma omp simd reduction(max : m)
     for (size_t j = 1; j < N; j++) m = row[j] > m ? row[j] : m;
     float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < N; j++) {
-        row[j] = expf(row[j] - m);
+        row[j] = ag_expf(row[j] - m);
         sum += row[j];
     }
     const float inv = 1.0f / sum;
+    #pragma omp simd
     for (size_t j = 0; j < N; j++) row[j] *= inv;
 }
 
@@ -71,8 +75,9 @@ static float policy_softmax_row(float *row, const float *p, size_t i, size_t N, 
     const float m = row[am];
     float *ex = e ? e : row;
     float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < N; j++) {
-        ex[j] = expf(row[j] - m);
+        ex[j] = ag_expf(row[j] - m);
         sum += ex[j] * policy_gate(p, i, j);
     }
     const float z = sum + POLICY_EPS;
@@ -100,7 +105,11 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const size_t B = s->B, N = s->N, C = s->C, H = s->H, D = C / H, C3 = 3 * C;
     const float scale = s->scale;
     const float *dout = n->out->grad;
-    float *dqkv = ag_grad(ctx, qkv);
+    /* Every element of dqkv is written once, by the dQ, dK or dV product of its head: a new
+     * buffer is stored into (beta 0) rather than zeroed and added to. */
+    bool fresh;
+    float *dqkv = ag_grad_write(ctx, qkv, &fresh);
+    const float beta_qkv = fresh ? 0.0f : 1.0f;
     float *dpolicy = policy ? ag_grad(ctx, policy) : NULL;
     if (ctx->status != TPSC_OK) return;
     if (!dqkv && !dpolicy) return;
@@ -126,7 +135,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const float *dO = dout + b * N * C + h * D;
 
         if (dqkv) /* dV [N,D] += A^T dO */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, dO, iC, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, dO, iC, beta_qkv,
                         dqkv + b * N * C3 + 2 * C + h * D, iC3);
         /* g [N,N] = dO V^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
@@ -168,9 +177,9 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
 
         if (dqkv) {
             /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, k, iC3, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, k, iC3, beta_qkv,
                         dqkv + b * N * C3 + h * D, iC3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, q, iC3, 1.0f,
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, q, iC3, beta_qkv,
                         dqkv + b * N * C3 + C + h * D, iC3);
         }
     }

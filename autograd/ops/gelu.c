@@ -9,12 +9,18 @@
 
 static void gelu_backward(ag_ctx *ctx, ag_node *n) {
     const ag_tensor *x = n->in[0];
-    float *dx = ag_grad(ctx, n->in[0]);
+    bool fresh; /* every element is written: a new buffer is stored into, not zeroed and added to */
+    float *dx = ag_grad_write(ctx, n->in[0], &fresh);
     if (!dx) return;
     const float *dy = n->out->grad, *v = x->data;
     const size_t total = ag_numel(x);
-    #pragma omp parallel for simd if (parallel: total > GELU_PAR)
-    for (size_t i = 0; i < total; i++) dx[i] += dy[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+    if (fresh) {
+        #pragma omp parallel for simd if (parallel: total > GELU_PAR)
+        for (size_t i = 0; i < total; i++) dx[i] = dy[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+    } else {
+        #pragma omp parallel for simd if (parallel: total > GELU_PAR)
+        for (size_t i = 0; i < total; i++) dx[i] += dy[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+    }
 }
 
 ag_tensor *ag_gelu(ag_ctx *ctx, ag_tensor *x) {

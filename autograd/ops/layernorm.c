@@ -20,7 +20,8 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
     const ln_saved *s = n->saved;
     const size_t M = ag_rows(x), C = ag_cols(x);
     const float *dy = n->out->grad, *xv = x->data, *wv = w->data;
-    float *dx = ag_grad(ctx, x), *dw = ag_grad(ctx, w), *db = ag_grad(ctx, b);
+    bool fresh; /* every row of dx is written: a new buffer is stored into, not zeroed and added to */
+    float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = ag_grad(ctx, b);
     if (dx) {
         #pragma omp parallel for if (M * C > LN_PAR)
         for (size_t r = 0; r < M; r++) {
@@ -35,8 +36,14 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             }
             const float mg = sum_g / (float)C, mgx = sum_gx / (float)C;
             float *dr = dx + r * C;
-            #pragma omp simd
-            for (size_t c = 0; c < C; c++) dr[c] += rs * (g[c] * wv[c] - mg - (xr[c] - mu) * rs * mgx);
+            /* Stored or added: multiplying stale pool memory by 0 would keep a NaN. */
+            if (fresh) {
+                #pragma omp simd
+                for (size_t c = 0; c < C; c++) dr[c] = rs * (g[c] * wv[c] - mg - (xr[c] - mu) * rs * mgx);
+            } else {
+                #pragma omp simd
+                for (size_t c = 0; c < C; c++) dr[c] += rs * (g[c] * wv[c] - mg - (xr[c] - mu) * rs * mgx);
+            }
         }
     }
     if (dw || db) {

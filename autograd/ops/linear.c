@@ -8,8 +8,11 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1], *b = n->n_in > 2 ? n->in[2] : NULL;
     const int M = (int)ag_rows(x), Cin = (int)ag_cols(x), Cout = (int)w->shape[0];
     const float *dy = n->out->grad;
-    float *dx = ag_grad(ctx, x), *dw = ag_grad(ctx, w), *db = b ? ag_grad(ctx, b) : NULL;
-    if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 1.0f, dx, Cin);
+    bool fresh; /* dx is written whole by the sgemm: a new buffer needs no zeroing (beta 0) */
+    float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = b ? ag_grad(ctx, b) : NULL;
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
+                    fresh ? 0.0f : 1.0f, dx, Cin);
     if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, x->data, Cin, 1.0f, dw, Cin);
     if (db) {
         /* Column sums of dy, walked row by row so the inner loop is contiguous and vectorises;

@@ -13,17 +13,17 @@ static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, const vit_block *b,
     ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps);
     ag_tensor *qkv = ag_linear(ctx, h, param(m, b->qkv_w), param(m, b->qkv_b));      /* [B,n,3C] */
     ag_tensor *a = ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn);       /* [B,n,C] */
-    a = ag_linear(ctx, a, param(m, b->proj_w), param(m, b->proj_b));
-    return ag_add(ctx, x, a);
+    /* proj and the residual add in one op: proj's own output is never stored. */
+    return ag_linear_residual(ctx, a, param(m, b->proj_w), param(m, b->proj_b), x);
 }
 
 /* x [B,n,C] -> x + fc2(gelu(fc1(norm2(x)))) */
 static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x) {
     ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps);
     h = ag_linear(ctx, h, param(m, b->fc1_w), param(m, b->fc1_b));                   /* [B,n,4C] */
-    h = ag_gelu(ctx, h);
-    h = ag_linear(ctx, h, param(m, b->fc2_w), param(m, b->fc2_b));                   /* [B,n,C] */
-    return ag_add(ctx, x, h);
+    /* GELU, fc2 and the residual in one op: of the [B,n,4C] tensors only fc1's output is kept
+     * (the GELU is recomputed in backward), and fc2's output is never stored. */
+    return ag_gelu_linear_residual(ctx, h, param(m, b->fc2_w), param(m, b->fc2_b), x);
 }
 
 /* images [B,Cin,H,W] -> [B,1+N,C]: patch embedding, cls token, position embedding. */

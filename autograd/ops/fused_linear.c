@@ -1,0 +1,154 @@
+/* Linear layers fused with their neighbours in a transformer block, x [M,Cin] as rows:
+ *   ag_linear_residual       y = r + x w^T + b          attention proj and its residual
+ *   ag_gelu_linear_residual  y = r + gelu(x) w^T + b    MLP fc2 with the GELU before it and the
+ *                                                        residual after it
+ * w [Cout,Cin], b [Cout] or NULL, r [M,Cout] (y's shape) or NULL.
+ *
+ * Why fuse: the unfused chain stores every intermediate for the whole step. The residual add
+ * needs none of its inputs for backward, so writing r + b into y and letting sgemm accumulate
+ * onto it (beta 1) drops the linear's own output: [M,Cout] floats per layer. The GELU output
+ * is needed only by the fc2 weight gradient; recomputing it in backward (a few flops per
+ * element next to the Cout-long dot products) drops [M,4C] floats per block, the widest
+ * activation of the MLP. The GELU values live in pool scratch (ag_scratch_get) only while one
+ * op runs, and the same buffer then serves as a gradient.
+ *
+ * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
+ *   linear:  dx += dy w
+ *   gelu:    dx += (dy w) * gelu'(x),  gelu'(x) = Phi(x) + x phi(x). */
+#include <cblas.h>
+#include <string.h>
+
+#include "autograd/ops.h"
+#include "autograd/ops/vecmath.h"
+
+#define FL_PAR 32768 /* element count above which an element loop is worth threads */
+
+enum { IN_X, IN_W, IN_B, IN_R };
+
+/* g [n] = gelu(x [n]) */
+static void gelu_into(float *g, const float *x, size_t n) {
+    #pragma omp parallel for simd if (parallel: n > FL_PAR)
+    for (size_t i = 0; i < n; i++) g[i] = x[i] * ag_normal_cdf(x[i]);
+}
+
+/* db [Cout] += column sums of dy [M,Cout]: each thread owns 64 columns, rows walked in order
+ * so the inner loop is contiguous. */
+static void add_column_sums(float *db, const float *dy, int M, int Cout) {
+    #pragma omp parallel for if (M * Cout > FL_PAR)
+    for (int ob = 0; ob < Cout; ob += 64) {
+        const int oe = ob + 64 < Cout ? ob + 64 : Cout;
+        float acc[64] = {0};
+        for (int m = 0; m < M; m++) {
+            const float *row = dy + (size_t)m * Cout;
+            for (int o = ob; o < oe; o++) acc[o - ob] += row[o];
+        }
+        for (int o = ob; o < oe; o++) db[o] += acc[o - ob];
+    }
+}
+
+static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
+    const bool gelu = n->i[0] != 0;
+    ag_tensor *x = n->in[IN_X], *w = n->in[IN_W];
+    ag_tensor *b = n->i[1] ? n->in[IN_B] : NULL, *r = n->i[2] ? n->in[IN_R] : NULL;
+    const int M = (int)ag_rows(x), Cin = (int)ag_cols(x), Cout = (int)w->shape[0];
+    const size_t MCin = (size_t)M * (size_t)Cin, MCout = (size_t)M * (size_t)Cout;
+    const float *dy = n->out->grad;
+
+    bool fresh;
+    float *dr = r ? ag_grad_write(ctx, r, &fresh) : NULL;
+    if (dr && fresh) memcpy(dr, dy, MCout * sizeof(float));
+    else if (dr) {
+        #pragma omp parallel for simd if (parallel: MCout > FL_PAR)
+        for (size_t i = 0; i < MCout; i++) dr[i] += dy[i];
+    }
+    float *db = b ? ag_grad(ctx, b) : NULL;
+    if (db) add_column_sums(db, dy, M, Cout);
+    float *dw = ag_grad(ctx, w);
+    if (dw) {
+        float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;
+        if (!g) return;
+        if (gelu) gelu_into(g, x->data, MCin);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, g, Cin, 1.0f, dw, Cin);
+        if (gelu) ag_scratch_put(ctx, g, MCin);
+    }
+    float *dx = ag_grad_write(ctx, x, &fresh);
+    if (!dx) return;
+    if (!gelu) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
+                    fresh ? 0.0f : 1.0f, dx, Cin);
+        return;
+    }
+    /* dy w lands in dx itself when dx is new, else in scratch that is then added. */
+    float *t = fresh ? dx : ag_scratch_get(ctx, MCin);
+    if (!t) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 0.0f, t, Cin);
+    const float *v = x->data;
+    if (fresh) {
+        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+        for (size_t i = 0; i < MCin; i++) dx[i] = t[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+    } else {
+        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+        for (size_t i = 0; i < MCin; i++) dx[i] += t[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+        ag_scratch_put(ctx, t, MCin);
+    }
+}
+
+static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tensor *x, ag_tensor *w, ag_tensor *b,
+                               ag_tensor *r) {
+    if (!ag_ok(ctx, 2, x, w)) return NULL;
+    char sx[64], sw[64], sr[64];
+    if (x->ndim < 1 || w->ndim != 2 || ag_cols(x) != w->shape[1] || (b && (b->ndim != 1 || b->shape[0] != w->shape[0])))
+        return ag_error(ctx, TPSC_ERR_SHAPE, "%s: x %s, weight %s", name, ag_shape_str(x, sx, sizeof sx),
+                        ag_shape_str(w, sw, sizeof sw));
+    if (!ag_is_contiguous(x) || (r && !ag_is_contiguous(r)))
+        return ag_error(ctx, TPSC_ERR_SHAPE, "%s: x and the residual must be contiguous", name);
+    const int M = (int)ag_rows(x), Cin = (int)ag_cols(x), Cout = (int)w->shape[0];
+    size_t shape[AG_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = (size_t)Cout;
+    ag_tensor *y = ag_new(ctx, x->ndim, shape);
+    if (!y) return NULL;
+    if (r && !ag_same_shape(r, y))
+        return ag_error(ctx, TPSC_ERR_SHAPE, "%s: residual %s must have the output's shape %s", name,
+                        ag_shape_str(r, sr, sizeof sr), ag_shape_str(y, sx, sizeof sx));
+    /* y [M,Cout] = r + b, then sgemm accumulates g w^T onto it. */
+    float beta = 0.0f;
+    if (r || b) {
+        const float *rv = r ? r->data : NULL, *bv = b ? b->data : NULL;
+        #pragma omp parallel for if (M * Cout > FL_PAR)
+        for (int m = 0; m < M; m++) {
+            float *yr = y->data + (size_t)m * Cout;
+            const float *rr = rv ? rv + (size_t)m * Cout : NULL;
+            if (rr && bv) {
+                #pragma omp simd
+                for (int o = 0; o < Cout; o++) yr[o] = rr[o] + bv[o];
+            } else {
+                memcpy(yr, rr ? rr : bv, (size_t)Cout * sizeof(float));
+            }
+        }
+        beta = 1.0f;
+    }
+    const size_t MCin = (size_t)M * (size_t)Cin;
+    float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;
+    if (!g) return NULL;
+    if (gelu) gelu_into(g, x->data, MCin);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cout, Cin, 1.0f, g, Cin, w->data, Cin, beta, y->data, Cout);
+    if (gelu) ag_scratch_put(ctx, g, MCin);
+    /* Absent inputs are passed as x so the node's input slots stay fixed; i[] says which are real. */
+    ag_tensor *in[4] = {x, w, b ? b : x, r ? r : x};
+    ag_node *node = ag_record(ctx, name, fused_linear_backward, y, 4, in);
+    if (node) {
+        node->i[0] = gelu;
+        node->i[1] = b != NULL;
+        node->i[2] = r != NULL;
+    }
+    return ctx->status == TPSC_OK ? y : NULL;
+}
+
+ag_tensor *ag_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_tensor *r) {
+    return fused_linear(ctx, "linear_residual", false, x, w, b, r);
+}
+
+ag_tensor *ag_gelu_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, ag_tensor *r) {
+    return fused_linear(ctx, "gelu_linear_residual", true, x, w, b, r);
+}
