@@ -24,6 +24,12 @@
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
+/* One OpenMP thread unless a test is about threads: the models are tiny, and on a shared
+ * machine busy-waiting thread teams made this file 10x slower. The tests that need two
+ * threads (the split batch, the intra-op loops) set them. */
+static void one_thread(void) { omp_set_num_threads(1); }
+TestSuite(infer, .init = one_thread);
+
 #define LIB_RTOL 1e-5
 #define TORCH_RTOL 1e-4
 
@@ -230,6 +236,15 @@ static void check_split(tps_method method) {
 Test(infer, split_batch_dtps) { check_split(TPS_DTPS); }
 Test(infer, split_batch_evit) { check_split(TPS_EVIT); }
 Test(infer, split_batch_dense) { check_split(TPS_NONE); }
+/* 3 images on 2 threads: every step's loops shared by the threads (no split) */
+Test(infer, two_thread_loops_dtps) {
+    omp_set_num_threads(2);
+    check_parity_batch(TPS_DTPS, 0.7f, 0.0f, 3);
+}
+Test(infer, two_thread_loops_etps) {
+    omp_set_num_threads(2);
+    check_parity_batch(TPS_ETPS, 0.7f, 0.0f, 3);
+}
 
 /* ---- PyTorch parity through an exported file ------------------------------------------------ */
 
@@ -416,6 +431,7 @@ typedef struct thread_job {
 
 static void *run_job(void *arg) {
     thread_job *j = arg;
+    omp_set_num_threads(1); /* BLAS may block differently with another thread count */
     tps_workspace *ws;
     j->st = tps_workspace_create(j->model, j->B, &ws);
     for (int rep = 0; rep < 3 && j->st == TPS_OK; rep++) j->st = tps_run(ws, j->images, j->B, j->logits);
@@ -431,7 +447,8 @@ static void *run_job(void *arg) {
 }
 
 /* Two threads sharing one model, each with its own workspace, get what one thread gets:
- * the same operations on the same data, so bit-identical logits and kept tokens. */
+ * the same operations on the same data (same batch and OpenMP team size), so bit-identical
+ * logits and kept tokens. */
 Test(infer, two_threads_share_a_model) {
     vit_config cfg = small_config();
     tps_config tps = small_tps(TPS_DTPS, 0.7f);

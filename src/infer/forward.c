@@ -66,7 +66,9 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     ti_layernorm(ws->x, M, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h);
     ti_linear(ws->h, M, C, C, blk->qkv_w, blk->qkv_b, 3 * C, ws->qkv, 3 * C);
-    #pragma omp parallel for schedule(dynamic) num_threads(ws->nthreads)
+    /* a thread team costs more than tiny products save (tests' models, B = 1 of a small net) */
+    const bool worth = B * H > 1 && M * M / B * C > 65536;
+    #pragma omp parallel for schedule(dynamic) num_threads(ws->nthreads) if (worth)
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H, off = ws->lay.off[b];
         ti_attention_image(ws->qkv + off * 3 * C, ws->lay.len[b], C, H, h, thread_scratch(ws), ws->attn_out + off * C,
@@ -97,7 +99,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     ti_layernorm(ws->x, M, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h);
     ti_linear(h, M, C, C, q->in_fc_w, q->in_fc_b, C, z, C);
     ti_gelu(z, M * C);
-    #pragma omp parallel for num_threads(ws->nthreads)
+    #pragma omp parallel for num_threads(ws->nthreads) if (B > 1 && M * C > 65536)
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
         float *g = thread_scratch(ws);
@@ -146,7 +148,8 @@ static tps_status predictor_stage(ti_view *ws, int s, size_t B) {
     predictor_scores(ws, &m->pred[s], B);
     size_t *kn = ws->kept_n[s];
     int bad = 0;
-    #pragma omp parallel for num_threads(ws->nthreads) reduction(| : bad)
+    const bool worth = B > 1 && ws->lay.rows * C > 65536;
+    #pragma omp parallel for num_threads(ws->nthreads) reduction(| : bad) if (worth)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
         const float *score = ws->score + ws->lay.off[b] + 1;
@@ -162,7 +165,7 @@ static tps_status predictor_stage(ti_view *ws, int s, size_t B) {
         ws->lay_next.rows += 1 + kn[b];
     }
     const bool squeeze = m->method == TI_DTPS;
-    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic)
+    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic) if (worth)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         const float *src = ws->x + ws->lay.off[b] * C;
@@ -205,7 +208,7 @@ static tps_status evit_stage(ti_view *ws, int s, size_t B) {
         ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
         ws->lay_next.rows += ws->lay_next.len[b];
     }
-    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic)
+    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic) if (B > 1 && ws->lay.rows * C > 65536)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         float *tmp = thread_scratch(ws), *a = tmp + 2 * N1; /* sort room, then [n] attention */
