@@ -31,19 +31,13 @@ static void gelu_into(float *g, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = x[i] * ag_normal_cdf(x[i]);
 }
 
-/* db [Cout] += column sums of dy [M,Cout]: each thread owns 64 columns, rows walked in order
- * so the inner loop is contiguous. */
-static void add_column_sums(float *db, const float *dy, int M, int Cout) {
-    #pragma omp parallel for if (M * Cout > FL_PAR)
-    for (int ob = 0; ob < Cout; ob += 64) {
-        const int oe = ob + 64 < Cout ? ob + 64 : Cout;
-        float acc[64] = {0};
-        for (int m = 0; m < M; m++) {
-            const float *row = dy + (size_t)m * Cout;
-            for (int o = ob; o < oe; o++) acc[o - ob] += row[o];
-        }
-        for (int o = ob; o < oe; o++) db[o] += acc[o - ob];
-    }
+/* db [Cout] += column sums of dy [M,Cout], as sgemv dy^T 1 (OpenBLAS streams the rows and
+ * threads it). */
+static void add_column_sums(ag_ctx *ctx, float *db, const float *dy, int M, int Cout) {
+    float *ones = ag_alloc(ctx, (size_t)M * sizeof(float));
+    if (!ones) return;
+    for (int m = 0; m < M; m++) ones[m] = 1.0f;
+    cblas_sgemv(CblasRowMajor, CblasTrans, M, Cout, 1.0f, dy, Cout, ones, 1, 1.0f, db, 1);
 }
 
 static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
@@ -62,7 +56,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t i = 0; i < MCout; i++) dr[i] += dy[i];
     }
     float *db = b ? ag_grad(ctx, b) : NULL;
-    if (db) add_column_sums(db, dy, M, Cout);
+    if (db) add_column_sums(ctx, db, dy, M, Cout);
     float *dw = ag_grad(ctx, w);
     if (dw) {
         float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;

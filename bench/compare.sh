@@ -1,0 +1,240 @@
+#!/bin/bash
+# Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
+# shapes, run back to back on this machine, with the ratios.
+#
+#   bash bench/compare.sh [--avx512] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
+#                         [--no-gemm-limit] [--out DIR]
+#
+# Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
+# dense and dTPS (keep 0.7 at blocks 3/6/9) at batch 1 and 32. Everything runs under the
+# environment's OPENBLAS_CORETYPE (Haswell here: AVX2 kernels); --avx512 runs it all again with
+# the variable unset (OpenBLAS then picks its AVX-512 kernels). --repeat R runs ours and the
+# peers R times, alternating, and reports medians of the R runs (each run is itself a median
+# over steps/iterations). The GEMM-only limit is the anchor's sgemm_peak "DeiT-S b64 train-step
+# GEMM mix" measured in the same run for the same core type and threads.
+#
+# Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
+# ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
+# there, not copied. PyTorch comes from /usr/bin/python3 (Debian's torch); without it the torch
+# column is skipped with a message. ONNX Runtime needs node and /tmp/ort_node (see the anchors'
+# README); its models are exported to /tmp/anchors_onnx on first use.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(dirname "$HERE")"
+SHARED="${TPSC_SHARED:-$ROOT/../shared}"
+ANCH="$SHARED/bench-anchors"
+TPSC="${TPSC_BIN:-$ROOT/build/tpsc}"
+PY=/usr/bin/python3
+ONNX_DIR=/tmp/anchors_onnx
+ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
+
+orig_args=("$@")
+threads=2 repeat=1 quick=0 avx512=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --avx512) avx512=1 ;;
+        --threads) threads="$2"; shift ;;
+        --repeat) repeat="$2"; shift ;;
+        --quick) quick=1 ;;
+        --no-torch) do_torch=0 ;;
+        --no-ort) do_ort=0 ;;
+        --no-gemm-limit) do_gemm=0 ;;
+        --out) out="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+[ -x "$TPSC" ] || { echo "compare.sh: no $TPSC; build it first (cmake --build build --target tpsc)" >&2; exit 2; }
+mkdir -p "$out" || exit 2
+JSONPY=$PY; [ -x "$JSONPY" ] || JSONPY=python3
+
+steps=3 iters=10
+[ $quick = 1 ] && steps=2 iters=5
+
+have_torch=0
+if [ $do_torch = 1 ]; then
+    if [ ! -f "$ANCH/torch_deit.py" ]; then
+        echo "PyTorch: skipped, no $ANCH/torch_deit.py (is ../shared beside the repo?)"
+    elif ! "$PY" -c 'import torch' 2>/dev/null; then
+        echo "PyTorch: skipped, $PY cannot import torch (apt-get install python3-torch)"
+    else
+        have_torch=1
+    fi
+fi
+have_ort=0
+if [ $do_ort = 1 ]; then
+    if ! command -v node >/dev/null || [ ! -d "$ORT_DIR/node_modules/onnxruntime-node" ]; then
+        echo "ONNX Runtime: skipped, needs node and onnxruntime-node in $ORT_DIR (see $ANCH/README.md)"
+    elif [ $have_torch = 0 ] && [ ! -f "$ONNX_DIR/deit_small.onnx" ]; then
+        echo "ONNX Runtime: skipped, exporting the models needs PyTorch"
+    else
+        have_ort=1
+    fi
+fi
+have_gemm=0
+if [ $do_gemm = 1 ]; then
+    if [ -f "$ANCH/sgemm_peak.c" ] && gcc -O2 -o "$out/sgemm_peak" "$ANCH/sgemm_peak.c" -lopenblas -lpthread -lm 2>"$out/sgemm_build.log"; then
+        have_gemm=1
+    else
+        echo "GEMM-only limit: skipped, could not build $ANCH/sgemm_peak.c (see $out/sgemm_build.log)"
+    fi
+fi
+
+# run_env MODE CMD...: MODE env keeps OPENBLAS_CORETYPE as the caller has it, auto unsets it.
+run_env() {
+    local mode=$1; shift
+    if [ "$mode" = auto ]; then env -u OPENBLAS_CORETYPE "$@"; else "$@"; fi
+}
+
+one_round() { # MODE ROUND
+    local mode=$1 r=$2 tag="$1.$2"
+    echo "[$mode, round $r] tpsc bench train (batch 16, 64) and infer (batch 1, 32)" >&2
+    for b in 16 64; do
+        run_env "$mode" "$TPSC" bench train --method none --batch $b --steps $steps --threads "$threads" \
+            > "$out/ours_train$b.$tag.txt" 2>&1 || echo "  tpsc bench train --batch $b failed: see $out/ours_train$b.$tag.txt" >&2
+    done
+    run_env "$mode" "$TPSC" bench infer --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters --threads "$threads" \
+        > "$out/ours_infer.$tag.txt" 2>&1 || echo "  tpsc bench infer failed: see $out/ours_infer.$tag.txt" >&2
+    if [ $have_torch = 1 ]; then
+        echo "[$mode, round $r] PyTorch anchors (a few minutes)" >&2
+        local q=(); [ $quick = 1 ] && q=(--quick)
+        local ct=env; [ "$mode" = auto ] && ct=auto
+        "$PY" "$ANCH/torch_deit.py" --threads "$threads" --coretype $ct --no-tps-train --sgemm-json "" "${q[@]}" \
+            --json "$out/torch.$tag.json" > "$out/torch.$tag.txt" 2>&1 || echo "  PyTorch anchors failed: see $out/torch.$tag.txt" >&2
+    fi
+    if [ $have_gemm = 1 ]; then
+        run_env "$mode" "$out/sgemm_peak" --no-fma --threads "$threads" --reps 3 --json "$out/sgemm.$tag.json" \
+            > "$out/sgemm.$tag.txt" 2>&1 || echo "  sgemm_peak failed: see $out/sgemm.$tag.txt" >&2
+    fi
+}
+
+ort_round() { # ROUND (ONNX Runtime does not use OpenBLAS: one run serves both core types)
+    local r=$1
+    for m in deit_small deit_small_tps; do
+        if [ ! -f "$ONNX_DIR/$m.onnx" ]; then
+            mkdir -p "$ONNX_DIR"
+            local t=(); [ $m = deit_small_tps ] && t=(--tps)
+            "$PY" "$ANCH/torch_deit.py" --export-onnx "$ONNX_DIR/$m.onnx" "${t[@]}" > "$out/onnx_export.txt" 2>&1 ||
+                { echo "  ONNX export of $m failed: see $out/onnx_export.txt" >&2; continue; }
+        fi
+        echo "[ort, round $r] $m" >&2
+        ORT_NODE_DIR="$ORT_DIR" node "$ANCH/ort_bench.js" --model "$ONNX_DIR/$m.onnx" --threads "$threads" \
+            --batches 1,32 --json "$out/ort_$m.$r.json" > "$out/ort_$m.$r.txt" 2>&1 ||
+            echo "  ONNX Runtime failed: see $out/ort_$m.$r.txt" >&2
+    done
+}
+
+modes=(env); [ $avx512 = 1 ] && modes+=(auto)
+rm -f "$out"/ours_*.txt "$out"/torch.*.json "$out"/ort_*.json "$out"/sgemm.*.json
+for ((r = 1; r <= repeat; r++)); do
+    for mode in "${modes[@]}"; do one_round "$mode" $r; done
+    [ $have_ort = 1 ] && ort_round $r
+done
+
+echo
+echo "command: bash bench/compare.sh ${orig_args[*]:-}"
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), host load (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg), nproc $(nproc)"
+echo "tpsc: $("$TPSC" version 2>/dev/null | head -1), OPENBLAS_CORETYPE in the environment: ${OPENBLAS_CORETYPE:-(unset)}"
+"$JSONPY" - "$out" "$repeat" "${modes[@]}" <<'EOF'
+import glob, json, os, re, statistics, sys
+
+out, repeat, modes = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+def ours_rows(path):
+    """{(kind, method, batch): (img/s, peak RSS MB)} from a `tpsc bench` markdown table; and the core."""
+    rows, core = {}, None
+    if not os.path.exists(path):
+        return rows, core
+    for line in open(path):
+        m = re.match(r"OpenBLAS core (\S+),", line)
+        if m:
+            core = m.group(1)
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 10 and cells[0] in ("train", "infer"):
+            rows[(cells[0], "dense" if cells[1] == "none" else cells[1], int(cells[2]))] = (float(cells[3]), float(cells[9]))
+    return rows, core
+
+def torch_rows(path):
+    rows, core = {}, None
+    if not os.path.exists(path):
+        return rows, core
+    d = json.load(open(path))
+    core = d.get("openblas_core")
+    for r in d["rows"]:
+        method = "dtps" if r["model"].endswith("_tps") else "dense"
+        rows[(r["kind"], method, r["batch"])] = (r["img_s"], r.get("peak_rss_mb"))
+    return rows, core
+
+def ort_rows(r):
+    rows = {}
+    for model, method in (("deit_small", "dense"), ("deit_small_tps", "dtps")):
+        p = os.path.join(out, "ort_%s.%d.json" % (model, r))
+        if os.path.exists(p):
+            for x in json.load(open(p))["results"]:
+                rows[("infer", method, x["batch"])] = (x["img_s"], None)
+    return rows
+
+def gemm_limit(path):
+    if not os.path.exists(path):
+        return None
+    d = json.load(open(path))
+    vals = [v for k, v in d.items() if k.startswith("train_mix_gemm_only_img_s_")]
+    return vals[0] if vals else None
+
+shapes = [("train", "dense", 16), ("train", "dense", 64), ("infer", "dense", 1), ("infer", "dense", 32),
+          ("infer", "dtps", 1), ("infer", "dtps", 32)]
+ort_all = [ort_rows(r) for r in range(1, repeat + 1)]
+
+def fmt(x, spec="%.2f"):
+    return spec % x if x is not None else "-"
+
+def ratio(a, b):
+    return "%.2fx" % (a / b) if a is not None and b else "-"
+
+for mode in modes:
+    ours, torch, cores, tcore, limits = [], [], set(), set(), []
+    for r in range(1, repeat + 1):
+        tag = "%s.%d" % (mode, r)
+        o = {}
+        for f in ("ours_train16", "ours_train64", "ours_infer"):
+            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)))
+            o.update(rows)
+            if core:
+                cores.add(core)
+        ours.append(o)
+        t, core = torch_rows(os.path.join(out, "torch.%s.json" % tag))
+        torch.append(t)
+        if core:
+            tcore.add(core)
+        limits.append(gemm_limit(os.path.join(out, "sgemm.%s.json" % tag)))
+    label = "environment's OPENBLAS_CORETYPE" if mode == "env" else "OPENBLAS_CORETYPE unset (AVX-512 kernels)"
+    print("\n### %s: tpsc core %s, PyTorch core %s; medians of %d run(s)\n" % (
+        label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", repeat))
+    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for key in shapes:
+        kind, method, batch = key
+        oi = med([o[key][0] for o in ours if key in o])
+        orss = med([o[key][1] for o in ours if key in o])
+        ti = med([t[key][0] for t in torch if key in t])
+        trss = med([t[key][1] for t in torch if key in t])
+        ri = med([x[key][0] for x in ort_all if key in x])
+        name = "%s %s" % ("training step" if kind == "train" else "inference", method)
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
+            fmt(trss, "%.0f") if kind == "train" else "-"))
+    lim = med(limits)
+    t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
+    if lim and t64:
+        print("\nGEMM-only limit of a batch-64 training step (sgemm_peak's DeiT-S GEMM mix, same core type and"
+              " threads, this run): %.2f img/s; tpsc reaches %.0f%% of it." % (lim, 100.0 * t64 / lim))
+print("\nRaw outputs in %s. img/s are medians over steps (train) or iterations (infer) within a run." % out)
+EOF
