@@ -56,7 +56,7 @@ static void embed(ti_view *ws, const float *images, size_t B) {
 }
 
 static void add_into(float *x, const float *y, size_t n, int nthreads) {
-    #pragma omp parallel for simd num_threads(nthreads) if (parallel: n > 32768)
+    #pragma omp parallel for simd num_threads(nthreads) if (parallel: n > (1 << 20))
     for (size_t i = 0; i < n; i++) x[i] = x[i] + y[i];
 }
 

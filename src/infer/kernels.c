@@ -10,7 +10,10 @@
 #include "autograd/ops/vecmath.h"
 #include "src/infer/internal.h"
 
-#define ROWS_PAR 16384 /* elements below which a thread team costs more than it saves */
+/* Elements below which a pass runs on one thread: these passes are memory-bound and take
+ * well under a millisecond there, while a thread team adds a barrier that costs far more when
+ * the machine is shared and a team member is preempted (batch-1 latency). */
+#define ROWS_PAR (1 << 20)
 
 /* y = (x - mean) / sqrt(var + eps) * w + b per row; statistics in double, two passes. */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
@@ -37,7 +40,7 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
                size_t ldy) {
     if (M == 0) return;
-    #pragma omp parallel for if (M * Cout > 32768)
+    #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++)
         for (size_t o = 0; o < Cout; o++) y[m * ldy + o] = b[o];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)ldx, w, (int)Cin, 1.0f,
