@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/sweep/sweep.h"
@@ -435,4 +436,50 @@ Test(sweep_tables, done_json_round_trip_and_damage) {
     cr_assert(strstr(tpsc_last_error(), path) && strstr(tpsc_last_error(), "keep_ratio"), "%s", tpsc_last_error());
     unlink(path);
     rmdir(dir);
+}
+
+Test(sweep_run, a_point_locked_by_a_live_process_is_left_to_it_a_stale_lock_is_taken) {
+    if (access(FMNIST, R_OK) != 0) cr_skip_test("dataset-fashion-mnist not installed");
+    tpsc_log_set_level(TPSC_LOG_WARN);
+    static tiny_sweep t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.dir, sizeof t.dir, "/tmp/tpsc_sweep_XXXXXX");
+    cr_assert_not_null(mkdtemp(t.dir));
+    tiny_base(&t.base);
+    cr_assert_eq(tpsc_grid_add(&t.grid, "tps.method=dynamicvit,etps"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&t.grid, "tps.keep_ratio=0.5"), TPSC_OK);
+    /* point 0 locked by a live process (our parent), point 1 by a process that has exited */
+    pid_t child = fork();
+    cr_assert_geq(child, 0);
+    if (child == 0) _exit(0);
+    cr_assert_eq(waitpid(child, NULL, 0), child);
+    const char *names[2] = {"method-dynamicvit_keep_ratio-0.5", "method-etps_keep_ratio-0.5"};
+    const long holders[2] = {(long)getppid(), (long)child};
+    for (int i = 0; i < 2; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", t.dir, names[i]);
+        cr_assert_eq(mkdir(path, 0755), 0);
+        snprintf(path, sizeof path, "%s/%s/lock", t.dir, names[i]);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fprintf(f, "%ld\n", holders[i]);
+        fclose(f);
+    }
+    run_tiny(&t, false);
+    cr_assert_eq(t.counts.busy, 1u);
+    cr_assert(t.rows[0].busy);
+    cr_assert_eq(t.counts.trained, 1u);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s/done.json", t.dir, names[0]);
+    cr_assert_neq(access(path, F_OK), 0, "the locked point was run");
+    snprintf(path, sizeof path, "%s/%s/done.json", t.dir, names[1]);
+    cr_assert_eq(access(path, F_OK), 0, "the stale lock was not taken over");
+    snprintf(path, sizeof path, "%s/%s/lock", t.dir, names[1]);
+    cr_assert_neq(access(path, F_OK), 0, "the lock outlived its run");
+    /* the tables leave the busy point out */
+    snprintf(path, sizeof path, "%s/results.csv", t.dir);
+    char *csv = slurp(path);
+    cr_assert_null(strstr(csv, names[0]), "%s", csv);
+    cr_assert_not_null(strstr(csv, names[1]), "%s", csv);
+    free(csv);
 }

@@ -24,7 +24,8 @@ static void usage(FILE *f) {
             "keep_ratio-0.5_method-dtps), then writes DIR/results.csv, DIR/summary.csv (mean and spread over\n"
             "run.seed), DIR/results.md and DIR/results.png (top-1 vs GMACs/image, one line per method, drawn\n"
             "with gnuplot). Run it again to continue: finished points (done.json) are skipped, interrupted\n"
-            "ones resume from their last.h5.\n"
+            "ones resume from their last.h5. The same command started twice shares the work (a point being\n"
+            "run is locked by its process).\n"
             "  --grid k=v,...  one axis; values are recipe values (list values: separate with ';', e.g.\n"
             "                  --grid 'tps.prune_loc=2,3,5;1,3,5'); add run.seed=0,1 for seeds\n"
             "  --set k=v       override a recipe key for every point\n"
@@ -170,8 +171,10 @@ int cmd_sweep(int argc, char **argv) {
         tpsc_free(rows);
         return cli_fail("sweep", st);
     }
-    printf("sweep %s: %zu points (%zu skipped as finished, %zu resumed, %zu trained, %zu evaluated)\n", out,
-           counts.points, counts.skipped, counts.resumed, counts.trained, counts.evaluated);
+    printf("sweep %s: %zu points (%zu skipped as finished, %zu resumed, %zu trained, %zu evaluated", out, counts.points,
+           counts.skipped, counts.resumed, counts.trained, counts.evaluated);
+    if (counts.busy) printf(", %zu left to other sweep processes: rerun when they end for the full tables", counts.busy);
+    printf(")\n");
     printf("tables: %s/results.csv, %s/summary.csv, %s/results.md\n", out, out, out);
     int rc = 0;
     if (do_plot) {

@@ -158,6 +158,7 @@ static void emit_csv(FILE *f, const void *what) {
     fputc('\n', f);
     for (size_t i = 0; i < t->n; i++) {
         const tpsc_sweep_row *r = &t->rows[i];
+        if (r->busy) continue;
         csv_field(f, r->run);
         fprintf(f, ",%s,", r->method);
         csv_field(f, r->keep_ratio);
@@ -203,6 +204,7 @@ void tpsc_sweep_group_rows(const tpsc_sweep_grid *g, const tpsc_sweep_row *rows,
     const int seed_axis = tpsc_grid_find(g, "run.seed");
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
+        if (rows[i].busy) continue;
         char label[sizeof groups->label];
         group_label(g, &rows[i], seed_axis, label, sizeof label);
         size_t j = 0;
@@ -286,6 +288,7 @@ static void emit_markdown(FILE *f, const void *what) {
                "training time |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (size_t i = 0; i < t->n; i++) {
         const tpsc_sweep_row *r = &t->rows[i];
+        if (r->busy) continue;
         fprintf(f, "| %s | %s | %s | %s | %d | %.4f | %.2f%% | %.2f%% | %.0f | ", r->run, r->method, r->keep_ratio,
                 r->keep_frac, r->seed, r->gmacs, r->top1, r->top5, r->images_per_s);
         if (r->steps == 0 && r->train_seconds == 0)

@@ -18,6 +18,7 @@ typedef struct tpsc_sweep_row {
     double train_seconds;                /* this process's part of the training; 0 = evaluation only */
     int64_t steps;
     bool resumed;                        /* training continued from an earlier last.h5 */
+    bool busy;                           /* being run by another sweep process: no result here */
     uint64_t recipe_hash;                /* of the point's recipe (tpsc_sweep_recipe_hash) */
     char values[TPSC_SWEEP_MAX_AXES][TPSC_SWEEP_VALUE_MAX]; /* the grid values of the point */
 } tpsc_sweep_row;
@@ -27,6 +28,8 @@ tpsc_status tpsc_sweep_write_done(const char *dir, const tpsc_sweep_row *row, co
 /* Reads dir/done.json back. TPSC_ERR_MISSING (no message needed by callers that only ask
  * "is it done?") when absent; TPSC_ERR_FORMAT naming the file and field when damaged. */
 tpsc_status tpsc_sweep_read_done(const char *dir, const tpsc_sweep_grid *g, tpsc_sweep_row *row);
+
+/* The writers below leave out rows marked busy. */
 
 /* results.csv: header then one line per row, fixed columns first (run, method, keep_ratio,
  * keep_frac, seed, gmacs_per_image, top1, top5, images_per_s, train_seconds, steps, resumed),

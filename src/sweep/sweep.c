@@ -2,9 +2,14 @@
  * ones. See sweep.h. */
 #include "src/sweep/sweep.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "autograd/threads.h"
 #include "src/io/checkpoint.h"
@@ -165,6 +170,64 @@ tpsc_status tpsc_sweep_write_tables(const char *out_dir, const tpsc_sweep_grid *
     return st;
 }
 
+/* dir/lock holding our pid, created exclusively. *taken = false when a live process holds it. */
+static tpsc_status lock_point(const char *dir, bool *taken) {
+    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
+        if (fd >= 0) {
+            char pid[32];
+            int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            bool ok = write(fd, pid, (size_t)len) == len;
+            if (close(fd) != 0 || !ok) {
+                unlink(path);
+                return tpsc_fail(TPSC_ERR_IO, "cannot write %s", path);
+            }
+            *taken = true;
+            return TPSC_OK;
+        }
+        if (errno != EEXIST) return tpsc_fail(TPSC_ERR_IO, "cannot create %s: %s", path, strerror(errno));
+        FILE *f = fopen(path, "r");
+        long holder = 0;
+        if (f) {
+            if (fscanf(f, "%ld", &holder) != 1) holder = 0;
+            fclose(f);
+        }
+        /* a lock being written right now has no pid yet: treat it as live */
+        if (!f || holder == 0 || (holder != (long)getpid() && (kill((pid_t)holder, 0) == 0 || errno == EPERM))) {
+            *taken = false;
+            return TPSC_OK;
+        }
+        unlink(path); /* its process is gone (or it is our own from an earlier failure) */
+    }
+    return tpsc_fail(TPSC_ERR_IO, "cannot take %s/lock", dir);
+}
+
+static void unlock_point(const char *dir) {
+    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
+    snprintf(path, sizeof path, "%s/lock", dir);
+    unlink(path);
+}
+
+/* done.json of the point: *found, and the row when the recipe matches. */
+static tpsc_status check_done(const char *dir, const tpsc_sweep_grid *g, tpsc_sweep_row *row, bool *found) {
+    tpsc_sweep_row done;
+    tpsc_status st = tpsc_sweep_read_done(dir, g, &done);
+    *found = st == TPSC_OK;
+    if (st == TPSC_ERR_MISSING) {
+        tpsc_clear_error();
+        return TPSC_OK;
+    }
+    TPSC_TRY(st);
+    if (done.recipe_hash != row->recipe_hash)
+        return tpsc_fail(TPSC_ERR_CONFIG, "%s/done.json was written by another recipe than this sweep point's "
+                         "(another base recipe or --set under the same --out?); remove the folder or use another --out",
+                         dir);
+    *row = done;
+    return TPSC_OK;
+}
+
 static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, const tpsc_sweep_opts *o, size_t i,
                              tpsc_recipe *r, tpsc_sweep_row *row, tpsc_sweep_counts *counts) {
     int idx[TPSC_SWEEP_MAX_AXES];
@@ -187,29 +250,38 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
 
     char dir[TPSC_RECIPE_PATH_MAX * 2];
     snprintf(dir, sizeof dir, "%s/%s", o->out_dir, row->run);
-    tpsc_sweep_row done;
-    tpsc_status st = tpsc_sweep_read_done(dir, g, &done);
-    if (st == TPSC_OK) {
-        if (done.recipe_hash != row->recipe_hash)
-            return tpsc_fail(TPSC_ERR_CONFIG, "%s/done.json was written by another recipe than this sweep point's "
-                             "(another base recipe or --set under the same --out?); remove the folder or use another --out",
-                             dir);
-        *row = done;
+    bool found, taken;
+    TPSC_TRY(check_done(dir, g, row, &found));
+    if (!found) {
+        TPSC_TRY(tpsc_mkdirs(dir));
+        TPSC_TRY(lock_point(dir, &taken));
+        if (!taken) {
+            row->busy = true;
+            counts->busy++;
+            report(o, i, counts, row->run, "being run by another sweep process: left to it", true);
+            return TPSC_OK;
+        }
+        /* another process may have finished it between our first look and the lock */
+        tpsc_status st = check_done(dir, g, row, &found);
+        if (st != TPSC_OK || found) unlock_point(dir);
+        TPSC_TRY(st);
+    }
+    if (found) {
         counts->skipped++;
         report(o, i, counts, row->run, "finished earlier: skipped", true);
         return TPSC_OK;
     }
-    if (st != TPSC_ERR_MISSING) return st;
-    tpsc_clear_error();
+    tpsc_status st;
     if (o->checkpoint) {
         report(o, i, counts, row->run, "evaluating", false);
-        TPSC_TRY(tpsc_mkdirs(dir));
-        TPSC_TRY(eval_point(o->checkpoint, r, row));
-        counts->evaluated++;
+        st = eval_point(o->checkpoint, r, row);
+        if (st == TPSC_OK) counts->evaluated++;
     } else {
-        TPSC_TRY(train_point(r, dir, row, counts, o, i));
+        st = train_point(r, dir, row, counts, o, i);
     }
-    TPSC_TRY(tpsc_sweep_write_done(dir, row, g));
+    if (st == TPSC_OK) st = tpsc_sweep_write_done(dir, row, g);
+    unlock_point(dir);
+    TPSC_TRY(st);
     report(o, i, counts, row->run, "done", true);
     return TPSC_OK;
 }

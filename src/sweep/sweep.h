@@ -9,6 +9,10 @@
  * Evaluation sweep (checkpoint set): base is the checkpoint's own recipe; each point evaluates
  * the checkpoint's weights (EMA when stored) with the point's tps.* / data.* values, e.g.
  * several inference keep ratios, without training.
+ * Several sweep processes on one machine may share out_dir: a point being run holds
+ * <run>/lock (the pid), and the others pass over it (counted busy, left out of their tables),
+ * so starting the same command twice runs the grid two points at a time. A lock whose
+ * process is gone is taken over.
  * A finished folder whose recipe differs from the point's (another base recipe or --set under
  * the same --out) is an error, not a silent reuse. */
 #ifndef TPSC_SWEEP_SWEEP_H
@@ -31,6 +35,7 @@ typedef struct tpsc_sweep_opts {
 
 typedef struct tpsc_sweep_counts {
     size_t points, skipped, resumed, trained, evaluated;
+    size_t busy;             /* left to another sweep process running them */
 } tpsc_sweep_counts;
 
 /* Keys an evaluation-only sweep may vary: NULL-terminated prefixes. */
