@@ -63,6 +63,16 @@ Test(ops_fused, gradcheck_gelu_linear_no_bias_no_residual) {
     GRADCHECK(f_gelu_plain, 2, in, NULL, 1e-2, 1e-3, 1e-2);
 }
 
+Test(ops_fused, gradcheck_frozen_weight_or_constant_input) {
+    /* Only dx (frozen w), then only dw (x needs no gradient): the backward's one-sided paths. */
+    gc_input frozen_w[4] = {{2, {7, 5}, true, NULL}, {2, {3, 5}, false, NULL}, {1, {3}, true, NULL}, {2, {7, 3}, true, NULL}};
+    GRADCHECK(f_gelu_res, 4, frozen_w, NULL, 1e-2, 1e-3, 1e-2);
+    GRADCHECK(f_lin_res, 4, frozen_w, NULL, 1e-2, 1e-3, 1e-2);
+    gc_input const_x[4] = {{2, {7, 5}, false, NULL}, {2, {3, 5}, true, NULL}, {1, {3}, false, NULL}, {2, {7, 3}, false, NULL}};
+    GRADCHECK(f_gelu_res, 4, const_x, NULL, 1e-2, 1e-3, 1e-2);
+    GRADCHECK(f_lin_res, 4, const_x, NULL, 1e-2, 1e-3, 1e-2);
+}
+
 Test(ops_fused, gradcheck_input_that_is_also_the_residual) {
     gc_input in[3] = {{3, {3, 5, 7}, true, NULL}, {2, {7, 7}, true, NULL}, {1, {7}, true, NULL}};
     GRADCHECK(f_lin_self, 3, in, NULL, 1e-2, 1e-3, 1e-2);

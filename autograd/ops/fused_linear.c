@@ -58,33 +58,45 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     float *db = b ? ag_grad(ctx, b) : NULL;
     if (db) add_column_sums(ctx, db, dy, M, Cout);
     float *dw = ag_grad(ctx, w);
-    if (dw) {
-        float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;
-        if (!g) return;
-        if (gelu) gelu_into(g, x->data, MCin);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, g, Cin, 1.0f, dw, Cin);
-        if (gelu) ag_scratch_put(ctx, g, MCin);
-    }
     float *dx = ag_grad_write(ctx, x, &fresh);
-    if (!dx) return;
     if (!gelu) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
-                    fresh ? 0.0f : 1.0f, dx, Cin);
+        if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, x->data, Cin, 1.0f, dw, Cin);
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
+                        fresh ? 0.0f : 1.0f, dx, Cin);
         return;
     }
-    /* dy w lands in dx itself when dx is new, else in scratch that is then added. */
-    float *t = fresh ? dx : ag_scratch_get(ctx, MCin);
-    if (!t) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 0.0f, t, Cin);
+    if (!dw && !dx) return;
+    /* One pass over x yields both gelu(x) (into g, for dw) and gelu'(x) (into d: dx itself when
+     * it is new); Phi(x) is shared, so the recompute costs no more than the unfused backward's
+     * derivative pass. g is then reused for dy w. */
+    float *g = ag_scratch_get(ctx, MCin);
+    float *d = !dx ? NULL : fresh ? dx : ag_scratch_get(ctx, MCin);
+    if (!g || (dx && !d)) return;
     const float *v = x->data;
-    if (fresh) {
+    if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
-        for (size_t i = 0; i < MCin; i++) dx[i] = t[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
+        for (size_t i = 0; i < MCin; i++) {
+            const float cdf = ag_normal_cdf(v[i]);
+            g[i] = v[i] * cdf;
+            d[i] = cdf + v[i] * ag_normal_pdf(v[i]);
+        }
     } else {
-        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
-        for (size_t i = 0; i < MCin; i++) dx[i] += t[i] * (ag_normal_cdf(v[i]) + v[i] * ag_normal_pdf(v[i]));
-        ag_scratch_put(ctx, t, MCin);
+        gelu_into(g, v, MCin);
     }
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, g, Cin, 1.0f, dw, Cin);
+    if (dx) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 0.0f, g, Cin);
+        if (fresh) {
+            #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+            for (size_t i = 0; i < MCin; i++) dx[i] *= g[i];
+        } else {
+            #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+            for (size_t i = 0; i < MCin; i++) dx[i] += g[i] * d[i];
+            ag_scratch_put(ctx, d, MCin);
+        }
+    }
+    ag_scratch_put(ctx, g, MCin);
 }
 
 static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tensor *x, ag_tensor *w, ag_tensor *b,
