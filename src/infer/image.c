@@ -13,6 +13,15 @@
 
 #include "src/infer/internal.h"
 
+/* Growable scratch for preprocessing (see ti_scratch in internal.h): stb_image_resize's work
+ * memory comes from it, so preprocessing through a workspace allocates nothing once warm. A
+ * NULL context (tps_preprocess without a workspace) falls back to malloc/free. */
+static void *resize_alloc(ti_scratch *s, size_t bytes) {
+    if (!s) return malloc(bytes);
+    return ti_scratch_get(s, bytes);
+}
+#define STBIR_MALLOC(size, c) resize_alloc((ti_scratch *)(c), (size))
+#define STBIR_FREE(ptr, c) ((c) ? (void)0 : free(ptr))
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
@@ -73,7 +82,17 @@ static void eval_box(int width, int height, int size, float crop_pct, float box[
     box[0] = (float)(left * sx), box[1] = (float)(top * sy), box[2] = (float)(cw * sx), box[3] = (float)(ch * sy);
 }
 
-tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out) {
+void *ti_scratch_get(ti_scratch *s, size_t bytes) {
+    if (bytes <= s->cap) return s->p;
+    void *p = realloc(s->p, bytes);
+    if (!p) return NULL;
+    s->p = p;
+    s->cap = bytes;
+    return p;
+}
+
+tps_status ti_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out,
+                         ti_scratch *resized_buf, ti_scratch *resize_work) {
     if (!m || !pixels || !out) return ti_fail(TPS_ERR_ARG, "tps_preprocess: NULL argument");
     if (width < 1 || height < 1 || width > (1 << 15) || height > (1 << 15))
         return ti_fail(TPS_ERR_ARG, "tps_preprocess: image size %dx%d", width, height);
@@ -83,14 +102,14 @@ tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, 
     const tps_model_info *in = &m->info;
     float box[4];
     eval_box(width, height, S, in->crop_pct, box);
-    uint8_t *resized = malloc((size_t)S * S * 3);
+    uint8_t *resized = resized_buf ? ti_scratch_get(resized_buf, (size_t)S * S * 3) : malloc((size_t)S * S * 3);
     if (!resized) return ti_fail(TPS_ERR_NOMEM, "tps_preprocess: no memory for a %dx%d image", S, S);
     const stbir_filter filter = strcmp(in->interpolation, "bilinear") == 0 ? STBIR_FILTER_TRIANGLE : STBIR_FILTER_CATMULLROM;
     int ok = stbir_resize_region(pixels, width, height, 0, resized, S, S, 0, STBIR_TYPE_UINT8, 3, STBIR_ALPHA_CHANNEL_NONE,
-                                 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP, filter, filter, STBIR_COLORSPACE_LINEAR, NULL,
+                                 0, STBIR_EDGE_CLAMP, STBIR_EDGE_CLAMP, filter, filter, STBIR_COLORSPACE_LINEAR, resize_work,
                                  box[0] / width, box[1] / height, (box[0] + box[2]) / width, (box[1] + box[3]) / height);
     if (!ok) {
-        free(resized);
+        if (!resized_buf) free(resized);
         return ti_fail(TPS_ERR_INTERNAL, "tps_preprocess: resizing %dx%d to %dx%d failed", width, height, S, S);
     }
     const size_t plane = (size_t)S * S;
@@ -104,6 +123,11 @@ tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, 
             dst[p] = (v * (1.0f / 255.0f) - mean) * inv_std;
         }
     }
-    free(resized);
+    if (!resized_buf) free(resized);
     return TPS_OK;
+}
+
+tps_status tps_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out) {
+    if (!m || !pixels || !out) return ti_fail(TPS_ERR_ARG, "tps_preprocess: NULL argument");
+    return ti_preprocess(m, pixels, width, height, out, NULL, NULL);
 }

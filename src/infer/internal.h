@@ -40,6 +40,12 @@ struct tps_model {
     char **class_names;
 };
 
+/* A buffer that grows to the largest request and is then reused (preprocessing scratch). */
+typedef struct ti_scratch {
+    void *p;
+    size_t cap;
+} ti_scratch;
+
 /* Where each image's tokens sit in the packed matrix: rows off[b] .. off[b] + len[b] - 1,
  * the first of them the cls token. */
 typedef struct ti_layout {
@@ -89,6 +95,7 @@ struct tps_workspace {
     int n_stages_run;
     size_t last_batch;
     float *pre;                     /* [B, Cin, S, S] for tps_run_rgb8 */
+    ti_scratch resized, resize_work;  /* tps_run_rgb8's preprocessing scratch */
 };
 
 /* status.c */
@@ -119,6 +126,11 @@ void ti_sort_desc(const float *score, size_t n, int32_t *order, void *tmp);
  * (2k + p) C + p k + 2k + p floats. */
 void ti_squeeze(const float *kept, size_t k, const float *dropped, size_t p, size_t C, float temp, float *out,
                 float *scratch);
+
+/* image.c: tps_preprocess with reusable scratch (both may be NULL: malloc per call) */
+void *ti_scratch_get(ti_scratch *s, size_t bytes);
+tps_status ti_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out,
+                         ti_scratch *resized, ti_scratch *resize_work);
 
 /* forward.c */
 tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits);

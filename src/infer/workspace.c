@@ -22,6 +22,8 @@ void tps_workspace_free(tps_workspace *ws) {
                     ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
                     ws->orig_next, ws->order, ws->pre};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(ws->resized.p);
+    free(ws->resize_work.p);
     for (int s = 0; s < TI_MAX_STAGES; s++) {
         free(ws->kept[s]);
         free(ws->kept_n[s]);
@@ -124,7 +126,8 @@ tps_status tps_run_rgb8(tps_workspace *ws, const uint8_t *pixels, size_t B, int 
     const tps_model *m = ws->m;
     const size_t per_in = (size_t)width * (size_t)height * 3, per_out = m->in_chans * m->img * m->img;
     for (size_t b = 0; b < B; b++) {
-        tps_status st = tps_preprocess(m, pixels + b * per_in, width, height, ws->pre + b * per_out);
+        tps_status st = ti_preprocess(m, pixels + b * per_in, width, height, ws->pre + b * per_out, &ws->resized,
+                                      &ws->resize_work);
         if (st != TPS_OK) return st;
     }
     return ti_forward(ws, ws->pre, B, logits);
