@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/infer/tps_infer.h"
@@ -633,4 +634,42 @@ Test(infer, rgb8_is_preprocess_then_run) {
     tps_workspace_free(ws);
     tps_model_close(lib);
     fx_close(&fx);
+}
+
+/* `tpsc infer MODEL IMAGE...` prints each image with its top classes by name, in descending
+ * probability, and the mean tokens kept per stage; a file that is not an image is an error
+ * naming it (exit status 1). */
+Test(infer, cli_classifies_images) {
+    char tpsc[512], cmd[2048], line[512];
+    snprintf(tpsc, sizeof tpsc, "%s/tpsc", TPSC_BINARY_DIR);
+    if (access(tpsc, X_OK) != 0) cr_skip_test("%s is not built", tpsc);
+    snprintf(cmd, sizeof cmd, "%s infer %s/infer_tiny.h5 %s/data/smooth0.jpg --top 4 --threads 1 2>&1", tpsc,
+             TPSC_FIXTURE_DIR, TPSC_FIXTURE_DIR);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    int classes = 0, images = 0, kept = 0;
+    double last = 101.0;
+    while (fgets(line, sizeof line, p)) {
+        double pct;
+        char name[128];
+        if (strstr(line, "smooth0.jpg")) images++;
+        if (strstr(line, "mean tokens kept: stage 0: 11.0, stage 1: 7.0")) kept++;
+        if (sscanf(line, " %lf%% %127s", &pct, name) == 2) {
+            cr_expect(strncmp(name, "class_", 6) == 0, "class name: %s", line);
+            cr_expect(pct <= last, "probabilities not descending: %s", line);
+            last = pct;
+            classes++;
+        }
+    }
+    cr_expect_eq(pclose(p), 0, "%s", cmd);
+    cr_expect_eq(images, 1);
+    cr_expect_eq(classes, 4);
+    cr_expect_eq(kept, 1, "the mean tokens kept (11 and 7 of 16) are not reported");
+    snprintf(cmd, sizeof cmd, "%s infer %s/infer_tiny.h5 %s/CMakeLists.txt 2>&1", tpsc, TPSC_FIXTURE_DIR, TPSC_SOURCE_DIR);
+    p = popen(cmd, "r");
+    bool named = false;
+    while (fgets(line, sizeof line, p)) named |= strstr(line, "CMakeLists.txt: cannot decode") != NULL;
+    int status = pclose(p);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "exit status %d for an undecodable image", status);
+    cr_expect(named, "the error does not name the file");
 }
