@@ -15,12 +15,14 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 1,32] [--iters 20]\n"
+            "                        [--engine lib|autograd]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
             "GMACs/image (multiply-accumulates), achieved GFLOP/s, the fraction of a square sgemm's GFLOP/s\n"
             "measured in this run, peak RSS, the OpenBLAS core type and threads. `infer` also runs the dense\n"
-            "model and prints the speed-up. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
+            "model and prints the speed-up; --engine lib (default) times libtpsinfer, the library applications\n"
+            "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
@@ -33,6 +35,7 @@ int cmd_bench(int argc, char **argv) {
     bool train = !strcmp(argv[1], "train");
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
     float keep = 0.7f;
+    const char *engine = "lib";
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
@@ -43,6 +46,9 @@ int cmd_bench(int argc, char **argv) {
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
         else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
+        else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
+                 (!strcmp(value, "lib") || !strcmp(value, "autograd")))
+            engine = value;
         else {
             fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
@@ -76,8 +82,9 @@ int cmd_bench(int argc, char **argv) {
     }
     double peak = tpsc_sgemm_peak_gflops(1536, 3);
     printf("OpenBLAS core %s, %d threads, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(), ag_get_threads(), peak);
-    printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s\n", vc.arch, vc.img_size, vc.patch_size,
-           vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method));
+    printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s\n", vc.arch, vc.img_size,
+           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method), train ? "" : ", engine ",
+           train ? "" : engine);
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];
@@ -91,7 +98,8 @@ int cmd_bench(int argc, char **argv) {
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
             tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
-                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
+                         : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, &rm)
+                                                  : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
             printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",

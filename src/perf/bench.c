@@ -2,9 +2,13 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "autograd/ops.h"
+#include "src/infer/tps_infer.h"
+#include "src/io/checkpoint.h"
 #include "src/optim/adamw.h"
 #include "src/optim/param_groups.h"
 #include "src/train/evaluate.h"
@@ -135,6 +139,50 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t 
         res->gmacs_per_image = tpsc_model_gmacs(&b.m);
         res->gflops = 2.0 * res->gmacs_per_image * res->images_per_s;
     }
+    tpsc_free(times);
+    teardown(&b);
+    return st;
+}
+
+/* The same measurement through libtpsinfer: the random-weight model is written as an
+ * inference file (a temporary file, removed again) and opened by the library, as a user would. */
+tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+                                 tpsc_bench_result *res) {
+    memset(res, 0, sizeof *res);
+    bench_setup b;
+    tpsc_status st = setup(&b, vc, tc, batch);
+    double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
+    float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
+    if (st == TPSC_OK && (!times || !logits)) st = TPSC_ERR_NOMEM;
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/tpsc_bench_XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = st == TPSC_OK ? mkstemp(path) : -1;
+    if (st == TPSC_OK && fd < 0) st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
+    if (fd >= 0) close(fd);
+    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = vc, .tps = tc, .params = &b.m.params};
+    if (st == TPSC_OK) st = tpsc_checkpoint_save(path, &ck);
+    tps_model *m = NULL;
+    tps_workspace *ws = NULL;
+    if (st == TPSC_OK && (tps_model_open(path, &m) != TPS_OK || tps_workspace_create(m, batch, &ws) != TPS_OK))
+        st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+    if (fd >= 0) unlink(path);
+    for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
+        double t0 = tpsc_now();
+        if (tps_run(ws, b.images, batch, logits) != TPS_OK) {
+            st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+            break;
+        }
+        if (i >= warmup) times[i - warmup] = tpsc_now() - t0;
+    }
+    if (st == TPSC_OK) {
+        summarise(times, repeats, batch, res);
+        res->gmacs_per_image = tps_model_macs(m, 0.0f) * 1e-9;
+        res->gflops = 2.0 * res->gmacs_per_image * res->images_per_s;
+    }
+    tps_workspace_free(ws);
+    tps_model_close(m);
+    tpsc_free(logits);
     tpsc_free(times);
     teardown(&b);
     return st;

@@ -19,6 +19,9 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t 
                              tpsc_bench_result *res);
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
+/* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link. */
+tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+                                 tpsc_bench_result *res);
 long tpsc_peak_rss_mb(void);
 
 #endif
