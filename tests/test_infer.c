@@ -206,6 +206,12 @@ static void check_parity_batch(tps_method method, float rho, float override, siz
     for (size_t b = 0; b < B; b++) expect_same_kept(ws, b, &ref, b, tps_method_name(method));
     for (int s = 0; s < ref.n_stages; s++)
         cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
+    /* the cost model agrees with the framework's (src/tps/flops.c), exactly: integer counts */
+    tps_config costed = override > 0.0f ? small_tps(method, override) : tps;
+    const double want_macs = tps_macs_per_image(&costed, cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
+                                                cfg.depth, (size_t)(cfg.embed_dim * cfg.mlp_ratio), cfg.num_classes);
+    cr_expect_float_eq(tps_model_macs(lib, override), want_macs, 0.5, "%s: MACs %.0f, framework %.0f",
+                       tps_method_name(method), tps_model_macs(lib, override), want_macs);
 
     reference_free(&ref);
     free(logits);

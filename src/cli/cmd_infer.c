@@ -66,7 +66,7 @@ static int classify_images(const infer_opts *o, tps_model *m, tps_workspace *ws)
         fprintf(stderr, "tpsc infer: %s\n", tpsc_last_error());
         return 1;
     }
-    double kept_sum[TPS_MAX_STAGES_PUBLIC] = {0};
+    double kept_sum[TPS_INFER_MAX_STAGES] = {0};
     int rc = 0;
     for (int first = 0; first < o->n_images && rc == 0; first += (int)batch) {
         const int n = o->n_images - first < (int)batch ? o->n_images - first : (int)batch;
@@ -120,14 +120,14 @@ static int run_tensor(const infer_opts *o, tps_model *m, tps_workspace *ws) {
     const size_t B = shape[0], K = (size_t)info.num_classes, N = (size_t)info.num_patches;
     const size_t per = (size_t)info.in_chans * info.img_size * info.img_size, batch = (size_t)o->batch;
     float *x = tpsc_malloc(B * per * sizeof(float), "/input"), *logits = tpsc_malloc(B * K * sizeof(float), "/logits");
-    int64_t *kept = tpsc_malloc((size_t)TPS_MAX_STAGES_PUBLIC * B * N * sizeof(int64_t), "kept indices");
-    int64_t *counts = tpsc_malloc((size_t)TPS_MAX_STAGES_PUBLIC * B * sizeof(int64_t), "kept counts");
-    size_t width[TPS_MAX_STAGES_PUBLIC] = {0};
+    int64_t *kept = tpsc_malloc((size_t)TPS_INFER_MAX_STAGES * B * N * sizeof(int64_t), "kept indices");
+    int64_t *counts = tpsc_malloc((size_t)TPS_INFER_MAX_STAGES * B * sizeof(int64_t), "kept counts");
+    size_t width[TPS_INFER_MAX_STAGES] = {0};
     if (!x || !logits || !kept || !counts) st = TPSC_ERR_NOMEM;
     if (st == TPSC_OK) st = tpsc_h5_read_f32(&in, "/input", 4, shape, x);
     tpsc_h5_close(&in);
     int stages = 0;
-    double kept_sum[TPS_MAX_STAGES_PUBLIC] = {0};
+    double kept_sum[TPS_INFER_MAX_STAGES] = {0};
     for (size_t first = 0; st == TPSC_OK && first < B; first += batch) {
         const size_t n = B - first < batch ? B - first : batch;
         if (tps_run(ws, x + first * per, n, logits + first * K) != TPS_OK) {

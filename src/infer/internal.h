@@ -10,7 +10,7 @@
 
 #include "src/infer/tps_infer.h"
 
-#define TI_MAX_STAGES TPS_MAX_STAGES_PUBLIC
+#define TI_MAX_STAGES TPS_INFER_MAX_STAGES
 #define TI_MAX_CLASS_NAME 128
 
 typedef enum ti_method { TI_NONE = 0, TI_DYNAMICVIT, TI_DTPS, TI_EVIT, TI_ETPS } ti_method;

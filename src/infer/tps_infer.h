@@ -39,7 +39,7 @@ extern "C" {
 #define TPS_INFER_VERSION_MINOR 1
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
-#define TPS_MAX_STAGES_PUBLIC 8
+#define TPS_INFER_MAX_STAGES 8
 
 typedef enum tps_status {
     TPS_OK = 0,
@@ -73,8 +73,8 @@ typedef struct tps_model_info {
     int img_size, patch_size, in_chans, embed_dim, depth, num_heads, num_classes, mlp_hidden;
     int num_patches;          /* N */
     int n_stages;
-    int prune_loc[TPS_MAX_STAGES_PUBLIC];
-    float keep_frac[TPS_MAX_STAGES_PUBLIC]; /* cumulative fraction of N kept after stage s */
+    int prune_loc[TPS_INFER_MAX_STAGES];
+    float keep_frac[TPS_INFER_MAX_STAGES]; /* cumulative fraction of N kept after stage s */
     /* Preprocessing (timm eval): resize the short side to floor(input_size / crop_pct), centre
      * crop input_size, x / 255, (x - mean) / std per channel. */
     int input_size;
