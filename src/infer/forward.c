@@ -55,11 +55,6 @@ static void embed(ti_view *ws, const float *images, size_t B) {
     }
 }
 
-static void add_into(float *x, const float *y, size_t n, int nthreads) {
-    #pragma omp parallel for simd num_threads(nthreads) if (parallel: n > (1 << 20))
-    for (size_t i = 0; i < n; i++) x[i] = x[i] + y[i];
-}
-
 /* x += proj(attention(qkv(norm1(x)))); with_cls: keep each head's cls row for EViT. */
 static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
@@ -74,8 +69,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
         ti_attention_image(ws->qkv + off * 3 * C, ws->lay.len[b], C, H, h, thread_scratch(ws), ws->attn_out + off * C,
                            with_cls ? ws->cls_rows + (size_t)pair * N1 : NULL);
     }
-    ti_linear(ws->attn_out, M, C, C, blk->proj_w, blk->proj_b, C, ws->h, C);
-    add_into(ws->x, ws->h, M * C, ws->nthreads);
+    ti_linear_residual(ws->attn_out, M, C, blk->proj_w, blk->proj_b, C, ws->x);
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))) */
@@ -85,8 +79,7 @@ static void block_mlp(ti_view *ws, const ti_block *blk) {
     ti_layernorm(ws->x, M, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h);
     ti_linear(ws->h, M, C, C, blk->fc1_w, blk->fc1_b, F, ws->hidden, F);
     ti_gelu(ws->hidden, M * F);
-    ti_linear(ws->hidden, M, F, F, blk->fc2_w, blk->fc2_b, C, ws->h, C);
-    add_into(ws->x, ws->h, M * C, ws->nthreads);
+    ti_linear_residual(ws->hidden, M, F, blk->fc2_w, blk->fc2_b, C, ws->x);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to

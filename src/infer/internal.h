@@ -107,6 +107,7 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
  * framework's linear does, for identical rounding). ldx/ldy are row strides. */
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
                size_t ldy);
+void ti_linear_residual(const float *x, size_t M, size_t Cin, const float *w, const float *b, size_t Cout, float *y);
 void ti_gelu(float *x, size_t n);
 /* out [rows of one image, C] = attention of one (image, head) pair; see kernels.c */
 void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,

@@ -1,7 +1,7 @@
 /* The dense kernels of the forward pass. Their arithmetic follows the training framework's ops
- * (autograd/ops/{layernorm,linear,gelu,attention}.c) operation for operation, except the
- * attention softmax's exponential (see softmax_row), so the two inference paths agree to
- * float rounding and take the same discrete decisions (kept tokens). */
+ * (autograd/ops/{layernorm,linear,fused_linear,gelu,attention}.c) operation for operation, so
+ * the two inference paths agree to float rounding (BLAS blocking aside) and take the same
+ * discrete decisions (kept tokens). */
 #include <cblas.h>
 #include <math.h>
 
@@ -47,16 +47,30 @@ void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w,
                 y, (int)ldy);
 }
 
+/* y [M,Cout] += x [M,Cin] w^T + b, y holding the residual: r + b is written first and sgemm
+ * accumulates onto it, as the framework's fused ag_linear_residual (same rounding), which
+ * saves the separate residual pass and buffer. */
+void ti_linear_residual(const float *x, size_t M, size_t Cin, const float *w, const float *b, size_t Cout, float *y) {
+    if (M == 0) return;
+    #pragma omp parallel for if (M * Cout > ROWS_PAR)
+    for (size_t m = 0; m < M; m++) {
+        float *yr = y + m * Cout;
+        #pragma omp simd
+        for (size_t o = 0; o < Cout; o++) yr[o] = yr[o] + b[o];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)Cin, w, (int)Cin,
+                1.0f, y, (int)Cout);
+}
+
 /* exact-erf GELU, x Phi(x), in place */
 void ti_gelu(float *x, size_t n) {
     #pragma omp parallel for simd if (parallel: n > ROWS_PAR)
     for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf(x[i]);
 }
 
-/* torch.softmax over one row, in place: exp(s - max) / sum. The exponential is vecmath's
- * vectorisable ag_expf (relative error < 2.5e-7) rather than the training op's scalar libm
- * expf: the attention softmax takes N^2 H exponentials per block, the largest elementwise cost
- * of the pass, and this keeps the two engines within float rounding of each other. */
+/* torch.softmax over one row, in place: exp(s - max) / sum, with vecmath's vectorisable
+ * ag_expf (relative error < 2.5e-7), as the training op: the attention softmax takes N^2 H
+ * exponentials per block, the largest elementwise cost of the pass. */
 static void softmax_row(float *row, size_t n) {
     float m = row[0];
     #pragma omp simd reduction(max : m)
