@@ -519,8 +519,12 @@ Test(infer, cli_export_and_tensor_parity) {
     tmp_path(model, sizeof model, "cli_model.h5");
     tmp_path(in, sizeof in, "cli_in.h5");
     tmp_path(out, sizeof out, "cli_out.h5");
+    /* the preprocessing comes from the stored recipe, the class names from the checkpoint */
+    static const char *const names[10] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"};
+    const char *recipe = "[augment]\nmean = 0.5, 0.25, 0.125\nstd = 0.2, 0.3, 0.4\ncrop_pct = 0.9\n";
     tpsc_checkpoint ck = {.vit = &cfg, .tps = &tps, .params = &m.params, .ema = ema, .opt_m = opt, .opt_v = opt,
-                          .opt_name = "adamw", .opt_step = 5};
+                          .opt_name = "adamw", .opt_step = 5, .recipe_text = recipe, .class_names = names,
+                          .n_class_names = 10};
     cr_assert_eq(tpsc_checkpoint_save(ckpt, &ck), TPSC_OK, "%s", tpsc_last_error());
     snprintf(cmd, sizeof cmd, "%s export %s %s > /dev/null", tpsc, ckpt, model);
     cr_assert_eq(system(cmd), 0, "%s", cmd);
@@ -528,6 +532,19 @@ Test(infer, cli_export_and_tensor_parity) {
     cr_assert_eq(tpsc_checkpoint_read_config(model, NULL, NULL, &info), TPSC_OK, "%s", tpsc_last_error());
     cr_expect_str_eq(info.format, TPSC_FORMAT_INFERENCE);
     cr_expect(!info.has_optimizer && !info.has_ema && !info.has_state, "the export carries training state");
+    tps_model *lib;
+    cr_assert_eq(tps_model_open(model, &lib), TPS_OK, "%s", tps_last_error());
+    tps_model_info mi;
+    tps_model_get_info(lib, &mi);
+    cr_expect(mi.mean[0] == 0.5f && mi.mean[1] == 0.25f && mi.mean[2] == 0.125f, "mean %g %g %g", (double)mi.mean[0],
+              (double)mi.mean[1], (double)mi.mean[2]);
+    cr_expect(mi.std[0] == 0.2f && mi.std[1] == 0.3f && mi.std[2] == 0.4f, "std %g %g %g", (double)mi.std[0],
+              (double)mi.std[1], (double)mi.std[2]);
+    cr_expect_float_eq(mi.crop_pct, 0.9f, 1e-7);
+    cr_expect_eq(mi.input_size, 32);
+    cr_expect_str_eq(mi.interpolation, "bicubic");
+    cr_expect_str_eq(tps_model_class_name(lib, 9), "j");
+    tps_model_close(lib);
 
     size_t n_img, shape[4];
     int nd;
