@@ -32,6 +32,10 @@ static tpsc_status write_file(const char *path, emit_fn emit, const void *what) 
     return tpsc_atomic_write(path, write_text, &job);
 }
 
+static void emit_text(FILE *f, const void *what) { fputs((const char *)what, f); }
+
+tpsc_status tpsc_sweep_write_text(const char *path, const char *text) { return write_file(path, emit_text, text); }
+
 /* ---- done.json ------------------------------------------------------------------------------ */
 
 typedef struct done_job {

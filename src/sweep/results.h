@@ -29,6 +29,9 @@ tpsc_status tpsc_sweep_write_done(const char *dir, const tpsc_sweep_row *row, co
  * "is it done?") when absent; TPSC_ERR_FORMAT naming the file and field when damaged. */
 tpsc_status tpsc_sweep_read_done(const char *dir, const tpsc_sweep_grid *g, tpsc_sweep_row *row);
 
+/* A small text file written atomically (the point's recipe.ini). */
+tpsc_status tpsc_sweep_write_text(const char *path, const char *text);
+
 /* The writers below leave out rows marked busy. */
 
 /* results.csv: header then one line per row, fixed columns first (run, method, keep_ratio,

@@ -30,7 +30,7 @@ static bool file_exists(const char *path) {
 static void normalise(tpsc_recipe *r) {
     r->run.resume[0] = '\0';
     r->run.threads = 0;
-    r->run.log_every = 0;
+    r->run.log_every = 1;
 }
 
 /* FNV-1a 64 of the normalised recipe's INI text. */
@@ -69,22 +69,57 @@ static void describe_point(const tpsc_recipe *r, tpsc_sweep_row *row) {
     row->seed = r->run.seed;
 }
 
-/* An interrupted run's checkpoint must come from this point's recipe. */
-static tpsc_status check_checkpoint_recipe(const char *path, const tpsc_recipe *r) {
+/* Does the recipe stored in `file` (recipe.ini text, or a checkpoint's) equal r, threads, log
+ * cadence and resume path aside? Loading the text with this build's schema fills keys added
+ * since it was written with their defaults, so an upgrade of tpsc does not orphan a sweep. */
+static tpsc_status stored_recipe_matches(const char *file, bool checkpoint, const tpsc_recipe *r, bool *same) {
     tpsc_recipe *stored = tpsc_malloc(sizeof *stored, "stored recipe");
     tpsc_recipe *want = tpsc_malloc(sizeof *want, "point recipe");
-    tpsc_status st = stored && want ? tpsc_sweep_checkpoint_recipe(path, stored) : TPSC_ERR_NOMEM;
+    char *text = NULL;
+    tpsc_status st = stored && want ? TPSC_OK : TPSC_ERR_NOMEM;
+    if (st == TPSC_OK && checkpoint) st = tpsc_checkpoint_read_recipe(file, &text);
+    if (st == TPSC_OK && !checkpoint) {
+        FILE *f = fopen(file, "rb");
+        long len = -1;
+        if (f && fseek(f, 0, SEEK_END) == 0) len = ftell(f);
+        if (f && len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = tpsc_malloc((size_t)len + 1, "recipe text"))) {
+            if (fread(text, 1, (size_t)len, f) != (size_t)len) len = -1;
+            text[len < 0 ? 0 : len] = '\0';
+        }
+        if (f) fclose(f);
+        if (!text || len < 0) st = tpsc_fail(TPSC_ERR_IO, "cannot read %s", file);
+    }
+    if (st == TPSC_OK) st = tpsc_recipe_load_string(stored, text, file);
     if (st == TPSC_OK) {
         *want = *r;
         normalise(stored);
         normalise(want);
-        if (!tpsc_recipe_equal(stored, want))
-            st = tpsc_fail(TPSC_ERR_CONFIG, "%s was written by another recipe than this sweep point's (another base recipe "
-                           "or --set under the same --out?); remove the folder or use another --out", path);
+        *same = tpsc_recipe_equal(stored, want);
     }
+    tpsc_free(text);
     tpsc_free(stored);
     tpsc_free(want);
     return st;
+}
+
+/* The recipe a point's folder was made with must be the point's: recipe.ini (written with
+ * done.json), else the run's checkpoint, else (neither there) the hash in done.json. */
+static tpsc_status check_folder_recipe(const char *dir, const tpsc_recipe *r, const uint64_t *done_hash,
+                                       uint64_t want_hash, const char *what) {
+    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
+    bool same = true;
+    snprintf(path, sizeof path, "%s/recipe.ini", dir);
+    if (file_exists(path)) {
+        TPSC_TRY(stored_recipe_matches(path, false, r, &same));
+    } else {
+        snprintf(path, sizeof path, "%s/last.h5", dir);
+        if (file_exists(path)) TPSC_TRY(stored_recipe_matches(path, true, r, &same));
+        else if (done_hash) same = *done_hash == want_hash;
+    }
+    if (!same)
+        return tpsc_fail(TPSC_ERR_CONFIG, "%s/%s was written by another recipe than this sweep point's (another base "
+                         "recipe or --set under the same --out?); remove the folder or use another --out", dir, what);
+    return TPSC_OK;
 }
 
 static void report(const tpsc_sweep_opts *o, size_t i, const tpsc_sweep_counts *c, const char *run, const char *what,
@@ -100,7 +135,7 @@ static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *
     if (row->resumed) {
         if ((size_t)len >= sizeof r->run.resume)
             return tpsc_fail(TPSC_ERR_ARG, "sweep: %s is longer than run.resume holds (a shorter --out)", last);
-        TPSC_TRY(check_checkpoint_recipe(last, r));
+        TPSC_TRY(check_folder_recipe(dir, r, NULL, 0, "last.h5"));
         memcpy(r->run.resume, last, (size_t)len + 1);
     }
     report(o, i, counts, row->run, row->resumed ? "interrupted earlier: resuming from its last.h5" : "training", false);
@@ -211,7 +246,8 @@ static void unlock_point(const char *dir) {
 }
 
 /* done.json of the point: *found, and the row when the recipe matches. */
-static tpsc_status check_done(const char *dir, const tpsc_sweep_grid *g, tpsc_sweep_row *row, bool *found) {
+static tpsc_status check_done(const char *dir, const tpsc_sweep_grid *g, const tpsc_recipe *r, tpsc_sweep_row *row,
+                              bool *found) {
     tpsc_sweep_row done;
     tpsc_status st = tpsc_sweep_read_done(dir, g, &done);
     *found = st == TPSC_OK;
@@ -220,12 +256,25 @@ static tpsc_status check_done(const char *dir, const tpsc_sweep_grid *g, tpsc_sw
         return TPSC_OK;
     }
     TPSC_TRY(st);
-    if (done.recipe_hash != row->recipe_hash)
-        return tpsc_fail(TPSC_ERR_CONFIG, "%s/done.json was written by another recipe than this sweep point's "
-                         "(another base recipe or --set under the same --out?); remove the folder or use another --out",
-                         dir);
+    TPSC_TRY(check_folder_recipe(dir, r, &done.recipe_hash, row->recipe_hash, "done.json"));
     *row = done;
     return TPSC_OK;
+}
+
+/* dir/recipe.ini: the point's recipe as run, for the record and for the check above. */
+static tpsc_status write_point_recipe(const char *dir, const tpsc_recipe *r) {
+    tpsc_recipe *c = tpsc_malloc(sizeof *c, "recipe copy");
+    if (!c) return TPSC_ERR_NOMEM;
+    *c = *r;
+    c->run.resume[0] = '\0'; /* how it got here is not part of what it is */
+    char *ini = tpsc_recipe_to_ini(c);
+    tpsc_free(c);
+    if (!ini) return tpsc_fail(TPSC_ERR_NOMEM, "sweep: out of memory writing a recipe");
+    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
+    snprintf(path, sizeof path, "%s/recipe.ini", dir);
+    tpsc_status st = tpsc_sweep_write_text(path, ini);
+    tpsc_free(ini);
+    return st;
 }
 
 static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, const tpsc_sweep_opts *o, size_t i,
@@ -251,7 +300,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
     char dir[TPSC_RECIPE_PATH_MAX * 2];
     snprintf(dir, sizeof dir, "%s/%s", o->out_dir, row->run);
     bool found, taken;
-    TPSC_TRY(check_done(dir, g, row, &found));
+    TPSC_TRY(check_done(dir, g, r, row, &found));
     if (!found) {
         TPSC_TRY(tpsc_mkdirs(dir));
         TPSC_TRY(lock_point(dir, &taken));
@@ -262,7 +311,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
             return TPSC_OK;
         }
         /* another process may have finished it between our first look and the lock */
-        tpsc_status st = check_done(dir, g, row, &found);
+        tpsc_status st = check_done(dir, g, r, row, &found);
         if (st != TPSC_OK || found) unlock_point(dir);
         TPSC_TRY(st);
     }
@@ -279,6 +328,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
     } else {
         st = train_point(r, dir, row, counts, o, i);
     }
+    if (st == TPSC_OK) st = write_point_recipe(dir, r);
     if (st == TPSC_OK) st = tpsc_sweep_write_done(dir, row, g);
     unlock_point(dir);
     TPSC_TRY(st);
