@@ -103,7 +103,8 @@ typedef struct tpsc_recipe_optim {
 
 /* [schedule] (per-step cosine over epochs, linear warm-up, as timm's scheduler) */
 typedef struct tpsc_recipe_schedule {
-    int epochs, warmup_epochs;
+    int epochs;
+    float warmup_epochs;               /* may be a fraction: 0.3 = the first 30% of an epoch */
     float warmup_lr, min_lr;
     tpsc_sched_name sched;
     int max_steps;                     /* stop after this many optimiser steps; 0 = no limit */

@@ -116,7 +116,7 @@ const recipe_key recipe_keys[] = {
 
     /* ---- [schedule] -------------------------------------------------------------------------- */
     INT("schedule", "epochs", schedule.epochs, "30", 1, 100000, "training epochs"),
-    INT("schedule", "warmup_epochs", schedule.warmup_epochs, "5", 0, 100000, "linear warm-up epochs from warmup_lr to lr"),
+    FLOAT("schedule", "warmup_epochs", schedule.warmup_epochs, "5", 0, 100000, "linear warm-up epochs from warmup_lr to lr (fractions allowed)"),
     FLOAT("schedule", "warmup_lr", schedule.warmup_lr, "1e-6", 0, 10, "learning rate at the start of warm-up"),
     FLOAT("schedule", "min_lr", schedule.min_lr, "1e-5", 0, 10, "cosine floor"),
     ENUM("schedule", "sched", schedule.sched, "cosine", "cosine|constant", "learning-rate decay after warm-up"),

@@ -160,8 +160,8 @@ static tpsc_status validate_augment(const tpsc_recipe *r) {
 
 static tpsc_status validate_training(const tpsc_recipe *r) {
     char other[32];
-    if (r->schedule.warmup_epochs >= r->schedule.epochs)
-        return key_fail(r, "schedule", "warmup_epochs", "%d warm-up epochs leave nothing of %d epochs (%s) to train", r->schedule.warmup_epochs,
+    if (r->schedule.warmup_epochs >= (float)r->schedule.epochs)
+        return key_fail(r, "schedule", "warmup_epochs", "%g warm-up epochs leave nothing of %d epochs (%s) to train", (double)r->schedule.warmup_epochs,
                         r->schedule.epochs, origin_word(r, "schedule", "epochs", other, sizeof other));
     if (r->schedule.min_lr > r->optim.lr)
         return key_fail(r, "schedule", "min_lr", "%g is above optim.lr = %g (%s)", (double)r->schedule.min_lr, (double)r->optim.lr,

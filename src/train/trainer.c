@@ -186,7 +186,7 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
         s->sched = tpsc_lr_constant(r->optim.lr);
     else
         s->sched = tpsc_lr_cosine(r->optim.lr, r->schedule.warmup_lr, r->schedule.min_lr,
-                                  spe * r->schedule.warmup_epochs, total);
+                                  (int64_t)((double)spe * r->schedule.warmup_epochs + 0.5), total);
     TPSC_TRY(tpsc_lr_check(&s->sched));
     if (r->optim.ema) {
         TPSC_TRY(tpsc_ema_init(&s->ema, p, r->optim.ema_decay));
