@@ -3,7 +3,7 @@
 # shapes, run back to back on this machine, with the ratios.
 #
 #   bash bench/compare.sh [--avx512] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
-#                         [--no-gemm-limit] [--out DIR]
+#                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
 # dense and dTPS (keep 0.7 at blocks 3/6/9) at batch 1 and 32. Everything runs under the
@@ -11,7 +11,10 @@
 # the variable unset (OpenBLAS then picks its AVX-512 kernels). --repeat R runs ours and the
 # peers R times, alternating, and reports medians of the R runs (each run is itself a median
 # over steps/iterations). The GEMM-only limit is the anchor's sgemm_peak "DeiT-S b64 train-step
-# GEMM mix" measured in the same run for the same core type and threads.
+# GEMM mix" measured in the same run for the same core type and threads. Both tpsc and PyTorch
+# run with the same OMP_WAIT_POLICY, PASSIVE unless told otherwise (the anchors' setting; on a
+# shared, loaded machine libgomp's default spin-waiting costs tpsc 1.5-2.5x, see
+# docs/performance.md); "default" leaves it unset for both.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -30,8 +33,8 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-threads=2 repeat=1 quick=0 avx512=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
@@ -42,12 +45,14 @@ while [ $# -gt 0 ]; do
         --no-ort) do_ort=0 ;;
         --no-gemm-limit) do_gemm=0 ;;
         --out) out="$2"; shift ;;
+        --omp-wait-policy) wait_policy="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
 
+if [ "$wait_policy" = default ]; then unset OMP_WAIT_POLICY; else export OMP_WAIT_POLICY="$wait_policy"; fi
 [ -x "$TPSC" ] || { echo "compare.sh: no $TPSC; build it first (cmake --build build --target tpsc)" >&2; exit 2; }
 mkdir -p "$out" || exit 2
 JSONPY=$PY; [ -x "$JSONPY" ] || JSONPY=python3
@@ -104,6 +109,7 @@ one_round() { # MODE ROUND
         local q=(); [ $quick = 1 ] && q=(--quick)
         local ct=env; [ "$mode" = auto ] && ct=auto
         "$PY" "$ANCH/torch_deit.py" --threads "$threads" --coretype $ct --no-tps-train --sgemm-json "" "${q[@]}" \
+            --omp-wait-policy "$wait_policy" \
             --json "$out/torch.$tag.json" > "$out/torch.$tag.txt" 2>&1 || echo "  PyTorch anchors failed: see $out/torch.$tag.txt" >&2
     fi
     if [ $have_gemm = 1 ]; then
@@ -138,7 +144,7 @@ done
 echo
 echo "command: bash bench/compare.sh ${orig_args[*]:-}"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'), host load (1/5/15 min): $(cut -d' ' -f1-3 /proc/loadavg), nproc $(nproc)"
-echo "tpsc: $("$TPSC" version 2>/dev/null | head -1), OPENBLAS_CORETYPE in the environment: ${OPENBLAS_CORETYPE:-(unset)}"
+echo "tpsc: $("$TPSC" version 2>/dev/null | head -1), OPENBLAS_CORETYPE in the environment: ${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY (tpsc and PyTorch): $wait_policy"
 "$JSONPY" - "$out" "$repeat" "${modes[@]}" <<'EOF'
 import glob, json, os, re, statistics, sys
 
