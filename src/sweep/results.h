@@ -19,7 +19,7 @@ typedef struct tpsc_sweep_row {
     int64_t steps;
     bool resumed;                        /* training continued from an earlier last.h5 */
     bool busy;                           /* being run by another sweep process: no result here */
-    uint64_t recipe_hash;                /* of the point's recipe (tpsc_sweep_recipe_hash) */
+    uint64_t recipe_hash;                /* of the point's normalised recipe text (sweep.c) */
     char values[TPSC_SWEEP_MAX_AXES][TPSC_SWEEP_VALUE_MAX]; /* the grid values of the point */
 } tpsc_sweep_row;
 

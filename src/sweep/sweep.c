@@ -30,10 +30,12 @@ static bool file_exists(const char *path) {
 static void normalise(tpsc_recipe *r) {
     r->run.resume[0] = '\0';
     r->run.threads = 0;
-    r->run.log_every = 1;
+    r->run.log_every = 1; /* any valid value: it is never run, only compared */
 }
 
-/* FNV-1a 64 of the normalised recipe's INI text. */
+/* FNV-1a 64 of the normalised recipe's INI text: kept in done.json as the fallback identity
+ * of a folder that has neither recipe.ini nor a checkpoint. It changes whenever the schema
+ * gains a key, so the recipe itself is compared whenever it is there. */
 static tpsc_status recipe_hash(const tpsc_recipe *r, uint64_t *hash) {
     tpsc_recipe *c = tpsc_malloc(sizeof *c, "recipe copy");
     if (!c) return TPSC_ERR_NOMEM;
