@@ -32,7 +32,8 @@ static void usage(FILE *f) {
             "  --eval CKPT     no training: evaluate CKPT at each point (tps.* and data.* keys only)\n"
             "  --out DIR       default <run.out_dir>/sweep-<run.name> (--eval: next to CKPT)\n"
             "  --threads N     run.threads for every point\n"
-            "  --plot-script F gnuplot script (default scripts/plot_sweep.gp); --no-plot skips the plot\n"
+            "  --plot-script F gnuplot script (default scripts/plot_sweep.gp of the source tree);\n"
+            "                  --no-plot skips the plot\n"
             "  --title T       the plot's title\n"
             "  --quiet         no per-run defaults log\n"
             "Columns and naming: docs/sweeps.md.\n");
@@ -47,6 +48,21 @@ static void method_list(const tpsc_sweep_row *rows, size_t n, char *out, size_t 
         for (size_t j = 0; j < i && !seen; j++) seen = !strcmp(rows[j].method, rows[i].method);
         if (!seen && len < cap) len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? " " : "", rows[i].method);
     }
+}
+
+/* The default script relative to the source tree: from the working directory, else from the
+ * executable's (build/tpsc -> build/../scripts/plot_sweep.gp). */
+static const char *default_script(char *buf, size_t cap) {
+    struct stat sb;
+    if (stat("scripts/plot_sweep.gp", &sb) == 0) return "scripts/plot_sweep.gp";
+    char exe[1024];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return "scripts/plot_sweep.gp";
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(buf, cap, "%s/../scripts/plot_sweep.gp", exe);
+    return stat(buf, &sb) == 0 ? buf : "scripts/plot_sweep.gp";
 }
 
 /* gnuplot on summary.csv; a missing gnuplot or script only skips the plot. Returns 0 or 1. */
@@ -95,7 +111,7 @@ static void show_progress(void *user, size_t index, size_t points, const char *r
 }
 
 int cmd_sweep(int argc, char **argv) {
-    const char *recipe_path = NULL, *checkpoint = NULL, *out = NULL, *script = "scripts/plot_sweep.gp", *value;
+    const char *recipe_path = NULL, *checkpoint = NULL, *out = NULL, *script = NULL, *value;
     const char *title_arg = NULL;
     const char *sets[128];
     int n_sets = 0, threads = -1;
@@ -181,7 +197,8 @@ int cmd_sweep(int argc, char **argv) {
         char title[256];
         if (title_arg) snprintf(title, sizeof title, "%s", title_arg);
         else snprintf(title, sizeof title, "%s: top-1 vs GMACs/image", checkpoint ? "evaluation sweep" : base.run.name);
-        rc = plot(out, script, rows, n, title);
+        char script_buf[1200];
+        rc = plot(out, script ? script : default_script(script_buf, sizeof script_buf), rows, n, title);
     }
     tpsc_free(rows);
     return rc;
