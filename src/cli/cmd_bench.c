@@ -81,7 +81,9 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     double peak = tpsc_sgemm_peak_gflops(1536, 3);
-    printf("OpenBLAS core %s, %d threads, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(), ag_get_threads(), peak);
+    const char *wait = getenv("OMP_WAIT_POLICY");
+    printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(),
+           ag_get_threads(), wait ? wait : "(libgomp default)", peak);
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine);
