@@ -1,6 +1,7 @@
 # ctest infer_install: `cmake --install` libtpsinfer into a temporary prefix, build examples/
 # against it with find_package and with pkg-config, and classify an image with each build.
-# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR, C_COMPILER.
+# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR, C_COMPILER, EXTRA_C_FLAGS (the sanitizer flags of an
+# ASan build: a sanitized library needs its runtime linked into the application).
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
 set(model ${SOURCE_DIR}/tests/fixtures/infer_tiny.h5)
@@ -23,7 +24,7 @@ endforeach()
 
 # 1. find_package(tpsinfer)
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/examples -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH=${prefix}
-    -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_BUILD_TYPE=Release)
+    -DCMAKE_C_COMPILER=${C_COMPILER} -DCMAKE_BUILD_TYPE=Release "-DCMAKE_C_FLAGS=${EXTRA_C_FLAGS}")
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
 run(${WORK_DIR}/build/classify ${model} ${image})
 if(NOT last_output MATCHES "smooth0.jpg" OR NOT last_output MATCHES "%  class_")
@@ -35,7 +36,8 @@ find_program(PKG_CONFIG pkg-config REQUIRED)
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)
 run(${PKG_CONFIG} --cflags --libs tpsinfer)
 separate_arguments(flags UNIX_COMMAND "${last_output}")
-run(${C_COMPILER} -std=c11 -Wall -Wextra -Werror ${SOURCE_DIR}/examples/classify.c ${flags}
+separate_arguments(extra UNIX_COMMAND "${EXTRA_C_FLAGS}")
+run(${C_COMPILER} -std=c11 -Wall -Wextra -Werror ${extra} ${SOURCE_DIR}/examples/classify.c ${flags}
     -Wl,-rpath,${prefix}/lib -o ${WORK_DIR}/classify_pc)
 run(${WORK_DIR}/classify_pc ${model} ${image})
 if(NOT last_output MATCHES "%  class_")
