@@ -22,6 +22,7 @@ typedef struct slot {
     tpsc_batch batch; /* buffers sized for the full B */
     slot_state state;
     size_t batch_index;
+    size_t skipped;   /* bad files replaced while filling; counted when the batch is delivered */
 } slot;
 
 typedef struct worker {
@@ -91,12 +92,13 @@ static void build_order(tpsc_loader *l, int64_t epoch) {
     }
 }
 
+/* Remembers a bad file's name. The counts are added when its batch is delivered (see
+ * tpsc_loader_next): workers fill batches ahead, into the next epoch, and a count taken at fill
+ * time would depend on how far they had got. */
 static void record_skip(tpsc_loader *l, size_t index) {
     char name[TPSC_DATA_PATH_MAX];
     l->ds->ops->sample_name(l->ds, index, name, sizeof name);
     pthread_mutex_lock(&l->mu);
-    l->skip_epoch++;
-    l->skip_total++;
     bool known = false;
     for (size_t i = 0; i < l->n_skip_names; i++) known |= strcmp(l->skip_names[i], name) == 0;
     if (!known && l->n_skip_names < TPSC_SKIP_NAMES_MAX)
@@ -113,7 +115,7 @@ static bool is_bad_input(tpsc_status st) {
  * dataset order (its own label and index reported) with the same draws, so the batch keeps
  * its size and stays deterministic. */
 static tpsc_status load_sample(tpsc_loader *l, worker *w, int64_t epoch, size_t entry, float *out_chw,
-                               int32_t *label, int64_t *used_index) {
+                               int32_t *label, int64_t *used_index, size_t *skipped) {
     bool skip = l->cfg.on_bad_image == TPSC_BAD_IMAGE_SKIP;
     size_t index = entry / l->repeats;
     for (size_t tries = 0; tries < l->n; tries++) {
@@ -127,7 +129,10 @@ static tpsc_status load_sample(tpsc_loader *l, worker *w, int64_t epoch, size_t 
             return TPSC_OK;
         }
         if (!skip || !is_bad_input(st)) return st;
-        if (tries == 0) record_skip(l, cand);
+        if (tries == 0) {
+            record_skip(l, cand);
+            (*skipped)++;
+        }
     }
     return tpsc_fail(TPSC_ERR_FORMAT, "%s: every sample is unreadable", l->ds->source);
 }
@@ -137,8 +142,10 @@ static tpsc_status fill_batch(tpsc_loader *l, worker *w, slot *s, int64_t epoch,
     size_t start = j * l->batch_size;
     size_t count = l->per_rank - start < l->batch_size ? l->per_rank - start : l->batch_size;
     size_t image = b->channels * b->height * b->width;
+    s->skipped = 0;
     for (size_t k = 0; k < count; k++)
-        TPSC_TRY(load_sample(l, w, epoch, l->order[start + k], b->images + k * image, &b->labels[k], &b->indices[k]));
+        TPSC_TRY(load_sample(l, w, epoch, l->order[start + k], b->images + k * image, &b->labels[k], &b->indices[k],
+                             &s->skipped));
     b->count = count;
     b->epoch = epoch;
     b->batch_index = (int64_t)j;
@@ -393,6 +400,8 @@ tpsc_status tpsc_loader_next(tpsc_loader *l, tpsc_batch *batch) {
     s->state = SLOT_HELD;
     l->held = s->batch.slot_;
     l->next_consume++;
+    l->skip_epoch += s->skipped;
+    l->skip_total += s->skipped;
     *batch = s->batch;
     pthread_mutex_unlock(&l->mu);
     return TPSC_OK;
