@@ -269,6 +269,8 @@ static void log_step(run_state *s, int64_t epoch, const tps_loss_parts *lp, doub
             value(lp->token_kl), lr, gnorm, img_s);
     for (int i = 0; i < n_stages; i++) fprintf(s->metrics, "%s%.4f", i ? ", " : "", kept[i]);
     fprintf(s->metrics, "]}\n");
+    /* Flush with the progress line, so a killed run's metrics.jsonl is complete to there. */
+    if (s->r->run.log_every > 0 && s->step % s->r->run.log_every == 0) fflush(s->metrics);
 }
 
 static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool save) {
@@ -346,10 +348,8 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         }
         bool eval_now = last || (epoch_end && r->run.eval_every > 0 && (s->epoch + 1) % r->run.eval_every == 0);
         bool save_now = last || (epoch_end && r->run.save_every > 0 && (s->epoch + 1) % r->run.save_every == 0);
-        if (epoch_end || last) {
-            /* Positions saved with the checkpoint point past this step's batch. */
-            if (epoch_end) s->epoch++;
-        }
+        /* A checkpoint written now resumes at the next epoch. */
+        if (epoch_end) s->epoch++;
         if (eval_now) {
             tpsc_progress_break(&prog);
             TPSC_TRY(evaluate_and_save(s, &ev, save_now));
