@@ -258,12 +258,66 @@ static void append(char *buf, size_t len, size_t *used, const char *s) {
     *used += n > 0 ? (size_t)n : 0;
 }
 
+/* Length of the stem before the first all-digit component of a dotted name
+ * ("score_predictor.2.in_conv.0.weight" -> 16, "score_predictor."), or 0 if there is none. */
+static size_t numbered_stem(const char *name, long *index) {
+    for (const char *c = name; *c; c++) {
+        if (c != name && c[-1] != '.') continue;
+        const char *e = c;
+        while (*e >= '0' && *e <= '9') e++;
+        if (e > c && *e == '.') {
+            *index = strtol(c, NULL, 10);
+            return (size_t)(c - name);
+        }
+    }
+    return 0;
+}
+
+/* Names with a numbered component are summarised per stem, so that loading dense weights into
+ * a 3-stage dTPS model reports "score_predictor.{0,1,2}.* (30 tensors)" rather than 30 names:
+ * the user needs to see which modules are new, not every tensor of them. */
 static void append_list(char *buf, size_t len, size_t *used, const char *title, char **names, int n) {
     if (n == 0) return;
     append(buf, len, used, title);
+    bool first = true;
     for (int i = 0; i < n; i++) {
-        if (i) append(buf, len, used, ", ");
-        append(buf, len, used, names[i]);
+        long idx;
+        const size_t stem = numbered_stem(names[i], &idx);
+        bool seen = false; /* an earlier name of this stem printed the group */
+        for (int j = 0; stem && j < i && !seen; j++) {
+            long other;
+            seen = numbered_stem(names[j], &other) == stem && strncmp(names[j], names[i], stem) == 0;
+        }
+        if (seen) continue;
+        if (!first) append(buf, len, used, ", ");
+        first = false;
+        int count = 0;
+        long indices[64];
+        int n_indices = 0;
+        for (int j = i; stem && j < n; j++) {
+            long other;
+            if (numbered_stem(names[j], &other) != stem || strncmp(names[j], names[i], stem) != 0) continue;
+            count++;
+            bool dup = false;
+            for (int k = 0; k < n_indices; k++) dup |= indices[k] == other;
+            if (!dup && n_indices < 64) indices[n_indices++] = other;
+        }
+        if (count <= 1) {
+            append(buf, len, used, names[i]);
+            continue;
+        }
+        if (*used < len) {
+            const int w = snprintf(buf + *used, len - *used, "%.*s", (int)stem, names[i]);
+            *used += w > 0 ? (size_t)w : 0;
+        }
+        char num[48];
+        if (n_indices > 1) append(buf, len, used, "{");
+        for (int k = 0; k < n_indices; k++) {
+            snprintf(num, sizeof num, "%s%ld", k ? "," : "", indices[k]);
+            append(buf, len, used, num);
+        }
+        snprintf(num, sizeof num, "%s.* (%d tensors)", n_indices > 1 ? "}" : "", count);
+        append(buf, len, used, num);
     }
 }
 
