@@ -38,7 +38,7 @@ static void embed(ti_view *ws, const float *images, size_t B) {
             for (size_t ky = 0; ky < p; ky++)
                 memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
     }
-    ti_linear(patches, B * N, P, P, m->patch_w, m->patch_b, C, tok, C);
+    ti_linear(patches, B * N, P, P, &m->patch_w, m->patch_b, C, tok, C);
     ws->lay.rows = 0;
     for (size_t b = 0; b < B; b++) {
         ws->lay.off[b] = ws->lay.rows;
@@ -60,7 +60,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     ti_layernorm(ws->x, M, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, M, C, C, blk->qkv_w, blk->qkv_b, 3 * C, ws->qkv, 3 * C);
+    ti_linear(ws->h, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, ws->qkv, 3 * C);
     /* a thread team costs more than tiny products save (tests' models, B = 1 of a small net) */
     const bool worth = B * H > 1 && M * M / B * C > 65536;
     #pragma omp parallel for schedule(dynamic) num_threads(ws->nthreads) if (worth)
@@ -69,7 +69,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
         ti_attention_image(ws->qkv + off * 3 * C, ws->lay.len[b], C, H, h, thread_scratch(ws), ws->attn_out + off * C,
                            with_cls ? ws->cls_rows + (size_t)pair * N1 : NULL);
     }
-    ti_linear_residual(ws->attn_out, M, C, blk->proj_w, blk->proj_b, C, ws->x);
+    ti_linear_residual(ws->attn_out, M, C, &blk->proj_w, blk->proj_b, C, ws->x);
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))) */
@@ -77,9 +77,9 @@ static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F, M = ws->lay.rows;
     ti_layernorm(ws->x, M, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, M, C, C, blk->fc1_w, blk->fc1_b, F, ws->hidden, F);
+    ti_linear(ws->h, M, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F);
     ti_gelu(ws->hidden, M * F);
-    ti_linear_residual(ws->hidden, M, F, blk->fc2_w, blk->fc2_b, C, ws->x);
+    ti_linear_residual(ws->hidden, M, F, &blk->fc2_w, blk->fc2_b, C, ws->x);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
@@ -90,7 +90,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
     float *z = ws->hidden, *h = ws->h;
     ti_layernorm(ws->x, M, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h);
-    ti_linear(h, M, C, C, q->in_fc_w, q->in_fc_b, C, z, C);
+    ti_linear(h, M, C, C, &q->in_fc_w, q->in_fc_b, C, z, C);
     ti_gelu(z, M * C);
     #pragma omp parallel for num_threads(ws->nthreads) if (B > 1 && M * C > 65536)
     for (size_t b = 0; b < B; b++) {
@@ -105,11 +105,11 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
         for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
     }
-    ti_linear(z, M, C, C, q->out0_w, q->out0_b, C2, h, C2);
+    ti_linear(z, M, C, C, &q->out0_w, q->out0_b, C2, h, C2);
     ti_gelu(h, M * C2);
-    ti_linear(h, M, C2, C2, q->out2_w, q->out2_b, C4, z, C4);
+    ti_linear(h, M, C2, C2, &q->out2_w, q->out2_b, C4, z, C4);
     ti_gelu(z, M * C4);
-    ti_linear(z, M, C4, C4, q->out4_w, q->out4_b, 2, h, 2);
+    ti_linear(z, M, C4, C4, &q->out4_w, q->out4_b, 2, h, 2);
     /* log_softmax over the 2 logits, column 0: (x0 - max) - log(sum exp(x - max)) */
     #pragma omp parallel for num_threads(ws->nthreads) if (M > 4096)
     for (size_t r = 0; r < M; r++) {
@@ -292,7 +292,7 @@ static tps_status run_view(ti_view *ws, const float *images, size_t B, float *lo
     /* final norm and head on the cls rows */
     for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
     ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, B, C, C, m->head_w, m->head_b, m->K, logits, m->K);
+    ti_linear(ws->h, B, C, C, &m->head_w, m->head_b, m->K, logits, m->K);
     return TPS_OK;
 }
 

@@ -15,16 +15,26 @@
 
 typedef enum ti_method { TI_NONE = 0, TI_DYNAMICVIT, TI_DTPS, TI_EVIT, TI_ETPS } ti_method;
 
+/* One linear layer's weight [Cout,Cin]. f is the FP32 tensor (always there: the reference
+ * path and the source of any other copy); packed, when not NULL, is the same weight in a
+ * low-precision backend's own layout, made once at load, which ti_linear then uses. */
+typedef struct ti_weight {
+    const float *f;
+    void *packed;
+} ti_weight;
+
 typedef struct ti_block {
-    const float *norm1_w, *norm1_b, *qkv_w, *qkv_b, *proj_w, *proj_b;   /* [C] [C] [3C,C] [3C] [C,C] [C] */
-    const float *norm2_w, *norm2_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;     /* [C] [C] [F,C] [F] [C,F] [C] */
+    const float *norm1_w, *norm1_b, *qkv_b, *proj_b; /* [C] [C] [3C] [C] */
+    ti_weight qkv_w, proj_w;                          /* [3C,C] [C,C] */
+    const float *norm2_w, *norm2_b, *fc1_b, *fc2_b;   /* [C] [C] [F] [C] */
+    ti_weight fc1_w, fc2_w;                           /* [F,C] [C,F] */
 } ti_block;
 
 /* DynamicViT's PredictorLG: LayerNorm(eps 1e-5), Linear C->C, GELU | Linear C->C/2, GELU,
  * Linear C/2->C/4, GELU, Linear C/4->2, LogSoftmax. */
 typedef struct ti_predictor {
-    const float *in_norm_w, *in_norm_b, *in_fc_w, *in_fc_b;
-    const float *out0_w, *out0_b, *out2_w, *out2_b, *out4_w, *out4_b;
+    const float *in_norm_w, *in_norm_b, *in_fc_b, *out0_b, *out2_b, *out4_b; /* [C] [C] [C] [C/2] [C/4] [2] */
+    ti_weight in_fc_w, out0_w, out2_w, out4_w;                              /* [C,C] [C/2,C] [C/4,C/2] [2,C/4] */
 } ti_predictor;
 
 struct tps_model {
@@ -33,8 +43,9 @@ struct tps_model {
     size_t C, H, D, F, K, N, P, depth, img, patch, in_chans;
     float ln_eps, squeeze_temp;
     float *weights;                 /* one block holding every tensor */
-    const float *patch_w, *patch_b; /* [C,P] [C] */
-    const float *cls_token, *pos_embed, *norm_w, *norm_b, *head_w, *head_b;
+    ti_weight patch_w, head_w;      /* [C,P] [K,C] */
+    const float *patch_b, *head_b;  /* [C] [K] */
+    const float *cls_token, *pos_embed, *norm_w, *norm_b;
     ti_block *blocks;
     ti_predictor pred[TI_MAX_STAGES];
     char **class_names;
@@ -105,9 +116,9 @@ tps_status ti_fail(tps_status s, const char *fmt, ...) __attribute__((format(pri
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y);
 /* y [M,Cout] = x [M,Cin] w^T + b (bias written first so sgemm accumulates onto it, as the training
  * framework's linear does, for identical rounding). ldx/ldy are row strides. */
-void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
-               size_t ldy);
-void ti_linear_residual(const float *x, size_t M, size_t Cin, const float *w, const float *b, size_t Cout, float *y);
+void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+               float *y, size_t ldy);
+void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y);
 void ti_gelu(float *x, size_t n);
 /* out [rows of one image, C] = attention of one (image, head) pair; see kernels.c */
 void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,

@@ -37,20 +37,20 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
     }
 }
 
-void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const float *w, const float *b, size_t Cout, float *y,
-               size_t ldy) {
+void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+               float *y, size_t ldy) {
     if (M == 0) return;
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++)
         for (size_t o = 0; o < Cout; o++) y[m * ldy + o] = b[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)ldx, w, (int)Cin, 1.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)ldx, w->f, (int)Cin, 1.0f,
                 y, (int)ldy);
 }
 
 /* y [M,Cout] += x [M,Cin] w^T + b, y holding the residual: r + b is written first and sgemm
  * accumulates onto it, as the framework's fused ag_linear_residual (same rounding), which
  * saves the separate residual pass and buffer. */
-void ti_linear_residual(const float *x, size_t M, size_t Cin, const float *w, const float *b, size_t Cout, float *y) {
+void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y) {
     if (M == 0) return;
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++) {
@@ -58,7 +58,7 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const float *w, co
         #pragma omp simd
         for (size_t o = 0; o < Cout; o++) yr[o] = yr[o] + b[o];
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)Cin, w, (int)Cin,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)Cin, w->f, (int)Cin,
                 1.0f, y, (int)Cout);
 }
 

@@ -248,39 +248,39 @@ static void list_tensors(tps_model *m, slots *s) {
     const size_t C = m->C, F = m->F, K = m->K, p = m->patch;
     add(s, &m->cls_token, 3, 1, 1, C, 0, "cls_token");
     add(s, &m->pos_embed, 3, 1, m->N + 1, C, 0, "pos_embed");
-    add(s, &m->patch_w, 4, C, m->in_chans, p, p, "patch_embed.proj.weight");
+    add(s, &m->patch_w.f, 4, C, m->in_chans, p, p, "patch_embed.proj.weight");
     add(s, &m->patch_b, 1, C, 0, 0, 0, "patch_embed.proj.bias");
     for (size_t i = 0; i < m->depth; i++) {
         ti_block *b = &m->blocks[i];
         add(s, &b->norm1_w, 1, C, 0, 0, 0, "blocks.%zu.norm1.weight", i);
         add(s, &b->norm1_b, 1, C, 0, 0, 0, "blocks.%zu.norm1.bias", i);
-        add(s, &b->qkv_w, 2, 3 * C, C, 0, 0, "blocks.%zu.attn.qkv.weight", i);
+        add(s, &b->qkv_w.f, 2, 3 * C, C, 0, 0, "blocks.%zu.attn.qkv.weight", i);
         add(s, &b->qkv_b, 1, 3 * C, 0, 0, 0, "blocks.%zu.attn.qkv.bias", i);
-        add(s, &b->proj_w, 2, C, C, 0, 0, "blocks.%zu.attn.proj.weight", i);
+        add(s, &b->proj_w.f, 2, C, C, 0, 0, "blocks.%zu.attn.proj.weight", i);
         add(s, &b->proj_b, 1, C, 0, 0, 0, "blocks.%zu.attn.proj.bias", i);
         add(s, &b->norm2_w, 1, C, 0, 0, 0, "blocks.%zu.norm2.weight", i);
         add(s, &b->norm2_b, 1, C, 0, 0, 0, "blocks.%zu.norm2.bias", i);
-        add(s, &b->fc1_w, 2, F, C, 0, 0, "blocks.%zu.mlp.fc1.weight", i);
+        add(s, &b->fc1_w.f, 2, F, C, 0, 0, "blocks.%zu.mlp.fc1.weight", i);
         add(s, &b->fc1_b, 1, F, 0, 0, 0, "blocks.%zu.mlp.fc1.bias", i);
-        add(s, &b->fc2_w, 2, C, F, 0, 0, "blocks.%zu.mlp.fc2.weight", i);
+        add(s, &b->fc2_w.f, 2, C, F, 0, 0, "blocks.%zu.mlp.fc2.weight", i);
         add(s, &b->fc2_b, 1, C, 0, 0, 0, "blocks.%zu.mlp.fc2.bias", i);
     }
     add(s, &m->norm_w, 1, C, 0, 0, 0, "norm.weight");
     add(s, &m->norm_b, 1, C, 0, 0, 0, "norm.bias");
-    add(s, &m->head_w, 2, K, C, 0, 0, "head.weight");
+    add(s, &m->head_w.f, 2, K, C, 0, 0, "head.weight");
     add(s, &m->head_b, 1, K, 0, 0, 0, "head.bias");
     if (m->method == TI_DYNAMICVIT || m->method == TI_DTPS)
         for (int st = 0; st < m->info.n_stages; st++) {
             ti_predictor *q = &m->pred[st];
             add(s, &q->in_norm_w, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.0.weight", st);
             add(s, &q->in_norm_b, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.0.bias", st);
-            add(s, &q->in_fc_w, 2, C, C, 0, 0, "score_predictor.%d.in_conv.1.weight", st);
+            add(s, &q->in_fc_w.f, 2, C, C, 0, 0, "score_predictor.%d.in_conv.1.weight", st);
             add(s, &q->in_fc_b, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.1.bias", st);
-            add(s, &q->out0_w, 2, C / 2, C, 0, 0, "score_predictor.%d.out_conv.0.weight", st);
+            add(s, &q->out0_w.f, 2, C / 2, C, 0, 0, "score_predictor.%d.out_conv.0.weight", st);
             add(s, &q->out0_b, 1, C / 2, 0, 0, 0, "score_predictor.%d.out_conv.0.bias", st);
-            add(s, &q->out2_w, 2, C / 4, C / 2, 0, 0, "score_predictor.%d.out_conv.2.weight", st);
+            add(s, &q->out2_w.f, 2, C / 4, C / 2, 0, 0, "score_predictor.%d.out_conv.2.weight", st);
             add(s, &q->out2_b, 1, C / 4, 0, 0, 0, "score_predictor.%d.out_conv.2.bias", st);
-            add(s, &q->out4_w, 2, 2, C / 4, 0, 0, "score_predictor.%d.out_conv.4.weight", st);
+            add(s, &q->out4_w.f, 2, 2, C / 4, 0, 0, "score_predictor.%d.out_conv.4.weight", st);
             add(s, &q->out4_b, 1, 2, 0, 0, 0, "score_predictor.%d.out_conv.4.bias", st);
         }
 }
