@@ -8,6 +8,7 @@
 /* header-only float exp / normal CDF shared with the training ops: same GELU to the bit; no
  * link dependency on the autograd engine */
 #include "autograd/ops/vecmath.h"
+#include "src/infer/bf16.h" /* the BF16 dispatch in ti_linear / ti_linear_residual */
 #include "src/infer/internal.h"
 
 /* Elements below which a pass runs on one thread: these passes are memory-bound and take
@@ -40,6 +41,8 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
                float *y, size_t ldy) {
     if (M == 0) return;
+    /* BF16 dispatch (bf16.h): a weight packed at load runs through oneDNN; false: FP32 below */
+    if (w->packed && ti_bf16_linear(x, M, Cin, ldx, w, b, Cout, y, ldy, false)) return;
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++)
         for (size_t o = 0; o < Cout; o++) y[m * ldy + o] = b[o];
@@ -52,6 +55,8 @@ void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight
  * saves the separate residual pass and buffer. */
 void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y) {
     if (M == 0) return;
+    /* BF16 dispatch (bf16.h): a weight packed at load runs through oneDNN; false: FP32 below */
+    if (w->packed && ti_bf16_linear(x, M, Cin, Cin, w, b, Cout, y, Cout, true)) return;
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++) {
         float *yr = y + m * Cout;

@@ -16,9 +16,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "src/infer/bf16.h"
 #include "src/infer/internal.h"
 
 #define FORMAT_NAME "tpsc-inference"
+
+/* The model and what its precision adds. The BF16 state lives beside the model rather than
+ * in it, so the shared structure (internal.h) stays that of the FP32 path; a tps_model
+ * pointer is the address of `m`, the first member. */
+typedef struct model_box {
+    tps_model m;
+    tps_precision precision;
+    ti_bf16 *bf16; /* BF16: the packed weights and their matmul primitives */
+} model_box;
+
+static model_box *box_of(const tps_model *m) { return (model_box *)m; }
 
 static pthread_mutex_t hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -473,14 +485,64 @@ static tps_status open_locked(const char *path, tps_model *m) {
     return st;
 }
 
-tps_status tps_model_open(const char *path, tps_model **out) {
+/* Every linear weight with its shape [N = Cout, K = Cin]. */
+static size_t list_linears(tps_model *m, ti_weight **w, size_t *N, size_t *K) {
+    size_t n = 0;
+#define LINEAR(weight, rows, cols) (w[n] = &(weight), N[n] = (rows), K[n] = (cols), n++)
+    LINEAR(m->patch_w, m->C, m->P);
+    for (size_t i = 0; i < m->depth; i++) {
+        ti_block *b = &m->blocks[i];
+        LINEAR(b->qkv_w, 3 * m->C, m->C);
+        LINEAR(b->proj_w, m->C, m->C);
+        LINEAR(b->fc1_w, m->F, m->C);
+        LINEAR(b->fc2_w, m->C, m->F);
+    }
+    LINEAR(m->head_w, m->K, m->C);
+    if (m->method == TI_DYNAMICVIT || m->method == TI_DTPS)
+        for (int st = 0; st < m->info.n_stages; st++) {
+            ti_predictor *q = &m->pred[st];
+            LINEAR(q->in_fc_w, m->C, m->C);
+            LINEAR(q->out0_w, m->C / 2, m->C);
+            LINEAR(q->out2_w, m->C / 4, m->C / 2);
+            LINEAR(q->out4_w, 2, m->C / 4);
+        }
+#undef LINEAR
+    return n;
+}
+
+/* BF16: every linear's weight is rounded and reordered once, here (bf16_onednn.c). */
+static tps_status pack_bf16(model_box *box) {
+    tps_model *m = &box->m;
+    tps_status st = ti_bf16_create(&box->bf16);
+    const size_t cap = 2 + 4 * m->depth + 4 * TI_MAX_STAGES;
+    ti_weight **w = calloc(cap, sizeof *w);
+    size_t *N = calloc(cap, sizeof *N), *K = calloc(cap, sizeof *K);
+    if (st == TPS_OK && (!w || !N || !K)) st = ti_fail(TPS_ERR_NOMEM, "no memory for the BF16 weight table");
+    const size_t n = st == TPS_OK ? list_linears(m, w, N, K) : 0;
+    for (size_t i = 0; i < n && st == TPS_OK; i++) st = ti_bf16_pack(box->bf16, w[i], N[i], K[i]);
+    free(w), free(N), free(K);
+    return st;
+}
+
+tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out) {
     if (out) *out = NULL;
     if (!path || !out) return ti_fail(TPS_ERR_ARG, "tps_model_open: NULL %s", path ? "output pointer" : "path");
-    tps_model *m = calloc(1, sizeof *m);
-    if (!m) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", path);
+    const tps_precision precision = opt ? opt->precision : TPS_PRECISION_FP32;
+    if (precision != TPS_PRECISION_FP32 && precision != TPS_PRECISION_BF16)
+        return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown precision %d", (int)precision);
+    /* before reading the file: an unsupported precision fails fast, whatever the file */
+    if (precision == TPS_PRECISION_BF16) {
+        tps_status st = ti_bf16_available();
+        if (st != TPS_OK) return st;
+    }
+    model_box *box = calloc(1, sizeof *box);
+    if (!box) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", path);
+    box->precision = precision;
+    tps_model *m = &box->m;
     pthread_mutex_lock(&hdf5_lock);
     tps_status st = open_locked(path, m);
     pthread_mutex_unlock(&hdf5_lock);
+    if (st == TPS_OK && precision == TPS_PRECISION_BF16) st = pack_bf16(box);
     if (st != TPS_OK) {
         tps_model_close(m);
         return st;
@@ -489,14 +551,25 @@ tps_status tps_model_open(const char *path, tps_model **out) {
     return TPS_OK;
 }
 
+tps_status tps_model_open(const char *path, tps_model **out) { return tps_model_open_ex(path, NULL, out); }
+
+tps_precision tps_model_precision(const tps_model *m) { return m ? box_of(m)->precision : TPS_PRECISION_FP32; }
+
+tps_status tps_precision_supported(tps_precision p) {
+    if (p == TPS_PRECISION_FP32) return TPS_OK;
+    if (p == TPS_PRECISION_BF16) return ti_bf16_available();
+    return ti_fail(TPS_ERR_ARG, "unknown precision %d", (int)p);
+}
+
 void tps_model_close(tps_model *m) {
     if (!m) return;
+    ti_bf16_free(box_of(m)->bf16);
     if (m->class_names)
         for (size_t k = 0; k < m->K; k++) free(m->class_names[k]);
     free(m->class_names);
     free(m->blocks);
     free(m->weights);
-    free(m);
+    free(box_of(m));
 }
 
 tps_status tps_model_get_info(const tps_model *m, tps_model_info *info) {

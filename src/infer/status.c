@@ -18,6 +18,7 @@ const char *tps_status_str(tps_status s) {
     case TPS_ERR_ARG: return "invalid argument";
     case TPS_ERR_DECODE: return "image decode error";
     case TPS_ERR_INTERNAL: return "internal error";
+    case TPS_ERR_UNSUPPORTED: return "not supported by this build or CPU";
     }
     return "unknown status";
 }

@@ -51,6 +51,7 @@ typedef enum tps_status {
     TPS_ERR_ARG,      /* a bad argument (NULL, batch too large, ratio out of range, ...) */
     TPS_ERR_DECODE,   /* an image could not be decoded */
     TPS_ERR_INTERNAL, /* a bug: an invariant did not hold */
+    TPS_ERR_UNSUPPORTED, /* this build or this CPU cannot do what was asked (BF16 without oneDNN or AVX512-BF16) */
 } tps_status;
 
 /* A short name for a status ("format error"). Never NULL. */
@@ -66,6 +67,33 @@ typedef struct tps_workspace tps_workspace;
 
 TPS_API tps_status tps_model_open(const char *path, tps_model **out);
 TPS_API void tps_model_close(tps_model *m); /* NULL is fine */
+
+/* The arithmetic of the linear layers (patch embedding, qkv, proj, MLP, head, predictors). */
+typedef enum tps_precision {
+    TPS_PRECISION_FP32 = 0, /* float everywhere: the default and the reference */
+    /* Opt-in: each linear's input rows and weights are rounded to bfloat16 (8-bit mantissa),
+     * products accumulate in float, bias and residual are added in float (oneDNN, CPUs with
+     * AVX512-BF16). Attention products, LayerNorm, GELU, softmax and the pruning decisions stay
+     * float. Logits move by about 1e-2 relative; kept tokens and top-1 can change where scores
+     * are near ties (docs/inference.md, "BF16"). */
+    TPS_PRECISION_BF16 = 1,
+} tps_precision;
+
+/* Options of tps_model_open_ex. Zero-initialise (later versions append fields; zero keeps
+ * today's behaviour). */
+typedef struct tps_open_options {
+    tps_precision precision;
+} tps_open_options;
+
+/* tps_model_open with options (opt NULL: the defaults). TPS_PRECISION_BF16 fails with
+ * TPS_ERR_UNSUPPORTED when the library was built without oneDNN or the CPU lacks AVX512-BF16;
+ * it packs the weights once here (the model then holds them in both precisions). */
+TPS_API tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out);
+/* The precision the model was opened with. */
+TPS_API tps_precision tps_model_precision(const tps_model *m);
+/* TPS_OK when this build and CPU can run precision p; else TPS_ERR_UNSUPPORTED and a message
+ * (tps_last_error) saying why. */
+TPS_API tps_status tps_precision_supported(tps_precision p);
 
 typedef struct tps_model_info {
     char arch[64];            /* "deit_small_patch16_224" or "custom" */

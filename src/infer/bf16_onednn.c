@@ -1,0 +1,397 @@
+/* BF16 linears through oneDNN's matmul (see bf16.h for what runs in BF16).
+ *
+ * Load: each weight [N,K] is reordered once into the blocked bf16 layout oneDNN's matmul
+ * prefers (the same for every M of a shape: checked on this oneDNN, 2.6). Run: the input rows
+ * are rounded to bf16 into a per-thread buffer and one matmul primitive per (M, N, K, ldy,
+ * residual) computes y = a w^T + b (+ y through a sum post-op). M varies with the batch and
+ * with pruning; oneDNN 2.6 picks its slower gemm:jit kernel for a runtime M, so primitives
+ * are cached per M instead (a FIXED budget gives a handful of Ms; a THRESHOLD budget more).
+ *
+ * Threads: a tps_model is shared read-only between threads, so the primitive cache is
+ * append-only (readers take no lock, writers a mutex), and everything a call writes lives in
+ * per-thread state: a stream, the bf16 input buffer, a scratchpad (user mode: oneDNN
+ * allocates nothing during execution) and one set of memory objects per primitive, repointed
+ * at each call. Debian's libdnnl uses the OpenMP runtime (libgomp, the same pool as the rest
+ * of the library): called from the main thread it uses omp_get_max_threads() threads; inside
+ * a parallel region (ti_forward's split batches) it runs on the calling thread alone. */
+#include <omp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/infer/bf16.h"
+
+/* Round to nearest even on the bit pattern; NaN is kept quiet instead of rounding to Inf. */
+void ti_bf16_round(const float *x, size_t n, uint16_t *out) {
+    #pragma omp simd
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], sizeof u);
+        const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        out[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u) : (uint16_t)r;
+    }
+}
+
+#ifndef TPSINFER_HAVE_ONEDNN
+
+tps_status ti_bf16_available(void) {
+    return ti_fail(TPS_ERR_UNSUPPORTED,
+                   "BF16 inference needs oneDNN: this libtpsinfer was built without it (install libdnnl-dev and "
+                   "configure with -DTPSC_WITH_ONEDNN=ON or AUTO)");
+}
+tps_status ti_bf16_create(ti_bf16 **out) {
+    *out = NULL;
+    return ti_bf16_available();
+}
+tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
+    (void)be, (void)w, (void)N, (void)K;
+    return ti_bf16_available();
+}
+size_t ti_bf16_packed_count(const ti_bf16 *be) { return (void)be, 0; }
+void ti_bf16_free(ti_bf16 *be) { (void)be; }
+bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
+                    float *y, size_t ldy, bool residual) {
+    (void)x, (void)M, (void)K, (void)ldx, (void)w, (void)b, (void)N, (void)y, (void)ldy, (void)residual;
+    return false;
+}
+
+#else
+
+#include <oneapi/dnnl/dnnl.h>
+
+#define MAX_ENTRIES 1024  /* primitives per model; a shape beyond them runs FP32 */
+#define MAX_SLOTS 1024    /* memory-object sets per thread; beyond, the thread's sets are rebuilt */
+#define PACK_PROBE_M 256  /* the M whose primitive chooses a weight's layout and kernel */
+#define CONVERT_PAR (1 << 18) /* elements below which the input rounding stays on one thread */
+
+typedef struct packed { /* one weight */
+    size_t N, K;
+    dnnl_memory_desc_t md; /* oneDNN's blocked bf16 layout of w^T [K,N] */
+    void *data;
+    ti_bf16 *be;
+} packed;
+
+typedef struct entry { /* one matmul primitive */
+    size_t M, N, K, ldy;
+    bool residual;
+    uint64_t id; /* process-unique: threads' memory objects name their primitive by it */
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t src, wei, bias, dst, pad;
+    size_t pad_bytes;
+} entry;
+
+struct ti_bf16 {
+    pthread_mutex_t lock; /* taken to add an entry; lookups read without it */
+    entry *entries[MAX_ENTRIES];
+    _Atomic size_t n_entries;
+    packed **weights;
+    size_t n_weights, cap_weights;
+};
+
+typedef struct slot { /* one thread's memory objects for one entry */
+    uint64_t id;
+    dnnl_memory_t src, wei, bias, dst, pad;
+} slot;
+
+typedef struct thread_state {
+    dnnl_stream_t stream;
+    uint16_t *a; /* [M,K] bf16 input rows */
+    size_t a_bytes;
+    void *pad;
+    size_t pad_bytes;
+    slot *slots;
+    size_t n_slots, hint; /* hint: where the next lookup starts (calls repeat in order) */
+} thread_state;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t engine; /* one CPU engine for the process, never destroyed */
+static dnnl_status_t engine_status = dnnl_runtime_error;
+static pthread_key_t state_key;
+static _Atomic uint64_t next_id = 1;
+
+static void free_slots(thread_state *t) {
+    for (size_t i = 0; i < t->n_slots; i++) {
+        slot *s = &t->slots[i];
+        dnnl_memory_destroy(s->src), dnnl_memory_destroy(s->wei), dnnl_memory_destroy(s->bias);
+        dnnl_memory_destroy(s->dst), dnnl_memory_destroy(s->pad);
+    }
+    t->n_slots = t->hint = 0;
+}
+
+static void free_state(void *p) {
+    thread_state *t = p;
+    if (!t) return;
+    free_slots(t);
+    free(t->slots);
+    free(t->a);
+    free(t->pad);
+    if (t->stream) dnnl_stream_destroy(t->stream);
+    free(t);
+}
+
+static void init_once(void) {
+    engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (engine_status == dnnl_success && pthread_key_create(&state_key, free_state) != 0)
+        engine_status = dnnl_out_of_memory;
+}
+
+static thread_state *this_thread(void) {
+    thread_state *t = pthread_getspecific(state_key);
+    if (t) return t;
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->slots = calloc(MAX_SLOTS, sizeof *t->slots);
+    if (!t->slots || dnnl_stream_create(&t->stream, engine, dnnl_stream_default_flags) != dnnl_success ||
+        pthread_setspecific(state_key, t) != 0) {
+        free_state(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* A 64-byte aligned buffer of at least `bytes` (old contents are not kept). */
+static bool grow(void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return true;
+    void *p;
+    if (posix_memalign(&p, 64, bytes) != 0) return false;
+    free(*buf);
+    *buf = p;
+    *cap = bytes;
+    return true;
+}
+
+tps_status ti_bf16_available(void) {
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success)
+        return ti_fail(TPS_ERR_UNSUPPORTED, "BF16 inference: oneDNN's CPU engine cannot be created (status %d)",
+                       (int)engine_status);
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) != (unsigned)dnnl_cpu_isa_avx512_core_bf16)
+        return ti_fail(TPS_ERR_UNSUPPORTED,
+                       "BF16 inference needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo); oneDNN reports "
+                       "ISA 0x%x%s",
+                       (unsigned)isa, getenv("DNNL_MAX_CPU_ISA") ? " (limited by DNNL_MAX_CPU_ISA)" : "");
+    return TPS_OK;
+}
+
+tps_status ti_bf16_create(ti_bf16 **out) {
+    *out = NULL;
+    tps_status st = ti_bf16_available();
+    if (st != TPS_OK) return st;
+    ti_bf16 *be = calloc(1, sizeof *be);
+    if (!be || pthread_mutex_init(&be->lock, NULL) != 0) {
+        free(be);
+        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for its state");
+    }
+    *out = be;
+    return TPS_OK;
+}
+
+/* The matmul descriptors of one shape: src bf16 [M,K] dense, weights [K,N] (wei_md, or
+ * "any"), bias f32 [1,N], dst f32 [M,N] with row stride ldy; residual adds a sum post-op. */
+static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool residual, const dnnl_memory_desc_t *wei_md,
+                             dnnl_primitive_desc_t *pd) {
+    dnnl_memory_desc_t src, wei, bias, dst;
+    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)K}, wd = {(dnnl_dim_t)K, (dnnl_dim_t)N}, bd = {1, (dnnl_dim_t)N};
+    dnnl_dims_t dd = {(dnnl_dim_t)M, (dnnl_dim_t)N}, ds = {(dnnl_dim_t)ldy, 1};
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_bf16, dnnl_ab);
+    if (s == dnnl_success && wei_md) wei = *wei_md;
+    else if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_format_tag_any);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, ds);
+    dnnl_matmul_desc_t desc;
+    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &src, &wei, &bias, &dst);
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success && residual) {
+        s = dnnl_post_ops_create(&ops);
+        if (s == dnnl_success) s = dnnl_post_ops_append_sum(ops, 1.0f);
+        if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
+    }
+    if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, &desc, attr, engine, NULL);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return s;
+}
+
+tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
+    w->packed = NULL;
+    thread_state *t = this_thread();
+    if (!t) return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a thread's state");
+    if (be->n_weights == be->cap_weights) {
+        size_t cap = be->cap_weights ? 2 * be->cap_weights : 64;
+        packed **v = realloc(be->weights, cap * sizeof *v);
+        if (!v) return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for the weight table");
+        be->weights = v, be->cap_weights = cap;
+    }
+    dnnl_primitive_desc_t pd = NULL;
+    if (make_pd(PACK_PROBE_M, N, K, N, false, NULL, &pd) != dnnl_success) return TPS_OK; /* no bf16 matmul: FP32 */
+    const char *impl = "";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    if (!impl || strncmp(impl, "ref", 3) == 0) { /* the reference kernel is far slower than sgemm */
+        dnnl_primitive_desc_destroy(pd);
+        return TPS_OK;
+    }
+    packed *p = calloc(1, sizeof *p);
+    if (!p) {
+        dnnl_primitive_desc_destroy(pd);
+        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed weight");
+    }
+    p->N = N, p->K = K, p->be = be;
+    p->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    dnnl_primitive_desc_destroy(pd);
+    const size_t bytes = dnnl_memory_desc_get_size(&p->md);
+    if (posix_memalign(&p->data, 64, bytes ? bytes : 64) != 0) {
+        free(p);
+        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed [%zu,%zu] weight", N, K);
+    }
+    /* w->f is [N,K] row-major: w^T [K,N] with strides (1, K), format tag "ba" */
+    dnnl_memory_desc_t user;
+    dnnl_dims_t wd = {(dnnl_dim_t)K, (dnnl_dim_t)N};
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&user, 2, wd, dnnl_f32, dnnl_ba);
+    if (s == dnnl_success) s = dnnl_memory_create(&from, &user, engine, (void *)w->f);
+    if (s == dnnl_success) s = dnnl_memory_create(&to, &p->md, engine, p->data);
+    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &user, engine, &p->md, engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&reorder, rpd);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (s == dnnl_success) s = dnnl_primitive_execute(reorder, t->stream, 2, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    if (s != dnnl_success) {
+        free(p->data);
+        free(p);
+        return ti_fail(TPS_ERR_INTERNAL, "BF16 inference: reordering a [%zu,%zu] weight failed (oneDNN status %d)", N,
+                       K, (int)s);
+    }
+    be->weights[be->n_weights++] = p;
+    w->packed = p;
+    return TPS_OK;
+}
+
+size_t ti_bf16_packed_count(const ti_bf16 *be) { return be ? be->n_weights : 0; }
+
+static entry *find(ti_bf16 *be, size_t from, size_t to, size_t M, size_t N, size_t K, size_t ldy, bool residual) {
+    for (size_t i = from; i < to; i++) {
+        entry *e = be->entries[i];
+        if (e->M == M && e->N == N && e->K == K && e->ldy == ldy && e->residual == residual) return e;
+    }
+    return NULL;
+}
+
+/* The primitive of this shape, made on first use (under the lock; lookups take none: an
+ * entry is complete before the release store that publishes it). NULL: cannot be made. */
+static entry *entry_for(const packed *p, size_t M, size_t ldy, bool residual) {
+    ti_bf16 *be = p->be;
+    size_t n = atomic_load_explicit(&be->n_entries, memory_order_acquire);
+    entry *e = find(be, 0, n, M, p->N, p->K, ldy, residual);
+    if (e) return e;
+    pthread_mutex_lock(&be->lock);
+    size_t n2 = atomic_load_explicit(&be->n_entries, memory_order_relaxed);
+    e = find(be, n, n2, M, p->N, p->K, ldy, residual);
+    if (!e && n2 < MAX_ENTRIES && (e = calloc(1, sizeof *e))) {
+        dnnl_primitive_desc_t pd = NULL;
+        bool ok = make_pd(M, p->N, p->K, ldy, residual, &p->md, &pd) == dnnl_success &&
+                  dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+        if (ok) {
+            e->M = M, e->N = p->N, e->K = p->K, e->ldy = ldy, e->residual = residual;
+            e->id = atomic_fetch_add(&next_id, 1);
+            e->src = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+            e->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            e->bias = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 1);
+            e->dst = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+            e->pad = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+            e->pad_bytes = dnnl_memory_desc_get_size(&e->pad);
+            be->entries[n2] = e;
+            atomic_store_explicit(&be->n_entries, n2 + 1, memory_order_release);
+        } else {
+            if (e->prim) dnnl_primitive_destroy(e->prim);
+            free(e);
+            e = NULL;
+        }
+        if (pd) dnnl_primitive_desc_destroy(pd);
+    }
+    pthread_mutex_unlock(&be->lock);
+    return e;
+}
+
+/* This thread's memory objects for entry e (made on first use). */
+static slot *slot_for(thread_state *t, const entry *e) {
+    for (size_t k = 0; k < t->n_slots; k++) {
+        size_t i = (t->hint + k) % t->n_slots;
+        if (t->slots[i].id == e->id) {
+            t->hint = i + 1 < t->n_slots ? i + 1 : 0;
+            return &t->slots[i];
+        }
+    }
+    if (t->n_slots == MAX_SLOTS) free_slots(t); /* entries of closed models linger otherwise */
+    slot *s = &t->slots[t->n_slots];
+    memset(s, 0, sizeof *s);
+    /* DNNL_MEMORY_NONE: the handles are set at every call */
+    if (dnnl_memory_create(&s->src, &e->src, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&s->wei, &e->wei, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&s->bias, &e->bias, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&s->dst, &e->dst, engine, DNNL_MEMORY_NONE) != dnnl_success ||
+        dnnl_memory_create(&s->pad, &e->pad, engine, DNNL_MEMORY_NONE) != dnnl_success) {
+        dnnl_memory_destroy(s->src), dnnl_memory_destroy(s->wei), dnnl_memory_destroy(s->bias);
+        dnnl_memory_destroy(s->dst), dnnl_memory_destroy(s->pad);
+        return NULL;
+    }
+    s->id = e->id;
+    t->hint = 0;
+    return &t->slots[t->n_slots++];
+}
+
+bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
+                    float *y, size_t ldy, bool residual) {
+    const packed *p = w->packed;
+    if (!p || p->K != K || p->N != N || M == 0) return false;
+    thread_state *t = this_thread();
+    entry *e = t ? entry_for(p, M, ldy, residual) : NULL;
+    slot *s = e ? slot_for(t, e) : NULL;
+    if (!s || !grow((void **)&t->a, &t->a_bytes, M * K * sizeof(uint16_t)) || !grow(&t->pad, &t->pad_bytes, e->pad_bytes))
+        return false;
+    uint16_t *a = t->a;
+    #pragma omp parallel for if (M * K > CONVERT_PAR)
+    for (size_t r = 0; r < M; r++) ti_bf16_round(x + r * ldx, K, a + r * K);
+    /* oneDNN takes non-const handles; it only reads src, weights and bias */
+    if (dnnl_memory_set_data_handle(s->src, a) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->wei, p->data) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->bias, (void *)b) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->dst, y) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->pad, t->pad) != dnnl_success)
+        return false;
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, s->src}, {DNNL_ARG_WEIGHTS, s->wei}, {DNNL_ARG_BIAS, s->bias},
+                               {DNNL_ARG_DST, s->dst}, {DNNL_ARG_SCRATCHPAD, s->pad}};
+    /* on the CPU engine execution is synchronous and, once the primitive exists, does not fail
+     * for valid memory; a failure would leave y partly written, so it is not retried in FP32 */
+    dnnl_primitive_execute(e->prim, t->stream, 5, args);
+    return true;
+}
+
+void ti_bf16_free(ti_bf16 *be) {
+    if (!be) return;
+    size_t n = atomic_load(&be->n_entries);
+    for (size_t i = 0; i < n; i++) {
+        dnnl_primitive_destroy(be->entries[i]->prim);
+        free(be->entries[i]);
+    }
+    for (size_t i = 0; i < be->n_weights; i++) {
+        free(be->weights[i]->data);
+        free(be->weights[i]);
+    }
+    free(be->weights);
+    pthread_mutex_destroy(&be->lock);
+    free(be);
+}
+
+#endif
