@@ -2,11 +2,19 @@
  *
  * All images' tokens live in one matrix x [M,C], image b in rows off[b] .. off[b]+len[b]-1 with
  * its cls token first (M = sum_b len[b]). Everything row-wise (LayerNorm, the linears, GELU,
- * the residuals, the score predictor's layers) runs once over all M rows: one sgemm per
- * linear. Attention runs per (image, head) pair in an OpenMP loop, so images of different
- * lengths never pad. Pruning stages run per image in an OpenMP loop too (sort, gather,
- * squeeze): a serial loop of small sgemm calls would make the OpenMP OpenBLAS start a thread
- * team for each one, while inside a parallel region it runs single-threaded.
+ * the residuals, the score predictor's layers) runs over all M rows, one sgemm per linear and
+ * team member; attention runs per (image, head) over query rows, so images of different
+ * lengths never pad. Pruning stages run per image (sort, gather, squeeze).
+ *
+ * One pass is ONE OpenMP parallel region. Its T members each own a contiguous block of the M
+ * rows and run every row-wise step on their rows with single-threaded BLAS (OpenBLAS runs
+ * single-threaded inside a parallel region). Only attention reads other members' rows (the
+ * keys and values), so a block needs one barrier, after the qkv linear; qkv is double
+ * buffered by block parity, so a member that runs ahead into the next block's qkv never
+ * overwrites keys another member still reads. Pruning stages add a few barriers. This
+ * replaces a thread team per sgemm and per element-wise pass (~100 fork/joins a pass),
+ * which dominated batch-1 latency, and lets a member's LayerNorm, GELU and residual run on
+ * rows its own sgemm just left in cache.
  *
  * The order of operations is that of the training framework's VIT_INFER path
  * (src/model/vit_forward.c, src/tps/infer.c), which follows the official TPS-CVPR2023 eval
@@ -21,24 +29,20 @@
 
 #define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
 
-/* This thread's scratch block. In a split batch each chunk runs on one thread whose nested
- * regions have a team of one (thread number 0), and its view starts at its own block. */
+/* This member's scratch block. In a split batch each chunk runs a team of one (thread number
+ * 0), and its view starts at its own block. */
 static float *thread_scratch(ti_view *ws) { return ws->scratch + (size_t)omp_get_thread_num() * ws->per_thread; }
 
-/* images [B,Cin,S,S] -> x: rows cls + pos[0], then patch_embed(patch j) + pos[1+j]. */
-static void embed(ti_view *ws, const float *images, size_t B) {
-    const tps_model *m = ws->m;
-    const size_t C = m->C, N = m->N, P = m->P, p = m->patch, S = m->img, G = S / p, Cin = m->in_chans;
-    float *patches = ws->hidden, *tok = ws->attn_out; /* [B*N,P], [B*N,C] */
-    #pragma omp parallel for num_threads(ws->nthreads) if (B * N * P > 32768)
-    for (size_t t = 0; t < B * N; t++) {
-        const size_t b = t / N, py = (t % N) / G, px = t % G;
-        float *row = patches + t * P;
-        for (size_t c = 0; c < Cin; c++)
-            for (size_t ky = 0; ky < p; ky++)
-                memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
-    }
-    ti_linear(patches, B * N, P, P, &m->patch_w, m->patch_b, C, tok, C);
+/* This member's share [*r0, *r1) of n rows. */
+static void my_rows(size_t n, size_t *r0, size_t *r1) {
+    const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+    *r0 = n * t / T;
+    *r1 = n * (t + 1) / T;
+}
+
+/* The packed layout of B whole images (before the team starts). */
+static void init_layout(ti_view *ws, size_t B) {
+    const size_t N = ws->m->N;
     ws->lay.rows = 0;
     for (size_t b = 0; b < B; b++) {
         ws->lay.off[b] = ws->lay.rows;
@@ -46,53 +50,88 @@ static void embed(ti_view *ws, const float *images, size_t B) {
         ws->lay.rows += 1 + N;
         for (size_t j = 0; j < N; j++) ws->orig[b * N + j] = (int32_t)j;
     }
-    #pragma omp parallel for num_threads(ws->nthreads) if (B * N * C > 32768)
-    for (size_t b = 0; b < B; b++) {
-        float *xb = ws->x + ws->lay.off[b] * C;
-        for (size_t c = 0; c < C; c++) xb[c] = m->cls_token[c] + m->pos_embed[c];
-        for (size_t j = 0; j < N; j++)
-            for (size_t c = 0; c < C; c++) xb[(1 + j) * C + c] = tok[(b * N + j) * C + c] + m->pos_embed[(1 + j) * C + c];
-    }
 }
 
-/* x += proj(attention(qkv(norm1(x)))); with_cls: keep each head's cls row for EViT. */
-static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
+/* images [B,Cin,S,S] -> x: rows cls + pos[0], then patch_embed(patch j) + pos[1+j]. Each
+ * member takes a share of the B*N patches (and of the cls rows); the caller's barrier follows. */
+static void embed(ti_view *ws, const float *images, size_t B) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, N = m->N, N1 = N + 1, P = m->P, p = m->patch, S = m->img, G = S / p, Cin = m->in_chans;
+    float *patches = ws->hidden, *tok = ws->attn_out; /* [B*N,P], [B*N,C] */
+    size_t t0, t1;
+    my_rows(B * N, &t0, &t1);
+    for (size_t t = t0; t < t1; t++) {
+        const size_t b = t / N, py = (t % N) / G, px = t % G;
+        float *row = patches + t * P;
+        for (size_t c = 0; c < Cin; c++)
+            for (size_t ky = 0; ky < p; ky++)
+                memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
+    }
+    ti_linear(patches + t0 * P, t1 - t0, P, P, &m->patch_w, m->patch_b, C, tok + t0 * C, C);
+    for (size_t t = t0; t < t1; t++) {
+        const size_t b = t / N, j = t % N;
+        float *xr = ws->x + (b * N1 + 1 + j) * C;
+        for (size_t c = 0; c < C; c++) xr[c] = tok[t * C + c] + m->pos_embed[(1 + j) * C + c];
+    }
+    size_t b0, b1;
+    my_rows(B, &b0, &b1);
+    for (size_t b = b0; b < b1; b++)
+        for (size_t c = 0; c < C; c++) ws->x[b * N1 * C + c] = m->cls_token[c] + m->pos_embed[c];
+}
+
+/* x += proj(attention(qkv(norm1(x)))) on this member's rows; qkv is this block's buffer.
+ * with_cls: keep each head's cls row for EViT (written by the member owning the cls row). */
+static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *qkv, bool with_cls) {
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
-    ti_layernorm(ws->x, M, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, ws->qkv, 3 * C);
-    /* a thread team costs more than tiny products save (tests' models, B = 1 of a small net) */
-    const bool worth = B * H > 1 && M * M / B * C > 65536;
-    #pragma omp parallel for schedule(dynamic) num_threads(ws->nthreads) if (worth)
-    for (long pair = 0; pair < (long)(B * H); pair++) {
-        const size_t b = (size_t)pair / H, h = (size_t)pair % H, off = ws->lay.off[b];
-        ti_attention_image(ws->qkv + off * 3 * C, ws->lay.len[b], C, H, h, thread_scratch(ws), ws->attn_out + off * C,
-                           with_cls ? ws->cls_rows + (size_t)pair * N1 : NULL);
+    size_t r0, r1;
+    my_rows(M, &r0, &r1);
+    ti_layernorm(ws->x + r0 * C, r1 - r0, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h + r0 * C);
+    ti_linear(ws->h + r0 * C, r1 - r0, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv + r0 * 3 * C, 3 * C);
+    #pragma omp barrier
+    /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
+    float *scores = thread_scratch(ws);
+    for (size_t b = 0; b < B; b++) {
+        const size_t off = ws->lay.off[b], n = ws->lay.len[b];
+        if (off + n <= r0) continue;
+        if (off >= r1) break;
+        const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
+        for (size_t h = 0; h < H; h++)
+            ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
+                              with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
     }
-    ti_linear_residual(ws->attn_out, M, C, &blk->proj_w, blk->proj_b, C, ws->x);
+    ti_linear_residual(ws->attn_out + r0 * C, r1 - r0, C, &blk->proj_w, blk->proj_b, C, ws->x + r0 * C);
 }
 
-/* x += fc2(gelu(fc1(norm2(x)))) */
+/* x += fc2(gelu(fc1(norm2(x)))) on this member's rows: no other member's rows are read. */
 static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
-    const size_t C = m->C, F = m->F, M = ws->lay.rows;
-    ti_layernorm(ws->x, M, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, M, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F);
-    ti_gelu(ws->hidden, M * F);
-    ti_linear_residual(ws->hidden, M, F, &blk->fc2_w, blk->fc2_b, C, ws->x);
+    const size_t C = m->C, F = m->F;
+    size_t r0, r1;
+    my_rows(ws->lay.rows, &r0, &r1);
+    const size_t R = r1 - r0;
+    ti_layernorm(ws->x + r0 * C, R, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h + r0 * C);
+    ti_linear(ws->h + r0 * C, R, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden + r0 * F, F);
+    ti_gelu(ws->hidden + r0 * F, R * F);
+    ti_linear_residual(ws->hidden + r0 * F, R, F, &blk->fc2_w, blk->fc2_b, C, ws->x + r0 * C);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
  * skip) -> ws->score [M] = log P(keep) for each spatial row. prev is all ones at inference,
- * so the global feature is the plain mean over the image's spatial tokens. */
+ * so the global feature is the plain mean over the image's spatial tokens. Every
+ * intermediate keeps row stride C, so one member's rows never overlap another's. */
 static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
-    float *z = ws->hidden, *h = ws->h;
-    ti_layernorm(ws->x, M, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h);
-    ti_linear(h, M, C, C, &q->in_fc_w, q->in_fc_b, C, z, C);
-    ti_gelu(z, M * C);
-    #pragma omp parallel for num_threads(ws->nthreads) if (B > 1 && M * C > 65536)
+    float *z = ws->hidden, *h = ws->h; /* [M,C] each */
+    size_t r0, r1;
+    my_rows(M, &r0, &r1);
+    const size_t R = r1 - r0;
+    ti_layernorm(ws->x + r0 * C, R, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h + r0 * C);
+    ti_linear(h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C);
+    #pragma omp barrier
+    #pragma omp for schedule(static)
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
         float *g = thread_scratch(ws);
@@ -104,16 +143,15 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
         }
         for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
-    }
-    ti_linear(z, M, C, C, &q->out0_w, q->out0_b, C2, h, C2);
-    ti_gelu(h, M * C2);
-    ti_linear(h, M, C2, C2, &q->out2_w, q->out2_b, C4, z, C4);
-    ti_gelu(z, M * C4);
-    ti_linear(z, M, C4, C4, &q->out4_w, q->out4_b, 2, h, 2);
+    } /* implicit barrier: the global features are in place */
+    ti_linear(z + r0 * C, R, C, C, &q->out0_w, q->out0_b, C2, h + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(h + r * C, C2);
+    ti_linear(h + r0 * C, R, C2, C, &q->out2_w, q->out2_b, C4, z + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C4);
+    ti_linear(z + r0 * C, R, C4, C, &q->out4_w, q->out4_b, 2, h + r0 * C, C);
     /* log_softmax over the 2 logits, column 0: (x0 - max) - log(sum exp(x - max)) */
-    #pragma omp parallel for num_threads(ws->nthreads) if (M > 4096)
-    for (size_t r = 0; r < M; r++) {
-        const float *xr = h + 2 * r;
+    for (size_t r = r0; r < r1; r++) {
+        const float *xr = h + r * C;
         const float mx = xr[1] > xr[0] ? xr[1] : xr[0];
         const double sum = (double)ag_expf(xr[0] - mx) + (double)ag_expf(xr[1] - mx);
         ws->score[r] = (xr[0] - mx) - (float)log(sum);
@@ -133,32 +171,46 @@ static size_t predictor_keep(const ti_view *ws, int s, const float *score, size_
     return above < lo ? lo : above > hi ? hi : above;
 }
 
+static void swap_layouts(ti_view *ws) {
+    float *x = ws->x;
+    ws->x = ws->x_next, ws->x_next = x;
+    ti_layout l = ws->lay;
+    ws->lay = ws->lay_next, ws->lay_next = l;
+    int32_t *o = ws->orig;
+    ws->orig = ws->orig_next, ws->orig_next = o;
+}
+
 /* Rows of x for the new layout: [cls; kept rows in order] per image; dtps squeezes the dropped
- * ones (in score order) into their hosts. */
-static tps_status predictor_stage(ti_view *ws, int s, size_t B) {
+ * ones (in score order) into their hosts. Called by every member; false (for all of them)
+ * when the budget asks for more tokens than are left. */
+static bool predictor_stage(ti_view *ws, int s, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N;
+    /* the predictor's buffers overlap other members' MLP rows (other row strides) */
+    #pragma omp barrier
     predictor_scores(ws, &m->pred[s], B);
     size_t *kn = ws->kept_n[s];
-    int bad = 0;
-    const bool worth = B > 1 && ws->lay.rows * C > 65536;
-    #pragma omp parallel for num_threads(ws->nthreads) reduction(| : bad) if (worth)
+    #pragma omp barrier
+    #pragma omp for schedule(static)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
         const float *score = ws->score + ws->lay.off[b] + 1;
         ti_sort_desc(score, n, ws->order + b * N, thread_scratch(ws));
         kn[b] = predictor_keep(ws, s, score, n);
-        bad |= kn[b] < 1 || kn[b] > n;
-    }
-    if (bad) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", s);
-    ws->lay_next.rows = 0;
-    for (size_t b = 0; b < B; b++) {
-        ws->lay_next.off[b] = ws->lay_next.rows;
-        ws->lay_next.len[b] = 1 + kn[b];
-        ws->lay_next.rows += 1 + kn[b];
+    } /* implicit barrier */
+    for (size_t b = 0; b < B; b++)
+        if (kn[b] < 1 || kn[b] > ws->lay.len[b] - 1) return false; /* every member sees the same */
+    #pragma omp single
+    {
+        ws->lay_next.rows = 0;
+        for (size_t b = 0; b < B; b++) {
+            ws->lay_next.off[b] = ws->lay_next.rows;
+            ws->lay_next.len[b] = 1 + kn[b];
+            ws->lay_next.rows += 1 + kn[b];
+        }
     }
     const bool squeeze = m->method == TI_DTPS;
-    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic) if (worth)
+    #pragma omp for schedule(dynamic)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         const float *src = ws->x + ws->lay.off[b] * C;
@@ -176,32 +228,43 @@ static tps_status predictor_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
         }
     }
-    return TPS_OK;
+    #pragma omp single
+    {
+        swap_layouts(ws);
+        ws->n_stages_run = s + 1;
+    }
+    return true;
 }
 
 /* EViT / eTPS inside the block, after the attention residual: top k by cls attention (mean
  * over heads); evit appends sum_{dropped} a_i x_i, etps squeezes the dropped tokens (in
- * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. */
-static tps_status evit_stage(ti_view *ws, int s, size_t B) {
+ * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. Called
+ * by every member, false for all of them on a bad budget. */
+static bool evit_stage(ti_view *ws, int s, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N, H = m->H, N1 = N + 1;
     size_t *kn = ws->kept_n[s];
-    int bad = 0;
-    for (size_t b = 0; b < B; b++) {
+    bool bad = false;
+    for (size_t b = 0; b < B; b++) { /* every member computes the same counts */
         const size_t n = ws->lay.len[b] - 1;
-        kn[b] = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
-        bad |= kn[b] < 1 || kn[b] > n;
+        const size_t k = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+        bad |= k < 1 || k > n;
     }
-    if (bad) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", s);
+    if (bad) return false;
     const bool fuse = m->method == TI_EVIT;
-    ws->lay_next.rows = 0;
-    for (size_t b = 0; b < B; b++) {
-        const size_t n = ws->lay.len[b] - 1, extra = fuse && kn[b] < n ? 1 : 0;
-        ws->lay_next.off[b] = ws->lay_next.rows;
-        ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
-        ws->lay_next.rows += ws->lay_next.len[b];
-    }
-    #pragma omp parallel for num_threads(ws->nthreads) schedule(dynamic) if (B > 1 && ws->lay.rows * C > 65536)
+    #pragma omp single
+    {
+        ws->lay_next.rows = 0;
+        for (size_t b = 0; b < B; b++) {
+            const size_t n = ws->lay.len[b] - 1;
+            kn[b] = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+            const size_t extra = fuse && kn[b] < n ? 1 : 0;
+            ws->lay_next.off[b] = ws->lay_next.rows;
+            ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
+            ws->lay_next.rows += ws->lay_next.len[b];
+        }
+    } /* implicit barrier: also every member's attention residual is in x */
+    #pragma omp for schedule(dynamic)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         float *tmp = thread_scratch(ws), *a = tmp + 2 * N1; /* sort room, then [n] attention */
@@ -249,50 +312,62 @@ static tps_status evit_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
         }
     }
-    return TPS_OK;
+    #pragma omp single
+    {
+        swap_layouts(ws);
+        ws->n_stages_run = s + 1;
+    }
+    return true;
 }
 
-static void swap_layouts(ti_view *ws) {
-    float *x = ws->x;
-    ws->x = ws->x_next, ws->x_next = x;
-    ti_layout l = ws->lay;
-    ws->lay = ws->lay_next, ws->lay_next = l;
-    int32_t *o = ws->orig;
-    ws->orig = ws->orig_next, ws->orig_next = o;
-}
-
-/* The whole pass over the B images of one view. */
-static tps_status run_view(ti_view *ws, const float *images, size_t B, float *logits) {
+/* The whole pass, run by every member of the view's team. Returns the failing stage, or -1. */
+static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const size_t C = m->C;
     const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
     const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
     const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
-    ws->n_stages_run = 0;
+    const bool two = omp_get_num_threads() > 1 && ws->qkv2;
     embed(ws, images, B);
+    #pragma omp barrier
     int s = 0;
     for (size_t i = 0; i < m->depth; i++) {
         const ti_block *blk = &m->blocks[i];
         const bool stage_here = s < n_stages && m->info.prune_loc[s] == (int)i;
         if (stage_here && predictor) {
-            tps_status st = predictor_stage(ws, s, B);
-            if (st != TPS_OK) return st;
-            swap_layouts(ws);
-            ws->n_stages_run = ++s;
+            if (!predictor_stage(ws, s, B)) return s;
+            s++;
         }
-        block_attention(ws, blk, B, stage_here && evit);
+        block_attention(ws, blk, B, two && (i & 1) ? ws->qkv2 : ws->qkv, stage_here && evit);
         if (stage_here && evit) {
-            tps_status st = evit_stage(ws, s, B);
-            if (st != TPS_OK) return st;
-            swap_layouts(ws);
-            ws->n_stages_run = ++s;
+            if (!evit_stage(ws, s, B)) return s;
+            s++;
         }
         block_mlp(ws, blk);
     }
     /* final norm and head on the cls rows */
-    for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
-    ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
-    ti_linear(ws->h, B, C, C, &m->head_w, m->head_b, m->K, logits, m->K);
+    #pragma omp barrier
+    #pragma omp single
+    {
+        for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
+        ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
+        ti_linear(ws->h, B, C, C, &m->head_w, m->head_b, m->K, logits, m->K);
+    }
+    return -1;
+}
+
+/* The whole pass over the B images of one view, by a team of ws->nthreads. */
+static tps_status run_view(ti_view *ws, const float *images, size_t B, float *logits) {
+    ws->n_stages_run = 0;
+    init_layout(ws, B);
+    int failed = -1;
+    #pragma omp parallel num_threads(ws->nthreads)
+    {
+        const int f = run_team(ws, images, B, logits);
+        #pragma omp master
+        failed = f;
+    }
+    if (failed >= 0) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", failed);
     return TPS_OK;
 }
 
@@ -306,7 +381,7 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
     if (m->P > wide) wide = m->P;
     ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads,
                  .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
-                 .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
+                 .qkv2 = nthreads > 1 ? ws->qkv2 : NULL, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
                  .cls_rows = ws->cls_rows + b0 * m->H * N1, .score = ws->score + r0,
                  .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
                  .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},
@@ -319,10 +394,10 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
 }
 
 /* Two ways to use the cores. A large batch is split into one chunk per thread, each run
- * start to end by its thread with single-threaded BLAS: no barrier until the end, so a
- * thread the OS preempts (the machine is shared) delays only its own chunk, and every
- * sgemm still has thousands of rows. A small batch (latency) runs every step with all
- * threads instead. TPSINFER_SPLIT=0 forces the second way. */
+ * start to end by its thread (a team of one) with single-threaded BLAS: no barrier until
+ * the end, so a thread the OS preempts (the machine is shared) delays only its own chunk,
+ * and every sgemm still has thousands of rows. A small batch (latency) runs as one team
+ * sharing the rows of every step instead. TPSINFER_SPLIT=0 forces the second way. */
 tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const int nt = ws->nthreads;

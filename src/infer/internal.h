@@ -72,6 +72,7 @@ typedef struct ti_view {
     const float *keep_frac;
     int nthreads;                   /* threads of this view's parallel loops */
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
+    float *qkv2;                    /* the odd blocks' qkv when a team shares the rows, else NULL */
     float *scratch;                 /* nthreads blocks of per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;
@@ -91,6 +92,7 @@ struct tps_workspace {
     /* packed activations */
     float *x, *x_next, *h;          /* [M,C] residual stream, its next version, a LayerNorm out */
     float *qkv;                     /* [M,3C] */
+    float *qkv2;                    /* [M',3C] odd blocks' qkv for a team sharing rows (forward.c), M' its rows */
     float *attn_out;                /* [M,C] */
     float *hidden;                  /* [M,F] MLP hidden, also the predictor's and patches' room */
     float *cls_rows;                /* [B,H,1+N] each head's cls attention row (EViT) */
@@ -112,7 +114,7 @@ struct tps_workspace {
 /* status.c */
 tps_status ti_fail(tps_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* kernels.c: rows are independent, so M rows go to threads */
+/* kernels.c: single-threaded on the rows given (forward.c shares rows among a team) */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y);
 /* y [M,Cout] = x [M,Cin] w^T + b (bias written first so sgemm accumulates onto it, as the training
  * framework's linear does, for identical rounding). ldx/ldy are row strides. */
@@ -120,9 +122,10 @@ void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight
                float *y, size_t ldy);
 void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y);
 void ti_gelu(float *x, size_t n);
-/* out [rows of one image, C] = attention of one (image, head) pair; see kernels.c */
-void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,
-                        float *cls_row);
+/* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
+ * D columns, of [n,C] = attention over all n keys; see kernels.c */
+void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+                       float *out, float *cls_row);
 /* x / (||x|| + 1e-6) per row, norm [R] = ||x|| */
 void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
 

@@ -18,7 +18,6 @@
 
 /* y = (x - mean) / sqrt(var + eps) * w + b per row; statistics in double, two passes. */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
-    #pragma omp parallel for if (M * C > ROWS_PAR)
     for (size_t r = 0; r < M; r++) {
         const float *xr = x + r * C;
         float *yr = y + r * C;
@@ -69,7 +68,7 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w
 
 /* exact-erf GELU, x Phi(x), in place */
 void ti_gelu(float *x, size_t n) {
-    #pragma omp parallel for simd if (parallel: n > ROWS_PAR)
+    #pragma omp simd
     for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf(x[i]);
 }
 
@@ -91,21 +90,26 @@ static void softmax_row(float *row, size_t n) {
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }
 
-/* One (image, head) pair. qkv: the image's n rows of [n,3C]; out: its n rows of [n,C].
- *   S = q k^T D^-0.5 [n,n];  A = softmax(S);  out[:, h*D : h*D+D] = A v
- * cls_row (may be NULL) receives A's first row (EViT's cls attention of this head). The head
- * slices are read in place (leading dimension 3C); scores is [n,n] scratch. */
-void ti_attention_image(const float *qkv, size_t n, size_t C, size_t H, size_t h, float *scores, float *out,
-                        float *cls_row) {
-    const size_t D = C / H;
+/* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
+ * [n,3C]; out: its n rows of [n,C], of which rows i0 .. i1-1 are written:
+ *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*D : h*D+D] = A v
+ * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
+ * head). The head slices are read in place (leading dimension 3C); scores is [i1-i0,n]
+ * scratch. A team splits an image's queries among its members; each row's result does not
+ * depend on the split. */
+void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+                       float *out, float *cls_row) {
+    if (i1 <= i0) return;
+    const size_t D = C / H, nq = i1 - i0;
     const float scale = (float)(1.0 / sqrt((double)D));
-    const float *q = qkv + h * D, *k = q + C, *v = q + 2 * C;
-    const int in = (int)n, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, in, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
-    for (size_t i = 0; i < n; i++) softmax_row(scores + i * n, n);
+    const float *q = qkv + i0 * 3 * C + h * D, *k = qkv + C + h * D, *v = qkv + 2 * C + h * D;
+    const int in = (int)n, iq = (int)nq, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
+    for (size_t i = 0; i < nq; i++) softmax_row(scores + i * n, n);
     if (cls_row)
         for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, iD, in, 1.0f, scores, in, v, iC3, 0.0f, out + h * D, iC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, iD, in, 1.0f, scores, in, v, iC3, 0.0f,
+                out + i0 * C + h * D, iC);
 }
 
 /* official get_sim's normalisation: x / (||x|| + 1e-6), dividing as torch does */
