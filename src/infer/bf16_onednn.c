@@ -1,11 +1,16 @@
 /* BF16 linears through oneDNN's matmul (see bf16.h for what runs in BF16).
  *
  * Load: each weight [N,K] is reordered once into the blocked bf16 layout oneDNN's matmul
- * prefers (the same for every M of a shape: checked on this oneDNN, 2.6). Run: the input rows
- * are rounded to bf16 into a per-thread buffer and one matmul primitive per (M, N, K, ldy,
- * residual) computes y = a w^T + b (+ y through a sum post-op). M varies with the batch and
- * with pruning; oneDNN 2.6 picks its slower gemm:jit kernel for a runtime M, so primitives
- * are cached per M instead (a FIXED budget gives a handful of Ms; a THRESHOLD budget more).
+ * prefers. Run: the input rows are rounded to bf16 into a per-thread buffer and one matmul
+ * primitive per (M, N, K, ldy, residual, calling context) computes y = a w^T + b (+ y through
+ * a sum post-op). M varies with the batch and with pruning; oneDNN 2.6 picks its slower
+ * gemm:jit kernel for a runtime M, so primitives are cached per M instead (a FIXED budget
+ * gives a handful of Ms; a THRESHOLD budget more). The calling context (inside a parallel
+ * region or not, OpenMP's max threads) is part of the key because the kernel oneDNN picks,
+ * and the weight layout it wants, depend on the threads it expects: a primitive is always
+ * made with the layout it prefers (forcing the load-time layout on it made oneDNN fall back
+ * to its reference kernel, 100x slower, for some shapes), and a weight gets a second packed
+ * copy in that layout the first time one is needed (warm-up; at most MAX_COPIES).
  *
  * Threads: a tps_model is shared read-only between threads, so the primitive cache is
  * append-only (readers take no lock, writers a mutex), and everything a call writes lives in
@@ -66,16 +71,21 @@ bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_wei
 #define PACK_PROBE_M 256  /* the M whose primitive chooses a weight's layout and kernel */
 #define CONVERT_PAR (1 << 18) /* elements below which the input rounding stays on one thread */
 
+#define MAX_COPIES 4      /* packed layouts per weight; a primitive wanting a fifth runs FP32 */
+
 typedef struct packed { /* one weight */
     size_t N, K;
-    dnnl_memory_desc_t md; /* oneDNN's blocked bf16 layout of w^T [K,N] */
-    void *data;
+    const float *f; /* the FP32 weight [N,K], source of every copy */
     ti_bf16 *be;
+    dnnl_memory_desc_t md[MAX_COPIES]; /* oneDNN's blocked bf16 layouts of w^T [K,N] */
+    void *data[MAX_COPIES];
+    _Atomic int n_copies; /* published like the entries (entry_for) */
 } packed;
 
-typedef struct entry { /* one matmul primitive */
+typedef struct entry { /* one matmul primitive, or NULL prim: this shape runs FP32 */
     size_t M, N, K, ldy;
-    bool residual;
+    bool residual, in_parallel;
+    int max_threads;
     uint64_t id; /* process-unique: threads' memory objects name their primitive by it */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, bias, dst, pad;
@@ -189,16 +199,14 @@ tps_status ti_bf16_create(ti_bf16 **out) {
     return TPS_OK;
 }
 
-/* The matmul descriptors of one shape: src bf16 [M,K] dense, weights [K,N] (wei_md, or
- * "any"), bias f32 [1,N], dst f32 [M,N] with row stride ldy; residual adds a sum post-op. */
-static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool residual, const dnnl_memory_desc_t *wei_md,
-                             dnnl_primitive_desc_t *pd) {
+/* The matmul of one shape: src bf16 [M,K] dense, weights [K,N] in the layout oneDNN prefers
+ * ("any"), bias f32 [1,N], dst f32 [M,N] with row stride ldy; residual adds a sum post-op. */
+static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool residual, dnnl_primitive_desc_t *pd) {
     dnnl_memory_desc_t src, wei, bias, dst;
     dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)K}, wd = {(dnnl_dim_t)K, (dnnl_dim_t)N}, bd = {1, (dnnl_dim_t)N};
     dnnl_dims_t dd = {(dnnl_dim_t)M, (dnnl_dim_t)N}, ds = {(dnnl_dim_t)ldy, 1};
     dnnl_status_t s = dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_bf16, dnnl_ab);
-    if (s == dnnl_success && wei_md) wei = *wei_md;
-    else if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_format_tag_any);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_format_tag_any);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, ds);
     dnnl_matmul_desc_t desc;
@@ -218,6 +226,41 @@ static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool resi
     return s;
 }
 
+/* Rounds p->f into a new copy in layout md (the caller holds be->lock or owns p alone). */
+static dnnl_status_t add_copy(packed *p, const dnnl_memory_desc_t *md, dnnl_stream_t stream) {
+    const int n = atomic_load_explicit(&p->n_copies, memory_order_relaxed);
+    if (n == MAX_COPIES) return dnnl_out_of_memory;
+    const size_t bytes = dnnl_memory_desc_get_size(md);
+    void *data;
+    if (posix_memalign(&data, 64, bytes ? bytes : 64) != 0) return dnnl_out_of_memory;
+    /* p->f is [N,K] row-major: w^T [K,N] with strides (1, K), format tag "ba" */
+    dnnl_memory_desc_t user;
+    dnnl_dims_t wd = {(dnnl_dim_t)p->K, (dnnl_dim_t)p->N};
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_primitive_t reorder = NULL;
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&user, 2, wd, dnnl_f32, dnnl_ba);
+    if (s == dnnl_success) s = dnnl_memory_create(&from, &user, engine, (void *)p->f);
+    if (s == dnnl_success) s = dnnl_memory_create(&to, md, engine, data);
+    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &user, engine, md, engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&reorder, rpd);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    if (s == dnnl_success) s = dnnl_primitive_execute(reorder, stream, 2, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (reorder) dnnl_primitive_destroy(reorder);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    if (s != dnnl_success) {
+        free(data);
+        return s;
+    }
+    p->md[n] = *md;
+    p->data[n] = data;
+    atomic_store_explicit(&p->n_copies, n + 1, memory_order_release);
+    return dnnl_success;
+}
+
 tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
     w->packed = NULL;
     thread_state *t = this_thread();
@@ -229,7 +272,7 @@ tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
         be->weights = v, be->cap_weights = cap;
     }
     dnnl_primitive_desc_t pd = NULL;
-    if (make_pd(PACK_PROBE_M, N, K, N, false, NULL, &pd) != dnnl_success) return TPS_OK; /* no bf16 matmul: FP32 */
+    if (make_pd(PACK_PROBE_M, N, K, N, false, &pd) != dnnl_success) return TPS_OK; /* no bf16 matmul: FP32 */
     const char *impl = "";
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     if (!impl || strncmp(impl, "ref", 3) == 0) { /* the reference kernel is far slower than sgemm */
@@ -241,37 +284,16 @@ tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
         dnnl_primitive_desc_destroy(pd);
         return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed weight");
     }
-    p->N = N, p->K = K, p->be = be;
-    p->md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    p->N = N, p->K = K, p->f = w->f, p->be = be;
+    const dnnl_memory_desc_t md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     dnnl_primitive_desc_destroy(pd);
-    const size_t bytes = dnnl_memory_desc_get_size(&p->md);
-    if (posix_memalign(&p->data, 64, bytes ? bytes : 64) != 0) {
-        free(p);
-        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed [%zu,%zu] weight", N, K);
-    }
-    /* w->f is [N,K] row-major: w^T [K,N] with strides (1, K), format tag "ba" */
-    dnnl_memory_desc_t user;
-    dnnl_dims_t wd = {(dnnl_dim_t)K, (dnnl_dim_t)N};
-    dnnl_memory_t from = NULL, to = NULL;
-    dnnl_primitive_desc_t rpd = NULL;
-    dnnl_primitive_t reorder = NULL;
-    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&user, 2, wd, dnnl_f32, dnnl_ba);
-    if (s == dnnl_success) s = dnnl_memory_create(&from, &user, engine, (void *)w->f);
-    if (s == dnnl_success) s = dnnl_memory_create(&to, &p->md, engine, p->data);
-    if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &user, engine, &p->md, engine, NULL);
-    if (s == dnnl_success) s = dnnl_primitive_create(&reorder, rpd);
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    if (s == dnnl_success) s = dnnl_primitive_execute(reorder, t->stream, 2, args);
-    if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
-    if (reorder) dnnl_primitive_destroy(reorder);
-    if (rpd) dnnl_primitive_desc_destroy(rpd);
-    if (from) dnnl_memory_destroy(from);
-    if (to) dnnl_memory_destroy(to);
+    dnnl_status_t s = add_copy(p, &md, t->stream);
     if (s != dnnl_success) {
-        free(p->data);
         free(p);
-        return ti_fail(TPS_ERR_INTERNAL, "BF16 inference: reordering a [%zu,%zu] weight failed (oneDNN status %d)", N,
-                       K, (int)s);
+        return s == dnnl_out_of_memory
+                   ? ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed [%zu,%zu] weight", N, K)
+                   : ti_fail(TPS_ERR_INTERNAL, "BF16 inference: reordering a [%zu,%zu] weight failed (oneDNN status %d)",
+                             N, K, (int)s);
     }
     be->weights[be->n_weights++] = p;
     w->packed = p;
@@ -280,30 +302,43 @@ tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
 
 size_t ti_bf16_packed_count(const ti_bf16 *be) { return be ? be->n_weights : 0; }
 
-static entry *find(ti_bf16 *be, size_t from, size_t to, size_t M, size_t N, size_t K, size_t ldy, bool residual) {
+typedef struct key {
+    size_t M, N, K, ldy;
+    bool residual, in_parallel;
+    int max_threads;
+} key;
+
+static entry *find(ti_bf16 *be, size_t from, size_t to, const key *k) {
     for (size_t i = from; i < to; i++) {
         entry *e = be->entries[i];
-        if (e->M == M && e->N == N && e->K == K && e->ldy == ldy && e->residual == residual) return e;
+        if (e->M == k->M && e->N == k->N && e->K == k->K && e->ldy == k->ldy && e->residual == k->residual &&
+            e->in_parallel == k->in_parallel && e->max_threads == k->max_threads)
+            return e;
     }
     return NULL;
 }
 
-/* The primitive of this shape, made on first use (under the lock; lookups take none: an
- * entry is complete before the release store that publishes it). NULL: cannot be made. */
+/* The primitive of this shape and context, made on first use (under the lock; lookups take
+ * none: an entry is complete before the release store that publishes it). NULL: cannot be
+ * made now; an entry without a primitive: oneDNN has only its reference kernel here. */
 static entry *entry_for(const packed *p, size_t M, size_t ldy, bool residual) {
     ti_bf16 *be = p->be;
+    const key k = {M, p->N, p->K, ldy, residual, omp_in_parallel() != 0, omp_get_max_threads()};
     size_t n = atomic_load_explicit(&be->n_entries, memory_order_acquire);
-    entry *e = find(be, 0, n, M, p->N, p->K, ldy, residual);
+    entry *e = find(be, 0, n, &k);
     if (e) return e;
     pthread_mutex_lock(&be->lock);
     size_t n2 = atomic_load_explicit(&be->n_entries, memory_order_relaxed);
-    e = find(be, n, n2, M, p->N, p->K, ldy, residual);
+    e = find(be, n, n2, &k);
     if (!e && n2 < MAX_ENTRIES && (e = calloc(1, sizeof *e))) {
         dnnl_primitive_desc_t pd = NULL;
-        bool ok = make_pd(M, p->N, p->K, ldy, residual, &p->md, &pd) == dnnl_success &&
-                  dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+        const char *impl = NULL;
+        bool ok = make_pd(M, p->N, p->K, ldy, residual, &pd) == dnnl_success &&
+                  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success;
+        if (ok && impl && strncmp(impl, "ref", 3) != 0) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
         if (ok) {
             e->M = M, e->N = p->N, e->K = p->K, e->ldy = ldy, e->residual = residual;
+            e->in_parallel = k.in_parallel, e->max_threads = k.max_threads;
             e->id = atomic_fetch_add(&next_id, 1);
             e->src = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
             e->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -322,6 +357,22 @@ static entry *entry_for(const packed *p, size_t M, size_t ldy, bool residual) {
     }
     pthread_mutex_unlock(&be->lock);
     return e;
+}
+
+/* Weight p in entry e's layout: a copy made at load, or one made now (warm-up, under the
+ * lock). NULL: no room for another copy, or no memory. */
+static void *copy_for(packed *p, const entry *e, thread_state *t) {
+    int n = atomic_load_explicit(&p->n_copies, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (dnnl_memory_desc_equal(&p->md[i], &e->wei)) return p->data[i];
+    pthread_mutex_lock(&p->be->lock);
+    void *data = NULL;
+    const int n2 = atomic_load_explicit(&p->n_copies, memory_order_relaxed);
+    for (int i = n; i < n2 && !data; i++)
+        if (dnnl_memory_desc_equal(&p->md[i], &e->wei)) data = p->data[i];
+    if (!data && add_copy(p, &e->wei, t->stream) == dnnl_success) data = p->data[n2];
+    pthread_mutex_unlock(&p->be->lock);
+    return data;
 }
 
 /* This thread's memory objects for entry e (made on first use). */
@@ -353,11 +404,13 @@ static slot *slot_for(thread_state *t, const entry *e) {
 
 bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
                     float *y, size_t ldy, bool residual) {
-    const packed *p = w->packed;
+    packed *p = w->packed;
     if (!p || p->K != K || p->N != N || M == 0) return false;
     thread_state *t = this_thread();
     entry *e = t ? entry_for(p, M, ldy, residual) : NULL;
-    slot *s = e ? slot_for(t, e) : NULL;
+    if (!e || !e->prim) return false;
+    void *wdata = copy_for(p, e, t);
+    slot *s = wdata ? slot_for(t, e) : NULL;
     if (!s || !grow((void **)&t->a, &t->a_bytes, M * K * sizeof(uint16_t)) || !grow(&t->pad, &t->pad_bytes, e->pad_bytes))
         return false;
     uint16_t *a = t->a;
@@ -365,7 +418,7 @@ bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_wei
     for (size_t r = 0; r < M; r++) ti_bf16_round(x + r * ldx, K, a + r * K);
     /* oneDNN takes non-const handles; it only reads src, weights and bias */
     if (dnnl_memory_set_data_handle(s->src, a) != dnnl_success ||
-        dnnl_memory_set_data_handle(s->wei, p->data) != dnnl_success ||
+        dnnl_memory_set_data_handle(s->wei, wdata) != dnnl_success ||
         dnnl_memory_set_data_handle(s->bias, (void *)b) != dnnl_success ||
         dnnl_memory_set_data_handle(s->dst, y) != dnnl_success ||
         dnnl_memory_set_data_handle(s->pad, t->pad) != dnnl_success)
@@ -382,11 +435,11 @@ void ti_bf16_free(ti_bf16 *be) {
     if (!be) return;
     size_t n = atomic_load(&be->n_entries);
     for (size_t i = 0; i < n; i++) {
-        dnnl_primitive_destroy(be->entries[i]->prim);
+        if (be->entries[i]->prim) dnnl_primitive_destroy(be->entries[i]->prim);
         free(be->entries[i]);
     }
     for (size_t i = 0; i < be->n_weights; i++) {
-        free(be->weights[i]->data);
+        for (int c = 0; c < be->weights[i]->n_copies; c++) free(be->weights[i]->data[c]);
         free(be->weights[i]);
     }
     free(be->weights);
