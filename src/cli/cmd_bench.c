@@ -15,7 +15,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 1,32] [--iters 20]\n"
-            "                        [--engine lib|autograd]\n"
+            "                        [--engine lib|autograd] [--precision fp32|bf16]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -23,7 +23,8 @@ static void usage(FILE *f) {
             "measured in this run, peak RSS, the OpenBLAS core type and threads. `infer` also runs the dense\n"
             "model and prints the speed-up; --engine lib (default) times libtpsinfer, the library applications\n"
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
-            "OpenBLAS' kernels; the environment here forces Haswell (AVX2).\n"
+            "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
+            "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
 
@@ -36,6 +37,7 @@ int cmd_bench(int argc, char **argv) {
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
     float keep = 0.7f;
     const char *engine = "lib";
+    tps_precision precision = TPS_PRECISION_FP32;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
@@ -49,11 +51,22 @@ int cmd_bench(int argc, char **argv) {
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
             engine = value;
+        else if (!train && cli_opt(argc, argv, &i, "--precision", &value) && value &&
+                 (!strcmp(value, "fp32") || !strcmp(value, "bf16")))
+            precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
         else {
             fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
         }
+    }
+    if (precision != TPS_PRECISION_FP32 && strcmp(engine, "lib") != 0) {
+        fprintf(stderr, "tpsc bench: --precision bf16 needs --engine lib (the framework's path is FP32)\n");
+        return 2;
+    }
+    if (tps_precision_supported(precision) != TPS_OK) {
+        fprintf(stderr, "tpsc bench: %s\n", tps_last_error());
+        return 1;
     }
     ag_set_threads(threads);
     vit_config vc;
@@ -84,9 +97,9 @@ int cmd_bench(int argc, char **argv) {
     const char *wait = getenv("OMP_WAIT_POLICY");
     printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(),
            ag_get_threads(), wait ? wait : "(libgomp default)", peak);
-    printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s\n", vc.arch, vc.img_size,
+    printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method), train ? "" : ", engine ",
-           train ? "" : engine);
+           train ? "" : engine, train ? "" : precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];
@@ -100,7 +113,7 @@ int cmd_bench(int argc, char **argv) {
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
             tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
-                         : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, &rm)
+                         : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, precision, &rm)
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
