@@ -1,14 +1,18 @@
-/* tpsc eval CKPT... [--keep-ratio R] [--set k=v]: evaluate checkpoints on the validation data
- * their recipe names, side by side in one run, and print a Markdown table. */
+/* tpsc eval CKPT... [--keep-ratio R] [--set k=v] [--precision P]: evaluate checkpoints on the
+ * validation data their recipe names, side by side in one run, and print a Markdown table.
+ * --precision runs libtpsinfer (the deployed engine) instead of the framework's path. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "autograd/threads.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
+#include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
 #include "src/train/evaluate.h"
+#include "src/train/progress.h"
 #include "src/train/setup.h"
 #include "src/util/alloc.h"
 #include "src/util/log.h"
@@ -16,10 +20,14 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
+            "                 [--precision fp32|bf16]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
-            "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n");
+            "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n"
+            "--precision evaluates through libtpsinfer instead of the training framework's path: the model is\n"
+            "exported to a temporary inference file (as `tpsc export`) and run in that precision (bf16: linear\n"
+            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n");
 }
 
 typedef struct row {
@@ -28,7 +36,81 @@ typedef struct row {
     tpsc_eval_result ev;
 } row;
 
-static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads, row *out) {
+/* Is `label` among the k largest of row[0..K)? Ties count against the label (strict >), as
+ * tpsc_evaluate. */
+static bool in_top_k(const float *v, size_t K, int32_t label, size_t k) {
+    size_t higher = 0;
+    for (size_t j = 0; j < K; j++)
+        if (v[j] > v[label]) higher++;
+    return higher < k;
+}
+
+/* tpsc_evaluate's pass through libtpsinfer: m (its loaded weights) is written as an inference
+ * file, opened in `precision` and run on every validation batch. */
+static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+                                tpsc_eval_result *res) {
+    memset(res, 0, sizeof *res);
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/tpsc_eval_XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
+    close(fd);
+    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params};
+    tpsc_status st = tpsc_checkpoint_save(path, &ck);
+    tps_model *lib = NULL;
+    tps_workspace *ws = NULL;
+    const tps_open_options oo = {.precision = precision};
+    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, &lib) != TPS_OK || tps_workspace_create(lib, max_batch, &ws) != TPS_OK))
+        st = tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
+    unlink(path);
+    const size_t K = m->cfg.num_classes;
+    float *logits = st == TPSC_OK ? tpsc_malloc(max_batch * K * sizeof(float), "eval logits") : NULL;
+    if (st == TPSC_OK && !logits) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) st = tpsc_loader_seek(val, (tpsc_data_position){0, 0});
+    size_t correct1 = 0, correct5 = 0;
+    double forward_s = 0;
+    while (st == TPSC_OK) {
+        tpsc_batch b;
+        st = tpsc_loader_next(val, &b);
+        if (st != TPSC_OK || b.count == 0) break;
+        if (b.count > max_batch) {
+            tpsc_loader_release(val, &b);
+            st = tpsc_fail(TPSC_ERR_INTERNAL, "a validation batch of %zu images (expected <= %zu)", b.count, max_batch);
+            break;
+        }
+        double t0 = tpsc_now();
+        if (tps_run(ws, b.images, b.count, logits) != TPS_OK) {
+            tpsc_loader_release(val, &b);
+            st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+            break;
+        }
+        forward_s += tpsc_now() - t0;
+        for (size_t i = 0; i < b.count; i++) {
+            correct1 += in_top_k(logits + i * K, K, b.labels[i], 1);
+            correct5 += in_top_k(logits + i * K, K, b.labels[i], K < 5 ? K : 5);
+        }
+        res->n_stages = tps_num_stages(ws);
+        for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] += tps_mean_kept(ws, s) * (double)b.count;
+        res->images += b.count;
+        tpsc_loader_release(val, &b);
+    }
+    tpsc_free(logits);
+    tps_workspace_free(ws);
+    tps_model_close(lib);
+    if (st != TPSC_OK) return st;
+    if (res->images == 0) return tpsc_fail(TPSC_ERR_ARG, "evaluation: the validation set is empty");
+    res->top1 = 100.0 * (double)correct1 / (double)res->images;
+    res->top5 = 100.0 * (double)correct5 / (double)res->images;
+    for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] /= (double)res->images;
+    res->images_per_s = forward_s > 0 ? (double)res->images / forward_s : 0;
+    res->gmacs = tpsc_model_gmacs(m);
+    return TPSC_OK;
+}
+
+/* precision < 0: the framework's path; else libtpsinfer in that precision */
+static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
+                            int precision, row *out) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -56,7 +138,11 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     if (st == TPSC_OK) st = tpsc_loader_open(&val, &dc, TPSC_SPLIT_VAL);
     ag_ctx *ctx = ag_ctx_create(0);
     if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
-    if (st == TPSC_OK) st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
+    if (st == TPSC_OK && precision >= 0)
+        st = evaluate_lib(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size),
+                          (tps_precision)precision, &out->ev);
+    else if (st == TPSC_OK)
+        st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
     snprintf(out->method, sizeof out->method, "%s", tps_method_name(tc.method));
     ag_ctx_free(ctx);
@@ -68,7 +154,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
 
 int cmd_eval(int argc, char **argv) {
     const char *paths[64], *sets[64], *value;
-    int n_paths = 0, n_sets = 0, threads = -1;
+    int n_paths = 0, n_sets = 0, threads = -1, precision = -1;
     float keep = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -84,6 +170,13 @@ int cmd_eval(int argc, char **argv) {
             }
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
+        } else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
+                   (!strcmp(value, "fp32") || !strcmp(value, "bf16"))) {
+            precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
+            if (tps_precision_supported((tps_precision)precision) != TPS_OK) {
+                fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
+                return 1;
+            }
         } else if (argv[i][0] != '-' && n_paths < 64) {
             paths[n_paths++] = argv[i];
         } else {
@@ -97,12 +190,13 @@ int cmd_eval(int argc, char **argv) {
     }
     row rows[64];
     for (int i = 0; i < n_paths; i++) {
-        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, &rows[i]);
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision, &rows[i]);
         if (st != TPSC_OK) return cli_fail("eval", st);
     }
     double dense_ips = 0;
     for (int i = 0; i < n_paths; i++)
         if (!strcmp(rows[i].method, "none")) dense_ips = rows[i].ev.images_per_s;
+    if (precision >= 0) printf("engine libtpsinfer, precision %s\n", precision == TPS_PRECISION_BF16 ? "bf16" : "fp32");
     printf("| checkpoint | method | test top-1 | top-5 | GMACs/img | images/s | speed-up |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < n_paths; i++) {
