@@ -356,3 +356,34 @@ Test(infer_bf16, refused_without_avx512_bf16) {
     cr_expect_str_eq(tps_status_str(TPS_ERR_UNSUPPORTED), "not supported by this build or CPU");
     fx_close(&fx);
 }
+
+/* ---- the CLI ------------------------------------------------------------------------------ */
+
+/* The first class line (top-1 name and probability) `tpsc infer ... --precision P` prints,
+ * and its exit status. */
+static int cli_top1(const char *precision, char *name, double *pct) {
+    char tpsc[512], cmd[2048], line[512];
+    snprintf(tpsc, sizeof tpsc, "%s/tpsc", TPSC_BINARY_DIR);
+    if (access(tpsc, X_OK) != 0) cr_skip_test("%s is not built", tpsc);
+    snprintf(cmd, sizeof cmd, "%s infer %s/infer_tiny.h5 %s/data/smooth0.jpg --top 1 --threads 1 --precision %s 2>&1",
+             tpsc, TPSC_FIXTURE_DIR, TPSC_FIXTURE_DIR, precision);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    name[0] = '\0';
+    while (fgets(line, sizeof line, p))
+        if (!name[0] && sscanf(line, " %lf%% %127s", pct, name) != 2) name[0] = '\0';
+    const int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The flag is wired: `tpsc infer --precision bf16` runs and names the FP32 run's top-1 class
+ * (the accuracy itself is the tests above); an unknown precision is a usage error (status 2). */
+Test(infer_bf16, cli_precision) {
+    need_bf16();
+    char f[128], h[128];
+    double pf = 0, ph = 0;
+    cr_assert_eq(cli_top1("fp32", f, &pf), 0);
+    cr_assert_eq(cli_top1("bf16", h, &ph), 0);
+    cr_expect_str_eq(h, f, "top-1 %s (bf16, %.2f%%) vs %s (fp32, %.2f%%)", h, ph, f, pf);
+    cr_expect_eq(cli_top1("fp16", f, &pf), 2);
+}
