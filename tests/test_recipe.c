@@ -235,6 +235,9 @@ Test(recipe, named_arch_contradicted) {
 Test(recipe, distillation_without_teacher) {
     expect_load_error("bad_no_teacher.ini", TPSC_ERR_CONFIG, 6, "[loss] distill_weight", "[teacher] checkpoint");
 }
+Test(recipe, guide_without_teacher) {
+    expect_load_error("bad_guide_no_teacher.ini", TPSC_ERR_CONFIG, 7, "[loss] guide_weight", "[teacher] checkpoint");
+}
 Test(recipe, randaug_grammar) { expect_load_error("bad_randaug.ini", TPSC_ERR_CONFIG, 3, "[augment] randaug", "mstdx"); }
 Test(recipe, patch_must_divide_image) {
     expect_load_error("bad_patch.ini", TPSC_ERR_CONFIG, 4, "[model] patch_size", "does not divide img_size 28");

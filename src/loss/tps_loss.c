@@ -52,6 +52,41 @@ static ag_tensor *token_loss(ag_ctx *ctx, const tps_loss_config *cfg, const vit_
     return ag_kl_div(ctx, ag_log_softmax(ctx, sp), ag_log_softmax(ctx, tp), (float)n_rows);
 }
 
+/* Per stage: targets [B*N,2] = (1,0) for the teacher's top-k_s tokens by cls attention, (0,1)
+ * for the rest; CE against the predictor's log-probs (log_softmax of log-probs is the identity,
+ * so ag_cross_entropy_soft sees them as logits and its gradient is p - target). */
+static ag_tensor *guide_loss(ag_ctx *ctx, const tps_config *tps, const vit_output *st, const vit_output *te) {
+    ag_tensor *sum = NULL;
+    for (int s = 0; s < st->n_stages; s++) {
+        ag_tensor *logp = st->score[s], *attn = te->cls_attn[s];
+        if (!logp || !attn)
+            return ag_error(ctx, TPSC_ERR_ARG, "guide loss, stage %d: needs the student's predictor scores and the teacher's "
+                            "cls attention at block %d", s, tps->prune_loc[s]);
+        const size_t B = logp->shape[0], N = logp->shape[1];
+        char sl[64], sa[64];
+        if (logp->ndim != 3 || logp->shape[2] != 2 || attn->ndim != 2 || attn->shape[0] != B || attn->shape[1] != N)
+            return ag_error(ctx, TPSC_ERR_SHAPE, "guide loss, stage %d: scores %s must be [B,N,2] and teacher attention %s [B,N]",
+                            s, ag_shape_str(logp, sl, sizeof sl), ag_shape_str(attn, sa, sizeof sa));
+        const size_t k = tps_keep_count(tps, s, N);
+        int32_t *order = ag_alloc(ctx, B * N * sizeof *order);
+        ag_tensor *target = ag_new2(ctx, B * N, 2);
+        if (!order || !target || !tps_sort_desc(ctx, attn->data, B, N, order)) return NULL;
+        for (size_t i = 0; i < B * N; i++) {
+            target->data[2 * i] = 0.0f;
+            target->data[2 * i + 1] = 1.0f;
+        }
+        for (size_t b = 0; b < B; b++)
+            for (size_t j = 0; j < k; j++) {
+                const size_t row = b * N + (size_t)order[b * N + j];
+                target->data[2 * row] = 1.0f;
+                target->data[2 * row + 1] = 0.0f;
+            }
+        ag_tensor *term = ag_cross_entropy_soft(ctx, ag_reshape(ctx, logp, 2, (size_t[]){B * N, 2}), target);
+        sum = sum ? ag_add(ctx, sum, term) : term;
+    }
+    return sum ? ag_scale(ctx, sum, 1.0f / (float)st->n_stages) : NULL;
+}
+
 tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_config *cfg, const vit_output *student,
                              ag_tensor *targets, const vit_output *teacher, tps_loss_parts *out) {
     *out = (tps_loss_parts){0};
@@ -71,6 +106,11 @@ tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_
             out->token_kl = token_loss(ctx, cfg, student, teacher);
             if (out->token_kl) total = ag_add(ctx, total, ag_scale(ctx, out->token_kl, cfg->distill_weight));
         }
+    }
+    if (cfg->guide_weight != 0.0f && tps_method_has_predictor(tps->method) && student->n_stages > 0) {
+        if (!teacher) return tpsc_fail(TPSC_ERR_ARG, "tps loss: the guide term (weight %g) needs a teacher", (double)cfg->guide_weight);
+        out->guide = guide_loss(ctx, tps, student, teacher);
+        if (out->guide) total = ag_add(ctx, total, ag_scale(ctx, out->guide, cfg->guide_weight));
     }
     /* a term that failed (NULL, error kept in ctx) must not leave a total without it */
     tpsc_status st = ag_ctx_status(ctx);

@@ -4,9 +4,19 @@
  *        + ratio_weight * mean_s mean_b (mean_i keep^s_{b,i} - keep_frac_s)^2
  *        + distill_weight * KL(teacher cls || student cls)          (log-space, batchmean)
  *        + distill_weight * token term over the final kept tokens   (KL over channels, or MSE)
+ *        + guide_weight * mean_s CE(predictor_s, teacher's top-k_s by cls attention)    (ours)
  *
  * The ratio term exists only for predictor methods in training (they carry masks); the token
- * term needs masks as well, so evit/etps distil the cls logits only. */
+ * term needs masks as well, so evit/etps distil the cls logits only.
+ *
+ * The guide term is not in the official code (default weight 0). A score predictor starts from
+ * random weights and learns only through the straight-through Gumbel masks, which takes the
+ * official 30 ImageNet epochs; in a fine-tune of a few hundred steps it still ranks tokens worse
+ * than the teacher's cls attention does with no training at all (EViT's criterion). The guide
+ * teaches each stage's predictor, by cross-entropy per token, to keep the k_s tokens that the
+ * teacher's head-mean cls attention ranks highest at the block the stage precedes
+ * (k_s = tps_keep_count), so the Gumbel masks start near a good policy and the ratio loss near
+ * its target. The teacher is dense: its attention never saw a pruned sequence. */
 #ifndef TPSC_LOSS_TPS_LOSS_H
 #define TPSC_LOSS_TPS_LOSS_H
 
@@ -15,17 +25,19 @@
 typedef enum { TPS_DISTILL_TOKEN_NONE = 0, TPS_DISTILL_TOKEN_KL, TPS_DISTILL_TOKEN_MSE } tps_distill_token;
 
 typedef struct tps_loss_config {
-    float clf_weight, ratio_weight, distill_weight;
+    float clf_weight, ratio_weight, distill_weight, guide_weight;
     tps_distill_token distill_token;
     bool distill_cls;
 } tps_loss_config;
 
 typedef struct tps_loss_parts {
-    ag_tensor *total, *ce, *ratio, *cls_kl, *token_kl; /* scalars [1]; NULL when absent */
+    ag_tensor *total, *ce, *ratio, *cls_kl, *token_kl, *guide; /* scalars [1]; NULL when absent */
 } tps_loss_parts;
 
 /* student: a VIT_TRAIN output. targets [B,K] soft. teacher: a dense model's output on the same
- * images (logits and tokens, no gradient), or NULL for no distillation. */
+ * images (logits and tokens, no gradient), or NULL for no distillation. The guide term needs
+ * the student's score[s] and the teacher's cls_attn[s], probed at block tps->prune_loc[s]
+ * (vit_forward_opts.probe_blocks). */
 tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_config *cfg, const vit_output *student,
                              ag_tensor *targets, const vit_output *teacher, tps_loss_parts *out);
 

@@ -60,12 +60,19 @@ typedef struct vit_forward_opts {
     const float *gumbel_u[TPS_MAX_STAGES]; /* VIT_TRAIN: noise [B,N,2] per stage, or NULL: draw */
     tpsc_rng *rng;                         /* where noise is drawn from when not given */
     const size_t *keep_override;           /* VIT_INFER: tokens kept per stage instead of cfg's */
+    /* Dense models only: out->cls_attn[i] receives the cls attention of block probe_blocks[i]
+     * (a teacher's, for the predictor guide loss of src/loss/tps_loss.h). */
+    int probe_blocks[TPS_MAX_STAGES];
+    int n_probe;
 } vit_forward_opts;
 
 typedef struct vit_output {
     ag_tensor *logits;                     /* [B,K] */
     ag_tensor *tokens;                     /* [B,n,C] final normed spatial tokens (distillation) */
     ag_tensor *keep[TPS_MAX_STAGES];       /* VIT_TRAIN, predictor methods: hard masks [B,N] */
+    ag_tensor *score[TPS_MAX_STAGES];      /* VIT_TRAIN, predictor methods: predictor log-probs [B,N,2]
+                                              (column 0 = keep) */
+    ag_tensor *cls_attn[TPS_MAX_STAGES];   /* opts->probe_blocks: head-mean cls attention [B,N] */
     int n_stages;
     size_t kept_count[TPS_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
     int32_t *kept_orig[TPS_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch

@@ -103,13 +103,17 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             for (size_t j = 0; j < N; j++) orig[b * N + j] = (int32_t)j;
     }
 
-    int s = 0;
+    if (opts->n_probe > 0 && tps->method != TPS_NONE)
+        return ag_error(ctx, TPSC_ERR_ARG, "vit_forward: attention probes need a dense model (method none), not %s",
+                        tps_method_name(tps->method));
+    int s = 0, probe = 0;
     for (size_t i = 0; i < c->depth && x; i++) {
         const vit_block *blk = &m->blocks[i];
         bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
         if (stage_here && predictor && train) {
             ag_tensor *keep = NULL;
-            x = tps_train_stage(ctx, tps, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng, &keep);
+            x = tps_train_stage(ctx, tps, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng, &keep,
+                                &out->score[s]);
             if (!keep) return NULL;
             out->keep[s] = keep;
             prev = keep;
@@ -159,7 +163,8 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             x = block_mlp(ctx, m, blk, x);
             continue;
         }
-        x = block_attention(ctx, m, blk, x, policy, NULL);
+        bool probe_here = probe < opts->n_probe && opts->probe_blocks[probe] == (int)i;
+        x = block_attention(ctx, m, blk, x, policy, probe_here ? &out->cls_attn[probe++] : NULL);
         x = block_mlp(ctx, m, blk, x);
     }
     if (!x) return NULL;

@@ -113,6 +113,7 @@ typedef struct tpsc_recipe_schedule {
 /* [loss] (ratio and distillation terms apply to predictor methods: dynamicvit, dtps) */
 typedef struct tpsc_recipe_loss {
     float clf_weight, ratio_weight, distill_weight;
+    float guide_weight;                /* predictor guide by the teacher's cls attention (ours) */
     tpsc_distill_token distill_token;  /* on the final kept spatial tokens */
     bool distill_cls;                  /* KL on the cls logits */
 } tpsc_recipe_loss;

@@ -130,6 +130,9 @@ const recipe_key recipe_keys[] = {
     ENUM("loss", "distill_token", loss.distill_token, "kl", "kl|mse|none",
          "distillation of the final kept spatial tokens: KL of channel softmax (TPS), MSE (DynamicViT), none"),
     BOOL("loss", "distill_cls", loss.distill_cls, "true", "KL distillation of the classification logits"),
+    FLOAT("loss", "guide_weight", loss.guide_weight, "0", 0, 1000,
+          "weight of the predictor guide: CE of each score predictor against the teacher's cls-attention top-k "
+          "(predictor methods; needs [teacher] checkpoint; ours, 0 = official)"),
 
     /* ---- [teacher] --------------------------------------------------------------------------- */
     STRING("teacher", "checkpoint", teacher.checkpoint, "",

@@ -190,6 +190,9 @@ static tpsc_status validate_training(const tpsc_recipe *r) {
             return key_fail(r, "loss", "distill_weight", "%g but distill_token = none and distill_cls = false: nothing to distill",
                             (double)r->loss.distill_weight);
     }
+    if (tps_method_has_predictor(m) && r->loss.guide_weight > 0 && !r->teacher.checkpoint[0])
+        return key_fail(r, "loss", "guide_weight",
+                        "%g needs [teacher] checkpoint: the guide is the teacher's cls attention", (double)r->loss.guide_weight);
     if (r->data.format != TPSC_DATA_FASHION_MNIST) {
         if (!r->data.train[0]) return key_fail(r, "data", "train", "data.format needs a training set path");
         if (!r->data.val[0]) return key_fail(r, "data", "val", "data.format needs a validation set path");

@@ -46,6 +46,10 @@ tpsc_status tps_config_validate(const tps_config *cfg, int depth);
 /* Patch tokens kept after stage s for predictor methods: floor(N * keep_frac[s]) (at least 1),
  * computed in double from the decimal keep_frac was parsed from, as Python's int(N * ratio).*/
 size_t tps_keep_count(const tps_config *cfg, int stage, size_t n_patches);
+/* topk.c (also the guide loss): order[b*n + r] = index of the r-th highest score[b*n + :] (n per row); ties: lower
+ * index first; NaN scores last. Scratch from the context's arena; false on failure. */
+bool tps_sort_desc(ag_ctx *ctx, const float *score, size_t B, size_t n, int32_t *order);
+
 
 /* ---- score predictor (DynamicViT PredictorLG), predictor.c --------------------------------- */
 /* Parameter indices into the model's ag_params; names score_predictor.{s}.in_conv.{0,1}.*,
@@ -73,9 +77,11 @@ ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
 
 /* One predictor-method pruning stage in training. x [B,1+N,C] (cls first), prev [B,N].
  * u: [B,N,2] uniform noise, or NULL to draw it from rng. Returns the sequence for the next
- * blocks [B,1+N,C] (dtps: squeezed; dynamicvit: x itself); *keep receives [B,N]. */
+ * blocks [B,1+N,C] (dtps: squeezed; dynamicvit: x itself); *keep receives [B,N] and, when
+ * logp is not NULL, *logp the predictor's log-probs [B,N,2]. */
 ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
-                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep);
+                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep,
+                           ag_tensor **logp);
 
 /* ---- inference: real removal, infer.c ------------------------------------------------------- */
 /* Predictor methods. x [B,1+n,C]; keeps the k spatial tokens with the highest keep score,

@@ -30,8 +30,5 @@ ag_tensor *tps_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
  * constant. */
 ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
 
-/* topk.c: order[b*n + r] = index of the r-th highest score[b*n + :] (n per row); ties: lower
- * index first; NaN scores last. Scratch from the context's arena; false on failure. */
-bool tps_sort_desc(ag_ctx *ctx, const float *score, size_t B, size_t n, int32_t *order);
 
 #endif

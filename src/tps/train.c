@@ -14,8 +14,10 @@
 #include "src/tps/tps_internal.h"
 
 ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
-                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep) {
+                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep,
+                           ag_tensor **logp_out) {
     if (keep) *keep = NULL;
+    if (logp_out) *logp_out = NULL;
     if (!ag_ok(ctx, 2, x, prev)) return NULL;
     if (!cfg || !tps_method_has_predictor(cfg->method))
         return ag_error(ctx, TPSC_ERR_ARG, "tps_train_stage: method %s has no score predictor",
@@ -38,6 +40,7 @@ ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predict
     ag_tensor *k = tps_gumbel_keep(ctx, logp, u, prev);
     if (!k) return NULL;
     if (keep) *keep = k;
+    if (logp_out) *logp_out = logp;
     if (cfg->method != TPS_DTPS) return x;
     ag_tensor *squeezed = tps_squeeze_train(ctx, spatial, k, prev, cfg->squeeze_temp);
     return ag_concat(ctx, 2, (ag_tensor *[]){ag_slice(ctx, x, 1, 0, 1), squeezed}, 1);

@@ -59,6 +59,7 @@ tps_loss_config tpsc_loss_config_from_recipe(const tpsc_recipe *r) {
     tps_loss_config c = {.clf_weight = r->loss.clf_weight,
                          .ratio_weight = r->loss.ratio_weight,
                          .distill_weight = r->loss.distill_weight,
+                         .guide_weight = r->loss.guide_weight,
                          .distill_cls = r->loss.distill_cls};
     switch (r->loss.distill_token) {
     case TPSC_DISTILL_TOKEN_KL: c.distill_token = TPS_DISTILL_TOKEN_KL; break;

@@ -143,7 +143,7 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
 
     TPSC_TRY(tpsc_build_model(r, &s->model));
     s->loss = tpsc_loss_config_from_recipe(r);
-    if (r->loss.distill_weight > 0 && r->teacher.checkpoint[0]) {
+    if ((r->loss.distill_weight > 0 || r->loss.guide_weight > 0) && r->teacher.checkpoint[0]) {
         TPSC_TRY(tpsc_build_teacher(r->teacher.checkpoint, &s->teacher));
         s->has_teacher = true;
         if (s->teacher.cfg.num_classes != K)
@@ -226,6 +226,11 @@ static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_
     if (s->has_teacher) {
         ag_set_grad_enabled(ctx, false);
         vit_forward_opts to = {.mode = VIT_TRAIN};
+        if (s->loss.guide_weight > 0 && tps_method_has_predictor(s->model.tps.method)) {
+            /* the guide ranks tokens by the teacher's attention in the block each stage precedes */
+            to.n_probe = s->model.tps.n_stages;
+            for (int i = 0; i < to.n_probe; i++) to.probe_blocks[i] = s->model.tps.prune_loc[i];
+        }
         if (!vit_forward(ctx, &s->teacher, x, &to, &tout)) return ag_ctx_status(ctx);
         ag_set_grad_enabled(ctx, true);
         teacher = &tout;
@@ -264,9 +269,9 @@ static void log_step(run_state *s, int64_t epoch, const tps_loss_parts *lp, doub
                      const float *kept, int n_stages) {
     fprintf(s->metrics,
             "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
-            "\"token_kl\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, \"kept\": [",
+            "\"token_kl\": %.6g, \"guide\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, \"kept\": [",
             (long long)s->step, (long long)epoch, value(lp->total), value(lp->ce), value(lp->ratio), value(lp->cls_kl),
-            value(lp->token_kl), lr, gnorm, img_s);
+            value(lp->token_kl), value(lp->guide), lr, gnorm, img_s);
     for (int i = 0; i < n_stages; i++) fprintf(s->metrics, "%s%.4f", i ? ", " : "", kept[i]);
     fprintf(s->metrics, "]}\n");
     /* Flush with the progress line, so a killed run's metrics.jsonl is complete to there. */
@@ -334,6 +339,7 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         if (lp.ratio) n += snprintf(parts + n, sizeof parts - (size_t)n, " (ce %.3f ratio %.4f", value(lp.ce), value(lp.ratio));
         if (lp.ratio && (lp.cls_kl || lp.token_kl))
             n += snprintf(parts + n, sizeof parts - (size_t)n, " kd %.3f", value(lp.cls_kl) + value(lp.token_kl));
+        if (lp.ratio && lp.guide) n += snprintf(parts + n, sizeof parts - (size_t)n, " guide %.3f", value(lp.guide));
         if (lp.ratio) snprintf(parts + n, sizeof parts - (size_t)n, ")");
         tpsc_progress_step(&prog, (int)s->epoch, r->schedule.epochs, in_epoch, spe, s->step, parts, lr, img_s);
 
