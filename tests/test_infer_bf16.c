@@ -188,6 +188,7 @@ static void check_against_fp32(const char *path, const float *images, size_t B, 
     for (size_t b = 0; b < B; b++) same_top1 += argmax(h->logits + b * K, K) == argmax(f->logits + b * K, K);
     cr_expect(same_top1 >= MOST * (double)B, "%s: top-1 equal on %zu of %zu images", what, same_top1, B);
     cr_assert_eq(h->n_stages, f->n_stages);
+    char shared[128] = "";
     for (int s = 0; s < f->n_stages; s++) {
         double sum = 0;
         for (size_t b = 0; b < B; b++) {
@@ -197,9 +198,11 @@ static void check_against_fp32(const char *path, const float *images, size_t B, 
         }
         cr_expect(sum / (double)B >= MOST, "%s: stage %d keeps %.1f%% of FP32's tokens on average", what, s,
                   100.0 * sum / (double)B);
+        const size_t used = strlen(shared);
+        snprintf(shared + used, sizeof shared - used, "%s%.1f%%", s ? " / " : ", kept tokens shared ", 100.0 * sum / (double)B);
     }
-    cr_log_info("%s: max|bf16-fp32| / max|fp32| = %.3g (tolerance %.3g, %zu/%zu images within), top-1 equal %zu/%zu",
-                what, d / scale, bf16_rtol(depth), within, B, same_top1, B);
+    cr_log_info("%s: max|bf16-fp32| / max|fp32| = %.3g (tolerance %.3g, %zu/%zu images within), top-1 equal %zu/%zu%s",
+                what, d / scale, bf16_rtol(depth), within, B, same_top1, B, shared);
     run_free(f);
     run_free(h);
 }
