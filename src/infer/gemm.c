@@ -131,8 +131,11 @@ static void gemm(const float *x, size_t M, size_t Cin, size_t ldx, const float *
                 const size_t c0 = j * NR, nc = Cout - c0 < NR ? Cout - c0 : NR;
                 const __mmask16 m0 = mask_of(nc), m1 = nc > 16 ? mask_of(nc - 16) : 0;
                 const float *p = panels + (j * Cin + k0) * NR;
-                for (size_t r = r0; r < r1; r += MR) {
-                    const size_t mr = r1 - r < MR ? r1 - r : MR;
+                /* ceil(rows / MR) tiles of near-equal height: 98 rows are 9 tiles of 10-11 rows, not
+                 * 8 of 12 and a slow one of 2 (a member's share at batch 1) */
+                const size_t nt = (r1 - r0 + MR - 1) / MR;
+                for (size_t t = 0; t < nt; t++) {
+                    const size_t r = r0 + (r1 - r0) * t / nt, mr = r0 + (r1 - r0) * (t + 1) / nt - r;
                     tiles[mr](x + r * ldx + k0, ldx, p, kc, y + r * ldy + c0, ldy, b ? b + c0 : NULL, base, alpha, m0, m1);
                     if (gelu && last) /* the tile is still in L1; the same ti_gelu as the unfused path */
                         for (size_t i = 0; i < mr; i++) ti_gelu(y + (r + i) * ldy + c0, nc);
