@@ -1,5 +1,3 @@
-/* >>> NOTE FROM THE LEAD TO infer-fp32: see the note at the top of gemm.c: no hand-written GEMM
- * (fixed choice: OpenBLAS for every GEMM). Revert ti_gemm's use here. Remove this note. <<< */
 /* The forward pass on packed, ragged token sequences.
  *
  * All images' tokens live in one matrix x [M,C], image b in rows off[b] .. off[b]+len[b]-1 with
@@ -35,30 +33,6 @@
  * 0), and its view starts at its own block. */
 static float *thread_scratch(ti_view *ws) { return ws->scratch + (size_t)omp_get_thread_num() * ws->per_thread; }
 
-/* y = x w^T + b (then GELU when gelu) through the packed panels when the workspace has them
- * (gemm.c: bias and GELU fused into the tile), else cblas_sgemm (ti_linear). */
-static void linear(const float *panels, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w,
-                   const float *b, size_t Cout, float *y, size_t ldy, bool gelu) {
-    if (M == 0) return;
-    if (panels) {
-        ti_gemm(x, M, Cin, ldx, panels, b, Cout, y, ldy, false, gelu);
-        return;
-    }
-    ti_linear(x, M, Cin, ldx, w, b, Cout, y, ldy);
-    if (gelu)
-        for (size_t r = 0; r < M; r++) ti_gelu(y + r * ldy, Cout);
-}
-
-/* y [M,Cout] += x [M,Cin] w^T + b, the same way. */
-static void linear_residual(const float *panels, const float *x, size_t M, size_t Cin, const ti_weight *w,
-                            const float *b, size_t Cout, float *y) {
-    if (M == 0) return;
-    if (panels)
-        ti_gemm(x, M, Cin, Cin, panels, b, Cout, y, Cout, true, false);
-    else
-        ti_linear_residual(x, M, Cin, w, b, Cout, y);
-}
-
 /* This member's share [*r0, *r1) of n rows. */
 static void my_rows(size_t n, size_t *r0, size_t *r1) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
@@ -93,8 +67,7 @@ static void embed(ti_view *ws, const float *images, size_t B) {
             for (size_t ky = 0; ky < p; ky++)
                 memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
     }
-    linear(ws->pk ? ws->pk->patch : NULL, patches + t0 * P, t1 - t0, P, P, &m->patch_w, m->patch_b, C, tok + t0 * C, C,
-           false);
+    ti_linear(patches + t0 * P, t1 - t0, P, P, &m->patch_w, m->patch_b, C, tok + t0 * C, C);
     for (size_t t = t0; t < t1; t++) {
         const size_t b = t / N, j = t % N;
         float *xr = ws->x + (b * N1 + 1 + j) * C;
@@ -108,46 +81,46 @@ static void embed(ti_view *ws, const float *images, size_t B) {
 
 /* x += proj(attention(qkv(norm1(x)))) on this member's rows; qkv is this block's buffer.
  * with_cls: keep each head's cls row for EViT (written by the member owning the cls row). */
-static void block_attention(ti_view *ws, const ti_block *blk, const ti_block_panels *pk, size_t B, float *qkv,
-                            bool with_cls) {
+static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *qkv, bool with_cls) {
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     size_t r0, r1;
     my_rows(M, &r0, &r1);
     ti_layernorm(ws->x + r0 * C, r1 - r0, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h + r0 * C);
-    linear(pk->qkv, ws->h + r0 * C, r1 - r0, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv + r0 * 3 * C, 3 * C, false);
+    ti_linear(ws->h + r0 * C, r1 - r0, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv + r0 * 3 * C, 3 * C);
     #pragma omp barrier
     /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
-    float *scratch = thread_scratch(ws);
+    float *scores = thread_scratch(ws);
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b];
         if (off + n <= r0) continue;
         if (off >= r1) break;
         const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
         for (size_t h = 0; h < H; h++)
-            ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scratch, ws->attn_out + off * C,
-                              with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL, ws->pk != NULL);
+            ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
+                              with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
     }
-    linear_residual(pk->proj, ws->attn_out + r0 * C, r1 - r0, C, &blk->proj_w, blk->proj_b, C, ws->x + r0 * C);
+    ti_linear_residual(ws->attn_out + r0 * C, r1 - r0, C, &blk->proj_w, blk->proj_b, C, ws->x + r0 * C);
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))) on this member's rows: no other member's rows are read. */
-static void block_mlp(ti_view *ws, const ti_block *blk, const ti_block_panels *pk) {
+static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F;
     size_t r0, r1;
     my_rows(ws->lay.rows, &r0, &r1);
     const size_t R = r1 - r0;
     ti_layernorm(ws->x + r0 * C, R, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h + r0 * C);
-    linear(pk->fc1, ws->h + r0 * C, R, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden + r0 * F, F, true);
-    linear_residual(pk->fc2, ws->hidden + r0 * F, R, F, &blk->fc2_w, blk->fc2_b, C, ws->x + r0 * C);
+    ti_linear(ws->h + r0 * C, R, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden + r0 * F, F);
+    ti_gelu(ws->hidden + r0 * F, R * F);
+    ti_linear_residual(ws->hidden + r0 * F, R, F, &blk->fc2_w, blk->fc2_b, C, ws->x + r0 * C);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
  * skip) -> ws->score [M] = log P(keep) for each spatial row. prev is all ones at inference,
  * so the global feature is the plain mean over the image's spatial tokens. Every
  * intermediate keeps row stride C, so one member's rows never overlap another's. */
-static void predictor_scores(ti_view *ws, const ti_predictor *q, const ti_block_panels *pk, size_t B) {
+static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
     float *z = ws->hidden, *h = ws->h; /* [M,C] each */
@@ -155,7 +128,8 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, const ti_block_
     my_rows(M, &r0, &r1);
     const size_t R = r1 - r0;
     ti_layernorm(ws->x + r0 * C, R, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h + r0 * C);
-    linear(pk->qkv, h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C, true);
+    ti_linear(h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C);
     #pragma omp barrier
     #pragma omp for schedule(static)
     for (size_t b = 0; b < B; b++) {
@@ -170,9 +144,11 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, const ti_block_
         for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
     } /* implicit barrier: the global features are in place */
-    linear(pk->proj, z + r0 * C, R, C, C, &q->out0_w, q->out0_b, C2, h + r0 * C, C, true);
-    linear(pk->fc1, h + r0 * C, R, C2, C, &q->out2_w, q->out2_b, C4, z + r0 * C, C, true);
-    linear(pk->fc2, z + r0 * C, R, C4, C, &q->out4_w, q->out4_b, 2, h + r0 * C, C, false);
+    ti_linear(z + r0 * C, R, C, C, &q->out0_w, q->out0_b, C2, h + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(h + r * C, C2);
+    ti_linear(h + r0 * C, R, C2, C, &q->out2_w, q->out2_b, C4, z + r0 * C, C);
+    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C4);
+    ti_linear(z + r0 * C, R, C4, C, &q->out4_w, q->out4_b, 2, h + r0 * C, C);
     /* log_softmax over the 2 logits, column 0: (x0 - max) - log(sum exp(x - max)) */
     for (size_t r = r0; r < r1; r++) {
         const float *xr = h + r * C;
@@ -212,8 +188,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
     const size_t C = m->C, N = m->N;
     /* the predictor's buffers overlap other members' MLP rows (other row strides) */
     #pragma omp barrier
-    static const ti_block_panels none = {0};
-    predictor_scores(ws, &m->pred[s], ws->pk ? &ws->pk->pred[s] : &none, B);
+    predictor_scores(ws, &m->pred[s], B);
     size_t *kn = ws->kept_n[s];
     #pragma omp barrier
     #pragma omp for schedule(static)
@@ -353,24 +328,22 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
     const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
     const bool two = omp_get_num_threads() > 1 && ws->qkv2;
-    static const ti_block_panels none = {0};
     embed(ws, images, B);
     #pragma omp barrier
     int s = 0;
     for (size_t i = 0; i < m->depth; i++) {
         const ti_block *blk = &m->blocks[i];
-        const ti_block_panels *pk = ws->pk ? &ws->pk->blocks[i] : &none;
         const bool stage_here = s < n_stages && m->info.prune_loc[s] == (int)i;
         if (stage_here && predictor) {
             if (!predictor_stage(ws, s, B)) return s;
             s++;
         }
-        block_attention(ws, blk, pk, B, two && (i & 1) ? ws->qkv2 : ws->qkv, stage_here && evit);
+        block_attention(ws, blk, B, two && (i & 1) ? ws->qkv2 : ws->qkv, stage_here && evit);
         if (stage_here && evit) {
             if (!evit_stage(ws, s, B)) return s;
             s++;
         }
-        block_mlp(ws, blk, pk);
+        block_mlp(ws, blk);
     }
     /* final norm and head on the cls rows */
     #pragma omp barrier
@@ -378,7 +351,7 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     {
         for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
         ti_layernorm(ws->attn_out, B, C, m->norm_w, m->norm_b, m->ln_eps, ws->h);
-        linear(ws->pk ? ws->pk->head : NULL, ws->h, B, C, C, &m->head_w, m->head_b, m->K, logits, m->K, false);
+        ti_linear(ws->h, B, C, C, &m->head_w, m->head_b, m->K, logits, m->K);
     }
     return -1;
 }
@@ -408,7 +381,7 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
     if (m->P > wide) wide = m->P;
     ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads,
                  .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
-                 .qkv2 = nthreads > 1 ? ws->qkv2 : NULL, .pk = ws->pk.mem ? &ws->pk : NULL, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
+                 .qkv2 = nthreads > 1 ? ws->qkv2 : NULL, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
                  .cls_rows = ws->cls_rows + b0 * m->H * N1, .score = ws->score + r0,
                  .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
                  .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},

@@ -64,17 +64,6 @@ typedef struct ti_layout {
     size_t rows;
 } ti_layout;
 
-/* Every FP32 linear's weight repacked for ti_gemm (gemm.c), NULL members when not used. */
-typedef struct ti_block_panels {
-    const float *qkv, *proj, *fc1, *fc2;
-} ti_block_panels;
-typedef struct ti_panel_set {
-    float *mem; /* one 64-byte aligned block holding them all */
-    const float *patch, *head;
-    ti_block_panels *blocks; /* [depth] */
-    ti_block_panels pred[TI_MAX_STAGES]; /* in_fc, out0, out2, out4 in qkv, proj, fc1, fc2 */
-} ti_panel_set;
-
 /* What one pass works on: a workspace's buffers from some image on (a whole batch, or one
  * thread's chunk of it). Layouts are relative to the view's first row. */
 typedef struct ti_view {
@@ -84,7 +73,6 @@ typedef struct ti_view {
     int nthreads;                   /* threads of this view's parallel loops */
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
     float *qkv2;                    /* the odd blocks' qkv when a team shares the rows, else NULL */
-    const ti_panel_set *pk;         /* packed FP32 weights for ti_gemm, or NULL: ti_linear */
     float *scratch;                 /* nthreads blocks of per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;
@@ -120,7 +108,6 @@ struct tps_workspace {
     int n_stages_run;
     size_t last_batch;
     float *pre;                     /* [B, Cin, S, S] for tps_run_rgb8 */
-    ti_panel_set pk;                /* pk.mem NULL: no AVX-512, BF16 weights, or TPSINFER_GEMM=blas */
     ti_scratch resized, resize_work;  /* tps_run_rgb8's preprocessing scratch */
 };
 
@@ -137,27 +124,10 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w
 void ti_gelu(float *x, size_t n);
 /* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
  * D columns, of [n,C] = attention over all n keys; see kernels.c */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scratch,
-                       float *out, float *cls_row, bool packed);
+void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+                       float *out, float *cls_row);
 /* x / (||x|| + 1e-6) per row, norm [R] = ||x|| */
 void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
-
-/* gemm.c: y [M,Cout] = x [M,Cin] w^T + b (residual: y += ...; gelu: then y = gelu(y)) with w
- * packed by ti_pack_panels into ti_panels_floats(Cout, Cin) floats (64-byte aligned). Needs
- * AVX-512F (ti_gemm_supported). Bit-identical to ti_linear (+ ti_gelu) under OpenBLAS's
- * SkylakeX/Cooperlake kernels; single-threaded. */
-size_t ti_panels_floats(size_t Cout, size_t Cin);
-void ti_pack_panels(const float *w, size_t Cout, size_t Cin, float *panels);
-bool ti_gemm_supported(void);
-/* Attention of one head for nq query rows over n keys with that kernel: q [nq,D], k, v [n,D]
- * (row stride ld), out [nq,D] (stride ldo); scratch: ti_attention_scratch(n, D) floats,
- * 64-byte aligned; cls_row (may be NULL) gets the first softmax row. D <= 320. */
-size_t ti_attention_scratch(size_t n, size_t D);
-void ti_attention_gemm(const float *q, const float *k, const float *v, size_t ld, size_t nq, size_t n, size_t D,
-                       float scale, float *scratch, float *out, size_t ldo, void (*softmax)(float *, size_t),
-                       float *cls_row);
-void ti_gemm(const float *x, size_t M, size_t Cin, size_t ldx, const float *panels, const float *b, size_t Cout,
-             float *y, size_t ldy, bool residual, bool gelu);
 
 /* prune.c */
 /* The per-stage token counts, bit-compatible with the training framework's (and Python's). */

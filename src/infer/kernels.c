@@ -94,20 +94,15 @@ static void softmax_row(float *row, size_t n) {
  * [n,3C]; out: its n rows of [n,C], of which rows i0 .. i1-1 are written:
  *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*D : h*D+D] = A v
  * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
- * head). The head slices are read in place (leading dimension 3C). scratch: [i1-i0,n] scores,
- * and with packed (gemm.c's kernel, AVX-512) ti_attention_scratch(n, D) floats. A team splits
- * an image's queries among its members; each row's result does not depend on the split. */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scratch,
-                       float *out, float *cls_row, bool packed) {
+ * head). The head slices are read in place (leading dimension 3C); scores is [i1-i0,n]
+ * scratch. A team splits an image's queries among its members; each row's result does not
+ * depend on the split. */
+void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+                       float *out, float *cls_row) {
     if (i1 <= i0) return;
     const size_t D = C / H, nq = i1 - i0;
     const float scale = (float)(1.0 / sqrt((double)D));
     const float *q = qkv + i0 * 3 * C + h * D, *k = qkv + C + h * D, *v = qkv + 2 * C + h * D;
-    if (packed && D <= 320) {
-        ti_attention_gemm(q, k, v, 3 * C, nq, n, D, scale, scratch, out + i0 * C + h * D, C, softmax_row, cls_row);
-        return;
-    }
-    float *scores = scratch;
     const int in = (int)n, iq = (int)nq, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
     for (size_t i = 0; i < nq; i++) softmax_row(scores + i * n, n);

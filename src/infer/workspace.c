@@ -16,49 +16,8 @@ static void *aligned(size_t bytes, bool *ok) {
     return p;
 }
 
-/* Every FP32 linear of the model packed for ti_gemm, into one block. Per workspace (the model
- * is read-only once open): costs a copy of the linears' weights (85 MB for DeiT-S). */
-static bool pack_panels(const tps_model *m, ti_panel_set *pk) {
-    const size_t C = m->C, F = m->F, C2 = C / 2, C4 = C / 4;
-    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
-    const int ns = predictor ? m->info.n_stages : 0;
-    size_t total = ti_panels_floats(C, m->P) + ti_panels_floats(m->K, C);
-    total += m->depth * (ti_panels_floats(3 * C, C) + ti_panels_floats(C, C) + ti_panels_floats(F, C) +
-                         ti_panels_floats(C, F));
-    total += (size_t)ns * (ti_panels_floats(C, C) + ti_panels_floats(C2, C) + ti_panels_floats(C4, C2) +
-                           ti_panels_floats(2, C4));
-    pk->blocks = calloc(m->depth, sizeof *pk->blocks);
-    if (!pk->blocks || posix_memalign((void **)&pk->mem, 64, total * sizeof(float)) != 0) {
-        free(pk->blocks);
-        *pk = (ti_panel_set){0};
-        return false;
-    }
-    float *at = pk->mem;
-#define PACK(dst, wt, cout, cin)                                                                                         do {                                                                                                                   ti_pack_panels((wt).f, (cout), (cin), at);                                                                         (dst) = at;                                                                                                        at += ti_panels_floats((cout), (cin));                                                                         } while (0)
-    PACK(pk->patch, m->patch_w, C, m->P);
-    PACK(pk->head, m->head_w, m->K, C);
-    for (size_t i = 0; i < m->depth; i++) {
-        const ti_block *b = &m->blocks[i];
-        PACK(pk->blocks[i].qkv, b->qkv_w, 3 * C, C);
-        PACK(pk->blocks[i].proj, b->proj_w, C, C);
-        PACK(pk->blocks[i].fc1, b->fc1_w, F, C);
-        PACK(pk->blocks[i].fc2, b->fc2_w, C, F);
-    }
-    for (int s = 0; s < ns; s++) {
-        const ti_predictor *q = &m->pred[s];
-        PACK(pk->pred[s].qkv, q->in_fc_w, C, C);
-        PACK(pk->pred[s].proj, q->out0_w, C2, C);
-        PACK(pk->pred[s].fc1, q->out2_w, C4, C2);
-        PACK(pk->pred[s].fc2, q->out4_w, 2, C4);
-    }
-#undef PACK
-    return true;
-}
-
 void tps_workspace_free(tps_workspace *ws) {
     if (!ws) return;
-    free(ws->pk.mem);
-    free(ws->pk.blocks);
     void *bufs[] = {ws->x, ws->x_next, ws->h, ws->qkv, ws->qkv2, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
                     ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
                     ws->orig_next, ws->order, ws->pre};
@@ -91,8 +50,6 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     /* attention scores [N1,N1], or: sort room, the cls attention and flags (4 N1), dropped rows
      * [N,C], squeeze scratch (<= 2 N C + N^2 + 3 N); rounded to whole cache lines */
     ws->per_thread = (N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64 + 15) & ~(size_t)15;
-    const size_t attention = (ti_attention_scratch(N1, C / m->H) + 15) & ~(size_t)15; /* with gemm.c's kernel */
-    if (attention > ws->per_thread) ws->per_thread = attention;
     bool ok = true;
     const size_t f = sizeof(float), i32 = sizeof(int32_t), sz = sizeof(size_t);
     ws->x = aligned(M * C * f, &ok);
@@ -121,11 +78,6 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
         ws->kept[s] = aligned(B * N * i32, &ok);
         ws->kept_n[s] = aligned(B * sz, &ok);
     }
-    /* FP32 linears through ti_gemm (gemm.c) where AVX-512 is there; TPSINFER_GEMM=blas keeps
-     * cblas_sgemm (ti_linear) */
-    const char *gemm = getenv("TPSINFER_GEMM");
-    if (ok && tps_model_precision(m) == TPS_PRECISION_FP32 && ti_gemm_supported() && !(gemm && !strcmp(gemm, "blas")))
-        ok = pack_panels(m, &ws->pk);
     if (!ok) {
         tps_workspace_free(ws);
         return ti_fail(TPS_ERR_NOMEM, "no memory for a workspace of batch %zu (%zu tokens of width %zu)", B, M, C);
