@@ -19,6 +19,7 @@
  * The order of operations is that of the training framework's VIT_INFER path
  * (src/model/vit_forward.c, src/tps/infer.c), which follows the official TPS-CVPR2023 eval
  * code (predictor methods) and EViT's (evit/etps). */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -38,6 +39,43 @@ static void my_rows(size_t n, size_t *r0, size_t *r1) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     *r0 = n * t / T;
     *r1 = n * (t + 1) / T;
+}
+
+/* y [M,Cout] = x w^T + b (residual: y += x w^T + b) over all M rows, shared by the team, which
+ * it synchronises before (inputs are other members' rows) and after (consumers read whole
+ * rows). FP32 weights are split by output columns: each member packs only its slice of the
+ * weight (OpenBLAS packs it on every call; with rows split, every member packed all of it,
+ * which at the few dozen rows per member of a pruned batch-1 pass cost more than the
+ * products). Per element the operations are those of ti_linear (bias first, then sgemm
+ * accumulates over the same k blocks). BF16 weights (one packed handle) keep the row split. */
+static void team_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+                        float *y, size_t ldy, bool residual) {
+    const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+    if (T == 1 || w->packed) {
+        #pragma omp barrier
+        size_t r0, r1;
+        my_rows(M, &r0, &r1);
+        if (residual)
+            ti_linear_residual(x + r0 * ldx, r1 - r0, Cin, w, b, Cout, y + r0 * ldy);
+        else
+            ti_linear(x + r0 * ldx, r1 - r0, Cin, ldx, w, b, Cout, y + r0 * ldy, ldy);
+        #pragma omp barrier
+        return;
+    }
+    #pragma omp barrier
+    const size_t c0 = t == 0 ? 0 : (Cout * t / T) & ~(size_t)15, c1 = t + 1 == T ? Cout : (Cout * (t + 1) / T) & ~(size_t)15;
+    if (M > 0 && c1 > c0) {
+        for (size_t r = 0; r < M; r++) {
+            float *yr = y + r * ldy;
+            if (residual)
+                for (size_t o = c0; o < c1; o++) yr[o] = yr[o] + b[o];
+            else
+                for (size_t o = c0; o < c1; o++) yr[o] = b[o];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)(c1 - c0), (int)Cin, 1.0f, x, (int)ldx,
+                    w->f + c0 * Cin, (int)Cin, 1.0f, y + c0, (int)ldy);
+    }
+    #pragma omp barrier
 }
 
 /* The packed layout of B whole images (before the team starts). */
@@ -87,8 +125,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *q
     size_t r0, r1;
     my_rows(M, &r0, &r1);
     ti_layernorm(ws->x + r0 * C, r1 - r0, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h + r0 * C);
-    ti_linear(ws->h + r0 * C, r1 - r0, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv + r0 * 3 * C, 3 * C);
-    #pragma omp barrier
+    team_linear(ws->h, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, false);
     /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
     float *scores = thread_scratch(ws);
     for (size_t b = 0; b < B; b++) {
@@ -100,7 +137,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *q
             ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
                               with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
     }
-    ti_linear_residual(ws->attn_out + r0 * C, r1 - r0, C, &blk->proj_w, blk->proj_b, C, ws->x + r0 * C);
+    team_linear(ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, true);
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))) on this member's rows: no other member's rows are read. */
@@ -111,9 +148,9 @@ static void block_mlp(ti_view *ws, const ti_block *blk) {
     my_rows(ws->lay.rows, &r0, &r1);
     const size_t R = r1 - r0;
     ti_layernorm(ws->x + r0 * C, R, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h + r0 * C);
-    ti_linear(ws->h + r0 * C, R, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden + r0 * F, F);
+    team_linear(ws->h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, false);
     ti_gelu(ws->hidden + r0 * F, R * F);
-    ti_linear_residual(ws->hidden + r0 * F, R, F, &blk->fc2_w, blk->fc2_b, C, ws->x + r0 * C);
+    team_linear(ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, true);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
