@@ -36,15 +36,6 @@ typedef struct row {
     tpsc_eval_result ev;
 } row;
 
-/* Is `label` among the k largest of row[0..K)? Ties count against the label (strict >), as
- * tpsc_evaluate. */
-static bool in_top_k(const float *v, size_t K, int32_t label, size_t k) {
-    size_t higher = 0;
-    for (size_t j = 0; j < K; j++)
-        if (v[j] > v[label]) higher++;
-    return higher < k;
-}
-
 /* tpsc_evaluate's pass through libtpsinfer: m (its loaded weights) is written as an inference
  * file, opened in `precision` and run on every validation batch. */
 static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
@@ -68,8 +59,6 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
     float *logits = st == TPSC_OK ? tpsc_malloc(max_batch * K * sizeof(float), "eval logits") : NULL;
     if (st == TPSC_OK && !logits) st = TPSC_ERR_NOMEM;
     if (st == TPSC_OK) st = tpsc_loader_seek(val, (tpsc_data_position){0, 0});
-    size_t correct1 = 0, correct5 = 0;
-    double forward_s = 0;
     while (st == TPSC_OK) {
         tpsc_batch b;
         st = tpsc_loader_next(val, &b);
@@ -85,27 +74,18 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
             st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
             break;
         }
-        forward_s += tpsc_now() - t0;
-        for (size_t i = 0; i < b.count; i++) {
-            correct1 += in_top_k(logits + i * K, K, b.labels[i], 1);
-            correct5 += in_top_k(logits + i * K, K, b.labels[i], K < 5 ? K : 5);
-        }
-        res->n_stages = tps_num_stages(ws);
-        for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] += tps_mean_kept(ws, s) * (double)b.count;
-        res->images += b.count;
+        const double dt = tpsc_now() - t0;
+        double kept[TPS_INFER_MAX_STAGES];
+        const int n_stages = tps_num_stages(ws);
+        for (int s = 0; s < n_stages; s++) kept[s] = tps_mean_kept(ws, s);
+        tpsc_eval_add_batch(res, logits, b.count, K, b.labels, n_stages, kept, dt);
         tpsc_loader_release(val, &b);
     }
     tpsc_free(logits);
     tps_workspace_free(ws);
     tps_model_close(lib);
     if (st != TPSC_OK) return st;
-    if (res->images == 0) return tpsc_fail(TPSC_ERR_ARG, "evaluation: the validation set is empty");
-    res->top1 = 100.0 * (double)correct1 / (double)res->images;
-    res->top5 = 100.0 * (double)correct5 / (double)res->images;
-    for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] /= (double)res->images;
-    res->images_per_s = forward_s > 0 ? (double)res->images / forward_s : 0;
-    res->gmacs = tpsc_model_gmacs(m);
-    return TPSC_OK;
+    return tpsc_eval_finish(res, m);
 }
 
 /* precision < 0: the framework's path; else libtpsinfer in that precision */

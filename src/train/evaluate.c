@@ -19,13 +19,34 @@ static bool in_top_k(const float *row, size_t K, int32_t label, size_t k) {
     return higher < k;
 }
 
+void tpsc_eval_add_batch(tpsc_eval_result *res, const float *logits, size_t n, size_t K, const int32_t *labels,
+                         int n_stages, const double *kept_per_stage, double forward_s) {
+    for (size_t i = 0; i < n; i++) {
+        const float *row = logits + i * K;
+        res->correct1 += in_top_k(row, K, labels[i], 1);
+        res->correct5 += in_top_k(row, K, labels[i], K < 5 ? K : 5);
+    }
+    res->n_stages = n_stages;
+    for (int s = 0; s < n_stages; s++) res->mean_kept[s] += kept_per_stage[s] * (double)n;
+    res->images += n;
+    res->forward_s += forward_s;
+}
+
+tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
+    if (res->images == 0) return tpsc_fail(TPSC_ERR_ARG, "evaluation: the validation set is empty");
+    res->top1 = 100.0 * (double)res->correct1 / (double)res->images;
+    res->top5 = 100.0 * (double)res->correct5 / (double)res->images;
+    for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] /= (double)res->images;
+    res->images_per_s = res->forward_s > 0 ? (double)res->images / res->forward_s : 0;
+    res->gmacs = tpsc_model_gmacs(m);
+    return TPSC_OK;
+}
+
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
     TPSC_TRY(tpsc_loader_seek(val, (tpsc_data_position){0, 0}));
     const size_t K = m->cfg.num_classes;
-    size_t correct1 = 0, correct5 = 0;
-    double forward_s = 0;
     bool saved_grad = ctx->grad_enabled;
     ag_set_grad_enabled(ctx, false);
     tpsc_status st = TPSC_OK;
@@ -40,29 +61,18 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
         vit_output out;
         double t0 = tpsc_now();
         ag_tensor *logits = vit_forward(ctx, m, x, &fo, &out);
-        forward_s += tpsc_now() - t0;
+        const double dt = tpsc_now() - t0;
         if (!logits) {
             tpsc_loader_release(val, &b);
             st = ag_ctx_status(ctx);
             break;
         }
-        for (size_t i = 0; i < b.count; i++) {
-            const float *row = logits->data + i * K;
-            correct1 += in_top_k(row, K, b.labels[i], 1);
-            correct5 += in_top_k(row, K, b.labels[i], K < 5 ? K : 5);
-        }
-        res->n_stages = out.n_stages;
-        for (int s = 0; s < out.n_stages; s++) res->mean_kept[s] += (double)out.kept_count[s] * (double)b.count;
-        res->images += b.count;
+        double kept[TPS_MAX_STAGES];
+        for (int s = 0; s < out.n_stages; s++) kept[s] = (double)out.kept_count[s];
+        tpsc_eval_add_batch(res, logits->data, b.count, K, b.labels, out.n_stages, kept, dt);
         tpsc_loader_release(val, &b);
     }
     ag_set_grad_enabled(ctx, saved_grad);
     if (st != TPSC_OK) return st;
-    if (res->images == 0) return tpsc_fail(TPSC_ERR_ARG, "evaluation: the validation set is empty");
-    res->top1 = 100.0 * (double)correct1 / (double)res->images;
-    res->top5 = 100.0 * (double)correct5 / (double)res->images;
-    for (int s = 0; s < res->n_stages; s++) res->mean_kept[s] /= (double)res->images;
-    res->images_per_s = forward_s > 0 ? (double)res->images / forward_s : 0;
-    res->gmacs = tpsc_model_gmacs(m);
-    return TPSC_OK;
+    return tpsc_eval_finish(res, m);
 }

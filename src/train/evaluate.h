@@ -12,12 +12,21 @@ typedef struct tpsc_eval_result {
     double mean_kept[TPS_MAX_STAGES]; /* spatial tokens after each stage */
     int n_stages;
     size_t images;
+    size_t correct1, correct5;    /* counts behind top1/top5 */
+    double forward_s;             /* time in forward passes */
 } tpsc_eval_result;
 
 /* One pass over the loader's epoch (a val loader: fixed order). ctx is reset per batch.
  * keep_override: tokens per stage instead of the model's (NULL = the model's). */
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res);
+
+/* The pieces of tpsc_evaluate that any engine's evaluation shares (tpsc eval runs libtpsinfer
+ * with them): add one batch's logits [n,K], its kept-token counts per stage (NULL: none) and its
+ * forward time; then turn the sums into percentages, means and rates. */
+void tpsc_eval_add_batch(tpsc_eval_result *res, const float *logits, size_t n, size_t K, const int32_t *labels,
+                         int n_stages, const double *kept_per_stage, double forward_s);
+tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m);
 
 /* GMACs per image of the model as configured (inference mode). */
 double tpsc_model_gmacs(const vit_model *m);
