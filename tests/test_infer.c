@@ -100,13 +100,7 @@ static void save_inference(const char *path, vit_model *m) {
 }
 
 static float *random_images(size_t B, const vit_config *c, uint64_t seed) {
-    const size_t n = B * c->in_chans * c->img_size * c->img_size;
-    float *x = malloc(n * sizeof *x);
-    cr_assert_not_null(x);
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
-    return x;
+    return fx_random_normal(B * c->in_chans * c->img_size * c->img_size, seed);
 }
 
 /* The framework's inference: logits [B,K] and kept indices copied out of the arena. */

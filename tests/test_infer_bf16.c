@@ -100,15 +100,6 @@ static void write_random_model(const char *path, tps_method method, uint64_t see
     vit_model_free(&m);
 }
 
-static float *random_images(size_t n, uint64_t seed) {
-    float *x = malloc(n * sizeof *x);
-    cr_assert_not_null(x);
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
-    return x;
-}
-
 /* One precision's run: logits [B,K] and, per stage, each image's kept tokens. */
 typedef struct run {
     float *logits;
@@ -219,7 +210,7 @@ Test(infer_bf16, fixture_model_vs_fp32) {
     int nd;
     float *x = fx_read_f32(&fx, "/check/input", &n, shape, &nd);
     check_against_fp32(fx.path, x, shape[0], "infer_tiny.h5 /check/input");
-    float *y = random_images(32 * n / shape[0], 5);
+    float *y = fx_random_normal(32 * n / shape[0], 5);
     check_against_fp32(fx.path, y, 32, "infer_tiny.h5 random inputs");
     free(x), free(y);
     fx_close(&fx);
@@ -230,7 +221,7 @@ static void check_method(tps_method method) {
     char path[512];
     tmp_path(path, sizeof path, "model.h5");
     write_random_model(path, method, 7 + (uint64_t)method);
-    float *x = random_images(32 * 3 * 32 * 32, 99);
+    float *x = fx_random_normal(32 * 3 * 32 * 32, 99);
     check_against_fp32(path, x, 32, tps_method_name(method));
     free(x);
     unlink(path);
@@ -252,7 +243,7 @@ static void check_threads(size_t B) {
     char path[512];
     tmp_path(path, sizeof path, "threads.h5");
     write_random_model(path, TPS_DTPS, 3);
-    float *x = random_images(B * 3 * 32 * 32, 11);
+    float *x = fx_random_normal(B * 3 * 32 * 32, 11);
     int depth;
     size_t K;
     run *one = run_model(path, TPS_PRECISION_BF16, x, B, &depth, &K);
@@ -299,7 +290,7 @@ Test(infer_bf16, threads_share_a_model) {
     tps_open_options o = {.precision = TPS_PRECISION_BF16};
     tps_model *m;
     cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());
-    float *x = random_images(8 * 3 * 32 * 32, 12);
+    float *x = fx_random_normal(8 * 3 * 32 * 32, 12);
     job *jobs = calloc(4, sizeof *jobs);
     for (int i = 0; i < 4; i++) jobs[i] = (job){.m = m, .x = x, .B = (size_t)(i % 2 ? 8 : 5), .K = 10};
     pthread_t t[4];

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "src/util/rng.h"
+
 void fx_open(fixture *fx, const char *name) {
     snprintf(fx->path, sizeof fx->path, "%s/%s", TPSC_FIXTURE_DIR, name);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -136,4 +138,13 @@ double fx_max_diff(const float *a, const float *b, size_t n) {
     double m = 0;
     for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
     return m;
+}
+
+float *fx_random_normal(size_t n, uint64_t seed) {
+    float *x = malloc(n * sizeof *x);
+    cr_assert_not_null(x);
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
+    return x;
 }

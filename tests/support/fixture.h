@@ -28,6 +28,8 @@ double fx_attr_double(const fixture *fx, const char *name);
 void fx_load_params(const fixture *fx, const char *group, ag_params *p);
 /* The model config of a fixture's root attributes (img_size, patch_size, ... mlp_ratio). */
 void fx_vit_config(const fixture *fx, vit_config *c);
+/* n standard-normal floats from tpsc_rng seeded with seed (malloc'd; the caller frees). */
+float *fx_random_normal(size_t n, uint64_t seed);
 /* max |v| and max |a - b| over n elements, in double. */
 double fx_max_abs(const float *v, size_t n);
 double fx_max_diff(const float *a, const float *b, size_t n);
