@@ -2,6 +2,7 @@
  * attribute or tensor at fault, never a crash (run under ASan/UBSan with -DTPSC_SANITIZE=ON).
  * Each test damages a copy of a valid inference file in one way. */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
@@ -61,12 +62,13 @@ static long file_size(const char *path) {
     return (long)sb.st_size;
 }
 
-/* Opens `path`, expects `want` and a message containing both the path and `needle`. */
+/* Opens `path`, expects `want` and a message containing both the path and `needle`. Every
+ * message names `path`, which names the case. */
 static void expect_open_fails(const char *path, tps_status want, const char *needle) {
     tps_model *m = (tps_model *)0x1;
     tps_status st = tps_model_open(path, &m);
     cr_expect_eq(st, want, "%s: status %s (%s), want %s", path, tps_status_str(st), tps_last_error(), tps_status_str(want));
-    cr_expect_null(m, "no model on failure");
+    cr_expect_null(m, "%s: no model on failure", path);
     cr_expect(strstr(tps_last_error(), path) != NULL, "message does not name the file: %s", tps_last_error());
     if (needle) cr_expect(strstr(tps_last_error(), needle) != NULL, "message lacks '%s': %s", needle, tps_last_error());
 }
@@ -120,20 +122,24 @@ Test(infer_errors, missing_file) {
 
 Test(infer_errors, a_directory) { expect_open_fails(TPSC_BINARY_DIR, TPS_ERR_IO, "directory"); }
 
+/* Writes n bytes to the temporary file `name`; its path goes to path. */
+static void write_tmp(char *path, size_t len, const char *name, const void *bytes, size_t n) {
+    tmp_path(path, len, name);
+    FILE *fp = fopen(path, "wb");
+    cr_assert(fp && fwrite(bytes, 1, n, fp) == n && fclose(fp) == 0, "writing %s", path);
+}
+
 Test(infer_errors, not_hdf5) {
     char path[512];
-    tmp_path(path, sizeof path, "text.h5");
-    FILE *fp = fopen(path, "w");
-    fputs("this is not an HDF5 file\n", fp);
-    fclose(fp);
+    const char text[] = "this is not an HDF5 file\n";
+    write_tmp(path, sizeof path, "text.h5", text, strlen(text));
     expect_open_fails(path, TPS_ERR_FORMAT, "not an HDF5 file");
     unlink(path);
 }
 
 Test(infer_errors, empty_file) {
     char path[512];
-    tmp_path(path, sizeof path, "empty.h5");
-    fclose(fopen(path, "w"));
+    write_tmp(path, sizeof path, "empty.h5", "", 0);
     expect_open_fails(path, TPS_ERR_FORMAT, "not an HDF5 file");
     unlink(path);
 }
@@ -156,75 +162,54 @@ Test(infer_errors, truncated) {
     unlink(path);
 }
 
-Test(infer_errors, newer_format_version) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "version.h5");
-    set_attr_i64(f, "format_version", 99);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_FORMAT, "format_version 99");
-    unlink(path);
+/* One way to damage the good file: an attribute rewritten or deleted, or a tensor deleted. */
+typedef enum { SET_I64, SET_STR, DELETE_ATTR, DELETE_TENSOR } damage_kind;
+
+/* Arrays, not pointers: Criterion hands each parameter to a test process of its own, where a
+ * pointer into this one's memory would be garbage. */
+typedef struct {
+    char name[40]; /* the copy is <name>.h5, so every failure message names the case */
+    damage_kind kind;
+    char target[48]; /* the attribute or tensor */
+    int64_t i64;     /* SET_I64's value */
+    char str[24];    /* SET_STR's value */
+    tps_status want;
+    char needle[48]; /* what the message must say besides the path */
+} damage_case;
+
+static damage_case damage_cases[] = {
+    {"newer_format_version", SET_I64, "format_version", 99, "", TPS_ERR_FORMAT, "format_version 99"},
+    {"a_training_checkpoint", SET_STR, "format", 0, "tpsc-checkpoint", TPS_ERR_FORMAT, "tpsc export"},
+    {"missing_attribute", DELETE_ATTR, "depth", 0, "", TPS_ERR_MISSING, "'depth'"},
+    {"attribute_of_the_wrong_type", SET_STR, "embed_dim", 0, "sixteen", TPS_ERR_FORMAT, "'embed_dim'"},
+    {"heads_do_not_divide_the_width", SET_I64, "num_heads", 3, "", TPS_ERR_FORMAT, "num_heads"},
+    {"unknown_method", SET_STR, "method", 0, "magic", TPS_ERR_FORMAT, "magic"},
+    {"missing_tensor", DELETE_TENSOR, "/model/blocks.1.attn.qkv.weight", 0, "", TPS_ERR_MISSING,
+     "blocks.1.attn.qkv.weight"},
+    {"missing_predictor", DELETE_TENSOR, "/model/score_predictor.1.out_conv.4.bias", 0, "", TPS_ERR_MISSING,
+     "score_predictor.1.out_conv.4.bias"},
+    /* the architecture says a width the tensors do not have */
+    {"architecture_disagrees_with_tensors", SET_I64, "embed_dim", 32, "", TPS_ERR_SHAPE, "cls_token"},
+};
+
+ParameterizedTestParameters(infer_errors, damaged_file) {
+    return cr_make_param_array(damage_case, damage_cases, sizeof damage_cases / sizeof damage_cases[0]);
 }
 
-Test(infer_errors, a_training_checkpoint) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "checkpoint.h5");
-    set_attr_str(f, "format", "tpsc-checkpoint");
+ParameterizedTest(damage_case *c, infer_errors, damaged_file) {
+    char path[512], file[128];
+    snprintf(file, sizeof file, "%s.h5", c->name);
+    hid_t f = damaged_copy(path, sizeof path, file);
+    switch (c->kind) {
+    case SET_I64: set_attr_i64(f, c->target, c->i64); break;
+    case SET_STR: set_attr_str(f, c->target, c->str); break;
+    case DELETE_ATTR: cr_assert(H5Adelete(f, c->target) >= 0, "%s: deleting attribute %s", c->name, c->target); break;
+    case DELETE_TENSOR:
+        cr_assert(H5Ldelete(f, c->target, H5P_DEFAULT) >= 0, "%s: deleting %s", c->name, c->target);
+        break;
+    }
     H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_FORMAT, "tpsc export");
-    unlink(path);
-}
-
-Test(infer_errors, missing_attribute) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "noattr.h5");
-    cr_assert(H5Adelete(f, "depth") >= 0);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_MISSING, "'depth'");
-    unlink(path);
-}
-
-Test(infer_errors, attribute_of_the_wrong_type) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "wrongtype.h5");
-    set_attr_str(f, "embed_dim", "sixteen");
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_FORMAT, "'embed_dim'");
-    unlink(path);
-}
-
-Test(infer_errors, heads_do_not_divide_the_width) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "heads.h5");
-    set_attr_i64(f, "num_heads", 3);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_FORMAT, "num_heads");
-    unlink(path);
-}
-
-Test(infer_errors, unknown_method) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "method.h5");
-    set_attr_str(f, "method", "magic");
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_FORMAT, "magic");
-    unlink(path);
-}
-
-Test(infer_errors, missing_tensor) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "missing.h5");
-    cr_assert(H5Ldelete(f, "/model/blocks.1.attn.qkv.weight", H5P_DEFAULT) >= 0);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_MISSING, "blocks.1.attn.qkv.weight");
-    unlink(path);
-}
-
-Test(infer_errors, missing_predictor) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "nopred.h5");
-    cr_assert(H5Ldelete(f, "/model/score_predictor.1.out_conv.4.bias", H5P_DEFAULT) >= 0);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_MISSING, "score_predictor.1.out_conv.4.bias");
+    expect_open_fails(path, c->want, c->needle);
     unlink(path);
 }
 
@@ -243,23 +228,10 @@ Test(infer_errors, tensor_shape_disagrees) {
     unlink(path);
 }
 
-/* The architecture says a width the tensors do not have. */
-Test(infer_errors, architecture_disagrees_with_tensors) {
-    char path[512];
-    hid_t f = damaged_copy(path, sizeof path, "arch.h5");
-    set_attr_i64(f, "embed_dim", 32);
-    H5Fclose(f);
-    expect_open_fails(path, TPS_ERR_SHAPE, "cls_token");
-    unlink(path);
-}
-
 Test(infer_errors, image_that_does_not_decode) {
     char path[512];
-    tmp_path(path, sizeof path, "broken.png");
-    FILE *fp = fopen(path, "wb");
     const unsigned char png_start[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
-    fwrite(png_start, 1, sizeof png_start, fp);
-    fclose(fp);
+    write_tmp(path, sizeof path, "broken.png", png_start, sizeof png_start);
     uint8_t *px = (uint8_t *)0x1;
     int w, h;
     cr_expect_eq(tps_image_load(path, &px, &w, &h), TPS_ERR_DECODE, "%s", tps_last_error());

@@ -33,58 +33,77 @@ Test(tps_config, method_properties) {
     cr_assert(!tps_method_squeezes(TPS_DYNAMICVIT) && !tps_method_squeezes(TPS_EVIT) && !tps_method_squeezes(TPS_NONE));
 }
 
+/* One token count: stage `stage` of `n` tokens must keep `want`, the value python3 prints for
+ * `python` (integers, so exact). */
+typedef struct {
+    int stage;
+    size_t n, want;
+    const char *python;
+} keep_case;
+
+#define N_CASES(a) (sizeof(a) / sizeof((a)[0]))
+
+static void expect_counts(size_t (*count)(const tps_config *, int, size_t), const tps_config *cfg,
+                          const keep_case *cases, size_t n_cases) {
+    for (size_t i = 0; i < n_cases; i++) {
+        const keep_case *k = &cases[i];
+        size_t got = count(cfg, k->stage, k->n);
+        cr_expect_eq(got, k->want, "stage %d of %zu tokens keeps %zu; %s == %zu", k->stage, k->n, got, k->python, k->want);
+    }
+}
+
 Test(tps_config, keep_counts_match_python) {
     tps_config cfg = three_stages(TPS_DTPS, 0.7f);
     cr_assert_eq(tps_config_validate(&cfg, 12), TPSC_OK, "%s", tpsc_last_error());
-    /* [int(196 * 0.7 ** (s+1)) for s in range(3)] == [137, 96, 67] */
-    cr_assert_eq(tps_keep_count(&cfg, 0, 196), 137);
-    cr_assert_eq(tps_keep_count(&cfg, 1, 196), 96);
-    cr_assert_eq(tps_keep_count(&cfg, 2, 196), 67);
-    /* the reference fixture's 64 patches: int(64 * 0.7 ** (s+1)) == 44, 31, 21 */
-    cr_assert_eq(tps_keep_count(&cfg, 0, 64), 44);
-    cr_assert_eq(tps_keep_count(&cfg, 2, 64), 21);
-    /* int(64 * 0.7 ** 2) == 31; int(100 * 0.7 ** 2) == 48 (0.7**2 is 0.48999999999999994);
-     * int(10 * 0.7) == 7 (10 * 0.7f in float is 6.9999999) */
-    cr_assert_eq(tps_keep_count(&cfg, 1, 64), 31);
-    cr_assert_eq(tps_keep_count(&cfg, 1, 100), 48);
-    cr_assert_eq(tps_keep_count(&cfg, 0, 10), 7);
-    /* int(1000 * 0.5 ** 3) == 125; int(30 * 0.9 ** 2) == 24 */
+    const keep_case rho07[] = {
+        {0, 196, 137, "int(196 * 0.7 ** 1)"},
+        {1, 196, 96, "int(196 * 0.7 ** 2)"},
+        {2, 196, 67, "int(196 * 0.7 ** 3)"},
+        /* the reference fixture's 64 patches */
+        {0, 64, 44, "int(64 * 0.7)"},
+        {2, 64, 21, "int(64 * 0.7 ** 3)"},
+        {1, 64, 31, "int(64 * 0.7 ** 2)"},
+        {1, 100, 48, "int(100 * 0.7 ** 2) (0.7**2 is 0.48999999999999994)"},
+        {0, 10, 7, "int(10 * 0.7) (10 * 0.7f in float is 6.9999999)"},
+    };
+    expect_counts(tps_keep_count, &cfg, rho07, N_CASES(rho07));
     tps_config half = three_stages(TPS_DTPS, 0.5f), nine = three_stages(TPS_DTPS, 0.9f);
-    cr_assert_eq(tps_keep_count(&half, 2, 1000), 125);
-    cr_assert_eq(tps_keep_count(&nine, 1, 30), 24);
-    /* at least one token survives: int(3 * 0.1 ** 3) would be 0 */
+    expect_counts(tps_keep_count, &half, (keep_case[]){{2, 1000, 125, "int(1000 * 0.5 ** 3)"}}, 1);
+    expect_counts(tps_keep_count, &nine, (keep_case[]){{1, 30, 24, "int(30 * 0.9 ** 2)"}}, 1);
     tps_config tiny = three_stages(TPS_DTPS, 0.1f);
-    cr_assert_eq(tps_keep_count(&tiny, 2, 3), 1);
+    expect_counts(tps_keep_count, &tiny, (keep_case[]){{2, 3, 1, "at least one token survives: int(3 * 0.1 ** 3)"}}, 1);
 }
 
 Test(tps_config, keep_counts_from_a_list) {
-    /* a list that is not a compounded rho: [0.8, 0.5, 0.25]; int(196 * 0.5) == 98,
-     * int(196 * 0.25) == 49 */
+    /* a list that is not a compounded rho: [0.8, 0.5, 0.25] */
     tps_config cfg = {.method = TPS_DYNAMICVIT, .n_stages = 3, .prune_loc = {2, 4, 6}, .keep_frac = {0.8f, 0.5f, 0.25f}};
     cr_assert_eq(tps_config_validate(&cfg, 12), TPSC_OK, "%s", tpsc_last_error());
-    cr_assert_eq(tps_keep_count(&cfg, 0, 196), 156); /* int(196 * 0.8) == 156 */
-    cr_assert_eq(tps_keep_count(&cfg, 1, 196), 98);
-    cr_assert_eq(tps_keep_count(&cfg, 2, 196), 49);
+    const keep_case list[] = {
+        {0, 196, 156, "int(196 * 0.8)"},
+        {1, 196, 98, "int(196 * 0.5)"},
+        {2, 196, 49, "int(196 * 0.25)"},
+    };
+    expect_counts(tps_keep_count, &cfg, list, N_CASES(list));
 }
 
 Test(tps_config, evit_keep_counts_match_python) {
     tps_config cfg = three_stages(TPS_EVIT, 0.7f);
-    /* math.ceil(0.7 * 196) == 138, math.ceil(0.7 * 138) == 97, math.ceil(0.7 * 10) == 7,
-     * math.ceil(0.7 * 20) == 14 */
-    cr_assert_eq(tps_evit_keep_count(&cfg, 0, 196), 138);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 138), 97);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 10), 7);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 20), 14);
-    /* the reference fixture's 64 patches (tests/reference/vit_ref.py EVitModel): evit counts
-     * the fused token, math.ceil(0.7 * 64) == 45, ceil(0.7 * 46) == 33, ceil(0.7 * 34) == 24;
-     * etps: ceil(0.7 * 45) == 32, ceil(0.7 * 32) == 23 */
-    cr_assert_eq(tps_evit_keep_count(&cfg, 0, 64), 45);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 46), 33);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 34), 24);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 1, 45), 32);
-    cr_assert_eq(tps_evit_keep_count(&cfg, 2, 32), 23);
+    const keep_case evit[] = {
+        {0, 196, 138, "math.ceil(0.7 * 196)"},
+        {1, 138, 97, "math.ceil(0.7 * 138)"},
+        {2, 10, 7, "math.ceil(0.7 * 10)"},
+        {1, 20, 14, "math.ceil(0.7 * 20)"},
+        /* the reference fixture's 64 patches (tests/reference/vit_ref.py EVitModel): evit counts
+         * the fused token */
+        {0, 64, 45, "evit: math.ceil(0.7 * 64)"},
+        {1, 46, 33, "evit: math.ceil(0.7 * 46)"},
+        {2, 34, 24, "evit: math.ceil(0.7 * 34)"},
+        {1, 45, 32, "etps: math.ceil(0.7 * 45)"},
+        {2, 32, 23, "etps: math.ceil(0.7 * 32)"},
+    };
+    expect_counts(tps_evit_keep_count, &cfg, evit, N_CASES(evit));
     tps_config one = three_stages(TPS_EVIT, 1.0f);
-    cr_assert_eq(tps_evit_keep_count(&one, 2, 37), 37);
+    expect_counts(tps_evit_keep_count, &one, (keep_case[]){{2, 37, 37, "math.ceil(1.0 * 37)"}}, 1);
 }
 
 static void expect_error(const tps_config *cfg, int depth, const char *needle) {
