@@ -34,18 +34,6 @@ TestSuite(infer, .init = one_thread);
 #define LIB_RTOL 1e-5
 #define TORCH_RTOL 1e-4
 
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
-
 static void tmp_path(char *buf, size_t len, const char *name) {
     snprintf(buf, len, "%s/test_infer_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
 }
@@ -97,6 +85,15 @@ static void save_inference(const char *path, vit_model *m) {
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params,
                           .class_names = names, .n_class_names = (int)m->cfg.num_classes};
     cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
+}
+
+/* Saves m as the inference file <name> (its path goes to path) and opens it with the library,
+ * with a workspace for B images: both engines then hold the same weights. */
+static void export_and_open(vit_model *m, const char *name, char *path, size_t B, tps_model **lib, tps_workspace **ws) {
+    tmp_path(path, 512, name);
+    save_inference(path, m);
+    cr_assert_eq(tps_model_open(path, lib), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(tps_workspace_create(*lib, B, ws), TPS_OK, "%s", tps_last_error());
 }
 
 static float *random_images(size_t B, const vit_config *c, uint64_t seed) {
@@ -155,7 +152,7 @@ static void expect_same_kept(const tps_workspace *ws, size_t b, const reference 
 }
 
 static void expect_close(const float *got, const float *want, size_t n, double rtol, const char *what) {
-    const double scale = max_abs(want, n), d = max_diff(got, want, n);
+    const double scale = fx_max_abs(want, n), d = fx_max_diff(got, want, n);
     cr_expect(d <= rtol * scale, "%s: logits differ by %g (scale %g, tolerance %g)", what, d, scale, rtol * scale);
 }
 
@@ -167,13 +164,9 @@ static void check_parity_batch(tps_method method, float rho, float override, siz
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     random_weights(&m, 7 + (uint64_t)method);
     char path[512];
-    tmp_path(path, sizeof path, "parity.h5");
-    save_inference(path, &m);
-
     tps_model *lib;
     tps_workspace *ws;
-    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    export_and_open(&m, "parity.h5", path, B, &lib, &ws);
     float *images = random_images(B, &cfg, 99);
     size_t counts[TPS_MAX_STAGES], *keep_override = NULL;
     if (override > 0.0f) {
@@ -252,12 +245,8 @@ Test(infer, two_thread_loops_etps) {
 static void check_torch(tps_method method, const char *group) {
     fixture fx;
     fx_open(&fx, "vit_dtps.h5");
-    vit_config cfg = {.img_size = (size_t)fx_attr_int(&fx, "img_size"), .patch_size = (size_t)fx_attr_int(&fx, "patch_size"),
-                      .in_chans = (size_t)fx_attr_int(&fx, "in_chans"), .embed_dim = (size_t)fx_attr_int(&fx, "embed_dim"),
-                      .depth = (size_t)fx_attr_int(&fx, "depth"), .num_heads = (size_t)fx_attr_int(&fx, "num_heads"),
-                      .num_classes = (size_t)fx_attr_int(&fx, "num_classes"),
-                      .mlp_ratio = (float)fx_attr_double(&fx, "mlp_ratio"), .ln_eps = 1e-6f};
-    snprintf(cfg.arch, sizeof cfg.arch, "custom");
+    vit_config cfg;
+    fx_vit_config(&fx, &cfg);
     float rho = (float)fx_attr_double(&fx, "keep_ratio"); /* evit/etps use 0.7 too (group attr keep_rate) */
     tps_config tps = small_tps(method, rho);
     vit_model m;
@@ -275,18 +264,14 @@ static void check_torch(tps_method method, const char *group) {
             free(v);
         }
     }
-    char path[512];
-    tmp_path(path, sizeof path, "torch.h5");
-    save_inference(path, &m);
     size_t n_img, shape[4];
     int nd;
     float *images = fx_read_f32(&fx, "/input/images", &n_img, shape, &nd);
     const size_t B = shape[0], K = cfg.num_classes;
-
+    char path[512];
     tps_model *lib;
     tps_workspace *ws;
-    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    export_and_open(&m, "torch.h5", path, B, &lib, &ws);
     float *logits = malloc(B * K * sizeof(float));
     cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
     char ds[128];
@@ -338,12 +323,9 @@ static void check_threshold(float threshold, float lo, float hi, int expect) {
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     random_weights(&m, 21);
     char path[512];
-    tmp_path(path, sizeof path, "threshold.h5");
-    save_inference(path, &m);
     tps_model *lib;
     tps_workspace *ws;
-    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
+    export_and_open(&m, "threshold.h5", path, B, &lib, &ws);
     tps_budget bu = {.mode = TPS_BUDGET_THRESHOLD, .threshold = threshold, .min_frac = lo, .max_frac = hi};
     cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
     float *images = random_images(B, &cfg, 5);
@@ -400,12 +382,9 @@ Test(infer, threshold_needs_a_predictor) {
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
     char path[512];
-    tmp_path(path, sizeof path, "evit_threshold.h5");
-    save_inference(path, &m);
     tps_model *lib;
     tps_workspace *ws;
-    cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_workspace_create(lib, 1, &ws), TPS_OK);
+    export_and_open(&m, "evit_threshold.h5", path, 1, &lib, &ws);
     tps_budget bu = {.mode = TPS_BUDGET_THRESHOLD, .threshold = 0.5f, .max_frac = 1.0f};
     cr_expect_eq(tps_workspace_set_budget(ws, &bu), TPS_ERR_ARG);
     cr_expect(strstr(tps_last_error(), "predictor"), "message: %s", tps_last_error());
