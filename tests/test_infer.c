@@ -474,11 +474,8 @@ Test(infer, cli_export_and_tensor_parity) {
     if (access(tpsc, X_OK) != 0) cr_skip_test("%s is not built", tpsc);
     fixture fx;
     fx_open(&fx, "vit_dtps.h5");
-    vit_config cfg = {.img_size = (size_t)fx_attr_int(&fx, "img_size"), .patch_size = (size_t)fx_attr_int(&fx, "patch_size"),
-                      .in_chans = 3, .embed_dim = (size_t)fx_attr_int(&fx, "embed_dim"),
-                      .depth = (size_t)fx_attr_int(&fx, "depth"), .num_heads = (size_t)fx_attr_int(&fx, "num_heads"),
-                      .num_classes = (size_t)fx_attr_int(&fx, "num_classes"), .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(cfg.arch, sizeof cfg.arch, "custom");
+    vit_config cfg;
+    fx_vit_config(&fx, &cfg);
     tps_config tps = small_tps(TPS_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());

@@ -20,18 +20,6 @@
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
-static double max_abs(const float *v, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(v[i]));
-    return m;
-}
-
-static double max_diff(const float *a, const float *b, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs((double)a[i] - b[i]));
-    return m;
-}
-
 static tps_config stages(tps_method method, float rho) {
     tps_config t = {.method = method, .n_stages = 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
     tps_config_fill_rho(&t, rho);
@@ -110,12 +98,8 @@ static void expect_valid_kept(const vit_output *out, size_t B, size_t N, bool fu
 static void check_keep_all_is_dense(tps_method method) {
     fixture fx;
     fx_open(&fx, "vit_dtps.h5"); /* its random weights give a peaked attention, unlike timm's init */
-    vit_config c = {.img_size = (size_t)fx_attr_int(&fx, "img_size"), .patch_size = (size_t)fx_attr_int(&fx, "patch_size"),
-                    .in_chans = (size_t)fx_attr_int(&fx, "in_chans"), .embed_dim = (size_t)fx_attr_int(&fx, "embed_dim"),
-                    .depth = (size_t)fx_attr_int(&fx, "depth"), .num_heads = (size_t)fx_attr_int(&fx, "num_heads"),
-                    .num_classes = (size_t)fx_attr_int(&fx, "num_classes"),
-                    .mlp_ratio = (float)fx_attr_double(&fx, "mlp_ratio"), .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
+    vit_config c;
+    fx_vit_config(&fx, &c);
     tps_config none = {.method = TPS_NONE}, all = stages(method, 1.0f);
     vit_model dense, pruned;
     cr_assert_eq(vit_model_create(&dense, &c, &none), TPSC_OK, "%s", tpsc_last_error());
@@ -138,7 +122,7 @@ static void check_keep_all_is_dense(tps_method method) {
     const size_t B = shape[0], N = vit_num_patches(&c);
     for (int s = 0; s < op.n_stages; s++) cr_assert_eq(op.kept_count[s], N, "stage %d keeps %zu of %zu", s, op.kept_count[s], N);
     expect_shape(lp, 2, B, c.num_classes, 0, "logits");
-    double scale = max_abs(ld->data, ag_numel(ld)), d = max_diff(lp->data, ld->data, ag_numel(ld));
+    double scale = fx_max_abs(ld->data, ag_numel(ld)), d = fx_max_diff(lp->data, ld->data, ag_numel(ld));
     cr_expect(scale > 1.0, "degenerate reference: logits span only %g", scale);
     cr_expect(d <= 1e-5 * scale, "%s at keep 1.0: logits differ from dense by %g (scale %g)", tps_method_name(method), d,
               scale);
@@ -254,29 +238,35 @@ Test(tps_model, training_masks_are_nested_and_reproducible) {
 
 /* ---- keep_override ----------------------------------------------------------------------- */
 
+/* Inference of the small model (N = 64) on B images from seed with keep_override want: every
+ * stage keeps exactly want[s] tokens (the last stage's output also holds EViT's fused token
+ * when `fused`), and the kept indices are valid and nested. */
+static void expect_override_kept(ag_ctx *ctx, vit_model *m, size_t B, const size_t want[3], uint64_t seed, bool fused) {
+    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = want};
+    vit_output out;
+    cr_assert_not_null(vit_forward(ctx, m, random_images(ctx, B, &m->cfg, seed), &opts, &out), "%s", tpsc_last_error());
+    for (int s = 0; s < 3; s++) cr_expect_eq(out.kept_count[s], want[s], "stage %d kept %zu", s, out.kept_count[s]);
+    expect_shape(out.tokens, 3, B, want[2] + fused, m->cfg.embed_dim, fused ? "final tokens (kept + fused)" : "final tokens");
+    expect_valid_kept(&out, B, 64, fused, true);
+}
+
 Test(tps_model, keep_override_sets_the_counts) {
     tps_config tps = stages(TPS_DTPS, 0.7f);
     vit_model m;
     small_model(&m, 32, 4, &tps, 14);
-    const size_t B = 2, N = 64, want[3] = {50, 20, 5};
+    const size_t B = 2, want[3] = {50, 20, 5};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    ag_tensor *x = random_images(ctx, B, &m.cfg, 8);
-    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = want};
-    vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, x, &opts, &out);
-    cr_assert_not_null(logits, "%s", tpsc_last_error());
-    for (int s = 0; s < 3; s++) cr_expect_eq(out.kept_count[s], want[s], "stage %d kept %zu", s, out.kept_count[s]);
-    expect_shape(out.tokens, 3, B, want[2], m.cfg.embed_dim, "final tokens");
-    expect_valid_kept(&out, B, N, false, true);
+    expect_override_kept(ctx, &m, B, want, 8, false);
 
     /* more tokens than are left (20 after 10) and zero are errors, not silent clamps */
     const size_t grow[3] = {10, 20, 5}, zero[3] = {50, 0, 5};
     const size_t *bad[2] = {grow, zero};
+    vit_output out;
     for (int i = 0; i < 2; i++) {
         ag_ctx_reset(ctx);
         ag_set_grad_enabled(ctx, false);
-        x = random_images(ctx, B, &m.cfg, 8);
+        ag_tensor *x = random_images(ctx, B, &m.cfg, 8);
         vit_forward_opts o = {.mode = VIT_INFER, .keep_override = bad[i]};
         cr_expect_null(vit_forward(ctx, &m, x, &o, &out), "override %d accepted", i);
         cr_expect_neq(ag_ctx_status(ctx), TPSC_OK);
@@ -290,15 +280,10 @@ Test(tps_model, keep_override_for_evit) {
     tps_config tps = stages(TPS_EVIT, 0.7f);
     vit_model m;
     small_model(&m, 32, 4, &tps, 15);
-    const size_t B = 2, want[3] = {40, 20, 10};
+    const size_t want[3] = {40, 20, 10};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = want};
-    vit_output out;
-    cr_assert_not_null(vit_forward(ctx, &m, random_images(ctx, B, &m.cfg, 9), &opts, &out), "%s", tpsc_last_error());
-    for (int s = 0; s < 3; s++) cr_expect_eq(out.kept_count[s], want[s], "stage %d kept %zu", s, out.kept_count[s]);
-    expect_shape(out.tokens, 3, B, want[2] + 1, m.cfg.embed_dim, "final tokens (kept + fused)");
-    expect_valid_kept(&out, B, 64, true, true);
+    expect_override_kept(ctx, &m, 2, want, 9, true);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }
@@ -409,7 +394,7 @@ static void check_batch_independence(tps_method method, vit_mode mode) {
     vit_output all;
     ag_tensor *logits = vit_forward(ctx, &m, x, &opts, &all);
     cr_assert_not_null(logits, "%s", tpsc_last_error());
-    const double scale = max_abs(logits->data, B * K);
+    const double scale = fx_max_abs(logits->data, B * K);
     for (size_t b = 0; b < B; b++) {
         ag_tensor *one = ag_new4(ctx, 1, m.cfg.in_chans, 32, 32);
         cr_assert_not_null(one);
@@ -418,7 +403,7 @@ static void check_batch_independence(tps_method method, vit_mode mode) {
         vit_output single;
         ag_tensor *l1 = vit_forward(ctx, &m, one, &o, &single);
         cr_assert_not_null(l1, "%s", tpsc_last_error());
-        double d = max_diff(l1->data, logits->data + b * K, K);
+        double d = fx_max_diff(l1->data, logits->data + b * K, K);
         cr_expect(d <= 1e-5 * scale, "%s image %zu alone: logits differ by %g (scale %g)", tps_method_name(method), b, d,
                   scale);
         for (int s = 0; s < all.n_stages; s++) {
@@ -456,7 +441,7 @@ Test(tps_model, evit_train_equals_infer) {
         ag_tensor *lt = vit_forward(ctx, &m, x, &(vit_forward_opts){.mode = VIT_TRAIN}, &tr);
         ag_tensor *li = vit_forward(ctx, &m, x, &(vit_forward_opts){.mode = VIT_INFER}, &inf);
         cr_assert(lt && li, "%s", tpsc_last_error());
-        cr_expect_eq(max_diff(lt->data, li->data, ag_numel(li)), 0.0, "%s: train and infer differ",
+        cr_expect_eq(fx_max_diff(lt->data, li->data, ag_numel(li)), 0.0, "%s: train and infer differ",
                      tps_method_name(methods[i]));
         expect_shape(tr.tokens, 3, 2, inf.tokens->shape[1], m.cfg.embed_dim, "training tokens");
         ag_ctx_free(ctx);
