@@ -69,12 +69,7 @@ Test(data_errors, each_bad_image_is_named) {
 /* on_bad_image = error: the batches before the bad file arrive, then next() fails naming it
  * (the earliest bad batch, whatever the worker count: 0, 1, 2). */
 Test(data_errors, error_policy_stops_at_the_bad_batch) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_IMAGEFOLDER;
-    strcpy(cfg.val_path, root);
-    cfg.image_size = 8;
-    cfg.batch_size = 1;
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_IMAGEFOLDER, TPSC_SPLIT_VAL, root, 8, 1);
     for (int workers = 0; workers <= 2; workers++) {
         cfg.workers = workers;
         tpsc_loader *l;
@@ -93,12 +88,7 @@ Test(data_errors, error_policy_stops_at_the_bad_batch) {
 /* on_bad_image = skip: 3 of 7 files are bad; every sample's label is its file's label.
  * With 0 (no threads) and 2 workers. */
 Test(data_errors, skip_policy_counts_and_names) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_IMAGEFOLDER;
-    strcpy(cfg.train_path, root);
-    cfg.image_size = 8;
-    cfg.batch_size = 2;
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_IMAGEFOLDER, TPSC_SPLIT_TRAIN, root, 8, 2);
     cfg.drop_last = false;
     cfg.on_bad_image = TPSC_BAD_IMAGE_SKIP;
     for (int workers = 0; workers <= 2; workers += 2) {
@@ -149,6 +139,16 @@ static void idx_path(char *out, const char *name) { snprintf(out, 256, "%s/%s", 
 
 TestSuite(data_idx_errors, .init = make_idx_dir, .fini = remove_idx_dir);
 
+/* Opening the idx pair (images, labels) fails with `want`, names `bad`, and says `needle`
+ * (NULL: the name is enough). */
+static void expect_idx_refused(const char *images, const char *labels, const char *bad, tpsc_status want,
+                               const char *needle) {
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_idx(&ds, images, labels), want, "%s: %s", bad, tpsc_last_error());
+    assert_names(bad);
+    if (needle) cr_assert(strstr(tpsc_last_error(), needle), "%s", tpsc_last_error());
+}
+
 Test(data_idx_errors, wrong_magic_count_truncation_corruption) {
     uint8_t pixels[3 * 2 * 2] = {0}, labels[3] = {0, 1, 2};
     uint32_t idims[3] = {3, 2, 2}, ldims[1] = {3}, ldims2[1] = {2}, big[3] = {5, 2, 2};
@@ -163,56 +163,53 @@ Test(data_idx_errors, wrong_magic_count_truncation_corruption) {
 
     idx_path(bad, "magic");
     cr_assert_eq(fx_write_idx(bad, 0x801, 3, idims, pixels, sizeof pixels), 0);
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
-    assert_names(bad);
-    cr_assert(strstr(tpsc_last_error(), "magic"), "%s", tpsc_last_error());
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, "magic");
 
     idx_path(bad, "count");
     cr_assert_eq(fx_write_idx(bad, 0x801, 1, ldims2, labels, 2), 0);
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, img, bad), TPSC_ERR_FORMAT);
-    assert_names(bad);
-    cr_assert(strstr(tpsc_last_error(), "2 labels but"), "%s", tpsc_last_error());
+    expect_idx_refused(img, bad, bad, TPSC_ERR_FORMAT, "2 labels but");
 
     idx_path(bad, "short");
     cr_assert_eq(fx_write_idx(bad, 0x803, 3, big, pixels, sizeof pixels), 0);
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
-    assert_names(bad);
-    cr_assert(strstr(tpsc_last_error(), "truncated"), "%s", tpsc_last_error());
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, "truncated");
 
     /* A gzip stream cut in half, and one with its deflate data overwritten. */
     char cmd[700];
     idx_path(bad, "half.gz");
     snprintf(cmd, sizeof cmd, "head -c 300 '%s/tiny-images-idx3-ubyte.gz' > '%s'", DATA_FIXTURES, bad);
     cr_assert_eq(system(cmd), 0);
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
-    assert_names(bad);
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, NULL);
     idx_path(bad, "corrupt.gz");
     snprintf(cmd, sizeof cmd, "cp '%s/tiny-images-idx3-ubyte.gz' '%s' && printf 'garbagegarbagegarbage' | dd of='%s' bs=1 seek=40 conv=notrunc status=none",
              DATA_FIXTURES, bad, bad);
     cr_assert_eq(system(cmd), 0);
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_FORMAT);
-    assert_names(bad);
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, NULL);
 
     idx_path(bad, "absent");
-    cr_assert_eq(tpsc_dataset_open_idx(&ds, bad, lbl), TPSC_ERR_IO);
-    assert_names(bad);
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_IO, NULL);
 }
 
-Test(data_idx_errors, h5_label_count_and_range) {
-    char path[256];
-    idx_path(path, "bad.h5");
+/* An HDF5 dataset file: `images` [4,2,2,1] of zeros, `labels` the first n_labels of labels. */
+static void write_h5(const char *path, const int32_t *labels, hsize_t n_labels) {
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t idims[4] = {4, 2, 2, 1}, ldims[1] = {3};
+    cr_assert(f >= 0, "creating %s", path);
+    hsize_t idims[4] = {4, 2, 2, 1};
     uint8_t pixels[16] = {0};
-    int32_t labels[4] = {0, 1, 2, -1};
     hid_t s = H5Screate_simple(4, idims, NULL);
     hid_t d = H5Dcreate2(f, "images", H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, pixels);
     H5Dclose(d), H5Sclose(s);
-    s = H5Screate_simple(1, ldims, NULL);
+    s = H5Screate_simple(1, &n_labels, NULL);
     d = H5Dcreate2(f, "labels", H5T_NATIVE_INT32, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
     H5Dclose(d), H5Sclose(s), H5Fclose(f);
+}
+
+Test(data_idx_errors, h5_label_count_and_range) {
+    char path[256];
+    const int32_t labels[4] = {0, 1, 2, -1};
+    idx_path(path, "bad.h5");
+    write_h5(path, labels, 3);
     tpsc_dataset *ds;
     cr_assert_eq(tpsc_dataset_open_h5(&ds, path), TPSC_ERR_FORMAT);
     assert_names(path);
@@ -220,16 +217,7 @@ Test(data_idx_errors, h5_label_count_and_range) {
 
     /* Right count, a negative label: refused, never wrapped into a class. */
     idx_path(path, "neg.h5");
-    f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    ldims[0] = 4;
-    s = H5Screate_simple(4, idims, NULL);
-    d = H5Dcreate2(f, "images", H5T_NATIVE_UINT8, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, pixels);
-    H5Dclose(d), H5Sclose(s);
-    s = H5Screate_simple(1, ldims, NULL);
-    d = H5Dcreate2(f, "labels", H5T_NATIVE_INT32, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels);
-    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+    write_h5(path, labels, 4);
     cr_assert_eq(tpsc_dataset_open_h5(&ds, path), TPSC_ERR_FORMAT);
     assert_names(path);
     cr_assert(strstr(tpsc_last_error(), "label -1 of sample 3"), "%s", tpsc_last_error());

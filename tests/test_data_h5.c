@@ -57,14 +57,9 @@ Test(data_h5, float32_nchw) {
  * Tolerance 1e-6 (float32 division) for uint8; 1e-5 for the float path, which goes through
  * x * 255 and back. */
 Test(data_h5, eval_pixels_through_loader) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_H5;
-    strcpy(cfg.val_path, DATA_FIXTURES "/tiny_u8.h5");
-    cfg.image_size = 5;
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_H5, TPSC_SPLIT_VAL, DATA_FIXTURES "/tiny_u8.h5", 5, 20);
     cfg.aug.crop_pct = 1.0f;
-    cfg.batch_size = 20;
-    for (int c = 0; c < 3; c++) cfg.aug.mean[c] = 0.0f, cfg.aug.std[c] = 1.0f;
+    fx_unit_normalize(&cfg.aug);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     tpsc_batch b;

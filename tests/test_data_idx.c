@@ -73,14 +73,10 @@ Test(data_idx, prefix_and_limit) {
  * and std 1 the batch holds pixel / 255 (float32 rounding, tolerance 1e-6), grey repeated
  * into 3 channels, in dataset order. */
 Test(data_idx, eval_batches_hold_pixels) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_IDX;
-    strcpy(cfg.val_path, DATA_FIXTURES "/tiny");
-    cfg.image_size = 5; /* images are 6 high, 5 wide: the centre 5x5 crop starts at row 0 */
+    /* images are 6 high, 5 wide: the centre 5x5 crop starts at row 0 */
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_IDX, TPSC_SPLIT_VAL, DATA_FIXTURES "/tiny", 5, 8);
     cfg.aug.crop_pct = 1.0f;
-    cfg.batch_size = 8;
-    for (int c = 0; c < 3; c++) cfg.aug.mean[c] = 0.0f, cfg.aug.std[c] = 1.0f;
+    fx_unit_normalize(&cfg.aug);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(tpsc_loader_batches_per_epoch(l), 3, "20 samples, B = 8, eval keeps the last partial batch");

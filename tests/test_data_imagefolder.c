@@ -99,14 +99,9 @@ Test(data_imagefolder, grey_decoding) {
  * 10 (unchanged) and centre-crops 10x10 from left = round((12 - 10) / 2) = 1, so output
  * (y, x) is source (y, x + 1). mean 0, std 1: values are pixel / 255 (tolerance 1e-6). */
 Test(data_imagefolder, eval_centre_crop_of_decoded_png) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_IMAGEFOLDER;
-    strcpy(cfg.val_path, root);
-    cfg.image_size = 10;
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_IMAGEFOLDER, TPSC_SPLIT_VAL, root, 10, 6);
     cfg.aug.crop_pct = 1.0f;
-    cfg.batch_size = 6;
-    for (int c = 0; c < 3; c++) cfg.aug.mean[c] = 0.0f, cfg.aug.std[c] = 1.0f;
+    fx_unit_normalize(&cfg.aug);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_str_eq(tpsc_loader_class_name(l, 1), "cat");
@@ -128,12 +123,7 @@ Test(data_imagefolder, eval_centre_crop_of_decoded_png) {
 /* The train path runs over decoded files (crop, flip, RandAugment, erasing, mixup) and keeps
  * labels with their files. */
 Test(data_imagefolder, train_epoch) {
-    tpsc_data_config cfg;
-    tpsc_data_config_default(&cfg);
-    cfg.format = TPSC_DATA_IMAGEFOLDER;
-    strcpy(cfg.train_path, root);
-    cfg.image_size = 16;
-    cfg.batch_size = 3;
+    tpsc_data_config cfg = fx_data_config(TPSC_DATA_IMAGEFOLDER, TPSC_SPLIT_TRAIN, root, 16, 3);
     cfg.workers = 2;
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_OK, "%s", tpsc_last_error());

@@ -208,7 +208,7 @@ Test(data_transforms, eval_transform_matches_pil_bicubic) {
     H5Fclose(f);
     tpsc_data_config cfg;
     tpsc_data_config_default(&cfg);
-    for (int c = 0; c < 3; c++) cfg.aug.mean[c] = 0.0f, cfg.aug.std[c] = 1.0f;
+    fx_unit_normalize(&cfg.aug);
     tpsc_transform t;
     cr_assert_eq(tpsc_transform_init(&t, &cfg.aug, false, 3, 32, 0), TPSC_OK);
     tpsc_transform_scratch s = {0};

@@ -27,7 +27,27 @@
 #pragma GCC diagnostic pop
 #endif
 
+#include "data/loader.h"
+
 #define DATA_FIXTURES TPSC_FIXTURE_DIR "/data"
+
+/* Where the loader tests start: the defaults, reading `path` as `format` for `split`, images
+ * image_size square, batch_size per batch. */
+static inline tpsc_data_config fx_data_config(tpsc_data_format format, tpsc_split split, const char *path,
+                                              int image_size, int batch_size) {
+    tpsc_data_config cfg;
+    tpsc_data_config_default(&cfg);
+    cfg.format = format;
+    snprintf(split == TPSC_SPLIT_TRAIN ? cfg.train_path : cfg.val_path, TPSC_DATA_PATH_MAX, "%s", path);
+    cfg.image_size = image_size;
+    cfg.batch_size = batch_size;
+    return cfg;
+}
+
+/* Mean 0 and std 1 in every channel: the transform's output is then pixel / 255. */
+static inline void fx_unit_normalize(tpsc_augment_config *aug) {
+    for (int c = 0; c < 3; c++) aug->mean[c] = 0.0f, aug->std[c] = 1.0f;
+}
 
 /* The closed formula of the lossless (PNG/BMP) test images. */
 static inline uint8_t fx_pixel(int i, int y, int x, int c) { return (uint8_t)((29 * i + 7 * y + 3 * x + 80 * c) % 256); }
