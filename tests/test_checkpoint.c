@@ -125,21 +125,27 @@ static void assert_message_has(const char *needle) {
     cr_assert(strstr(tpsc_last_error(), needle) != NULL, "message '%s' lacks '%s'", tpsc_last_error(), needle);
 }
 
-/* Rewrites one root attribute of an existing file, to forge a bad checkpoint. */
-static void forge_attr_i64(const char *file, const char *name, int64_t value) {
-    tpsc_h5 f = {.id = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT)};
+/* A model-only checkpoint at path (TINY, weights from seed 6; p keeps them) whose root
+ * attribute `name` is then rewritten, to forge a bad file: to the string `str`, or when str is
+ * NULL to the integer `i64`. */
+static void save_forged(ag_params *p, const char *name, const char *str, int64_t i64) {
+    declare(p, NULL, NULL, NULL, 6);
+    save_model_only(path, p);
+    tpsc_h5 f = {.id = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT)};
     cr_assert_geq(f.id, 0);
-    snprintf(f.name, sizeof f.name, "%s", file);
-    cr_assert_eq(tpsc_h5_write_attr_i64(&f, "/", name, value), TPSC_OK, "%s", tpsc_last_error());
+    snprintf(f.name, sizeof f.name, "%s", path);
+    tpsc_status st = str ? tpsc_h5_write_attr_str(&f, "/", name, str) : tpsc_h5_write_attr_i64(&f, "/", name, i64);
+    cr_assert_eq(st, TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(tpsc_h5_close(&f), TPSC_OK);
 }
 
-static void forge_attr_str(const char *file, const char *name, const char *value) {
-    tpsc_h5 f = {.id = H5Fopen(file, H5F_ACC_RDWR, H5P_DEFAULT)};
-    cr_assert_geq(f.id, 0);
-    snprintf(f.name, sizeof f.name, "%s", file);
-    cr_assert_eq(tpsc_h5_write_attr_str(&f, "/", name, value), TPSC_OK, "%s", tpsc_last_error());
-    cr_assert_eq(tpsc_h5_close(&f), TPSC_OK);
+/* Saves `saved` model-only and loads it into `model`: refused with `want`, the message naming
+ * the file and `needle`. */
+static void expect_load_refused(const ag_params *saved, ag_params *model, tpsc_status want, const char *needle) {
+    save_model_only(path, saved);
+    cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", model, NULL, NULL), want);
+    assert_message_has(path);
+    assert_message_has(needle);
 }
 
 static char *slurp(const char *file, size_t *len) {
@@ -389,9 +395,7 @@ Test(checkpoint, truncated_copy) {
 
 Test(checkpoint, newer_format_version_is_refused) {
     ag_params p;
-    declare(&p, NULL, NULL, NULL, 6);
-    save_model_only(path, &p);
-    forge_attr_i64(path, "format_version", TPSC_CHECKPOINT_VERSION + 1);
+    save_forged(&p, "format_version", NULL, TPSC_CHECKPOINT_VERSION + 1);
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, NULL, NULL), TPSC_ERR_FORMAT);
     assert_message_has(path);
     assert_message_has("format_version");
@@ -402,9 +406,7 @@ Test(checkpoint, newer_format_version_is_refused) {
 
 Test(checkpoint, wrong_format_name_is_refused) {
     ag_params p;
-    declare(&p, NULL, NULL, NULL, 6);
-    save_model_only(path, &p);
-    forge_attr_str(path, "format", "keras-weights");
+    save_forged(&p, "format", "keras-weights", 0);
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, NULL, NULL), TPSC_ERR_FORMAT);
     assert_message_has(path);
     assert_message_has("keras-weights");
@@ -413,9 +415,7 @@ Test(checkpoint, wrong_format_name_is_refused) {
 
 Test(checkpoint, unknown_method_is_refused) {
     ag_params p;
-    declare(&p, NULL, NULL, NULL, 6);
-    save_model_only(path, &p);
-    forge_attr_str(path, "method", "tome");
+    save_forged(&p, "method", "tome", 0);
     tps_config t;
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, &t, NULL), TPSC_ERR_FORMAT);
     assert_message_has("tome");
@@ -426,10 +426,7 @@ Test(checkpoint, missing_tensor) {
     ag_params saved, model;
     declare(&saved, "head.bias", NULL, NULL, 7);
     declare(&model, NULL, NULL, NULL, 0);
-    save_model_only(path, &saved);
-    cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", &model, NULL, NULL), TPSC_ERR_MISSING);
-    assert_message_has(path);
-    assert_message_has("head.bias");
+    expect_load_refused(&saved, &model, TPSC_ERR_MISSING, "head.bias");
     /* Checked before reading: a refused load leaves the model untouched. */
     for (size_t i = 0; i < model.total; i++) cr_assert_eq(model.data[i], 0.0f);
     ag_params_free(&saved);
@@ -440,10 +437,7 @@ Test(checkpoint, extra_tensor) {
     ag_params saved, model;
     declare(&saved, NULL, NULL, NULL, 8);
     declare(&model, "head.bias", NULL, NULL, 0);
-    save_model_only(path, &saved);
-    cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", &model, NULL, NULL), TPSC_ERR_FORMAT);
-    assert_message_has(path);
-    assert_message_has("head.bias");
+    expect_load_refused(&saved, &model, TPSC_ERR_FORMAT, "head.bias");
     ag_params_free(&saved);
     ag_params_free(&model);
 }
@@ -470,10 +464,7 @@ Test(checkpoint, misshaped_tensor) {
     ag_params saved, model;
     declare(&saved, NULL, NULL, NULL, 9);
     declare(&model, NULL, "head.weight", (size_t[]){4, 8}, 0);
-    save_model_only(path, &saved);
-    cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", &model, NULL, NULL), TPSC_ERR_SHAPE);
-    assert_message_has(path);
-    assert_message_has("/model/head.weight has shape [3, 8], expected [4, 8]");
+    expect_load_refused(&saved, &model, TPSC_ERR_SHAPE, "/model/head.weight has shape [3, 8], expected [4, 8]");
     ag_params_free(&saved);
     ag_params_free(&model);
 }

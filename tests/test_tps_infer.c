@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "support/fixture.h"
 #include "support/gradcheck.h"
 #include "src/tps/tps_internal.h"
 
@@ -13,12 +14,6 @@
 #define N 7
 #define C 6
 #define E_HOST 2.718281828459045
-
-static double cosine(const float *a, const float *b, int c) {
-    double na = 0, nb = 0, d = 0;
-    for (int i = 0; i < c; i++) na += (double)a[i] * a[i], nb += (double)b[i] * b[i], d += (double)a[i] * b[i];
-    return d / ((sqrt(na) + 1e-6) * (sqrt(nb) + 1e-6));
-}
 
 /* Official eval TPSModule for one image: kept rows kr[k], dropped rows dr[p] of x (row
  * pointers), out [k,c]. */
@@ -28,7 +23,7 @@ static void ref_hosts(const float *const *kr, int k, const float *const *dr, int
     for (int i = 0; i < p; i++) {
         double S[16], mx = -1e30;
         for (int j = 0; j < k; j++) {
-            S[j] = cosine(dr[i], kr[j], c);
+            S[j] = fx_cosine(dr[i], kr[j], c);
             if (S[j] > mx) mx = S[j];
         }
         for (int j = 0; j < k; j++) {
@@ -39,6 +34,21 @@ static void ref_hosts(const float *const *kr, int k, const float *const *dr, int
     }
     for (int j = 0; j < k; j++)
         for (int q = 0; q < c; q++) out[j * c + q] = (E_HOST * kr[j][q] + acc[j * c + q]) / den[j];
+}
+
+/* ref_hosts on image b of x [B,1+N,C] whose kept positions are kept[0..k): the dropped rows
+ * are the others, in position order. out [k,C]. */
+static void ref_hosts_of(const float *x, int b, const int32_t *kept, int k, double *out) {
+    const float *kr[N], *dr[N];
+    bool used[N] = {false};
+    for (int r = 0; r < k; r++) {
+        kr[r] = x + (b * (1 + N) + 1 + kept[r]) * C;
+        used[kept[r]] = true;
+    }
+    int p = 0;
+    for (int i = 0; i < N; i++)
+        if (!used[i]) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
+    ref_hosts(kr, k, dr, p, C, out);
 }
 
 typedef struct setup {
@@ -80,6 +90,22 @@ static void keep_scores(setup *s, float *x, size_t n, float *score) {
 }
 
 /* kept_pos is the top k by score, in descending order, ties to the lower index */
+static void assert_descending_topk(const float *score, size_t n, const int32_t *kept, size_t k);
+
+/* One predictor stage keeping k of the N tokens of x [B,1+N,C], random from seed: checks the
+ * kept positions (kept [B,k]) are the top k of the predictor's scores, in descending order.
+ * Returns the stage's output, [B,1+k,C] in ctx. */
+static ag_tensor *run_stage(ag_ctx *ctx, setup *s, float *x, uint64_t seed, size_t k, int32_t *kept) {
+    float score[B * N];
+    random_tokens(x, B * (1 + N) * C, seed);
+    keep_scores(s, x, N, score);
+    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
+    ag_tensor *y = tps_infer_stage(ctx, &s->cfg, &s->pred, &s->params, tx, k, kept);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    assert_descending_topk(score, N, kept, k);
+    return y;
+}
+
 static void assert_descending_topk(const float *score, size_t n, const int32_t *kept, size_t k) {
     for (int b = 0; b < B; b++) {
         bool used[16] = {false};
@@ -103,19 +129,14 @@ static void assert_descending_topk(const float *score, size_t n, const int32_t *
 Test(tps_infer, dynamicvit_keeps_topk_rows_in_score_order) {
     setup s;
     make_setup(&s, TPS_DYNAMICVIT);
-    float x[B * (1 + N) * C], score[B * N];
-    random_tokens(x, sizeof x / sizeof x[0], 8);
-    keep_scores(&s, x, N, score);
+    float x[B * (1 + N) * C];
     const size_t k = tps_keep_count(&s.cfg, 0, N); /* int(7 * 0.7) = 4 */
     cr_assert_eq(k, 4);
     int32_t kept[B * 4];
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, k, kept);
-    cr_assert_not_null(y, "%s", tpsc_last_error());
+    ag_tensor *y = run_stage(ctx, &s, x, 8, k, kept);
     cr_assert(y->ndim == 3 && y->shape[0] == B && y->shape[1] == 1 + k && y->shape[2] == C);
-    assert_descending_topk(score, N, kept, k);
     for (int b = 0; b < B; b++) {
         cr_assert_arr_eq(y->data + b * (1 + k) * C, x + b * (1 + N) * C, C * sizeof(float), "cls row of image %d", b);
         for (size_t r = 0; r < k; r++)
@@ -131,29 +152,15 @@ Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
      * order; tolerance 1e-5 */
     setup s;
     make_setup(&s, TPS_DTPS);
-    float x[B * (1 + N) * C], score[B * N];
-    random_tokens(x, sizeof x / sizeof x[0], 9);
-    keep_scores(&s, x, N, score);
+    float x[B * (1 + N) * C];
     const size_t k = 4;
     int32_t kept[B * 4];
     ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, k, kept);
-    cr_assert_not_null(y, "%s", tpsc_last_error());
+    ag_tensor *y = run_stage(ctx, &s, x, 9, k, kept);
     cr_assert(y->shape[1] == 1 + k);
-    assert_descending_topk(score, N, kept, k);
     for (int b = 0; b < B; b++) {
-        const float *kr[N], *dr[N];
-        bool used[N] = {false};
-        for (size_t r = 0; r < k; r++) {
-            kr[r] = x + (b * (1 + N) + 1 + kept[b * k + r]) * C;
-            used[kept[b * k + r]] = true;
-        }
-        int p = 0;
-        for (int i = 0; i < N; i++)
-            if (!used[i]) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
         double want[N * C];
-        ref_hosts(kr, (int)k, dr, p, C, want);
+        ref_hosts_of(x, b, kept + b * k, (int)k, want);
         cr_assert_arr_eq(y->data + b * (1 + k) * C, x + b * (1 + N) * C, C * sizeof(float), "cls row");
         for (size_t r = 0; r < k; r++)
             for (int q = 0; q < C; q++)
@@ -168,15 +175,10 @@ Test(tps_infer, keep_all_is_a_permutation_by_score) {
      * and dtps has nothing to squeeze, so the rows are exactly the input rows */
     setup s;
     make_setup(&s, TPS_DTPS);
-    float x[B * (1 + N) * C], score[B * N];
-    random_tokens(x, sizeof x / sizeof x[0], 10);
-    keep_scores(&s, x, N, score);
+    float x[B * (1 + N) * C];
     int32_t kept[B * N];
     ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    ag_tensor *y = tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N, kept);
-    cr_assert_not_null(y, "%s", tpsc_last_error());
-    assert_descending_topk(score, N, kept, N);
+    ag_tensor *y = run_stage(ctx, &s, x, 10, N, kept);
     for (int b = 0; b < B; b++)
         for (int r = 0; r < N; r++)
             cr_assert_arr_eq(y->data + (b * (1 + N) + 1 + r) * C, x + (b * (1 + N) + 1 + kept[b * N + r]) * C,
@@ -273,7 +275,7 @@ static void etps_margin_tokens(float *x) {
                 if (is_kept) continue;
                 double best = -2, second = -2;
                 for (int r = 0; r < 4; r++) {
-                    double s = cosine(x + (b * (1 + N) + 1 + i) * C, x + (b * (1 + N) + 1 + kept[b][r]) * C, C);
+                    double s = fx_cosine(x + (b * (1 + N) + 1 + i) * C, x + (b * (1 + N) + 1 + kept[b][r]) * C, C);
                     if (s > best) second = best, best = s;
                     else if (s > second) second = s;
                 }
@@ -299,16 +301,8 @@ Test(tps_evit, etps_squeezes_and_gradchecks) {
     const int32_t want_kept[B * 4] = {6, 2, 0, 5, 0, 1, 3, 4};
     cr_assert_arr_eq(kept, want_kept, sizeof want_kept);
     for (int b = 0; b < B; b++) {
-        const float *kr[4], *dr[3];
-        int p = 0;
-        for (int r = 0; r < 4; r++) kr[r] = x + (b * (1 + N) + 1 + kept[b * 4 + r]) * C;
-        for (int i = 0; i < N; i++) {
-            bool is_kept = false;
-            for (int r = 0; r < 4; r++) is_kept |= kept[b * 4 + r] == i;
-            if (!is_kept) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
-        }
         double want[4 * C];
-        ref_hosts(kr, 4, dr, p, C, want);
+        ref_hosts_of(x, b, kept + b * 4, 4, want);
         for (int i = 0; i < 4 * C; i++) cr_assert_float_eq(y->data[(b * 5 + 1) * C + i], want[i], 1e-5, "image %d", b);
     }
     ag_ctx_free(ctx);

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "support/fixture.h"
 #include "support/gradcheck.h"
 #include "src/tps/tps_internal.h"
 
@@ -16,12 +17,6 @@
 
 /* ---- references in double -------------------------------------------------------------- */
 
-static double cosine(const float *a, const float *b, int c) {
-    double na = 0, nb = 0, d = 0;
-    for (int i = 0; i < c; i++) na += (double)a[i] * a[i], nb += (double)b[i] * b[i], d += (double)a[i] * b[i];
-    return d / ((sqrt(na) + 1e-6) * (sqrt(nb) + 1e-6));
-}
-
 /* Official training TPSModule for one image, transcribed: out [n,c]. */
 static void ref_squeeze_train(const float *x, const float *keep, const float *prev, int n, int c, double *out) {
     double den[64], acc[64 * 16];
@@ -31,7 +26,7 @@ static void ref_squeeze_train(const float *x, const float *keep, const float *pr
         const double P = (1.0 - keep[i]) * prev[i];
         double S[64], mx = -1e30;
         for (int j = 0; j < n; j++) {
-            S[j] = (keep[j] == 0.0f || i == j) ? -100.0 : cosine(x + i * c, x + j * c, c);
+            S[j] = (keep[j] == 0.0f || i == j) ? -100.0 : fx_cosine(x + i * c, x + j * c, c);
             if (S[j] > mx) mx = S[j];
         }
         for (int j = 0; j < n; j++) {
@@ -53,7 +48,7 @@ static double smallest_margin(const float *x, const float *keep, int n, int c) {
         double best = -1e30, second = -1e30;
         for (int j = 0; j < n; j++) {
             if (keep[j] == 0.0f || j == i) continue;
-            const double s = cosine(x + i * c, x + j * c, c);
+            const double s = fx_cosine(x + i * c, x + j * c, c);
             if (s > best) second = best, best = s;
             else if (s > second) second = s;
         }

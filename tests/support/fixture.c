@@ -148,3 +148,9 @@ float *fx_random_normal(size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
     return x;
 }
+
+double fx_cosine(const float *a, const float *b, int c) {
+    double na = 0, nb = 0, d = 0;
+    for (int i = 0; i < c; i++) na += (double)a[i] * a[i], nb += (double)b[i] * b[i], d += (double)a[i] * b[i];
+    return d / ((sqrt(na) + 1e-6) * (sqrt(nb) + 1e-6));
+}

@@ -33,6 +33,8 @@ float *fx_random_normal(size_t n, uint64_t seed);
 /* max |v| and max |a - b| over n elements, in double. */
 double fx_max_abs(const float *v, size_t n);
 double fx_max_diff(const float *a, const float *b, size_t n);
+/* The official TPSModule's cosine similarity of two c-vectors, in double: a.b / ((|a| + 1e-6)(|b| + 1e-6)). */
+double fx_cosine(const float *a, const float *b, int c);
 /* max |a-b| / (atol + rtol*|b|) over n elements; also the worst index. */
 double fx_max_ratio(const float *a, const float *b, size_t n, double atol, double rtol, size_t *worst);
 
