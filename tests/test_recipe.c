@@ -5,6 +5,7 @@
  * Every numeric comparison is exact (tolerance 0): a recipe value is the float nearest to the
  * decimal written, the same float the C literal in the assertion gives. */
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <criterion/redirect.h>
 #include <dirent.h>
 #include <math.h>
@@ -31,20 +32,6 @@ static void load_ok(tpsc_recipe *r, const char *path) {
 }
 
 /* The message must say where (file:line), which key, and optionally why. */
-static void expect_load_error(const char *file, tpsc_status code, int line, const char *key, const char *detail) {
-    char path[512], where[256];
-    snprintf(path, sizeof path, "%s/recipes/%s", TPSC_FIXTURE_DIR, file);
-    tpsc_recipe *r = new_recipe();
-    tpsc_status st = tpsc_recipe_load(r, path);
-    const char *msg = tpsc_last_error();
-    cr_assert_eq(st, code, "%s: expected status %d, got %d: %s", file, code, st, msg);
-    snprintf(where, sizeof where, "%s:%d: ", file, line);
-    cr_assert(strstr(msg, where), "message lacks '%s': %s", where, msg);
-    cr_assert(strstr(msg, key), "message lacks '%s': %s", key, msg);
-    if (detail) cr_assert(strstr(msg, detail), "message lacks '%s': %s", detail, msg);
-    tpsc_free(r);
-}
-
 Test(recipe, schema_table_is_consistent) {
     cr_assert_eq(recipe_schema_check(), TPSC_OK, "%s", tpsc_last_error());
 }
@@ -206,44 +193,62 @@ Test(recipe, directory_is_an_io_error) {
     tpsc_free(r);
 }
 
-Test(recipe, unknown_key) { expect_load_error("bad_unknown_key.ini", TPSC_ERR_CONFIG, 4, "[optim] lrate", "unknown key"); }
-Test(recipe, unknown_section) {
-    expect_load_error("bad_unknown_section.ini", TPSC_ERR_CONFIG, 3, "[optimizer]", "unknown section");
+/* A recipe file in tests/fixtures/recipes/ that must be refused: the status, and a message
+ * "<file>:<line>: " naming the key and saying `detail` ("": the key is enough). Arrays, not
+ * pointers: Criterion hands each case to a test process of its own. */
+typedef struct bad_recipe {
+    char name[40]; /* what the case checks, printed with every failure */
+    char file[32];
+    tpsc_status code;
+    int line;
+    char key[24];
+    char detail[40];
+} bad_recipe;
+
+static bad_recipe bad_recipes[] = {
+    {"unknown_key", "bad_unknown_key.ini", TPSC_ERR_CONFIG, 4, "[optim] lrate", "unknown key"},
+    {"unknown_section", "bad_unknown_section.ini", TPSC_ERR_CONFIG, 3, "[optimizer]", "unknown section"},
+    {"wrong_type", "bad_type.ini", TPSC_ERR_CONFIG, 5, "[optim] lr", "expected a number, got 'abc'"},
+    {"out_of_range", "bad_range.ini", TPSC_ERR_CONFIG, 4, "[tps] keep_ratio", "(0, 1]"},
+    {"duplicate_key", "bad_duplicate.ini", TPSC_ERR_CONFIG, 5, "[optim] lr", "first set at line 3"},
+    {"duplicate_section", "bad_duplicate_section.ini", TPSC_ERR_CONFIG, 6, "[optim]", "first at line 2"},
+    {"keep_ratio_list_length", "bad_list_length.ini", TPSC_ERR_CONFIG, 5, "[tps] keep_ratio",
+     "2 values for 3 prune locations"},
+    {"unknown_method", "bad_method.ini", TPSC_ERR_CONFIG, 3, "[tps] method", "'dtsp'"},
+    {"prune_loc_outside_depth", "bad_prune_loc.ini", TPSC_ERR_CONFIG, 9, "[tps] prune_loc",
+     "location 6 is outside [1, 6)"},
+    {"long_line_is_refused_not_split", "bad_long_line.ini", TPSC_ERR_CONFIG, 3, "[model] init", "at most 197"},
+    {"indented_continuation_line", "bad_indent.ini", TPSC_ERR_CONFIG, 4, "weight_decay", "column 1"},
+    {"syntax_error_line", "bad_syntax.ini", TPSC_ERR_CONFIG, 3, "key = value", ""},
+    {"key_before_section", "bad_no_section.ini", TPSC_ERR_CONFIG, 2, "lr", "before any [section]"},
+    {"named_arch_contradicted", "bad_arch_conflict.ini", TPSC_ERR_CONFIG, 4, "[model] embed_dim",
+     "contradicts arch"},
+    {"distillation_without_teacher", "bad_no_teacher.ini", TPSC_ERR_CONFIG, 6, "[loss] distill_weight",
+     "[teacher] checkpoint"},
+    {"guide_without_teacher", "bad_guide_no_teacher.ini", TPSC_ERR_CONFIG, 7, "[loss] guide_weight",
+     "[teacher] checkpoint"},
+    {"randaug_grammar", "bad_randaug.ini", TPSC_ERR_CONFIG, 3, "[augment] randaug", "mstdx"},
+    {"patch_must_divide_image", "bad_patch.ini", TPSC_ERR_CONFIG, 4, "[model] patch_size",
+     "does not divide img_size 28"},
+    {"mean_one_per_channel", "bad_mean_channels.ini", TPSC_ERR_CONFIG, 5, "[augment] mean", "in_chans = 1"},
+};
+
+ParameterizedTestParameters(recipe, bad_file_is_refused) {
+    return cr_make_param_array(bad_recipe, bad_recipes, sizeof bad_recipes / sizeof bad_recipes[0]);
 }
-Test(recipe, wrong_type) { expect_load_error("bad_type.ini", TPSC_ERR_CONFIG, 5, "[optim] lr", "expected a number, got 'abc'"); }
-Test(recipe, out_of_range) { expect_load_error("bad_range.ini", TPSC_ERR_CONFIG, 4, "[tps] keep_ratio", "(0, 1]"); }
-Test(recipe, duplicate_key) { expect_load_error("bad_duplicate.ini", TPSC_ERR_CONFIG, 5, "[optim] lr", "first set at line 3"); }
-Test(recipe, duplicate_section) {
-    expect_load_error("bad_duplicate_section.ini", TPSC_ERR_CONFIG, 6, "[optim]", "first at line 2");
-}
-Test(recipe, keep_ratio_list_length) {
-    expect_load_error("bad_list_length.ini", TPSC_ERR_CONFIG, 5, "[tps] keep_ratio", "2 values for 3 prune locations");
-}
-Test(recipe, unknown_method) { expect_load_error("bad_method.ini", TPSC_ERR_CONFIG, 3, "[tps] method", "'dtsp'"); }
-Test(recipe, prune_loc_outside_depth) {
-    expect_load_error("bad_prune_loc.ini", TPSC_ERR_CONFIG, 9, "[tps] prune_loc", "location 6 is outside [1, 6)");
-}
-Test(recipe, long_line_is_refused_not_split) {
-    expect_load_error("bad_long_line.ini", TPSC_ERR_CONFIG, 3, "[model] init", "at most 197");
-}
-Test(recipe, indented_continuation_line) { expect_load_error("bad_indent.ini", TPSC_ERR_CONFIG, 4, "weight_decay", "column 1"); }
-Test(recipe, syntax_error_line) { expect_load_error("bad_syntax.ini", TPSC_ERR_CONFIG, 3, "key = value", NULL); }
-Test(recipe, key_before_section) { expect_load_error("bad_no_section.ini", TPSC_ERR_CONFIG, 2, "lr", "before any [section]"); }
-Test(recipe, named_arch_contradicted) {
-    expect_load_error("bad_arch_conflict.ini", TPSC_ERR_CONFIG, 4, "[model] embed_dim", "contradicts arch");
-}
-Test(recipe, distillation_without_teacher) {
-    expect_load_error("bad_no_teacher.ini", TPSC_ERR_CONFIG, 6, "[loss] distill_weight", "[teacher] checkpoint");
-}
-Test(recipe, guide_without_teacher) {
-    expect_load_error("bad_guide_no_teacher.ini", TPSC_ERR_CONFIG, 7, "[loss] guide_weight", "[teacher] checkpoint");
-}
-Test(recipe, randaug_grammar) { expect_load_error("bad_randaug.ini", TPSC_ERR_CONFIG, 3, "[augment] randaug", "mstdx"); }
-Test(recipe, patch_must_divide_image) {
-    expect_load_error("bad_patch.ini", TPSC_ERR_CONFIG, 4, "[model] patch_size", "does not divide img_size 28");
-}
-Test(recipe, mean_one_per_channel) {
-    expect_load_error("bad_mean_channels.ini", TPSC_ERR_CONFIG, 5, "[augment] mean", "in_chans = 1");
+
+ParameterizedTest(bad_recipe *c, recipe, bad_file_is_refused) {
+    char path[512], where[256];
+    snprintf(path, sizeof path, "%s/recipes/%s", TPSC_FIXTURE_DIR, c->file);
+    tpsc_recipe *r = new_recipe();
+    tpsc_status st = tpsc_recipe_load(r, path);
+    const char *msg = tpsc_last_error();
+    cr_assert_eq(st, c->code, "%s: %s: expected status %d, got %d: %s", c->name, c->file, c->code, st, msg);
+    snprintf(where, sizeof where, "%s:%d: ", c->file, c->line);
+    cr_assert(strstr(msg, where), "%s: message lacks '%s': %s", c->name, where, msg);
+    cr_assert(strstr(msg, c->key), "%s: message lacks '%s': %s", c->name, c->key, msg);
+    if (c->detail[0]) cr_assert(strstr(msg, c->detail), "%s: message lacks '%s': %s", c->name, c->detail, msg);
+    tpsc_free(r);
 }
 
 Test(recipe, set_overrides) {

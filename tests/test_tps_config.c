@@ -48,7 +48,8 @@ static void expect_counts(size_t (*count)(const tps_config *, int, size_t), cons
     for (size_t i = 0; i < n_cases; i++) {
         const keep_case *k = &cases[i];
         size_t got = count(cfg, k->stage, k->n);
-        cr_expect_eq(got, k->want, "stage %d of %zu tokens keeps %zu; %s == %zu", k->stage, k->n, got, k->python, k->want);
+        cr_expect_eq(got, k->want, "stage %d of %zu tokens keeps %zu; %s == %zu", k->stage, k->n, got, k->python,
+                     k->want);
     }
 }
 
