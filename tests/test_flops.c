@@ -39,6 +39,18 @@ static double closed_form(double C, const int *t_attn, const int *t_mlp, double 
 /* PredictorLG per token at C = 384: 384^2 + 384*192 + 192*96 + 96*2 = 239808 MACs. */
 #define PRED_S 239808.0
 
+/* DeiT-S under method m at keep ratio 0.7 against the closed form with blocks on t_attn / t_mlp
+ * tokens plus `extra` MACs; the closed form itself must equal the hand-worked total `hand`.
+ * Returns the model's count. */
+static double check_deit_s_0_7(tps_method m, const int *t_attn, const int *t_mlp, double extra, double hand) {
+    tps_config cfg = rho_config(m, 0.7);
+    double expect = closed_form(384.0, t_attn, t_mlp, extra);
+    double macs = deit_s(&cfg);
+    cr_assert_float_eq(expect, hand, 0.5, "%s: the closed form itself: %.0f", tps_method_name(m), expect);
+    cr_assert_float_eq(macs, expect, 0.5, "%s 0.7: %.0f MACs, closed form %.0f", tps_method_name(m), macs, expect);
+    return macs;
+}
+
 Test(flops, deit_s_dense_is_4_6_gmacs) {
     /* block at 197 tokens: 12*197*384^2 = 348,585,984 + 2*197^2*384 = 29,805,312 -> 378,391,296;
      * x12 = 4,540,695,552; + patch 57,802,752 + head 384,000 = 4,598,882,304. */
@@ -64,13 +76,9 @@ Test(flops, deit_s_dtps_0_7_is_3_0_gmacs) {
      * 371,625,984 = 2,819,833,344. Predictors on 196 + 137 + 96 = 429 tokens: 102,877,632.
      * Squeeze (p pruned, k kept): p k C + p C = (59*138 + 41*97 + 29*68) * 384 = 5,410,944.
      * With patch embed and head: 2,986,308,672. */
-    tps_config cfg = rho_config(TPS_DTPS, 0.7);
     const int t[12] = {197, 197, 197, 138, 138, 138, 97, 97, 97, 68, 68, 68};
     double squeeze = (59.0 * 138 + 41.0 * 97 + 29.0 * 68) * 384.0;
-    double expect = closed_form(384.0, t, t, PRED_S * 429 + squeeze);
-    double macs = deit_s(&cfg);
-    cr_assert_float_eq(expect, 2986308672.0, 0.5, "the closed form itself: %.0f", expect);
-    cr_assert_float_eq(macs, expect, 0.5, "dTPS 0.7: %.0f MACs, closed form %.0f", macs, expect);
+    double macs = check_deit_s_0_7(TPS_DTPS, t, t, PRED_S * 429 + squeeze, 2986308672.0);
     cr_assert_float_eq(macs / 1e9, 3.0, 0.1);
 }
 
@@ -89,13 +97,9 @@ Test(flops, deit_s_evit_0_7_is_3_0_gmacs) {
      * run on 197,197,197,197, 140,140,140, 100,100,100, 72,72 tokens; MLP parts on
      * 197,197,197, 140,140,140, 100,100,100, 72,72,72. Fusion: (58 + 41 + 29) * 384 = 49,152.
      * Total 3,029,329,920. */
-    tps_config cfg = rho_config(TPS_EVIT, 0.7);
     const int ta[12] = {197, 197, 197, 197, 140, 140, 140, 100, 100, 100, 72, 72};
     const int tm[12] = {197, 197, 197, 140, 140, 140, 100, 100, 100, 72, 72, 72};
-    double expect = closed_form(384.0, ta, tm, (58.0 + 41 + 29) * 384.0);
-    double macs = deit_s(&cfg);
-    cr_assert_float_eq(expect, 3029329920.0, 0.5, "the closed form itself: %.0f", expect);
-    cr_assert_float_eq(macs, expect, 0.5, "EViT 0.7: %.0f MACs, closed form %.0f", macs, expect);
+    double macs = check_deit_s_0_7(TPS_EVIT, ta, tm, (58.0 + 41 + 29) * 384.0, 3029329920.0);
     cr_assert_float_eq(macs / 1e9, 3.0, 0.1);
 }
 
@@ -103,14 +107,10 @@ Test(flops, deit_s_etps_0_7_squeezes_instead_of_fusing) {
     /* No fused token: 196 -> ceil(137.2) = 138 -> ceil(96.6) = 97 -> ceil(67.9) = 68, so the
      * sequences (with cls) are 139, 98, 69; squeeze p k C + p C = (58*139 + 41*98 + 29*69) * 384
      * = 5,407,104. Total 3,002,401,920. */
-    tps_config cfg = rho_config(TPS_ETPS, 0.7);
     const int ta[12] = {197, 197, 197, 197, 139, 139, 139, 98, 98, 98, 69, 69};
     const int tm[12] = {197, 197, 197, 139, 139, 139, 98, 98, 98, 69, 69, 69};
     double squeeze = (58.0 * 139 + 41.0 * 98 + 29.0 * 69) * 384.0;
-    double expect = closed_form(384.0, ta, tm, squeeze);
-    double macs = deit_s(&cfg);
-    cr_assert_float_eq(expect, 3002401920.0, 0.5, "the closed form itself: %.0f", expect);
-    cr_assert_float_eq(macs, expect, 0.5, "eTPS 0.7: %.0f MACs, closed form %.0f", macs, expect);
+    check_deit_s_0_7(TPS_ETPS, ta, tm, squeeze, 3002401920.0);
 }
 
 /* The counts must be the model's own (config.c), including where float rounding of keep_frac

@@ -126,6 +126,23 @@ static void expect_frozen_untouched(setup *s) {
     free(init);
 }
 
+/* Steps t in [from, to) of the fixture's run with AdamW: step t's gradients and lr[t], then
+ * an EMA update when ema is not NULL. */
+static void adamw_steps(setup *s, tpsc_adamw *opt, tpsc_ema *ema, const double *lr, long from, long to) {
+    for (long t = from; t < to; t++) {
+        feed(s, t);
+        cr_assert_eq(tpsc_adamw_step(opt, &s->p, lr[t]), TPSC_OK, "step %ld: %s", t, tpsc_last_error());
+        if (ema) cr_assert_eq(tpsc_ema_update(ema, &s->p), TPSC_OK, "step %ld: %s", t, tpsc_last_error());
+    }
+}
+
+/* One parameter "w" of n elements, for the hand-computed cases. */
+static void one_weight(ag_params *p, size_t n) {
+    ag_params_init(p);
+    cr_assert_geq(ag_params_add(p, "w", 1, (size_t[]){n}), 0);
+    cr_assert_eq(ag_params_finalise(p), TPSC_OK);
+}
+
 static tpsc_adamw_config fixture_adamw_config(setup *s) {
     tpsc_adamw_config c = tpsc_adamw_defaults();
     c.beta1 = fx_attr_double(&s->fx, "beta1");
@@ -205,10 +222,7 @@ Test(optim_adamw, matches_torch_adamw_five_steps) {
     size_t n_lr;
     double *lr = read_f64(&s.fx, "/adamw/lr", &n_lr);
     cr_assert_eq(n_lr, (size_t)s.steps);
-    for (long t = 0; t < s.steps; t++) {
-        feed(&s, t);
-        cr_assert_eq(tpsc_adamw_step(&opt, &s.p, lr[t]), TPSC_OK, "%s", tpsc_last_error());
-    }
+    adamw_steps(&s, &opt, NULL, lr, 0, s.steps);
     cr_expect_eq(opt.step, s.steps);
     for (int i = 0; i < N_PARAMS; i++) {
         const ag_param *it = &s.p.items[i];
@@ -453,11 +467,7 @@ Test(optim_ema, matches_model_ema_v2_over_adamw_run) {
     cr_assert_eq(tpsc_ema_init(&ema, &s.p, fx_attr_double(&s.fx, "ema_decay")), TPSC_OK);
     size_t n_lr;
     double *lr = read_f64(&s.fx, "/adamw/lr", &n_lr);
-    for (long t = 0; t < s.steps; t++) {
-        feed(&s, t);
-        cr_assert_eq(tpsc_adamw_step(&opt, &s.p, lr[t]), TPSC_OK);
-        cr_assert_eq(tpsc_ema_update(&ema, &s.p), TPSC_OK);
-    }
+    adamw_steps(&s, &opt, &ema, lr, 0, s.steps);
     cr_expect_eq(ema.updates, s.steps);
     for (int i = 0; i < N_PARAMS; i++)
         expect_close(&s, "ema/final", s.p.items[i].name, ema.data + s.p.items[i].offset, s.p.items[i].numel);
@@ -480,9 +490,7 @@ Test(optim_ema, matches_model_ema_v2_over_adamw_run) {
 
 Test(optim_ema, bad_decay_is_an_error) {
     ag_params p;
-    ag_params_init(&p);
-    cr_assert_geq(ag_params_add(&p, "w", 1, (size_t[]){3}), 0);
-    cr_assert_eq(ag_params_finalise(&p), TPSC_OK);
+    one_weight(&p, 3);
     tpsc_ema e;
     cr_expect_eq(tpsc_ema_init(&e, &p, 1.5), TPSC_ERR_ARG);
     cr_expect(strstr(tpsc_last_error(), "decay") != NULL, "message: %s", tpsc_last_error());
@@ -495,9 +503,7 @@ Test(optim_sgd, dampening_spares_the_first_step) {
      * b1 = 2, p1 = 1 - 0.2 = 0.8; b2 = 0.9*2 + 0.5*4 = 3.8, p2 = 0.8 - 0.38 = 0.42.
      * Tolerance: a few float roundings of values near 1, 1e-6 absolute. */
     ag_params p;
-    ag_params_init(&p);
-    cr_assert_geq(ag_params_add(&p, "w", 1, (size_t[]){1}), 0);
-    cr_assert_eq(ag_params_finalise(&p), TPSC_OK);
+    one_weight(&p, 1);
     tpsc_param_groups_assign(&p);
     tpsc_sgd_config c = tpsc_sgd_defaults();
     c.dampening = 0.5;
@@ -531,30 +537,21 @@ Test(optim_adamw, resume_from_m_v_step_continues_bit_for_bit) {
 
     tpsc_adamw whole;
     cr_assert_eq(tpsc_adamw_init(&whole, &s.p, &c), TPSC_OK);
-    for (long t = 0; t < s.steps; t++) {
-        feed(&s, t);
-        cr_assert_eq(tpsc_adamw_step(&whole, &s.p, lr[t]), TPSC_OK);
-    }
+    adamw_steps(&s, &whole, NULL, lr, 0, s.steps);
     float *want = malloc(s.p.total * sizeof(float));
     memcpy(want, s.p.data, s.p.total * sizeof(float));
 
     memcpy(s.p.data, init, s.p.total * sizeof(float));
     tpsc_adamw first, second;
     cr_assert_eq(tpsc_adamw_init(&first, &s.p, &c), TPSC_OK);
-    for (long t = 0; t < 3; t++) {
-        feed(&s, t);
-        cr_assert_eq(tpsc_adamw_step(&first, &s.p, lr[t]), TPSC_OK);
-    }
+    adamw_steps(&s, &first, NULL, lr, 0, 3);
     cr_assert_eq(tpsc_adamw_init(&second, &s.p, &c), TPSC_OK);
     memcpy(second.m, first.m, s.p.total * sizeof(float));
     memcpy(second.v, first.v, s.p.total * sizeof(float));
     cr_assert_eq(tpsc_adamw_restore_step(&second, &s.p, first.step), TPSC_OK);
     for (int i = 0; i < N_PARAMS; i++)
         cr_expect_eq(second.param_step[i], first.param_step[i], "%s", s.p.items[i].name);
-    for (long t = 3; t < s.steps; t++) {
-        feed(&s, t);
-        cr_assert_eq(tpsc_adamw_step(&second, &s.p, lr[t]), TPSC_OK);
-    }
+    adamw_steps(&s, &second, NULL, lr, 3, s.steps);
     cr_expect(memcmp(s.p.data, want, s.p.total * sizeof(float)) == 0, "resumed run differs");
     cr_expect_eq(second.step, whole.step);
     free(init);
@@ -570,9 +567,7 @@ Test(optim_sgd, resume_restores_buffer_state) {
     /* After a restore at step > 0 the buffer must be blended, not reset to the gradient:
      * same reference and tolerance as dampening_spares_the_first_step (b2 = 3.8, p2 = 0.42). */
     ag_params p;
-    ag_params_init(&p);
-    cr_assert_geq(ag_params_add(&p, "w", 1, (size_t[]){1}), 0);
-    cr_assert_eq(ag_params_finalise(&p), TPSC_OK);
+    one_weight(&p, 1);
     tpsc_sgd_config c = tpsc_sgd_defaults();
     c.dampening = 0.5;
     tpsc_sgd opt;

@@ -197,6 +197,34 @@ static tps_loss_config loss_config_from_fixture(const fixture *fx) {
     };
 }
 
+/* r's method in training beside the dense teacher (into teacher, te): logits against
+ * /<method>/train/logits, the keep masks, and the loss parts into parts. */
+static void train_with_teacher(run *r, vit_model *teacher, vit_output *te, vit_output *st, tps_loss_parts *parts) {
+    char group[64], path[96];
+    snprintf(group, sizeof group, "%s/train", tps_method_name(r->m.tps.method));
+    snprintf(path, sizeof path, "/%s/logits", group);
+    teacher_forward(r, teacher, te);
+    ag_tensor *logits = forward(r, VIT_TRAIN, st);
+    expect_close(logits->data, path, &r->fx, ag_numel(logits), LOGIT_RTOL);
+    expect_masks(r, st, group);
+    tps_loss_config lc = loss_config_from_fixture(&r->fx);
+    cr_assert_eq(tps_loss_compute(r->ctx, &r->m.tps, &lc, st, r->t, te, parts), TPSC_OK, "%s", tpsc_last_error());
+}
+
+/* Inference logits and kept indices of `method` against the fixture's /<method>/infer. */
+static void check_infer(tps_method method) {
+    run r;
+    run_open(&r, method);
+    char group[64], path[96];
+    snprintf(group, sizeof group, "%s/infer", tps_method_name(method));
+    snprintf(path, sizeof path, "/%s/logits", group);
+    vit_output out;
+    ag_tensor *logits = forward(&r, VIT_INFER, &out);
+    expect_close(logits->data, path, &r.fx, ag_numel(logits), LOGIT_RTOL);
+    expect_kept(&r, &out, group);
+    run_close(&r);
+}
+
 /* ---- dTPS ------------------------------------------------------------------------------- */
 
 Test(parity_tps, teacher_is_the_dense_backbone) {
@@ -215,14 +243,8 @@ Test(parity_tps, dtps_train_logits_masks_losses_and_every_gradient) {
     run_open(&r, TPS_DTPS);
     vit_model teacher;
     vit_output te, st;
-    teacher_forward(&r, &teacher, &te);
-    ag_tensor *logits = forward(&r, VIT_TRAIN, &st);
-    expect_close(logits->data, "/dtps/train/logits", &r.fx, ag_numel(logits), LOGIT_RTOL);
-    expect_masks(&r, &st, "dtps/train");
-
-    tps_loss_config lc = loss_config_from_fixture(&r.fx);
     tps_loss_parts parts;
-    cr_assert_eq(tps_loss_compute(r.ctx, &r.m.tps, &lc, &st, r.t, &te, &parts), TPSC_OK, "%s", tpsc_last_error());
+    train_with_teacher(&r, &teacher, &te, &st, &parts);
     expect_scalar(parts.ce, "/dtps/train/loss_ce", &r.fx);
     expect_scalar(parts.ratio, "/dtps/train/loss_ratio", &r.fx);
     expect_scalar(parts.cls_kl, "/dtps/train/loss_cls_kl", &r.fx);
@@ -245,15 +267,7 @@ Test(parity_tps, dtps_train_logits_masks_losses_and_every_gradient) {
     run_close(&r);
 }
 
-Test(parity_tps, dtps_infer_logits_and_kept_indices) {
-    run r;
-    run_open(&r, TPS_DTPS);
-    vit_output out;
-    ag_tensor *logits = forward(&r, VIT_INFER, &out);
-    expect_close(logits->data, "/dtps/infer/logits", &r.fx, ag_numel(logits), LOGIT_RTOL);
-    expect_kept(&r, &out, "dtps/infer");
-    run_close(&r);
-}
+Test(parity_tps, dtps_infer_logits_and_kept_indices) { check_infer(TPS_DTPS); }
 
 /* ---- DynamicViT (prune, no squeeze) ------------------------------------------------------ */
 
@@ -262,27 +276,14 @@ Test(parity_tps, dynamicvit_train_logits_masks_and_loss) {
     run_open(&r, TPS_DYNAMICVIT);
     vit_model teacher;
     vit_output te, st;
-    teacher_forward(&r, &teacher, &te);
-    ag_tensor *logits = forward(&r, VIT_TRAIN, &st);
-    expect_close(logits->data, "/dynamicvit/train/logits", &r.fx, ag_numel(logits), LOGIT_RTOL);
-    expect_masks(&r, &st, "dynamicvit/train");
-    tps_loss_config lc = loss_config_from_fixture(&r.fx);
     tps_loss_parts parts;
-    cr_assert_eq(tps_loss_compute(r.ctx, &r.m.tps, &lc, &st, r.t, &te, &parts), TPSC_OK, "%s", tpsc_last_error());
+    train_with_teacher(&r, &teacher, &te, &st, &parts);
     expect_scalar(parts.total, "/dynamicvit/train/loss", &r.fx);
     vit_model_free(&teacher);
     run_close(&r);
 }
 
-Test(parity_tps, dynamicvit_infer_logits_and_kept_indices) {
-    run r;
-    run_open(&r, TPS_DYNAMICVIT);
-    vit_output out;
-    ag_tensor *logits = forward(&r, VIT_INFER, &out);
-    expect_close(logits->data, "/dynamicvit/infer/logits", &r.fx, ag_numel(logits), LOGIT_RTOL);
-    expect_kept(&r, &out, "dynamicvit/infer");
-    run_close(&r);
-}
+Test(parity_tps, dynamicvit_infer_logits_and_kept_indices) { check_infer(TPS_DYNAMICVIT); }
 
 /* ---- EViT and eTPS (cls-attention score inside the block; train = infer computation) ---- */
 
