@@ -6,15 +6,15 @@
  * team member; attention runs per (image, head) over query rows, so images of different
  * lengths never pad. Pruning stages run per image (sort, gather, squeeze).
  *
- * One pass is ONE OpenMP parallel region. Its T members each own a contiguous block of the M
- * rows and run every row-wise step on their rows with single-threaded BLAS (OpenBLAS runs
- * single-threaded inside a parallel region). Only attention reads other members' rows (the
- * keys and values), so a block needs one barrier, after the qkv linear; qkv is double
- * buffered by block parity, so a member that runs ahead into the next block's qkv never
- * overwrites keys another member still reads. Pruning stages add a few barriers. This
- * replaces a thread team per sgemm and per element-wise pass (~100 fork/joins a pass),
- * which dominated batch-1 latency, and lets a member's LayerNorm, GELU and residual run on
- * rows its own sgemm just left in cache.
+ * One pass is ONE OpenMP parallel region, run by a team of T members with single-threaded
+ * BLAS (OpenBLAS runs single-threaded inside a parallel region). Each FP32 linear is shared
+ * by output columns (team_linear); attention and the other row-wise steps by rows. A block
+ * has five barriers: after qkv (attention reads every key), after attention (proj reads
+ * every row), after proj, fc1 and fc2 (the next step reads whole rows). GELU runs on each
+ * member's own fc1 columns, and each member normalises every row for the next linear itself
+ * (a LayerNorm of a few hundred rows costs less than the barrier a shared result needs).
+ * Pruning stages add a few barriers. This replaces a thread team per sgemm and per
+ * element-wise pass (~100 fork/joins a pass), which dominated batch-1 latency.
  *
  * The order of operations is that of the training framework's VIT_INFER path
  * (src/model/vit_forward.c, src/tps/infer.c), which follows the official TPS-CVPR2023 eval
@@ -41,41 +41,80 @@ static void my_rows(size_t n, size_t *r0, size_t *r1) {
     *r1 = n * (t + 1) / T;
 }
 
-/* y [M,Cout] = x w^T + b (residual: y += x w^T + b) over all M rows, shared by the team, which
- * it synchronises before (inputs are other members' rows) and after (consumers read whole
- * rows). FP32 weights are split by output columns: each member packs only its slice of the
+/* What a team linear does to its output besides x w^T + b. */
+typedef enum lin_epilogue { LIN_PLAIN, LIN_RESIDUAL, LIN_GELU } lin_epilogue;
+
+/* True when the team shares this weight by output columns (FP32 weights, more than one
+ * member): then every member reads every row of the input. */
+static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 && !w->packed; }
+
+/* y [M,Cout] = x w^T + b over all M rows (LIN_RESIDUAL: y += x w^T + b; LIN_GELU: y =
+ * gelu(x w^T + b)), shared by the team. The caller makes the input ready: a by_columns weight
+ * reads every row of x, so x must be complete (a barrier, or a copy of x the member made
+ * itself); otherwise rows are split and each member reads only its own rows. The team is
+ * synchronised after (consumers read whole rows).
+ * FP32 weights are split by output columns: each member packs only its slice of the
  * weight (OpenBLAS packs it on every call; with rows split, every member packed all of it,
  * which at the few dozen rows per member of a pruned batch-1 pass cost more than the
- * products). Per element the operations are those of ti_linear (bias first, then sgemm
- * accumulates over the same k blocks). BF16 weights (one packed handle) keep the row split. */
+ * products). GELU runs on the member's own columns while they are in cache, and needs no
+ * barrier of its own. Per element the operations are those of ti_linear (bias first, then
+ * sgemm accumulates over the same k blocks) and ti_gelu. BF16 weights (one packed handle)
+ * keep the row split. */
 static void team_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
-                        float *y, size_t ldy, bool residual) {
+                        float *y, size_t ldy, lin_epilogue epi) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
-    if (T == 1 || w->packed) {
-        #pragma omp barrier
+    if (!by_columns(w)) {
         size_t r0, r1;
         my_rows(M, &r0, &r1);
-        if (residual)
+        if (epi == LIN_RESIDUAL)
             ti_linear_residual(x + r0 * ldx, r1 - r0, Cin, w, b, Cout, y + r0 * ldy);
         else
             ti_linear(x + r0 * ldx, r1 - r0, Cin, ldx, w, b, Cout, y + r0 * ldy, ldy);
+        if (epi == LIN_GELU)
+            for (size_t r = r0; r < r1; r++) ti_gelu(y + r * ldy, Cout);
         #pragma omp barrier
         return;
     }
-    #pragma omp barrier
     const size_t c0 = t == 0 ? 0 : (Cout * t / T) & ~(size_t)15, c1 = t + 1 == T ? Cout : (Cout * (t + 1) / T) & ~(size_t)15;
     if (M > 0 && c1 > c0) {
+        const size_t nc = c1 - c0;
         for (size_t r = 0; r < M; r++) {
-            float *yr = y + r * ldy;
-            if (residual)
-                for (size_t o = c0; o < c1; o++) yr[o] = yr[o] + b[o];
-            else
-                for (size_t o = c0; o < c1; o++) yr[o] = b[o];
+            float *yr = y + r * ldy + c0;
+            const float *br = b + c0;
+            if (epi == LIN_RESIDUAL) {
+                #pragma omp simd
+                for (size_t o = 0; o < nc; o++) yr[o] = yr[o] + br[o];
+            } else {
+                memcpy(yr, br, nc * sizeof(float));
+            }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)(c1 - c0), (int)Cin, 1.0f, x, (int)ldx,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)nc, (int)Cin, 1.0f, x, (int)ldx,
                     w->f + c0 * Cin, (int)Cin, 1.0f, y + c0, (int)ldy);
+        if (epi == LIN_GELU)
+            for (size_t r = 0; r < M; r++) ti_gelu(y + r * ldy + c0, nc);
     }
     #pragma omp barrier
+}
+
+/* LayerNorm of x [M,C] for a team linear with weight w: returns its input. By columns, the
+ * member normalises every row itself into its own buffer (x is complete: the previous step
+ * ended with a barrier), which costs a few microseconds and saves the barrier a shared
+ * result would need; otherwise it normalises its own rows into ws->h. */
+static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, const float *nb) {
+    const tps_model *m = ws->m;
+    const size_t C = m->C, M = ws->lay.rows, t = (size_t)omp_get_thread_num();
+    if (by_columns(w) && ws->h_priv) {
+        float *h = t == 0 ? ws->h : ws->h_priv + (t - 1) * ws->h_priv_rows * C;
+        ti_layernorm(ws->x, M, C, nw, nb, m->ln_eps, h);
+        return h;
+    }
+    size_t r0, r1;
+    my_rows(M, &r0, &r1);
+    ti_layernorm(ws->x + r0 * C, r1 - r0, C, nw, nb, m->ln_eps, ws->h + r0 * C);
+    if (by_columns(w)) {
+        #pragma omp barrier
+    }
+    return ws->h;
 }
 
 /* The packed layout of B whole images (before the team starts). */
@@ -117,15 +156,16 @@ static void embed(ti_view *ws, const float *images, size_t B) {
         for (size_t c = 0; c < C; c++) ws->x[b * N1 * C + c] = m->cls_token[c] + m->pos_embed[c];
 }
 
-/* x += proj(attention(qkv(norm1(x)))) on this member's rows; qkv is this block's buffer.
+/* x += proj(attention(qkv(norm1(x)))), shared by the team; attention by query rows.
  * with_cls: keep each head's cls row for EViT (written by the member owning the cls row). */
-static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *qkv, bool with_cls) {
+static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
+    float *qkv = ws->qkv;
+    const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b);
+    team_linear(hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
     size_t r0, r1;
     my_rows(M, &r0, &r1);
-    ti_layernorm(ws->x + r0 * C, r1 - r0, C, blk->norm1_w, blk->norm1_b, m->ln_eps, ws->h + r0 * C);
-    team_linear(ws->h, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, false);
     /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
     float *scores = thread_scratch(ws);
     for (size_t b = 0; b < B; b++) {
@@ -137,20 +177,19 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, float *q
             ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
                               with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
     }
-    team_linear(ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, true);
+    if (by_columns(&blk->proj_w)) { /* every member reads every attention row */
+        #pragma omp barrier
+    }
+    team_linear(ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
-/* x += fc2(gelu(fc1(norm2(x)))) on this member's rows: no other member's rows are read. */
+/* x += fc2(gelu(fc1(norm2(x)))), shared by the team. */
 static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F;
-    size_t r0, r1;
-    my_rows(ws->lay.rows, &r0, &r1);
-    const size_t R = r1 - r0;
-    ti_layernorm(ws->x + r0 * C, R, C, blk->norm2_w, blk->norm2_b, m->ln_eps, ws->h + r0 * C);
-    team_linear(ws->h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, false);
-    ti_gelu(ws->hidden + r0 * F, R * F);
-    team_linear(ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, true);
+    const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b);
+    team_linear(h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
+    team_linear(ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
@@ -364,7 +403,6 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
     const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
     const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
-    const bool two = omp_get_num_threads() > 1 && ws->qkv2;
     embed(ws, images, B);
     #pragma omp barrier
     int s = 0;
@@ -375,7 +413,7 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
             if (!predictor_stage(ws, s, B)) return s;
             s++;
         }
-        block_attention(ws, blk, B, two && (i & 1) ? ws->qkv2 : ws->qkv, stage_here && evit);
+        block_attention(ws, blk, B, stage_here && evit);
         if (stage_here && evit) {
             if (!evit_stage(ws, s, B)) return s;
             s++;
@@ -418,7 +456,8 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
     if (m->P > wide) wide = m->P;
     ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads,
                  .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
-                 .qkv2 = nthreads > 1 ? ws->qkv2 : NULL, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
+                 .h_priv = nthreads > 1 ? ws->h_priv : NULL,
+                 .h_priv_rows = ws->h_priv_rows, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
                  .cls_rows = ws->cls_rows + b0 * m->H * N1, .score = ws->score + r0,
                  .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
                  .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},
