@@ -131,12 +131,25 @@ static void read_u8(hid_t f, const char *name, uint8_t *out) {
     H5Dclose(d);
 }
 
+static hid_t open_pil(void) {
+    hid_t f = H5Fopen(DATA_FIXTURES "/pil_reference.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0, "cannot open %s/pil_reference.h5", DATA_FIXTURES);
+    return f;
+}
+
+/* The 40x30 "smooth" image and PIL's result `name` of it. */
+static void read_smooth_and(const char *name, uint8_t *smooth, uint8_t *want) {
+    hid_t f = open_pil();
+    read_u8(f, "smooth", smooth);
+    read_u8(f, name, want);
+    H5Fclose(f);
+}
+
 /* Every RandAugment op of timm's sets at magnitude 9 (both signs where timm negates at
  * random; geometric ops bilinear and bicubic) against PIL applied to the same image. Tolerance 1 level: PIL rounds or truncates
  * each op's result to uint8, we keep floats. */
 Test(data_transforms, randaugment_ops_match_pil) {
-    hid_t f = H5Fopen(DATA_FIXTURES "/pil_reference.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
-    cr_assert(f >= 0);
+    hid_t f = open_pil();
     static uint8_t texture[10 * 12 * 3], ops[64 * 360];
     read_u8(f, "texture", texture);
     hid_t d = H5Dopen2(f, "op_names", H5P_DEFAULT);
@@ -179,12 +192,8 @@ Test(data_transforms, randaugment_ops_match_pil) {
 /* Equalize on 1200 pixels (below 256 PIL's step is 0 and it does nothing): exact, as both
  * build the same integer lookup table from the histogram. */
 Test(data_transforms, equalize_matches_pil) {
-    hid_t f = H5Fopen(DATA_FIXTURES "/pil_reference.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
-    cr_assert(f >= 0);
     static uint8_t smooth[30 * 40 * 3], want[30 * 40 * 3];
-    read_u8(f, "smooth", smooth);
-    read_u8(f, "smooth_equalize", want);
-    H5Fclose(f);
+    read_smooth_and("smooth_equalize", smooth, want);
     static float img[30 * 40 * 3], tmp[30 * 40 * 3];
     for (int i = 0; i < 30 * 40 * 3; i++) img[i] = smooth[i];
     const float fill[3] = {0, 0, 0};
@@ -200,12 +209,8 @@ Test(data_transforms, equalize_matches_pil) {
 /* DeiT's eval transform (bicubic short-side resize, centre crop) vs PIL's resize and crop of
  * the same image: within 1 level (PIL rounds to uint8) plus float rounding. */
 Test(data_transforms, eval_transform_matches_pil_bicubic) {
-    hid_t f = H5Fopen(DATA_FIXTURES "/pil_reference.h5", H5F_ACC_RDONLY, H5P_DEFAULT);
-    cr_assert(f >= 0);
     static uint8_t smooth[30 * 40 * 3], want[32 * 32 * 3];
-    read_u8(f, "smooth", smooth);
-    read_u8(f, "eval_32", want);
-    H5Fclose(f);
+    read_smooth_and("eval_32", smooth, want);
     tpsc_data_config cfg;
     tpsc_data_config_default(&cfg);
     fx_unit_normalize(&cfg.aug);

@@ -97,16 +97,23 @@ static ag_tensor *run_train(ag_ctx *ctx, float *x, const float *keep, const floa
     return y;
 }
 
+/* The training squeeze of one image of three 2-d tokens x (keep, prev masks) against want[6],
+ * within tol. */
+static void expect_three_tokens(ag_ctx *ctx, float *x, float *keep, float *prev, const double *want, double tol) {
+    ag_tensor *y = run_train(ctx, x, keep, prev, 1, 3, 2);
+    for (int i = 0; i < 6; i++)
+        cr_assert_float_eq(y->data[i], want[i], tol, "element %d: %g vs %g", i, (double)y->data[i], want[i]);
+}
+
 Test(tps_squeeze, three_tokens_by_hand) {
     /* x0 = (1,0), x1 = (0,1) kept; x2 = (2,1) pruned now. cos(x2,x0) = 2/sqrt(5) beats
      * cos(x2,x1) = 1/sqrt(5), so x0' = (e x0 + w x2) / (e + w), w = exp(2/sqrt(5)); x1, x2 unchanged.
      * Tolerance 1e-5: the 1e-6 in the normalisation moves w by ~1e-6 relative. */
     float x[] = {1, 0, 0, 1, 2, 1}, keep[] = {1, 1, 0}, prev[] = {1, 1, 1};
     ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *y = run_train(ctx, x, keep, prev, 1, 3, 2);
     const double w = exp(2.0 / sqrt(5.0));
     const double want[] = {(E_HOST * 1 + w * 2) / (E_HOST + w), (E_HOST * 0 + w * 1) / (E_HOST + w), 0, 1, 2, 1};
-    for (int i = 0; i < 6; i++) cr_assert_float_eq(y->data[i], want[i], 1e-5, "element %d: %g vs %g", i, (double)y->data[i], want[i]);
+    expect_three_tokens(ctx, x, keep, prev, want, 1e-5);
 
     /* real removal, same example: kept [x0, x1], dropped [x2] -> the same two host rows */
     ag_tensor *kept = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 2, 2}, false);
@@ -122,10 +129,9 @@ Test(tps_squeeze, exact_tie_feeds_every_tied_host) {
      * (cos == max) selects both, each gets x2 with weight w = exp(1/sqrt(2)) */
     float x[] = {1, 0, 0, 1, 1, 1}, keep[] = {1, 1, 0}, prev[] = {1, 1, 1};
     ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *y = run_train(ctx, x, keep, prev, 1, 3, 2);
     const double w = exp(1.0 / sqrt(2.0));
     const double want[] = {(E_HOST + w) / (E_HOST + w), w / (E_HOST + w), w / (E_HOST + w), (E_HOST + w) / (E_HOST + w), 1, 1};
-    for (int i = 0; i < 6; i++) cr_assert_float_eq(y->data[i], want[i], 1e-5, "element %d", i);
+    expect_three_tokens(ctx, x, keep, prev, want, 1e-5);
     ag_ctx_free(ctx);
 }
 
@@ -133,8 +139,8 @@ Test(tps_squeeze, only_newly_pruned_tokens_move) {
     /* x2 was pruned at an earlier stage (prev = 0): nothing to squeeze, the output is x */
     float x[] = {1, 0, 0, 1, 2, 1}, keep[] = {1, 1, 0}, prev[] = {1, 1, 0};
     ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *y = run_train(ctx, x, keep, prev, 1, 3, 2);
-    for (int i = 0; i < 6; i++) cr_assert_float_eq(y->data[i], x[i], 1e-6, "element %d", i);
+    const double want[6] = {x[0], x[1], x[2], x[3], x[4], x[5]};
+    expect_three_tokens(ctx, x, keep, prev, want, 1e-6);
     ag_ctx_free(ctx);
 }
 
