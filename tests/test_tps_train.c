@@ -54,7 +54,7 @@ static void check_stage(tps_method m) {
     ag_tensor *tx = ag_wrap(ctx, s.x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     ag_tensor *tp = ag_wrap(ctx, s.prev, NULL, 2, (size_t[]){B, N}, false);
     ag_tensor *keep = NULL;
-    ag_tensor *y = tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL);
+    ag_tensor *y = tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     cr_assert_not_null(keep);
     cr_assert(y->ndim == 3 && y->shape[0] == B && y->shape[1] == 1 + N && y->shape[2] == C);
@@ -99,8 +99,8 @@ Test(tps_train, noise_is_drawn_in_row_major_order) {
     ag_tensor *tx = ag_wrap(ctx, s.x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     ag_tensor *tp = ag_wrap(ctx, s.prev, NULL, 2, (size_t[]){B, N}, false);
     ag_tensor *k1, *k2;
-    ag_tensor *y1 = tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, NULL, &r1, &k1, NULL);
-    ag_tensor *y2 = tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, u, NULL, &k2, NULL);
+    ag_tensor *y1 = tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, NULL, &r1, &k1, NULL);
+    ag_tensor *y2 = tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, u, NULL, &k2, NULL);
     cr_assert(y1 && y2, "%s", tpsc_last_error());
     cr_assert_arr_eq(k1->data, k2->data, B * N * sizeof(float));
     cr_assert_arr_eq(y1->data, y2->data, B * (1 + N) * C * sizeof(float));
@@ -117,7 +117,7 @@ Test(tps_train, gradients_reach_tokens_mask_and_predictor) {
     ag_tensor *tx = ag_wrap(ctx, s.x, gx, 3, (size_t[]){B, 1 + N, C}, true);
     ag_tensor *tp = ag_wrap(ctx, s.prev, gp, 2, (size_t[]){B, N}, true);
     ag_tensor *keep;
-    ag_tensor *y = tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL);
+    ag_tensor *y = tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     /* L = sum(y) + sum(keep): keep's straight-through gradient reaches the predictor */
     ag_tensor *loss = ag_add(ctx, ag_sum(ctx, y), ag_sum(ctx, keep));
@@ -139,14 +139,14 @@ Test(tps_train, missing_noise_and_wrong_method_are_errors) {
     ag_tensor *tx = ag_wrap(ctx, s.x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     ag_tensor *tp = ag_wrap(ctx, s.prev, NULL, 2, (size_t[]){B, N}, false);
     ag_tensor *keep = tx;
-    cr_assert_null(tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, NULL, NULL, &keep, NULL));
+    cr_assert_null(tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, NULL, NULL, &keep, NULL));
     cr_assert_null(keep);
     cr_assert(strstr(tpsc_last_error(), "neither noise u nor an rng") != NULL, "%s", tpsc_last_error());
     ag_ctx_reset(ctx);
     tx = ag_wrap(ctx, s.x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     tp = ag_wrap(ctx, s.prev, NULL, 2, (size_t[]){B, N}, false);
     s.cfg.method = TPS_ETPS;
-    cr_assert_null(tps_train_stage(ctx, &s.cfg, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL));
+    cr_assert_null(tps_train_stage(ctx, &s.cfg, 0, &s.pred, &s.params, tx, tp, s.u, NULL, &keep, NULL));
     cr_assert(strstr(tpsc_last_error(), "etps has no score predictor") != NULL, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
     ag_params_free(&s.params);

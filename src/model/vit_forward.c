@@ -112,8 +112,8 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
         bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
         if (stage_here && predictor && train) {
             ag_tensor *keep = NULL;
-            x = tps_train_stage(ctx, tps, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng, &keep,
-                                &out->score[s]);
+            x = tps_train_stage(ctx, tps, s, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng,
+                                &keep, &out->score[s]);
             if (!keep) return NULL;
             out->keep[s] = keep;
             prev = keep;

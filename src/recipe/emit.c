@@ -78,7 +78,9 @@ bool tpsc_recipe_equal(const tpsc_recipe *a, const tpsc_recipe *b) {
     const vit_config *va = &a->model.vit, *vb = &b->model.vit;
     if (va->ln_eps != vb->ln_eps) return false;
     const tps_config *ta = &a->tps.cfg, *tb = &b->tps.cfg;
-    if (ta->method != tb->method || ta->n_stages != tb->n_stages || ta->squeeze_temp != tb->squeeze_temp) return false;
+    if (ta->method != tb->method || ta->n_stages != tb->n_stages || ta->squeeze_temp != tb->squeeze_temp ||
+        ta->train_mask != tb->train_mask)
+        return false;
     for (int s = 0; s < ta->n_stages; s++)
         if (ta->prune_loc[s] != tb->prune_loc[s] || ta->keep_frac[s] != tb->keep_frac[s]) return false;
     return true;
@@ -109,6 +111,8 @@ static const char *unused_reason(const tpsc_recipe *r, const recipe_key *k) {
     const char *sec = k->section, *name = k->name;
     if (!strcmp(sec, "tps") && strcmp(name, "method") != 0 && m == TPS_NONE) return "tps.method = none";
     if (!strcmp(sec, "tps") && !strcmp(name, "squeeze_temp") && !tps_method_squeezes(m)) return "this tps.method does not squeeze";
+    if (!strcmp(sec, "tps") && !strcmp(name, "train_mask") && !tps_method_has_predictor(m))
+        return "train_mask applies to predictor methods (dynamicvit, dtps)";
     if ((!strcmp(sec, "teacher") || (!strcmp(sec, "loss") && strcmp(name, "clf_weight") != 0)) && !tps_method_has_predictor(m))
         return "ratio and distillation losses apply to predictor methods (dynamicvit, dtps)";
     if (!strcmp(sec, "optim")) {

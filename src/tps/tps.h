@@ -22,6 +22,14 @@
 
 typedef enum tps_method { TPS_NONE = 0, TPS_DYNAMICVIT, TPS_DTPS, TPS_EVIT, TPS_ETPS } tps_method;
 
+/* How predictor methods draw the hard keep mask in training (recipe key tps.train_mask):
+ *   gumbel  the official per-token straight-through Gumbel-softmax sample; the keep-ratio loss
+ *           pulls the mean count towards the budget, so training may keep more than inference
+ *   topk    ours: the Gumbel top-k trick, the k_s = tps_keep_count tokens with the highest
+ *           perturbed keep logit, so every image trains at exactly the inference budget;
+ *           the same straight-through backward */
+typedef enum tps_train_mask { TPS_MASK_GUMBEL = 0, TPS_MASK_TOPK } tps_train_mask;
+
 typedef struct tps_config {
     tps_method method;
     int n_stages;
@@ -30,6 +38,7 @@ typedef struct tps_config {
     float keep_frac[TPS_MAX_STAGES]; /* cumulative fraction of the N patch tokens kept after
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
+    tps_train_mask train_mask;       /* predictor methods in training; gumbel = official */
 } tps_config;
 
 /* "dtps" -> TPS_DTPS; returns -1 for an unknown name. */
@@ -70,18 +79,24 @@ ag_tensor *tps_predictor_forward(ag_ctx *ctx, const tps_predictor *p, ag_params 
  * prev [B,N] -> keep [B,N] = onehot(argmax(logp + g))[0] * prev with g = -log(-log u); the
  * backward is that of softmax(logp + g)[...,0] * prev (tau = 1). */
 ag_tensor *tps_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev);
+/* Gumbel top-k keep mask: the same noise and backward, but the forward keeps, in each image,
+ * exactly the k tokens of prev with the highest perturbed keep logit
+ * (logp[0] + g[0]) - (logp[1] + g[1]) (ties: lower index). prev must hold at least k ones per
+ * image and be 0/1. */
+ag_tensor *tps_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev, size_t k);
 /* TPS training squeeze: x [B,N,C] spatial tokens, keep [B,N], prev [B,N]; tokens newly pruned
  * (prev=1, keep=0) are merged into their most cosine-similar kept host (weights exp(sim),
  * host weight e). Gradients flow through x and the similarities. -> [B,N,C]. */
 ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tensor *prev, float temp);
 
-/* One predictor-method pruning stage in training. x [B,1+N,C] (cls first), prev [B,N].
- * u: [B,N,2] uniform noise, or NULL to draw it from rng. Returns the sequence for the next
+/* One predictor-method pruning stage in training (stage s of cfg). x [B,1+N,C] (cls first),
+ * prev [B,N]. u: [B,N,2] uniform noise, or NULL to draw it from rng. cfg->train_mask chooses
+ * the mask (topk keeps tps_keep_count(cfg, stage, N) tokens). Returns the sequence for the next
  * blocks [B,1+N,C] (dtps: squeezed; dynamicvit: x itself); *keep receives [B,N] and, when
  * logp is not NULL, *logp the predictor's log-probs [B,N,2]. */
-ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
-                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep,
-                           ag_tensor **logp);
+ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, int stage, const tps_predictor *pred,
+                           ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
+                           ag_tensor **keep, ag_tensor **logp);
 
 /* ---- inference: real removal, infer.c ------------------------------------------------------- */
 /* Predictor methods. x [B,1+n,C]; keeps the k spatial tokens with the highest keep score,

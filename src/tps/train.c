@@ -3,6 +3,7 @@
  * torch_codebase/models/dynamic_vit.py):
  *   logp = predictor(x[:, 1:], prev)
  *   keep = gumbel_softmax(logp, hard=True)[..., 0] * prev
+ *     (tps.train_mask = topk: the k_s highest perturbed keep logits instead, gumbel.c)
  *   dtps: spatial = TPSModule(x[:, 1:], keep, (1 - keep) prev); x = [cls; spatial]
  * The squeeze happens here, before the block at prune_loc, on the tokens the predictor just
  * scored, and only tokens newly pruned at this stage move into hosts. Nothing is removed:
@@ -13,9 +14,9 @@
 #include "autograd/ops.h"
 #include "src/tps/tps_internal.h"
 
-ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
-                           ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng, ag_tensor **keep,
-                           ag_tensor **logp_out) {
+ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, int stage, const tps_predictor *pred,
+                           ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
+                           ag_tensor **keep, ag_tensor **logp_out) {
     if (keep) *keep = NULL;
     if (logp_out) *logp_out = NULL;
     if (!ag_ok(ctx, 2, x, prev)) return NULL;
@@ -37,7 +38,9 @@ ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predict
     }
     ag_tensor *spatial = ag_slice(ctx, x, 1, 1, N);
     ag_tensor *logp = tps_predictor_forward(ctx, pred, params, spatial, prev);
-    ag_tensor *k = tps_gumbel_keep(ctx, logp, u, prev);
+    ag_tensor *k = cfg->train_mask == TPS_MASK_TOPK
+                       ? tps_gumbel_topk_keep(ctx, logp, u, prev, tps_keep_count(cfg, stage, N))
+                       : tps_gumbel_keep(ctx, logp, u, prev);
     if (!k) return NULL;
     if (keep) *keep = k;
     if (logp_out) *logp_out = logp;
