@@ -58,8 +58,7 @@ Test(data_h5, float32_nchw) {
  * x * 255 and back. */
 Test(data_h5, eval_pixels_through_loader) {
     tpsc_data_config cfg = fx_data_config(TPSC_DATA_H5, TPSC_SPLIT_VAL, DATA_FIXTURES "/tiny_u8.h5", 5, 20);
-    cfg.aug.crop_pct = 1.0f;
-    fx_unit_normalize(&cfg.aug);
+    fx_identity_eval(&cfg);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     tpsc_batch b;

@@ -75,8 +75,7 @@ Test(data_idx, prefix_and_limit) {
 Test(data_idx, eval_batches_hold_pixels) {
     /* images are 6 high, 5 wide: the centre 5x5 crop starts at row 0 */
     tpsc_data_config cfg = fx_data_config(TPSC_DATA_IDX, TPSC_SPLIT_VAL, DATA_FIXTURES "/tiny", 5, 8);
-    cfg.aug.crop_pct = 1.0f;
-    fx_unit_normalize(&cfg.aug);
+    fx_identity_eval(&cfg);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(tpsc_loader_batches_per_epoch(l), 3, "20 samples, B = 8, eval keeps the last partial batch");

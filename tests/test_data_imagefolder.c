@@ -100,8 +100,7 @@ Test(data_imagefolder, grey_decoding) {
  * (y, x) is source (y, x + 1). mean 0, std 1: values are pixel / 255 (tolerance 1e-6). */
 Test(data_imagefolder, eval_centre_crop_of_decoded_png) {
     tpsc_data_config cfg = fx_data_config(TPSC_DATA_IMAGEFOLDER, TPSC_SPLIT_VAL, root, 10, 6);
-    cfg.aug.crop_pct = 1.0f;
-    fx_unit_normalize(&cfg.aug);
+    fx_identity_eval(&cfg);
     tpsc_loader *l;
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_VAL), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_str_eq(tpsc_loader_class_name(l, 1), "cat");

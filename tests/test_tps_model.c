@@ -139,6 +139,25 @@ Test(tps_model, dynamicvit_keep_all_equals_dense) { check_keep_all_is_dense(TPS_
 Test(tps_model, evit_keep_all_equals_dense) { check_keep_all_is_dense(TPS_EVIT); }
 Test(tps_model, etps_keep_all_equals_dense) { check_keep_all_is_dense(TPS_ETPS); }
 
+/* Inference of m on B images from seed, with keep_override (NULL: the model's own counts):
+ * logits [B,K]; every stage keeps exactly want[s] tokens (the last stage's output also holds
+ * EViT's fused token when `fused`), and the kept indices are valid and nested. out receives
+ * the output; returns the logits. */
+static ag_tensor *expect_infer_kept(ag_ctx *ctx, vit_model *m, size_t B, const size_t *override, const size_t want[3],
+                                    uint64_t seed, bool fused, vit_output *out) {
+    const size_t N = vit_num_patches(&m->cfg);
+    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = override};
+    ag_tensor *logits = vit_forward(ctx, m, random_images(ctx, B, &m->cfg, seed), &opts, out);
+    cr_assert_not_null(logits, "%s", tpsc_last_error());
+    expect_shape(logits, 2, B, m->cfg.num_classes, 0, "logits");
+    for (int s = 0; s < 3; s++)
+        cr_expect_eq(out->kept_count[s], want[s], "%s N %zu stage %d: kept %zu, want %zu", tps_method_name(m->tps.method), N,
+                     s, out->kept_count[s], want[s]);
+    expect_shape(out->tokens, 3, B, want[2] + fused, m->cfg.embed_dim, fused ? "final tokens (kept + fused)" : "final tokens");
+    expect_valid_kept(out, B, N, fused, true);
+    return logits;
+}
+
 /* ---- token counts and shapes at rho < 1 --------------------------------------------------- */
 
 /* want: int(N * 0.7 ** (s+1)) in Python; N = 64 -> 44, 31, 21; N = 196 -> 137, 96, 67. */
@@ -146,22 +165,14 @@ static void check_predictor_counts(tps_method method, size_t img, size_t patch, 
     tps_config tps = stages(method, 0.7f);
     vit_model m;
     small_model(&m, img, patch, &tps, 11);
-    const size_t B = 2, N = vit_num_patches(&m.cfg);
+    const size_t N = vit_num_patches(&m.cfg);
     for (int s = 0; s < 3; s++) cr_assert_eq(tps_keep_count(&m.tps, s, N), want[s], "tps_keep_count(stage %d, N %zu)", s, N);
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    vit_forward_opts opts = {.mode = VIT_INFER};
     vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, random_images(ctx, B, &m.cfg, 5), &opts, &out);
-    cr_assert_not_null(logits, "%s", tpsc_last_error());
-    expect_shape(logits, 2, B, m.cfg.num_classes, 0, "logits");
+    ag_tensor *logits = expect_infer_kept(ctx, &m, 2, NULL, want, 5, false, &out);
     cr_assert_eq(out.n_stages, 3);
-    for (int s = 0; s < 3; s++)
-        cr_expect_eq(out.kept_count[s], want[s], "%s N %zu stage %d: kept %zu, want %zu", tps_method_name(method), N, s,
-                     out.kept_count[s], want[s]);
-    expect_shape(out.tokens, 3, B, want[2], m.cfg.embed_dim, "final tokens");
     for (size_t i = 0; i < ag_numel(logits); i++) cr_assert(isfinite(logits->data[i]), "logit %zu is %g", i, (double)logits->data[i]);
-    expect_valid_kept(&out, B, N, false, true);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }
@@ -177,20 +188,10 @@ static void check_attention_counts(tps_method method, const size_t want[3]) {
     tps_config tps = stages(method, 0.7f);
     vit_model m;
     small_model(&m, 32, 4, &tps, 12);
-    const size_t B = 2, N = 64;
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    vit_forward_opts opts = {.mode = VIT_INFER};
     vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, random_images(ctx, B, &m.cfg, 6), &opts, &out);
-    cr_assert_not_null(logits, "%s", tpsc_last_error());
-    expect_shape(logits, 2, B, m.cfg.num_classes, 0, "logits");
-    for (int s = 0; s < 3; s++)
-        cr_expect_eq(out.kept_count[s], want[s], "%s stage %d: kept %zu, want %zu", tps_method_name(method), s,
-                     out.kept_count[s], want[s]);
-    const size_t fused = method == TPS_EVIT ? 1 : 0;
-    expect_shape(out.tokens, 3, B, want[2] + fused, m.cfg.embed_dim, "final tokens");
-    expect_valid_kept(&out, B, N, method == TPS_EVIT, true);
+    expect_infer_kept(ctx, &m, 2, NULL, want, 6, method == TPS_EVIT, &out);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }
@@ -238,18 +239,6 @@ Test(tps_model, training_masks_are_nested_and_reproducible) {
 
 /* ---- keep_override ----------------------------------------------------------------------- */
 
-/* Inference of the small model (N = 64) on B images from seed with keep_override want: every
- * stage keeps exactly want[s] tokens (the last stage's output also holds EViT's fused token
- * when `fused`), and the kept indices are valid and nested. */
-static void expect_override_kept(ag_ctx *ctx, vit_model *m, size_t B, const size_t want[3], uint64_t seed, bool fused) {
-    vit_forward_opts opts = {.mode = VIT_INFER, .keep_override = want};
-    vit_output out;
-    cr_assert_not_null(vit_forward(ctx, m, random_images(ctx, B, &m->cfg, seed), &opts, &out), "%s", tpsc_last_error());
-    for (int s = 0; s < 3; s++) cr_expect_eq(out.kept_count[s], want[s], "stage %d kept %zu", s, out.kept_count[s]);
-    expect_shape(out.tokens, 3, B, want[2] + fused, m->cfg.embed_dim, fused ? "final tokens (kept + fused)" : "final tokens");
-    expect_valid_kept(&out, B, 64, fused, true);
-}
-
 Test(tps_model, keep_override_sets_the_counts) {
     tps_config tps = stages(TPS_DTPS, 0.7f);
     vit_model m;
@@ -257,12 +246,12 @@ Test(tps_model, keep_override_sets_the_counts) {
     const size_t B = 2, want[3] = {50, 20, 5};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    expect_override_kept(ctx, &m, B, want, 8, false);
+    vit_output out;
+    expect_infer_kept(ctx, &m, B, want, want, 8, false, &out);
 
     /* more tokens than are left (20 after 10) and zero are errors, not silent clamps */
     const size_t grow[3] = {10, 20, 5}, zero[3] = {50, 0, 5};
     const size_t *bad[2] = {grow, zero};
-    vit_output out;
     for (int i = 0; i < 2; i++) {
         ag_ctx_reset(ctx);
         ag_set_grad_enabled(ctx, false);
@@ -283,7 +272,8 @@ Test(tps_model, keep_override_for_evit) {
     const size_t want[3] = {40, 20, 10};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_set_grad_enabled(ctx, false);
-    expect_override_kept(ctx, &m, 2, want, 9, true);
+    vit_output out;
+    expect_infer_kept(ctx, &m, 2, want, want, 9, true, &out);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }

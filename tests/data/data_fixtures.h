@@ -49,6 +49,13 @@ static inline void fx_unit_normalize(tpsc_augment_config *aug) {
     for (int c = 0; c < 3; c++) aug->mean[c] = 0.0f, aug->std[c] = 1.0f;
 }
 
+/* The eval transform as an identity at the native size: crop_pct 1 (no resize margin) and unit
+ * normalisation, so a batch holds pixel / 255. */
+static inline void fx_identity_eval(tpsc_data_config *cfg) {
+    cfg->aug.crop_pct = 1.0f;
+    fx_unit_normalize(&cfg->aug);
+}
+
 /* The closed formula of the lossless (PNG/BMP) test images. */
 static inline uint8_t fx_pixel(int i, int y, int x, int c) { return (uint8_t)((29 * i + 7 * y + 3 * x + 80 * c) % 256); }
 /* The smooth image of the committed JPEGs (lossy): small errors only. */

@@ -42,24 +42,25 @@ static hid_t open_dataset(const fixture *fx, const char *dataset, size_t *n, siz
     return d;
 }
 
-float *fx_read_f32(const fixture *fx, const char *dataset, size_t *n, size_t *shape, int *ndim) {
+/* The whole dataset converted to the memory type `type` of `size`-byte elements (malloc'd). */
+static void *read_all(const fixture *fx, const char *dataset, hid_t type, size_t size, size_t *n, size_t *shape,
+                      int *ndim) {
     size_t count;
     hid_t d = open_dataset(fx, dataset, &count, shape, ndim);
-    float *buf = malloc((count ? count : 1) * sizeof *buf);
-    cr_assert(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s: reading %s", fx->path, dataset);
+    void *buf = malloc((count ? count : 1) * size);
+    cr_assert_not_null(buf);
+    cr_assert(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s: reading %s", fx->path, dataset);
     H5Dclose(d);
     if (n) *n = count;
     return buf;
 }
 
+float *fx_read_f32(const fixture *fx, const char *dataset, size_t *n, size_t *shape, int *ndim) {
+    return read_all(fx, dataset, H5T_NATIVE_FLOAT, sizeof(float), n, shape, ndim);
+}
+
 int64_t *fx_read_i64(const fixture *fx, const char *dataset, size_t *n) {
-    size_t count;
-    hid_t d = open_dataset(fx, dataset, &count, NULL, NULL);
-    int64_t *buf = malloc((count ? count : 1) * sizeof *buf);
-    cr_assert(H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s: reading %s", fx->path, dataset);
-    H5Dclose(d);
-    if (n) *n = count;
-    return buf;
+    return read_all(fx, dataset, H5T_NATIVE_INT64, sizeof(int64_t), n, NULL, NULL);
 }
 
 static hid_t open_attr(const fixture *fx, const char *name) {
