@@ -303,12 +303,17 @@ Test(checkpoint, model_only_has_no_state_and_empty_lists) {
     ag_params_free(&p);
 }
 
+/* Saves p at path with SGD state: momentum buffer opt_m (NULL: none) at step `step`. */
+static void save_sgd(ag_params *p, float *opt_m, int64_t step) {
+    vit_config vit = tiny_vit();
+    tpsc_checkpoint ck = {.vit = &vit, .params = p, .opt_m = opt_m, .opt_name = "sgd", .opt_step = step};
+    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
+}
+
 Test(checkpoint, sgd_keeps_only_momentum) {
     ag_params p;
     declare(&p, NULL, NULL, NULL, 3);
-    vit_config vit = tiny_vit();
-    tpsc_checkpoint ck = {.vit = &vit, .params = &p, .opt_m = p.data, .opt_name = "sgd", .opt_step = 9};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
+    save_sgd(&p, p.data, 9);
     float *m = tpsc_aligned_alloc(p.total * sizeof(float), "m"), *v = tpsc_aligned_alloc(p.total * sizeof(float), "v");
     memset(m, 0, p.total * sizeof(float));
     int64_t steps[N_TINY];
@@ -326,9 +331,7 @@ Test(checkpoint, sgd_keeps_only_momentum) {
 Test(checkpoint, sgd_without_momentum_keeps_its_step) {
     ag_params p;
     declare(&p, NULL, NULL, NULL, 3);
-    vit_config vit = tiny_vit();
-    tpsc_checkpoint ck = {.vit = &vit, .params = &p, .opt_name = "sgd", .opt_step = 77};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
+    save_sgd(&p, NULL, 77);
     tpsc_checkpoint_state st = {0};
     cr_assert_eq(tpsc_checkpoint_load_state(path, &p, &st), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_str_eq(st.opt_name, "sgd");

@@ -143,6 +143,15 @@ static void one_weight(ag_params *p, size_t n) {
     cr_assert_eq(ag_params_finalise(p), TPSC_OK);
 }
 
+/* One SGD step at lr 0.1 with gradient g on the single weight of p; then the momentum buffer
+ * and the weight must be buf_want and w_want (1e-6 absolute). */
+static void expect_sgd_step(tpsc_sgd *opt, ag_params *p, float g, float buf_want, float w_want) {
+    p->grad[0] = g;
+    cr_assert_eq(tpsc_sgd_step(opt, p, 0.1), TPSC_OK);
+    cr_expect_float_eq(opt->buf[0], buf_want, 1e-6, "buffer %.9g, want %.9g", (double)opt->buf[0], (double)buf_want);
+    cr_expect_float_eq(p->data[0], w_want, 1e-6, "weight %.9g, want %.9g", (double)p->data[0], (double)w_want);
+}
+
 static tpsc_adamw_config fixture_adamw_config(setup *s) {
     tpsc_adamw_config c = tpsc_adamw_defaults();
     c.beta1 = fx_attr_double(&s->fx, "beta1");
@@ -510,14 +519,8 @@ Test(optim_sgd, dampening_spares_the_first_step) {
     tpsc_sgd opt;
     cr_assert_eq(tpsc_sgd_init(&opt, &p, &c), TPSC_OK);
     p.data[0] = 1.0f;
-    p.grad[0] = 2.0f;
-    cr_assert_eq(tpsc_sgd_step(&opt, &p, 0.1), TPSC_OK);
-    cr_expect_float_eq(opt.buf[0], 2.0f, 1e-6);
-    cr_expect_float_eq(p.data[0], 0.8f, 1e-6);
-    p.grad[0] = 4.0f;
-    cr_assert_eq(tpsc_sgd_step(&opt, &p, 0.1), TPSC_OK);
-    cr_expect_float_eq(opt.buf[0], 3.8f, 1e-6);
-    cr_expect_float_eq(p.data[0], 0.42f, 1e-6);
+    expect_sgd_step(&opt, &p, 2.0f, 2.0f, 0.8f);
+    expect_sgd_step(&opt, &p, 4.0f, 3.8f, 0.42f);
     tpsc_sgd_free(&opt);
     ag_params_free(&p);
 }
@@ -575,10 +578,7 @@ Test(optim_sgd, resume_restores_buffer_state) {
     opt.buf[0] = 2.0f; /* the state after step 1 */
     cr_assert_eq(tpsc_sgd_restore_step(&opt, &p, 1), TPSC_OK);
     p.data[0] = 0.8f;
-    p.grad[0] = 4.0f;
-    cr_assert_eq(tpsc_sgd_step(&opt, &p, 0.1), TPSC_OK);
-    cr_expect_float_eq(opt.buf[0], 3.8f, 1e-6);
-    cr_expect_float_eq(p.data[0], 0.42f, 1e-6);
+    expect_sgd_step(&opt, &p, 4.0f, 3.8f, 0.42f);
     tpsc_sgd_free(&opt);
     ag_params_free(&p);
 }
