@@ -43,6 +43,16 @@ static void small_model(vit_model *m, size_t img, size_t patch, const tps_config
     }
 }
 
+/* small_model of `method` at rho 0.7, and a context for inference (no gradients). */
+static ag_ctx *small_infer_model(vit_model *m, tps_method method, size_t img, size_t patch, uint64_t seed) {
+    tps_config tps = stages(method, 0.7f);
+    small_model(m, img, patch, &tps, seed);
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_not_null(ctx);
+    ag_set_grad_enabled(ctx, false);
+    return ctx;
+}
+
 static ag_tensor *random_images(ag_ctx *ctx, size_t B, const vit_config *c, uint64_t seed) {
     ag_tensor *x = ag_new4(ctx, B, c->in_chans, c->img_size, c->img_size);
     cr_assert_not_null(x);
@@ -162,13 +172,10 @@ static ag_tensor *expect_infer_kept(ag_ctx *ctx, vit_model *m, size_t B, const s
 
 /* want: int(N * 0.7 ** (s+1)) in Python; N = 64 -> 44, 31, 21; N = 196 -> 137, 96, 67. */
 static void check_predictor_counts(tps_method method, size_t img, size_t patch, const size_t want[3]) {
-    tps_config tps = stages(method, 0.7f);
     vit_model m;
-    small_model(&m, img, patch, &tps, 11);
+    ag_ctx *ctx = small_infer_model(&m, method, img, patch, 11);
     const size_t N = vit_num_patches(&m.cfg);
     for (int s = 0; s < 3; s++) cr_assert_eq(tps_keep_count(&m.tps, s, N), want[s], "tps_keep_count(stage %d, N %zu)", s, N);
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
     vit_output out;
     ag_tensor *logits = expect_infer_kept(ctx, &m, 2, NULL, want, 5, false, &out);
     cr_assert_eq(out.n_stages, 3);
@@ -185,11 +192,8 @@ Test(tps_model, dynamicvit_counts_196_patches) { check_predictor_counts(TPS_DYNA
  * next stage's n, eTPS has none: Python math.ceil(0.7 * 64) = 45, then evit
  * ceil(0.7 * 46) = 33, ceil(0.7 * 34) = 24; etps ceil(0.7 * 45) = 32, ceil(0.7 * 32) = 23. */
 static void check_attention_counts(tps_method method, const size_t want[3]) {
-    tps_config tps = stages(method, 0.7f);
     vit_model m;
-    small_model(&m, 32, 4, &tps, 12);
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
+    ag_ctx *ctx = small_infer_model(&m, method, 32, 4, 12);
     vit_output out;
     expect_infer_kept(ctx, &m, 2, NULL, want, 6, method == TPS_EVIT, &out);
     ag_ctx_free(ctx);
@@ -240,12 +244,9 @@ Test(tps_model, training_masks_are_nested_and_reproducible) {
 /* ---- keep_override ----------------------------------------------------------------------- */
 
 Test(tps_model, keep_override_sets_the_counts) {
-    tps_config tps = stages(TPS_DTPS, 0.7f);
     vit_model m;
-    small_model(&m, 32, 4, &tps, 14);
+    ag_ctx *ctx = small_infer_model(&m, TPS_DTPS, 32, 4, 14);
     const size_t B = 2, want[3] = {50, 20, 5};
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
     vit_output out;
     expect_infer_kept(ctx, &m, B, want, want, 8, false, &out);
 
@@ -266,12 +267,9 @@ Test(tps_model, keep_override_sets_the_counts) {
 }
 
 Test(tps_model, keep_override_for_evit) {
-    tps_config tps = stages(TPS_EVIT, 0.7f);
     vit_model m;
-    small_model(&m, 32, 4, &tps, 15);
+    ag_ctx *ctx = small_infer_model(&m, TPS_EVIT, 32, 4, 15);
     const size_t want[3] = {40, 20, 10};
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
     vit_output out;
     expect_infer_kept(ctx, &m, 2, want, want, 9, true, &out);
     ag_ctx_free(ctx);
@@ -365,12 +363,9 @@ Test(tps_model, predictor_parameters_only_for_predictor_methods) {
  * kept-index bookkeeping). Reference: the batched run; tolerance 1e-5 * max|logit| (sgemm may
  * block a 1-image batch differently); indices exact. */
 static void check_batch_independence(tps_method method, vit_mode mode) {
-    tps_config tps = stages(method, 0.7f);
     vit_model m;
-    small_model(&m, 32, 4, &tps, 16);
+    ag_ctx *ctx = small_infer_model(&m, method, 32, 4, 16);
     const size_t B = 3, N = 64, K = m.cfg.num_classes, pix = m.cfg.in_chans * 32 * 32;
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
     ag_tensor *x = random_images(ctx, B, &m.cfg, 10);
     float *u[3];
     tpsc_rng rng;
