@@ -51,10 +51,12 @@ static void ref_hosts_of(const float *x, int b, const int32_t *kept, int k, doub
     ref_hosts(kr, k, dr, p, C, out);
 }
 
+/* One predictor (stage 0, width C) with random weights, its stage config, and a context. */
 typedef struct setup {
     ag_params params;
     tps_predictor pred;
     tps_config cfg;
+    ag_ctx *ctx;
 } setup;
 
 static void make_setup(setup *s, tps_method m) {
@@ -66,6 +68,13 @@ static void make_setup(setup *s, tps_method m) {
     for (size_t i = 0; i < s->params.total; i++) s->params.data[i] = 0.6f * tpsc_rng_normal(&rng);
     s->cfg = (tps_config){.method = m, .n_stages = 2, .prune_loc = {3, 6}, .squeeze_temp = 1.0f};
     tps_config_fill_rho(&s->cfg, 0.7f);
+    s->ctx = ag_ctx_create(0);
+    cr_assert_not_null(s->ctx);
+}
+
+static void free_setup(setup *s) {
+    ag_ctx_free(s->ctx);
+    ag_params_free(&s->params);
 }
 
 static void random_tokens(float *x, size_t count, uint64_t seed) {
@@ -94,8 +103,9 @@ static void assert_descending_topk(const float *score, size_t n, const int32_t *
 
 /* One predictor stage keeping k of the N tokens of x [B,1+N,C], random from seed: checks the
  * kept positions (kept [B,k]) are the top k of the predictor's scores, in descending order.
- * Returns the stage's output, [B,1+k,C] in ctx. */
-static ag_tensor *run_stage(ag_ctx *ctx, setup *s, float *x, uint64_t seed, size_t k, int32_t *kept) {
+ * Returns the stage's output, [B,1+k,C] in s->ctx. */
+static ag_tensor *run_stage(setup *s, float *x, uint64_t seed, size_t k, int32_t *kept) {
+    ag_ctx *ctx = s->ctx;
     float score[B * N];
     random_tokens(x, B * (1 + N) * C, seed);
     keep_scores(s, x, N, score);
@@ -133,9 +143,8 @@ Test(tps_infer, dynamicvit_keeps_topk_rows_in_score_order) {
     const size_t k = tps_keep_count(&s.cfg, 0, N); /* int(7 * 0.7) = 4 */
     cr_assert_eq(k, 4);
     int32_t kept[B * 4];
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_set_grad_enabled(ctx, false);
-    ag_tensor *y = run_stage(ctx, &s, x, 8, k, kept);
+    ag_set_grad_enabled(s.ctx, false);
+    ag_tensor *y = run_stage(&s, x, 8, k, kept);
     cr_assert(y->ndim == 3 && y->shape[0] == B && y->shape[1] == 1 + k && y->shape[2] == C);
     for (int b = 0; b < B; b++) {
         cr_assert_arr_eq(y->data + b * (1 + k) * C, x + b * (1 + N) * C, C * sizeof(float), "cls row of image %d", b);
@@ -143,8 +152,7 @@ Test(tps_infer, dynamicvit_keeps_topk_rows_in_score_order) {
             cr_assert_arr_eq(y->data + (b * (1 + k) + 1 + r) * C, x + (b * (1 + N) + 1 + kept[b * k + r]) * C,
                              C * sizeof(float), "image %d kept row %zu", b, r);
     }
-    ag_ctx_free(ctx);
-    ag_params_free(&s.params);
+    free_setup(&s);
 }
 
 Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
@@ -155,8 +163,7 @@ Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
     float x[B * (1 + N) * C];
     const size_t k = 4;
     int32_t kept[B * 4];
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *y = run_stage(ctx, &s, x, 9, k, kept);
+    ag_tensor *y = run_stage(&s, x, 9, k, kept);
     cr_assert(y->shape[1] == 1 + k);
     for (int b = 0; b < B; b++) {
         double want[N * C];
@@ -166,8 +173,7 @@ Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
             for (int q = 0; q < C; q++)
                 cr_assert_float_eq(y->data[(b * (1 + k) + 1 + r) * C + q], want[r * C + q], 1e-5, "image %d host %zu", b, r);
     }
-    ag_ctx_free(ctx);
-    ag_params_free(&s.params);
+    free_setup(&s);
 }
 
 Test(tps_infer, keep_all_is_a_permutation_by_score) {
@@ -177,14 +183,12 @@ Test(tps_infer, keep_all_is_a_permutation_by_score) {
     make_setup(&s, TPS_DTPS);
     float x[B * (1 + N) * C];
     int32_t kept[B * N];
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *y = run_stage(ctx, &s, x, 10, N, kept);
+    ag_tensor *y = run_stage(&s, x, 10, N, kept);
     for (int b = 0; b < B; b++)
         for (int r = 0; r < N; r++)
             cr_assert_arr_eq(y->data + (b * (1 + N) + 1 + r) * C, x + (b * (1 + N) + 1 + kept[b * N + r]) * C,
                              C * sizeof(float), "image %d row %d", b, r);
-    ag_ctx_free(ctx);
-    ag_params_free(&s.params);
+    free_setup(&s);
 }
 
 Test(tps_infer, equal_scores_keep_position_order) {
@@ -196,20 +200,19 @@ Test(tps_infer, equal_scores_keep_position_order) {
         for (int t = 0; t < 1 + N; t++)
             for (int q = 0; q < C; q++) x[(b * (1 + N) + t) * C + q] = (float)(q + 1) * (t == 0 ? -1.0f : 0.5f);
     int32_t kept[B * 4];
-    ag_ctx *ctx = ag_ctx_create(0);
+    ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     cr_assert_not_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept), "%s", tpsc_last_error());
     for (int b = 0; b < B; b++)
         for (int r = 0; r < 4; r++) cr_assert_eq(kept[b * 4 + r], r, "image %d rank %d", b, r);
-    ag_ctx_free(ctx);
-    ag_params_free(&s.params);
+    free_setup(&s);
 }
 
 Test(tps_infer, bad_counts_and_methods_are_errors) {
     setup s;
     make_setup(&s, TPS_DTPS);
     float x[B * (1 + N) * C] = {0};
-    ag_ctx *ctx = ag_ctx_create(0);
+    ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL));
     cr_assert(strstr(tpsc_last_error(), "keeping 8 of 7 tokens") != NULL, "%s", tpsc_last_error());
@@ -218,8 +221,7 @@ Test(tps_infer, bad_counts_and_methods_are_errors) {
     s.cfg.method = TPS_EVIT;
     cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL));
     cr_assert(strstr(tpsc_last_error(), "evit has no score predictor") != NULL, "%s", tpsc_last_error());
-    ag_ctx_free(ctx);
-    ag_params_free(&s.params);
+    free_setup(&s);
 }
 
 /* ---- EViT stages --------------------------------------------------------------------------- */
