@@ -48,6 +48,32 @@ static inline float ag_expf(float x) {
     return x != x ? x : y;
 }
 
+/* ag_expf for x <= 0 (a softmax's s - max): the same reduction and polynomial, and one scale
+ * 2^n (n >= -126 is a normal float) instead of two, without the overflow selects. Equal to
+ * ag_expf bit for bit wherever the result is a normal float (scaling by a power of two is
+ * exact there); 0 below ln FLT_MIN, NaN kept. x > 0 is outside its domain. */
+static inline float ag_expf_nonpos(float x) {
+    const float lo = -87.33654f;
+    const float xc = x >= lo ? x : lo; /* NaN -> lo, as in ag_expf */
+    const float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = xc - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187e-06f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    float y = p * s;
+    y = x < lo ? 0.0f : y;
+    return x != x ? x : y;
+}
+
 /* Phi(x) = 0.5 erfc(-x / sqrt 2). erfc(z), z >= 0, is t exp(-z^2 + P(t)), t = 1 / (1 + z/2),
  * with the Chebyshev-fitted P of Press et al., Numerical Recipes (2nd ed.) 6.2 "erfcc"
  * (fractional error < 1.2e-7 for all z). Taking erfc, not 1 + erf, keeps Phi's relative
