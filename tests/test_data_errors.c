@@ -146,7 +146,7 @@ static void expect_idx_refused(const char *images, const char *labels, const cha
     tpsc_dataset *ds;
     cr_assert_eq(tpsc_dataset_open_idx(&ds, images, labels), want, "%s: %s", bad, tpsc_last_error());
     assert_names(bad);
-    if (needle) cr_assert(strstr(tpsc_last_error(), needle), "%s", tpsc_last_error());
+    if (needle) cr_assert(strstr(tpsc_last_error(), needle), "message lacks '%s': %s", needle, tpsc_last_error());
 }
 
 Test(data_idx_errors, wrong_magic_count_truncation_corruption) {
