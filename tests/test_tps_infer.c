@@ -60,12 +60,9 @@ typedef struct setup {
 } setup;
 
 static void make_setup(setup *s, tps_method m) {
-    ag_params_init(&s->params);
-    cr_assert_eq(tps_predictor_declare(&s->pred, &s->params, 0, C), TPSC_OK, "%s", tpsc_last_error());
-    cr_assert_eq(ag_params_finalise(&s->params), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 3);
-    for (size_t i = 0; i < s->params.total; i++) s->params.data[i] = 0.6f * tpsc_rng_normal(&rng);
+    fx_random_predictor(&s->params, &s->pred, 0, C, &rng);
     s->cfg = (tps_config){.method = m, .n_stages = 2, .prune_loc = {3, 6}, .squeeze_temp = 1.0f};
     tps_config_fill_rho(&s->cfg, 0.7f);
     s->ctx = ag_ctx_create(0);
