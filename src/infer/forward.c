@@ -60,7 +60,7 @@ static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 &&
  * barrier of its own. Per element the operations are those of ti_linear (bias first, then
  * sgemm accumulates over the same k blocks) and ti_gelu. BF16 weights (one packed handle)
  * keep the row split. */
-static void team_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
                         float *y, size_t ldy, lin_epilogue epi) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (!by_columns(w)) {
@@ -72,7 +72,7 @@ static void team_linear(const float *x, size_t M, size_t Cin, size_t ldx, const 
             ti_linear(x + r0 * ldx, r1 - r0, Cin, ldx, w, b, Cout, y + r0 * ldy, ldy);
         if (epi == LIN_GELU)
             for (size_t r = r0; r < r1; r++) ti_gelu(y + r * ldy, Cout);
-        #pragma omp barrier
+        ti_barrier_wait(ws->bar);
         return;
     }
     const size_t c0 = t == 0 ? 0 : (Cout * t / T) & ~(size_t)15, c1 = t + 1 == T ? Cout : (Cout * (t + 1) / T) & ~(size_t)15;
@@ -93,7 +93,7 @@ static void team_linear(const float *x, size_t M, size_t Cin, size_t ldx, const 
         if (epi == LIN_GELU)
             for (size_t r = 0; r < M; r++) ti_gelu(y + r * ldy + c0, nc);
     }
-    #pragma omp barrier
+    ti_barrier_wait(ws->bar);
 }
 
 /* LayerNorm of x [M,C] for a team linear with weight w: returns its input. By columns, the
@@ -111,9 +111,7 @@ static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, c
     size_t r0, r1;
     my_rows(M, &r0, &r1);
     ti_layernorm(ws->x + r0 * C, r1 - r0, C, nw, nb, m->ln_eps, ws->h + r0 * C);
-    if (by_columns(w)) {
-        #pragma omp barrier
-    }
+    if (by_columns(w)) ti_barrier_wait(ws->bar);
     return ws->h;
 }
 
@@ -163,7 +161,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     float *qkv = ws->qkv;
     const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b);
-    team_linear(hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
+    team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
     size_t r0, r1;
     my_rows(M, &r0, &r1);
     /* the images whose rows overlap [r0, r1): this member's queries of each, every head */
@@ -177,10 +175,8 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
             ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
                               with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
     }
-    if (by_columns(&blk->proj_w)) { /* every member reads every attention row */
-        #pragma omp barrier
-    }
-    team_linear(ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
+    if (by_columns(&blk->proj_w)) ti_barrier_wait(ws->bar); /* every member reads every attention row */
+    team_linear(ws, ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
 /* x += fc2(gelu(fc1(norm2(x)))), shared by the team. */
@@ -188,8 +184,8 @@ static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F;
     const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b);
-    team_linear(h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
-    team_linear(ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);
+    team_linear(ws, h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
+    team_linear(ws, ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
@@ -206,7 +202,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     ti_layernorm(ws->x + r0 * C, R, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h + r0 * C);
     ti_linear(h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C);
     for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C);
-    #pragma omp barrier
+    ti_barrier_wait(ws->bar);
     #pragma omp for schedule(static)
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
@@ -262,11 +258,11 @@ static void swap_layouts(ti_view *ws) {
 static bool predictor_stage(ti_view *ws, int s, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, N = m->N;
-    /* the predictor's buffers overlap other members' MLP rows (other row strides) */
-    #pragma omp barrier
+    /* the predictor's buffers overlap other members' MLP rows (other row strides): the
+     * previous step (embed, or a block's fc2) ended with a barrier */
     predictor_scores(ws, &m->pred[s], B);
     size_t *kn = ws->kept_n[s];
-    #pragma omp barrier
+    ti_barrier_wait(ws->bar);
     #pragma omp for schedule(static)
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
@@ -404,7 +400,7 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
     const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
     embed(ws, images, B);
-    #pragma omp barrier
+    ti_barrier_wait(ws->bar);
     int s = 0;
     for (size_t i = 0; i < m->depth; i++) {
         const ti_block *blk = &m->blocks[i];
@@ -420,8 +416,7 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
         }
         block_mlp(ws, blk);
     }
-    /* final norm and head on the cls rows */
-    #pragma omp barrier
+    /* final norm and head on the cls rows (fc2 ended with a barrier) */
     #pragma omp single
     {
         for (size_t b = 0; b < B; b++) memcpy(ws->attn_out + b * C, ws->x + ws->lay.off[b] * C, C * sizeof(float));
@@ -436,8 +431,12 @@ static tps_status run_view(ti_view *ws, const float *images, size_t B, float *lo
     ws->n_stages_run = 0;
     init_layout(ws, B);
     int failed = -1;
+    ti_barrier bar;
+    ws->bar = &bar;
     #pragma omp parallel num_threads(ws->nthreads)
     {
+        #pragma omp single
+        ti_barrier_init(&bar, (unsigned)omp_get_num_threads(), ws->spin);
         const int f = run_team(ws, images, B, logits);
         #pragma omp master
         failed = f;
@@ -454,7 +453,7 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
     const size_t C = m->C, N = m->N, N1 = N + 1, r0 = b0 * N1;
     size_t wide = m->F > C ? m->F : C;
     if (m->P > wide) wide = m->P;
-    ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads,
+    ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads, .spin = ws->barrier_spin,
                  .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
                  .h_priv = nthreads > 1 ? ws->h_priv : NULL,
                  .h_priv_rows = ws->h_priv_rows, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,

@@ -64,6 +64,15 @@ typedef struct ti_layout {
     size_t rows;
 } ti_layout;
 
+/* team_barrier.c: the team pass's barrier (spin briefly, then sleep) */
+typedef struct ti_barrier {
+    _Atomic unsigned count, gen, sleepers;
+    unsigned members, spin;
+} ti_barrier;
+#define TI_BARRIER_SPIN 2000 /* spin checks at most, a pause between: ~50 us on Zen 5 */
+void ti_barrier_init(ti_barrier *b, unsigned members, unsigned spin);
+void ti_barrier_wait(ti_barrier *b);
+
 /* What one pass works on: a workspace's buffers from some image on (a whole batch, or one
  * thread's chunk of it). Layouts are relative to the view's first row. */
 typedef struct ti_view {
@@ -71,6 +80,8 @@ typedef struct ti_view {
     const tps_budget *budget;
     const float *keep_frac;
     int nthreads;                   /* threads of this view's parallel loops */
+    ti_barrier *bar;                /* the team's barrier during a pass (forward.c) */
+    unsigned spin;                  /* its spin bound (team_barrier.c) */
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
     float *h_priv;                  /* members 1.. own LayerNorm outputs, h_priv_rows rows each, or NULL */
     size_t h_priv_rows;
@@ -90,6 +101,7 @@ struct tps_workspace {
     float keep_frac[TI_MAX_STAGES]; /* the model's, or rho^(s+1) of a keep_ratio override */
     int nthreads;
     bool split;                     /* large batches: one chunk per thread (forward.c) */
+    unsigned barrier_spin;          /* TI_BARRIER_SPIN, or TPSINFER_SPIN (team_barrier.c) */
     /* packed activations */
     float *x, *x_next, *h;          /* [M,C] residual stream, its next version, a LayerNorm out */
     float *qkv;                     /* [M,3C] */

@@ -47,6 +47,8 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     ws->nthreads = omp_get_max_threads();
     const char *split = getenv("TPSINFER_SPLIT");
     ws->split = !(split && split[0] == '0');
+    const char *spin = getenv("TPSINFER_SPIN");
+    ws->barrier_spin = spin ? (unsigned)strtoul(spin, NULL, 10) : TI_BARRIER_SPIN;
     /* attention scores [N1,N1], or: sort room, the cls attention and flags (4 N1), dropped rows
      * [N,C], squeeze scratch (<= 2 N C + N^2 + 3 N); rounded to whole cache lines */
     ws->per_thread = (N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64 + 15) & ~(size_t)15;
