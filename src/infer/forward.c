@@ -203,7 +203,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     ti_linear(h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C);
     for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C);
     ti_barrier_wait(ws->bar);
-    #pragma omp for schedule(static)
+    #pragma omp for schedule(static) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
         float *g = thread_scratch(ws);
@@ -215,7 +215,8 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
         }
         for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
-    } /* implicit barrier: the global features are in place */
+    }
+    ti_barrier_wait(ws->bar); /* the global features are in place */
     ti_linear(z + r0 * C, R, C, C, &q->out0_w, q->out0_b, C2, h + r0 * C, C);
     for (size_t r = r0; r < r1; r++) ti_gelu(h + r * C, C2);
     ti_linear(h + r0 * C, R, C2, C, &q->out2_w, q->out2_b, C4, z + r0 * C, C);
@@ -263,16 +264,17 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
     predictor_scores(ws, &m->pred[s], B);
     size_t *kn = ws->kept_n[s];
     ti_barrier_wait(ws->bar);
-    #pragma omp for schedule(static)
+    #pragma omp for schedule(static) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
         const float *score = ws->score + ws->lay.off[b] + 1;
         ti_sort_desc(score, n, ws->order + b * N, thread_scratch(ws));
         kn[b] = predictor_keep(ws, s, score, n);
-    } /* implicit barrier */
+    }
+    ti_barrier_wait(ws->bar);
     for (size_t b = 0; b < B; b++)
         if (kn[b] < 1 || kn[b] > ws->lay.len[b] - 1) return false; /* every member sees the same */
-    #pragma omp single
+    #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
         for (size_t b = 0; b < B; b++) {
@@ -281,8 +283,9 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
             ws->lay_next.rows += 1 + kn[b];
         }
     }
+    ti_barrier_wait(ws->bar);
     const bool squeeze = m->method == TI_DTPS;
-    #pragma omp for schedule(dynamic)
+    #pragma omp for schedule(dynamic) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         const float *src = ws->x + ws->lay.off[b] * C;
@@ -300,11 +303,13 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
         }
     }
-    #pragma omp single
+    ti_barrier_wait(ws->bar);
+    #pragma omp single nowait
     {
         swap_layouts(ws);
         ws->n_stages_run = s + 1;
     }
+    ti_barrier_wait(ws->bar);
     return true;
 }
 
@@ -324,7 +329,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
     }
     if (bad) return false;
     const bool fuse = m->method == TI_EVIT;
-    #pragma omp single
+    #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
         for (size_t b = 0; b < B; b++) {
@@ -335,8 +340,9 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
             ws->lay_next.rows += ws->lay_next.len[b];
         }
-    } /* implicit barrier: also every member's attention residual is in x */
-    #pragma omp for schedule(dynamic)
+    }
+    ti_barrier_wait(ws->bar); /* also every member's attention residual is in x */
+    #pragma omp for schedule(dynamic) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
         float *tmp = thread_scratch(ws), *a = tmp + 2 * N1; /* sort room, then [n] attention */
@@ -384,11 +390,13 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
         }
     }
-    #pragma omp single
+    ti_barrier_wait(ws->bar);
+    #pragma omp single nowait
     {
         swap_layouts(ws);
         ws->n_stages_run = s + 1;
     }
+    ti_barrier_wait(ws->bar);
     return true;
 }
 
