@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
+#include "support/fixture.h"
 #include "src/tps/tps_internal.h"
 
 #define B 2
@@ -21,12 +22,9 @@ typedef struct setup {
 } setup;
 
 static void make_setup(setup *s, tps_method m) {
-    ag_params_init(&s->params);
-    cr_assert_eq(tps_predictor_declare(&s->pred, &s->params, 0, C), TPSC_OK, "%s", tpsc_last_error());
-    cr_assert_eq(ag_params_finalise(&s->params), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 3);
-    for (size_t i = 0; i < s->params.total; i++) s->params.data[i] = 0.6f * tpsc_rng_normal(&rng);
+    fx_random_predictor(&s->params, &s->pred, 0, C, &rng);
     for (int i = 0; i < B * (1 + N) * C; i++) s->x[i] = tpsc_rng_normal(&rng);
     for (int i = 0; i < B * N; i++) s->prev[i] = i % 4 == 1 ? 0.0f : 1.0f;
     for (int i = 0; i < B * N * 2; i++) s->u[i] = tpsc_rng_uniform_open(&rng);
