@@ -100,17 +100,17 @@ static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_
  * member normalises every row itself into its own buffer (x is complete: the previous step
  * ended with a barrier), which costs a few microseconds and saves the barrier a shared
  * result would need; otherwise it normalises its own rows into ws->h. */
-static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, const float *nb) {
+static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, const float *nb, float eps) {
     const tps_model *m = ws->m;
     const size_t C = m->C, M = ws->lay.rows, t = (size_t)omp_get_thread_num();
     if (by_columns(w) && ws->h_priv) {
         float *h = t == 0 ? ws->h : ws->h_priv + (t - 1) * ws->h_priv_rows * C;
-        ti_layernorm(ws->x, M, C, nw, nb, m->ln_eps, h);
+        ti_layernorm(ws->x, M, C, nw, nb, eps, h);
         return h;
     }
     size_t r0, r1;
     my_rows(M, &r0, &r1);
-    ti_layernorm(ws->x + r0 * C, r1 - r0, C, nw, nb, m->ln_eps, ws->h + r0 * C);
+    ti_layernorm(ws->x + r0 * C, r1 - r0, C, nw, nb, eps, ws->h + r0 * C);
     if (by_columns(w)) ti_barrier_wait(ws->bar);
     return ws->h;
 }
@@ -160,7 +160,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const tps_model *m = ws->m;
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
     float *qkv = ws->qkv;
-    const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b);
+    const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b, m->ln_eps);
     team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
     size_t r0, r1;
     my_rows(M, &r0, &r1);
@@ -183,7 +183,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
 static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
     const size_t C = m->C, F = m->F;
-    const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b);
+    const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b, m->ln_eps);
     team_linear(ws, h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
     team_linear(ws, ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);
 }
@@ -199,10 +199,10 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     size_t r0, r1;
     my_rows(M, &r0, &r1);
     const size_t R = r1 - r0;
-    ti_layernorm(ws->x + r0 * C, R, C, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS, h + r0 * C);
-    ti_linear(h + r0 * C, R, C, C, &q->in_fc_w, q->in_fc_b, C, z + r0 * C, C);
-    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C);
-    ti_barrier_wait(ws->bar);
+    /* LayerNorm, Linear C->C, GELU shared as a block's fc1 (the C x C weight is the
+     * predictor's largest); the smaller layers after the global mean run on own rows */
+    const float *hn = norm_for(ws, &q->in_fc_w, q->in_norm_w, q->in_norm_b, PREDICTOR_LN_EPS);
+    team_linear(ws, hn, M, C, C, &q->in_fc_w, q->in_fc_b, C, z, C, LIN_GELU);
     #pragma omp for schedule(static) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t off = ws->lay.off[b], n = ws->lay.len[b] - 1, G = C - C2;
