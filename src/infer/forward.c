@@ -139,8 +139,12 @@ static void embed(ti_view *ws, const float *images, size_t B) {
         const size_t b = t / N, py = (t % N) / G, px = t % G;
         float *row = patches + t * P;
         for (size_t c = 0; c < Cin; c++)
-            for (size_t ky = 0; ky < p; ky++)
-                memcpy(row + (c * p + ky) * p, images + ((b * Cin + c) * S + py * p + ky) * S + px * p, p * sizeof(float));
+            for (size_t ky = 0; ky < p; ky++) { /* p floats: an inline copy (memcpy calls were 0.7% of a pass) */
+                const float *src = images + ((b * Cin + c) * S + py * p + ky) * S + px * p;
+                float *dst = row + (c * p + ky) * p;
+                #pragma omp simd
+                for (size_t k = 0; k < p; k++) dst[k] = src[k];
+            }
     }
     ti_linear(patches + t0 * P, t1 - t0, P, P, &m->patch_w, m->patch_b, C, tok + t0 * C, C);
     for (size_t t = t0; t < t1; t++) {
