@@ -104,9 +104,19 @@ void ti_gelu(float *x, size_t n) {
  * error < 2.5e-7, and 20% faster on a 197-wide row): the attention softmax takes N^2 H
  * exponentials per block. */
 static void softmax_row(float *row, size_t n) {
-    float m = row[0];
-    #pragma omp simd reduction(max : m)
-    for (size_t j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
+    /* the max over 16 lanes, then across them: `omp simd reduction(max)` compiled to a scalar
+     * loop here; this is 0.9 us per 99 rows of 197, the whole row 15.0 -> 8.7 us (max is
+     * exact in any order, so the result is unchanged, bit for bit) */
+    float lanes[16];
+    for (size_t k = 0; k < 16; k++) lanes[k] = row[0];
+    size_t j0 = 0;
+    for (; j0 + 16 <= n; j0 += 16) {
+        #pragma omp simd
+        for (size_t k = 0; k < 16; k++) lanes[k] = row[j0 + k] > lanes[k] ? row[j0 + k] : lanes[k];
+    }
+    for (size_t j = j0; j < n; j++) lanes[0] = row[j] > lanes[0] ? row[j] : lanes[0];
+    float m = lanes[0];
+    for (size_t k = 1; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < n; j++) {
