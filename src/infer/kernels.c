@@ -158,6 +158,8 @@ void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *
         for (size_t c = 0; c < C; c++) ss += xr[c] * xr[c];
         const float nr = sqrtf(ss), d = nr + 1e-6f;
         norm[r] = nr;
-        for (size_t c = 0; c < C; c++) xh[r * C + c] = xr[c] / d;
+        float *o = xh + r * C; /* never x: simd asserts it (the loop stayed scalar: 2x slower) */
+        #pragma omp simd
+        for (size_t c = 0; c < C; c++) o[c] = xr[c] / d;
     }
 }

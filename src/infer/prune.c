@@ -97,21 +97,30 @@ void ti_squeeze(const float *kept, size_t k, const float *dropped, size_t p, siz
                     S, (int)k);
     for (size_t j = 0; j < k; j++) den[j] = HOST_WEIGHT;
     memset(acc, 0, k * C * sizeof(float));
+    /* the element loops carry `omp simd`: acc never overlaps dropped, and out is kept or
+     * apart from it (same element read, then written); without it they stayed scalar */
     for (size_t i = 0; i < p; i++) {
+        float *Si = S + i * k;
+        #pragma omp simd
+        for (size_t j = 0; j < k; j++) Si[j] /= temp;
         float m = -INFINITY;
+        for (size_t j = 0; j < k; j++)
+            if (Si[j] > m) m = Si[j];
         for (size_t j = 0; j < k; j++) {
-            S[i * k + j] /= temp;
-            if (S[i * k + j] > m) m = S[i * k + j];
-        }
-        for (size_t j = 0; j < k; j++) {
-            if (S[i * k + j] != m) continue;
+            if (Si[j] != m) continue;
             const float w = expf(m);
             den[j] += w;
-            for (size_t c = 0; c < C; c++) acc[j * C + c] += w * dropped[i * C + c];
+            float *aj = acc + j * C;
+            const float *di = dropped + i * C;
+            #pragma omp simd
+            for (size_t c = 0; c < C; c++) aj[c] += w * di[c];
         }
     }
     for (size_t j = 0; j < k; j++) {
         const float self = HOST_WEIGHT / den[j], inv = 1.0f / den[j];
-        for (size_t c = 0; c < C; c++) out[j * C + c] = kept[j * C + c] * self + acc[j * C + c] * inv;
+        const float *kj = kept + j * C, *aj = acc + j * C;
+        float *oj = out + j * C;
+        #pragma omp simd
+        for (size_t c = 0; c < C; c++) oj[c] = kj[c] * self + aj[c] * inv;
     }
 }
