@@ -150,12 +150,15 @@ static void embed(ti_view *ws, const float *images, size_t B) {
     for (size_t t = t0; t < t1; t++) {
         const size_t b = t / N, j = t % N;
         float *xr = ws->x + (b * N1 + 1 + j) * C;
+        #pragma omp simd
         for (size_t c = 0; c < C; c++) xr[c] = tok[t * C + c] + m->pos_embed[(1 + j) * C + c];
     }
     size_t b0, b1;
     my_rows(B, &b0, &b1);
-    for (size_t b = b0; b < b1; b++)
+    for (size_t b = b0; b < b1; b++) {
+        #pragma omp simd
         for (size_t c = 0; c < C; c++) ws->x[b * N1 * C + c] = m->cls_token[c] + m->pos_embed[c];
+    }
 }
 
 /* x += proj(attention(qkv(norm1(x)))), shared by the team; attention by query rows.
@@ -226,8 +229,10 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
         float d = 0.0f;
         for (size_t i = 0; i < n; i++) {
             d += 1.0f;
+            #pragma omp simd
             for (size_t c = 0; c < G; c++) g[c] += 1.0f * z[(off + 1 + i) * C + C2 + c];
         }
+        #pragma omp simd
         for (size_t c = 0; c < G; c++) g[c] = g[c] / d;
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
     }
@@ -391,12 +396,15 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
         size_t q = 0;
         if (fuse) {
             double *acc = (double *)dropped; /* an even float offset: 8-byte aligned */
+            #pragma omp simd
             for (size_t c = 0; c < C; c++) acc[c] = 0.0;
             for (size_t i = 0; i < n; i++)
                 if (!is_kept[i]) {
+                    #pragma omp simd
                     for (size_t c = 0; c < C; c++) acc[c] += (double)(src[(1 + i) * C + c] * a[i]);
                     q++;
                 }
+            #pragma omp simd
             for (size_t c = 0; c < C; c++) dst[(1 + k) * C + c] = (float)acc[c];
             orig_next[k] = -1; /* the fused token has no patch */
         } else {
