@@ -60,8 +60,8 @@ static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 &&
  * barrier of its own. Per element the operations are those of ti_linear (bias first, then
  * sgemm accumulates over the same k blocks) and ti_gelu. BF16 weights (one packed handle)
  * keep the row split. */
-static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
-                        float *y, size_t ldy, lin_epilogue epi) {
+static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w,
+                        const float *b, size_t Cout, float *y, size_t ldy, lin_epilogue epi) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (!by_columns(w)) {
         size_t r0, r1;

@@ -27,7 +27,9 @@
 static void futex_wait(atomic_uint *addr, unsigned val) {
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
-static void futex_wake_all(atomic_uint *addr) { syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0); }
+static void futex_wake_all(atomic_uint *addr) {
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
 #else
 #include <sched.h>
 static void futex_wait(atomic_uint *addr, unsigned val) {
