@@ -8,12 +8,11 @@
  *
  * One pass is ONE OpenMP parallel region, run by a team of T members with single-threaded
  * BLAS (OpenBLAS runs single-threaded inside a parallel region). Each FP32 linear is shared
- * by output columns (team_linear); attention and the other row-wise steps by rows. A block
- * has five barriers: after qkv (attention reads every key), after attention (proj reads
- * every row), after proj, fc1 and fc2 (the next step reads whole rows). GELU runs on each
- * member's own fc1 columns, and each member normalises every row for the next linear itself
- * (a LayerNorm of a few hundred rows costs less than the barrier a shared result needs).
- * Pruning stages add a few barriers. This replaces a thread team per sgemm and per
+ * by output columns (team_linear); attention and the other row-wise steps by rows (at batch
+ * 1, attention by heads). A block has seven barriers: after each LayerNorm and each linear
+ * (the next step reads whole rows or every row) and after attention (proj reads every row);
+ * GELU runs on each member's own fc1 columns and needs none. The barrier is the team's own
+ * (team_barrier.c: adaptive spin, then futex). Pruning stages add a few. This replaces a thread team per sgemm and per
  * element-wise pass (~100 fork/joins a pass), which dominated batch-1 latency.
  *
  * The order of operations is that of the training framework's VIT_INFER path
@@ -96,20 +95,15 @@ static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_
     ti_barrier_wait(ws->bar);
 }
 
-/* LayerNorm of x [M,C] for a team linear with weight w: returns its input. By columns, the
- * member normalises every row itself into its own buffer (x is complete: the previous step
- * ended with a barrier), which costs a few microseconds and saves the barrier a shared
- * result would need; otherwise it normalises its own rows into ws->h. */
+/* LayerNorm of x [M,C] for a team linear with weight w: returns its input (ws->h). Each
+ * member normalises its own rows; a weight shared by columns reads every row, hence the
+ * barrier. (Each member normalising every row into its own buffer saves that barrier but
+ * was 1-2% slower at batch 1 on the idle machine, with this barrier's spin, and level under
+ * load.) */
 static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, const float *nb, float eps) {
-    const tps_model *m = ws->m;
-    const size_t C = m->C, M = ws->lay.rows, t = (size_t)omp_get_thread_num();
-    if (by_columns(w) && ws->h_priv) {
-        float *h = t == 0 ? ws->h : ws->h_priv + (t - 1) * ws->h_priv_rows * C;
-        ti_layernorm(ws->x, M, C, nw, nb, eps, h);
-        return h;
-    }
+    const size_t C = ws->m->C;
     size_t r0, r1;
-    my_rows(M, &r0, &r1);
+    my_rows(ws->lay.rows, &r0, &r1);
     ti_layernorm(ws->x + r0 * C, r1 - r0, C, nw, nb, eps, ws->h + r0 * C);
     if (by_columns(w)) ti_barrier_wait(ws->bar);
     return ws->h;
@@ -486,8 +480,7 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
     if (m->P > wide) wide = m->P;
     ti_view v = {.m = m, .budget = &ws->budget, .keep_frac = ws->keep_frac, .nthreads = nthreads, .spin = ws->barrier_spin,
                  .x = ws->x + r0 * C, .x_next = ws->x_next + r0 * C, .h = ws->h + r0 * C, .qkv = ws->qkv + r0 * 3 * C,
-                 .h_priv = nthreads > 1 ? ws->h_priv : NULL,
-                 .h_priv_rows = ws->h_priv_rows, .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
+                 .attn_out = ws->attn_out + r0 * C, .hidden = ws->hidden + r0 * wide,
                  .cls_rows = ws->cls_rows + b0 * m->H * N1, .score = ws->score + r0,
                  .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
                  .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},

@@ -83,8 +83,6 @@ typedef struct ti_view {
     ti_barrier *bar;                /* the team's barrier during a pass (forward.c) */
     unsigned spin;                  /* its spin bound (team_barrier.c) */
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
-    float *h_priv;                  /* members 1.. own LayerNorm outputs, h_priv_rows rows each, or NULL */
-    size_t h_priv_rows;
     float *scratch;                 /* nthreads blocks of per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;
@@ -105,8 +103,6 @@ struct tps_workspace {
     /* packed activations */
     float *x, *x_next, *h;          /* [M,C] residual stream, its next version, a LayerNorm out */
     float *qkv;                     /* [M,3C] */
-    float *h_priv;                  /* [T-1,M',C] LayerNorm outputs of team members 1.. (forward.c), M' */
-    size_t h_priv_rows;             /* the rows of a team's largest batch */
     float *attn_out;                /* [M,C] */
     float *hidden;                  /* [M,F] MLP hidden, also the predictor's and patches' room */
     float *cls_rows;                /* [B,H,1+N] each head's cls attention row (EViT) */

@@ -18,7 +18,7 @@ static void *aligned(size_t bytes, bool *ok) {
 
 void tps_workspace_free(tps_workspace *ws) {
     if (!ws) return;
-    void *bufs[] = {ws->x, ws->x_next, ws->h, ws->h_priv, ws->qkv, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
+    void *bufs[] = {ws->x, ws->x_next, ws->h, ws->qkv, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
                     ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
                     ws->orig_next, ws->order, ws->pre};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
@@ -59,15 +59,6 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     ws->h = aligned(M * C * f, &ok);
     ws->attn_out = aligned(M * C * f, &ok);
     ws->qkv = aligned(M * 3 * C * f, &ok);
-    /* members 1.. of a team that shares a linear by columns normalise every row into their own
-     * buffer (forward.c, norm_for): batches below the split size, or every batch when the split
-     * is off */
-    const size_t below_split = 4 * (size_t)ws->nthreads - 1;
-    const size_t team_batch = ws->nthreads < 2 ? 0 : ws->split && B > below_split ? below_split : B;
-    if (team_batch > 0) {
-        ws->h_priv_rows = team_batch * N1;
-        ws->h_priv = aligned((size_t)(ws->nthreads - 1) * ws->h_priv_rows * C * f, &ok);
-    }
     ws->hidden = aligned(M * wide * f, &ok);
     ws->cls_rows = aligned(B * m->H * N1 * f, &ok);
     ws->score = aligned(M * f, &ok);
