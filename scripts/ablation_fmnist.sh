@@ -33,7 +33,8 @@ fi
 # 2. the sweep: 4 keep ratios x 4 methods x 2 seeds, fine-tuned from the dense model; the
 #    keep ratio is the outer loop, so a sweep cut short still compares every method at the
 #    ratios it reached, lowest (where the claim is) first
-# optim.lr, loss.ratio_weight, data.workers, tps.prune_loc and loss.guide_weight pin
+# optim.lr, loss.ratio_weight, data.workers, tps.prune_loc, loss.guide_weight, data.batch_size and
+# optim.freeze pin
 # recipes/fmnist_dtps.ini as it was when the
 # numbers of docs/ablation-fmnist.md were measured (before commit 4f6d273 retuned it for the
 # quickstart); each finished run keeps its full recipe in <run>/recipe.ini and its checkpoint,
@@ -41,7 +42,7 @@ fi
 SETS=(--set model.init="$OUT/dense/best.h5" --set teacher.checkpoint="$OUT/dense/best.h5"
       --set data.limit_train=$((FT_STEPS * 128)) --set schedule.epochs=1 --set schedule.warmup_epochs=0
       --set optim.lr=5e-4 --set loss.ratio_weight=2 --set data.workers=2 --set run.log_every=50
-      --set tps.prune_loc=2,3,5 --set loss.guide_weight=0)
+      --set tps.prune_loc=2,3,5 --set loss.guide_weight=0 --set data.batch_size=128 --set optim.freeze=)
 RATIOS=tps.keep_ratio=0.3,0.5,0.7,0.9
 SEEDS=run.seed=0,1
 sweep() { $TPSC sweep recipes/fmnist_dtps.ini "${SETS[@]}" --threads "$THREADS" --out "$OUT/sweep" --quiet "$@"; }
