@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
+#   bash bench/compare.sh [--avx512] [--bf16] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
 #                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -14,7 +14,9 @@
 # GEMM mix" measured in the same run for the same core type and threads. Both tpsc and PyTorch
 # run with the same OMP_WAIT_POLICY, PASSIVE unless told otherwise (the anchors' setting; on a
 # shared, loaded machine libgomp's default spin-waiting costs tpsc 1.5-2.5x, see
-# docs/performance.md); "default" leaves it unset for both.
+# docs/performance.md); "default" leaves it unset for both. --bf16 adds libtpsinfer's opt-in
+# BF16 precision (`bench infer --precision bf16`, linears through oneDNN, needs AVX512-BF16) as
+# extra inference rows, set against the same FP32 peers.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -33,11 +35,12 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
+        --bf16) bf16=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -104,6 +107,11 @@ one_round() { # MODE ROUND
     done
     run_env "$mode" "$TPSC" bench infer --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters --threads "$threads" \
         > "$out/ours_infer.$tag.txt" 2>&1 || echo "  tpsc bench infer failed: see $out/ours_infer.$tag.txt" >&2
+    if [ $bf16 = 1 ]; then
+        run_env "$mode" "$TPSC" bench infer --precision bf16 --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
+            --threads "$threads" > "$out/ours_bf16.$tag.txt" 2>&1 ||
+            echo "  tpsc bench infer --precision bf16 failed: see $out/ours_bf16.$tag.txt" >&2
+    fi
     if [ $have_torch = 1 ]; then
         echo "[$mode, round $r] PyTorch anchors (a few minutes)" >&2
         local q=(); [ $quick = 1 ] && q=(--quick)
@@ -154,8 +162,8 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
-def ours_rows(path):
-    """{(kind, method, batch): (img/s, peak RSS MB)} from a `tpsc bench` markdown table; and the core."""
+def ours_rows(path, suffix=""):
+    """{(kind, method + suffix, batch): (img/s, peak RSS MB)} from a `tpsc bench` markdown table; and the core."""
     rows, core = {}, None
     if not os.path.exists(path):
         return rows, core
@@ -165,7 +173,7 @@ def ours_rows(path):
             core = m.group(1)
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 10 and cells[0] in ("train", "infer"):
-            rows[(cells[0], "dense" if cells[1] == "none" else cells[1], int(cells[2]))] = (float(cells[3]), float(cells[9]))
+            rows[(cells[0], ("dense" if cells[1] == "none" else cells[1]) + suffix, int(cells[2]))] = (float(cells[3]), float(cells[9]))
     return rows, core
 
 def torch_rows(path):
@@ -210,8 +218,8 @@ for mode in modes:
     for r in range(1, repeat + 1):
         tag = "%s.%d" % (mode, r)
         o = {}
-        for f in ("ours_train16", "ours_train64", "ours_infer"):
-            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)))
+        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16"):
+            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), " bf16" if f == "ours_bf16" else "")
             o.update(rows)
             if core:
                 cores.add(core)
@@ -226,13 +234,15 @@ for mode in modes:
         label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", repeat))
     print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for key in shapes:
+    bf16_shapes = [(k, m + " bf16", b) for k, m, b in shapes if k == "infer"]
+    for key in shapes + [k for k in bf16_shapes if any(k in o for o in ours)]:
         kind, method, batch = key
+        peer = (kind, method.replace(" bf16", ""), batch)  # BF16 rows against the FP32 peers
         oi = med([o[key][0] for o in ours if key in o])
         orss = med([o[key][1] for o in ours if key in o])
-        ti = med([t[key][0] for t in torch if key in t])
-        trss = med([t[key][1] for t in torch if key in t])
-        ri = med([x[key][0] for x in ort_all if key in x])
+        ti = med([t[peer][0] for t in torch if peer in t])
+        trss = med([t[peer][1] for t in torch if peer in t])
+        ri = med([x[peer][0] for x in ort_all if peer in x])
         name = "%s %s" % ("training step" if kind == "train" else "inference", method)
         print("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
