@@ -239,6 +239,18 @@ Test(infer, two_thread_loops_etps) {
     omp_set_num_threads(2);
     check_parity_batch(TPS_ETPS, 0.7f, 0.0f, 3);
 }
+/* 1 image on 2 threads: the latency path, where the team splits attention by heads (not by
+ * query rows) and the linears by output columns; every method, since each prunes in its own
+ * stage code between those steps */
+static void check_two_thread_single_image(tps_method method) {
+    omp_set_num_threads(2);
+    check_parity_batch(method, method == TPS_NONE ? 1.0f : 0.7f, 0.0f, 1);
+}
+Test(infer, single_image_two_threads_dense) { check_two_thread_single_image(TPS_NONE); }
+Test(infer, single_image_two_threads_dynamicvit) { check_two_thread_single_image(TPS_DYNAMICVIT); }
+Test(infer, single_image_two_threads_dtps) { check_two_thread_single_image(TPS_DTPS); }
+Test(infer, single_image_two_threads_evit) { check_two_thread_single_image(TPS_EVIT); }
+Test(infer, single_image_two_threads_etps) { check_two_thread_single_image(TPS_ETPS); }
 
 /* ---- PyTorch parity through an exported file ------------------------------------------------ */
 
