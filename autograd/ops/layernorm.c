@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops/rows.h"
 
 #define LN_PAR 16384
 #define LN_COLS 64 /* column block of the w/b gradient reduction */
@@ -95,22 +96,8 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, f
     const float *wv = w->data, *bv = b->data;
     #pragma omp parallel for if (M * C > LN_PAR)
     for (size_t r = 0; r < M; r++) {
-        const float *xr = x->data + r * C;
-        float *yr = y->data + r * C;
-        /* Two passes in double: the one-pass E[x^2] - E[x]^2 cancels badly for large means. */
-        double sum = 0.0;
-        #pragma omp simd reduction(+ : sum)
-        for (size_t c = 0; c < C; c++) sum += xr[c];
-        const double mean = sum / (double)C;
-        double sq = 0.0;
-        #pragma omp simd reduction(+ : sq)
-        for (size_t c = 0; c < C; c++) {
-            const double d = xr[c] - mean;
-            sq += d * d;
-        }
-        const float mu = (float)mean, rs = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
-        #pragma omp simd
-        for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * wv[c] + bv[c];
+        float mu, rs;
+        ag_layernorm_row(x->data + r * C, C, wv, bv, eps, y->data + r * C, &mu, &rs);
         if (s) {
             s->mean[r] = mu;
             s->rstd[r] = rs;

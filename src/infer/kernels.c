@@ -8,6 +8,7 @@
 
 /* header-only float exp / normal CDF shared with the training ops: same GELU to the bit; no
  * link dependency on the autograd engine */
+#include "autograd/ops/rows.h"
 #include "autograd/ops/vecmath.h"
 #include "src/infer/bf16.h" /* the BF16 dispatch in ti_linear / ti_linear_residual */
 #include "src/infer/internal.h"
@@ -17,25 +18,9 @@
  * the machine is shared and a team member is preempted (batch-1 latency). */
 #define ROWS_PAR (1 << 20)
 
-/* y = (x - mean) / sqrt(var + eps) * w + b per row; statistics in double, two passes. */
+/* y = (x - mean) / sqrt(var + eps) * w + b per row: the training op's row kernel (rows.h) */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
-    for (size_t r = 0; r < M; r++) {
-        const float *xr = x + r * C;
-        float *yr = y + r * C;
-        double sum = 0.0;
-        #pragma omp simd reduction(+ : sum)
-        for (size_t c = 0; c < C; c++) sum += xr[c];
-        const double mean = sum / (double)C;
-        double sq = 0.0;
-        #pragma omp simd reduction(+ : sq)
-        for (size_t c = 0; c < C; c++) {
-            const double d = xr[c] - mean;
-            sq += d * d;
-        }
-        const float mu = (float)mean, rs = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
-        #pragma omp simd
-        for (size_t c = 0; c < C; c++) yr[c] = (xr[c] - mu) * rs * w[c] + b[c];
-    }
+    for (size_t r = 0; r < M; r++) ag_layernorm_row(x + r * C, C, w, b, eps, y + r * C, NULL, NULL);
 }
 
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,

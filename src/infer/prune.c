@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/ops/rows.h"
 #include "src/infer/internal.h"
 
 #define HOST_WEIGHT 2.718281828459045f /* the host's own weight in the squeeze: e */
@@ -62,25 +63,8 @@ void ti_fill_rho(float *keep_frac, int n_stages, float rho) {
 
 /* ---- order ------------------------------------------------------------------------------- */
 
-typedef struct scored {
-    float s;
-    int32_t i;
-} scored;
-
-static int by_score_desc(const void *pa, const void *pb) {
-    const scored *a = pa, *b = pb;
-    const bool na = isnan(a->s), nb = isnan(b->s);
-    if (na != nb) return na ? 1 : -1;
-    if (!na && a->s != b->s) return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-void ti_sort_desc(const float *score, size_t n, int32_t *order, void *tmp) {
-    scored *t = tmp;
-    for (size_t i = 0; i < n; i++) t[i] = (scored){score[i], (int32_t)i};
-    qsort(t, n, sizeof *t, by_score_desc);
-    for (size_t i = 0; i < n; i++) order[i] = t[i].i;
-}
+/* the training side's order (rows.h): ties to the lower position, NaN last */
+void ti_sort_desc(const float *score, size_t n, int32_t *order, void *tmp) { ag_sort_desc_row(score, n, order, tmp); }
 
 /* ---- squeeze ------------------------------------------------------------------------------
  * Official TPSModule (eval) for one image: S = cos(X_p, X_r) / T [p,k]; every dropped token i
