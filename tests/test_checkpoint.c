@@ -94,10 +94,10 @@ static vit_config tiny_vit(void) {
     return v;
 }
 
-static tps_config tiny_tps(void) {
-    tps_config t;
+static tok_config tiny_tps(void) {
+    tok_config t;
     memset(&t, 0, sizeof t);
-    t.method = TPS_DTPS;
+    t.method = TOK_DTPS;
     t.n_stages = 3;
     t.prune_loc[0] = 3, t.prune_loc[1] = 6, t.prune_loc[2] = 9;
     t.keep_frac[0] = 0.7f, t.keep_frac[1] = 0.49f, t.keep_frac[2] = 0.343f;
@@ -191,7 +191,7 @@ Test(checkpoint, round_trip_is_bit_identical) {
     const char *classes[] = {"tench", "goldfish", "great white shark"};
     const char *recipe = "[model]\narch = deit_small_patch16_224\n\n[tps]\nmethod = dtps # é\n";
     vit_config vit = tiny_vit();
-    tps_config tps = tiny_tps();
+    tok_config tps = tiny_tps();
     int64_t param_step[N_TINY];
     for (int i = 0; i < N_TINY; i++) param_step[i] = 1234 - 100 * (i % 3);
     tpsc_checkpoint ck = {.vit = &vit, .tps = &tps, .params = &p, .opt_m = m, .opt_v = v, .opt_step = 1234,
@@ -203,7 +203,7 @@ Test(checkpoint, round_trip_is_bit_identical) {
     cr_assert_eq(count_temporaries(), 0);
 
     vit_config vit2;
-    tps_config tps2;
+    tok_config tps2;
     tpsc_checkpoint_info info;
     cr_assert_eq(tpsc_checkpoint_read_config(path, &vit2, &tps2, &info), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_str_eq(vit2.arch, "custom");
@@ -216,7 +216,7 @@ Test(checkpoint, round_trip_is_bit_identical) {
     cr_assert_eq(vit2.num_classes, 3);
     cr_assert_eq(memcmp(&vit2.mlp_ratio, &vit.mlp_ratio, sizeof(float)), 0);
     cr_assert_eq(memcmp(&vit2.ln_eps, &vit.ln_eps, sizeof(float)), 0);
-    cr_assert_eq(tps2.method, TPS_DTPS);
+    cr_assert_eq(tps2.method, TOK_DTPS);
     cr_assert_eq(tps2.n_stages, 3);
     for (int s = 0; s < 3; s++) {
         cr_assert_eq(tps2.prune_loc[s], tps.prune_loc[s]);
@@ -282,10 +282,10 @@ Test(checkpoint, model_only_has_no_state_and_empty_lists) {
     ag_params p;
     declare(&p, NULL, NULL, NULL, 2);
     save_model_only(path, &p);
-    tps_config t;
+    tok_config t;
     tpsc_checkpoint_info info;
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, &t, &info), TPSC_OK, "%s", tpsc_last_error());
-    cr_assert_eq(t.method, TPS_NONE);
+    cr_assert_eq(t.method, TOK_NONE);
     cr_assert_eq(t.n_stages, 0);
     cr_assert(!info.has_optimizer && !info.has_ema && info.has_state);
     char **names = (char **)1;
@@ -419,7 +419,7 @@ Test(checkpoint, wrong_format_name_is_refused) {
 Test(checkpoint, unknown_method_is_refused) {
     ag_params p;
     save_forged(&p, "method", "tome", 0);
-    tps_config t;
+    tok_config t;
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, &t, NULL), TPSC_ERR_FORMAT);
     assert_message_has("tome");
     ag_params_free(&p);

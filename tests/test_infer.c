@@ -50,10 +50,10 @@ static vit_config small_config(void) {
     return c;
 }
 
-static tps_config small_tps(tps_method method, float rho) {
-    tps_config t = {.method = method, .n_stages = method == TPS_NONE ? 0 : 3, .prune_loc = {1, 2, 3},
+static tok_config small_tps(tok_method method, float rho) {
+    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3},
                     .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&t, rho);
+    tok_config_fill_rho(&t, rho);
     return t;
 }
 
@@ -104,8 +104,8 @@ static float *random_images(size_t B, const vit_config *c, uint64_t seed) {
 typedef struct reference {
     float *logits;
     int n_stages;
-    size_t kept_count[TPS_MAX_STAGES];
-    int32_t *kept[TPS_MAX_STAGES];
+    size_t kept_count[TOK_MAX_STAGES];
+    int32_t *kept[TOK_MAX_STAGES];
 } reference;
 
 static void framework_infer(vit_model *m, float *images, size_t B, const size_t *keep_override, reference *ref) {
@@ -132,7 +132,7 @@ static void framework_infer(vit_model *m, float *images, size_t B, const size_t 
 
 static void reference_free(reference *r) {
     free(r->logits);
-    for (int s = 0; s < TPS_MAX_STAGES; s++) free(r->kept[s]);
+    for (int s = 0; s < TOK_MAX_STAGES; s++) free(r->kept[s]);
 }
 
 /* Image b of the library's last run against image bb of the reference. */
@@ -157,9 +157,9 @@ static void expect_close(const float *got, const float *want, size_t n, double r
 }
 
 /* Builds the model, saves it, opens it with the library; both engines on the same batch. */
-static void check_parity_batch(tps_method method, float rho, float override, size_t B) {
+static void check_parity_batch(tok_method method, float rho, float override, size_t B) {
     vit_config cfg = small_config();
-    tps_config tps = small_tps(method, rho);
+    tok_config tps = small_tps(method, rho);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     random_weights(&m, 7 + (uint64_t)method);
@@ -168,19 +168,19 @@ static void check_parity_batch(tps_method method, float rho, float override, siz
     tps_workspace *ws;
     export_and_open(&m, "parity.h5", path, B, &lib, &ws);
     float *images = random_images(B, &cfg, 99);
-    size_t counts[TPS_MAX_STAGES], *keep_override = NULL;
+    size_t counts[TOK_MAX_STAGES], *keep_override = NULL;
     if (override > 0.0f) {
         tps_budget bu = {.mode = TPS_BUDGET_FIXED, .keep_ratio = override};
         cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
         /* the framework's counts for a model trained with that ratio */
-        tps_config o = small_tps(method, override);
+        tok_config o = small_tps(method, override);
         size_t n = vit_num_patches(&cfg);
         for (int s = 0; s < o.n_stages; s++) {
-            if (tps_method_has_predictor(method)) {
-                counts[s] = tps_keep_count(&o, s, n);
+            if (tok_method_has_predictor(method)) {
+                counts[s] = tok_keep_count(&o, s, n);
             } else {
-                counts[s] = tps_evit_keep_count(&o, s, n);
-                n = counts[s] < n && method == TPS_EVIT ? counts[s] + 1 : counts[s];
+                counts[s] = tok_evit_keep_count(&o, s, n);
+                n = counts[s] < n && method == TOK_EVIT ? counts[s] + 1 : counts[s];
             }
         }
         keep_override = counts;
@@ -189,16 +189,16 @@ static void check_parity_batch(tps_method method, float rho, float override, siz
     cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
     reference ref;
     framework_infer(&m, images, B, keep_override, &ref);
-    expect_close(logits, ref.logits, B * cfg.num_classes, LIB_RTOL, tps_method_name(method));
-    for (size_t b = 0; b < B; b++) expect_same_kept(ws, b, &ref, b, tps_method_name(method));
+    expect_close(logits, ref.logits, B * cfg.num_classes, LIB_RTOL, tok_method_name(method));
+    for (size_t b = 0; b < B; b++) expect_same_kept(ws, b, &ref, b, tok_method_name(method));
     for (int s = 0; s < ref.n_stages; s++)
         cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
-    /* the cost model agrees with the framework's (src/tps/flops.c), exactly: integer counts */
-    tps_config costed = override > 0.0f ? small_tps(method, override) : tps;
-    const double want_macs = tps_macs_per_image(&costed, cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
+    /* the cost model agrees with the framework's (src/tokens/flops.c), exactly: integer counts */
+    tok_config costed = override > 0.0f ? small_tps(method, override) : tps;
+    const double want_macs = tok_macs_per_image(&costed, cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
                                                 cfg.depth, (size_t)(cfg.embed_dim * cfg.mlp_ratio), cfg.num_classes);
     cr_expect_float_eq(tps_model_macs(lib, override), want_macs, 0.5, "%s: MACs %.0f, framework %.0f",
-                       tps_method_name(method), tps_model_macs(lib, override), want_macs);
+                       tok_method_name(method), tps_model_macs(lib, override), want_macs);
 
     reference_free(&ref);
     free(logits);
@@ -209,61 +209,61 @@ static void check_parity_batch(tps_method method, float rho, float override, siz
     unlink(path);
 }
 
-static void check_parity(tps_method method, float rho, float override) { check_parity_batch(method, rho, override, 3); }
+static void check_parity(tok_method method, float rho, float override) { check_parity_batch(method, rho, override, 3); }
 
-Test(infer, parity_dense) { check_parity(TPS_NONE, 1.0f, 0.0f); }
-Test(infer, parity_dynamicvit) { check_parity(TPS_DYNAMICVIT, 0.7f, 0.0f); }
-Test(infer, parity_dtps) { check_parity(TPS_DTPS, 0.7f, 0.0f); }
-Test(infer, parity_evit) { check_parity(TPS_EVIT, 0.7f, 0.0f); }
-Test(infer, parity_etps) { check_parity(TPS_ETPS, 0.7f, 0.0f); }
+Test(infer, parity_dense) { check_parity(TOK_NONE, 1.0f, 0.0f); }
+Test(infer, parity_dynamicvit) { check_parity(TOK_DYNAMICVIT, 0.7f, 0.0f); }
+Test(infer, parity_dtps) { check_parity(TOK_DTPS, 0.7f, 0.0f); }
+Test(infer, parity_evit) { check_parity(TOK_EVIT, 0.7f, 0.0f); }
+Test(infer, parity_etps) { check_parity(TOK_ETPS, 0.7f, 0.0f); }
 /* keep_ratio overrides the exported 0.7: the counts of a model trained at 0.5 / 0.9 */
-Test(infer, keep_ratio_override_dtps) { check_parity(TPS_DTPS, 0.7f, 0.5f); }
-Test(infer, keep_ratio_override_evit) { check_parity(TPS_EVIT, 0.7f, 0.9f); }
-Test(infer, keep_ratio_override_etps) { check_parity(TPS_ETPS, 0.7f, 0.5f); }
+Test(infer, keep_ratio_override_dtps) { check_parity(TOK_DTPS, 0.7f, 0.5f); }
+Test(infer, keep_ratio_override_evit) { check_parity(TOK_EVIT, 0.7f, 0.9f); }
+Test(infer, keep_ratio_override_etps) { check_parity(TOK_ETPS, 0.7f, 0.5f); }
 
 /* Batches of at least 4 images per thread are split into one chunk per thread (forward.c);
  * 2 threads here so that 9 images take that path (chunks of 4 and 5). */
-static void check_split(tps_method method) {
+static void check_split(tok_method method) {
     omp_set_num_threads(2);
     check_parity_batch(method, 0.7f, 0.0f, 9);
 }
-Test(infer, split_batch_dtps) { check_split(TPS_DTPS); }
-Test(infer, split_batch_evit) { check_split(TPS_EVIT); }
-Test(infer, split_batch_dense) { check_split(TPS_NONE); }
+Test(infer, split_batch_dtps) { check_split(TOK_DTPS); }
+Test(infer, split_batch_evit) { check_split(TOK_EVIT); }
+Test(infer, split_batch_dense) { check_split(TOK_NONE); }
 /* 3 images on 2 threads: every step's loops shared by the threads (no split) */
 Test(infer, two_thread_loops_dtps) {
     omp_set_num_threads(2);
-    check_parity_batch(TPS_DTPS, 0.7f, 0.0f, 3);
+    check_parity_batch(TOK_DTPS, 0.7f, 0.0f, 3);
 }
 Test(infer, two_thread_loops_etps) {
     omp_set_num_threads(2);
-    check_parity_batch(TPS_ETPS, 0.7f, 0.0f, 3);
+    check_parity_batch(TOK_ETPS, 0.7f, 0.0f, 3);
 }
 /* 1 image on 2 threads: the latency path, where the team splits attention by heads (not by
  * query rows) and the linears by output columns; every method, since each prunes in its own
  * stage code between those steps */
-static void check_two_thread_single_image(tps_method method) {
+static void check_two_thread_single_image(tok_method method) {
     omp_set_num_threads(2);
-    check_parity_batch(method, method == TPS_NONE ? 1.0f : 0.7f, 0.0f, 1);
+    check_parity_batch(method, method == TOK_NONE ? 1.0f : 0.7f, 0.0f, 1);
 }
-Test(infer, single_image_two_threads_dense) { check_two_thread_single_image(TPS_NONE); }
-Test(infer, single_image_two_threads_dynamicvit) { check_two_thread_single_image(TPS_DYNAMICVIT); }
-Test(infer, single_image_two_threads_dtps) { check_two_thread_single_image(TPS_DTPS); }
-Test(infer, single_image_two_threads_evit) { check_two_thread_single_image(TPS_EVIT); }
-Test(infer, single_image_two_threads_etps) { check_two_thread_single_image(TPS_ETPS); }
+Test(infer, single_image_two_threads_dense) { check_two_thread_single_image(TOK_NONE); }
+Test(infer, single_image_two_threads_dynamicvit) { check_two_thread_single_image(TOK_DYNAMICVIT); }
+Test(infer, single_image_two_threads_dtps) { check_two_thread_single_image(TOK_DTPS); }
+Test(infer, single_image_two_threads_evit) { check_two_thread_single_image(TOK_EVIT); }
+Test(infer, single_image_two_threads_etps) { check_two_thread_single_image(TOK_ETPS); }
 
 /* ---- PyTorch parity through an exported file ------------------------------------------------ */
 
-static void check_torch(tps_method method, const char *group) {
+static void check_torch(tok_method method, const char *group) {
     fixture fx;
     fx_open(&fx, "vit_dtps.h5");
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
     float rho = (float)fx_attr_double(&fx, "keep_ratio"); /* evit/etps use 0.7 too (group attr keep_rate) */
-    tps_config tps = small_tps(method, rho);
+    tok_config tps = small_tps(method, rho);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    if (tps_method_has_predictor(method)) {
+    if (tok_method_has_predictor(method)) {
         fx_load_params(&fx, "/model", &m.params);
     } else { /* the fixture's /model has predictors; evit/etps use the backbone only */
         for (int i = 0; i < m.params.count; i++) {
@@ -317,10 +317,10 @@ static void check_torch(tps_method method, const char *group) {
     unlink(path);
 }
 
-Test(infer, torch_parity_dtps) { check_torch(TPS_DTPS, "dtps"); }
-Test(infer, torch_parity_dynamicvit) { check_torch(TPS_DYNAMICVIT, "dynamicvit"); }
-Test(infer, torch_parity_evit) { check_torch(TPS_EVIT, "evit"); }
-Test(infer, torch_parity_etps) { check_torch(TPS_ETPS, "etps"); }
+Test(infer, torch_parity_dtps) { check_torch(TOK_DTPS, "dtps"); }
+Test(infer, torch_parity_dynamicvit) { check_torch(TOK_DYNAMICVIT, "dynamicvit"); }
+Test(infer, torch_parity_evit) { check_torch(TOK_EVIT, "evit"); }
+Test(infer, torch_parity_etps) { check_torch(TOK_ETPS, "etps"); }
 
 /* ---- adaptive budgets ------------------------------------------------------------------------ */
 
@@ -330,7 +330,7 @@ Test(infer, torch_parity_etps) { check_torch(TPS_ETPS, "etps"); }
 static void check_threshold(float threshold, float lo, float hi, int expect) {
     const size_t B = 4;
     vit_config cfg = small_config();
-    tps_config tps = small_tps(TPS_DTPS, 0.7f);
+    tok_config tps = small_tps(TOK_DTPS, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     random_weights(&m, 21);
@@ -366,7 +366,7 @@ static void check_threshold(float threshold, float lo, float hi, int expect) {
     }
     if (expect == 0) cr_expect(differ, "threshold %g: every image kept the same count", (double)threshold);
     for (size_t b = 0; b < B; b++) {
-        size_t counts[TPS_MAX_STAGES];
+        size_t counts[TOK_MAX_STAGES];
         for (int s = 0; s < tps.n_stages; s++) {
             const int32_t *idx;
             cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &counts[s]), TPS_OK);
@@ -390,7 +390,7 @@ Test(infer, threshold_cap) { check_threshold(0.0f, 0.1f, 0.6f, 1); }
 
 Test(infer, threshold_needs_a_predictor) {
     vit_config cfg = small_config();
-    tps_config tps = small_tps(TPS_EVIT, 0.7f);
+    tok_config tps = small_tps(TOK_EVIT, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
     char path[512];
@@ -443,7 +443,7 @@ static void *run_job(void *arg) {
  * logits and kept tokens. */
 Test(infer, two_threads_share_a_model) {
     vit_config cfg = small_config();
-    tps_config tps = small_tps(TPS_DTPS, 0.7f);
+    tok_config tps = small_tps(TOK_DTPS, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
     random_weights(&m, 3);
@@ -488,7 +488,7 @@ Test(infer, cli_export_and_tensor_parity) {
     fx_open(&fx, "vit_dtps.h5");
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
-    tps_config tps = small_tps(TPS_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
+    tok_config tps = small_tps(TOK_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&fx, "/model", &m.params);

@@ -72,12 +72,12 @@ static void tmp_path(char *buf, size_t len, const char *name) {
 
 /* As tests/test_infer.c: img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10; linears
  * N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). */
-static void write_random_model(const char *path, tps_method method, uint64_t seed) {
+static void write_random_model(const char *path, tok_method method, uint64_t seed) {
     vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
                     .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
     snprintf(c.arch, sizeof c.arch, "custom");
-    tps_config t = {.method = method, .n_stages = method == TPS_NONE ? 0 : 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&t, 0.7f);
+    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
@@ -216,22 +216,22 @@ Test(infer_bf16, fixture_model_vs_fp32) {
     fx_close(&fx);
 }
 
-static void check_method(tps_method method) {
+static void check_method(tok_method method) {
     need_bf16();
     char path[512];
     tmp_path(path, sizeof path, "model.h5");
     write_random_model(path, method, 7 + (uint64_t)method);
     float *x = fx_random_normal(32 * 3 * 32 * 32, 99);
-    check_against_fp32(path, x, 32, tps_method_name(method));
+    check_against_fp32(path, x, 32, tok_method_name(method));
     free(x);
     unlink(path);
 }
 
-Test(infer_bf16, dense_vs_fp32) { check_method(TPS_NONE); }
-Test(infer_bf16, dtps_vs_fp32) { check_method(TPS_DTPS); }
-Test(infer_bf16, dynamicvit_vs_fp32) { check_method(TPS_DYNAMICVIT); }
-Test(infer_bf16, evit_vs_fp32) { check_method(TPS_EVIT); }
-Test(infer_bf16, etps_vs_fp32) { check_method(TPS_ETPS); }
+Test(infer_bf16, dense_vs_fp32) { check_method(TOK_NONE); }
+Test(infer_bf16, dtps_vs_fp32) { check_method(TOK_DTPS); }
+Test(infer_bf16, dynamicvit_vs_fp32) { check_method(TOK_DYNAMICVIT); }
+Test(infer_bf16, evit_vs_fp32) { check_method(TOK_EVIT); }
+Test(infer_bf16, etps_vs_fp32) { check_method(TOK_ETPS); }
 
 /* ---- threads ------------------------------------------------------------------------------ */
 
@@ -242,7 +242,7 @@ static void check_threads(size_t B) {
     need_bf16();
     char path[512];
     tmp_path(path, sizeof path, "threads.h5");
-    write_random_model(path, TPS_DTPS, 3);
+    write_random_model(path, TOK_DTPS, 3);
     float *x = fx_random_normal(B * 3 * 32 * 32, 11);
     int depth;
     size_t K;
@@ -286,7 +286,7 @@ Test(infer_bf16, threads_share_a_model) {
     need_bf16();
     char path[512];
     tmp_path(path, sizeof path, "shared.h5");
-    write_random_model(path, TPS_DTPS, 4);
+    write_random_model(path, TOK_DTPS, 4);
     tps_open_options o = {.precision = TPS_PRECISION_BF16};
     tps_model *m;
     cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());

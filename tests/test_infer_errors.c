@@ -26,8 +26,8 @@ static void make_good(void) {
     vit_config c = {.img_size = 16, .patch_size = 4, .in_chans = 3, .embed_dim = 16, .depth = 3, .num_heads = 2,
                     .num_classes = 5, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
     snprintf(c.arch, sizeof c.arch, "custom");
-    tps_config t = {.method = TPS_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&t, 0.7f);
+    tok_config t = {.method = TOK_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
     tmp_path(good, sizeof good, "good.h5");

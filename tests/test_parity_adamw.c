@@ -20,7 +20,7 @@ Test(parity_adamw, five_step_loss_trajectory_and_final_weights_match_pytorch) {
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
     vit_model m;
-    tps_config dense = {.method = TPS_NONE};
+    tok_config dense = {.method = TOK_NONE};
     cr_assert_eq(vit_model_create(&m, &cfg, &dense), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&fx, "/model", &m.params);
     tpsc_param_groups_assign(&m.params);

@@ -20,7 +20,7 @@ Test(parity_dense, logits_loss_and_every_gradient_match_pytorch) {
     fx_open(&fx, "vit_dense.h5");
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
-    tps_config tps = {.method = TPS_NONE};
+    tok_config tps = {.method = TOK_NONE};
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&fx, "/model", &m.params);

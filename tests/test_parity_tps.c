@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
@@ -35,7 +35,7 @@ static size_t attr_ints(const fixture *fx, const char *obj, const char *name, lo
     hssize_t n = H5Sget_simple_extent_npoints(sp);
     cr_assert(n > 0 && (size_t)n <= cap, "%s: attribute %s of %s has %lld values (at most %zu)", fx->path, name, obj,
               (long long)n, cap);
-    long long v[TPS_MAX_STAGES];
+    long long v[TOK_MAX_STAGES];
     cr_assert(H5Aread(a, H5T_NATIVE_LLONG, v) >= 0, "%s: reading attribute %s", fx->path, name);
     for (hssize_t i = 0; i < n; i++) out[i] = (long)v[i];
     H5Sclose(sp);
@@ -54,14 +54,14 @@ static double attr_double_of(const fixture *fx, const char *obj, const char *nam
 
 
 /* The fixture's pruning stages for a method; evit/etps read their rate from their group. */
-static tps_config tps_from_fixture(const fixture *fx, tps_method method) {
-    tps_config t = {.method = method, .squeeze_temp = 1.0f};
-    long loc[TPS_MAX_STAGES];
-    t.n_stages = (int)attr_ints(fx, "/", "prune_loc", loc, TPS_MAX_STAGES);
+static tok_config tps_from_fixture(const fixture *fx, tok_method method) {
+    tok_config t = {.method = method, .squeeze_temp = 1.0f};
+    long loc[TOK_MAX_STAGES];
+    t.n_stages = (int)attr_ints(fx, "/", "prune_loc", loc, TOK_MAX_STAGES);
     for (int s = 0; s < t.n_stages; s++) t.prune_loc[s] = (int)loc[s];
-    double rho = (method == TPS_EVIT || method == TPS_ETPS) ? attr_double_of(fx, tps_method_name(method), "keep_rate")
+    double rho = (method == TOK_EVIT || method == TOK_ETPS) ? attr_double_of(fx, tok_method_name(method), "keep_rate")
                                                             : fx_attr_double(fx, "keep_ratio");
-    tps_config_fill_rho(&t, (float)rho);
+    tok_config_fill_rho(&t, (float)rho);
     return t;
 }
 
@@ -70,17 +70,17 @@ typedef struct run {
     fixture fx;
     vit_config cfg;
     vit_model m;
-    float *images, *targets, *u[TPS_MAX_STAGES];
+    float *images, *targets, *u[TOK_MAX_STAGES];
     size_t img_shape[4], t_shape[2];
     ag_ctx *ctx;
     ag_tensor *x, *t;
 } run;
 
-static void run_open(run *r, tps_method method) {
+static void run_open(run *r, tok_method method) {
     memset(r, 0, sizeof *r);
     fx_open(&r->fx, FIXTURE);
     fx_vit_config(&r->fx, &r->cfg);
-    tps_config tps = tps_from_fixture(&r->fx, method);
+    tok_config tps = tps_from_fixture(&r->fx, method);
     cr_assert_eq(vit_model_create(&r->m, &r->cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&r->fx, "/model", &r->m.params);
     size_t n;
@@ -105,15 +105,15 @@ static void run_close(run *r) {
     ag_ctx_free(r->ctx);
     vit_model_free(&r->m);
     free(r->images), free(r->targets);
-    for (int s = 0; s < TPS_MAX_STAGES; s++) free(r->u[s]);
+    for (int s = 0; s < TOK_MAX_STAGES; s++) free(r->u[s]);
     fx_close(&r->fx);
 }
 
 static ag_tensor *forward(run *r, vit_mode mode, vit_output *out) {
     vit_forward_opts opts = {.mode = mode};
-    for (int s = 0; s < TPS_MAX_STAGES; s++) opts.gumbel_u[s] = r->u[s];
+    for (int s = 0; s < TOK_MAX_STAGES; s++) opts.gumbel_u[s] = r->u[s];
     ag_tensor *logits = vit_forward(r->ctx, &r->m, r->x, &opts, out);
-    cr_assert_not_null(logits, "%s forward (%s) failed: %s", tps_method_name(r->m.tps.method),
+    cr_assert_not_null(logits, "%s forward (%s) failed: %s", tok_method_name(r->m.tps.method),
                        mode == VIT_TRAIN ? "train" : "infer", tpsc_last_error());
     return logits;
 }
@@ -121,7 +121,7 @@ static ag_tensor *forward(run *r, vit_mode mode, vit_output *out) {
 /* The teacher of the fixture: the dense model with the student's backbone weights, plain
  * softmax, no gradient. Its output lives in r->ctx; *teacher must be freed by the caller. */
 static void teacher_forward(run *r, vit_model *teacher, vit_output *out) {
-    tps_config none = {.method = TPS_NONE};
+    tok_config none = {.method = TOK_NONE};
     cr_assert_eq(vit_model_create(teacher, &r->cfg, &none), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&r->fx, "/model", &teacher->params);
     ag_set_grad_enabled(r->ctx, false);
@@ -187,36 +187,36 @@ static void expect_kept(const run *r, const vit_output *out, const char *group) 
     }
 }
 
-static tps_loss_config loss_config_from_fixture(const fixture *fx) {
-    return (tps_loss_config){
+static objective_config loss_config_from_fixture(const fixture *fx) {
+    return (objective_config){
         .clf_weight = (float)fx_attr_double(fx, "clf_weight"),
         .ratio_weight = (float)fx_attr_double(fx, "ratio_weight"),
         .distill_weight = (float)fx_attr_double(fx, "distill_weight"),
-        .distill_token = TPS_DISTILL_TOKEN_KL,
+        .distill_token = OBJ_DISTILL_TOKEN_KL,
         .distill_cls = true,
     };
 }
 
 /* r's method in training beside the dense teacher (into teacher, te): logits against
  * /<method>/train/logits, the keep masks, and the loss parts into parts. */
-static void train_with_teacher(run *r, vit_model *teacher, vit_output *te, vit_output *st, tps_loss_parts *parts) {
+static void train_with_teacher(run *r, vit_model *teacher, vit_output *te, vit_output *st, objective_parts *parts) {
     char group[64], path[96];
-    snprintf(group, sizeof group, "%s/train", tps_method_name(r->m.tps.method));
+    snprintf(group, sizeof group, "%s/train", tok_method_name(r->m.tps.method));
     snprintf(path, sizeof path, "/%s/logits", group);
     teacher_forward(r, teacher, te);
     ag_tensor *logits = forward(r, VIT_TRAIN, st);
     expect_close(logits->data, path, &r->fx, ag_numel(logits), LOGIT_RTOL);
     expect_masks(r, st, group);
-    tps_loss_config lc = loss_config_from_fixture(&r->fx);
-    cr_assert_eq(tps_loss_compute(r->ctx, &r->m.tps, &lc, st, r->t, te, parts), TPSC_OK, "%s", tpsc_last_error());
+    objective_config lc = loss_config_from_fixture(&r->fx);
+    cr_assert_eq(objective_compute(r->ctx, &r->m.tps, &lc, st, r->t, te, parts), TPSC_OK, "%s", tpsc_last_error());
 }
 
 /* Inference logits and kept indices of `method` against the fixture's /<method>/infer. */
-static void check_infer(tps_method method) {
+static void check_infer(tok_method method) {
     run r;
     run_open(&r, method);
     char group[64], path[96];
-    snprintf(group, sizeof group, "%s/infer", tps_method_name(method));
+    snprintf(group, sizeof group, "%s/infer", tok_method_name(method));
     snprintf(path, sizeof path, "/%s/logits", group);
     vit_output out;
     ag_tensor *logits = forward(&r, VIT_INFER, &out);
@@ -229,7 +229,7 @@ static void check_infer(tps_method method) {
 
 Test(parity_tps, teacher_is_the_dense_backbone) {
     run r;
-    run_open(&r, TPS_DTPS);
+    run_open(&r, TOK_DTPS);
     vit_model teacher;
     vit_output te;
     teacher_forward(&r, &teacher, &te);
@@ -240,10 +240,10 @@ Test(parity_tps, teacher_is_the_dense_backbone) {
 
 Test(parity_tps, dtps_train_logits_masks_losses_and_every_gradient) {
     run r;
-    run_open(&r, TPS_DTPS);
+    run_open(&r, TOK_DTPS);
     vit_model teacher;
     vit_output te, st;
-    tps_loss_parts parts;
+    objective_parts parts;
     train_with_teacher(&r, &teacher, &te, &st, &parts);
     expect_scalar(parts.ce, "/dtps/train/loss_ce", &r.fx);
     expect_scalar(parts.ratio, "/dtps/train/loss_ratio", &r.fx);
@@ -267,35 +267,35 @@ Test(parity_tps, dtps_train_logits_masks_losses_and_every_gradient) {
     run_close(&r);
 }
 
-Test(parity_tps, dtps_infer_logits_and_kept_indices) { check_infer(TPS_DTPS); }
+Test(parity_tps, dtps_infer_logits_and_kept_indices) { check_infer(TOK_DTPS); }
 
 /* ---- DynamicViT (prune, no squeeze) ------------------------------------------------------ */
 
 Test(parity_tps, dynamicvit_train_logits_masks_and_loss) {
     run r;
-    run_open(&r, TPS_DYNAMICVIT);
+    run_open(&r, TOK_DYNAMICVIT);
     vit_model teacher;
     vit_output te, st;
-    tps_loss_parts parts;
+    objective_parts parts;
     train_with_teacher(&r, &teacher, &te, &st, &parts);
     expect_scalar(parts.total, "/dynamicvit/train/loss", &r.fx);
     vit_model_free(&teacher);
     run_close(&r);
 }
 
-Test(parity_tps, dynamicvit_infer_logits_and_kept_indices) { check_infer(TPS_DYNAMICVIT); }
+Test(parity_tps, dynamicvit_infer_logits_and_kept_indices) { check_infer(TOK_DYNAMICVIT); }
 
 /* ---- EViT and eTPS (cls-attention score inside the block; train = infer computation) ---- */
 
-static void check_attention_method(tps_method method) {
+static void check_attention_method(tok_method method) {
     run r;
     run_open(&r, method);
-    const char *name = tps_method_name(method);
+    const char *name = tok_method_name(method);
     char path[96];
     /* the group's keep_counts are what the fixture's torch run kept: check our counting first */
-    long counts[TPS_MAX_STAGES];
+    long counts[TOK_MAX_STAGES];
     snprintf(path, sizeof path, "/%s", name);
-    size_t n_counts = attr_ints(&r.fx, path, "keep_counts", counts, TPS_MAX_STAGES);
+    size_t n_counts = attr_ints(&r.fx, path, "keep_counts", counts, TOK_MAX_STAGES);
     cr_assert_eq((int)n_counts, r.m.tps.n_stages);
 
     vit_output tr;
@@ -318,5 +318,5 @@ static void check_attention_method(tps_method method) {
     run_close(&r);
 }
 
-Test(parity_tps, evit_train_and_infer) { check_attention_method(TPS_EVIT); }
-Test(parity_tps, etps_train_and_infer) { check_attention_method(TPS_ETPS); }
+Test(parity_tps, evit_train_and_infer) { check_attention_method(TOK_EVIT); }
+Test(parity_tps, etps_train_and_infer) { check_attention_method(TOK_ETPS); }

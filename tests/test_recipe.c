@@ -50,7 +50,7 @@ Test(recipe, defaults_are_filled) {
     cr_assert_eq(r->model.vit.mlp_ratio, 4.0f);
     cr_assert_eq(r->model.vit.ln_eps, 1e-6f);
     cr_assert_eq(r->model.init_strict, false);
-    cr_assert_eq(r->tps.cfg.method, TPS_NONE);
+    cr_assert_eq(r->tps.cfg.method, TOK_NONE);
     cr_assert_eq(r->tps.cfg.n_stages, 0, "method none: no stages for the model");
     cr_assert_eq(r->tps.n_prune_loc, 3);
     cr_assert_eq(r->tps.prune_loc[0], 3);
@@ -115,7 +115,7 @@ Test(recipe, official_dtps_deit_s_numbers) {
     load_ok(r, SHIPPED("deit_s_dtps.ini"));
     cr_assert_str_eq(r->model.vit.arch, "deit_small_patch16_224");
     cr_assert_eq(r->model.vit.embed_dim, 384, "from the named arch");
-    cr_assert_eq(r->tps.cfg.method, TPS_DTPS);
+    cr_assert_eq(r->tps.cfg.method, TOK_DTPS);
     cr_assert_eq(r->tps.cfg.n_stages, 3);
     cr_assert_eq(r->optim.lr, 2.5e-4f);
     cr_assert_eq(r->optim.backbone_lr_scale, 0.01f);

@@ -230,7 +230,7 @@ Test(sweep_run, csv_rows_match_what_each_run_logged) {
     char *csv = slurp(path);
     /* Reference: the header documented in results.h / docs/sweeps.md, then one line per run
      * whose top-1 is the trainer's own final evaluation in metrics.jsonl (printed at %.2f in the
-     * CSV, so exact to that rounding) and whose GMACs is tps_macs_per_image for the point. */
+     * CSV, so exact to that rounding) and whose GMACs is tok_macs_per_image for the point. */
     const char *header = "run,method,keep_ratio,keep_frac,seed,gmacs_per_image,top1,top5,images_per_s,train_seconds,"
                          "steps,resumed,tps.method,tps.keep_ratio\n";
     cr_assert(!strncmp(csv, header, strlen(header)), "header:\n%s", csv);
@@ -260,10 +260,10 @@ Test(sweep_run, csv_rows_match_what_each_run_logged) {
         double want = logged_top1(run_dir, &n_evals);
         cr_assert(fabs(top1 - want) <= 0.005 + 1e-9, "%s: csv top-1 %.2f, metrics.jsonl %.4f", names[i], top1, want);
         /* the same model as tpsc_model_gmacs builds it: dim 16, depth 3, 16 patches of 49 px */
-        tps_config tc = {.method = (tps_method)tps_method_from_name(methods[i]), .n_stages = 2, .prune_loc = {1, 2},
+        tok_config tc = {.method = (tok_method)tok_method_from_name(methods[i]), .n_stages = 2, .prune_loc = {1, 2},
                          .keep_frac = {0.5f, 0.25f}, .squeeze_temp = 1.0f};
-        double ref = tps_macs_per_image(&tc, 28, 7, 1, 16, 3, 64, 10) * 1e-9;
-        cr_assert(fabs(gmacs - ref) <= 5e-7, "%s: csv GMACs %.6f, tps_macs_per_image %.6f", names[i], gmacs, ref);
+        double ref = tok_macs_per_image(&tc, 28, 7, 1, 16, 3, 64, 10) * 1e-9;
+        cr_assert(fabs(gmacs - ref) <= 5e-7, "%s: csv GMACs %.6f, tok_macs_per_image %.6f", names[i], gmacs, ref);
         line = strchr(line, '\n') + 1;
     }
     cr_assert_eq(*line, '\0', "extra rows: %s", line);

@@ -1,4 +1,4 @@
-/* The predictor guide (loss.guide_weight, src/loss/tps_loss.h): the teacher's cls attention
+/* The predictor guide (loss.guide_weight, src/loss/objective.h): the teacher's cls attention
  * probed at the pruning blocks, the top-k targets built from it, and the cross-entropy and
  * its gradient against the predictor's log-probs.
  *
@@ -12,23 +12,23 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 #include "src/model/vit.h"
 
 #define B 2
 #define N 5
 
 /* One stage, keep 0.6 of N = 5: k = 3. */
-static tps_config one_stage(void) {
-    tps_config t = {.method = TPS_DTPS, .n_stages = 1, .prune_loc = {2}, .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&t, 0.6f);
+static tok_config one_stage(void) {
+    tok_config t = {.method = TOK_DTPS, .n_stages = 1, .prune_loc = {2}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, 0.6f);
     return t;
 }
 
 Test(tps_guide, loss_and_gradient_match_the_closed_form) {
     ag_ctx *ctx = ag_ctx_create(1 << 20);
-    tps_config tps = one_stage();
-    cr_assert_eq(tps_keep_count(&tps, 0, N), 3);
+    tok_config tps = one_stage();
+    cr_assert_eq(tok_keep_count(&tps, 0, N), 3);
     /* keep probabilities per token, stored as log-probs (keep, drop) */
     const double p[B * N] = {0.9, 0.2, 0.6, 0.5, 0.3, 0.1, 0.8, 0.7, 0.4, 0.55};
     float logp_data[B * N * 2], logp_grad[B * N * 2] = {0};
@@ -47,9 +47,9 @@ Test(tps_guide, loss_and_gradient_match_the_closed_form) {
     float logits_data[B * 3] = {0}, targets_data[B * 3] = {1, 0, 0, 0, 1, 0};
     student.logits = ag_wrap(ctx, logits_data, NULL, 2, (size_t[]){B, 3}, false);
     ag_tensor *targets = ag_wrap(ctx, targets_data, NULL, 2, (size_t[]){B, 3}, false);
-    tps_loss_config cfg = {.clf_weight = 0.0f, .guide_weight = 1.0f};
-    tps_loss_parts parts;
-    cr_assert_eq(tps_loss_compute(ctx, &tps, &cfg, &student, targets, &teacher, &parts), TPSC_OK, "%s",
+    objective_config cfg = {.clf_weight = 0.0f, .guide_weight = 1.0f};
+    objective_parts parts;
+    cr_assert_eq(objective_compute(ctx, &tps, &cfg, &student, targets, &teacher, &parts), TPSC_OK, "%s",
                  tpsc_last_error());
     cr_assert_not_null(parts.guide);
     double want = 0;
@@ -71,22 +71,22 @@ Test(tps_guide, loss_and_gradient_match_the_closed_form) {
 
 Test(tps_guide, needs_a_teacher_and_its_attention) {
     ag_ctx *ctx = ag_ctx_create(1 << 20);
-    tps_config tps = one_stage();
+    tok_config tps = one_stage();
     float logp_data[B * N * 2] = {0}, logits_data[B * 3] = {0}, targets_data[B * 3] = {1, 0, 0, 0, 1, 0};
     vit_output student = {.n_stages = 1, .score = {ag_wrap(ctx, logp_data, NULL, 3, (size_t[]){B, N, 2}, false)}};
     student.logits = ag_wrap(ctx, logits_data, NULL, 2, (size_t[]){B, 3}, false);
     ag_tensor *targets = ag_wrap(ctx, targets_data, NULL, 2, (size_t[]){B, 3}, false);
-    tps_loss_config cfg = {.clf_weight = 1.0f, .guide_weight = 0.5f};
-    tps_loss_parts parts;
-    cr_assert_neq(tps_loss_compute(ctx, &tps, &cfg, &student, targets, NULL, &parts), TPSC_OK);
+    objective_config cfg = {.clf_weight = 1.0f, .guide_weight = 0.5f};
+    objective_parts parts;
+    cr_assert_neq(objective_compute(ctx, &tps, &cfg, &student, targets, NULL, &parts), TPSC_OK);
     cr_assert(strstr(tpsc_last_error(), "needs a teacher"), "%s", tpsc_last_error());
     vit_output teacher = {0}; /* forward run without probes */
-    cr_assert_neq(tps_loss_compute(ctx, &tps, &cfg, &student, targets, &teacher, &parts), TPSC_OK);
+    cr_assert_neq(objective_compute(ctx, &tps, &cfg, &student, targets, &teacher, &parts), TPSC_OK);
     cr_assert(strstr(tpsc_last_error(), "cls attention at block 2"), "%s", tpsc_last_error());
     ag_ctx_free(ctx);
 }
 
-static void make_model(vit_model *m, const tps_config *tps) {
+static void make_model(vit_model *m, const tok_config *tps) {
     vit_config c = {.img_size = 12, .patch_size = 3, .in_chans = 1, .embed_dim = 16, .depth = 4,
                     .num_heads = 2, .num_classes = 5, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
     snprintf(c.arch, sizeof c.arch, "custom");
@@ -104,9 +104,9 @@ static void make_model(vit_model *m, const tps_config *tps) {
  * weights does when it prunes at block 2 (EViT's score is that block's head-mean cls attention),
  * and probing changes nothing else in the forward. */
 Test(tps_guide, probe_ranks_tokens_as_evit_does) {
-    tps_config dense_cfg = {.method = TPS_NONE};
-    tps_config evit_cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {2}};
-    tps_config_fill_rho(&evit_cfg, 0.5f);
+    tok_config dense_cfg = {.method = TOK_NONE};
+    tok_config evit_cfg = {.method = TOK_EVIT, .n_stages = 1, .prune_loc = {2}};
+    tok_config_fill_rho(&evit_cfg, 0.5f);
     vit_model dense, evit;
     make_model(&dense, &dense_cfg);
     make_model(&evit, &evit_cfg);

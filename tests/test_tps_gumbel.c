@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "support/gradcheck.h"
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 #define B 2
 #define N 7
@@ -32,7 +32,7 @@ Test(tps_gumbel, hard_value_is_argmax_of_perturbed_logits) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){B, N, 2}, false);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *k = tps_gumbel_keep(ctx, lp, u, pv);
+    ag_tensor *k = tok_gumbel_keep(ctx, lp, u, pv);
     cr_assert_not_null(k, "%s", tpsc_last_error());
     int kept = 0;
     for (int m = 0; m < B * N; m++) {
@@ -56,7 +56,7 @@ Test(tps_gumbel, zero_noise_and_ties_keep) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){1, 3, 2}, false);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){1, 3}, false);
-    ag_tensor *k = tps_gumbel_keep(ctx, lp, u, pv);
+    ag_tensor *k = tok_gumbel_keep(ctx, lp, u, pv);
     cr_assert_not_null(k, "%s", tpsc_last_error());
     cr_assert_eq(k->data[0], 1.0f);
     cr_assert_eq(k->data[1], 0.0f);
@@ -73,7 +73,7 @@ Test(tps_gumbel, logp_gradient_is_the_soft_samples) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, grad, 3, (size_t[]){B, N, 2}, true);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *k = tps_gumbel_keep(ctx, lp, u, pv);
+    ag_tensor *k = tok_gumbel_keep(ctx, lp, u, pv);
     cr_assert_not_null(k);
     cr_assert_eq(ag_backward_from(ctx, k, seed), TPSC_OK, "%s", tpsc_last_error());
     /* reference: central differences (h = 1e-4, in double) of L = sum_m seed_m soft0_m prev_m;
@@ -101,7 +101,7 @@ typedef struct gumbel_user {
 static ag_tensor *f_keep_of_prev(ag_ctx *ctx, ag_tensor **in, void *user) {
     gumbel_user *g = user;
     ag_tensor *lp = ag_wrap(ctx, g->logp, NULL, 3, (size_t[]){B, N, 2}, false);
-    return tps_gumbel_keep(ctx, lp, g->u, in[0]);
+    return tok_gumbel_keep(ctx, lp, g->u, in[0]);
 }
 
 Test(tps_gumbel, prev_gradient) {
@@ -118,12 +118,12 @@ Test(tps_gumbel, bad_noise_and_shapes_are_errors) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){1, 2, 2}, false);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){1, 2}, false);
-    cr_assert_null(tps_gumbel_keep(ctx, lp, u, pv));
+    cr_assert_null(tok_gumbel_keep(ctx, lp, u, pv));
     cr_assert(strstr(tpsc_last_error(), "u[2] = 1") != NULL, "message: %s", tpsc_last_error());
     ag_ctx_reset(ctx); /* tensors from before the reset are gone */
     lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){1, 2, 2}, false);
     ag_tensor *pv3 = ag_wrap(ctx, prev, NULL, 2, (size_t[]){2, 1}, false);
-    cr_assert_null(tps_gumbel_keep(ctx, lp, u, pv3));
+    cr_assert_null(tok_gumbel_keep(ctx, lp, u, pv3));
     cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
     ag_ctx_free(ctx);
 }

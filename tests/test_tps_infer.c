@@ -8,7 +8,7 @@
 
 #include "support/fixture.h"
 #include "support/gradcheck.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 #define B 2
 #define N 7
@@ -54,17 +54,17 @@ static void ref_hosts_of(const float *x, int b, const int32_t *kept, int k, doub
 /* One predictor (stage 0, width C) with random weights, its stage config, and a context. */
 typedef struct setup {
     ag_params params;
-    tps_predictor pred;
-    tps_config cfg;
+    tok_predictor pred;
+    tok_config cfg;
     ag_ctx *ctx;
 } setup;
 
-static void make_setup(setup *s, tps_method m) {
+static void make_setup(setup *s, tok_method m) {
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 3);
     fx_random_predictor(&s->params, &s->pred, 0, C, &rng);
-    s->cfg = (tps_config){.method = m, .n_stages = 2, .prune_loc = {3, 6}, .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&s->cfg, 0.7f);
+    s->cfg = (tok_config){.method = m, .n_stages = 2, .prune_loc = {3, 6}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&s->cfg, 0.7f);
     s->ctx = ag_ctx_create(0);
     cr_assert_not_null(s->ctx);
 }
@@ -89,7 +89,7 @@ static void keep_scores(setup *s, float *x, size_t n, float *score) {
     for (int b = 0; b < B; b++) memcpy(sp + b * n * C, x + (b * (1 + n) + 1) * C, n * C * sizeof(float));
     ag_tensor *tx = ag_wrap(ctx, sp, NULL, 3, (size_t[]){B, n, C}, false);
     ag_tensor *tp = ag_wrap(ctx, ones, NULL, 2, (size_t[]){B, n}, false);
-    ag_tensor *lp = tps_predictor_forward(ctx, &s->pred, &s->params, tx, tp);
+    ag_tensor *lp = tok_predictor_forward(ctx, &s->pred, &s->params, tx, tp);
     cr_assert_not_null(lp, "%s", tpsc_last_error());
     for (size_t i = 0; i < B * n; i++) score[i] = lp->data[2 * i];
     ag_ctx_free(ctx);
@@ -107,7 +107,7 @@ static ag_tensor *run_stage(setup *s, float *x, uint64_t seed, size_t k, int32_t
     random_tokens(x, B * (1 + N) * C, seed);
     keep_scores(s, x, N, score);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    ag_tensor *y = tps_infer_stage(ctx, &s->cfg, &s->pred, &s->params, tx, k, kept);
+    ag_tensor *y = tok_infer_stage(ctx, &s->cfg, &s->pred, &s->params, tx, k, kept);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     assert_descending_topk(score, N, kept, k);
     return y;
@@ -135,9 +135,9 @@ static void assert_descending_topk(const float *score, size_t n, const int32_t *
 
 Test(tps_infer, dynamicvit_keeps_topk_rows_in_score_order) {
     setup s;
-    make_setup(&s, TPS_DYNAMICVIT);
+    make_setup(&s, TOK_DYNAMICVIT);
     float x[B * (1 + N) * C];
-    const size_t k = tps_keep_count(&s.cfg, 0, N); /* int(7 * 0.7) = 4 */
+    const size_t k = tok_keep_count(&s.cfg, 0, N); /* int(7 * 0.7) = 4 */
     cr_assert_eq(k, 4);
     int32_t kept[B * 4];
     ag_set_grad_enabled(s.ctx, false);
@@ -156,7 +156,7 @@ Test(tps_infer, dtps_squeezes_dropped_into_hosts) {
     /* reference: ref_hosts, the eval TPSModule in double, on the kept / dropped rows in score
      * order; tolerance 1e-5 */
     setup s;
-    make_setup(&s, TPS_DTPS);
+    make_setup(&s, TOK_DTPS);
     float x[B * (1 + N) * C];
     const size_t k = 4;
     int32_t kept[B * 4];
@@ -177,7 +177,7 @@ Test(tps_infer, keep_all_is_a_permutation_by_score) {
     /* rho = 1: every token stays, reordered by descending score (as the official argsort),
      * and dtps has nothing to squeeze, so the rows are exactly the input rows */
     setup s;
-    make_setup(&s, TPS_DTPS);
+    make_setup(&s, TOK_DTPS);
     float x[B * (1 + N) * C];
     int32_t kept[B * N];
     ag_tensor *y = run_stage(&s, x, 10, N, kept);
@@ -191,7 +191,7 @@ Test(tps_infer, keep_all_is_a_permutation_by_score) {
 Test(tps_infer, equal_scores_keep_position_order) {
     /* identical tokens get identical scores: the kept positions are 0, 1, 2, 3 */
     setup s;
-    make_setup(&s, TPS_DYNAMICVIT);
+    make_setup(&s, TOK_DYNAMICVIT);
     float x[B * (1 + N) * C];
     for (int b = 0; b < B; b++)
         for (int t = 0; t < 1 + N; t++)
@@ -199,7 +199,7 @@ Test(tps_infer, equal_scores_keep_position_order) {
     int32_t kept[B * 4];
     ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    cr_assert_not_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept), "%s", tpsc_last_error());
+    cr_assert_not_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept), "%s", tpsc_last_error());
     for (int b = 0; b < B; b++)
         for (int r = 0; r < 4; r++) cr_assert_eq(kept[b * 4 + r], r, "image %d rank %d", b, r);
     free_setup(&s);
@@ -207,16 +207,16 @@ Test(tps_infer, equal_scores_keep_position_order) {
 
 Test(tps_infer, bad_counts_and_methods_are_errors) {
     setup s;
-    make_setup(&s, TPS_DTPS);
+    make_setup(&s, TOK_DTPS);
     float x[B * (1 + N) * C] = {0};
     ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL));
+    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL));
     cr_assert(strstr(tpsc_last_error(), "keeping 8 of 7 tokens") != NULL, "%s", tpsc_last_error());
     ag_ctx_reset(ctx);
     tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    s.cfg.method = TPS_EVIT;
-    cr_assert_null(tps_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL));
+    s.cfg.method = TOK_EVIT;
+    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL));
     cr_assert(strstr(tpsc_last_error(), "evit has no score predictor") != NULL, "%s", tpsc_last_error());
     free_setup(&s);
 }
@@ -226,20 +226,20 @@ Test(tps_infer, bad_counts_and_methods_are_errors) {
 Test(tps_evit, fused_token_by_hand) {
     /* n = 4, cls_attn = [0.1, 0.4, 0.2, 0.3], k = 2: kept positions [1, 3] (descending),
      * fused = 0.1 x_0 + 0.2 x_2; output [cls, x_1, x_3, fused] */
-    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.5f}};
+    tok_config cfg = {.method = TOK_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.5f}};
     float x[5 * 2] = {9, 9, 1, 2, 3, 4, 5, 6, 7, 8}, a[4] = {0.1f, 0.4f, 0.2f, 0.3f};
     int32_t kept[2];
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
     ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 4}, false);
-    ag_tensor *y = tps_evit_stage(ctx, &cfg, tx, ta, 2, kept);
+    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     cr_assert(y->shape[1] == 4);
     cr_assert(kept[0] == 1 && kept[1] == 3);
     const float want[] = {9, 9, 3, 4, 7, 8, 0.1f * 1 + 0.2f * 5, 0.1f * 2 + 0.2f * 6};
     for (int i = 0; i < 8; i++) cr_assert_float_eq(y->data[i], want[i], 1e-6, "element %d", i);
     /* keep all: EViT leaves the sequence untouched, no fused token */
-    ag_tensor *same = tps_evit_stage(ctx, &cfg, tx, ta, 4, NULL);
+    ag_tensor *same = tok_evit_stage(ctx, &cfg, tx, ta, 4, NULL);
     cr_assert_eq(same, tx);
     ag_ctx_free(ctx);
 }
@@ -250,13 +250,13 @@ static const float ATTN[B * N] = {0.30f, 0.05f, 0.35f, 0.10f, 0.15f, 0.25f, 0.40
                                   0.40f, 0.35f, 0.05f, 0.30f, 0.25f, 0.10f, 0.20f};
 
 static ag_tensor *f_evit(ag_ctx *ctx, ag_tensor **in, void *user) {
-    const tps_config *cfg = user;
-    return tps_evit_stage(ctx, cfg, in[0], in[1], 4, NULL);
+    const tok_config *cfg = user;
+    return tok_evit_stage(ctx, cfg, in[0], in[1], 4, NULL);
 }
 
 Test(tps_evit, evit_gradcheck_x_and_attention) {
     /* gradcheck h 1e-2 (below half the attention spacing), atol 1e-3, rtol 1e-2 */
-    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
+    tok_config cfg = {.method = TOK_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
     gc_input in[2] = {{3, {B, 1 + N, C}, true, NULL}, {2, {B, N}, true, ATTN}};
     GRADCHECK(f_evit, 2, in, &cfg, 1e-2, 1e-3, 1e-2);
 }
@@ -286,7 +286,7 @@ static void etps_margin_tokens(float *x) {
 }
 
 Test(tps_evit, etps_squeezes_and_gradchecks) {
-    tps_config cfg = {.method = TPS_ETPS, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}, .squeeze_temp = 1.0f};
+    tok_config cfg = {.method = TOK_ETPS, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}, .squeeze_temp = 1.0f};
     float x[B * (1 + N) * C];
     etps_margin_tokens(x);
     /* values: [cls; eval TPSModule(kept, dropped)] against ref_hosts, tolerance 1e-5 */
@@ -294,7 +294,7 @@ Test(tps_evit, etps_squeezes_and_gradchecks) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     ag_tensor *ta = ag_wrap(ctx, (float *)ATTN, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *y = tps_evit_stage(ctx, &cfg, tx, ta, 4, kept);
+    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 4, kept);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     cr_assert(y->shape[1] == 5);
     const int32_t want_kept[B * 4] = {6, 2, 0, 5, 0, 1, 3, 4};
@@ -311,12 +311,12 @@ Test(tps_evit, etps_squeezes_and_gradchecks) {
 }
 
 Test(tps_evit, wrong_attention_shape_is_an_error) {
-    tps_config cfg = {.method = TPS_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
+    tok_config cfg = {.method = TOK_EVIT, .n_stages = 1, .prune_loc = {3}, .keep_frac = {0.6f}};
     float x[1 * 5 * 2] = {0}, a[3] = {0};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
     ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 3}, false);
-    cr_assert_null(tps_evit_stage(ctx, &cfg, tx, ta, 2, NULL));
+    cr_assert_null(tok_evit_stage(ctx, &cfg, tx, ta, 2, NULL));
     cr_assert(strstr(tpsc_last_error(), "cls_attn [1, 3] must be [B,n] = [1,4]") != NULL, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
 }

@@ -16,19 +16,19 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
-static tps_config stages(tps_method method, float rho) {
-    tps_config t = {.method = method, .n_stages = 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
-    tps_config_fill_rho(&t, rho);
+static tok_config stages(tok_method method, float rho) {
+    tok_config t = {.method = method, .n_stages = 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, rho);
     return t;
 }
 
 /* A small model with N = (img/patch)^2 patches and random weights spread wider than timm's
  * 0.02 (x10 on every matrix) so attention and predictor scores are far from uniform. */
-static void small_model(vit_model *m, size_t img, size_t patch, const tps_config *tps, uint64_t seed) {
+static void small_model(vit_model *m, size_t img, size_t patch, const tok_config *tps, uint64_t seed) {
     vit_config c = {.img_size = img, .patch_size = patch, .in_chans = 1, .embed_dim = 16, .depth = 4,
                     .num_heads = 2, .num_classes = 5, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
     snprintf(c.arch, sizeof c.arch, "custom");
@@ -44,8 +44,8 @@ static void small_model(vit_model *m, size_t img, size_t patch, const tps_config
 }
 
 /* small_model of `method` at rho 0.7, and a context for inference (no gradients). */
-static ag_ctx *small_infer_model(vit_model *m, tps_method method, size_t img, size_t patch, uint64_t seed) {
-    tps_config tps = stages(method, 0.7f);
+static ag_ctx *small_infer_model(vit_model *m, tok_method method, size_t img, size_t patch, uint64_t seed) {
+    tok_config tps = stages(method, 0.7f);
     small_model(m, img, patch, &tps, seed);
     ag_ctx *ctx = ag_ctx_create(0);
     cr_assert_not_null(ctx);
@@ -101,16 +101,16 @@ static void expect_valid_kept(const vit_output *out, size_t B, size_t N, bool fu
 
 /* ---- keep ratio 1.0 is the dense model ----------------------------------------------------- */
 
-/* Reference: the dense model (TPS_NONE) with the same backbone weights. At keep 1.0 nothing is
+/* Reference: the dense model (TOK_NONE) with the same backbone weights. At keep 1.0 nothing is
  * removed but dtps/dynamicvit reorder the tokens by score; attention and the MLP are
  * permutation-equivariant and the head reads the cls token, so only the summation order of
  * the attention changes: tolerance 1e-5 * max|logit| (float32 reordering, depth 4). */
-static void check_keep_all_is_dense(tps_method method) {
+static void check_keep_all_is_dense(tok_method method) {
     fixture fx;
     fx_open(&fx, "vit_dtps.h5"); /* its random weights give a peaked attention, unlike timm's init */
     vit_config c;
     fx_vit_config(&fx, &c);
-    tps_config none = {.method = TPS_NONE}, all = stages(method, 1.0f);
+    tok_config none = {.method = TOK_NONE}, all = stages(method, 1.0f);
     vit_model dense, pruned;
     cr_assert_eq(vit_model_create(&dense, &c, &none), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(vit_model_create(&pruned, &c, &all), TPSC_OK, "%s", tpsc_last_error());
@@ -134,7 +134,7 @@ static void check_keep_all_is_dense(tps_method method) {
     expect_shape(lp, 2, B, c.num_classes, 0, "logits");
     double scale = fx_max_abs(ld->data, ag_numel(ld)), d = fx_max_diff(lp->data, ld->data, ag_numel(ld));
     cr_expect(scale > 1.0, "degenerate reference: logits span only %g", scale);
-    cr_expect(d <= 1e-5 * scale, "%s at keep 1.0: logits differ from dense by %g (scale %g)", tps_method_name(method), d,
+    cr_expect(d <= 1e-5 * scale, "%s at keep 1.0: logits differ from dense by %g (scale %g)", tok_method_name(method), d,
               scale);
     expect_valid_kept(&op, B, N, false, true);
     ag_ctx_free(ctx);
@@ -144,10 +144,10 @@ static void check_keep_all_is_dense(tps_method method) {
     fx_close(&fx);
 }
 
-Test(tps_model, dtps_keep_all_equals_dense) { check_keep_all_is_dense(TPS_DTPS); }
-Test(tps_model, dynamicvit_keep_all_equals_dense) { check_keep_all_is_dense(TPS_DYNAMICVIT); }
-Test(tps_model, evit_keep_all_equals_dense) { check_keep_all_is_dense(TPS_EVIT); }
-Test(tps_model, etps_keep_all_equals_dense) { check_keep_all_is_dense(TPS_ETPS); }
+Test(tps_model, dtps_keep_all_equals_dense) { check_keep_all_is_dense(TOK_DTPS); }
+Test(tps_model, dynamicvit_keep_all_equals_dense) { check_keep_all_is_dense(TOK_DYNAMICVIT); }
+Test(tps_model, evit_keep_all_equals_dense) { check_keep_all_is_dense(TOK_EVIT); }
+Test(tps_model, etps_keep_all_equals_dense) { check_keep_all_is_dense(TOK_ETPS); }
 
 /* Inference of m on B images from seed, with keep_override (NULL: the model's own counts):
  * logits [B,K]; every stage keeps exactly want[s] tokens (the last stage's output also holds
@@ -161,7 +161,7 @@ static ag_tensor *expect_infer_kept(ag_ctx *ctx, vit_model *m, size_t B, const s
     cr_assert_not_null(logits, "%s", tpsc_last_error());
     expect_shape(logits, 2, B, m->cfg.num_classes, 0, "logits");
     for (int s = 0; s < 3; s++)
-        cr_expect_eq(out->kept_count[s], want[s], "%s N %zu stage %d: kept %zu, want %zu", tps_method_name(m->tps.method), N,
+        cr_expect_eq(out->kept_count[s], want[s], "%s N %zu stage %d: kept %zu, want %zu", tok_method_name(m->tps.method), N,
                      s, out->kept_count[s], want[s]);
     expect_shape(out->tokens, 3, B, want[2] + fused, m->cfg.embed_dim, fused ? "final tokens (kept + fused)" : "final tokens");
     expect_valid_kept(out, B, N, fused, true);
@@ -171,11 +171,11 @@ static ag_tensor *expect_infer_kept(ag_ctx *ctx, vit_model *m, size_t B, const s
 /* ---- token counts and shapes at rho < 1 --------------------------------------------------- */
 
 /* want: int(N * 0.7 ** (s+1)) in Python; N = 64 -> 44, 31, 21; N = 196 -> 137, 96, 67. */
-static void check_predictor_counts(tps_method method, size_t img, size_t patch, const size_t want[3]) {
+static void check_predictor_counts(tok_method method, size_t img, size_t patch, const size_t want[3]) {
     vit_model m;
     ag_ctx *ctx = small_infer_model(&m, method, img, patch, 11);
     const size_t N = vit_num_patches(&m.cfg);
-    for (int s = 0; s < 3; s++) cr_assert_eq(tps_keep_count(&m.tps, s, N), want[s], "tps_keep_count(stage %d, N %zu)", s, N);
+    for (int s = 0; s < 3; s++) cr_assert_eq(tok_keep_count(&m.tps, s, N), want[s], "tok_keep_count(stage %d, N %zu)", s, N);
     vit_output out;
     ag_tensor *logits = expect_infer_kept(ctx, &m, 2, NULL, want, 5, false, &out);
     cr_assert_eq(out.n_stages, 3);
@@ -184,24 +184,24 @@ static void check_predictor_counts(tps_method method, size_t img, size_t patch, 
     vit_model_free(&m);
 }
 
-Test(tps_model, dtps_counts_64_patches) { check_predictor_counts(TPS_DTPS, 32, 4, (size_t[]){44, 31, 21}); }
-Test(tps_model, dtps_counts_196_patches) { check_predictor_counts(TPS_DTPS, 28, 2, (size_t[]){137, 96, 67}); }
-Test(tps_model, dynamicvit_counts_196_patches) { check_predictor_counts(TPS_DYNAMICVIT, 28, 2, (size_t[]){137, 96, 67}); }
+Test(tps_model, dtps_counts_64_patches) { check_predictor_counts(TOK_DTPS, 32, 4, (size_t[]){44, 31, 21}); }
+Test(tps_model, dtps_counts_196_patches) { check_predictor_counts(TOK_DTPS, 28, 2, (size_t[]){137, 96, 67}); }
+Test(tps_model, dynamicvit_counts_196_patches) { check_predictor_counts(TOK_DYNAMICVIT, 28, 2, (size_t[]){137, 96, 67}); }
 
 /* EViT keeps ceil(0.7 * n) of the n current spatial tokens; its fused token counts among the
  * next stage's n, eTPS has none: Python math.ceil(0.7 * 64) = 45, then evit
  * ceil(0.7 * 46) = 33, ceil(0.7 * 34) = 24; etps ceil(0.7 * 45) = 32, ceil(0.7 * 32) = 23. */
-static void check_attention_counts(tps_method method, const size_t want[3]) {
+static void check_attention_counts(tok_method method, const size_t want[3]) {
     vit_model m;
     ag_ctx *ctx = small_infer_model(&m, method, 32, 4, 12);
     vit_output out;
-    expect_infer_kept(ctx, &m, 2, NULL, want, 6, method == TPS_EVIT, &out);
+    expect_infer_kept(ctx, &m, 2, NULL, want, 6, method == TOK_EVIT, &out);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }
 
-Test(tps_model, evit_counts_and_fused_token) { check_attention_counts(TPS_EVIT, (size_t[]){45, 33, 24}); }
-Test(tps_model, etps_counts) { check_attention_counts(TPS_ETPS, (size_t[]){45, 32, 23}); }
+Test(tps_model, evit_counts_and_fused_token) { check_attention_counts(TOK_EVIT, (size_t[]){45, 33, 24}); }
+Test(tps_model, etps_counts) { check_attention_counts(TOK_ETPS, (size_t[]){45, 32, 23}); }
 
 /* ---- training masks ---------------------------------------------------------------------- */
 
@@ -209,7 +209,7 @@ Test(tps_model, etps_counts) { check_attention_counts(TPS_ETPS, (size_t[]){45, 3
  * exactly 0 or 1, never revive a token, and the sequence keeps all 1+N tokens. Drawn noise:
  * the same rng seed gives the same masks. */
 Test(tps_model, training_masks_are_nested_and_reproducible) {
-    tps_config tps = stages(TPS_DTPS, 0.7f);
+    tok_config tps = stages(TOK_DTPS, 0.7f);
     vit_model m;
     small_model(&m, 32, 4, &tps, 13);
     const size_t B = 2, N = 64;
@@ -245,7 +245,7 @@ Test(tps_model, training_masks_are_nested_and_reproducible) {
 
 Test(tps_model, keep_override_sets_the_counts) {
     vit_model m;
-    ag_ctx *ctx = small_infer_model(&m, TPS_DTPS, 32, 4, 14);
+    ag_ctx *ctx = small_infer_model(&m, TOK_DTPS, 32, 4, 14);
     const size_t B = 2, want[3] = {50, 20, 5};
     vit_output out;
     expect_infer_kept(ctx, &m, B, want, want, 8, false, &out);
@@ -268,7 +268,7 @@ Test(tps_model, keep_override_sets_the_counts) {
 
 Test(tps_model, keep_override_for_evit) {
     vit_model m;
-    ag_ctx *ctx = small_infer_model(&m, TPS_EVIT, 32, 4, 15);
+    ag_ctx *ctx = small_infer_model(&m, TOK_EVIT, 32, 4, 15);
     const size_t want[3] = {40, 20, 10};
     vit_output out;
     expect_infer_kept(ctx, &m, 2, want, want, 9, true, &out);
@@ -278,7 +278,7 @@ Test(tps_model, keep_override_for_evit) {
 
 /* ---- configuration errors ----------------------------------------------------------------- */
 
-static void expect_rejected(const tps_config *tps, const char *key) {
+static void expect_rejected(const tok_config *tps, const char *key) {
     vit_config c = {.img_size = 16, .patch_size = 4, .in_chans = 1, .embed_dim = 8, .depth = 4, .num_heads = 2,
                     .num_classes = 3, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
     snprintf(c.arch, sizeof c.arch, "custom");
@@ -291,44 +291,44 @@ static void expect_rejected(const tps_config *tps, const char *key) {
 }
 
 Test(tps_model, bad_configs_are_rejected) {
-    tps_config t = stages(TPS_DTPS, 0.7f);
+    tok_config t = stages(TOK_DTPS, 0.7f);
     t.prune_loc[2] = 4; /* depth 4: blocks 0..3 */
     expect_rejected(&t, "prune_loc");
-    t = stages(TPS_DTPS, 0.7f);
+    t = stages(TOK_DTPS, 0.7f);
     t.prune_loc[0] = 0; /* the predictor needs a block before it */
     expect_rejected(&t, "prune_loc");
-    t = stages(TPS_EVIT, 0.7f);
+    t = stages(TOK_EVIT, 0.7f);
     t.prune_loc[1] = 1; /* not increasing */
     expect_rejected(&t, "prune_loc");
-    t = stages(TPS_DTPS, 0.7f);
+    t = stages(TOK_DTPS, 0.7f);
     t.prune_loc[0] = -1;
     expect_rejected(&t, "prune_loc");
 
     const float bad_frac[] = {0.0f, -0.5f, 1.5f, NAN};
     for (size_t i = 0; i < sizeof bad_frac / sizeof *bad_frac; i++) {
-        t = stages(TPS_DTPS, 0.7f);
+        t = stages(TOK_DTPS, 0.7f);
         t.keep_frac[1] = bad_frac[i];
         expect_rejected(&t, "keep_ratio");
     }
-    t = stages(TPS_DTPS, 0.5f);
+    t = stages(TOK_DTPS, 0.5f);
     t.keep_frac[2] = 0.9f; /* more than the stage before */
     expect_rejected(&t, "keep_ratio");
-    t = stages(TPS_DTPS, 0.7f);
+    t = stages(TOK_DTPS, 0.7f);
     t.n_stages = 0;
     expect_rejected(&t, "prune_loc");
-    t = stages(TPS_DTPS, 0.7f);
-    t.method = (tps_method)9;
+    t = stages(TOK_DTPS, 0.7f);
+    t.method = (tok_method)9;
     expect_rejected(&t, "method");
-    t = stages(TPS_DTPS, 0.7f);
+    t = stages(TOK_DTPS, 0.7f);
     t.squeeze_temp = 0.0f;
     expect_rejected(&t, "squeeze_temp");
 
-    cr_expect_eq(tps_method_from_name("tps"), -1);
-    cr_expect_eq(tps_method_from_name("dynamic_vit"), -1);
-    cr_expect_eq(tps_method_from_name("etps"), TPS_ETPS);
+    cr_expect_eq(tok_method_from_name("tps"), -1);
+    cr_expect_eq(tok_method_from_name("dynamic_vit"), -1);
+    cr_expect_eq(tok_method_from_name("etps"), TOK_ETPS);
 
     /* the boundary values are fine: keep 1.0, the last block */
-    t = stages(TPS_DTPS, 1.0f);
+    t = stages(TOK_DTPS, 1.0f);
     vit_model m;
     vit_config c = {.img_size = 16, .patch_size = 4, .in_chans = 1, .embed_dim = 8, .depth = 4, .num_heads = 2,
                     .num_classes = 3, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
@@ -339,19 +339,19 @@ Test(tps_model, bad_configs_are_rejected) {
 
 /* Predictor methods carry one score predictor per stage; the others none. */
 Test(tps_model, predictor_parameters_only_for_predictor_methods) {
-    const tps_method methods[] = {TPS_NONE, TPS_DYNAMICVIT, TPS_DTPS, TPS_EVIT, TPS_ETPS};
+    const tok_method methods[] = {TOK_NONE, TOK_DYNAMICVIT, TOK_DTPS, TOK_EVIT, TOK_ETPS};
     size_t backbone = 0;
     for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
-        tps_config t = methods[i] == TPS_NONE ? (tps_config){.method = TPS_NONE} : stages(methods[i], 0.7f);
+        tok_config t = methods[i] == TOK_NONE ? (tok_config){.method = TOK_NONE} : stages(methods[i], 0.7f);
         vit_model m;
         small_model(&m, 16, 4, &t, 1);
         size_t all = vit_model_num_params(&m, false), bb = vit_model_num_params(&m, true);
         if (i == 0) backbone = bb;
-        cr_expect_eq(bb, backbone, "%s: backbone differs", tps_method_name(methods[i]));
+        cr_expect_eq(bb, backbone, "%s: backbone differs", tok_method_name(methods[i]));
         /* PredictorLG with C = 16: LN 2C, C*C + C, C*C/2 + C/2, C/2*C/4 + C/4, C/4*2 + 2 */
         const size_t C = 16, per_stage = 2 * C + (C * C + C) + (C * C / 2 + C / 2) + (C / 2 * C / 4 + C / 4) + (C / 4 * 2 + 2);
-        size_t want = tps_method_has_predictor(methods[i]) ? 3 * per_stage : 0;
-        cr_expect_eq(all - bb, want, "%s: %zu predictor parameters, want %zu", tps_method_name(methods[i]), all - bb, want);
+        size_t want = tok_method_has_predictor(methods[i]) ? 3 * per_stage : 0;
+        cr_expect_eq(all - bb, want, "%s: %zu predictor parameters, want %zu", tok_method_name(methods[i]), all - bb, want);
         vit_model_free(&m);
     }
 }
@@ -362,7 +362,7 @@ Test(tps_model, predictor_parameters_only_for_predictor_methods) {
  * and the same kept indices (catches index offsets across the batch in gathers and in the
  * kept-index bookkeeping). Reference: the batched run; tolerance 1e-5 * max|logit| (sgemm may
  * block a 1-image batch differently); indices exact. */
-static void check_batch_independence(tps_method method, vit_mode mode) {
+static void check_batch_independence(tok_method method, vit_mode mode) {
     vit_model m;
     ag_ctx *ctx = small_infer_model(&m, method, 32, 4, 16);
     const size_t B = 3, N = 64, K = m.cfg.num_classes, pix = m.cfg.in_chans * 32 * 32;
@@ -389,7 +389,7 @@ static void check_batch_independence(tps_method method, vit_mode mode) {
         ag_tensor *l1 = vit_forward(ctx, &m, one, &o, &single);
         cr_assert_not_null(l1, "%s", tpsc_last_error());
         double d = fx_max_diff(l1->data, logits->data + b * K, K);
-        cr_expect(d <= 1e-5 * scale, "%s image %zu alone: logits differ by %g (scale %g)", tps_method_name(method), b, d,
+        cr_expect(d <= 1e-5 * scale, "%s image %zu alone: logits differ by %g (scale %g)", tok_method_name(method), b, d,
                   scale);
         for (int s = 0; s < all.n_stages; s++) {
             if (mode == VIT_TRAIN) {
@@ -407,17 +407,17 @@ static void check_batch_independence(tps_method method, vit_mode mode) {
     vit_model_free(&m);
 }
 
-Test(tps_model, dtps_infer_is_per_image) { check_batch_independence(TPS_DTPS, VIT_INFER); }
-Test(tps_model, dtps_train_is_per_image) { check_batch_independence(TPS_DTPS, VIT_TRAIN); }
-Test(tps_model, evit_infer_is_per_image) { check_batch_independence(TPS_EVIT, VIT_INFER); }
-Test(tps_model, etps_infer_is_per_image) { check_batch_independence(TPS_ETPS, VIT_INFER); }
+Test(tps_model, dtps_infer_is_per_image) { check_batch_independence(TOK_DTPS, VIT_INFER); }
+Test(tps_model, dtps_train_is_per_image) { check_batch_independence(TOK_DTPS, VIT_TRAIN); }
+Test(tps_model, evit_infer_is_per_image) { check_batch_independence(TOK_EVIT, VIT_INFER); }
+Test(tps_model, etps_infer_is_per_image) { check_batch_independence(TOK_ETPS, VIT_INFER); }
 
 /* EViT and eTPS prune for real in training too, and nothing is random: VIT_TRAIN and VIT_INFER
  * are the same computation. Reference: the VIT_INFER logits; tolerance 0 (same ops, same order). */
 Test(tps_model, evit_train_equals_infer) {
-    const tps_method methods[2] = {TPS_EVIT, TPS_ETPS};
+    const tok_method methods[2] = {TOK_EVIT, TOK_ETPS};
     for (int i = 0; i < 2; i++) {
-        tps_config tps = stages(methods[i], 0.7f);
+        tok_config tps = stages(methods[i], 0.7f);
         vit_model m;
         small_model(&m, 32, 4, &tps, 17);
         ag_ctx *ctx = ag_ctx_create(0);
@@ -427,14 +427,14 @@ Test(tps_model, evit_train_equals_infer) {
         ag_tensor *li = vit_forward(ctx, &m, x, &(vit_forward_opts){.mode = VIT_INFER}, &inf);
         cr_assert(lt && li, "%s", tpsc_last_error());
         cr_expect_eq(fx_max_diff(lt->data, li->data, ag_numel(li)), 0.0, "%s: train and infer differ",
-                     tps_method_name(methods[i]));
+                     tok_method_name(methods[i]));
         expect_shape(tr.tokens, 3, 2, inf.tokens->shape[1], m.cfg.embed_dim, "training tokens");
         ag_ctx_free(ctx);
         vit_model_free(&m);
     }
 }
 
-/* ---- the loss composition (src/loss/tps_loss.c) on hand-made outputs ------------------- */
+/* ---- the loss composition (src/loss/objective.c) on hand-made outputs ------------------- */
 
 typedef struct toy_outputs {
     vit_output st, te;
@@ -463,8 +463,8 @@ static void toy(ag_ctx *ctx, toy_outputs *o) {
     for (size_t b = 0; b < B; b++) o->targets->data[b * K + b] = 1.0f;
 }
 
-static tps_config toy_tps(void) {
-    return (tps_config){.method = TPS_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .keep_frac = {0.5f, 0.25f},
+static tok_config toy_tps(void) {
+    return (tok_config){.method = TOK_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .keep_frac = {0.5f, 0.25f},
                         .squeeze_temp = 1.0f};
 }
 
@@ -476,11 +476,11 @@ Test(tps_model, loss_parts_by_hand) {
     ag_ctx *ctx = ag_ctx_create(0);
     toy_outputs o;
     toy(ctx, &o);
-    tps_config tps = toy_tps();
-    tps_loss_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
-                          .distill_token = TPS_DISTILL_TOKEN_KL, .distill_cls = true};
-    tps_loss_parts p;
-    cr_assert_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_OK, "%s", tpsc_last_error());
+    tok_config tps = toy_tps();
+    objective_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
+                          .distill_token = OBJ_DISTILL_TOKEN_KL, .distill_cls = true};
+    objective_parts p;
+    cr_assert_eq(objective_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_OK, "%s", tpsc_last_error());
     cr_assert(p.ce && p.ratio && p.cls_kl && p.token_kl && p.total);
     cr_expect_float_eq(p.ce->data[0], logf(5.0f), 1e-6f * logf(5.0f), "ce %g", (double)p.ce->data[0]);
     cr_expect_float_eq(p.ratio->data[0], 0.078125f, 1e-6f * 0.078125f, "ratio %g", (double)p.ratio->data[0]);
@@ -498,11 +498,11 @@ Test(tps_model, loss_rejects_mismatched_teacher_tokens) {
     toy_outputs o;
     toy(ctx, &o);
     o.te.tokens = ag_zeros(ctx, 3, (size_t[]){2, 3, 3});
-    tps_config tps = toy_tps();
-    tps_loss_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
-                          .distill_token = TPS_DISTILL_TOKEN_KL, .distill_cls = true};
-    tps_loss_parts p;
-    cr_expect_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_SHAPE, "%s",
+    tok_config tps = toy_tps();
+    objective_config lc = {.clf_weight = 1, .ratio_weight = 2, .distill_weight = 0.5f,
+                          .distill_token = OBJ_DISTILL_TOKEN_KL, .distill_cls = true};
+    objective_parts p;
+    cr_expect_eq(objective_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_SHAPE, "%s",
                  tpsc_last_error());
     cr_expect_null(p.total, "a total without the token term was returned");
     cr_expect(strstr(tpsc_last_error(), "[2, 3, 3]") != NULL, "error names no shape: %s", tpsc_last_error());
@@ -510,7 +510,7 @@ Test(tps_model, loss_rejects_mismatched_teacher_tokens) {
     ag_ctx_reset(ctx);
     toy(ctx, &o);
     o.te.tokens = NULL;
-    cr_expect_eq(tps_loss_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_ARG, "%s", tpsc_last_error());
+    cr_expect_eq(objective_compute(ctx, &tps, &lc, &o.st, o.targets, &o.te, &p), TPSC_ERR_ARG, "%s", tpsc_last_error());
     cr_expect_null(p.total);
     ag_ctx_free(ctx);
 }

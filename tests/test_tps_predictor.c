@@ -7,7 +7,7 @@
 
 #include "support/fixture.h"
 #include "support/gradcheck.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 #define B 2
 #define N 7
@@ -17,10 +17,10 @@
 
 static ag_tensor *f_masked_mean(ag_ctx *ctx, ag_tensor **in, void *user) {
     (void)user;
-    return tps_masked_mean_tokens(ctx, in[0], in[1]);
+    return tok_masked_mean_tokens(ctx, in[0], in[1]);
 }
 
-Test(tps_predictor, masked_mean_gradcheck) {
+Test(tok_predictor, masked_mean_gradcheck) {
     /* mask values 0/1 as in training (the function is smooth in them while the sum stays away
      * from 0); gradcheck h 1e-2, atol 1e-3, rtol 1e-2 */
     const float mask[B * N] = {1, 0, 1, 1, 0, 1, 1, /**/ 0, 1, 1, 0, 0, 1, 0};
@@ -28,14 +28,14 @@ Test(tps_predictor, masked_mean_gradcheck) {
     GRADCHECK(f_masked_mean, 2, in, NULL, 1e-2, 1e-3, 1e-2);
 }
 
-Test(tps_predictor, masked_mean_values_and_empty_mask) {
+Test(tok_predictor, masked_mean_values_and_empty_mask) {
     /* image 0: mean of rows 0 and 2 of [[1,2],[10,20],[3,4]] = [2,3] on every row;
      * image 1: empty mask -> zeros (the official code would produce NaN) */
     float x[] = {1, 2, 10, 20, 3, 4, /**/ 5, 6, 7, 8, 9, 10}, mask[] = {1, 0, 1, 0, 0, 0};
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){2, 3, 2}, false);
     ag_tensor *tm = ag_wrap(ctx, mask, NULL, 2, (size_t[]){2, 3}, false);
-    ag_tensor *y = tps_masked_mean_tokens(ctx, tx, tm);
+    ag_tensor *y = tok_masked_mean_tokens(ctx, tx, tm);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     for (int t = 0; t < 3; t++) {
         cr_assert_float_eq(y->data[t * 2], 2.0f, 1e-6);
@@ -50,7 +50,7 @@ Test(tps_predictor, masked_mean_values_and_empty_mask) {
 
 typedef struct setup {
     ag_params params;
-    tps_predictor pred;
+    tok_predictor pred;
 } setup;
 
 /* Parameters with O(1) values (fx_random_predictor), LayerNorm weights around 1. */
@@ -62,7 +62,7 @@ static void make_setup(setup *s) {
     for (int c = 0; c < C; c++) lnw[c] += 1.0f;
 }
 
-Test(tps_predictor, official_names_and_shapes) {
+Test(tok_predictor, official_names_and_shapes) {
     setup s;
     make_setup(&s);
     struct { const char *name; int ndim; size_t s0, s1; } want[] = {
@@ -85,12 +85,12 @@ Test(tps_predictor, official_names_and_shapes) {
     ag_params_free(&s.params);
 }
 
-Test(tps_predictor, official_init) {
+Test(tok_predictor, official_init) {
     setup s;
     make_setup(&s);
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 11);
-    tps_predictor_init(&s.pred, &s.params, &rng);
+    tok_predictor_init(&s.pred, &s.params, &rng);
     const ag_tensor *lnw = ag_param_tensor(&s.params, s.pred.in_norm_w), *b0 = ag_param_tensor(&s.params, s.pred.out0_b);
     const ag_tensor *w1 = ag_param_tensor(&s.params, s.pred.in_fc_w);
     for (int c = 0; c < C; c++) cr_assert_eq(lnw->data[c], 1.0f);
@@ -115,7 +115,7 @@ static void linear_d(const double *x, int cin, const float *w, const float *b, i
     }
 }
 
-Test(tps_predictor, forward_matches_official_module) {
+Test(tok_predictor, forward_matches_official_module) {
     /* reference: PredictorLG.forward transcribed in double (LayerNorm eps 1e-5, local = first
      * half, global = prev-masked mean of the second half, log-softmax); tolerance 1e-5 */
     setup s;
@@ -127,7 +127,7 @@ Test(tps_predictor, forward_matches_official_module) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, N, C}, false);
     ag_tensor *tp = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *out = tps_predictor_forward(ctx, &s.pred, &s.params, tx, tp);
+    ag_tensor *out = tok_predictor_forward(ctx, &s.pred, &s.params, tx, tp);
     cr_assert_not_null(out, "%s", tpsc_last_error());
     cr_assert(out->ndim == 3 && out->shape[0] == B && out->shape[1] == N && out->shape[2] == 2);
 #define PD(f) ag_param_tensor(&s.params, s.pred.f)->data
@@ -181,7 +181,7 @@ static ag_tensor *f_predictor(ag_ctx *ctx, ag_tensor **in, void *user) {
         p->t.grad = in[2 + k]->grad;
         p->t.requires_grad = in[2 + k]->requires_grad;
     }
-    return tps_predictor_forward(ctx, &u->s->pred, &u->s->params, in[0], in[1]);
+    return tok_predictor_forward(ctx, &u->s->pred, &u->s->params, in[0], in[1]);
 }
 
 static void check_params(const int *which, int n, bool grad_x) {
@@ -200,32 +200,32 @@ static void check_params(const int *which, int n, bool grad_x) {
     ag_params_free(&s.params);
 }
 
-Test(tps_predictor, gradcheck_x_prev_in_conv) {
-    tps_predictor p0;
+Test(tok_predictor, gradcheck_x_prev_in_conv) {
+    tok_predictor p0;
     ag_params tmp;
     ag_params_init(&tmp);
-    cr_assert_eq(tps_predictor_declare(&p0, &tmp, 1, C), TPSC_OK);
+    cr_assert_eq(tok_predictor_declare(&p0, &tmp, 1, C), TPSC_OK);
     const int which[] = {p0.in_norm_w, p0.in_norm_b, p0.in_fc_w, p0.in_fc_b};
     ag_params_free(&tmp);
     check_params(which, 4, true);
 }
 
-Test(tps_predictor, gradcheck_out_conv) {
-    tps_predictor p0;
+Test(tok_predictor, gradcheck_out_conv) {
+    tok_predictor p0;
     ag_params tmp;
     ag_params_init(&tmp);
-    cr_assert_eq(tps_predictor_declare(&p0, &tmp, 1, C), TPSC_OK);
+    cr_assert_eq(tok_predictor_declare(&p0, &tmp, 1, C), TPSC_OK);
     const int which[] = {p0.out0_w, p0.out0_b, p0.out2_w, p0.out2_b, p0.out4_w, p0.out4_b};
     ag_params_free(&tmp);
     check_params(which, 6, false);
 }
 
-Test(tps_predictor, duplicate_stage_is_an_error) {
+Test(tok_predictor, duplicate_stage_is_an_error) {
     ag_params p;
     ag_params_init(&p);
-    tps_predictor a, b;
-    cr_assert_eq(tps_predictor_declare(&a, &p, 0, C), TPSC_OK);
-    cr_assert_neq(tps_predictor_declare(&b, &p, 0, C), TPSC_OK);
+    tok_predictor a, b;
+    cr_assert_eq(tok_predictor_declare(&a, &p, 0, C), TPSC_OK);
+    cr_assert_neq(tok_predictor_declare(&b, &p, 0, C), TPSC_OK);
     cr_assert(strstr(tpsc_last_error(), "score_predictor.0") != NULL, "%s", tpsc_last_error());
     ag_params_free(&p);
 }

@@ -8,7 +8,7 @@
 
 #include "support/fixture.h"
 #include "support/gradcheck.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 #define B 2
 #define N 7
@@ -92,7 +92,7 @@ static ag_tensor *run_train(ag_ctx *ctx, float *x, const float *keep, const floa
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){b, n, c}, false);
     ag_tensor *tk = ag_wrap(ctx, (float *)keep, NULL, 2, (size_t[]){b, n}, false);
     ag_tensor *tp = ag_wrap(ctx, (float *)prev, NULL, 2, (size_t[]){b, n}, false);
-    ag_tensor *y = tps_squeeze_train(ctx, tx, tk, tp, 1.0f);
+    ag_tensor *y = tok_squeeze_train(ctx, tx, tk, tp, 1.0f);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     return y;
 }
@@ -118,7 +118,7 @@ Test(tps_squeeze, three_tokens_by_hand) {
     /* real removal, same example: kept [x0, x1], dropped [x2] -> the same two host rows */
     ag_tensor *kept = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 2, 2}, false);
     ag_tensor *dropped = ag_wrap(ctx, x + 4, NULL, 3, (size_t[]){1, 1, 2}, false);
-    ag_tensor *h = tps_squeeze_hosts(ctx, kept, dropped, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, kept, dropped, 1.0f);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     for (int i = 0; i < 4; i++) cr_assert_float_eq(h->data[i], want[i], 1e-5, "host element %d", i);
     ag_ctx_free(ctx);
@@ -176,7 +176,7 @@ Test(tps_squeeze, hosts_equal_training_rows_of_kept_tokens) {
     for (int r = 0; r < 3; r++) memcpy(dropped + r * C, x + drop_ids[r] * C, C * sizeof(float));
     ag_tensor *tk = ag_wrap(ctx, kept, NULL, 3, (size_t[]){1, 4, C}, false);
     ag_tensor *td = ag_wrap(ctx, dropped, NULL, 3, (size_t[]){1, 3, C}, false);
-    ag_tensor *h = tps_squeeze_hosts(ctx, tk, td, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     double want[N * C];
     ref_squeeze_train(x + b * N * C, KEEP, ones, N, C, want);
@@ -191,7 +191,7 @@ Test(tps_squeeze, nothing_dropped_is_identity) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tk = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 3, 2}, false);
     ag_tensor *td = ag_new3(ctx, 1, 0, 2);
-    ag_tensor *h = tps_squeeze_hosts(ctx, tk, td, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     for (int i = 0; i < 6; i++) cr_assert_eq(h->data[i], x[i]);
     ag_ctx_free(ctx);
@@ -207,7 +207,7 @@ static ag_tensor *f_train_x(ag_ctx *ctx, ag_tensor **in, void *user) {
     masks *m = user;
     ag_tensor *tk = ag_wrap(ctx, (float *)m->keep, NULL, 2, (size_t[]){B, N}, false);
     ag_tensor *tp = ag_wrap(ctx, (float *)m->prev, NULL, 2, (size_t[]){B, N}, false);
-    return tps_squeeze_train(ctx, in[0], tk, tp, 1.0f);
+    return tok_squeeze_train(ctx, in[0], tk, tp, 1.0f);
 }
 
 Test(tps_squeeze, train_gradcheck_x) {
@@ -223,7 +223,7 @@ Test(tps_squeeze, train_gradcheck_x) {
 static ag_tensor *f_train_prev(ag_ctx *ctx, ag_tensor **in, void *user) {
     const float *keep = user;
     ag_tensor *tk = ag_wrap(ctx, (float *)keep, NULL, 2, (size_t[]){B, N}, false);
-    return tps_squeeze_train(ctx, in[0], tk, in[1], 1.0f);
+    return tok_squeeze_train(ctx, in[0], tk, in[1], 1.0f);
 }
 
 Test(tps_squeeze, train_gradcheck_x_and_prev) {
@@ -263,7 +263,7 @@ Test(tps_squeeze, keep_gradient) {
     ag_tensor *tx = ag_wrap(ctx, x, gx, 3, (size_t[]){B, N, C}, true);
     ag_tensor *tk = ag_wrap(ctx, keep, gk, 2, (size_t[]){B, N}, true);
     ag_tensor *tp = ag_wrap(ctx, prev, gp, 2, (size_t[]){B, N}, true);
-    ag_tensor *y = tps_squeeze_train(ctx, tx, tk, tp, 1.0f);
+    ag_tensor *y = tok_squeeze_train(ctx, tx, tk, tp, 1.0f);
     cr_assert_not_null(y);
     cr_assert_eq(ag_backward_from(ctx, y, R), TPSC_OK, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
@@ -289,7 +289,7 @@ Test(tps_squeeze, keep_gradient) {
 
 static ag_tensor *f_hosts(ag_ctx *ctx, ag_tensor **in, void *user) {
     (void)user;
-    return tps_squeeze_hosts(ctx, in[0], in[1], 1.0f);
+    return tok_squeeze_hosts(ctx, in[0], in[1], 1.0f);
 }
 
 Test(tps_squeeze, hosts_gradcheck) {
@@ -317,8 +317,8 @@ Test(tps_squeeze, bad_shapes_are_errors) {
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 3, 4}, false);
     ag_tensor *tk = ag_wrap(ctx, k, NULL, 2, (size_t[]){1, 3}, false);
     ag_tensor *bad = ag_wrap(ctx, k, NULL, 2, (size_t[]){3, 1}, false);
-    cr_assert_null(tps_squeeze_train(ctx, tx, tk, bad, 1.0f));
+    cr_assert_null(tok_squeeze_train(ctx, tx, tk, bad, 1.0f));
     cr_assert_eq(ag_ctx_status(ctx), TPSC_ERR_SHAPE);
-    cr_assert(strstr(tpsc_last_error(), "tps_squeeze_train") != NULL, "%s", tpsc_last_error());
+    cr_assert(strstr(tpsc_last_error(), "tok_squeeze_train") != NULL, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
 }

@@ -1,14 +1,14 @@
 /* Gumbel top-k keep mask (tps.train_mask = topk): each image keeps exactly k of its live
  * tokens, those with the highest perturbed keep logit (logp0 + g0) - (logp1 + g1), computed
  * here independently in double; the backward is the straight-through one of the per-token
- * Gumbel mask (the same soft sample), so it must equal tps_gumbel_keep's gradient bit for bit;
- * through tps_train_stage the count is tps_keep_count of the stage. */
+ * Gumbel mask (the same soft sample), so it must equal tok_gumbel_keep's gradient bit for bit;
+ * through tok_train_stage the count is tok_keep_count of the stage. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 #define B 3
 #define N 11
@@ -38,7 +38,7 @@ Test(tps_topk_mask, keeps_exactly_the_k_highest_perturbed_live_tokens) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){B, N, 2}, false);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *keep = tps_gumbel_topk_keep(ctx, lp, u, pv, k);
+    ag_tensor *keep = tok_gumbel_topk_keep(ctx, lp, u, pv, k);
     cr_assert_not_null(keep, "%s", tpsc_last_error());
     for (int b = 0; b < B; b++) {
         /* reference: a live token is kept iff fewer than k live tokens beat its margin (the
@@ -61,7 +61,7 @@ Test(tps_topk_mask, keeps_exactly_the_k_highest_perturbed_live_tokens) {
 }
 
 Test(tps_topk_mask, backward_is_the_straight_through_soft_sample) {
-    /* reference: tps_gumbel_keep on the same inputs; both differentiate softmax(logp + g)[0] *
+    /* reference: tok_gumbel_keep on the same inputs; both differentiate softmax(logp + g)[0] *
      * prev (checked against finite differences in test_tps_gumbel.c), and prev receives the
      * hard value, which the two masks choose differently: dprev is compared with the top-k
      * hard mask itself */
@@ -74,7 +74,7 @@ Test(tps_topk_mask, backward_is_the_straight_through_soft_sample) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *lp = ag_wrap(ctx, logp, g_topk, 3, (size_t[]){B, N, 2}, true);
     ag_tensor *pv = ag_wrap(ctx, prev, gp_topk, 2, (size_t[]){B, N}, true);
-    ag_tensor *keep = tps_gumbel_topk_keep(ctx, lp, u, pv, 4);
+    ag_tensor *keep = tok_gumbel_topk_keep(ctx, lp, u, pv, 4);
     cr_assert_not_null(keep, "%s", tpsc_last_error());
     float hard[B * N];
     memcpy(hard, keep->data, sizeof hard);
@@ -82,7 +82,7 @@ Test(tps_topk_mask, backward_is_the_straight_through_soft_sample) {
     ag_ctx_reset(ctx);
     lp = ag_wrap(ctx, logp, g_ref, 3, (size_t[]){B, N, 2}, true);
     pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    keep = tps_gumbel_keep(ctx, lp, u, pv);
+    keep = tok_gumbel_keep(ctx, lp, u, pv);
     cr_assert_not_null(keep, "%s", tpsc_last_error());
     cr_assert_eq(ag_backward_from(ctx, keep, seed), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_arr_eq(g_topk, g_ref, sizeof g_ref, "d logp differs from the per-token Gumbel mask's");
@@ -96,26 +96,26 @@ Test(tps_topk_mask, train_stage_keeps_the_stage_budget) {
     /* stage 1 of keep 0.7 over N = 11 patches: floor(11 * 0.49) = 5 of the 7 tokens stage 0
      * kept (floor(11 * 0.7)) */
     ag_params params;
-    tps_predictor pred;
+    tok_predictor pred;
     ag_params_init(&params);
-    cr_assert_eq(tps_predictor_declare(&pred, &params, 1, 8), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tok_predictor_declare(&pred, &params, 1, 8), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(ag_params_finalise(&params), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 8);
-    tps_predictor_init(&pred, &params, &rng);
+    tok_predictor_init(&pred, &params, &rng);
     float x[B * (1 + N) * 8], prev[B * N];
     for (int i = 0; i < B * (1 + N) * 8; i++) x[i] = tpsc_rng_normal(&rng);
     for (int i = 0; i < B * N; i++) prev[i] = (i % N) < 7 ? 1.0f : 0.0f;
-    tps_config cfg = {.method = TPS_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f,
-                      .train_mask = TPS_MASK_TOPK};
-    tps_config_fill_rho(&cfg, 0.7f);
-    cr_assert_eq(tps_keep_count(&cfg, 0, N), 7u);
-    cr_assert_eq(tps_keep_count(&cfg, 1, N), 5u);
+    tok_config cfg = {.method = TOK_DTPS, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f,
+                      .train_mask = TOK_MASK_TOPK};
+    tok_config_fill_rho(&cfg, 0.7f);
+    cr_assert_eq(tok_keep_count(&cfg, 0, N), 7u);
+    cr_assert_eq(tok_keep_count(&cfg, 1, N), 5u);
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, 8}, false);
     ag_tensor *tp = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
     ag_tensor *keep = NULL;
-    ag_tensor *y = tps_train_stage(ctx, &cfg, 1, &pred, &params, tx, tp, NULL, &rng, &keep, NULL);
+    ag_tensor *y = tok_train_stage(ctx, &cfg, 1, &pred, &params, tx, tp, NULL, &rng, &keep, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     for (int b = 0; b < B; b++) {
         int kept = 0;
@@ -136,19 +136,19 @@ Test(tps_topk_mask, too_few_live_tokens_and_bad_k_are_errors) {
     ag_tensor *lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){B, N, 2}, false);
     ag_tensor *pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
     /* image 2 has 7 live tokens */
-    cr_assert_null(tps_gumbel_topk_keep(ctx, lp, u, pv, 8));
+    cr_assert_null(tok_gumbel_topk_keep(ctx, lp, u, pv, 8));
     cr_assert(strstr(tpsc_last_error(), "image 2 has fewer than k = 8 live tokens") != NULL, "%s",
               tpsc_last_error());
     ag_ctx_reset(ctx);
     lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){B, N, 2}, false);
     pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    cr_assert_null(tps_gumbel_topk_keep(ctx, lp, u, pv, N + 1));
+    cr_assert_null(tok_gumbel_topk_keep(ctx, lp, u, pv, N + 1));
     cr_assert(strstr(tpsc_last_error(), "cannot keep k = 12 of 11 tokens") != NULL, "%s", tpsc_last_error());
     ag_ctx_reset(ctx);
     prev[4] = 0.5f;
     lp = ag_wrap(ctx, logp, NULL, 3, (size_t[]){B, N, 2}, false);
     pv = ag_wrap(ctx, prev, NULL, 2, (size_t[]){B, N}, false);
-    cr_assert_null(tps_gumbel_topk_keep(ctx, lp, u, pv, 3));
+    cr_assert_null(tok_gumbel_topk_keep(ctx, lp, u, pv, 3));
     cr_assert(strstr(tpsc_last_error(), "prev[4] = 0.5 is not a 0/1 mask") != NULL, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
 }

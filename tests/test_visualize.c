@@ -21,12 +21,12 @@
 #define GRID 4
 #define NP (GRID * GRID)
 
-static void tiny_model(vit_model *m, tps_method method, size_t in_chans, uint64_t seed) {
+static void tiny_model(vit_model *m, tok_method method, size_t in_chans, uint64_t seed) {
     vit_config vc = {.arch = "custom", .img_size = IMG, .patch_size = PATCH, .in_chans = in_chans, .embed_dim = 16,
                      .depth = 3, .num_heads = 2, .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    tps_config tc = {.method = method, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f};
-    if (method == TPS_NONE) tc.n_stages = 0;
-    else tps_config_fill_rho(&tc, 0.5f);
+    tok_config tc = {.method = method, .n_stages = 2, .prune_loc = {1, 2}, .squeeze_temp = 1.0f};
+    if (method == TOK_NONE) tc.n_stages = 0;
+    else tok_config_fill_rho(&tc, 0.5f);
     cr_assert_eq(vit_model_create(m, &vc, &tc), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
     tpsc_rng_seed(&rng, seed);
@@ -42,7 +42,7 @@ static void random_image(float *chw, size_t n, uint64_t seed) {
 /* Reference: vit_forward in VIT_INFER mode on the same weights and image. The map runs the
  * same ops in the same order, so logits agree to float rounding (1e-5 absolute) and the kept
  * patch indices exactly. */
-static void check_against_model(tps_method method) {
+static void check_against_model(tok_method method) {
     static vit_model m;
     tiny_model(&m, method, 1, 11);
     float img[IMG * IMG];
@@ -63,20 +63,20 @@ static void check_against_model(tps_method method) {
     ag_tensor *logits = vit_forward(ctx, &m, ag_wrap(ctx, img, NULL, 4, shape, false), &fo, &out);
     cr_assert_not_null(logits, "%s", tpsc_last_error());
     for (int k = 0; k < 10; k++)
-        cr_assert(fabsf(got[k] - logits->data[k]) <= 1e-5f, "%s logit %d: map %g, model %g", tps_method_name(method), k,
+        cr_assert(fabsf(got[k] - logits->data[k]) <= 1e-5f, "%s logit %d: map %g, model %g", tok_method_name(method), k,
                   (double)got[k], (double)logits->data[k]);
     cr_assert_eq(copy.n_stages, out.n_stages);
     for (int s = 0; s < out.n_stages; s++) {
-        cr_assert_eq(copy.kept_count[s], out.kept_count[s], "%s stage %d", tps_method_name(method), s);
+        cr_assert_eq(copy.kept_count[s], out.kept_count[s], "%s stage %d", tok_method_name(method), s);
         size_t alive = 0, with_patch = 0; /* evit's fused token (-1) may be kept and has no patch */
         for (size_t j = 0; j < out.kept_count[s]; j++) {
-            cr_assert_eq(copy.kept_orig[s][j], out.kept_orig[s][j], "%s stage %d token %zu", tps_method_name(method), s, j);
+            cr_assert_eq(copy.kept_orig[s][j], out.kept_orig[s][j], "%s stage %d token %zu", tok_method_name(method), s, j);
             if (out.kept_orig[s][j] < 0) continue;
             cr_assert(copy.alive[s][out.kept_orig[s][j]]);
             with_patch++;
         }
         for (size_t j = 0; j < NP; j++) alive += copy.alive[s][j];
-        cr_assert_eq(alive, with_patch, "%s stage %d: alive patches", tps_method_name(method), s);
+        cr_assert_eq(alive, with_patch, "%s stage %d: alive patches", tok_method_name(method), s);
 
         /* every patch dropped at this stage: squeezing methods name a host alive at the
          * stage; evit fuses it; dynamicvit just drops it */
@@ -85,13 +85,13 @@ static void check_against_model(tps_method method) {
             const int32_t h = copy.host[s][j];
             if (!dropped_here) {
                 cr_assert_eq(h, TPSC_VIZ_NO_HOST, "%s stage %d patch %zu not dropped here has host %d",
-                             tps_method_name(method), s, j, h);
-            } else if (tps_method_squeezes(method)) {
+                             tok_method_name(method), s, j, h);
+            } else if (tok_method_squeezes(method)) {
                 cr_assert(h >= 0 && h < NP && copy.alive[s][h], "%s stage %d patch %zu: host %d not a kept patch",
-                          tps_method_name(method), s, j, h);
+                          tok_method_name(method), s, j, h);
             } else {
-                cr_assert_eq(h, method == TPS_EVIT ? TPSC_VIZ_FUSED : TPSC_VIZ_NO_HOST, "%s stage %d patch %zu",
-                             tps_method_name(method), s, j);
+                cr_assert_eq(h, method == TOK_EVIT ? TPSC_VIZ_FUSED : TPSC_VIZ_NO_HOST, "%s stage %d patch %zu",
+                             tok_method_name(method), s, j);
             }
         }
     }
@@ -99,10 +99,10 @@ static void check_against_model(tps_method method) {
     vit_model_free(&m);
 }
 
-Test(visualize, token_map_matches_the_model_dynamicvit) { check_against_model(TPS_DYNAMICVIT); }
-Test(visualize, token_map_matches_the_model_dtps) { check_against_model(TPS_DTPS); }
-Test(visualize, token_map_matches_the_model_evit) { check_against_model(TPS_EVIT); }
-Test(visualize, token_map_matches_the_model_etps) { check_against_model(TPS_ETPS); }
+Test(visualize, token_map_matches_the_model_dynamicvit) { check_against_model(TOK_DYNAMICVIT); }
+Test(visualize, token_map_matches_the_model_dtps) { check_against_model(TOK_DTPS); }
+Test(visualize, token_map_matches_the_model_evit) { check_against_model(TOK_EVIT); }
+Test(visualize, token_map_matches_the_model_etps) { check_against_model(TOK_ETPS); }
 
 /* A colourful 28 x 28 fixture: red stripes and a blue gradient, every pixel with r != g. */
 static void fixture_png(const char *path, uint8_t *rgb) {
@@ -126,7 +126,7 @@ static tpsc_augment_config eval_aug(void) {
     return a;
 }
 
-static void draw_fixture(tps_method method, tpsc_rgb_image *canvas, uint8_t *display, tpsc_token_map *map,
+static void draw_fixture(tok_method method, tpsc_rgb_image *canvas, uint8_t *display, tpsc_token_map *map,
                          tpsc_viz_style *st) {
     char dir[] = "/tmp/tpsc_viz_XXXXXX", path[64];
     cr_assert_not_null(mkdtemp(dir));
@@ -178,7 +178,7 @@ Test(visualize, output_size_and_pruned_patches_greyed) {
     static uint8_t display[IMG * IMG * 3];
     static tpsc_token_map map;
     tpsc_viz_style st;
-    draw_fixture(TPS_DYNAMICVIT, &canvas, display, &map, &st);
+    draw_fixture(TOK_DYNAMICVIT, &canvas, display, &map, &st);
     /* Reference size: 3 panels (image + 2 stages) of 28 * 8 = 224 px, 4 px gaps around and
      * between: 3 * 224 + 4 * 4 = 688 wide, 224 + 2 * 4 = 232 high. */
     cr_assert_eq(st.scale, 8);
@@ -221,11 +221,11 @@ Test(visualize, host_lines_only_for_squeezing_methods) {
     static tpsc_token_map map;
     tpsc_viz_style st;
     const uint8_t line_rgb[3] = {230, 60, 20}, host_rgb[3] = {255, 170, 0}; /* render.c's colours */
-    draw_fixture(TPS_DTPS, &canvas, display, &map, &st);
+    draw_fixture(TOK_DTPS, &canvas, display, &map, &st);
     cr_assert_gt(count_colour(&canvas, line_rgb), 0u, "dtps: no squeeze lines drawn");
     cr_assert_gt(count_colour(&canvas, host_rgb), 0u, "dtps: no host outlines drawn");
     tpsc_rgb_image_free(&canvas);
-    draw_fixture(TPS_DYNAMICVIT, &canvas, display, &map, &st);
+    draw_fixture(TOK_DYNAMICVIT, &canvas, display, &map, &st);
     cr_assert_eq(count_colour(&canvas, line_rgb), 0u, "dynamicvit squeezes nothing, yet lines were drawn");
     cr_assert_eq(count_colour(&canvas, host_rgb), 0u);
     tpsc_rgb_image_free(&canvas);

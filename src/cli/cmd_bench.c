@@ -70,7 +70,7 @@ int cmd_bench(int argc, char **argv) {
     }
     ag_set_threads(threads);
     vit_config vc;
-    tps_config tc = {0};
+    tok_config tc = {0};
     if (recipe) {
         static tpsc_recipe r;
         tpsc_status st = tpsc_recipe_load(&r, recipe);
@@ -81,11 +81,11 @@ int cmd_bench(int argc, char **argv) {
         tpsc_status st = vit_config_named(&vc, arch);
         if (st != TPSC_OK) return cli_fail("bench", st);
         vc.num_classes = (size_t)classes;
-        int m = tps_method_from_name(method);
+        int m = tok_method_from_name(method);
         if (m < 0) return fprintf(stderr, "tpsc bench: unknown method '%s'\n", method), 2;
-        tc.method = (tps_method)m;
+        tc.method = (tok_method)m;
         tc.squeeze_temp = 1.0f;
-        if (tc.method != TPS_NONE) {
+        if (tc.method != TOK_NONE) {
             tc.n_stages = 3;
             for (int s = 0; s < 3; s++) {
                 tc.prune_loc[s] = (int)(vc.depth * (size_t)(s + 1) / 4);
@@ -98,7 +98,7 @@ int cmd_bench(int argc, char **argv) {
     printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(),
            ag_get_threads(), wait ? wait : "(libgomp default)", peak);
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
-           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tps_method_name(tc.method), train ? "" : ", engine ",
+           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine, train ? "" : precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -106,10 +106,10 @@ int cmd_bench(int argc, char **argv) {
     snprintf(list, sizeof list, "%s", batches);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
         size_t batch = (size_t)atol(tok);
-        tps_config dense = {.method = TPS_NONE, .squeeze_temp = 1.0f};
+        tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
         tpsc_bench_result rd = {0}, rm;
-        const tps_config *runs[2] = {&dense, &tc};
-        int n_runs = (!train && tc.method != TPS_NONE) ? 2 : 1;
+        const tok_config *runs[2] = {&dense, &tc};
+        int n_runs = (!train && tc.method != TOK_NONE) ? 2 : 1;
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
             tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
@@ -118,7 +118,7 @@ int cmd_bench(int argc, char **argv) {
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
             printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
-                   tps_method_name(runs[k]->method), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
+                   tok_method_name(runs[k]->method), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) |\n", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- |\n");

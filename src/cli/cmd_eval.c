@@ -101,9 +101,9 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     if (threads >= 0) r.run.threads = threads;
     ag_set_threads(r.run.threads);
     vit_config vc;
-    tps_config tc;
+    tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
-    if (keep_ratio > 0 && tc.method != TPS_NONE) {
+    if (keep_ratio > 0 && tc.method != TOK_NONE) {
         for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
     }
     vit_model m;
@@ -124,7 +124,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
-    snprintf(out->method, sizeof out->method, "%s", tps_method_name(tc.method));
+    snprintf(out->method, sizeof out->method, "%s", tok_method_name(tc.method));
     ag_ctx_free(ctx);
     tpsc_loader_close(val);
     vit_model_free(&m);

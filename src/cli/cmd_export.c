@@ -67,7 +67,7 @@ static tpsc_status add_preprocessing(const char *out, const vit_config *vc, cons
 
 static tpsc_status export_model(const char *ckpt, const char *out, const char *weights, const char **used) {
     vit_config vc;
-    tps_config tc;
+    tok_config tc;
     tpsc_checkpoint_info info;
     TPSC_TRY(tpsc_checkpoint_read_config(ckpt, &vc, &tc, &info));
     if (strcmp(info.format, TPSC_FORMAT_CHECKPOINT) != 0)

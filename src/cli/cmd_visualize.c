@@ -48,10 +48,10 @@ static tpsc_status load_model(const char *path, float keep_ratio, viz_model *vm)
     tpsc_data_config_from_recipe(&r, TPSC_SPLIT_VAL, &dc);
     vm->aug = dc.aug;
     vit_config vc;
-    tps_config tc;
+    tok_config tc;
     tpsc_checkpoint_info info;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, &info));
-    if (keep_ratio > 0 && tc.method != TPS_NONE)
+    if (keep_ratio > 0 && tc.method != TOK_NONE)
         for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
     TPSC_TRY(vit_model_create(&vm->m, &vc, &tc));
     st = tpsc_checkpoint_load_params(path, info.has_ema ? "/ema" : "/model", &vm->m.params, NULL, NULL);
@@ -128,7 +128,7 @@ int cmd_visualize(int argc, char **argv) {
     tpsc_viz_style style = tpsc_viz_default_style(S);
     if (scale) style.scale = scale;
     style.lines = lines, style.outlines = outlines;
-    const int n_stages = vm.m.tps.method == TPS_NONE ? 0 : vm.m.tps.n_stages;
+    const int n_stages = vm.m.tps.method == TOK_NONE ? 0 : vm.m.tps.n_stages;
     int w, h;
     tpsc_viz_canvas_size(S, n_stages, n, &style, &w, &h);
     tpsc_rgb_image canvas = {0};
@@ -150,7 +150,7 @@ int cmd_visualize(int argc, char **argv) {
         printf("%s: %s; tokens", path, class_name(&vm, best, buf, sizeof buf));
         if (!map.n_stages) printf(" %zu (dense)", map.n_patches);
         for (int s = 0; s < map.n_stages; s++) printf("%s%zu", s ? "/" : " ", map.kept_count[s]);
-        printf(" of %zu (%s)\n", map.n_patches, tps_method_name(map.method));
+        printf(" of %zu (%s)\n", map.n_patches, tok_method_name(map.method));
     }
     if (st == TPSC_OK) st = tpsc_rgb_image_write_png(&canvas, out);
     if (st == TPSC_OK) printf("wrote %s (%d x %d)\n", out, canvas.width, canvas.height);

@@ -16,7 +16,7 @@
  * element-wise pass (~100 fork/joins a pass), which dominated batch-1 latency.
  *
  * The order of operations is that of the training framework's VIT_INFER path
- * (src/model/vit_forward.c, src/tps/infer.c), which follows the official TPS-CVPR2023 eval
+ * (src/model/vit_forward.c, src/tokens/stage_infer.c), which follows the official TPS-CVPR2023 eval
  * code (predictor methods) and EViT's (evit/etps). */
 #include <cblas.h>
 #include <math.h>

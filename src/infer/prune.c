@@ -1,6 +1,6 @@
 /* Token counts, the top-k order and the squeeze of TPS inference, per image.
  * Semantics (tests/reference/README.md, docs/tps.md): the official TPS-CVPR2023 eval path and
- * EViT's; the same arithmetic as the training framework's src/tps/{config,topk,
+ * EViT's; the same arithmetic as the training framework's src/tokens/{config,topk,
  * squeeze_hosts}.c, so both engines keep exactly the same tokens. */
 #include <cblas.h>
 #include <float.h>

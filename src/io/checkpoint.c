@@ -13,11 +13,11 @@
 #define PATH_MAX_H5 256
 
 /* Method names as stored in the file; they must stay stable across versions, so they are
- * spelled here rather than borrowed from code that may rename things. Indexed by tps_method. */
+ * spelled here rather than borrowed from code that may rename things. Indexed by tok_method. */
 static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
 #define N_METHODS (int)(sizeof method_names / sizeof method_names[0])
 
-static const char *method_to_name(tps_method m) {
+static const char *method_to_name(tok_method m) {
     return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : NULL;
 }
 
@@ -51,13 +51,13 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "mlp_ratio", v->mlp_ratio));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "ln_eps", v->ln_eps));
 
-    tps_config dense = {.method = TPS_NONE, .n_stages = 0, .squeeze_temp = 1.0f};
-    const tps_config *t = ck->tps ? ck->tps : &dense;
+    tok_config dense = {.method = TOK_NONE, .n_stages = 0, .squeeze_temp = 1.0f};
+    const tok_config *t = ck->tps ? ck->tps : &dense;
     const char *method = method_to_name(t->method);
     if (!method) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
-    if (t->n_stages < 0 || t->n_stages > TPS_MAX_STAGES)
-        return tpsc_fail(TPSC_ERR_ARG, "%s: %d TPS stages (at most %d)", f->name, t->n_stages, TPS_MAX_STAGES);
-    int32_t loc[TPS_MAX_STAGES];
+    if (t->n_stages < 0 || t->n_stages > TOK_MAX_STAGES)
+        return tpsc_fail(TPSC_ERR_ARG, "%s: %d TPS stages (at most %d)", f->name, t->n_stages, TOK_MAX_STAGES);
+    int32_t loc[TOK_MAX_STAGES];
     for (int s = 0; s < t->n_stages; s++) loc[s] = t->prune_loc[s];
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", method));
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
@@ -198,17 +198,17 @@ static tpsc_status read_vit(const tpsc_h5 *f, vit_config *v) {
     return TPSC_OK;
 }
 
-static tpsc_status read_tps(const tpsc_h5 *f, tps_config *t) {
+static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     memset(t, 0, sizeof *t);
     char method[32];
     TPSC_TRY(tpsc_h5_read_attr_strbuf(f, "/", "method", method, sizeof method));
     int m = method_from_name(method);
     if (m < 0) return tpsc_fail(TPSC_ERR_FORMAT, "%s: unknown TPS method '%s' in attribute method", f->name, method);
-    t->method = (tps_method)m;
-    int32_t loc[TPS_MAX_STAGES];
+    t->method = (tok_method)m;
+    int32_t loc[TOK_MAX_STAGES];
     int n_loc = 0, n_frac = 0;
-    TPSC_TRY(tpsc_h5_read_attr_i32s(f, "/", "prune_loc", loc, TPS_MAX_STAGES, &n_loc));
-    TPSC_TRY(tpsc_h5_read_attr_f32s(f, "/", "keep_frac", t->keep_frac, TPS_MAX_STAGES, &n_frac));
+    TPSC_TRY(tpsc_h5_read_attr_i32s(f, "/", "prune_loc", loc, TOK_MAX_STAGES, &n_loc));
+    TPSC_TRY(tpsc_h5_read_attr_f32s(f, "/", "keep_frac", t->keep_frac, TOK_MAX_STAGES, &n_frac));
     if (n_loc != n_frac)
         return tpsc_fail(TPSC_ERR_FORMAT, "%s: prune_loc has %d entries but keep_frac has %d", f->name, n_loc, n_frac);
     t->n_stages = n_loc;
@@ -217,7 +217,7 @@ static tpsc_status read_tps(const tpsc_h5 *f, tps_config *t) {
     return TPSC_OK;
 }
 
-tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tps_config *tps,
+tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_config *tps,
                                         tpsc_checkpoint_info *info) {
     tpsc_h5 f;
     char format[32];

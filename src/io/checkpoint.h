@@ -24,7 +24,7 @@
 
 #include "autograd/params.h"
 #include "src/model/vit.h"
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 #include "src/util/status.h"
 
 #define TPSC_FORMAT_CHECKPOINT "tpsc-checkpoint"
@@ -37,7 +37,7 @@
 typedef struct tpsc_checkpoint {
     const char *format;               /* NULL = TPSC_FORMAT_CHECKPOINT */
     const vit_config *vit;            /* required */
-    const tps_config *tps;            /* NULL = dense (method none) */
+    const tok_config *tps;            /* NULL = dense (method none) */
     const ag_params *params;          /* required, finalised -> /model */
     const float *opt_m, *opt_v;       /* -> /optimizer/m, /optimizer/v (SGD: opt_v NULL) */
     int64_t opt_step;
@@ -73,7 +73,7 @@ typedef struct tpsc_checkpoint_info {
 /* Reads the root attributes into vit and tps (either may be NULL; info too), so the caller can
  * build the model before loading weights. Wrong format name, a format_version newer than
  * TPSC_CHECKPOINT_VERSION or an unknown method is TPSC_ERR_FORMAT. */
-tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tps_config *tps,
+tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_config *tps,
                                         tpsc_checkpoint_info *info);
 
 /* By default every name and shape must match exactly both ways. */

@@ -10,7 +10,7 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 typedef struct vit_config {
     char arch[64];          /* "deit_small_patch16_224", or "custom" for free sizes */
@@ -34,15 +34,15 @@ typedef struct vit_block {
 
 typedef struct vit_model {
     vit_config cfg;
-    tps_config tps;
+    tok_config tps;
     ag_params params;       /* every parameter, timm / official-TPS names */
     int patch_w, patch_b, cls_token, pos_embed, norm_w, norm_b, head_w, head_b;
     vit_block *blocks;      /* depth entries */
-    tps_predictor pred[TPS_MAX_STAGES];
+    tok_predictor pred[TOK_MAX_STAGES];
 } vit_model;
 
 /* Declares every parameter (zeroed). Call vit_model_init for random weights or load them. */
-tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tps_config *tps);
+tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_config *tps);
 void vit_model_free(vit_model *m);
 /* timm's initialisation: Linear weights trunc_normal(0.02), biases 0, LayerNorm 1/0,
  * pos_embed and cls_token trunc_normal(0.02), patch conv PyTorch's default uniform. */
@@ -57,25 +57,25 @@ typedef enum vit_mode {
 
 typedef struct vit_forward_opts {
     vit_mode mode;
-    const float *gumbel_u[TPS_MAX_STAGES]; /* VIT_TRAIN: noise [B,N,2] per stage, or NULL: draw */
+    const float *gumbel_u[TOK_MAX_STAGES]; /* VIT_TRAIN: noise [B,N,2] per stage, or NULL: draw */
     tpsc_rng *rng;                         /* where noise is drawn from when not given */
     const size_t *keep_override;           /* VIT_INFER: tokens kept per stage instead of cfg's */
     /* Dense models only: out->cls_attn[i] receives the cls attention of block probe_blocks[i]
-     * (a teacher's, for the predictor guide loss of src/loss/tps_loss.h). */
-    int probe_blocks[TPS_MAX_STAGES];
+     * (a teacher's, for the predictor guide loss of src/loss/objective.h). */
+    int probe_blocks[TOK_MAX_STAGES];
     int n_probe;
 } vit_forward_opts;
 
 typedef struct vit_output {
     ag_tensor *logits;                     /* [B,K] */
     ag_tensor *tokens;                     /* [B,n,C] final normed spatial tokens (distillation) */
-    ag_tensor *keep[TPS_MAX_STAGES];       /* VIT_TRAIN, predictor methods: hard masks [B,N] */
-    ag_tensor *score[TPS_MAX_STAGES];      /* VIT_TRAIN, predictor methods: predictor log-probs [B,N,2]
+    ag_tensor *keep[TOK_MAX_STAGES];       /* VIT_TRAIN, predictor methods: hard masks [B,N] */
+    ag_tensor *score[TOK_MAX_STAGES];      /* VIT_TRAIN, predictor methods: predictor log-probs [B,N,2]
                                               (column 0 = keep) */
-    ag_tensor *cls_attn[TPS_MAX_STAGES];   /* opts->probe_blocks: head-mean cls attention [B,N] */
+    ag_tensor *cls_attn[TOK_MAX_STAGES];   /* opts->probe_blocks: head-mean cls attention [B,N] */
     int n_stages;
-    size_t kept_count[TPS_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
-    int32_t *kept_orig[TPS_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch
+    size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
+    int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch
                                               indices (0..N-1), in the order kept; arena memory */
 } vit_output;
 

@@ -1,4 +1,4 @@
-/* The ViT/DeiT forward pass, dense or with token pruning (see vit.h and src/tps/tps.h).
+/* The ViT/DeiT forward pass, dense or with token pruning (see vit.h and src/tokens/tokens.h).
  * Backward needs no code here: every step is an autograd op. */
 #include <string.h>
 
@@ -73,7 +73,7 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
     memset(out, 0, sizeof *out);
     if (!ag_ok(ctx, 1, images)) return NULL;
     const vit_config *c = &m->cfg;
-    const tps_config *tps = &m->tps;
+    const tok_config *tps = &m->tps;
     if (images->ndim != 4 || images->shape[1] != c->in_chans || images->shape[2] != c->img_size ||
         images->shape[3] != c->img_size) {
         char s[64];
@@ -81,10 +81,10 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
                         c->img_size, c->img_size, ag_shape_str(images, s, sizeof s));
     }
     const size_t B = images->shape[0], N = vit_num_patches(c);
-    const bool predictor = tps_method_has_predictor(tps->method);
-    const bool evit = tps->method == TPS_EVIT || tps->method == TPS_ETPS;
+    const bool predictor = tok_method_has_predictor(tps->method);
+    const bool evit = tps->method == TOK_EVIT || tps->method == TOK_ETPS;
     const bool train = opts->mode == VIT_TRAIN;
-    out->n_stages = tps->method == TPS_NONE ? 0 : tps->n_stages;
+    out->n_stages = tps->method == TOK_NONE ? 0 : tps->n_stages;
 
     ag_tensor *x = embed(ctx, m, images);
     ag_tensor *prev = NULL, *policy = NULL;
@@ -103,16 +103,16 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             for (size_t j = 0; j < N; j++) orig[b * N + j] = (int32_t)j;
     }
 
-    if (opts->n_probe > 0 && tps->method != TPS_NONE)
+    if (opts->n_probe > 0 && tps->method != TOK_NONE)
         return ag_error(ctx, TPSC_ERR_ARG, "vit_forward: attention probes need a dense model (method none), not %s",
-                        tps_method_name(tps->method));
+                        tok_method_name(tps->method));
     int s = 0, probe = 0;
     for (size_t i = 0; i < c->depth && x; i++) {
         const vit_block *blk = &m->blocks[i];
         bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
         if (stage_here && predictor && train) {
             ag_tensor *keep = NULL;
-            x = tps_train_stage(ctx, tps, s, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng,
+            x = tok_train_stage(ctx, tps, s, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng,
                                 &keep, &out->score[s]);
             if (!keep) return NULL;
             out->keep[s] = keep;
@@ -121,11 +121,11 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             policy = ag_concat(ctx, 2, parts, 1);                                    /* [B,1+N] */
             s++;
         } else if (stage_here && predictor) {
-            size_t k = opts->keep_override ? opts->keep_override[s] : tps_keep_count(tps, s, N);
+            size_t k = opts->keep_override ? opts->keep_override[s] : tok_keep_count(tps, s, N);
             if (k < 1 || k > n) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n);
             int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
             if (!kept_pos) return NULL;
-            x = tps_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
+            x = tok_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
             orig = compose_kept(ctx, orig, n, kept_pos, B, k);
             if (!orig) return NULL;
             out->kept_orig[s] = orig;
@@ -138,11 +138,11 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             ag_tensor *cls_attn = NULL;
             x = block_attention(ctx, m, blk, x, NULL, &cls_attn);
             size_t n_cur = x ? x->shape[1] - 1 : 0;
-            size_t k = opts->keep_override ? opts->keep_override[s] : tps_evit_keep_count(tps, s, n_cur);
+            size_t k = opts->keep_override ? opts->keep_override[s] : tok_evit_keep_count(tps, s, n_cur);
             if (k < 1 || k > n_cur) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n_cur);
             int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
             if (!kept_pos) return NULL;
-            x = tps_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
+            x = tok_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
             int32_t *kept = compose_kept(ctx, orig, n_cur, kept_pos, B, k);
             if (!kept || !x) return NULL;
             out->kept_orig[s] = kept;

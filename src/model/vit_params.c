@@ -17,13 +17,13 @@ static int declare(ag_params *p, const char *name, int ndim, size_t a, size_t b,
         if ((dst) < 0) return TPSC_ERR_ARG;  \
     } while (0)
 
-tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tps_config *tps) {
+tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_config *tps) {
     memset(m, 0, sizeof *m);
     TPSC_TRY(vit_config_validate(cfg));
     m->cfg = *cfg;
     if (tps) {
         m->tps = *tps;
-        TPSC_TRY(tps_config_validate(tps, (int)cfg->depth));
+        TPSC_TRY(tok_config_validate(tps, (int)cfg->depth));
     }
     ag_params *p = &m->params;
     ag_params_init(p);
@@ -60,8 +60,8 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tps_conf
     DECLARE_OR_FAIL(m->norm_b, p, "norm.bias", 1, C, 0, 0, 0);
     DECLARE_OR_FAIL(m->head_w, p, "head.weight", 2, cfg->num_classes, C, 0, 0);
     DECLARE_OR_FAIL(m->head_b, p, "head.bias", 1, cfg->num_classes, 0, 0, 0);
-    if (tps_method_has_predictor(m->tps.method))
-        for (int s = 0; s < m->tps.n_stages; s++) TPSC_TRY(tps_predictor_declare(&m->pred[s], p, s, C));
+    if (tok_method_has_predictor(m->tps.method))
+        for (int s = 0; s < m->tps.n_stages; s++) TPSC_TRY(tok_predictor_declare(&m->pred[s], p, s, C));
     return ag_params_finalise(p);
 }
 
@@ -112,8 +112,8 @@ void vit_model_init(vit_model *m, tpsc_rng *rng) {
     fill_const(p, m->norm_b, 0.0f);
     fill_trunc_normal(p, m->head_w, 0.02f, rng);
     fill_const(p, m->head_b, 0.0f);
-    if (tps_method_has_predictor(m->tps.method))
-        for (int s = 0; s < m->tps.n_stages; s++) tps_predictor_init(&m->pred[s], p, rng);
+    if (tok_method_has_predictor(m->tps.method))
+        for (int s = 0; s < m->tps.n_stages; s++) tok_predictor_init(&m->pred[s], p, rng);
 }
 
 size_t vit_model_num_params(const vit_model *m, bool backbone_only) {

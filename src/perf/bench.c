@@ -41,7 +41,7 @@ typedef struct bench_setup {
     size_t ishape[4], tshape[2];
 } bench_setup;
 
-static tpsc_status setup(bench_setup *b, const vit_config *vc, const tps_config *tc, size_t batch) {
+static tpsc_status setup(bench_setup *b, const vit_config *vc, const tok_config *tc, size_t batch) {
     memset(b, 0, sizeof *b);
     TPSC_TRY(vit_model_create(&b->m, vc, tc));
     tpsc_rng rng;
@@ -67,7 +67,7 @@ static void teardown(bench_setup *b) {
     tpsc_free(b->targets);
 }
 
-tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;
@@ -102,9 +102,9 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t 
     if (st == TPSC_OK) {
         summarise(times, repeats, batch, res);
         /* The training forward keeps every token for predictor methods: count the dense cost. */
-        tps_config dense = {.method = TPS_NONE};
+        tok_config dense = {.method = TOK_NONE};
         vit_model tmp = b.m;
-        if (tps_method_has_predictor(tc->method)) tmp.tps = dense;
+        if (tok_method_has_predictor(tc->method)) tmp.tps = dense;
         res->gmacs_per_image = tpsc_model_gmacs(&tmp);
         res->gflops = 2.0 * 3.0 * res->gmacs_per_image * res->images_per_s;
     }
@@ -114,7 +114,7 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t 
     return st;
 }
 
-tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;
@@ -146,7 +146,7 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t 
 
 /* The same measurement through libtpsinfer: the random-weight model is written as an
  * inference file (a temporary file, removed again) and opened by the library, as a user would. */
-tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                                  tps_precision precision, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;

@@ -16,13 +16,13 @@ typedef struct tpsc_bench_result {
 } tpsc_bench_result;
 
 /* repeats timed runs after `warmup` untimed ones. */
-tpsc_status tpsc_bench_train(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
-tpsc_status tpsc_bench_infer(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
 /* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link,
  * with its linears in `precision` (FP32, or the opt-in BF16). */
-tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tps_config *tc, size_t batch, int warmup, int repeats,
+tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                                  tps_precision precision, tpsc_bench_result *res);
 long tpsc_peak_rss_mb(void);
 

@@ -77,7 +77,7 @@ bool tpsc_recipe_equal(const tpsc_recipe *a, const tpsc_recipe *b) {
     /* The resolved configs follow from the keys, but the model reads them: compare them too. */
     const vit_config *va = &a->model.vit, *vb = &b->model.vit;
     if (va->ln_eps != vb->ln_eps) return false;
-    const tps_config *ta = &a->tps.cfg, *tb = &b->tps.cfg;
+    const tok_config *ta = &a->tps.cfg, *tb = &b->tps.cfg;
     if (ta->method != tb->method || ta->n_stages != tb->n_stages || ta->squeeze_temp != tb->squeeze_temp ||
         ta->train_mask != tb->train_mask)
         return false;
@@ -107,13 +107,13 @@ bool tpsc_recipe_param_frozen(const tpsc_recipe *r, const char *param_name) {
 /* Why a key the user set has no effect in this recipe, or NULL. Darknet's parser warned about
  * unused keys and users valued it: a setting that silently does nothing is a lost experiment. */
 static const char *unused_reason(const tpsc_recipe *r, const recipe_key *k) {
-    const tps_method m = r->tps.cfg.method;
+    const tok_method m = r->tps.cfg.method;
     const char *sec = k->section, *name = k->name;
-    if (!strcmp(sec, "tps") && strcmp(name, "method") != 0 && m == TPS_NONE) return "tps.method = none";
-    if (!strcmp(sec, "tps") && !strcmp(name, "squeeze_temp") && !tps_method_squeezes(m)) return "this tps.method does not squeeze";
-    if (!strcmp(sec, "tps") && !strcmp(name, "train_mask") && !tps_method_has_predictor(m))
+    if (!strcmp(sec, "tps") && strcmp(name, "method") != 0 && m == TOK_NONE) return "tps.method = none";
+    if (!strcmp(sec, "tps") && !strcmp(name, "squeeze_temp") && !tok_method_squeezes(m)) return "this tps.method does not squeeze";
+    if (!strcmp(sec, "tps") && !strcmp(name, "train_mask") && !tok_method_has_predictor(m))
         return "train_mask applies to predictor methods (dynamicvit, dtps)";
-    if ((!strcmp(sec, "teacher") || (!strcmp(sec, "loss") && strcmp(name, "clf_weight") != 0)) && !tps_method_has_predictor(m))
+    if ((!strcmp(sec, "teacher") || (!strcmp(sec, "loss") && strcmp(name, "clf_weight") != 0)) && !tok_method_has_predictor(m))
         return "ratio and distillation losses apply to predictor methods (dynamicvit, dtps)";
     if (!strcmp(sec, "optim")) {
         const bool adamw = r->optim.name == TPSC_OPTIM_ADAMW;

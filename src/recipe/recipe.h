@@ -28,7 +28,7 @@
 
 #include "data/loader.h"
 #include "src/model/vit.h"
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 #include "src/util/status.h"
 
 #define TPSC_RECIPE_PATH_MAX 256 /* paths and free strings, with the terminating NUL */
@@ -53,12 +53,12 @@ typedef struct tpsc_recipe_model {
 
 /* [tps] */
 typedef struct tpsc_recipe_tps {
-    tps_config cfg;                    /* resolved, what the model takes: method, n_stages,
+    tok_config cfg;                    /* resolved, what the model takes: method, n_stages,
                                           prune_loc, keep_frac (cumulative), squeeze_temp.
                                           n_stages = 0 when method is none. */
-    int prune_loc[TPS_MAX_STAGES];     /* as written */
+    int prune_loc[TOK_MAX_STAGES];     /* as written */
     int n_prune_loc;
-    float keep_ratio[TPS_MAX_STAGES];  /* as written: one rho (compounds) or one cumulative
+    float keep_ratio[TOK_MAX_STAGES];  /* as written: one rho (compounds) or one cumulative
                                           fraction per stage */
     int n_keep_ratio;
 } tpsc_recipe_tps;

@@ -25,11 +25,11 @@ static void resolve_model(tpsc_recipe *r) {
 }
 
 static void resolve_tps(tpsc_recipe *r) {
-    tps_config *c = &r->tps.cfg;
+    tok_config *c = &r->tps.cfg;
     memset(c->prune_loc, 0, sizeof c->prune_loc);
     memset(c->keep_frac, 0, sizeof c->keep_frac);
     c->n_stages = 0;
-    if (c->method == TPS_NONE) return;
+    if (c->method == TOK_NONE) return;
     const int n = r->tps.n_prune_loc;
     c->n_stages = n;
     memcpy(c->prune_loc, r->tps.prune_loc, (size_t)n * sizeof(int));

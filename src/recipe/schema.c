@@ -53,12 +53,12 @@ const recipe_key recipe_keys[] = {
     /* ---- [tps] ------------------------------------------------------------------------------- */
     ENUM("tps", "method", tps.cfg.method, "none", "none|dynamicvit|dtps|evit|etps",
          "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes)"),
-    INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TPS_MAX_STAGES, 1, 1024,
+    INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TOK_MAX_STAGES, 1, 1024,
              "blocks where stages prune, increasing, inside [1, depth)"),
-    FLOAT_LIST("tps", "keep_ratio", tps.keep_ratio, tps.n_keep_ratio, "0.7", 1, TPS_MAX_STAGES, 0, 1, true,
+    FLOAT_LIST("tps", "keep_ratio", tps.keep_ratio, tps.n_keep_ratio, "0.7", 1, TOK_MAX_STAGES, 0, 1, true,
                "one rho (stage s keeps rho^(s+1) of the patches) or one cumulative fraction per prune_loc"),
     FLOAT_GT("tps", "squeeze_temp", tps.cfg.squeeze_temp, "1.0", 0, INF, "temperature T of the squeeze similarity (paper: 1)"),
-    ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tps_train_mask order */
+    ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
 
     /* ---- [data] ------------------------------------------------------------------------------ */
@@ -156,12 +156,12 @@ const char *const recipe_sections[] = {"model", "tps", "data", "augment", "optim
 const int recipe_section_count = (int)(sizeof recipe_sections / sizeof recipe_sections[0]);
 
 /* Enums are stored through an int lvalue; C lets the compiler pick the enum's integer type. */
-_Static_assert(sizeof(tps_method) == sizeof(int), "tps_method must be int-sized");
+_Static_assert(sizeof(tok_method) == sizeof(int), "tok_method must be int-sized");
 _Static_assert(sizeof(tpsc_data_format) == sizeof(int), "enum must be int-sized");
 _Static_assert(sizeof(tpsc_distill_token) == sizeof(int), "enum must be int-sized");
 _Static_assert(sizeof(tpsc_bad_image_policy) == sizeof(int), "enum must be int-sized");
 /* ENUM rows store the index of the name in their choices: the C enums must follow that order. */
-_Static_assert(TPS_NONE == 0 && TPS_DYNAMICVIT == 1 && TPS_DTPS == 2 && TPS_EVIT == 3 && TPS_ETPS == 4, "tps.method order");
+_Static_assert(TOK_NONE == 0 && TOK_DYNAMICVIT == 1 && TOK_DTPS == 2 && TOK_EVIT == 3 && TOK_ETPS == 4, "tps.method order");
 _Static_assert(TPSC_DATA_FASHION_MNIST == 0 && TPSC_DATA_IMAGEFOLDER == 1 && TPSC_DATA_IDX == 2 && TPSC_DATA_H5 == 3,
                "data.format order");
 _Static_assert(TPSC_BAD_IMAGE_ERROR == 0 && TPSC_BAD_IMAGE_SKIP == 1, "data.on_bad_image order");

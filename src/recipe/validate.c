@@ -92,7 +92,7 @@ static tpsc_status validate_model(const tpsc_recipe *r) {
 
 static tpsc_status validate_tps(const tpsc_recipe *r) {
     const tpsc_recipe_tps *t = &r->tps;
-    if (t->cfg.method == TPS_NONE) return TPSC_OK;
+    if (t->cfg.method == TOK_NONE) return TPSC_OK;
     const int depth = (int)r->model.vit.depth;
     char other[32];
     for (int s = 0; s < t->n_prune_loc; s++) {
@@ -113,7 +113,7 @@ static tpsc_status validate_tps(const tpsc_recipe *r) {
                             (double)t->keep_ratio[s], (double)t->keep_ratio[s - 1]);
     /* The model checks the resolved config again (vit_model_create); failing here instead
      * keeps the error at load time, with the recipe's name on it. */
-    if (tps_config_validate(&t->cfg, depth) != TPSC_OK) {
+    if (tok_config_validate(&t->cfg, depth) != TPSC_OK) {
         tpsc_error_context("%s: [tps]: ", r->origin.source[0] ? r->origin.source : "recipe");
         return TPSC_ERR_CONFIG;
     }
@@ -179,18 +179,18 @@ static tpsc_status validate_training(const tpsc_recipe *r) {
             p = comma + 1;
         }
     }
-    const tps_method m = r->tps.cfg.method;
-    if (tps_method_has_predictor(m) && r->loss.distill_weight > 0) {
+    const tok_method m = r->tps.cfg.method;
+    if (tok_method_has_predictor(m) && r->loss.distill_weight > 0) {
         if (!r->teacher.checkpoint[0])
             return key_fail(r, "loss", "distill_weight",
                             "%g with tps.method = %s needs [teacher] checkpoint (a dense model); set loss.distill_weight = 0 to "
                             "train without a teacher",
-                            (double)r->loss.distill_weight, tps_method_name(m));
+                            (double)r->loss.distill_weight, tok_method_name(m));
         if (r->loss.distill_token == TPSC_DISTILL_TOKEN_NONE && !r->loss.distill_cls)
             return key_fail(r, "loss", "distill_weight", "%g but distill_token = none and distill_cls = false: nothing to distill",
                             (double)r->loss.distill_weight);
     }
-    if (tps_method_has_predictor(m) && r->loss.guide_weight > 0 && !r->teacher.checkpoint[0])
+    if (tok_method_has_predictor(m) && r->loss.guide_weight > 0 && !r->teacher.checkpoint[0])
         return key_fail(r, "loss", "guide_weight",
                         "%g needs [teacher] checkpoint: the guide is the teacher's cls attention", (double)r->loss.guide_weight);
     if (r->data.format != TPSC_DATA_FASHION_MNIST) {

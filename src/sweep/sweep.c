@@ -53,10 +53,10 @@ static tpsc_status recipe_hash(const tpsc_recipe *r, uint64_t *hash) {
 
 static void describe_point(const tpsc_recipe *r, tpsc_sweep_row *row) {
     const tpsc_recipe_tps *t = &r->tps;
-    snprintf(row->method, sizeof row->method, "%s", tps_method_name(t->cfg.method));
+    snprintf(row->method, sizeof row->method, "%s", tok_method_name(t->cfg.method));
     size_t n = 0;
     row->keep_ratio[0] = row->keep_frac[0] = '\0';
-    if (t->cfg.method == TPS_NONE) {
+    if (t->cfg.method == TOK_NONE) {
         snprintf(row->keep_ratio, sizeof row->keep_ratio, "1");
         snprintf(row->keep_frac, sizeof row->keep_frac, "1");
     } else {

@@ -7,7 +7,7 @@
 double tpsc_model_gmacs(const vit_model *m) {
     const vit_config *c = &m->cfg;
     size_t hidden = (size_t)((float)c->embed_dim * c->mlp_ratio + 0.5f);
-    return tps_macs_per_image(&m->tps, c->img_size, c->patch_size, c->in_chans, c->embed_dim, c->depth, hidden,
+    return tok_macs_per_image(&m->tps, c->img_size, c->patch_size, c->in_chans, c->embed_dim, c->depth, hidden,
                               c->num_classes) * 1e-9;
 }
 
@@ -67,7 +67,7 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
             st = ag_ctx_status(ctx);
             break;
         }
-        double kept[TPS_MAX_STAGES];
+        double kept[TOK_MAX_STAGES];
         for (int s = 0; s < out.n_stages; s++) kept[s] = (double)out.kept_count[s];
         tpsc_eval_add_batch(res, logits->data, b.count, K, b.labels, out.n_stages, kept, dt);
         tpsc_loader_release(val, &b);

@@ -9,7 +9,7 @@ typedef struct tpsc_eval_result {
     double top1, top5;            /* percent */
     double gmacs;                 /* multiply-accumulates per image, 1e9, inference mode */
     double images_per_s;          /* forward passes only (loader time excluded) */
-    double mean_kept[TPS_MAX_STAGES]; /* spatial tokens after each stage */
+    double mean_kept[TOK_MAX_STAGES]; /* spatial tokens after each stage */
     int n_stages;
     size_t images;
     size_t correct1, correct5;    /* counts behind top1/top5 */

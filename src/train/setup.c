@@ -55,16 +55,16 @@ void tpsc_data_config_from_recipe(const tpsc_recipe *r, tpsc_split split, tpsc_d
     }
 }
 
-tps_loss_config tpsc_loss_config_from_recipe(const tpsc_recipe *r) {
-    tps_loss_config c = {.clf_weight = r->loss.clf_weight,
+objective_config tpsc_loss_config_from_recipe(const tpsc_recipe *r) {
+    objective_config c = {.clf_weight = r->loss.clf_weight,
                          .ratio_weight = r->loss.ratio_weight,
                          .distill_weight = r->loss.distill_weight,
                          .guide_weight = r->loss.guide_weight,
                          .distill_cls = r->loss.distill_cls};
     switch (r->loss.distill_token) {
-    case TPSC_DISTILL_TOKEN_KL: c.distill_token = TPS_DISTILL_TOKEN_KL; break;
-    case TPSC_DISTILL_TOKEN_MSE: c.distill_token = TPS_DISTILL_TOKEN_MSE; break;
-    default: c.distill_token = TPS_DISTILL_TOKEN_NONE; break;
+    case TPSC_DISTILL_TOKEN_KL: c.distill_token = OBJ_DISTILL_TOKEN_KL; break;
+    case TPSC_DISTILL_TOKEN_MSE: c.distill_token = OBJ_DISTILL_TOKEN_MSE; break;
+    default: c.distill_token = OBJ_DISTILL_TOKEN_NONE; break;
     }
     return c;
 }
@@ -81,7 +81,7 @@ tpsc_status tpsc_build_model(const tpsc_recipe *r, vit_model *m) {
     vit_model_init(m, &rng);
     if (!r->model.init[0]) return TPSC_OK;
     vit_config ic;
-    tps_config it;
+    tok_config it;
     TPSC_TRY(tpsc_checkpoint_read_config(r->model.init, &ic, &it, NULL));
     if (!same_backbone(&ic, &m->cfg))
         return tpsc_fail(TPSC_ERR_SHAPE,
@@ -108,7 +108,7 @@ tpsc_status tpsc_build_model(const tpsc_recipe *r, vit_model *m) {
 tpsc_status tpsc_build_teacher(const char *path, vit_model *teacher) {
     vit_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &tc, NULL, NULL));
-    tps_config dense = {.method = TPS_NONE, .squeeze_temp = 1.0f};
+    tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
     TPSC_TRY(vit_model_create(teacher, &tc, &dense));
     /* A teacher file may be a pruned model's checkpoint: its predictors are not needed. */
     tpsc_load_opts opts = {.ignore_extra = true};

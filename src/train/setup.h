@@ -4,12 +4,12 @@
 #define TPSC_TRAIN_SETUP_H
 
 #include "data/loader.h"
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 #include "src/recipe/recipe.h"
 
 /* The loader config of a split, from [data], [augment], [model] and [run] seed. */
 void tpsc_data_config_from_recipe(const tpsc_recipe *r, tpsc_split split, tpsc_data_config *dc);
-tps_loss_config tpsc_loss_config_from_recipe(const tpsc_recipe *r);
+objective_config tpsc_loss_config_from_recipe(const tpsc_recipe *r);
 
 /* Creates the model of the recipe with num_classes from the data, initialises it from the
  * run's seed, then loads model.init if set: tensors the init file lacks (the predictors, when

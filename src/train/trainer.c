@@ -10,7 +10,7 @@
 #include "autograd/threads.h"
 #include "src/build_info.h"
 #include "src/io/checkpoint.h"
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 #include "src/optim/adamw.h"
 #include "src/optim/clip.h"
 #include "src/optim/ema.h"
@@ -34,7 +34,7 @@ typedef struct run_state {
     tpsc_ema ema;
     bool use_ema;
     tpsc_lr_schedule sched;
-    tps_loss_config loss;
+    objective_config loss;
     char *recipe_text;
     const char **class_names;
     int n_classes;
@@ -208,8 +208,8 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
 }
 
 /* One optimiser step on one batch; fills the loss parts for the log. */
-static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_loss_parts *parts, double *grad_norm,
-                              float kept[TPS_MAX_STAGES]) {
+static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, objective_parts *parts, double *grad_norm,
+                              float kept[TOK_MAX_STAGES]) {
     ag_ctx *ctx = s->ctx;
     ag_ctx_reset(ctx);
     ag_set_grad_enabled(ctx, true);
@@ -226,7 +226,7 @@ static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_
     if (s->has_teacher) {
         ag_set_grad_enabled(ctx, false);
         vit_forward_opts to = {.mode = VIT_TRAIN};
-        if (s->loss.guide_weight > 0 && tps_method_has_predictor(s->model.tps.method)) {
+        if (s->loss.guide_weight > 0 && tok_method_has_predictor(s->model.tps.method)) {
             /* the guide ranks tokens by the teacher's attention in the block each stage precedes */
             to.n_probe = s->model.tps.n_stages;
             for (int i = 0; i < to.n_probe; i++) to.probe_blocks[i] = s->model.tps.prune_loc[i];
@@ -235,7 +235,7 @@ static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_
         ag_set_grad_enabled(ctx, true);
         teacher = &tout;
     }
-    TPSC_TRY(tps_loss_compute(ctx, &s->model.tps, &s->loss, &out, t, teacher, parts));
+    TPSC_TRY(objective_compute(ctx, &s->model.tps, &s->loss, &out, t, teacher, parts));
     if (!isfinite(parts->total->data[0]))
         return tpsc_fail(TPSC_ERR_NUMERIC, "step %lld: the loss is %g (ce %g)", (long long)s->step, parts->total->data[0],
                          parts->ce ? parts->ce->data[0] : NAN);
@@ -265,7 +265,7 @@ static tpsc_status train_step(run_state *s, const tpsc_batch *b, double lr, tps_
 
 static double value(const ag_tensor *t) { return t ? (double)t->data[0] : 0.0; }
 
-static void log_step(run_state *s, int64_t epoch, const tps_loss_parts *lp, double lr, double gnorm, double img_s,
+static void log_step(run_state *s, int64_t epoch, const objective_parts *lp, double lr, double gnorm, double img_s,
                      const float *kept, int n_stages) {
     fprintf(s->metrics,
             "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
@@ -318,9 +318,9 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         s->epoch = b.epoch;
         int64_t in_epoch = b.batch_index + 1;
         double lr = tpsc_lr_at(&s->sched, s->step);
-        tps_loss_parts lp;
+        objective_parts lp;
         double gnorm = 0;
-        float kept[TPS_MAX_STAGES] = {0};
+        float kept[TOK_MAX_STAGES] = {0};
         double t0 = tpsc_now();
         tpsc_status st = train_step(s, &b, lr, &lp, &gnorm, kept);
         size_t count = b.count;
@@ -333,7 +333,7 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         }
         double img_s = (double)count / (tpsc_now() - t0);
         s->step++;
-        log_step(s, s->epoch, &lp, lr, gnorm, img_s, kept, s->model.tps.method == TPS_NONE ? 0 : s->model.tps.n_stages);
+        log_step(s, s->epoch, &lp, lr, gnorm, img_s, kept, s->model.tps.method == TOK_NONE ? 0 : s->model.tps.n_stages);
         char parts[160];
         int n = snprintf(parts, sizeof parts, "loss %.4f", value(lp.total));
         if (lp.ratio) n += snprintf(parts + n, sizeof parts - (size_t)n, " (ce %.3f ratio %.4f", value(lp.ce), value(lp.ratio));
@@ -387,7 +387,7 @@ tpsc_status tpsc_train_run(const tpsc_recipe *r, tpsc_train_result *res) {
     if (st == TPSC_OK) {
         TPSC_INFO("run %s: %s, %zu parameters (%zu in predictors), %zu train / %zu val images, %zu steps/epoch, %d "
                   "threads, OpenBLAS core %s",
-                  s.dir, tps_method_name(s.model.tps.method), vit_model_num_params(&s.model, false),
+                  s.dir, tok_method_name(s.model.tps.method), vit_model_num_params(&s.model, false),
                   vit_model_num_params(&s.model, false) - vit_model_num_params(&s.model, true),
                   tpsc_loader_dataset_size(s.train), tpsc_loader_dataset_size(s.val),
                   tpsc_loader_batches_per_epoch(s.train), ag_get_threads(), ag_blas_corename());

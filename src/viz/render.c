@@ -108,7 +108,7 @@ tpsc_status tpsc_viz_draw_row(tpsc_rgb_image *canvas, int row, const uint8_t *di
     for (int s = 0; s < map->n_stages; s++) {
         tpsc_viz_panel_origin(img_size, row, 1 + s, st, &x, &y);
         draw_panel(canvas, x, y, display_rgb, img_size, patch, map->grid, map->alive[s], st->scale);
-        if (!tps_method_squeezes(map->method)) continue;
+        if (!tok_method_squeezes(map->method)) continue;
         for (size_t j = 0; j < map->n_patches; j++) {
             const int32_t h = map->host[s][j];
             if (h < 0) continue;

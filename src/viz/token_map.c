@@ -86,7 +86,7 @@ static void record_stage(tpsc_token_map *map, int s, const int32_t *orig, size_t
 tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, const size_t *keep_override,
                                    tpsc_token_map *map) {
     const vit_config *c = &m->cfg;
-    const tps_config *tps = &m->tps;
+    const tok_config *tps = &m->tps;
     const size_t N = vit_num_patches(c);
     if (N > TPSC_VIZ_MAX_PATCHES)
         return tpsc_fail(TPSC_ERR_ARG, "visualize: %zu patches, more than the %d a token map holds", N, TPSC_VIZ_MAX_PATCHES);
@@ -94,19 +94,19 @@ tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image
         return tpsc_fail(TPSC_ERR_ARG, "visualize: %zu classes, more than %d", c->num_classes, TPSC_VIZ_MAX_CLASSES);
     memset(map, 0, sizeof *map);
     map->method = tps->method;
-    map->n_stages = tps->method == TPS_NONE ? 0 : tps->n_stages;
+    map->n_stages = tps->method == TOK_NONE ? 0 : tps->n_stages;
     map->n_patches = N;
     map->grid = c->img_size / c->patch_size;
     map->num_classes = c->num_classes;
-    for (int s = 0; s < TPS_MAX_STAGES; s++)
+    for (int s = 0; s < TOK_MAX_STAGES; s++)
         for (size_t j = 0; j < TPSC_VIZ_MAX_PATCHES; j++) map->host[s][j] = TPSC_VIZ_NO_HOST;
 
     ag_ctx_reset(ctx);
     ag_set_grad_enabled(ctx, false);
     size_t shape[4] = {1, c->in_chans, c->img_size, c->img_size};
     ag_tensor *x = embed(ctx, m, ag_wrap(ctx, (float *)image_chw, NULL, 4, shape, false));
-    const bool predictor = tps_method_has_predictor(tps->method);
-    const bool squeezes = tps_method_squeezes(tps->method);
+    const bool predictor = tok_method_has_predictor(tps->method);
+    const bool squeezes = tok_method_squeezes(tps->method);
     int32_t orig[TPSC_VIZ_MAX_PATCHES + 1], kept_pos[TPSC_VIZ_MAX_PATCHES + 1];
     for (size_t j = 0; j < N; j++) orig[j] = (int32_t)j;
     size_t n = N;
@@ -115,10 +115,10 @@ tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image
         const vit_block *blk = &m->blocks[i];
         const bool stage_here = s < map->n_stages && tps->prune_loc[s] == (int)i;
         if (stage_here && predictor) {
-            size_t k = keep_override ? keep_override[s] : tps_keep_count(tps, s, N);
+            size_t k = keep_override ? keep_override[s] : tok_keep_count(tps, s, N);
             if (k < 1 || k > n) return tpsc_fail(TPSC_ERR_ARG, "visualize: stage %d cannot keep %zu of %zu tokens", s, k, n);
             ag_tensor *before = x;
-            x = tps_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
+            x = tok_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
             if (!x) break;
             if (squeezes) record_hosts(before, orig, kept_pos, k, map->host[s]);
             compose(orig, n, kept_pos, k);
@@ -131,11 +131,11 @@ tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image
             x = attention_residual(ctx, m, blk, x, &cls_attn);
             if (!x) break;
             const size_t n_cur = x->shape[1] - 1;
-            size_t k = keep_override ? keep_override[s] : tps_evit_keep_count(tps, s, n_cur);
+            size_t k = keep_override ? keep_override[s] : tok_evit_keep_count(tps, s, n_cur);
             if (k < 1 || k > n_cur)
                 return tpsc_fail(TPSC_ERR_ARG, "visualize: stage %d cannot keep %zu of %zu tokens", s, k, n_cur);
             ag_tensor *before = x;
-            x = tps_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
+            x = tok_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
             if (!x) break;
             if (squeezes) {
                 record_hosts(before, orig, kept_pos, k, map->host[s]);

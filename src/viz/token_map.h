@@ -5,7 +5,7 @@
  * the hosts of squeezed tokens, so the forward runs here stage by stage with the same public
  * ops and TPS stage functions as src/model/vit_forward.c, keeping each stage's input; a
  * dropped token's host is its most cosine-similar kept token (x / (||x|| + 1e-6), argmax; a
- * tie goes to the first kept token in score order) -- the rule tps_squeeze_hosts applies.
+ * tie goes to the first kept token in score order) -- the rule tok_squeeze_hosts applies.
  * tests/test_visualize.c checks that the logits and kept indices equal vit_forward's. */
 #ifndef TPSC_VIZ_TOKEN_MAP_H
 #define TPSC_VIZ_TOKEN_MAP_H
@@ -20,18 +20,18 @@
 #define TPSC_VIZ_FUSED (-2)        /* evit: merged into the one fused token, which has no patch */
 
 typedef struct tpsc_token_map {
-    tps_method method;
+    tok_method method;
     int n_stages;
     size_t grid;                   /* patches per side; N = grid * grid */
     size_t n_patches;              /* N */
-    size_t kept_count[TPS_MAX_STAGES];
+    size_t kept_count[TOK_MAX_STAGES];
     /* alive[s][j]: patch j is still a token of its own after stage s (cumulative) */
-    uint8_t alive[TPS_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
+    uint8_t alive[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
     /* host[s][j], for a patch dropped AT stage s: the original patch index of the kept token
      * it was squeezed into (>= 0), TPSC_VIZ_FUSED, or TPSC_VIZ_NO_HOST. When the host token
      * itself carries no patch (evit's fused token) the squeezed patch gets TPSC_VIZ_FUSED. */
-    int32_t host[TPS_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
-    int32_t kept_orig[TPS_MAX_STAGES][TPSC_VIZ_MAX_PATCHES]; /* as vit_output.kept_orig, order kept */
+    int32_t host[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
+    int32_t kept_orig[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES]; /* as vit_output.kept_orig, order kept */
     float logits[TPSC_VIZ_MAX_CLASSES];                      /* [K] */
     size_t num_classes;
 } tpsc_token_map;

@@ -156,9 +156,9 @@ double fx_cosine(const float *a, const float *b, int c) {
     return d / ((sqrt(na) + 1e-6) * (sqrt(nb) + 1e-6));
 }
 
-void fx_random_predictor(ag_params *params, tps_predictor *pred, int stage, size_t C, tpsc_rng *rng) {
+void fx_random_predictor(ag_params *params, tok_predictor *pred, int stage, size_t C, tpsc_rng *rng) {
     ag_params_init(params);
-    cr_assert_eq(tps_predictor_declare(pred, params, stage, C), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tok_predictor_declare(pred, params, stage, C), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(ag_params_finalise(params), TPSC_OK, "%s", tpsc_last_error());
     for (size_t i = 0; i < params->total; i++) params->data[i] = 0.6f * tpsc_rng_normal(rng);
 }

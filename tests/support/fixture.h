@@ -34,7 +34,7 @@ float *fx_random_normal(size_t n, uint64_t seed);
 /* A fresh params block holding only the score predictor of `stage` at width C, every value
  * 0.6 N(0,1) drawn from rng: O(1) weights, since the official init (std 0.02) makes every
  * output nearly constant and the checks weak. */
-void fx_random_predictor(ag_params *params, tps_predictor *pred, int stage, size_t C, tpsc_rng *rng);
+void fx_random_predictor(ag_params *params, tok_predictor *pred, int stage, size_t C, tpsc_rng *rng);
 /* max |v| and max |a - b| over n elements, in double. */
 double fx_max_abs(const float *v, size_t n);
 double fx_max_diff(const float *a, const float *b, size_t n);

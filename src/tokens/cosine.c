@@ -2,15 +2,15 @@
  * x / (x.norm(dim=-1) + 1e-6)), forward and backward. */
 #include <math.h>
 
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
-void tps_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm) {
+void tok_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm) {
     #pragma omp parallel for if (rows * C > 65536)
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * C;
         float ss = 0.0f;
         for (size_t c = 0; c < C; c++) ss += xr[c] * xr[c];
-        const float n = sqrtf(ss), d = n + TPS_NORM_EPS;
+        const float n = sqrtf(ss), d = n + TOK_NORM_EPS;
         norm[r] = n;
         for (size_t c = 0; c < C; c++) xh[r * C + c] = xr[c] / d; /* divide, as torch */
     }
@@ -18,12 +18,12 @@ void tps_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float 
 
 /* xh = x / (n + eps), n = ||x||:  dx = dxh / (n + eps) - x (x . dxh) / (n (n + eps)^2).
  * At x = 0 the second term is dropped, as torch's norm backward does. */
-void tps_rows_normalise_backward(const float *x, const float *norm, const float *dxh, size_t rows, size_t C,
+void tok_rows_normalise_backward(const float *x, const float *norm, const float *dxh, size_t rows, size_t C,
                                  float *dx) {
     #pragma omp parallel for if (rows * C > 65536)
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * C, *gr = dxh + r * C;
-        const float n = norm[r], d = n + TPS_NORM_EPS;
+        const float n = norm[r], d = n + TOK_NORM_EPS;
         float dot = 0.0f;
         for (size_t c = 0; c < C; c++) dot += xr[c] * gr[c];
         const float radial = n > 0.0f ? dot / (n * d * d) : 0.0f;

@@ -1,6 +1,6 @@
 /* Token Pruning & Squeezing (TPS, CVPR 2023) and the baselines it is compared with.
  *
- * Methods (tps_config.method):
+ * Methods (tok_config.method):
  *   none        dense model
  *   dynamicvit  learned score predictor, prune only
  *   dtps        learned score predictor, prune and squeeze pruned tokens into kept hosts
@@ -11,90 +11,90 @@
  * the sequence for predictor methods: it carries a hard keep mask (straight-through Gumbel)
  * and a policy for the masked attention softmax. Inference really removes tokens.
  * Formulas: ../shared/docs/tps-method.md and docs/tps.md. */
-#ifndef TPSC_TPS_TPS_H
-#define TPSC_TPS_TPS_H
+#ifndef TPSC_TOKENS_TOKENS_H
+#define TPSC_TOKENS_TOKENS_H
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
 #include "src/util/rng.h"
 
-#define TPS_MAX_STAGES 8
+#define TOK_MAX_STAGES 8
 
-typedef enum tps_method { TPS_NONE = 0, TPS_DYNAMICVIT, TPS_DTPS, TPS_EVIT, TPS_ETPS } tps_method;
+typedef enum tok_method { TOK_NONE = 0, TOK_DYNAMICVIT, TOK_DTPS, TOK_EVIT, TOK_ETPS } tok_method;
 
 /* How predictor methods draw the hard keep mask in training (recipe key tps.train_mask):
  *   gumbel  the official per-token straight-through Gumbel-softmax sample; the keep-ratio loss
  *           pulls the mean count towards the budget, so training may keep more than inference
- *   topk    ours: the Gumbel top-k trick, the k_s = tps_keep_count tokens with the highest
+ *   topk    ours: the Gumbel top-k trick, the k_s = tok_keep_count tokens with the highest
  *           perturbed keep logit, so every image trains at exactly the inference budget;
  *           the same straight-through backward */
-typedef enum tps_train_mask { TPS_MASK_GUMBEL = 0, TPS_MASK_TOPK } tps_train_mask;
+typedef enum tok_train_mask { TOK_MASK_GUMBEL = 0, TOK_MASK_TOPK } tok_train_mask;
 
-typedef struct tps_config {
-    tps_method method;
+typedef struct tok_config {
+    tok_method method;
     int n_stages;
-    int prune_loc[TPS_MAX_STAGES];   /* block index before which (predictor methods) or inside
+    int prune_loc[TOK_MAX_STAGES];   /* block index before which (predictor methods) or inside
                                         which (evit/etps) stage s prunes; strictly increasing */
-    float keep_frac[TPS_MAX_STAGES]; /* cumulative fraction of the N patch tokens kept after
+    float keep_frac[TOK_MAX_STAGES]; /* cumulative fraction of the N patch tokens kept after
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
-    tps_train_mask train_mask;       /* predictor methods in training; gumbel = official */
-} tps_config;
+    tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+} tok_config;
 
-/* "dtps" -> TPS_DTPS; returns -1 for an unknown name. */
-int tps_method_from_name(const char *name);
-const char *tps_method_name(tps_method m);
-bool tps_method_has_predictor(tps_method m); /* dynamicvit, dtps */
-bool tps_method_squeezes(tps_method m);      /* dtps, etps */
+/* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */
+int tok_method_from_name(const char *name);
+const char *tok_method_name(tok_method m);
+bool tok_method_has_predictor(tok_method m); /* dynamicvit, dtps */
+bool tok_method_squeezes(tok_method m);      /* dtps, etps */
 /* keep_frac[s] = rho^(s+1) for s < n_stages (set n_stages first), compounded in double as the
  * official Python does. */
-void tps_config_fill_rho(tps_config *cfg, float rho);
+void tok_config_fill_rho(tok_config *cfg, float rho);
 /* Validates: locations inside [1, depth), increasing; fractions in (0,1], non-increasing;
  * squeeze_temp > 0 for squeezing methods. Errors name the offending value. */
-tpsc_status tps_config_validate(const tps_config *cfg, int depth);
+tpsc_status tok_config_validate(const tok_config *cfg, int depth);
 /* Patch tokens kept after stage s for predictor methods: floor(N * keep_frac[s]) (at least 1),
  * computed in double from the decimal keep_frac was parsed from, as Python's int(N * ratio).*/
-size_t tps_keep_count(const tps_config *cfg, int stage, size_t n_patches);
+size_t tok_keep_count(const tok_config *cfg, int stage, size_t n_patches);
 /* topk.c (also the guide loss): order[b*n + r] = index of the r-th highest score[b*n + :] (n per row); ties: lower
  * index first; NaN scores last. Scratch from the context's arena; false on failure. */
-bool tps_sort_desc(ag_ctx *ctx, const float *score, size_t B, size_t n, int32_t *order);
+bool tok_sort_desc(ag_ctx *ctx, const float *score, size_t B, size_t n, int32_t *order);
 
 
 /* ---- score predictor (DynamicViT PredictorLG), predictor.c --------------------------------- */
 /* Parameter indices into the model's ag_params; names score_predictor.{s}.in_conv.{0,1}.*,
  * score_predictor.{s}.out_conv.{0,2,4}.* as in the official code. */
-typedef struct tps_predictor {
+typedef struct tok_predictor {
     int in_norm_w, in_norm_b, in_fc_w, in_fc_b;
     int out0_w, out0_b, out2_w, out2_b, out4_w, out4_b;
-} tps_predictor;
+} tok_predictor;
 
-tpsc_status tps_predictor_declare(tps_predictor *p, ag_params *params, int stage, size_t C);
+tpsc_status tok_predictor_declare(tok_predictor *p, ag_params *params, int stage, size_t C);
 /* Official initialisation: Linear weights trunc_normal(std 0.02), biases 0, LayerNorm 1/0. */
-void tps_predictor_init(const tps_predictor *p, ag_params *params, tpsc_rng *rng);
+void tok_predictor_init(const tok_predictor *p, ag_params *params, tpsc_rng *rng);
 /* x [B,N,C] spatial tokens, prev [B,N] previous keep mask -> log-probs [B,N,2] (col 0 keep). */
-ag_tensor *tps_predictor_forward(ag_ctx *ctx, const tps_predictor *p, ag_params *params, ag_tensor *x, ag_tensor *prev);
+ag_tensor *tok_predictor_forward(ag_ctx *ctx, const tok_predictor *p, ag_params *params, ag_tensor *x, ag_tensor *prev);
 
 /* ---- training-time ops (differentiable), train.c / gumbel.c / squeeze.c --------------------- */
 /* Straight-through Gumbel-softmax keep mask: logp [B,N,2], u [B,N,2] uniform noise in (0,1),
  * prev [B,N] -> keep [B,N] = onehot(argmax(logp + g))[0] * prev with g = -log(-log u); the
  * backward is that of softmax(logp + g)[...,0] * prev (tau = 1). */
-ag_tensor *tps_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev);
+ag_tensor *tok_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev);
 /* Gumbel top-k keep mask: the same noise and backward, but the forward keeps, in each image,
  * exactly the k tokens of prev with the highest perturbed keep logit
  * (logp[0] + g[0]) - (logp[1] + g[1]) (ties: lower index). prev must hold at least k ones per
  * image and be 0/1. */
-ag_tensor *tps_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev, size_t k);
+ag_tensor *tok_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev, size_t k);
 /* TPS training squeeze: x [B,N,C] spatial tokens, keep [B,N], prev [B,N]; tokens newly pruned
  * (prev=1, keep=0) are merged into their most cosine-similar kept host (weights exp(sim),
  * host weight e). Gradients flow through x and the similarities. -> [B,N,C]. */
-ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tensor *prev, float temp);
+ag_tensor *tok_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tensor *prev, float temp);
 
 /* One predictor-method pruning stage in training (stage s of cfg). x [B,1+N,C] (cls first),
  * prev [B,N]. u: [B,N,2] uniform noise, or NULL to draw it from rng. cfg->train_mask chooses
- * the mask (topk keeps tps_keep_count(cfg, stage, N) tokens). Returns the sequence for the next
+ * the mask (topk keeps tok_keep_count(cfg, stage, N) tokens). Returns the sequence for the next
  * blocks [B,1+N,C] (dtps: squeezed; dynamicvit: x itself); *keep receives [B,N] and, when
  * logp is not NULL, *logp the predictor's log-probs [B,N,2]. */
-ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, int stage, const tps_predictor *pred,
+ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
                            ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
                            ag_tensor **keep, ag_tensor **logp);
 
@@ -103,7 +103,7 @@ ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, int stage, const 
  * in descending score order (ties: lower index first); dtps squeezes the dropped ones into
  * their hosts. Returns [B,1+k,C]; kept_pos (B*k) receives the kept tokens' positions among
  * the incoming n spatial tokens. */
-ag_tensor *tps_infer_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
+ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predictor *pred, ag_params *params,
                            ag_tensor *x, size_t k, int32_t *kept_pos);
 /* evit/etps, inside a block after the attention residual. x [B,1+n,C], cls_attn [B,n] (cls
  * attention to each spatial token, mean over heads). Keeps the top k by cls_attn;
@@ -111,16 +111,16 @@ ag_tensor *tps_infer_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predict
  * tokens into hosts (-> [B,1+k,C]). Differentiable (EViT trains with real removal).
  * kept_pos as above (the fused token is not listed). k = n prunes nothing, as EViT: x is
  * returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
-ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
+ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
                           int32_t *kept_pos);
 /* evit/etps: spatial tokens kept at a stage with n current spatial tokens: ceil(rho_s * n),
  * rho_s = keep_frac[s] / keep_frac[s-1]. */
-size_t tps_evit_keep_count(const tps_config *cfg, int stage, size_t n);
+size_t tok_evit_keep_count(const tok_config *cfg, int stage, size_t n);
 
 /* ---- cost, flops.c ------------------------------------------------------------------------ */
 /* Multiply-accumulates per image of a forward pass in inference mode (tokens really removed),
  * counting every linear, the attention products, and the predictors. */
-double tps_macs_per_image(const tps_config *cfg, size_t img_size, size_t patch, size_t in_chans, size_t embed_dim,
+double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, size_t in_chans, size_t embed_dim,
                           size_t depth, size_t mlp_hidden, size_t num_classes);
 
 #endif

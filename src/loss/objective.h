@@ -15,30 +15,30 @@
  * than the teacher's cls attention does with no training at all (EViT's criterion). The guide
  * teaches each stage's predictor, by cross-entropy per token, to keep the k_s tokens that the
  * teacher's head-mean cls attention ranks highest at the block the stage precedes
- * (k_s = tps_keep_count), so the Gumbel masks start near a good policy and the ratio loss near
+ * (k_s = tok_keep_count), so the Gumbel masks start near a good policy and the ratio loss near
  * its target. The teacher is dense: its attention never saw a pruned sequence. */
-#ifndef TPSC_LOSS_TPS_LOSS_H
-#define TPSC_LOSS_TPS_LOSS_H
+#ifndef TPSC_LOSS_OBJECTIVE_H
+#define TPSC_LOSS_OBJECTIVE_H
 
 #include "src/model/vit.h"
 
-typedef enum { TPS_DISTILL_TOKEN_NONE = 0, TPS_DISTILL_TOKEN_KL, TPS_DISTILL_TOKEN_MSE } tps_distill_token;
+typedef enum { OBJ_DISTILL_TOKEN_NONE = 0, OBJ_DISTILL_TOKEN_KL, OBJ_DISTILL_TOKEN_MSE } objective_distill_token;
 
-typedef struct tps_loss_config {
+typedef struct objective_config {
     float clf_weight, ratio_weight, distill_weight, guide_weight;
-    tps_distill_token distill_token;
+    objective_distill_token distill_token;
     bool distill_cls;
-} tps_loss_config;
+} objective_config;
 
-typedef struct tps_loss_parts {
+typedef struct objective_parts {
     ag_tensor *total, *ce, *ratio, *cls_kl, *token_kl, *guide; /* scalars [1]; NULL when absent */
-} tps_loss_parts;
+} objective_parts;
 
 /* student: a VIT_TRAIN output. targets [B,K] soft. teacher: a dense model's output on the same
  * images (logits and tokens, no gradient), or NULL for no distillation. The guide term needs
  * the student's score[s] and the teacher's cls_attn[s], probed at block tps->prune_loc[s]
  * (vit_forward_opts.probe_blocks). */
-tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_config *cfg, const vit_output *student,
-                             ag_tensor *targets, const vit_output *teacher, tps_loss_parts *out);
+tpsc_status objective_compute(ag_ctx *ctx, const tok_config *tps, const objective_config *cfg, const vit_output *student,
+                             ag_tensor *targets, const vit_output *teacher, objective_parts *out);
 
 #endif

@@ -6,7 +6,7 @@
  * dmask_bi = G_b . (x_bi - g_b) / den_b. */
 #include <string.h>
 
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 static void masked_mean_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *mask = n->in[1];
@@ -35,14 +35,14 @@ static void masked_mean_backward(ag_ctx *ctx, ag_node *n) {
     }
 }
 
-ag_tensor *tps_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask) {
+ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask) {
     if (!ag_ok(ctx, 2, x, mask)) return NULL;
     char sx[64], sm[64];
     if (x->ndim != 3 || mask->ndim != 2 || mask->shape[0] != x->shape[0] || mask->shape[1] != x->shape[1])
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_masked_mean_tokens: x %s must be [B,N,C] and mask %s [B,N]",
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_masked_mean_tokens: x %s must be [B,N,C] and mask %s [B,N]",
                         ag_shape_str(x, sx, sizeof sx), ag_shape_str(mask, sm, sizeof sm));
     if (!ag_is_contiguous(x) || !ag_is_contiguous(mask))
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_masked_mean_tokens: inputs must be contiguous");
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_masked_mean_tokens: inputs must be contiguous");
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
     ag_tensor *y = ag_new3(ctx, B, N, C);
     float *den = ag_alloc(ctx, B * sizeof(float));
@@ -60,7 +60,7 @@ ag_tensor *tps_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask) {
         for (size_t c = 0; c < C; c++) g[c] = d != 0.0f ? g[c] / d : 0.0f;
         for (size_t t = 1; t < N; t++) memcpy(g + t * C, g, C * sizeof(float));
     }
-    ag_node *n = ag_record(ctx, "tps_masked_mean_tokens", masked_mean_backward, y, 2, (ag_tensor *[]){x, mask});
+    ag_node *n = ag_record(ctx, "tok_masked_mean_tokens", masked_mean_backward, y, 2, (ag_tensor *[]){x, mask});
     if (n) n->saved = den;
     return y;
 }

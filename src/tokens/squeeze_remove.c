@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 typedef struct hosts_saved {
     float *rh, *ph, *rnorm, *pnorm, *S, *rowmax, *den; /* [B,k,C] [B,p,C] [B,k] [B,p] [B,p,k] [B,p] [B,k] */
@@ -21,7 +21,7 @@ static void squeeze_hosts_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *kept = n->in[0], *dropped = n->in[1];
     const hosts_saved *sv = n->saved;
     const size_t B = kept->shape[0], k = kept->shape[1], p = dropped->shape[1], C = kept->shape[2];
-    const float e = TPS_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
+    const float e = TOK_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dr = ag_grad(ctx, kept), *dp = ag_grad(ctx, dropped);
     /* scratch per image, so images run in parallel */
     float *drh_all = ag_alloc(ctx, B * k * C * sizeof(float)), *dph_all = ag_alloc(ctx, B * p * C * sizeof(float) + 1);
@@ -52,23 +52,23 @@ static void squeeze_hosts_backward(ag_ctx *ctx, ag_node *n) {
                     drh[j * C + c] += dcos * ph[i * C + c];
                 }
             }
-        if (dr) tps_rows_normalise_backward(xr, sv->rnorm + b * k, drh, k, C, dr + b * k * C);
-        if (dp) tps_rows_normalise_backward(xp, sv->pnorm + b * p, dph, p, C, dp + b * p * C);
+        if (dr) tok_rows_normalise_backward(xr, sv->rnorm + b * k, drh, k, C, dr + b * k * C);
+        if (dp) tok_rows_normalise_backward(xp, sv->pnorm + b * p, dph, p, C, dp + b * p * C);
     }
 }
 
-ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp) {
+ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp) {
     if (!ag_ok(ctx, 2, kept, dropped)) return NULL;
     char sk[64], sd[64];
     if (kept->ndim != 3 || dropped->ndim != 3 || kept->shape[0] != dropped->shape[0] ||
         kept->shape[2] != dropped->shape[2] || kept->shape[1] == 0)
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_squeeze_hosts: kept %s must be [B,k,C] (k >= 1), dropped %s [B,p,C]",
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_hosts: kept %s must be [B,k,C] (k >= 1), dropped %s [B,p,C]",
                         ag_shape_str(kept, sk, sizeof sk), ag_shape_str(dropped, sd, sizeof sd));
     if (!ag_is_contiguous(kept) || !ag_is_contiguous(dropped))
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_squeeze_hosts: inputs must be contiguous");
-    if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tps_squeeze_hosts: temperature %g must be > 0", (double)temp);
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_hosts: inputs must be contiguous");
+    if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tok_squeeze_hosts: temperature %g must be > 0", (double)temp);
     const size_t B = kept->shape[0], k = kept->shape[1], p = dropped->shape[1], C = kept->shape[2];
-    const float e = TPS_HOST_WEIGHT;
+    const float e = TOK_HOST_WEIGHT;
     ag_tensor *y = ag_new3(ctx, B, k, C);
     hosts_saved *sv = ag_alloc(ctx, sizeof *sv);
     if (!y || !sv) return NULL;
@@ -83,8 +83,8 @@ ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
     float *acc_all = ag_alloc(ctx, B * k * C * sizeof(float)); /* per image: images run in parallel */
     if (!sv->rh || !sv->ph || !sv->rnorm || !sv->pnorm || !sv->S || !sv->rowmax || !sv->den || !acc_all) return NULL;
     sv->temp = temp;
-    tps_rows_normalise(kept->data, B * k, C, sv->rh, sv->rnorm);
-    tps_rows_normalise(dropped->data, B * p, C, sv->ph, sv->pnorm);
+    tok_rows_normalise(kept->data, B * k, C, sv->rh, sv->rnorm);
+    tok_rows_normalise(dropped->data, B * p, C, sv->ph, sv->pnorm);
     /* One image per thread; the OpenMP OpenBLAS runs single-threaded inside the region. */
     #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
@@ -116,7 +116,7 @@ ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
             for (size_t c = 0; c < C; c++) yb[j * C + c] = xr[j * C + c] * self + acc[j * C + c] * inv;
         }
     }
-    ag_node *n = ag_record(ctx, "tps_squeeze_hosts", squeeze_hosts_backward, y, 2, (ag_tensor *[]){kept, dropped});
+    ag_node *n = ag_record(ctx, "tok_squeeze_hosts", squeeze_hosts_backward, y, 2, (ag_tensor *[]){kept, dropped});
     if (n) n->saved = sv;
     return y;
 }

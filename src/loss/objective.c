@@ -1,11 +1,11 @@
-#include "src/loss/tps_loss.h"
+#include "src/loss/objective.h"
 
 #include <string.h>
 
 #include "autograd/ops.h"
 
 /* mean_s mean_b (mean_i keep[b,i] - frac_s)^2 over the stages that carry masks. */
-static ag_tensor *ratio_loss(ag_ctx *ctx, const tps_config *tps, const vit_output *st) {
+static ag_tensor *ratio_loss(ag_ctx *ctx, const tok_config *tps, const vit_output *st) {
     ag_tensor *sum = NULL;
     int stages = 0;
     for (int s = 0; s < st->n_stages; s++) {
@@ -21,7 +21,7 @@ static ag_tensor *ratio_loss(ag_ctx *ctx, const tps_config *tps, const vit_outpu
 
 /* Token distillation over the final kept tokens (mask of the last stage > 0.5), as the
  * official DistillDiffPruningLoss: rows selected from [B*N, C], batchmean over those rows. */
-static ag_tensor *token_loss(ag_ctx *ctx, const tps_loss_config *cfg, const vit_output *st, const vit_output *te) {
+static ag_tensor *token_loss(ag_ctx *ctx, const objective_config *cfg, const vit_output *st, const vit_output *te) {
     ag_tensor *mask = st->keep[st->n_stages - 1];
     if (!mask)
         return ag_error(ctx, TPSC_ERR_ARG,
@@ -48,14 +48,14 @@ static ag_tensor *token_loss(ag_ctx *ctx, const tps_loss_config *cfg, const vit_
     size_t flat[3] = {1, B * N, C};
     ag_tensor *sp = ag_gather_rows(ctx, ag_reshape(ctx, st->tokens, 3, flat), rows, n_rows); /* [1,T,C] */
     ag_tensor *tp = ag_gather_rows(ctx, ag_reshape(ctx, te->tokens, 3, flat), rows, n_rows);
-    if (cfg->distill_token == TPS_DISTILL_TOKEN_MSE) return ag_mse(ctx, sp, tp);
+    if (cfg->distill_token == OBJ_DISTILL_TOKEN_MSE) return ag_mse(ctx, sp, tp);
     return ag_kl_div(ctx, ag_log_softmax(ctx, sp), ag_log_softmax(ctx, tp), (float)n_rows);
 }
 
 /* Per stage: targets [B*N,2] = (1,0) for the teacher's top-k_s tokens by cls attention, (0,1)
  * for the rest; CE against the predictor's log-probs (log_softmax of log-probs is the identity,
  * so ag_cross_entropy_soft sees them as logits and its gradient is p - target). */
-static ag_tensor *guide_loss(ag_ctx *ctx, const tps_config *tps, const vit_output *st, const vit_output *te) {
+static ag_tensor *guide_loss(ag_ctx *ctx, const tok_config *tps, const vit_output *st, const vit_output *te) {
     ag_tensor *sum = NULL;
     for (int s = 0; s < st->n_stages; s++) {
         ag_tensor *logp = st->score[s], *attn = te->cls_attn[s];
@@ -67,10 +67,10 @@ static ag_tensor *guide_loss(ag_ctx *ctx, const tps_config *tps, const vit_outpu
         if (logp->ndim != 3 || logp->shape[2] != 2 || attn->ndim != 2 || attn->shape[0] != B || attn->shape[1] != N)
             return ag_error(ctx, TPSC_ERR_SHAPE, "guide loss, stage %d: scores %s must be [B,N,2] and teacher attention %s [B,N]",
                             s, ag_shape_str(logp, sl, sizeof sl), ag_shape_str(attn, sa, sizeof sa));
-        const size_t k = tps_keep_count(tps, s, N);
+        const size_t k = tok_keep_count(tps, s, N);
         int32_t *order = ag_alloc(ctx, B * N * sizeof *order);
         ag_tensor *target = ag_new2(ctx, B * N, 2);
-        if (!order || !target || !tps_sort_desc(ctx, attn->data, B, N, order)) return NULL;
+        if (!order || !target || !tok_sort_desc(ctx, attn->data, B, N, order)) return NULL;
         for (size_t i = 0; i < B * N; i++) {
             target->data[2 * i] = 0.0f;
             target->data[2 * i + 1] = 1.0f;
@@ -87,12 +87,12 @@ static ag_tensor *guide_loss(ag_ctx *ctx, const tps_config *tps, const vit_outpu
     return sum ? ag_scale(ctx, sum, 1.0f / (float)st->n_stages) : NULL;
 }
 
-tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_config *cfg, const vit_output *student,
-                             ag_tensor *targets, const vit_output *teacher, tps_loss_parts *out) {
-    *out = (tps_loss_parts){0};
+tpsc_status objective_compute(ag_ctx *ctx, const tok_config *tps, const objective_config *cfg, const vit_output *student,
+                             ag_tensor *targets, const vit_output *teacher, objective_parts *out) {
+    *out = (objective_parts){0};
     out->ce = ag_cross_entropy_soft(ctx, student->logits, targets);
     ag_tensor *total = ag_scale(ctx, out->ce, cfg->clf_weight);
-    if (cfg->ratio_weight != 0.0f && tps_method_has_predictor(tps->method)) {
+    if (cfg->ratio_weight != 0.0f && tok_method_has_predictor(tps->method)) {
         out->ratio = ratio_loss(ctx, tps, student);
         if (out->ratio) total = ag_add(ctx, total, ag_scale(ctx, out->ratio, cfg->ratio_weight));
     }
@@ -102,12 +102,12 @@ tpsc_status tps_loss_compute(ag_ctx *ctx, const tps_config *tps, const tps_loss_
             out->cls_kl = ag_kl_div(ctx, ag_log_softmax(ctx, student->logits), ag_log_softmax(ctx, teacher->logits), B);
             total = ag_add(ctx, total, ag_scale(ctx, out->cls_kl, cfg->distill_weight));
         }
-        if (cfg->distill_token != TPS_DISTILL_TOKEN_NONE && tps_method_has_predictor(tps->method) && student->n_stages > 0) {
+        if (cfg->distill_token != OBJ_DISTILL_TOKEN_NONE && tok_method_has_predictor(tps->method) && student->n_stages > 0) {
             out->token_kl = token_loss(ctx, cfg, student, teacher);
             if (out->token_kl) total = ag_add(ctx, total, ag_scale(ctx, out->token_kl, cfg->distill_weight));
         }
     }
-    if (cfg->guide_weight != 0.0f && tps_method_has_predictor(tps->method) && student->n_stages > 0) {
+    if (cfg->guide_weight != 0.0f && tok_method_has_predictor(tps->method) && student->n_stages > 0) {
         if (!teacher) return tpsc_fail(TPSC_ERR_ARG, "tps loss: the guide term (weight %g) needs a teacher", (double)cfg->guide_weight);
         out->guide = guide_loss(ctx, tps, student, teacher);
         if (out->guide) total = ag_add(ctx, total, ag_scale(ctx, out->guide, cfg->guide_weight));

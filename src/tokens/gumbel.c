@@ -14,7 +14,7 @@
  * exp(z0 - z1) ranks. Training then sees exactly the token count inference keeps. */
 #include <math.h>
 
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 /* saved per token: y0, y1 (the soft sample) and hard0 */
 static void gumbel_keep_backward(ag_ctx *ctx, ag_node *n) {
@@ -71,13 +71,13 @@ static ag_tensor *noise_error(ag_ctx *ctx, const char *who, const float *u, size
 static ag_tensor *record_keep(ag_ctx *ctx, ag_tensor *keep, ag_tensor *logp, ag_tensor *prev, float *sv) {
     const size_t M = ag_numel(prev);
     for (size_t m = 0; m < M; m++) keep->data[m] = sv[3 * m + 2] * prev->data[m];
-    ag_node *n = ag_record(ctx, "tps_gumbel_keep", gumbel_keep_backward, keep, 2, (ag_tensor *[]){logp, prev});
+    ag_node *n = ag_record(ctx, "tok_gumbel_keep", gumbel_keep_backward, keep, 2, (ag_tensor *[]){logp, prev});
     if (n) n->saved = sv;
     return keep;
 }
 
-ag_tensor *tps_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev) {
-    static const char who[] = "tps_gumbel_keep";
+ag_tensor *tok_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev) {
+    static const char who[] = "tok_gumbel_keep";
     if (!ag_ok(ctx, 2, logp, prev) || !check_inputs(ctx, who, logp, u, prev)) return NULL;
     const size_t M = ag_numel(prev);
     ag_tensor *keep = ag_new2(ctx, prev->shape[0], prev->shape[1]);
@@ -93,8 +93,8 @@ ag_tensor *tps_gumbel_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tens
     return record_keep(ctx, keep, logp, prev, sv);
 }
 
-ag_tensor *tps_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev, size_t k) {
-    static const char who[] = "tps_gumbel_topk_keep";
+ag_tensor *tok_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag_tensor *prev, size_t k) {
+    static const char who[] = "tok_gumbel_topk_keep";
     if (!ag_ok(ctx, 2, logp, prev) || !check_inputs(ctx, who, logp, u, prev)) return NULL;
     const size_t B = prev->shape[0], N = prev->shape[1], M = B * N;
     if (k < 1 || k > N) return ag_error(ctx, TPSC_ERR_ARG, "%s: cannot keep k = %zu of %zu tokens", who, k, N);
@@ -114,7 +114,7 @@ ag_tensor *tps_gumbel_topk_keep(ag_ctx *ctx, ag_tensor *logp, const float *u, ag
             margin[m] = -INFINITY;
         }
     }
-    if (!tps_sort_desc(ctx, margin, B, N, order)) return NULL;
+    if (!tok_sort_desc(ctx, margin, B, N, order)) return NULL;
     for (size_t b = 0; b < B; b++) {
         for (size_t r = 0; r < k; r++) {
             const size_t m = b * N + (size_t)order[b * N + r];

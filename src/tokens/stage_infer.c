@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 /* Splits the descending order [B,n] into kept positions (+offset) and dropped positions
  * (+offset), both in score order; kept_pos (B*k, may be NULL) receives the unshifted kept ones. */
@@ -51,7 +51,7 @@ static ag_tensor *cls_and_squeezed(ag_ctx *ctx, ag_tensor *x, const int32_t *kep
     if (p == 0) return cls_and_rows(ctx, x, kept_idx, x->shape[0], k);
     ag_tensor *kept = ag_gather_rows(ctx, x, kept_idx, k);
     ag_tensor *dropped = ag_gather_rows(ctx, x, drop_idx, p);
-    ag_tensor *hosts = tps_squeeze_hosts(ctx, kept, dropped, temp);
+    ag_tensor *hosts = tok_squeeze_hosts(ctx, kept, dropped, temp);
     return ag_concat(ctx, 2, (ag_tensor *[]){ag_slice(ctx, x, 1, 0, 1), hosts}, 1);
 }
 
@@ -67,42 +67,42 @@ static ag_tensor *check_stage_input(ag_ctx *ctx, const char *what, ag_tensor *x,
     return x;
 }
 
-ag_tensor *tps_infer_stage(ag_ctx *ctx, const tps_config *cfg, const tps_predictor *pred, ag_params *params,
+ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predictor *pred, ag_params *params,
                            ag_tensor *x, size_t k, int32_t *kept_pos) {
-    if (!ag_ok(ctx, 1, x) || !check_stage_input(ctx, "tps_infer_stage", x, k)) return NULL;
-    if (!cfg || !tps_method_has_predictor(cfg->method))
-        return ag_error(ctx, TPSC_ERR_ARG, "tps_infer_stage: method %s has no score predictor",
-                        cfg ? tps_method_name(cfg->method) : "(no config)");
+    if (!ag_ok(ctx, 1, x) || !check_stage_input(ctx, "tok_infer_stage", x, k)) return NULL;
+    if (!cfg || !tok_method_has_predictor(cfg->method))
+        return ag_error(ctx, TPSC_ERR_ARG, "tok_infer_stage: method %s has no score predictor",
+                        cfg ? tok_method_name(cfg->method) : "(no config)");
     const size_t B = x->shape[0], n = x->shape[1] - 1;
     /* prev is all ones at inference: the tokens pruned earlier are gone, not masked */
     ag_tensor *prev = ag_new2(ctx, B, n);
     if (!prev) return NULL;
     for (size_t i = 0; i < B * n; i++) prev->data[i] = 1.0f;
-    ag_tensor *logp = tps_predictor_forward(ctx, pred, params, ag_slice(ctx, x, 1, 1, n), prev);
+    ag_tensor *logp = tok_predictor_forward(ctx, pred, params, ag_slice(ctx, x, 1, 1, n), prev);
     float *score = ag_alloc(ctx, B * n * sizeof(float));
     int32_t *order = ag_alloc(ctx, B * n * sizeof(int32_t));
     if (!logp || !score || !order) return NULL;
     for (size_t i = 0; i < B * n; i++) score[i] = logp->data[2 * i];
     int32_t *kept_idx, *drop_idx;
-    if (!tps_sort_desc(ctx, score, B, n, order) || !split_order(ctx, order, B, n, k, 1, &kept_idx, &drop_idx, kept_pos))
+    if (!tok_sort_desc(ctx, score, B, n, order) || !split_order(ctx, order, B, n, k, 1, &kept_idx, &drop_idx, kept_pos))
         return NULL;
-    if (cfg->method == TPS_DTPS) return cls_and_squeezed(ctx, x, kept_idx, drop_idx, k, n - k, cfg->squeeze_temp);
+    if (cfg->method == TOK_DTPS) return cls_and_squeezed(ctx, x, kept_idx, drop_idx, k, n - k, cfg->squeeze_temp);
     return cls_and_rows(ctx, x, kept_idx, B, k);
 }
 
-ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
+ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
                           int32_t *kept_pos) {
-    if (!ag_ok(ctx, 2, x, cls_attn) || !check_stage_input(ctx, "tps_evit_stage", x, k)) return NULL;
-    if (!cfg || (cfg->method != TPS_EVIT && cfg->method != TPS_ETPS))
-        return ag_error(ctx, TPSC_ERR_ARG, "tps_evit_stage: method %s is not evit or etps",
-                        cfg ? tps_method_name(cfg->method) : "(no config)");
+    if (!ag_ok(ctx, 2, x, cls_attn) || !check_stage_input(ctx, "tok_evit_stage", x, k)) return NULL;
+    if (!cfg || (cfg->method != TOK_EVIT && cfg->method != TOK_ETPS))
+        return ag_error(ctx, TPSC_ERR_ARG, "tok_evit_stage: method %s is not evit or etps",
+                        cfg ? tok_method_name(cfg->method) : "(no config)");
     const size_t B = x->shape[0], n = x->shape[1] - 1, p = n - k;
     char sa[64];
     if (cls_attn->ndim != 2 || cls_attn->shape[0] != B || cls_attn->shape[1] != n || !ag_is_contiguous(cls_attn))
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_evit_stage: cls_attn %s must be [B,n] = [%zu,%zu], contiguous",
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_evit_stage: cls_attn %s must be [B,n] = [%zu,%zu], contiguous",
                         ag_shape_str(cls_attn, sa, sizeof sa), B, n);
     int32_t *order = ag_alloc(ctx, B * n * sizeof(int32_t));
-    if (!order || !tps_sort_desc(ctx, cls_attn->data, B, n, order)) return NULL;
+    if (!order || !tok_sort_desc(ctx, cls_attn->data, B, n, order)) return NULL;
     if (p == 0) { /* EViT: left_tokens == N - 1 returns the block's x untouched */
         if (kept_pos)
             for (size_t b = 0; b < B; b++)
@@ -129,7 +129,7 @@ ag_tensor *tps_evit_stage(ag_ctx *ctx, const tps_config *cfg, ag_tensor *x, ag_t
                 q++;
             }
     }
-    if (cfg->method == TPS_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp);
+    if (cfg->method == TOK_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp);
     /* evit: one fused token sum_{dropped} a_i x_i */
     ag_tensor *dropped = ag_gather_rows(ctx, x, compl, p);                              /* [B,p,C] */
     ag_tensor *a = ag_gather_rows(ctx, ag_reshape(ctx, cls_attn, 3, (size_t[]){B, n, 1}), attn_idx, p); /* [B,p,1] */

@@ -8,7 +8,7 @@
 #include <stdio.h>
 
 #include "autograd/ops.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 #define PREDICTOR_LN_EPS 1e-5f
 
@@ -23,8 +23,8 @@ static int add_param(ag_params *params, int stage, const char *suffix, int ndim,
     return idx;
 }
 
-tpsc_status tps_predictor_declare(tps_predictor *p, ag_params *params, int stage, size_t C) {
-    if (!p || !params) return tpsc_fail(TPSC_ERR_ARG, "tps_predictor_declare: NULL argument");
+tpsc_status tok_predictor_declare(tok_predictor *p, ag_params *params, int stage, size_t C) {
+    if (!p || !params) return tpsc_fail(TPSC_ERR_ARG, "tok_predictor_declare: NULL argument");
     if (C < 4) return tpsc_fail(TPSC_ERR_ARG, "score_predictor.%d: embed_dim %zu is too small (need >= 4)", stage, C);
     const size_t C2 = C / 2, C4 = C / 4;
     struct { int *idx; const char *suffix; int ndim; size_t s0, s1; } decl[] = {
@@ -54,7 +54,7 @@ static void fill_const(ag_tensor *t, float v) {
     for (size_t i = 0; i < n; i++) t->data[i] = v;
 }
 
-void tps_predictor_init(const tps_predictor *p, ag_params *params, tpsc_rng *rng) {
+void tok_predictor_init(const tok_predictor *p, ag_params *params, tpsc_rng *rng) {
     fill_const(ag_param_tensor(params, p->in_norm_w), 1.0f);
     fill_const(ag_param_tensor(params, p->in_norm_b), 0.0f);
     /* draw order: in_conv.1, out_conv.0, out_conv.2, out_conv.4 (the modules' order) */
@@ -66,7 +66,7 @@ void tps_predictor_init(const tps_predictor *p, ag_params *params, tpsc_rng *rng
     }
 }
 
-ag_tensor *tps_predictor_forward(ag_ctx *ctx, const tps_predictor *p, ag_params *params, ag_tensor *x,
+ag_tensor *tok_predictor_forward(ag_ctx *ctx, const tok_predictor *p, ag_params *params, ag_tensor *x,
                                  ag_tensor *prev) {
     if (!ag_ok(ctx, 2, x, prev)) return NULL;
     if (x->ndim != 3) {
@@ -78,7 +78,7 @@ ag_tensor *tps_predictor_forward(ag_ctx *ctx, const tps_predictor *p, ag_params 
     ag_tensor *h = ag_layernorm(ctx, x, P(in_norm_w), P(in_norm_b), PREDICTOR_LN_EPS);
     h = ag_gelu(ctx, ag_linear(ctx, h, P(in_fc_w), P(in_fc_b)));
     ag_tensor *local = ag_slice(ctx, h, 2, 0, C2);
-    ag_tensor *global = tps_masked_mean_tokens(ctx, ag_slice(ctx, h, 2, C2, C - C2), prev);
+    ag_tensor *global = tok_masked_mean_tokens(ctx, ag_slice(ctx, h, 2, C2, C - C2), prev);
     ag_tensor *z = ag_concat(ctx, 2, (ag_tensor *[]){local, global}, 2);
     z = ag_gelu(ctx, ag_linear(ctx, z, P(out0_w), P(out0_b)));
     z = ag_gelu(ctx, ag_linear(ctx, z, P(out2_w), P(out2_b)));

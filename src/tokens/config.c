@@ -16,12 +16,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
 #define N_METHODS ((int)(sizeof method_names / sizeof method_names[0]))
 
-int tps_method_from_name(const char *name) {
+int tok_method_from_name(const char *name) {
     if (!name) return -1;
     for (int m = 0; m < N_METHODS; m++) {
         const char *a = name, *b = method_names[m];
@@ -31,12 +31,12 @@ int tps_method_from_name(const char *name) {
     return -1;
 }
 
-const char *tps_method_name(tps_method m) {
+const char *tok_method_name(tok_method m) {
     return (m >= 0 && (int)m < N_METHODS) ? method_names[m] : "unknown";
 }
 
-bool tps_method_has_predictor(tps_method m) { return m == TPS_DYNAMICVIT || m == TPS_DTPS; }
-bool tps_method_squeezes(tps_method m) { return m == TPS_DTPS || m == TPS_ETPS; }
+bool tok_method_has_predictor(tok_method m) { return m == TOK_DYNAMICVIT || m == TOK_DTPS; }
+bool tok_method_squeezes(tok_method m) { return m == TOK_DTPS || m == TOK_ETPS; }
 
 /* The double a decimal literal of up to 9 significant digits would give, for the float that
  * literal was parsed into: the shortest "%.*g" that reads back as f. */
@@ -52,7 +52,7 @@ static double decimal_of_float(float f) {
 
 /* True when keep_frac[s] is rho^(s+1) for rho = keep_frac[0] at every stage, up to the
  * float rounding of whoever compounded it (powf, repeated float products or a double pow). */
-static bool fractions_compound(const tps_config *cfg, double rho) {
+static bool fractions_compound(const tok_config *cfg, double rho) {
     for (int s = 0; s < cfg->n_stages; s++) {
         double want = pow(rho, s + 1), got = (double)cfg->keep_frac[s];
         if (fabs(got - want) > 4.0 * (double)FLT_EPSILON * want) return false;
@@ -61,36 +61,36 @@ static bool fractions_compound(const tps_config *cfg, double rho) {
 }
 
 /* The cumulative keep fraction of stage s as the double Python uses. */
-static double stage_fraction(const tps_config *cfg, int s) {
+static double stage_fraction(const tok_config *cfg, int s) {
     double rho = decimal_of_float(cfg->keep_frac[0]);
     if (fractions_compound(cfg, rho)) return pow(rho, s + 1);
     return decimal_of_float(cfg->keep_frac[s]);
 }
 
 /* EViT's per-stage rate: what fraction of the current tokens stage s keeps. */
-static double stage_rate(const tps_config *cfg, int s) {
+static double stage_rate(const tok_config *cfg, int s) {
     double rho = decimal_of_float(cfg->keep_frac[0]);
     if (s == 0 || fractions_compound(cfg, rho)) return rho;
     return decimal_of_float(cfg->keep_frac[s]) / decimal_of_float(cfg->keep_frac[s - 1]);
 }
 
-void tps_config_fill_rho(tps_config *cfg, float rho) {
+void tok_config_fill_rho(tok_config *cfg, float rho) {
     double r = decimal_of_float(rho);
-    for (int s = 0; s < cfg->n_stages && s < TPS_MAX_STAGES; s++) cfg->keep_frac[s] = (float)pow(r, s + 1);
+    for (int s = 0; s < cfg->n_stages && s < TOK_MAX_STAGES; s++) cfg->keep_frac[s] = (float)pow(r, s + 1);
 }
 
-tpsc_status tps_config_validate(const tps_config *cfg, int depth) {
+tpsc_status tok_config_validate(const tok_config *cfg, int depth) {
     if (!cfg) return tpsc_fail(TPSC_ERR_ARG, "tps config: NULL");
     if ((int)cfg->method < 0 || (int)cfg->method >= N_METHODS)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.method: %d is not a method (none, dynamicvit, dtps, evit, etps)",
                          (int)cfg->method);
-    if (cfg->n_stages < 0 || cfg->n_stages > TPS_MAX_STAGES)
+    if (cfg->n_stages < 0 || cfg->n_stages > TOK_MAX_STAGES)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: %d stages, at most %d are supported", cfg->n_stages,
-                         TPS_MAX_STAGES);
-    if (cfg->method == TPS_NONE) return TPSC_OK;
+                         TOK_MAX_STAGES);
+    if (cfg->method == TOK_NONE) return TPSC_OK;
     if (cfg->n_stages == 0)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: method %s needs at least one pruning location",
-                         tps_method_name(cfg->method));
+                         tok_method_name(cfg->method));
     if (depth < 2)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: depth %d leaves no block to prune at (need depth >= 2)",
                          depth);
@@ -111,13 +111,13 @@ tpsc_status tps_config_validate(const tps_config *cfg, int depth) {
                              "cumulative fractions must not increase",
                              s + 1, (double)f, s, (double)cfg->keep_frac[s - 1]);
     }
-    if (tps_method_squeezes(cfg->method) && !(cfg->squeeze_temp > 0.0f && isfinite(cfg->squeeze_temp)))
+    if (tok_method_squeezes(cfg->method) && !(cfg->squeeze_temp > 0.0f && isfinite(cfg->squeeze_temp)))
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.squeeze_temp: %g must be a finite number > 0",
                          (double)cfg->squeeze_temp);
     return TPSC_OK;
 }
 
-size_t tps_keep_count(const tps_config *cfg, int stage, size_t n_patches) {
+size_t tok_keep_count(const tok_config *cfg, int stage, size_t n_patches) {
     if (!cfg || stage < 0 || stage >= cfg->n_stages) return n_patches;
     /* Python: int(init_n * ratio), a truncation of a positive double. */
     size_t k = (size_t)floor((double)n_patches * stage_fraction(cfg, stage));
@@ -125,7 +125,7 @@ size_t tps_keep_count(const tps_config *cfg, int stage, size_t n_patches) {
     return k > n_patches ? n_patches : k;
 }
 
-size_t tps_evit_keep_count(const tps_config *cfg, int stage, size_t n) {
+size_t tok_evit_keep_count(const tok_config *cfg, int stage, size_t n) {
     if (!cfg || stage < 0 || stage >= cfg->n_stages || n == 0) return n;
     /* Python: math.ceil(keep_rate * (N - 1)), N - 1 the current spatial tokens. */
     size_t k = (size_t)ceil((double)n * stage_rate(cfg, stage));

@@ -12,39 +12,39 @@
  * Noise, when u is NULL: B*N*2 draws of tpsc_rng_uniform_open from rng in row-major order
  * (image, token, column 0 then 1), so a run is reproducible from the rng state. */
 #include "autograd/ops.h"
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
-ag_tensor *tps_train_stage(ag_ctx *ctx, const tps_config *cfg, int stage, const tps_predictor *pred,
+ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
                            ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
                            ag_tensor **keep, ag_tensor **logp_out) {
     if (keep) *keep = NULL;
     if (logp_out) *logp_out = NULL;
     if (!ag_ok(ctx, 2, x, prev)) return NULL;
-    if (!cfg || !tps_method_has_predictor(cfg->method))
-        return ag_error(ctx, TPSC_ERR_ARG, "tps_train_stage: method %s has no score predictor",
-                        cfg ? tps_method_name(cfg->method) : "(no config)");
+    if (!cfg || !tok_method_has_predictor(cfg->method))
+        return ag_error(ctx, TPSC_ERR_ARG, "tok_train_stage: method %s has no score predictor",
+                        cfg ? tok_method_name(cfg->method) : "(no config)");
     char sx[64], sp[64];
     if (x->ndim != 3 || x->shape[1] < 2 || prev->ndim != 2 || prev->shape[0] != x->shape[0] ||
         prev->shape[1] != x->shape[1] - 1)
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_train_stage: x %s must be [B,1+N,C] and prev %s [B,N]",
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_train_stage: x %s must be [B,1+N,C] and prev %s [B,N]",
                         ag_shape_str(x, sx, sizeof sx), ag_shape_str(prev, sp, sizeof sp));
     const size_t B = x->shape[0], N = x->shape[1] - 1;
     if (!u) {
-        if (!rng) return ag_error(ctx, TPSC_ERR_ARG, "tps_train_stage: neither noise u nor an rng was given");
+        if (!rng) return ag_error(ctx, TPSC_ERR_ARG, "tok_train_stage: neither noise u nor an rng was given");
         float *drawn = ag_alloc(ctx, B * N * 2 * sizeof(float));
         if (!drawn) return NULL;
         for (size_t i = 0; i < B * N * 2; i++) drawn[i] = tpsc_rng_uniform_open(rng);
         u = drawn;
     }
     ag_tensor *spatial = ag_slice(ctx, x, 1, 1, N);
-    ag_tensor *logp = tps_predictor_forward(ctx, pred, params, spatial, prev);
-    ag_tensor *k = cfg->train_mask == TPS_MASK_TOPK
-                       ? tps_gumbel_topk_keep(ctx, logp, u, prev, tps_keep_count(cfg, stage, N))
-                       : tps_gumbel_keep(ctx, logp, u, prev);
+    ag_tensor *logp = tok_predictor_forward(ctx, pred, params, spatial, prev);
+    ag_tensor *k = cfg->train_mask == TOK_MASK_TOPK
+                       ? tok_gumbel_topk_keep(ctx, logp, u, prev, tok_keep_count(cfg, stage, N))
+                       : tok_gumbel_keep(ctx, logp, u, prev);
     if (!k) return NULL;
     if (keep) *keep = k;
     if (logp_out) *logp_out = logp;
-    if (cfg->method != TPS_DTPS) return x;
-    ag_tensor *squeezed = tps_squeeze_train(ctx, spatial, k, prev, cfg->squeeze_temp);
+    if (cfg->method != TOK_DTPS) return x;
+    ag_tensor *squeezed = tok_squeeze_train(ctx, spatial, k, prev, cfg->squeeze_temp);
     return ag_concat(ctx, 2, (ag_tensor *[]){ag_slice(ctx, x, 1, 0, 1), squeezed}, 1);
 }

@@ -1,34 +1,34 @@
-/* Pieces shared by the files of src/tps/ (not part of the model's contract in tps.h). */
-#ifndef TPSC_TPS_TPS_INTERNAL_H
-#define TPSC_TPS_TPS_INTERNAL_H
+/* Pieces shared by the files of src/tokens/ (not part of the model's contract in tps.h). */
+#ifndef TPSC_TOKENS_TOKENS_INTERNAL_H
+#define TPSC_TOKENS_TOKENS_INTERNAL_H
 
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 /* get_sim's normalisation in the official code: x / (||x|| + 1e-6). */
-#define TPS_NORM_EPS 1e-6f
+#define TOK_NORM_EPS 1e-6f
 /* The value the official code writes into similarities that must never win (self, pruned). */
-#define TPS_SIM_MASKED -100.0f
+#define TOK_SIM_MASKED -100.0f
 /* The host's own weight in the squeeze: exp(1). */
-#define TPS_HOST_WEIGHT 2.718281828459045f
+#define TOK_HOST_WEIGHT 2.718281828459045f
 
 /* cosine.c: row normalisation x [R,C] -> xh = x / (||x|| + eps), norm [R] = ||x||. */
-void tps_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
+void tok_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
 /* dx [R,C] += the gradient through that normalisation, given dxh [R,C]. */
-void tps_rows_normalise_backward(const float *x, const float *norm, const float *dxh, size_t rows, size_t C,
+void tok_rows_normalise_backward(const float *x, const float *norm, const float *dxh, size_t rows, size_t C,
                                  float *dx);
 
 /* masked_mean.c: the predictor's global feature, broadcast back to every token:
  * out[b,n,:] = sum_i mask[b,i] x[b,i,:] / sum_i mask[b,i]   (x [B,N,C], mask [B,N]).
  * An all-zero mask gives zeros (the official code divides by zero). Differentiable in x and
  * in mask. */
-ag_tensor *tps_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
+ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
 
 /* squeeze_hosts.c: TPS squeeze with real removal (official TPSModule in eval mode):
  * kept [B,k,C], dropped [B,p,C] -> [B,k,C]; every dropped token goes to its most
  * cosine-similar kept token (all of them on an exact tie), weight exp(sim / T), host weight e.
  * Differentiable in kept and dropped (through the similarities too); the host choice is a
  * constant. */
-ag_tensor *tps_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
+ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
 
 
 #endif

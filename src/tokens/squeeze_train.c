@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "src/tps/tps_internal.h"
+#include "src/tokens/tokens_internal.h"
 
 typedef struct squeeze_saved {
     float *xh, *norm, *S, *rowmax, *den; /* [B,N,C], [B,N], [B,N,N], [B,N], [B,N] */
@@ -27,7 +27,7 @@ static void squeeze_train_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *keep = n->in[1], *prev = n->in[2];
     const squeeze_saved *sv = n->saved;
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
-    const float e = TPS_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
+    const float e = TOK_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dx = ag_grad(ctx, x), *dkeep = ag_grad(ctx, keep), *dprev = ag_grad(ctx, prev);
     /* scratch per image, so images run in parallel: dL/dxh [B,N,C] and dL/dP [B,N] */
     float *dxh_all = dx ? ag_alloc(ctx, B * N * C * sizeof(float)) : NULL;
@@ -70,7 +70,7 @@ static void squeeze_train_backward(ag_ctx *ctx, ag_node *n) {
             }
             dP[i] = dPi;
         }
-        if (dxb) tps_rows_normalise_backward(xb, sv->norm + b * N, dxh, N, C, dxb);
+        if (dxb) tok_rows_normalise_backward(xb, sv->norm + b * N, dxh, N, C, dxb);
         for (size_t i = 0; i < N; i++) {
             if (dkeep) dkeep[b * N + i] -= pb[i] * dP[i];
             if (dprev) dprev[b * N + i] += (1.0f - kb[i]) * dP[i];
@@ -78,19 +78,19 @@ static void squeeze_train_backward(ag_ctx *ctx, ag_node *n) {
     }
 }
 
-ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tensor *prev, float temp) {
+ag_tensor *tok_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tensor *prev, float temp) {
     if (!ag_ok(ctx, 3, x, keep, prev)) return NULL;
     char sx[64], sk[64], sp[64];
     if (x->ndim != 3 || keep->ndim != 2 || prev->ndim != 2 || keep->shape[0] != x->shape[0] ||
         keep->shape[1] != x->shape[1] || !ag_same_shape(keep, prev))
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_squeeze_train: x %s must be [B,N,C], keep %s and prev %s [B,N]",
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_train: x %s must be [B,N,C], keep %s and prev %s [B,N]",
                         ag_shape_str(x, sx, sizeof sx), ag_shape_str(keep, sk, sizeof sk),
                         ag_shape_str(prev, sp, sizeof sp));
     if (!ag_is_contiguous(x) || !ag_is_contiguous(keep) || !ag_is_contiguous(prev))
-        return ag_error(ctx, TPSC_ERR_SHAPE, "tps_squeeze_train: inputs must be contiguous");
-    if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tps_squeeze_train: temperature %g must be > 0", (double)temp);
+        return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_train: inputs must be contiguous");
+    if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tok_squeeze_train: temperature %g must be > 0", (double)temp);
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
-    const float e = TPS_HOST_WEIGHT;
+    const float e = TOK_HOST_WEIGHT;
     ag_tensor *y = ag_new3(ctx, B, N, C);
     squeeze_saved *sv = ag_alloc(ctx, sizeof *sv);
     if (!y || !sv) return NULL;
@@ -102,7 +102,7 @@ ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
     float *acc_all = ag_alloc(ctx, B * N * C * sizeof(float)); /* per image: images run in parallel */
     if (!sv->xh || !sv->norm || !sv->S || !sv->rowmax || !sv->den || !acc_all) return NULL;
     sv->temp = temp;
-    tps_rows_normalise(x->data, B * N, C, sv->xh, sv->norm);
+    tok_rows_normalise(x->data, B * N, C, sv->xh, sv->norm);
     #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
         float *acc = acc_all + b * N * C;
@@ -114,9 +114,9 @@ ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
         for (size_t i = 0; i < N; i++) {
             float m = -INFINITY;
             for (size_t j = 0; j < N; j++) {
-                float s = i == j ? TPS_SIM_MASKED : Sb[i * N + j];
+                float s = i == j ? TOK_SIM_MASKED : Sb[i * N + j];
                 s = s / temp;
-                if (kb[j] == 0.0f) s = TPS_SIM_MASKED;
+                if (kb[j] == 0.0f) s = TOK_SIM_MASKED;
                 Sb[i * N + j] = s;
                 if (s > m) m = s;
             }
@@ -140,7 +140,7 @@ ag_tensor *tps_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
             for (size_t c = 0; c < C; c++) yb[j * C + c] = xb[j * C + c] * self + acc[j * C + c] * inv;
         }
     }
-    ag_node *n = ag_record(ctx, "tps_squeeze_train", squeeze_train_backward, y, 3, (ag_tensor *[]){x, keep, prev});
+    ag_node *n = ag_record(ctx, "tok_squeeze_train", squeeze_train_backward, y, 3, (ag_tensor *[]){x, keep, prev});
     if (n) n->saved = sv;
     return y;
 }

@@ -21,7 +21,7 @@
  *     ceil(rho_s n), rho_s = keep_frac[s] / keep_frac[s-1]; that block's MLP already runs on the
  *     reduced sequence. EViT appends one fused token, which the next stage counts among its n
  *     spatial tokens (as EViT's code does with N - 1).
- * The keep counts follow tps_keep_count / tps_evit_keep_count (config.c), reimplemented here
+ * The keep counts follow tok_keep_count / tok_evit_keep_count (config.c), reimplemented here
  * so that the cost model does not depend on the model code: both go back to the double the
  * official Python would use (see keep_fraction below), or float rounding moves a count by one. */
 #include <float.h>
@@ -29,7 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "src/tps/tps.h"
+#include "src/tokens/tokens.h"
 
 /* The double of the shortest decimal that reads back as f: 0.7f -> 0.7, the number the user
  * wrote and Python computes with. */
@@ -44,7 +44,7 @@ static double as_decimal(float f) {
 }
 
 /* Whether the fractions are one rho compounded (rho^(s+1)), up to float rounding. */
-static bool compounded(const tps_config *cfg, double rho) {
+static bool compounded(const tok_config *cfg, double rho) {
     for (int s = 0; s < cfg->n_stages; s++) {
         double want = pow(rho, s + 1);
         if (fabs((double)cfg->keep_frac[s] - want) > 4.0 * (double)FLT_EPSILON * want) return false;
@@ -53,13 +53,13 @@ static bool compounded(const tps_config *cfg, double rho) {
 }
 
 /* Cumulative fraction of stage s (predictor methods), as Python's rho ** (s + 1). */
-static double keep_fraction(const tps_config *cfg, int s) {
+static double keep_fraction(const tok_config *cfg, int s) {
     double rho = as_decimal(cfg->keep_frac[0]);
     return compounded(cfg, rho) ? pow(rho, s + 1) : as_decimal(cfg->keep_frac[s]);
 }
 
 /* Fraction of the current tokens stage s keeps (evit/etps). */
-static double stage_rate(const tps_config *cfg, int s) {
+static double stage_rate(const tok_config *cfg, int s) {
     double rho = as_decimal(cfg->keep_frac[0]);
     if (s == 0 || compounded(cfg, rho)) return rho;
     return as_decimal(cfg->keep_frac[s]) / as_decimal(cfg->keep_frac[s - 1]);
@@ -71,12 +71,12 @@ static size_t clamp_count(double k, size_t n) {
 }
 
 /* floor(N_p keep_frac[s]), at least 1 */
-static size_t predictor_keep(const tps_config *cfg, int s, size_t n_patches) {
+static size_t predictor_keep(const tok_config *cfg, int s, size_t n_patches) {
     return clamp_count(floor((double)n_patches * keep_fraction(cfg, s)), n_patches);
 }
 
 /* ceil(rho_s n), at least 1 */
-static size_t evit_keep(const tps_config *cfg, int s, size_t n) {
+static size_t evit_keep(const tok_config *cfg, int s, size_t n) {
     return clamp_count(ceil((double)n * stage_rate(cfg, s)), n);
 }
 
@@ -92,7 +92,7 @@ static double predictor_macs(double n, size_t C) {
 /* p pruned tokens squeezed into k kept ones */
 static double squeeze_macs(double p, double k, double C) { return p * k * C + p * C; }
 
-double tps_macs_per_image(const tps_config *cfg, size_t img_size, size_t patch, size_t in_chans, size_t embed_dim,
+double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, size_t in_chans, size_t embed_dim,
                           size_t depth, size_t mlp_hidden, size_t num_classes) {
     if (patch == 0 || img_size < patch || embed_dim == 0) {
         tpsc_fail(TPSC_ERR_ARG, "macs: image %zu with patch %zu and width %zu has no tokens", img_size, patch,
@@ -101,9 +101,9 @@ double tps_macs_per_image(const tps_config *cfg, size_t img_size, size_t patch, 
     }
     const size_t side = img_size / patch, n_patches = side * side;
     const double C = (double)embed_dim, F = (double)mlp_hidden;
-    const tps_method method = cfg ? cfg->method : TPS_NONE;
-    const int n_stages = method == TPS_NONE ? 0 : cfg->n_stages;
-    const bool predictor = tps_method_has_predictor(method), squeezes = tps_method_squeezes(method);
+    const tok_method method = cfg ? cfg->method : TOK_NONE;
+    const int n_stages = method == TOK_NONE ? 0 : cfg->n_stages;
+    const bool predictor = tok_method_has_predictor(method), squeezes = tok_method_squeezes(method);
 
     double macs = (double)n_patches * (double)(in_chans * patch * patch) * C;
     size_t n = n_patches; /* spatial tokens entering the current block */
