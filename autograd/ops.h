@@ -98,5 +98,16 @@ ag_tensor *ag_patchify(ag_ctx *ctx, ag_tensor *img, size_t patch);
  * cls_attn: if non-NULL, receives [B, N-1] = mean over heads of attn[b, h, 0, 1:], the cls
  * token's attention to each patch token (EViT's score); it is differentiable. */
 ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn);
+/* The same without a policy but with ToMe's proportional attention: log_size [B,N] (constants,
+ * or NULL for none) is added to every row of the scores before the softmax,
+ * softmax(q k^T / sqrt(D) + log s). */
+ag_tensor *ag_attention_sized(ag_ctx *ctx, ag_tensor *qkv, size_t heads, const float *log_size, ag_tensor **cls_attn);
+
+/* ---- token merging (ops/merge.c) ----------------------------------------------------------- */
+/* Size-weighted merge by a map: x [B,n,C], size [B,n] (NULL: all 1), map [B,n] in [0,m), every
+ * output hit -> [B,m,C], y[b,o] = sum_{map[b,i]=o} s_bi x[b,i] / sum s_bi; size_out [B,m]
+ * (may be NULL) receives the sums. Map and sizes are constants; the gradient flows through
+ * the weighted averages (ToMe's merge_wavg). */
+ag_tensor *ag_merge_tokens(ag_ctx *ctx, ag_tensor *x, const float *size, const int32_t *map, size_t m, float *size_out);
 
 #endif

@@ -3,6 +3,7 @@
 #   bash scripts/setup.sh [--sanitize] [--reference]
 #     --sanitize   also build build-asan/ with AddressSanitizer + UBSan
 #     --reference  also install python3-torch and python3-h5py, to regenerate test fixtures
+#                  (python3-torchvision and python3-tqdm: timm and ToMe import them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ SANITIZE=0
 for a in "$@"; do
   case "$a" in
     --sanitize) SANITIZE=1 ;;
-    --reference) PKGS+=(python3-torch python3-h5py python3-numpy) ;;
+    --reference) PKGS+=(python3-torch python3-h5py python3-numpy python3-torchvision python3-tqdm) ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac
 done

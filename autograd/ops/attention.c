@@ -201,7 +201,10 @@ static void attention_cls_backward(ag_ctx *ctx, ag_node *n) {
     for (size_t i = 0; i < s->B * (s->N - 1); i++) s->dcls[i] += dc[i];
 }
 
-ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn) {
+/* key_bias [B,N] or NULL: a constant added to every row of S before the softmax (ToMe's
+ * proportional attention, log token sizes). The backward needs nothing more: it works from A. */
+static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, const float *key_bias,
+                            ag_tensor **cls_attn) {
     if (cls_attn) *cls_attn = NULL;
     if (!ag_ok(ctx, 1, qkv)) return NULL;
     char sq[64], sp[64];
@@ -220,6 +223,8 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
             return ag_error(ctx, TPSC_ERR_SHAPE, "attention: policy %s does not match qkv %s (want [B,N])",
                             ag_shape_str(policy, sp, sizeof sp), ag_shape_str(qkv, sq, sizeof sq));
     }
+    if (policy && key_bias)
+        return ag_error(ctx, TPSC_ERR_ARG, "attention: a policy and a key bias cannot be combined");
     if (cls_attn && N < 2)
         return ag_error(ctx, TPSC_ERR_SHAPE, "attention: cls_attn needs a cls token and patches, qkv %s",
                         ag_shape_str(qkv, sq, sizeof sq));
@@ -237,6 +242,13 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
         const float *q = qkv->data + b * N * C3 + h * D, *k = q + C, *v = q + 2 * C;
         /* A [N,N] = scale q k^T, then the row softmax in place */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, A, iN);
+        if (key_bias)
+            for (size_t i = 0; i < N; i++) {
+                const float *kb = key_bias + b * N;
+                float *row = A + i * N;
+                #pragma omp simd
+                for (size_t j = 0; j < N; j++) row[j] += kb[j];
+            }
         for (size_t i = 0; i < N; i++) {
             if (policy)
                 policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
@@ -280,4 +292,12 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
     }
     if (cls_attn) *cls_attn = cls;
     return out;
+}
+
+ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn) {
+    return attention(ctx, qkv, heads, policy, NULL, cls_attn);
+}
+
+ag_tensor *ag_attention_sized(ag_ctx *ctx, ag_tensor *qkv, size_t heads, const float *log_size, ag_tensor **cls_attn) {
+    return attention(ctx, qkv, heads, NULL, log_size, cls_attn);
 }

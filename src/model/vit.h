@@ -77,6 +77,14 @@ typedef struct vit_output {
     size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
     int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch
                                               indices (0..N-1), in the order kept; arena memory */
+    /* tome/atme (arena memory): the source map, patch_token [B,N] = the final spatial token
+     * (0-based, cls excluded) holding each patch, and token_size [B,n] its patch count (NULL
+     * when nothing merged); the same after every block i: patch_token_block[i],
+     * token_size_block[i] (depth entries). atme also fills kept_count per stage. */
+    int32_t *patch_token;
+    float *token_size;
+    int32_t **patch_token_block;
+    float **token_size_block;
 } vit_output;
 
 /* images [B,Cin,H,W] -> out->logits [B,K]. Returns out->logits, or NULL (see ctx status). */

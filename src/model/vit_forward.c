@@ -7,14 +7,23 @@
 
 static ag_tensor *param(vit_model *m, int idx) { return ag_param_tensor(&m->params, idx); }
 
-/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h */
-static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x, ag_tensor *policy,
-                                  ag_tensor **cls_attn) {
+/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h;
+ * log_size [B,n] or NULL: proportional attention (merging methods); *qkv_out (may be NULL)
+ * receives the block's qkv [B,n,3C] (the merging metric). */
+static ag_tensor *block_attention_ex(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x, ag_tensor *policy,
+                                     const float *log_size, ag_tensor **cls_attn, ag_tensor **qkv_out) {
     ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps);
     ag_tensor *qkv = ag_linear(ctx, h, param(m, b->qkv_w), param(m, b->qkv_b));      /* [B,n,3C] */
-    ag_tensor *a = ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn);       /* [B,n,C] */
+    if (qkv_out) *qkv_out = qkv;
+    ag_tensor *a = log_size ? ag_attention_sized(ctx, qkv, m->cfg.num_heads, log_size, cls_attn)
+                            : ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn); /* [B,n,C] */
     /* proj and the residual add in one op: proj's own output is never stored. */
     return ag_linear_residual(ctx, a, param(m, b->proj_w), param(m, b->proj_b), x);
+}
+
+static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x, ag_tensor *policy,
+                                  ag_tensor **cls_attn) {
+    return block_attention_ex(ctx, m, b, x, policy, NULL, cls_attn, NULL);
 }
 
 /* x [B,n,C] -> x + fc2(gelu(fc1(norm2(x)))) */
@@ -69,6 +78,46 @@ static ag_tensor *head(ag_ctx *ctx, vit_model *m, ag_tensor *x, vit_output *out)
     return ag_linear(ctx, cls, param(m, m->head_w), param(m, m->head_b));            /* [B,K] */
 }
 
+/* ToMe / ATME: merging between attention and MLP (tome in every block, atme at prune_loc),
+ * proportional attention with the sizes so far, the source map after every merging block.
+ * Train and inference are the same computation. x [B,1+N,C] -> final sequence. */
+static ag_tensor *merging_blocks(ag_ctx *ctx, vit_model *m, ag_tensor *x, const vit_forward_opts *opts,
+                                 vit_output *out) {
+    const vit_config *c = &m->cfg;
+    const tok_config *tps = &m->tps;
+    const size_t B = x->shape[0], N = vit_num_patches(c), depth = c->depth;
+    tok_merge_state st;
+    if (tok_merge_state_init(ctx, &st, B, N) != TPSC_OK) return NULL;
+    int *r = ag_alloc(ctx, depth * sizeof *r);
+    out->patch_token_block = ag_alloc(ctx, depth * sizeof *out->patch_token_block);
+    out->token_size_block = ag_alloc(ctx, depth * sizeof *out->token_size_block);
+    if (!r || !out->patch_token_block || !out->token_size_block) return NULL;
+    if (tps->method == TOK_TOME) tok_tome_r_list(tps, (int)depth, r);
+    int s = 0;
+    for (size_t i = 0; i < depth && x; i++) {
+        const vit_block *blk = &m->blocks[i];
+        const bool atme_here = tps->method == TOK_ATME && s < tps->n_stages && tps->prune_loc[s] == (int)i;
+        ag_tensor *qkv = NULL, *cls_attn = NULL;
+        x = block_attention_ex(ctx, m, blk, x, NULL, tps->prop_attn ? st.log_size : NULL, atme_here ? &cls_attn : NULL,
+                               &qkv);
+        if (tps->method == TOK_TOME) {
+            x = tok_tome_merge(ctx, &st, x, qkv, c->num_heads, r[i]);
+        } else if (atme_here) {
+            size_t keep = opts->keep_override ? opts->keep_override[s] : tok_keep_count(tps, s, N);
+            if (keep < 1 || keep > N) return ag_error(ctx, TPSC_ERR_ARG, "atme stage %d: cannot keep %zu of %zu tokens", s, keep, N);
+            x = tok_atme_merge(ctx, &st, x, qkv, c->num_heads, cls_attn, keep);
+            out->kept_count[s] = st.t - 1;
+            s++;
+        }
+        out->patch_token_block[i] = st.patch_token;
+        out->token_size_block[i] = st.size;
+        x = block_mlp(ctx, m, blk, x);
+    }
+    out->patch_token = st.patch_token;
+    out->token_size = st.size;
+    return x;
+}
+
 ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_forward_opts *opts, vit_output *out) {
     memset(out, 0, sizeof *out);
     if (!ag_ok(ctx, 1, images)) return NULL;
@@ -84,9 +133,18 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
     const bool predictor = tok_method_has_predictor(tps->method);
     const bool evit = tps->method == TOK_EVIT || tps->method == TOK_ETPS;
     const bool train = opts->mode == VIT_TRAIN;
-    out->n_stages = tps->method == TOK_NONE ? 0 : tps->n_stages;
+    out->n_stages = (tps->method == TOK_NONE || tps->method == TOK_TOME) ? 0 : tps->n_stages;
 
     ag_tensor *x = embed(ctx, m, images);
+    if (tok_method_merges(tps->method)) {
+        if (opts->n_probe > 0)
+            return ag_error(ctx, TPSC_ERR_ARG, "vit_forward: attention probes need a dense model (method none), not %s",
+                            tok_method_name(tps->method));
+        x = x ? merging_blocks(ctx, m, x, opts, out) : NULL;
+        if (!x) return NULL;
+        out->logits = head(ctx, m, x, out);
+        return out->logits;
+    }
     ag_tensor *prev = NULL, *policy = NULL;
     if (train && predictor) {
         /* As DynamicViT: in training, every block runs the policy softmax (all ones before the

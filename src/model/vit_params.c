@@ -24,6 +24,7 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_conf
     if (tps) {
         m->tps = *tps;
         TPSC_TRY(tok_config_validate(tps, (int)cfg->depth));
+        TPSC_TRY(tok_config_validate_tokens(tps, (int)cfg->depth, vit_num_patches(cfg)));
     }
     ag_params *p = &m->params;
     ag_params_init(p);

@@ -51,8 +51,9 @@ const recipe_key recipe_keys[] = {
          "true: every model tensor must be in init; false: missing ones (e.g. predictors) are initialised and listed"),
 
     /* ---- [tps] ------------------------------------------------------------------------------- */
-    ENUM("tps", "method", tps.cfg.method, "none", "none|dynamicvit|dtps|evit|etps",
-         "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes)"),
+    ENUM("tps", "method", tps.cfg.method, "none", "none|dynamicvit|dtps|evit|etps|tome|atme",
+         "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes); "
+         "tome ToMe merging in every block; atme CAIT-style neighbour merging at prune_loc"),
     INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TOK_MAX_STAGES, 1, 1024,
              "blocks where stages prune, increasing, inside [1, depth)"),
     FLOAT_LIST("tps", "keep_ratio", tps.keep_ratio, tps.n_keep_ratio, "0.7", 1, TOK_MAX_STAGES, 0, 1, true,
@@ -60,6 +61,12 @@ const recipe_key recipe_keys[] = {
     FLOAT_GT("tps", "squeeze_temp", tps.cfg.squeeze_temp, "1.0", 0, INF, "temperature T of the squeeze similarity (paper: 1)"),
     ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
+    INT("tps", "tome_r", tps.cfg.tome_r, "8", 0, BIG,
+        "tome: tokens merged per block (ToMe's r; at most half the tokens of a block, and r summed over blocks <= patches)"),
+    FLOAT("tps", "tome_inflect", tps.cfg.tome_inflect, "0", -1, 1,
+          "tome: ToMe's schedule inflection: 0 constant r, -1 decreasing (2r in block 0 down to 0), +1 increasing"),
+    BOOL("tps", "prop_attn", tps.cfg.prop_attn, "true",
+         "tome/atme: proportional attention softmax(qk/sqrt(d) + log size), as ToMe off the shelf"),
 
     /* ---- [data] ------------------------------------------------------------------------------ */
     ENUM("data", "format", data.format, "fashion_mnist", "fashion_mnist|imagefolder|idx|h5", /* = tpsc_data_format order */
@@ -161,7 +168,9 @@ _Static_assert(sizeof(tpsc_data_format) == sizeof(int), "enum must be int-sized"
 _Static_assert(sizeof(tpsc_distill_token) == sizeof(int), "enum must be int-sized");
 _Static_assert(sizeof(tpsc_bad_image_policy) == sizeof(int), "enum must be int-sized");
 /* ENUM rows store the index of the name in their choices: the C enums must follow that order. */
-_Static_assert(TOK_NONE == 0 && TOK_DYNAMICVIT == 1 && TOK_DTPS == 2 && TOK_EVIT == 3 && TOK_ETPS == 4, "tps.method order");
+_Static_assert(TOK_NONE == 0 && TOK_DYNAMICVIT == 1 && TOK_DTPS == 2 && TOK_EVIT == 3 && TOK_ETPS == 4 && TOK_TOME == 5 &&
+                   TOK_ATME == 6,
+               "tps.method order");
 _Static_assert(TPSC_DATA_FASHION_MNIST == 0 && TPSC_DATA_IMAGEFOLDER == 1 && TPSC_DATA_IDX == 2 && TPSC_DATA_H5 == 3,
                "data.format order");
 _Static_assert(TPSC_BAD_IMAGE_ERROR == 0 && TPSC_BAD_IMAGE_SKIP == 1, "data.on_bad_image order");

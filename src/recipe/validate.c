@@ -95,6 +95,15 @@ static tpsc_status validate_tps(const tpsc_recipe *r) {
     if (t->cfg.method == TOK_NONE) return TPSC_OK;
     const int depth = (int)r->model.vit.depth;
     char other[32];
+    if (t->cfg.method == TOK_TOME) {
+        /* ToMe merges in every block: prune_loc and keep_ratio do not apply */
+        if (tok_config_validate(&t->cfg, depth) != TPSC_OK ||
+            tok_config_validate_tokens(&t->cfg, depth, vit_num_patches(&r->model.vit)) != TPSC_OK) {
+            tpsc_error_context("%s: [tps]: ", r->origin.source[0] ? r->origin.source : "recipe");
+            return TPSC_ERR_CONFIG;
+        }
+        return TPSC_OK;
+    }
     for (int s = 0; s < t->n_prune_loc; s++) {
         if (t->prune_loc[s] < 1 || t->prune_loc[s] >= depth)
             return key_fail(r, "tps", "prune_loc", "location %d is outside [1, %d) for model.depth = %d (%s)", t->prune_loc[s],
@@ -113,7 +122,8 @@ static tpsc_status validate_tps(const tpsc_recipe *r) {
                             (double)t->keep_ratio[s], (double)t->keep_ratio[s - 1]);
     /* The model checks the resolved config again (vit_model_create); failing here instead
      * keeps the error at load time, with the recipe's name on it. */
-    if (tok_config_validate(&t->cfg, depth) != TPSC_OK) {
+    if (tok_config_validate(&t->cfg, depth) != TPSC_OK ||
+        tok_config_validate_tokens(&t->cfg, depth, vit_num_patches(&r->model.vit)) != TPSC_OK) {
         tpsc_error_context("%s: [tps]: ", r->origin.source[0] ? r->origin.source : "recipe");
         return TPSC_ERR_CONFIG;
     }

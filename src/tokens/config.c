@@ -18,7 +18,7 @@
 
 #include "src/tokens/tokens.h"
 
-static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
+static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps", "tome", "atme"};
 #define N_METHODS ((int)(sizeof method_names / sizeof method_names[0]))
 
 int tok_method_from_name(const char *name) {
@@ -37,6 +37,7 @@ const char *tok_method_name(tok_method m) {
 
 bool tok_method_has_predictor(tok_method m) { return m == TOK_DYNAMICVIT || m == TOK_DTPS; }
 bool tok_method_squeezes(tok_method m) { return m == TOK_DTPS || m == TOK_ETPS; }
+bool tok_method_merges(tok_method m) { return m == TOK_TOME || m == TOK_ATME; }
 
 /* The double a decimal literal of up to 9 significant digits would give, for the float that
  * literal was parsed into: the shortest "%.*g" that reads back as f. */
@@ -82,12 +83,18 @@ void tok_config_fill_rho(tok_config *cfg, float rho) {
 tpsc_status tok_config_validate(const tok_config *cfg, int depth) {
     if (!cfg) return tpsc_fail(TPSC_ERR_ARG, "tps config: NULL");
     if ((int)cfg->method < 0 || (int)cfg->method >= N_METHODS)
-        return tpsc_fail(TPSC_ERR_CONFIG, "tps.method: %d is not a method (none, dynamicvit, dtps, evit, etps)",
+        return tpsc_fail(TPSC_ERR_CONFIG, "tps.method: %d is not a method (none, dynamicvit, dtps, evit, etps, tome, atme)",
                          (int)cfg->method);
     if (cfg->n_stages < 0 || cfg->n_stages > TOK_MAX_STAGES)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: %d stages, at most %d are supported", cfg->n_stages,
                          TOK_MAX_STAGES);
     if (cfg->method == TOK_NONE) return TPSC_OK;
+    if (cfg->method == TOK_TOME) {
+        if (cfg->tome_r < 0) return tpsc_fail(TPSC_ERR_CONFIG, "tps.tome_r: %d must be >= 0", cfg->tome_r);
+        if (!(cfg->tome_inflect >= -1.0f && cfg->tome_inflect <= 1.0f))
+            return tpsc_fail(TPSC_ERR_CONFIG, "tps.tome_inflect: %g is outside [-1, 1]", (double)cfg->tome_inflect);
+        return TPSC_OK; /* ToMe merges in every block; prune_loc and keep_ratio do not apply */
+    }
     if (cfg->n_stages == 0)
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: method %s needs at least one pruning location",
                          tok_method_name(cfg->method));

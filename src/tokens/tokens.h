@@ -6,6 +6,8 @@
  *   dtps        learned score predictor, prune and squeeze pruned tokens into kept hosts
  *   evit        cls-attention score inside the block, prune and fuse the rest into one token
  *   etps        cls-attention score inside the block, prune and squeeze
+ *   tome        ToMe: bipartite soft matching in every block, r tokens merged per block
+ *   atme        CAIT-style asymmetric merging of grid neighbours at prune_loc (docs/merging.md)
  *
  * The model (src/model/vit.c) calls these at the pruning locations. Training never shortens
  * the sequence for predictor methods: it carries a hard keep mask (straight-through Gumbel)
@@ -20,7 +22,7 @@
 
 #define TOK_MAX_STAGES 8
 
-typedef enum tok_method { TOK_NONE = 0, TOK_DYNAMICVIT, TOK_DTPS, TOK_EVIT, TOK_ETPS } tok_method;
+typedef enum tok_method { TOK_NONE = 0, TOK_DYNAMICVIT, TOK_DTPS, TOK_EVIT, TOK_ETPS, TOK_TOME, TOK_ATME } tok_method;
 
 /* How predictor methods draw the hard keep mask in training (recipe key tps.train_mask):
  *   gumbel  the official per-token straight-through Gumbel-softmax sample; the keep-ratio loss
@@ -39,6 +41,9 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    int tome_r;                      /* tome: tokens merged per block (ToMe's r) */
+    float tome_inflect;              /* tome: schedule, 0 constant, -1 decreasing (2r .. 0) */
+    bool prop_attn;                  /* tome/atme: proportional attention with log token sizes */
 } tok_config;
 
 /* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */
@@ -46,6 +51,7 @@ int tok_method_from_name(const char *name);
 const char *tok_method_name(tok_method m);
 bool tok_method_has_predictor(tok_method m); /* dynamicvit, dtps */
 bool tok_method_squeezes(tok_method m);      /* dtps, etps */
+bool tok_method_merges(tok_method m);        /* tome, atme */
 /* keep_frac[s] = rho^(s+1) for s < n_stages (set n_stages first), compounded in double as the
  * official Python does. */
 void tok_config_fill_rho(tok_config *cfg, float rho);
@@ -116,6 +122,39 @@ ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_t
 /* evit/etps: spatial tokens kept at a stage with n current spatial tokens: ceil(rho_s * n),
  * rho_s = keep_frac[s] / keep_frac[s-1]. */
 size_t tok_evit_keep_count(const tok_config *cfg, int stage, size_t n);
+
+/* ---- token merging: ToMe and ATME (merge.c, tome.c, atme.c; rules in merge_rules.h) -------- */
+/* Checks what depends on the token count: tome's schedule must not remove more tokens than
+ * the N patches hold; atme needs a square grid of patches and a budget of at least one token
+ * per location. Errors name the key and the numbers. */
+tpsc_status tok_config_validate_tokens(const tok_config *cfg, int depth, size_t n_patches);
+/* tome: the requested r of every block (ToMe's parse_r of tome_r, tome_inflect); r_out[depth]. */
+void tok_tome_r_list(const tok_config *cfg, int depth, int *r_out);
+
+/* What a merging forward carries from block to block (arena memory; every update allocates
+ * anew, so arrays handed out earlier stay valid). */
+typedef struct tok_merge_state {
+    size_t B, N, g;        /* batch, patches, grid side (g*g == N, or 0 when not square) */
+    size_t t;              /* current tokens, cls included */
+    float *size;           /* [B,t] patches per token (cls: 1); NULL while every size is 1 */
+    float *log_size;       /* [B,t] log(size) for proportional attention; NULL while sizes are 1 */
+    int32_t *patch_token;  /* [B,N] current spatial token (0-based, cls excluded) of each patch */
+} tok_merge_state;
+
+/* A state with every patch its own token. g = sqrt(N) when N is a square, else 0. */
+tpsc_status tok_merge_state_init(ag_ctx *ctx, tok_merge_state *st, size_t B, size_t N);
+/* ToMe between attention and MLP: x [B,t,C] (after the attention residual), qkv the block's
+ * [B,t,3C] (the metric is its keys averaged over heads), r the requested merges (clamped to
+ * ToMe's (t-1)/2). Returns [B,t-r',C] and updates st. */
+ag_tensor *tok_tome_merge(ag_ctx *ctx, tok_merge_state *st, ag_tensor *x, const ag_tensor *qkv, size_t heads, int r);
+/* ATME between attention and MLP: x [B,t,C], qkv [B,t,3C], cls_attn [B,t-1] (cls attention,
+ * mean over heads: importance), keep = spatial tokens left afterwards (the location's budget;
+ * 1 <= keep). Needs st->g > 0. Returns [B,1+keep,C] (x itself when nothing is removed). */
+ag_tensor *tok_atme_merge(ag_ctx *ctx, tok_merge_state *st, ag_tensor *x, const ag_tensor *qkv, size_t heads,
+                          const ag_tensor *cls_attn, size_t keep);
+/* Unmerge: tokens [B,n,C] (spatial, cls excluded) -> [B,N,C], every patch cell taking its
+ * token's row (patch_token [B,N] from a state or a vit_output). Differentiable. */
+ag_tensor *tok_unmerge(ag_ctx *ctx, ag_tensor *tokens, const int32_t *patch_token, size_t N);
 
 /* ---- cost, flops.c ------------------------------------------------------------------------ */
 /* Multiply-accumulates per image of a forward pass in inference mode (tokens really removed),

@@ -29,6 +29,8 @@ ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
  * Differentiable in kept and dropped (through the similarities too); the host choice is a
  * constant. */
 ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
-
+/* merge.c: applies per-image maps [B, st->t] with m outputs each to x [B,t,C] and to the
+ * merge state (sizes, log sizes, source map). */
+ag_tensor *tok_merge_apply(ag_ctx *ctx, tok_merge_state *st, ag_tensor *x, const int32_t *map, size_t m);
 
 #endif
