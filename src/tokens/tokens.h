@@ -18,6 +18,7 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
+#include "src/channels/channels.h"
 #include "src/util/rng.h"
 
 #define TOK_MAX_STAGES 8
@@ -44,6 +45,7 @@ typedef struct tok_config {
     int tome_r;                      /* tome: tokens merged per block (ToMe's r) */
     float tome_inflect;              /* tome: schedule, 0 constant, -1 decreasing (2r .. 0) */
     bool prop_attn;                  /* tome/atme: proportional attention with log token sizes */
+    chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
 /* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */
