@@ -13,6 +13,7 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
+#include "src/channels/channels.h"
 #include "src/common/methods.h"
 #include "src/util/rng.h"
 
@@ -35,6 +36,7 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
 /* keep_frac[s] = rho^(s+1) for s < n_stages (set n_stages first): keep_fill_rho. */
