@@ -418,10 +418,10 @@ Test(checkpoint, wrong_format_name_is_refused) {
 
 Test(checkpoint, unknown_method_is_refused) {
     ag_params p;
-    save_forged(&p, "method", "tome", 0);
+    save_forged(&p, "method", "bogus", 0);
     tok_config t;
     cr_assert_eq(tpsc_checkpoint_read_config(path, NULL, &t, NULL), TPSC_ERR_FORMAT);
-    assert_message_has("tome");
+    assert_message_has("bogus");
     ag_params_free(&p);
 }
 

@@ -9,7 +9,7 @@
 
 #include "autograd/ops.h"
 #include "src/model/vit.h"
-#include "src/tokens/merge_rules.h"
+#include "src/common/merge_rules.h"
 #include "src/util/rng.h"
 
 static vit_config small_cfg(void) {
@@ -185,4 +185,26 @@ Test(tokens_merge, bad_inputs_name_key_and_numbers) {
     cr_assert_null(tok_atme_merge(ctx, &st, x, qkv, 2, cls, 10));
     cr_assert(strstr(tpsc_last_error(), "50 patch tokens do not form a square grid"), "%s", tpsc_last_error());
     ag_ctx_free(ctx);
+}
+
+Test(tokens_merge, macs_of_tome_and_atme) {
+    /* Reference: the block formula of src/common/macs.h written out by hand for the small
+     * model (C 24, F 48, N 64, depth 4, K 5, patch 4x4x3): attention 4tC^2 + 2t^2C on the t
+     * tokens entering the block, MLP 2tCF on the tokens after the merge, p C per merged token.
+     * tome r = 8: t = 65, 57, 49, 41 in, 8 merged in each block. Exact in double. */
+    const double C = 24, F = 48;
+    double want = 64.0 * 48 * C + C * 5;
+    for (int i = 0; i < 4; i++) {
+        const double t = 65 - 8 * i;
+        want += 4 * t * C * C + 2 * t * t * C + 8 * C + 2 * (t - 8) * C * F;
+    }
+    tok_config tome = {.method = TOK_TOME, .tome_r = 8};
+    cr_assert_eq(tok_macs_per_image(&tome, 32, 4, 3, 24, 4, 48, 5), want);
+    /* atme at blocks 1, 3 keeping 0.5 then 0.25 of 64: 32 then 16 spatial tokens */
+    want = 64.0 * 48 * C + C * 5;
+    const double tin[4] = {65, 65, 33, 33}, tout[4] = {65, 33, 33, 17};
+    for (int i = 0; i < 4; i++)
+        want += 4 * tin[i] * C * C + 2 * tin[i] * tin[i] * C + (tin[i] - tout[i]) * C + 2 * tout[i] * C * F;
+    tok_config atme = {.method = TOK_ATME, .n_stages = 2, .prune_loc = {1, 3}, .keep_frac = {0.5f, 0.25f}};
+    cr_assert_eq(tok_macs_per_image(&atme, 32, 4, 3, 24, 4, 48, 5), want);
 }

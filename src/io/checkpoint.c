@@ -1,6 +1,7 @@
 /* The tpsc checkpoint format (layout in checkpoint.h and docs/checkpoints.md). */
 #include "src/io/checkpoint.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,21 +12,6 @@
 #include "src/util/alloc.h"
 
 #define PATH_MAX_H5 256
-
-/* Method names as stored in the file; they must stay stable across versions, so they are
- * spelled here rather than borrowed from code that may rename things. Indexed by tok_method. */
-static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
-#define N_METHODS (int)(sizeof method_names / sizeof method_names[0])
-
-static const char *method_to_name(tok_method m) {
-    return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : NULL;
-}
-
-static int method_from_name(const char *name) {
-    for (int i = 0; i < N_METHODS; i++)
-        if (strcmp(method_names[i], name) == 0) return i;
-    return -1;
-}
 
 static tpsc_status join(char *buf, const char *group, const char *name, const char *file) {
     if (snprintf(buf, PATH_MAX_H5, "%s/%s", group, name) >= PATH_MAX_H5)
@@ -81,16 +67,21 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
 
     tok_config dense = {.method = TOK_NONE, .n_stages = 0, .squeeze_temp = 1.0f};
     const tok_config *t = ck->tps ? ck->tps : &dense;
-    const char *method = method_to_name(t->method);
-    if (!method) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
+    const method_row *row = tok_method_row(t->method);
+    if (!row) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
     if (t->n_stages < 0 || t->n_stages > TOK_MAX_STAGES)
         return tpsc_fail(TPSC_ERR_ARG, "%s: %d TPS stages (at most %d)", f->name, t->n_stages, TOK_MAX_STAGES);
     int32_t loc[TOK_MAX_STAGES];
     for (int s = 0; s < t->n_stages; s++) loc[s] = t->prune_loc[s];
-    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", method));
+    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", row->name));
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
+    if (tok_method_merges(t->method)) { /* merging methods only: files of the others stay as they were */
+        TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "tome_r", t->tome_r));
+        TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "tome_inflect", t->tome_inflect));
+        TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "prop_attn", t->prop_attn ? 1 : 0));
+    }
     TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
@@ -248,7 +239,7 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     memset(t, 0, sizeof *t);
     char method[32];
     TPSC_TRY(tpsc_h5_read_attr_strbuf(f, "/", "method", method, sizeof method));
-    int m = method_from_name(method);
+    int m = tok_method_from_name(method);
     if (m < 0) return tpsc_fail(TPSC_ERR_FORMAT, "%s: unknown TPS method '%s' in attribute method", f->name, method);
     t->method = (tok_method)m;
     int32_t loc[TOK_MAX_STAGES];
@@ -260,6 +251,15 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     t->n_stages = n_loc;
     for (int s = 0; s < n_loc; s++) t->prune_loc[s] = loc[s];
     TPSC_TRY(read_float(f, "squeeze_temp", &t->squeeze_temp));
+    if (tok_method_merges(t->method)) {
+        int64_t r = 0, prop = 1;
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, "/", "tome_r", &r));
+        TPSC_TRY(read_float(f, "tome_inflect", &t->tome_inflect));
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, "/", "prop_attn", &prop));
+        if (r < 0 || r > INT32_MAX) return tpsc_fail(TPSC_ERR_FORMAT, "%s: tome_r = %lld is out of range", f->name, (long long)r);
+        t->tome_r = (int)r;
+        t->prop_attn = prop != 0;
+    }
     return read_channels(f, t);
 }
 

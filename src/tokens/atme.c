@@ -2,7 +2,7 @@
  * attention, neighbour-only, importance-directed folding (merge_rules.h), then the
  * size-weighted merge (ag_merge_tokens). Train and inference are the same computation. */
 #include "autograd/ops.h"
-#include "src/tokens/merge_rules.h"
+#include "src/common/merge_rules.h"
 #include "src/tokens/tokens.h"
 #include "src/tokens/tokens_internal.h"
 

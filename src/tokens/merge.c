@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/tokens/merge_rules.h"
+#include "src/common/merge_rules.h"
 #include "src/tokens/tokens.h"
 #include "src/tokens/tokens_internal.h"
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "autograd/ops.h"
-#include "src/tokens/merge_rules.h"
+#include "src/common/merge_rules.h"
 #include "src/tokens/tokens.h"
 #include "src/tokens/tokens_internal.h"
 

@@ -1,5 +1,5 @@
 /* Token-merging rules shared by the training framework and libtpsinfer, header-only like
- * autograd/ops/rows.h, so that both engines take the same discrete decisions with the same
+ * rows.h, so that both engines take the same discrete decisions with the same
  * arithmetic (docs/merging.md explains both methods).
  *
  * Letters: t tokens with the cls token (row 0), n spatial tokens (t = 1 + n), N patches of the
@@ -18,15 +18,15 @@
  * ATME (our CAIT-style design, docs/merging.md): the k least important spatial tokens (cls
  * attention) fold, in ascending importance, into their most similar 8-neighbour region still
  * present, preferring regions that stay; the survivors keep their order. */
-#ifndef TPSC_TOKENS_MERGE_RULES_H
-#define TPSC_TOKENS_MERGE_RULES_H
+#ifndef TPSC_COMMON_MERGE_RULES_H
+#define TPSC_COMMON_MERGE_RULES_H
 
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "autograd/ops/rows.h"
+#include "src/common/rows.h"
 
 /* ToMe's parse_r for an int r and an inflection (0 constant, -1 the paper's decreasing
  * schedule 2r .. 0, +1 increasing): r_out[i] = int(min + (max - min) / (depth - 1) * i),
@@ -75,7 +75,7 @@ static inline double tok_metric_cosine(const float *a, const float *b, size_t D)
 /* Scratch bytes of tok_tome_match for t tokens. */
 static inline size_t tok_tome_scratch_bytes(size_t t) {
     const size_t nA = (t + 1) / 2;
-    return nA * (sizeof(float) + 2 * sizeof(int32_t) + sizeof(ag_scored)) + t * sizeof(int32_t);
+    return nA * (sizeof(float) + 2 * sizeof(int32_t) + sizeof(row_scored)) + t * sizeof(int32_t);
 }
 
 /* ToMe's bipartite soft matching on one image: metric [t, D] (row 0 the cls token), r merges
@@ -86,7 +86,7 @@ static inline size_t tok_tome_match(const float *metric, size_t t, size_t D, siz
     float *node_max = scratch;
     int32_t *node_idx = (int32_t *)(node_max + nA);
     int32_t *order = node_idx + nA;
-    ag_scored *tmp = (ag_scored *)(order + nA);
+    row_scored *tmp = (row_scored *)(order + nA);
     int32_t *unm_rank = (int32_t *)(tmp + nA);
     node_max[0] = -INFINITY; /* the cls token never merges */
     node_idx[0] = 0;
@@ -100,7 +100,7 @@ static inline size_t tok_tome_match(const float *metric, size_t t, size_t D, siz
         node_max[a] = (float)best;
         node_idx[a] = (int32_t)bi;
     }
-    ag_sort_desc_row(node_max, nA, order, tmp);
+    row_sort_desc(node_max, nA, order, tmp);
     /* unm_rank[a] = rank of A token a among the unmerged ones by position, -1 if merged */
     for (size_t a = 0; a < nA; a++) unm_rank[a] = 0;
     for (size_t e = 0; e < r; e++) unm_rank[order[e]] = -1;
@@ -115,7 +115,7 @@ static inline size_t tok_tome_match(const float *metric, size_t t, size_t D, siz
 
 /* Scratch bytes of tok_atme_plan for n spatial tokens. */
 static inline size_t tok_atme_scratch_bytes(size_t n) {
-    return n * (sizeof(float) + 4 * sizeof(int32_t) + sizeof(ag_scored));
+    return n * (sizeof(float) + 4 * sizeof(int32_t) + sizeof(row_scored));
 }
 
 static inline int32_t tok_atme_root(int32_t *parent, int32_t i) {
@@ -139,11 +139,11 @@ static inline size_t tok_atme_plan(size_t n, int32_t *patch_tok, size_t g, const
     int32_t *parent = order + n;
     int32_t *is_src = parent + n;
     int32_t *rank = is_src + n;
-    ag_scored *tmp = (ag_scored *)(rank + n);
+    row_scored *tmp = (row_scored *)(rank + n);
     const size_t N = g * g;
     /* ascending importance, ties to the lower position */
     for (size_t i = 0; i < n; i++) neg[i] = -importance[i];
-    ag_sort_desc_row(neg, n, order, tmp);
+    row_sort_desc(neg, n, order, tmp);
     for (size_t i = 0; i < n; i++) parent[i] = (int32_t)i, is_src[i] = 0;
     for (size_t e = 0; e < k; e++) is_src[order[e]] = 1;
     for (size_t e = 0; e < k; e++) {
