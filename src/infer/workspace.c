@@ -197,7 +197,7 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
     const int ns = m->method == TI_NONE ? 0 : m->info.n_stages;
     memcpy(kf, m->info.keep_frac, sizeof kf);
     if (keep_ratio > 0.0f && keep_ratio <= 1.0f) ti_fill_rho(kf, ns, keep_ratio);
-    const double C = (double)m->C, F = (double)m->F, c2 = (double)(m->C / 2), c4 = (double)(m->C / 4);
+    const double C = (double)m->C, c2 = (double)(m->C / 2), c4 = (double)(m->C / 4);
     const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
     const bool squeeze = m->method == TI_DTPS || m->method == TI_ETPS;
     double macs = (double)m->N * (double)m->P * C;
@@ -213,8 +213,11 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
             n = k;
             s++;
         }
-        const double t = (double)(1 + n);
-        macs += 4.0 * t * C * C + 2.0 * t * t * C;
+        /* the block's kept widths (channel pruning): qkv C -> H(2dq+dv), QK^T over H dq,
+         * AV over H dv, proj H dv -> C, the MLP through f hidden channels */
+        const ti_widths *w = &m->blocks[i].w;
+        const double t = (double)(1 + n), Q = (double)(m->H * w->dq), V = (double)(m->H * w->dv);
+        macs += t * C * (2.0 * Q + V) + t * V * C + t * t * (Q + V);
         if (here && !predictor) {
             const size_t k = ti_evit_keep_count(kf, ns, s, n), p = n - k;
             if (p > 0 && squeeze) {
@@ -226,7 +229,7 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
             }
             s++;
         }
-        macs += 2.0 * (double)(1 + n) * C * F;
+        macs += 2.0 * (double)(1 + n) * C * (double)w->f;
     }
     return macs + C * (double)m->K;
 }
