@@ -168,6 +168,9 @@ Test(infer_channels, exported_file_holds_smaller_gemms) {
         macs += t * C * (2 * Q + V) + t * V * C + t * t * (Q + V) + 2 * t * C * wm[i];
     }
     cr_expect_float_eq(tps_model_macs(lib, 0.0f), macs, 0.5, "MACs %.0f, by hand %.0f", tps_model_macs(lib, 0.0f), macs);
+    /* and the framework's counter, from the gate targets alone */
+    cr_expect_float_eq(vit_macs_per_image(&m.cfg, &m.tps), macs, 0.5, "framework MACs %.0f, by hand %.0f",
+                       vit_macs_per_image(&m.cfg, &m.tps), macs);
     tps_model_close(lib);
     vit_model_free(&m);
     unlink(path);
