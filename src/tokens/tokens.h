@@ -16,6 +16,7 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
+#include "src/channels/channels.h"
 #include "src/util/rng.h"
 
 #define TOK_MAX_STAGES 8
@@ -39,6 +40,7 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
 /* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */

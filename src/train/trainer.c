@@ -253,10 +253,10 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
 
 /* The loss parts and kept-token fractions of an optimiser step, averaged over its micro-batches
  * and (for the log) over the ranks. */
-enum { V_LOSS, V_CE, V_RATIO, V_CLS_KL, V_TOKEN_KL, V_GUIDE, V_KEPT, V_COUNT = V_KEPT + TOK_MAX_STAGES };
+enum { V_LOSS, V_CE, V_RATIO, V_CLS_KL, V_TOKEN_KL, V_GUIDE, V_CHAN_RATIO, V_KEPT, V_COUNT = V_KEPT + TOK_MAX_STAGES };
 typedef struct step_values {
     double v[V_COUNT];
-    bool has_ratio, has_kd, has_guide;
+    bool has_ratio, has_kd, has_guide, has_chan_ratio;
 } step_values;
 
 static double value(const ag_tensor *t) { return t ? (double)t->data[0] : 0.0; }
@@ -298,11 +298,13 @@ static tpsc_status micro_step(run_state *s, const tpsc_batch *b, int a, step_val
         return tpsc_fail(TPSC_ERR_NUMERIC, "step %lld: the loss is %g (ce %g)", (long long)s->step, parts.total->data[0],
                          parts.ce ? parts.ce->data[0] : NAN);
     const double w = 1.0 / s->accum;
-    const ag_tensor *pv[V_KEPT] = {parts.total, parts.ce, parts.ratio, parts.cls_kl, parts.token_kl, parts.guide};
+    const ag_tensor *pv[V_KEPT] = {parts.total,    parts.ce,    parts.ratio,     parts.cls_kl,
+                                   parts.token_kl, parts.guide, parts.chan_ratio};
     for (int i = 0; i < V_KEPT; i++) sv->v[i] += w * value(pv[i]);
     sv->has_ratio = parts.ratio != NULL;
     sv->has_kd = parts.cls_kl || parts.token_kl;
     sv->has_guide = parts.guide != NULL;
+    sv->has_chan_ratio = parts.chan_ratio != NULL;
     for (int st = 0; st < out.n_stages; st++) {
         if (!out.keep[st]) continue;
         size_t n = ag_numel(out.keep[st]);
@@ -343,9 +345,10 @@ static void log_step(run_state *s, int64_t epoch, const step_values *sv, double 
     const double *v = sv->v;
     fprintf(s->metrics,
             "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
-            "\"token_kl\": %.6g, \"guide\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, ",
-            (long long)s->step, (long long)epoch, v[V_LOSS], v[V_CE], v[V_RATIO], v[V_CLS_KL], v[V_TOKEN_KL], v[V_GUIDE], lr,
-            gnorm, img_s);
+            "\"token_kl\": %.6g, \"guide\": %.6g, \"chan_ratio\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, "
+            "\"images_per_s\": %.1f, ",
+            (long long)s->step, (long long)epoch, v[V_LOSS], v[V_CE], v[V_RATIO], v[V_CLS_KL], v[V_TOKEN_KL], v[V_GUIDE],
+            v[V_CHAN_RATIO], lr, gnorm, img_s);
     if (dist_active())
         fprintf(s->metrics, "\"ranks\": %d, \"allreduce_exposed_ms\": %.3f, \"allreduce_inflight_ms\": %.3f, ",
                 dist_size(), 1e3 * s->sync.exposed_s, 1e3 * s->sync.inflight_s);
@@ -462,7 +465,8 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         if (sv.has_ratio && sv.has_kd)
             n += snprintf(parts + n, sizeof parts - (size_t)n, " kd %.3f", v[V_CLS_KL] + v[V_TOKEN_KL]);
         if (sv.has_ratio && sv.has_guide) n += snprintf(parts + n, sizeof parts - (size_t)n, " guide %.3f", v[V_GUIDE]);
-        if (sv.has_ratio) snprintf(parts + n, sizeof parts - (size_t)n, ")");
+        if (sv.has_ratio) n += snprintf(parts + n, sizeof parts - (size_t)n, ")");
+        if (sv.has_chan_ratio) snprintf(parts + n, sizeof parts - (size_t)n, " (chan ratio %.4f)", v[V_CHAN_RATIO]);
         tpsc_progress_step(&prog, (int)s->epoch, r->schedule.epochs, in_epoch, spe, s->step, parts, lr, img_s);
 
         bool epoch_end = in_epoch == spe;
