@@ -328,7 +328,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
 }
 
 /* EViT / eTPS inside the block, after the attention residual: top k by cls attention (mean
- * over heads); evit appends sum_{dropped} a_i x_i, etps squeezes the dropped tokens (in
+ * over heads); evit appends sum_{dropped} a_i x_i (or drops them without fuse_token), etps squeezes the dropped tokens (in
  * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. Called
  * by every member, false for all of them on a bad budget. */
 static bool evit_stage(ti_view *ws, int s, size_t B) {
@@ -342,7 +342,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
         bad |= k < 1 || k > n;
     }
     if (bad) return false;
-    const bool fuse = m->method == TI_EVIT;
+    const bool fuse = m->method == TI_EVIT && m->info.fuse_token;
     #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
@@ -401,7 +401,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             #pragma omp simd
             for (size_t c = 0; c < C; c++) dst[(1 + k) * C + c] = (float)acc[c];
             orig_next[k] = -1; /* the fused token has no patch */
-        } else {
+        } else if (m->method == TI_ETPS) { /* (evit without fusion just drops them) */
             for (size_t i = 0; i < n; i++)
                 if (!is_kept[i]) memcpy(dropped + (q++) * C, src + (1 + i) * C, C * sizeof(float));
             ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);

@@ -220,6 +220,8 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
             if (p > 0 && squeeze) {
                 macs += (double)p * ((double)k * C + C);
                 n = k;
+            } else if (p > 0 && !m->info.fuse_token) {
+                n = k;
             } else if (p > 0) {
                 macs += (double)p * C;
                 n = k + 1;

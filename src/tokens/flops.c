@@ -124,6 +124,8 @@ double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, 
             if (squeezes) {
                 macs += squeeze_macs((double)dropped, (double)k, C);
                 n = k;
+            } else if (dropped > 0 && cfg->evit_drop_pruned) {
+                n = k;
             } else if (dropped > 0) { /* EViT fuses nothing when it keeps everything */
                 macs += (double)dropped * C;
                 n = k + 1; /* the fused token */
