@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "autograd/threads.h"
+#include "src/channels/prune.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/infer/tps_infer.h"
@@ -48,7 +49,7 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
     if (fd < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
     close(fd);
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params};
-    tpsc_status st = tpsc_checkpoint_save(path, &ck);
+    tpsc_status st = chan_save_inference(path, m, &ck);
     tps_model *lib = NULL;
     tps_workspace *ws = NULL;
     const tps_open_options oo = {.precision = precision};

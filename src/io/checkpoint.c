@@ -35,6 +35,34 @@ static tpsc_status join(char *buf, const char *group, const char *name, const ch
 
 /* ---- save ----------------------------------------------------------------------------- */
 
+
+/* Channel gates. A training checkpoint stores the targets (cdcp_keep_qk, cdcp_keep_v,
+ * cdcp_keep_mlp: one per block; cdcp_gate_init, cdcp_gate_temp), from which the gate
+ * parameters are declared; an inference file whose channels were removed stores the widths
+ * that remain per block (head_dim_qk, head_dim_v, mlp_hidden), which libtpsinfer checks the
+ * tensors against. Dense models write neither. */
+static tpsc_status write_channels(tpsc_h5 *f, const tpsc_checkpoint *ck, const tok_config *t, int depth) {
+    if (ck->chan_width[0]) {
+        static const char *const names[CHAN_KINDS] = {"head_dim_qk", "head_dim_v", "mlp_hidden"};
+        for (int k = 0; k < CHAN_KINDS; k++) {
+            if (!ck->chan_width[k]) return tpsc_fail(TPSC_ERR_ARG, "%s: channel widths of kind %d missing", f->name, k);
+            TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", names[k], ck->chan_width[k], depth));
+        }
+        return TPSC_OK;
+    }
+    if (!chan_enabled(&t->chan)) return TPSC_OK;
+    if (t->chan.n_blocks != depth)
+        return tpsc_fail(TPSC_ERR_ARG, "%s: channel gate table of %d blocks for depth %d", f->name, t->chan.n_blocks, depth);
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", chan_key_name((chan_gate_kind)k)); /* "cdcp.keep_qk" -> "cdcp_keep_qk" */
+        name[4] = '_';
+        TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", name, t->chan.keep[k], depth));
+    }
+    TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "cdcp_gate_init", t->chan.gate_init));
+    return tpsc_h5_write_attr_f64(f, "/", "cdcp_gate_temp", t->chan.gate_temp);
+}
+
 static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const char *format) {
     const vit_config *v = ck->vit;
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "format", format));
@@ -64,6 +92,7 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
     TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "fuse_token", t->evit_drop_pruned ? 0 : 1));
+    TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
     TPSC_TRY(tpsc_h5_write_attr_strs(f, "/", "class_names", ck->class_names, ck->n_class_names));
@@ -199,6 +228,23 @@ static tpsc_status read_vit(const tpsc_h5 *f, vit_config *v) {
     return TPSC_OK;
 }
 
+/* The gate targets of a training checkpoint (see write_channels); absent: no gates. */
+static tpsc_status read_channels(const tpsc_h5 *f, tok_config *t) {
+    if (!tpsc_h5_attr_exists(f, "/", "cdcp_keep_qk")) return TPSC_OK;
+    int n[CHAN_KINDS];
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", chan_key_name((chan_gate_kind)k));
+        name[4] = '_';
+        TPSC_TRY(tpsc_h5_read_attr_f32s(f, "/", name, t->chan.keep[k], CHAN_MAX_BLOCKS, &n[k]));
+        if (n[k] != n[0] || n[k] < 1)
+            return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s has %d entries, cdcp_keep_qk %d", f->name, name, n[k], n[0]);
+    }
+    t->chan.n_blocks = n[0];
+    TPSC_TRY(read_float(f, "cdcp_gate_init", &t->chan.gate_init));
+    return read_float(f, "cdcp_gate_temp", &t->chan.gate_temp);
+}
+
 static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     memset(t, 0, sizeof *t);
     char method[32];
@@ -223,7 +269,7 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
             return tpsc_fail(TPSC_ERR_FORMAT, "%s: attribute fuse_token is %lld (need 0 or 1)", f->name, (long long)fuse);
         t->evit_drop_pruned = fuse == 0;
     }
-    return TPSC_OK;
+    return read_channels(f, t);
 }
 
 tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_config *tps,

@@ -65,6 +65,12 @@ typedef struct tpsc_recipe_tps {
                                           is its negation) */
 } tpsc_recipe_tps;
 
+/* [cdcp] channel gates (src/channels/channels.h); resolved into tps.cfg.chan */
+typedef struct tpsc_recipe_cdcp {
+    float keep[CHAN_KINDS][CHAN_MAX_BLOCKS]; /* as written: keep_qk, keep_v, keep_mlp */
+    int n_keep[CHAN_KINDS];                  /* 1 (every block) or model.depth values */
+} tpsc_recipe_cdcp;
+
 /* [data] */
 typedef struct tpsc_recipe_data {
     tpsc_data_format format;
@@ -116,6 +122,7 @@ typedef struct tpsc_recipe_schedule {
 typedef struct tpsc_recipe_loss {
     float clf_weight, ratio_weight, distill_weight;
     float guide_weight;                /* predictor guide by the teacher's cls attention (ours) */
+    float channel_ratio_weight;        /* channel keep-ratio loss of the [cdcp] gates */
     tpsc_distill_token distill_token;  /* on the final kept spatial tokens */
     bool distill_cls;                  /* KL on the cls logits */
 } tpsc_recipe_loss;
@@ -147,6 +154,7 @@ typedef struct tpsc_recipe_origin {
 typedef struct tpsc_recipe {
     tpsc_recipe_model model;
     tpsc_recipe_tps tps;
+    tpsc_recipe_cdcp cdcp;
     tpsc_recipe_data data;
     tpsc_recipe_augment augment;
     tpsc_recipe_optim optim;

@@ -44,9 +44,30 @@ static void resolve_tps(tpsc_recipe *r) {
     } /* else: a length mismatch, reported by validate; keep_frac stays 0 */
 }
 
+/* [cdcp] lists -> one keep fraction per block and gate kind; no gate anywhere leaves n_blocks 0.
+ * A list of the wrong length is left for validate to report (its blocks stay ungated). */
+static void resolve_cdcp(tpsc_recipe *r) {
+    chan_config *c = &r->tps.cfg.chan;
+    const int depth = (int)r->model.vit.depth;
+    c->n_blocks = 0;
+    memset(c->keep, 0, sizeof c->keep);
+    if (depth < 1 || depth > CHAN_MAX_BLOCKS) return;
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        const int n = r->cdcp.n_keep[k];
+        for (int i = 0; i < depth; i++)
+            c->keep[k][i] = n == 1 ? r->cdcp.keep[k][0] : n == depth ? r->cdcp.keep[k][i] : 1.0f;
+    }
+    c->n_blocks = depth;
+    if (!chan_enabled(c)) {
+        c->n_blocks = 0;
+        memset(c->keep, 0, sizeof c->keep);
+    }
+}
+
 void recipe_resolve(tpsc_recipe *r) {
     resolve_model(r);
     resolve_tps(r);
+    resolve_cdcp(r);
 }
 
 bool recipe_key_is_arch_fixed(const char *name) {

@@ -63,6 +63,18 @@ const recipe_key recipe_keys[] = {
     ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
 
+    /* ---- [cdcp] ------------------------------------------------------------------------------ */
+    FLOAT_LIST("cdcp", "keep_qk", cdcp.keep[CHAN_QK], cdcp.n_keep[CHAN_QK], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of a head's Q/K channels (one mask for all heads, Q and K): one value for every block or "
+               "one per block; 1 = no gate"),
+    FLOAT_LIST("cdcp", "keep_v", cdcp.keep[CHAN_V], cdcp.n_keep[CHAN_V], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of a head's V channels (and proj's input columns), as keep_qk"),
+    FLOAT_LIST("cdcp", "keep_mlp", cdcp.keep[CHAN_MLP], cdcp.n_keep[CHAN_MLP], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of the MLP hidden channels (fc1 rows, fc2 columns), as keep_qk"),
+    FLOAT("cdcp", "gate_init", tps.cfg.chan.gate_init, "3.0", -100, 100,
+          "initial channel gate logit: sigmoid(3) = 0.95 of the channels kept at the first steps"),
+    FLOAT_GT("cdcp", "gate_temp", tps.cfg.chan.gate_temp, "1.0", 0, 100, "Gumbel-sigmoid temperature of the gates' backward"),
+
     /* ---- [data] ------------------------------------------------------------------------------ */
     ENUM("data", "format", data.format, "fashion_mnist", "fashion_mnist|imagefolder|idx|h5", /* = tpsc_data_format order */
          "fashion_mnist: Debian's dataset-fashion-mnist; imagefolder: root/<class>/<image>; idx: MNIST-style pair; h5: HDF5"),
@@ -138,6 +150,9 @@ const recipe_key recipe_keys[] = {
           "weight of the predictor guide: CE of each score predictor against the teacher's cls-attention top-k "
           "(predictor methods; needs [teacher] checkpoint; ours, 0 = official)"),
 
+    FLOAT("loss", "channel_ratio_weight", loss.channel_ratio_weight, "2.0", 0, 1000,
+          "weight of the channel keep-ratio loss: mean over gates of (kept fraction - cdcp target)^2"),
+
     /* ---- [teacher] --------------------------------------------------------------------------- */
     STRING("teacher", "checkpoint", teacher.checkpoint, "",
            "dense teacher checkpoint (.h5, its recipe inside gives the arch); required when distillation is on"),
@@ -154,7 +169,7 @@ const recipe_key recipe_keys[] = {
 };
 const int recipe_key_count = (int)(sizeof recipe_keys / sizeof recipe_keys[0]);
 
-const char *const recipe_sections[] = {"model", "tps", "data", "augment", "optim", "schedule", "loss", "teacher", "run"};
+const char *const recipe_sections[] = {"model", "tps", "cdcp", "data", "augment", "optim", "schedule", "loss", "teacher", "run"};
 const int recipe_section_count = (int)(sizeof recipe_sections / sizeof recipe_sections[0]);
 
 /* Enums are stored through an int lvalue; C lets the compiler pick the enum's integer type. */

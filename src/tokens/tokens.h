@@ -16,6 +16,7 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
+#include "src/channels/channels.h"
 #include "src/util/rng.h"
 
 #define TOK_MAX_STAGES 8
@@ -42,6 +43,7 @@ typedef struct tok_config {
     bool evit_drop_pruned;           /* evit: drop the pruned tokens instead of fusing them into
                                         one (recipe tps.fuse_token = false, EViT's default without
                                         --fuse_token); zero = fused, as the published runs */
+    chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
 /* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */

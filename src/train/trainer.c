@@ -269,9 +269,9 @@ static void log_step(run_state *s, int64_t epoch, const objective_parts *lp, dou
                      const float *kept, int n_stages) {
     fprintf(s->metrics,
             "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
-            "\"token_kl\": %.6g, \"guide\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, \"kept\": [",
+            "\"token_kl\": %.6g, \"guide\": %.6g, \"chan_ratio\": %.6g, \"lr\": %.6g, \"grad_norm\": %.6g, \"images_per_s\": %.1f, \"kept\": [",
             (long long)s->step, (long long)epoch, value(lp->total), value(lp->ce), value(lp->ratio), value(lp->cls_kl),
-            value(lp->token_kl), value(lp->guide), lr, gnorm, img_s);
+            value(lp->token_kl), value(lp->guide), value(lp->chan_ratio), lr, gnorm, img_s);
     for (int i = 0; i < n_stages; i++) fprintf(s->metrics, "%s%.4f", i ? ", " : "", kept[i]);
     fprintf(s->metrics, "]}\n");
     /* Flush with the progress line, so a killed run's metrics.jsonl is complete to there. */
@@ -340,7 +340,8 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         if (lp.ratio && (lp.cls_kl || lp.token_kl))
             n += snprintf(parts + n, sizeof parts - (size_t)n, " kd %.3f", value(lp.cls_kl) + value(lp.token_kl));
         if (lp.ratio && lp.guide) n += snprintf(parts + n, sizeof parts - (size_t)n, " guide %.3f", value(lp.guide));
-        if (lp.ratio) snprintf(parts + n, sizeof parts - (size_t)n, ")");
+        if (lp.ratio) n += snprintf(parts + n, sizeof parts - (size_t)n, ")");
+        if (lp.chan_ratio) snprintf(parts + n, sizeof parts - (size_t)n, " (chan ratio %.4f)", value(lp.chan_ratio));
         tpsc_progress_step(&prog, (int)s->epoch, r->schedule.epochs, in_epoch, spe, s->step, parts, lr, img_s);
 
         bool epoch_end = in_epoch == spe;
