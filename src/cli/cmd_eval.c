@@ -104,9 +104,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     vit_config vc;
     tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
-    if (keep_ratio > 0 && tc.method != TOK_NONE) {
-        for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
-    }
+    if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
     vit_model m;
     TPSC_TRY(vit_model_create(&m, &vc, &tc));
     tpsc_checkpoint_info info;

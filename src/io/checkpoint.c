@@ -12,21 +12,6 @@
 
 #define PATH_MAX_H5 256
 
-/* Method names as stored in the file; they must stay stable across versions, so they are
- * spelled here rather than borrowed from code that may rename things. Indexed by tok_method. */
-static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
-#define N_METHODS (int)(sizeof method_names / sizeof method_names[0])
-
-static const char *method_to_name(tok_method m) {
-    return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : NULL;
-}
-
-static int method_from_name(const char *name) {
-    for (int i = 0; i < N_METHODS; i++)
-        if (strcmp(method_names[i], name) == 0) return i;
-    return -1;
-}
-
 static tpsc_status join(char *buf, const char *group, const char *name, const char *file) {
     if (snprintf(buf, PATH_MAX_H5, "%s/%s", group, name) >= PATH_MAX_H5)
         return tpsc_fail(TPSC_ERR_ARG, "%s: object path %s/%s too long", file, group, name);
@@ -81,13 +66,13 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
 
     tok_config dense = {.method = TOK_NONE, .n_stages = 0, .squeeze_temp = 1.0f};
     const tok_config *t = ck->tps ? ck->tps : &dense;
-    const char *method = method_to_name(t->method);
-    if (!method) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
+    const method_row *row = tok_method_row(t->method);
+    if (!row) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
     if (t->n_stages < 0 || t->n_stages > TOK_MAX_STAGES)
         return tpsc_fail(TPSC_ERR_ARG, "%s: %d TPS stages (at most %d)", f->name, t->n_stages, TOK_MAX_STAGES);
     int32_t loc[TOK_MAX_STAGES];
     for (int s = 0; s < t->n_stages; s++) loc[s] = t->prune_loc[s];
-    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", method));
+    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", row->name));
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
@@ -249,7 +234,7 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     memset(t, 0, sizeof *t);
     char method[32];
     TPSC_TRY(tpsc_h5_read_attr_strbuf(f, "/", "method", method, sizeof method));
-    int m = method_from_name(method);
+    int m = tok_method_from_name(method);
     if (m < 0) return tpsc_fail(TPSC_ERR_FORMAT, "%s: unknown TPS method '%s' in attribute method", f->name, method);
     t->method = (tok_method)m;
     int32_t loc[TOK_MAX_STAGES];

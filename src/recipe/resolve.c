@@ -1,6 +1,5 @@
 /* From the keys as written to the configs the model takes: model.vit for a named arch, and
  * tps.cfg (stages, cumulative keep fractions). */
-#include <math.h>
 #include <string.h>
 
 #include "src/recipe/schema.h"
@@ -37,8 +36,7 @@ static void resolve_tps(tpsc_recipe *r) {
     if (r->tps.n_keep_ratio == 1) {
         /* Compounded in double from the decimal the user wrote, as Python's rho ** (s+1) in the
          * official code, so that token counts derived from keep_frac match it. */
-        const double rho = recipe_float_decimal(r->tps.keep_ratio[0]);
-        for (int s = 0; s < n; s++) c->keep_frac[s] = (float)pow(rho, s + 1);
+        tok_config_fill_rho(c, r->tps.keep_ratio[0]);
     } else if (r->tps.n_keep_ratio == n) {
         memcpy(c->keep_frac, r->tps.keep_ratio, (size_t)n * sizeof(float));
     } /* else: a length mismatch, reported by validate; keep_frac stays 0 */

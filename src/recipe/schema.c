@@ -51,7 +51,7 @@ const recipe_key recipe_keys[] = {
          "true: every model tensor must be in init; false: missing ones (e.g. predictors) are initialised and listed"),
 
     /* ---- [tps] ------------------------------------------------------------------------------- */
-    ENUM("tps", "method", tps.cfg.method, "none", "none|dynamicvit|dtps|evit|etps",
+    ENUM("tps", "method", tps.cfg.method, "none", TOK_METHOD_CHOICES,
          "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes)"),
     INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TOK_MAX_STAGES, 1, 1024,
              "blocks where stages prune, increasing, inside [1, depth)"),
