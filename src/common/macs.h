@@ -36,6 +36,7 @@
 #ifndef TPSC_COMMON_MACS_H
 #define TPSC_COMMON_MACS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "src/common/methods.h"
@@ -59,6 +60,8 @@ typedef struct macs_tokens {
     int n_stages;
     const int *prune_loc;   /* [n_stages] */
     const float *keep_frac; /* [n_stages] cumulative keep fractions (keep.h) */
+    bool evit_drop_pruned;  /* a DROPPED_FUSE method run without fusion (tps.fuse_token = false):
+                               its dropped tokens are discarded; false = the method's own rule */
     const int *merge_r;     /* [depth] tome: requested merges per block (ToMe's schedule,
                                merge_rules.h), clamped per block as ToMe does; NULL: none */
 } macs_tokens;

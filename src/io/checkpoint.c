@@ -82,6 +82,7 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
         TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "tome_inflect", t->tome_inflect));
         TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "prop_attn", t->prop_attn ? 1 : 0));
     }
+    TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "fuse_token", t->evit_drop_pruned ? 0 : 1));
     TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
@@ -259,6 +260,14 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
         if (r < 0 || r > INT32_MAX) return tpsc_fail(TPSC_ERR_FORMAT, "%s: tome_r = %lld is out of range", f->name, (long long)r);
         t->tome_r = (int)r;
         t->prop_attn = prop != 0;
+    }
+    /* fuse_token (evit): files written before it existed fused, as they still do by default */
+    if (tpsc_h5_attr_exists(f, "/", "fuse_token")) {
+        int64_t fuse = 1;
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, "/", "fuse_token", &fuse));
+        if (fuse != 0 && fuse != 1)
+            return tpsc_fail(TPSC_ERR_FORMAT, "%s: attribute fuse_token is %lld (need 0 or 1)", f->name, (long long)fuse);
+        t->evit_drop_pruned = fuse == 0;
     }
     return read_channels(f, t);
 }

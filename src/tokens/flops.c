@@ -17,7 +17,7 @@ double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, 
     int r[1024];
     const bool tome = cfg->method == TOK_TOME && depth <= 1024;
     if (tome) tok_tome_r_list(cfg, (int)depth, r);
-    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, tome ? r : NULL};
+    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, cfg->evit_drop_pruned, tome ? r : NULL};
     return macs_per_image(&vit, &tokens);
 }
 
@@ -37,6 +37,6 @@ double vit_macs_per_image(const vit_config *v, const tok_config *cfg) {
     int r[CHAN_MAX_BLOCKS];
     const bool tome = cfg->method == TOK_TOME;
     if (tome) tok_tome_r_list(cfg, (int)v->depth, r);
-    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, tome ? r : NULL};
+    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, cfg->evit_drop_pruned, tome ? r : NULL};
     return macs_per_image(&vit, &tokens);
 }
