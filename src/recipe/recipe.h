@@ -105,6 +105,7 @@ typedef struct tpsc_recipe_optim {
                                           tpsc_recipe_param_frozen */
     bool ema;
     float ema_decay;
+    int accum_steps;                   /* micro-batches of data.batch_size per optimiser step */
 } tpsc_recipe_optim;
 
 /* [schedule] (per-step cosine over epochs, linear warm-up, as timm's scheduler) */
@@ -139,6 +140,8 @@ typedef struct tpsc_recipe_run {
     int log_every;                     /* steps */
     int eval_every, save_every;        /* epochs */
     char resume[TPSC_RECIPE_PATH_MAX]; /* checkpoint to continue from ("" = fresh run) */
+    float bucket_mb;                   /* MPI: gradient bucket size */
+    bool overlap_allreduce;            /* MPI: reduce late layers during the backward */
 } tpsc_recipe_run;
 
 /* Where each key's value came from, for messages and the defaults log. Not part of the

@@ -79,7 +79,8 @@ const recipe_key recipe_keys[] = {
     STRING("data", "train", data.train, "",
            "imagefolder root, idx prefix (.../train: train-images-idx3-ubyte[.gz] + labels) or h5 file; fashion_mnist: \"\" = Debian's"),
     STRING("data", "val", data.val, "", "the same for the evaluation split (fashion_mnist: \"\" = Debian's t10k files)"),
-    INT("data", "batch_size", data.batch_size, "128", 1, 1 << 20, "training images per optimiser step"),
+    INT("data", "batch_size", data.batch_size, "128", 1, 1 << 20,
+        "training images per forward pass, over all MPI ranks; an optimiser step takes batch_size x optim.accum_steps"),
     INT("data", "eval_batch_size", data.eval_batch_size, "256", 1, 1 << 20, "images per evaluation batch"),
     INT("data", "workers", data.workers, "2", 0, 256, "loader threads decoding and augmenting (0 = in the training thread)"),
     INT("data", "prefetch", data.prefetch, "4", 1, 1024, "batches prepared ahead of the trainer"),
@@ -127,6 +128,8 @@ const recipe_key recipe_keys[] = {
     STRING("optim", "freeze", optim.freeze, "", "comma-separated parameter-name prefixes kept frozen, e.g. cls_token, pos_embed"),
     BOOL("optim", "ema", optim.ema, "false", "keep an exponential moving average of the weights and evaluate it too"),
     FLOAT("optim", "ema_decay", optim.ema_decay, "0.99996", 0, 1, "EMA decay per step"),
+    INT("optim", "accum_steps", optim.accum_steps, "1", 1, 65536,
+        "gradient accumulation: batches of data.batch_size averaged into one optimiser step"),
 
     /* ---- [schedule] -------------------------------------------------------------------------- */
     INT("schedule", "epochs", schedule.epochs, "30", 1, 100000, "training epochs"),
@@ -164,6 +167,10 @@ const recipe_key recipe_keys[] = {
     INT("run", "eval_every", run.eval_every, "1", 1, BIG, "evaluate every n epochs (and after the last)"),
     INT("run", "save_every", run.save_every, "1", 1, BIG, "write last.h5 every n epochs (and after the last)"),
     STRING("run", "resume", run.resume, "", "checkpoint to continue an interrupted run from (optimiser state included)"),
+    FLOAT_GT("run", "bucket_mb", run.bucket_mb, "25", 0, 65536,
+             "MPI: gradients are averaged in buckets of about this many MB (PyTorch DDP's default)"),
+    BOOL("run", "overlap_allreduce", run.overlap_allreduce, "true",
+         "MPI: average the late layers' gradient buckets while the early layers' backward runs"),
 };
 const int recipe_key_count = (int)(sizeof recipe_keys / sizeof recipe_keys[0]);
 

@@ -7,10 +7,7 @@
 #include "src/util/alloc.h"
 
 double tpsc_model_gmacs(const vit_model *m) {
-    const vit_config *c = &m->cfg;
-    size_t hidden = (size_t)((float)c->embed_dim * c->mlp_ratio + 0.5f);
-    return tok_macs_per_image(&m->tps, c->img_size, c->patch_size, c->in_chans, c->embed_dim, c->depth, hidden,
-                              c->num_classes) * 1e-9;
+    return vit_macs_per_image(&m->cfg, &m->tps) * 1e-9;
 }
 
 /* Is `label` among the k largest of row[0..K)? Ties count against the label (strict >). */
@@ -49,7 +46,8 @@ tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
 typedef tpsc_status (*eval_forward)(void *engine, const tpsc_batch *b, const float **logits, int *n_stages,
                                     double *kept);
 
-/* The evaluation loop both engines share: every batch of the loader's epoch, timed forward. */
+/* The evaluation loop both engines share: every batch of the loader's epoch, timed forward;
+ * res receives the sums (tpsc_eval_finish turns them into rates). */
 static tpsc_status evaluate_loop(eval_forward forward, void *engine, const vit_model *m, tpsc_loader *val,
                                  tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
@@ -70,8 +68,7 @@ static tpsc_status evaluate_loop(eval_forward forward, void *engine, const vit_m
         tpsc_loader_release(val, &b);
         if (st != TPSC_OK) break;
     }
-    if (st != TPSC_OK) return st;
-    return tpsc_eval_finish(res, m);
+    return st;
 }
 
 /* ---- the framework's forward (VIT_INFER) ---- */
@@ -100,6 +97,12 @@ static tpsc_status framework_forward(void *engine, const tpsc_batch *b, const fl
 
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
+    TPSC_TRY(tpsc_evaluate_pass(m, val, ctx, keep_override, res));
+    return tpsc_eval_finish(res, m);
+}
+
+tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                               tpsc_eval_result *res) {
     bool saved_grad = ctx->grad_enabled;
     ag_set_grad_enabled(ctx, false);
     framework_engine e = {m, ctx, keep_override};
@@ -143,6 +146,7 @@ tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_bat
         if (!e.logits) st = TPSC_ERR_NOMEM;
     }
     if (st == TPSC_OK) st = evaluate_loop(library_forward, &e, m, val, res);
+    if (st == TPSC_OK) st = tpsc_eval_finish(res, m);
     tpsc_free(e.logits);
     tps_workspace_free(e.ws);
     tps_model_close(lib);

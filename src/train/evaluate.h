@@ -22,6 +22,11 @@ typedef struct tpsc_eval_result {
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res);
 
+/* tpsc_evaluate without the final tpsc_eval_finish: the sums of one shard, which data-parallel
+ * evaluation adds over ranks before finishing. */
+tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                               tpsc_eval_result *res);
+
 /* The same pass through libtpsinfer (the deployed engine) in `precision`: m (its weights loaded,
  * its tok_config as configured) is handed to the library in memory; batches of at most
  * max_batch images. */
