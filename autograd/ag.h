@@ -67,6 +67,10 @@ struct ag_ctx {
     ag_precision precision;      /* GEMM kernels (ag_set_precision) */
     ag_bf16_params *bf16_params; /* BF16: the step's bf16 copies of parameters (gemm.c) */
     uint64_t step;               /* counts resets: a cached copy older than the step is stale */
+    /* Called after each node's backward with the node's index (nodes run from the last to 0),
+     * so a caller can act on gradients that are final, e.g. start reducing them over MPI. */
+    void (*after_node)(void *arg, int node);
+    void *after_node_arg;
 };
 
 ag_ctx *ag_ctx_create(size_t arena_bytes);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "autograd/gemm_bf16.h"
-#include "autograd/ops/bf16_round.h"
+#include "src/common/bf16_round.h"
 #include "src/util/alloc.h"
 
 #define ROUND_PAR (1 << 16) /* values below which rounding stays on one thread */
@@ -48,7 +48,7 @@ static void round_into(uint16_t *h, const float *f, size_t n) {
     #pragma omp parallel for schedule(static) if (n > ROUND_PAR)
     for (size_t c = 0; c < chunks; c++) {
         const size_t lo = c * ROUND_CHUNK, len = n - lo < ROUND_CHUNK ? n - lo : ROUND_CHUNK;
-        ag_bf16_round_row(f + lo, len, h + lo);
+        bf16_round_row(f + lo, len, h + lo);
     }
 }
 

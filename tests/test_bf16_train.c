@@ -21,7 +21,7 @@
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
-#include "autograd/ops/bf16_round.h"
+#include "src/common/bf16_round.h"
 #include "src/model/vit.h"
 #include "src/optim/adamw.h"
 #include "src/optim/param_groups.h"
@@ -333,13 +333,13 @@ Test(bf16_train, parameter_copy_is_refreshed_each_step) {
     cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK);
     float w[4] = {1, 2, 3, 4};
     ag_operand o = ag_operand_param(ctx, w, 4);
-    cr_assert_eq(o.h[1], ag_bf16_from_float(2.0f));
+    cr_assert_eq(o.h[1], bf16_from_float(2.0f));
     w[1] = 5;
     o = ag_operand_param(ctx, w, 4);
-    cr_assert_eq(o.h[1], ag_bf16_from_float(2.0f), "refreshed within a step");
+    cr_assert_eq(o.h[1], bf16_from_float(2.0f), "refreshed within a step");
     ag_ctx_reset(ctx);
     o = ag_operand_param(ctx, w, 4);
-    cr_assert_eq(o.h[1], ag_bf16_from_float(5.0f), "not refreshed after the reset");
+    cr_assert_eq(o.h[1], bf16_from_float(5.0f), "not refreshed after the reset");
     ag_ctx_free(ctx);
 }
 

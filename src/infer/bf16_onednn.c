@@ -27,10 +27,10 @@
 #include <string.h>
 
 #include "src/infer/bf16.h"
-#include "autograd/ops/bf16_round.h"
+#include "src/common/bf16_round.h"
 
 /* The training kernels' rounding (bf16_round.h): both engines round a value alike. */
-void ti_bf16_round(const float *x, size_t n, uint16_t *out) { ag_bf16_round_row(x, n, out); }
+void ti_bf16_round(const float *x, size_t n, uint16_t *out) { bf16_round_row(x, n, out); }
 
 #ifndef TPSINFER_HAVE_ONEDNN
 
