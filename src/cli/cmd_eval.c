@@ -19,14 +19,16 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
-            "                 [--precision fp32|bf16]\n"
+            "                 [--precision fp32|bf16] [--tome-r R [--tome-inflect I]]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
             "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n"
             "--precision evaluates through libtpsinfer instead of the training framework's path: the model is\n"
             "handed to the library as `tpsc export` would write it and run in that precision (bf16: linear\n"
-            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n");
+            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n"
+            "--tome-r runs ToMe (token merging, r tokens per block, proportional attention) on a dense or ToMe\n"
+            "checkpoint with no training; --tome-inflect -1 is ToMe's decreasing schedule (docs/merging.md).\n");
 }
 
 typedef struct row {
@@ -37,7 +39,7 @@ typedef struct row {
 
 /* precision < 0: the framework's path; else libtpsinfer in that precision */
 static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
-                            int precision, row *out) {
+                            int precision, int tome_r, float tome_inflect, row *out) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -51,6 +53,16 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
     if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
+    if (tome_r >= 0) {
+        /* ToMe off the shelf: any dense checkpoint, or a ToMe one at another r */
+        if (tc.method != TOK_NONE && tc.method != TOK_TOME)
+            return tpsc_fail(TPSC_ERR_ARG, "%s: --tome-r needs a dense or tome checkpoint, this one is %s", path,
+                             tok_method_name(tc.method));
+        if (tc.method == TOK_NONE) tc.prop_attn = true;
+        tc.method = TOK_TOME;
+        tc.tome_r = tome_r;
+        tc.tome_inflect = tome_inflect;
+    }
     vit_model m;
     TPSC_TRY(vit_model_create(&m, &vc, &tc));
     tpsc_checkpoint_info info;
@@ -79,8 +91,8 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
 
 int cmd_eval(int argc, char **argv) {
     const char *paths[64], *sets[64], *value;
-    int n_paths = 0, n_sets = 0, threads = -1, precision = -1;
-    float keep = 0;
+    int n_paths = 0, n_sets = 0, threads = -1, precision = -1, tome_r = -1;
+    float keep = 0, tome_inflect = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             usage(stdout);
@@ -91,6 +103,20 @@ int cmd_eval(int argc, char **argv) {
             keep = strtof(value, NULL);
             if (!(keep > 0 && keep <= 1)) {
                 fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
+                return 2;
+            }
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
+            char *end;
+            long r = strtol(value, &end, 10);
+            if (*end || r < 0 || r > 100000) {
+                fprintf(stderr, "tpsc eval: --tome-r %s is not a token count >= 0\n", value);
+                return 2;
+            }
+            tome_r = (int)r;
+        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) {
+            tome_inflect = strtof(value, NULL);
+            if (!(tome_inflect >= -1 && tome_inflect <= 1)) {
+                fprintf(stderr, "tpsc eval: --tome-inflect %s is outside [-1, 1]\n", value);
                 return 2;
             }
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
@@ -115,7 +141,7 @@ int cmd_eval(int argc, char **argv) {
     }
     row rows[64];
     for (int i = 0; i < n_paths; i++) {
-        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision, &rows[i]);
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision, tome_r, tome_inflect, &rows[i]);
         if (st != TPSC_OK) return cli_fail("eval", st);
     }
     double dense_ips = 0;
