@@ -87,10 +87,8 @@ int cmd_bench(int argc, char **argv) {
         tc.squeeze_temp = 1.0f;
         if (tc.method != TOK_NONE) {
             tc.n_stages = 3;
-            for (int s = 0; s < 3; s++) {
-                tc.prune_loc[s] = (int)(vc.depth * (size_t)(s + 1) / 4);
-                tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep : keep;
-            }
+            for (int s = 0; s < 3; s++) tc.prune_loc[s] = (int)(vc.depth * (size_t)(s + 1) / 4);
+            tok_config_fill_rho(&tc, keep);
         }
     }
     double peak = tpsc_sgemm_peak_gflops(1536, 3);

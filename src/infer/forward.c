@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "autograd/ops/vecmath.h"
+#include "src/common/keep.h"
+#include "src/common/rows.h"
+#include "src/common/vecmath.h"
 #include "src/infer/internal.h"
 
 #define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
@@ -240,7 +242,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     for (size_t r = r0; r < r1; r++) {
         const float *xr = h + r * C;
         const float mx = xr[1] > xr[0] ? xr[1] : xr[0];
-        const double sum = (double)ag_expf(xr[0] - mx) + (double)ag_expf(xr[1] - mx);
+        const double sum = (double)vm_expf(xr[0] - mx) + (double)vm_expf(xr[1] - mx);
         ws->score[r] = (xr[0] - mx) - (float)log(sum);
     }
 }
@@ -248,7 +250,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
 /* How many of image b's n tokens stage s keeps. */
 static size_t predictor_keep(const ti_view *ws, int s, const float *score, size_t n) {
     const tps_budget *bu = ws->budget;
-    if (bu->mode == TPS_BUDGET_FIXED) return ti_keep_count(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
+    if (bu->mode == TPS_BUDGET_FIXED) return keep_count_predictor(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
     size_t above = 0;
     for (size_t i = 0; i < n; i++) above += expf(score[i]) > bu->threshold;
     size_t lo = (size_t)ceil((double)bu->min_frac * (double)n), hi = (size_t)floor((double)bu->max_frac * (double)n);
@@ -282,7 +284,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
         const float *score = ws->score + ws->lay.off[b] + 1;
-        ti_sort_desc(score, n, ws->order + b * N, thread_scratch(ws));
+        row_sort_desc(score, n, ws->order + b * N, (row_scored *)thread_scratch(ws));
         kn[b] = predictor_keep(ws, s, score, n);
     }
     ti_barrier_wait(ws->bar);
@@ -298,7 +300,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
         }
     }
     ti_barrier_wait(ws->bar);
-    const bool squeeze = m->method == TI_DTPS;
+    const bool squeeze = tok_method_squeezes(m->method);
     #pragma omp for schedule(dynamic) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
@@ -314,7 +316,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
         if (squeeze && p > 0) {
             float *dropped = thread_scratch(ws), *scratch = dropped + p * C;
             for (size_t j = 0; j < p; j++) memcpy(dropped + j * C, src + (1 + (size_t)order[k + j]) * C, C * sizeof(float));
-            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+            ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
     ti_barrier_wait(ws->bar);
@@ -338,17 +340,17 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
     bool bad = false;
     for (size_t b = 0; b < B; b++) { /* every member computes the same counts */
         const size_t n = ws->lay.len[b] - 1;
-        const size_t k = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+        const size_t k = keep_count_evit(ws->keep_frac, m->info.n_stages, s, n);
         bad |= k < 1 || k > n;
     }
     if (bad) return false;
-    const bool fuse = m->method == TI_EVIT;
+    const bool fuse = tok_method_row(m->method)->dropped == DROPPED_FUSE;
     #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
         for (size_t b = 0; b < B; b++) {
             const size_t n = ws->lay.len[b] - 1;
-            kn[b] = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+            kn[b] = keep_count_evit(ws->keep_frac, m->info.n_stages, s, n);
             const size_t extra = fuse && kn[b] < n ? 1 : 0;
             ws->lay_next.off[b] = ws->lay_next.rows;
             ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
@@ -366,7 +368,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             a[j] = sum / (float)H;
         }
         int32_t *order = ws->order + b * N;
-        ti_sort_desc(a, n, order, tmp);
+        row_sort_desc(a, n, order, (row_scored *)tmp);
         const float *src = ws->x + ws->lay.off[b] * C;
         float *dst = ws->x_next + ws->lay_next.off[b] * C;
         int32_t *orig = ws->orig + b * N, *orig_next = ws->orig_next + b * N;
@@ -404,7 +406,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
         } else {
             for (size_t i = 0; i < n; i++)
                 if (!is_kept[i]) memcpy(dropped + (q++) * C, src + (1 + i) * C, C * sizeof(float));
-            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+            ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
     ti_barrier_wait(ws->bar);
@@ -421,9 +423,9 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
 static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const size_t C = m->C;
-    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
-    const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
-    const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
+    const bool predictor = tok_method_has_predictor(m->method);
+    const bool evit = tok_method_row(m->method)->scores == SCORES_CLS_ATTENTION;
+    const int n_stages = m->method == TOK_NONE ? 0 : m->info.n_stages;
     embed(ws, images, B);
     ti_barrier_wait(ws->bar);
     int s = 0;

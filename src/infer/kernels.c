@@ -6,10 +6,10 @@
 #include <math.h>
 #include <string.h>
 
-/* header-only float exp / normal CDF shared with the training ops: same GELU to the bit; no
- * link dependency on the autograd engine */
-#include "autograd/ops/rows.h"
-#include "autograd/ops/vecmath.h"
+/* the float exp / normal CDF and the LayerNorm and softmax rows of the training ops
+ * (src/common, header-only): the same GELU, LayerNorm and softmax to the bit */
+#include "src/common/rows.h"
+#include "src/common/vecmath.h"
 #include "src/infer/bf16.h" /* the BF16 dispatch in ti_linear / ti_linear_residual */
 #include "src/infer/internal.h"
 
@@ -20,7 +20,7 @@
 
 /* y = (x - mean) / sqrt(var + eps) * w + b per row: the training op's row kernel (rows.h) */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
-    for (size_t r = 0; r < M; r++) ag_layernorm_row(x + r * C, C, w, b, eps, y + r * C, NULL, NULL);
+    for (size_t r = 0; r < M; r++) row_layernorm(x + r * C, C, w, b, eps, y + r * C, NULL, NULL);
 }
 
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
@@ -56,36 +56,7 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w
  * the same as the training op's */
 void ti_gelu(float *x, size_t n) {
     #pragma omp simd
-    for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf_rational(x[i]);
-}
-
-/* torch.softmax over one row, in place: exp(s - max) / sum, with vecmath's vectorisable
- * ag_expf_nonpos (s - max <= 0; bit-identical to the training op's ag_expf there, relative
- * error < 2.5e-7, and 20% faster on a 197-wide row): the attention softmax takes N^2 H
- * exponentials per block. */
-static void softmax_row(float *row, size_t n) {
-    /* the max over 16 lanes, then across them: `omp simd reduction(max)` compiled to a scalar
-     * loop here; this is 0.9 us per 99 rows of 197, the whole row 15.0 -> 8.7 us (max is
-     * exact in any order, so the result is unchanged, bit for bit) */
-    float lanes[16];
-    for (size_t k = 0; k < 16; k++) lanes[k] = row[0];
-    size_t j0 = 0;
-    for (; j0 + 16 <= n; j0 += 16) {
-        #pragma omp simd
-        for (size_t k = 0; k < 16; k++) lanes[k] = row[j0 + k] > lanes[k] ? row[j0 + k] : lanes[k];
-    }
-    for (size_t j = j0; j < n; j++) lanes[0] = row[j] > lanes[0] ? row[j] : lanes[0];
-    float m = lanes[0];
-    for (size_t k = 1; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
-    for (size_t j = 0; j < n; j++) {
-        row[j] = ag_expf_nonpos(row[j] - m);
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    #pragma omp simd
-    for (size_t j = 0; j < n; j++) row[j] *= inv;
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
 /* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
@@ -103,23 +74,10 @@ void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t 
     const float *q = qkv + i0 * 3 * C + h * D, *k = qkv + C + h * D, *v = qkv + 2 * C + h * D;
     const int in = (int)n, iq = (int)nq, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
-    for (size_t i = 0; i < nq; i++) softmax_row(scores + i * n, n);
+    for (size_t i = 0; i < nq; i++) row_softmax(scores + i * n, n);
     if (cls_row)
         for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, iD, in, 1.0f, scores, in, v, iC3, 0.0f,
                 out + i0 * C + h * D, iC);
 }
 
-/* official get_sim's normalisation: x / (||x|| + 1e-6), dividing as torch does */
-void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float ss = 0.0f;
-        for (size_t c = 0; c < C; c++) ss += xr[c] * xr[c];
-        const float nr = sqrtf(ss), d = nr + 1e-6f;
-        norm[r] = nr;
-        float *o = xh + r * C; /* never x: simd asserts it (the loop stayed scalar: 2x slower) */
-        #pragma omp simd
-        for (size_t c = 0; c < C; c++) o[c] = xr[c] / d;
-    }
-}

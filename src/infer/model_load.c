@@ -223,8 +223,6 @@ static tps_status read_tensor(const reader *r, const char *name, int ndim, const
 
 /* ---- the model ----------------------------------------------------------------------- */
 
-static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
-
 /* A weight slot: name, shape, and where its pointer goes. */
 typedef struct slot {
     char name[96];
@@ -282,7 +280,7 @@ static void list_tensors(tps_model *m, slots *s) {
     add(s, &m->norm_b, 1, C, 0, 0, 0, "norm.bias");
     add(s, &m->head_w.f, 2, K, C, 0, 0, "head.weight");
     add(s, &m->head_b, 1, K, 0, 0, 0, "head.bias");
-    if (m->method == TI_DYNAMICVIT || m->method == TI_DTPS)
+    if (tok_method_has_predictor(m->method))
         for (int st = 0; st < m->info.n_stages; st++) {
             ti_predictor *q = &m->pred[st];
             add(s, &q->in_norm_w, 1, C, 0, 0, 0, "score_predictor.%d.in_conv.0.weight", st);
@@ -337,15 +335,13 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
 
     char method[16];
     if ((st = read_str(r, "method", method, sizeof method)) != TPS_OK) return st;
-    int mi = -1;
-    for (int i = 0; i < 5; i++)
-        if (strcmp(method, method_names[i]) == 0) mi = i;
+    const int mi = tok_method_from_name(method);
     if (mi < 0) return ti_fail(TPS_ERR_FORMAT, "%s: unknown method '%s'", r->path, method);
-    m->method = (ti_method)mi;
+    m->method = (tok_method)mi;
     memcpy(in->method, method, sizeof in->method);
     int nloc = 0, nfrac = 0;
     int32_t loc[TI_MAX_STAGES];
-    if (m->method != TI_NONE) {
+    if (m->method != TOK_NONE) {
         if ((st = read_numbers(r, "prune_loc", H5T_NATIVE_INT32, true, loc, TI_MAX_STAGES, &nloc)) ||
             (st = read_numbers(r, "keep_frac", H5T_NATIVE_FLOAT, false, in->keep_frac, TI_MAX_STAGES, &nfrac)))
             return st;
@@ -364,7 +360,7 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
         }
         if (attr_exists(r, "squeeze_temp") && (st = read_f64(r, "squeeze_temp", &temp))) return st;
         if (!(temp > 0.0 && isfinite(temp))) return ti_fail(TPS_ERR_FORMAT, "%s: squeeze_temp %g must be > 0", r->path, temp);
-        if ((m->method == TI_DYNAMICVIT || m->method == TI_DTPS) && m->C < 4)
+        if ((tok_method_has_predictor(m->method)) && m->C < 4)
             return ti_fail(TPS_ERR_FORMAT, "%s: embed_dim %zu is too small for a score predictor", r->path, m->C);
     }
     in->n_stages = nloc;
@@ -507,7 +503,7 @@ static size_t list_linears(tps_model *m, ti_weight **w, size_t *N, size_t *K) {
         LINEAR(b->fc2_w, m->C, m->F);
     }
     LINEAR(m->head_w, m->K, m->C);
-    if (m->method == TI_DYNAMICVIT || m->method == TI_DTPS)
+    if (tok_method_has_predictor(m->method))
         for (int st = 0; st < m->info.n_stages; st++) {
             ti_predictor *q = &m->pred[st];
             LINEAR(q->in_fc_w, m->C, m->C);

@@ -44,6 +44,12 @@ tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
 
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
+    TPSC_TRY(tpsc_evaluate_pass(m, val, ctx, keep_override, res));
+    return tpsc_eval_finish(res, m);
+}
+
+tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                               tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
     TPSC_TRY(tpsc_loader_seek(val, (tpsc_data_position){0, 0}));
     const size_t K = m->cfg.num_classes;
@@ -73,6 +79,5 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
         tpsc_loader_release(val, &b);
     }
     ag_set_grad_enabled(ctx, saved_grad);
-    if (st != TPSC_OK) return st;
-    return tpsc_eval_finish(res, m);
+    return st;
 }
