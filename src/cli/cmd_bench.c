@@ -17,7 +17,7 @@ static void usage(FILE *f) {
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "                        [--precision fp32|bf16]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
-            "                        [--engine lib|autograd] [--precision fp32|bf16]\n"
+            "                        [--engine lib|autograd] [--precision fp32|bf16] [--interleave]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -27,6 +27,8 @@ static void usage(FILE *f) {
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
+            "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
+            "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
             "with FP32 accumulation, forward and backward (docs/performance.md, BF16 training).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
@@ -41,6 +43,7 @@ int cmd_bench(int argc, char **argv) {
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
     float keep = 0.7f;
     const char *engine = "lib", *channels = NULL;
+    bool interleave = false;
     tps_precision precision = TPS_PRECISION_FP32;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
     for (int i = 2; i < argc; i++) {
@@ -49,6 +52,7 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
         else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
         else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
+        else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
@@ -120,6 +124,25 @@ int cmd_bench(int argc, char **argv) {
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
+    if (interleave) {
+        /* dense and the method in alternation: the ratio survives a changing machine load */
+        tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
+        printf("| method | batch | dense ms (wall / cpu) | method ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
+        printf("|---|---|---|---|---|---|---|\n");
+        char list[128];
+        snprintf(list, sizeof list, "%s", batches);
+        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+            const size_t batch = (size_t)atol(tok);
+            tpsc_bench_pair p;
+            tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
+            if (st != TPSC_OK) return cli_fail("bench", st);
+            printf("| %s%s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", tok_method_name(tc.method),
+                   chan_enabled(&tc.chan) ? "+cdcp" : "", batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
+                   p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
+            fflush(stdout);
+        }
+        return 0;
+    }
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];
