@@ -20,14 +20,15 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
-            "                 [--precision fp32|bf16]\n"
+            "                 [--precision fp32|bf16] [--gemm openblas|onednn]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
             "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n"
             "--precision evaluates through libtpsinfer instead of the training framework's path: the model is\n"
             "exported to a temporary inference file (as `tpsc export`) and run in that precision (bf16: linear\n"
-            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n");
+            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md). --gemm evaluates through\n"
+            "libtpsinfer too, its FP32 linears on that back-end (default: the faster one on this CPU).\n");
 }
 
 typedef struct row {
@@ -37,8 +38,8 @@ typedef struct row {
 } row;
 
 /* tpsc_evaluate's pass through libtpsinfer: m (its loaded weights) is written as an inference
- * file, opened in `precision` and run on every validation batch. */
-static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+ * file, opened with `oo` (precision, GEMM back-end) and run on every validation batch. */
+static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch, const tps_open_options *oo,
                                 tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
     const char *dir = getenv("TMPDIR");
@@ -51,8 +52,7 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
     tpsc_status st = tpsc_checkpoint_save(path, &ck);
     tps_model *lib = NULL;
     tps_workspace *ws = NULL;
-    const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, &lib) != TPS_OK || tps_workspace_create(lib, max_batch, &ws) != TPS_OK))
+    if (st == TPSC_OK && (tps_model_open_ex(path, oo, &lib) != TPS_OK || tps_workspace_create(lib, max_batch, &ws) != TPS_OK))
         st = tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
     unlink(path);
     const size_t K = m->cfg.num_classes;
@@ -88,9 +88,9 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
     return tpsc_eval_finish(res, m);
 }
 
-/* precision < 0: the framework's path; else libtpsinfer in that precision */
+/* lib NULL: the framework's path; else libtpsinfer opened with these options */
 static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
-                            int precision, row *out) {
+                            const tps_open_options *lib, row *out) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -118,9 +118,9 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     if (st == TPSC_OK) st = tpsc_loader_open(&val, &dc, TPSC_SPLIT_VAL);
     ag_ctx *ctx = ag_ctx_create(0);
     if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
-    if (st == TPSC_OK && precision >= 0)
-        st = evaluate_lib(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size),
-                          (tps_precision)precision, &out->ev);
+    if (st == TPSC_OK && lib)
+        st = evaluate_lib(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size), lib,
+                          &out->ev);
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
@@ -135,6 +135,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
 int cmd_eval(int argc, char **argv) {
     const char *paths[64], *sets[64], *value;
     int n_paths = 0, n_sets = 0, threads = -1, precision = -1;
+    tps_gemm gemm = TPS_GEMM_AUTO;
     float keep = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -157,6 +158,14 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
                 return 1;
             }
+        } else if (cli_opt(argc, argv, &i, "--gemm", &value) && value &&
+                   (!strcmp(value, "openblas") || !strcmp(value, "onednn"))) {
+            gemm = !strcmp(value, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+            if (precision < 0) precision = TPS_PRECISION_FP32;
+            if (tps_gemm_supported(gemm) != TPS_OK) {
+                fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
+                return 1;
+            }
         } else if (argv[i][0] != '-' && n_paths < 64) {
             paths[n_paths++] = argv[i];
         } else {
@@ -169,14 +178,18 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
     row rows[64];
+    const tps_open_options oo = {.precision = (tps_precision)(precision < 0 ? 0 : precision), .gemm = gemm};
     for (int i = 0; i < n_paths; i++) {
-        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision, &rows[i]);
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision >= 0 ? &oo : NULL, &rows[i]);
         if (st != TPSC_OK) return cli_fail("eval", st);
     }
     double dense_ips = 0;
     for (int i = 0; i < n_paths; i++)
         if (!strcmp(rows[i].method, "none")) dense_ips = rows[i].ev.images_per_s;
-    if (precision >= 0) printf("engine libtpsinfer, precision %s\n", precision == TPS_PRECISION_BF16 ? "bf16" : "fp32");
+    if (precision >= 0)
+        printf("engine libtpsinfer, precision %s, GEMM back-end %s\n", precision == TPS_PRECISION_BF16 ? "bf16" : "fp32",
+               tps_gemm_name(precision == TPS_PRECISION_BF16 ? TPS_GEMM_ONEDNN
+                             : gemm == TPS_GEMM_AUTO ? tps_gemm_default() : gemm));
     printf("| checkpoint | method | test top-1 | top-5 | GMACs/img | images/s | speed-up |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < n_paths; i++) {

@@ -147,7 +147,7 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t 
 /* The same measurement through libtpsinfer: the random-weight model is written as an
  * inference file (a temporary file, removed again) and opened by the library, as a user would. */
 tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                                 tps_precision precision, tpsc_bench_result *res) {
+                                 const tps_open_options *oo, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;
     tpsc_status st = setup(&b, vc, tc, batch);
@@ -164,8 +164,7 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
     if (st == TPSC_OK) st = tpsc_checkpoint_save(path, &ck);
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
-    const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, &m) != TPS_OK || tps_workspace_create(m, batch, &ws) != TPS_OK))
+    if (st == TPSC_OK && (tps_model_open_ex(path, oo, &m) != TPS_OK || tps_workspace_create(m, batch, &ws) != TPS_OK))
         st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
     if (fd >= 0) unlink(path);
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
