@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
+#   bash bench/compare.sh [--avx512] [--bf16] [--openblas] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
 #                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -16,7 +16,10 @@
 # shared, loaded machine libgomp's default spin-waiting costs tpsc 1.5-2.5x, see
 # docs/performance.md); "default" leaves it unset for both. --bf16 adds libtpsinfer's opt-in
 # BF16 precision (`bench infer --precision bf16`, linears through oneDNN, needs AVX512-BF16) as
-# extra inference rows, set against the same FP32 peers.
+# extra inference rows, set against the same FP32 peers. libtpsinfer's FP32 rows use its default
+# GEMM back-end on this CPU (the table's heading names it); --openblas adds rows with
+# `--gemm openblas`. The last column is tpsc's fraction of the FMA peak (register-only FMA
+# loops on the same threads) that `tpsc bench` measures in the same process.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -35,12 +38,13 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
         --bf16) bf16=1 ;;
+        --openblas) openblas=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -112,6 +116,11 @@ one_round() { # MODE ROUND
             --threads "$threads" > "$out/ours_bf16.$tag.txt" 2>&1 ||
             echo "  tpsc bench infer --precision bf16 failed: see $out/ours_bf16.$tag.txt" >&2
     fi
+    if [ $openblas = 1 ]; then
+        run_env "$mode" "$TPSC" bench infer --gemm openblas --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
+            --threads "$threads" > "$out/ours_openblas.$tag.txt" 2>&1 ||
+            echo "  tpsc bench infer --gemm openblas failed: see $out/ours_openblas.$tag.txt" >&2
+    fi
     if [ $have_torch = 1 ]; then
         echo "[$mode, round $r] PyTorch anchors (a few minutes)" >&2
         local q=(); [ $quick = 1 ] && q=(--quick)
@@ -163,18 +172,24 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 def ours_rows(path, suffix=""):
-    """{(kind, method + suffix, batch): (img/s, peak RSS MB)} from a `tpsc bench` markdown table; and the core."""
-    rows, core = {}, None
+    """{(kind, method + suffix, batch): (img/s, peak RSS MB, % of FMA peak)} from a `tpsc bench`
+    markdown table; the OpenBLAS core; the GEMM back-end of the inference rows."""
+    rows, core, gemm = {}, None, None
     if not os.path.exists(path):
-        return rows, core
+        return rows, core, gemm
     for line in open(path):
         m = re.match(r"OpenBLAS core (\S+),", line)
         if m:
             core = m.group(1)
+        m = re.match(r"GEMM back-end (\S+)", line)
+        if m:
+            gemm = m.group(1)
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 10 and cells[0] in ("train", "infer"):
-            rows[(cells[0], ("dense" if cells[1] == "none" else cells[1]) + suffix, int(cells[2]))] = (float(cells[3]), float(cells[9]))
-    return rows, core
+            fma = float(cells[11].rstrip("%")) if len(cells) >= 12 and cells[11].endswith("%") else None
+            rows[(cells[0], ("dense" if cells[1] == "none" else cells[1]) + suffix, int(cells[2]))] = (
+                float(cells[3]), float(cells[9]), fma)
+    return rows, core, gemm
 
 def torch_rows(path):
     rows, core = {}, None
@@ -214,15 +229,18 @@ def ratio(a, b):
     return "%.2fx" % (a / b) if a is not None and b else "-"
 
 for mode in modes:
-    ours, torch, cores, tcore, limits = [], [], set(), set(), []
+    ours, torch, cores, tcore, limits, gemms = [], [], set(), set(), [], set()
     for r in range(1, repeat + 1):
         tag = "%s.%d" % (mode, r)
         o = {}
-        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16"):
-            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), " bf16" if f == "ours_bf16" else "")
+        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16", "ours_openblas"):
+            suffix = {"ours_bf16": " bf16", "ours_openblas": " openblas"}.get(f, "")
+            rows, core, gemm = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), suffix)
             o.update(rows)
             if core:
                 cores.add(core)
+            if gemm and f == "ours_infer":
+                gemms.add(gemm)
         ours.append(o)
         t, core = torch_rows(os.path.join(out, "torch.%s.json" % tag))
         torch.append(t)
@@ -230,23 +248,24 @@ for mode in modes:
             tcore.add(core)
         limits.append(gemm_limit(os.path.join(out, "sgemm.%s.json" % tag)))
     label = "environment's OPENBLAS_CORETYPE" if mode == "env" else "OPENBLAS_CORETYPE unset (AVX-512 kernels)"
-    print("\n### %s: tpsc core %s, PyTorch core %s; medians of %d run(s)\n" % (
-        label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", repeat))
-    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    bf16_shapes = [(k, m + " bf16", b) for k, m, b in shapes if k == "infer"]
-    for key in shapes + [k for k in bf16_shapes if any(k in o for o in ours)]:
+    print("\n### %s: tpsc core %s, libtpsinfer FP32 GEMM %s, PyTorch core %s; medians of %d run(s)\n" % (
+        label, "/".join(sorted(cores)) or "?", "/".join(sorted(gemms)) or "?", "/".join(sorted(tcore)) or "-", repeat))
+    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB | tpsc of FMA peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    extra = [(k, m + sfx, b) for sfx in (" bf16", " openblas") for k, m, b in shapes if k == "infer"]
+    for key in shapes + [k for k in extra if any(k in o for o in ours)]:
         kind, method, batch = key
-        peer = (kind, method.replace(" bf16", ""), batch)  # BF16 rows against the FP32 peers
+        peer = (kind, method.split(" ")[0], batch)  # BF16 and OpenBLAS rows against the FP32 peers
         oi = med([o[key][0] for o in ours if key in o])
         orss = med([o[key][1] for o in ours if key in o])
         ti = med([t[peer][0] for t in torch if peer in t])
         trss = med([t[peer][1] for t in torch if peer in t])
         ri = med([x[peer][0] for x in ort_all if peer in x])
         name = "%s %s" % ("training step" if kind == "train" else "inference", method)
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+        ofma = med([o[key][2] for o in ours if key in o])
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
-            fmt(trss, "%.0f") if kind == "train" else "-"))
+            fmt(trss, "%.0f") if kind == "train" else "-", fmt(ofma, "%.0f%%")))
     lim = med(limits)
     t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
     if lim and t64:
