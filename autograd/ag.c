@@ -257,6 +257,7 @@ tpsc_status ag_backward_from(ag_ctx *ctx, ag_tensor *out, const float *seed) {
             return ctx->status;
         }
         release_grad(ctx, n->out);
+        if (ctx->after_node) ctx->after_node(ctx->after_node_arg, i);
     }
     return TPSC_OK;
 }

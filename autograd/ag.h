@@ -58,6 +58,10 @@ struct ag_ctx {
     bool grad_enabled;     /* false: inference, ops record nothing */
     bool training;         /* model-level flag for ops whose behaviour differs */
     tpsc_status status;    /* first failure since the last reset */
+    /* Called after each node's backward with the node's index (nodes run from the last to 0),
+     * so a caller can act on gradients that are final, e.g. start reducing them over MPI. */
+    void (*after_node)(void *arg, int node);
+    void *after_node_arg;
 };
 
 ag_ctx *ag_ctx_create(size_t arena_bytes);

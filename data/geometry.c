@@ -6,6 +6,7 @@
 #include <stb/stb_image_resize.h>
 
 #include "data/transforms.h"
+#include "src/common/crop.h"
 
 void tpsc_rrc_box(tpsc_rng *r, int width, int height, float scale_min, float scale_max, float ratio_min,
                   float ratio_max, tpsc_box *out) {
@@ -32,19 +33,9 @@ void tpsc_rrc_box(tpsc_rng *r, int width, int height, float scale_min, float sca
 }
 
 void tpsc_eval_box(int width, int height, int size, float crop_pct, tpsc_box *out) {
-    int short_size = (int)floor(size / (double)crop_pct);
-    int rw, rh; /* the resized image, as torchvision's Resize(int) computes it */
-    if (width <= height) {
-        rw = short_size;
-        rh = (int)((double)short_size * height / width);
-    } else {
-        rh = short_size;
-        rw = (int)((double)short_size * width / height);
-    }
-    int cw = size < rw ? size : rw, ch = size < rh ? size : rh;
-    int left = (int)nearbyint((rw - cw) / 2.0), top = (int)nearbyint((rh - ch) / 2.0);
-    double sx = (double)width / rw, sy = (double)height / rh;
-    *out = (tpsc_box){(float)(left * sx), (float)(top * sy), (float)(cw * sx), (float)(ch * sy)};
+    float box[4];
+    crop_eval_box(width, height, size, crop_pct, box);
+    *out = (tpsc_box){box[0], box[1], box[2], box[3]};
 }
 
 void tpsc_transform_scratch_free(tpsc_transform_scratch *s) {

@@ -264,17 +264,23 @@ tpsc_status tpsc_loader_open(tpsc_loader **out, const tpsc_data_config *cfg, tps
     l->per_rank = (l->n + world - 1) / world;
     /* RASampler keeps an epoch at N samples (rounded down to a multiple of 256) over all
      * ranks, so R repeats mean N / R distinct images an epoch. Sets under 256: N / W. */
-    if (l->repeats > 1 && l->n >= 256) l->per_rank = l->n / 256 * 256 / world;
+    size_t epoch_len = l->n;
+    if (l->repeats > 1 && l->n >= 256) epoch_len = l->n / 256 * 256, l->per_rank = epoch_len / world;
+    /* Evaluation counts every image once: rank r takes positions r, r + W, ... below N, no
+     * padding, so ranks may hold one image less (or none, when W > N). */
+    if (!l->train) l->per_rank = (size_t)cfg->rank < l->n ? (l->n - (size_t)cfg->rank + world - 1) / world : 0;
     l->batch_size = (size_t)(l->train || cfg->eval_batch_size == 0 ? cfg->batch_size : cfg->eval_batch_size);
     bool drop_last = l->train && cfg->drop_last;
-    l->n_batches = drop_last ? l->per_rank / l->batch_size : (l->per_rank + l->batch_size - 1) / l->batch_size;
-    if (l->n_batches == 0) {
+    /* Whole global batches of W x B (the same images whatever W), so that W ranks at B each
+     * step through exactly the batches one process at W x B would. */
+    l->n_batches = drop_last ? epoch_len / world / l->batch_size : (l->per_rank + l->batch_size - 1) / l->batch_size;
+    if (l->n_batches == 0 && (l->train || world == 1)) {
         st = tpsc_fail(TPSC_ERR_CONFIG, "%s: %zu samples per rank make no full batch of %zu (drop_last)",
                        l->ds->source, l->per_rank, l->batch_size);
         goto fail;
     }
     l->perm = tpsc_malloc(l->n * sizeof *l->perm, "epoch permutation");
-    l->order = tpsc_malloc(l->per_rank * sizeof *l->order, "epoch order");
+    l->order = tpsc_malloc((l->per_rank ? l->per_rank : 1) * sizeof *l->order, "epoch order");
     if (!l->perm || !l->order) {
         st = TPSC_ERR_NOMEM;
         goto fail;

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config git
       libopenblas-openmp-dev libhdf5-dev libstb-dev libcriterion-dev libinih-dev zlib1g-dev libdnnl-dev
+      openmpi-bin libopenmpi-dev
       dataset-fashion-mnist gnuplot-nox)
 SANITIZE=0
 for a in "$@"; do

@@ -27,7 +27,8 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "autograd/ops/vecmath.h"
+#include "src/common/rows.h"
+#include "src/common/vecmath.h"
 
 #define POLICY_EPS 1e-6f
 
@@ -40,22 +41,6 @@ typedef struct attention_saved {
 
 /* Below this many MACs per op the thread start-up costs more than it saves. */
 static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H > 1 && B * H * N * N * D > 65536; }
-
-/* softmax over one row of scores, in place (as torch.softmax: exp(s - max) / sum). */
-static void softmax_row(float *row, size_t N) {
-    float m = row[0];
-    #pragma omp simd reduction(max : m)
-    for (size_t j = 1; j < N; j++) m = row[j] > m ? row[j] : m;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
-    for (size_t j = 0; j < N; j++) {
-        row[j] = ag_expf(row[j] - m);
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    #pragma omp simd
-    for (size_t j = 0; j < N; j++) row[j] *= inv;
-}
 
 /* G_ij = P_j + (1 - P_j) [i == j], in the official expression's float arithmetic. */
 static inline float policy_gate(const float *p, size_t i, size_t j) {
@@ -77,7 +62,7 @@ static float policy_softmax_row(float *row, const float *p, size_t i, size_t N, 
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < N; j++) {
-        ex[j] = ag_expf(row[j] - m);
+        ex[j] = vm_expf(row[j] - m);
         sum += ex[j] * policy_gate(p, i, j);
     }
     const float z = sum + POLICY_EPS;
@@ -241,7 +226,7 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
             if (policy)
                 policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
             else
-                softmax_row(A + i * N, N);
+                row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
         }
         /* out[b, :, h*D : h*D+D] = A v */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, v, iC3, 0.0f,

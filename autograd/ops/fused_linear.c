@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "autograd/ops/vecmath.h"
+#include "src/common/vecmath.h"
 
 #define FL_PAR 32768 /* element count above which an element loop is worth threads */
 
@@ -28,7 +28,7 @@ enum { IN_X, IN_W, IN_B, IN_R };
 /* g [n] = gelu(x [n]) */
 static void gelu_into(float *g, const float *x, size_t n) {
     #pragma omp parallel for simd if (parallel: n > FL_PAR)
-    for (size_t i = 0; i < n; i++) g[i] = x[i] * ag_normal_cdf_rational(x[i]);
+    for (size_t i = 0; i < n; i++) g[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
 /* db [Cout] += column sums of dy [M,Cout], as sgemv dy^T 1 (OpenBLAS streams the rows and
@@ -77,9 +77,9 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
         for (size_t i = 0; i < MCin; i++) {
-            const float cdf = ag_normal_cdf_rational(v[i]);
+            const float cdf = vm_normal_cdf_rational(v[i]);
             g[i] = v[i] * cdf;
-            d[i] = cdf + v[i] * ag_normal_pdf(v[i]);
+            d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
         }
     } else {
         gelu_into(g, v, MCin);

@@ -4,7 +4,7 @@
  * Phi and phi come from vecmath.h (float, absolute error < 2.5e-7), so both loops vectorise;
  * Phi is the rational erf, since x Phi(x) needs no relative accuracy in the tail. */
 #include "autograd/ops.h"
-#include "autograd/ops/vecmath.h"
+#include "src/common/vecmath.h"
 
 #define GELU_PAR 16384 /* Phi costs tens of flops: threads pay off sooner than for an add */
 
@@ -17,10 +17,10 @@ static void gelu_backward(ag_ctx *ctx, ag_node *n) {
     const size_t total = ag_numel(x);
     if (fresh) {
         #pragma omp parallel for simd if (parallel: total > GELU_PAR)
-        for (size_t i = 0; i < total; i++) dx[i] = dy[i] * (ag_normal_cdf_rational(v[i]) + v[i] * ag_normal_pdf(v[i]));
+        for (size_t i = 0; i < total; i++) dx[i] = dy[i] * (vm_normal_cdf_rational(v[i]) + v[i] * vm_normal_pdf(v[i]));
     } else {
         #pragma omp parallel for simd if (parallel: total > GELU_PAR)
-        for (size_t i = 0; i < total; i++) dx[i] += dy[i] * (ag_normal_cdf_rational(v[i]) + v[i] * ag_normal_pdf(v[i]));
+        for (size_t i = 0; i < total; i++) dx[i] += dy[i] * (vm_normal_cdf_rational(v[i]) + v[i] * vm_normal_pdf(v[i]));
     }
 }
 
@@ -36,7 +36,7 @@ ag_tensor *ag_gelu(ag_ctx *ctx, ag_tensor *x) {
     const size_t total = ag_numel(x);
     float *out = y->data;
     #pragma omp parallel for simd if (parallel: total > GELU_PAR)
-    for (size_t i = 0; i < total; i++) out[i] = v[i] * ag_normal_cdf_rational(v[i]);
+    for (size_t i = 0; i < total; i++) out[i] = v[i] * vm_normal_cdf_rational(v[i]);
     ag_record(ctx, "gelu", gelu_backward, y, 1, &x);
     return ctx->status == TPSC_OK ? y : NULL;
 }

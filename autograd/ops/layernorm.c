@@ -5,7 +5,7 @@
 #include <math.h>
 
 #include "autograd/ops.h"
-#include "autograd/ops/rows.h"
+#include "src/common/rows.h"
 
 #define LN_PAR 16384
 #define LN_COLS 64 /* column block of the w/b gradient reduction */
@@ -97,7 +97,7 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, f
     #pragma omp parallel for if (M * C > LN_PAR)
     for (size_t r = 0; r < M; r++) {
         float mu, rs;
-        ag_layernorm_row(x->data + r * C, C, wv, bv, eps, y->data + r * C, &mu, &rs);
+        row_layernorm(x->data + r * C, C, wv, bv, eps, y->data + r * C, &mu, &rs);
         if (s) {
             s->mean[r] = mu;
             s->rstd[r] = rs;

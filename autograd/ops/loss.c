@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "autograd/ops/vecmath.h"
+#include "src/common/vecmath.h"
 
 #define LS_PAR 16384
 
@@ -16,7 +16,7 @@ static float row_max_logsum(const float *z, size_t K, float *log_sum) {
     for (size_t k = 1; k < K; k++) mx = z[k] > mx ? z[k] : mx;
     double s = 0.0;
     #pragma omp simd reduction(+ : s)
-    for (size_t k = 0; k < K; k++) s += ag_expf(z[k] - mx);
+    for (size_t k = 0; k < K; k++) s += vm_expf(z[k] - mx);
     *log_sum = (float)log(s);
     return mx;
 }
@@ -51,7 +51,7 @@ static void ce_soft_backward(ag_ctx *ctx, ag_node *n) {
             float *dr = dz + r * K;
             const float l = lse[r];
             #pragma omp simd
-            for (size_t k = 0; k < K; k++) dr[k] += g * (ag_expf(zr[k] - l) * tsum - tr[k]);
+            for (size_t k = 0; k < K; k++) dr[k] += g * (vm_expf(zr[k] - l) * tsum - tr[k]);
         }
         if (dt)
             for (size_t k = 0; k < K; k++) dt[r * K + k] -= g * (zr[k] - lse[r]);
@@ -108,7 +108,7 @@ static void ce_backward(ag_ctx *ctx, ag_node *n) {
         float *dr = dz + r * K;
         const float l = s->lse[r];
         #pragma omp simd
-        for (size_t k = 0; k < K; k++) dr[k] += g * (ag_expf(zr[k] - l) - off);
+        for (size_t k = 0; k < K; k++) dr[k] += g * (vm_expf(zr[k] - l) - off);
         dr[s->labels[r]] -= g * (1.0f - eps);
     }
 }
@@ -169,7 +169,7 @@ static void kl_backward(ag_ctx *ctx, ag_node *n) {
     #pragma omp parallel for simd if (parallel: total > LS_PAR)
     for (size_t i = 0; i < total; i++) {
         if (isinf(q[i]) && q[i] < 0) continue;
-        const float e = ag_expf(q[i]);
+        const float e = vm_expf(q[i]);
         if (dp) dp[i] -= g * e;
         if (dq) dq[i] += g * e * (q[i] - p[i] + 1.0f);
     }

@@ -3,7 +3,7 @@
 #include <math.h>
 
 #include "autograd/ops.h"
-#include "autograd/ops/vecmath.h"
+#include "src/common/vecmath.h"
 
 #define SM_PAR 16384
 
@@ -15,7 +15,7 @@ static float row_exp(const float *x, float *e, size_t C, double *sum) {
     double s = 0.0;
     #pragma omp simd reduction(+ : s)
     for (size_t c = 0; c < C; c++) {
-        e[c] = ag_expf(x[c] - mx);
+        e[c] = vm_expf(x[c] - mx);
         s += e[c];
     }
     *sum = s;
@@ -80,7 +80,7 @@ static void log_softmax_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t c = 0; c < C; c++) gsum += g[c];
         float *dr = dx + r * C;
         #pragma omp simd
-        for (size_t c = 0; c < C; c++) dr[c] += g[c] - ag_expf(yr[c]) * gsum;
+        for (size_t c = 0; c < C; c++) dr[c] += g[c] - vm_expf(yr[c]) * gsum;
     }
 }
 

@@ -1,11 +1,15 @@
 #include "src/cli/cli_util.h"
 
+#include "src/dist/dist.h"
+
 #include <stdio.h>
 #include <string.h>
 
 int cli_fail(const char *cmd, tpsc_status st) {
     const char *msg = tpsc_last_error();
-    fprintf(stderr, "tpsc %s: %s%s%s\n", cmd, tpsc_status_name(st), msg[0] ? ": " : "", msg);
+    char rank[48] = "";
+    if (dist_active()) snprintf(rank, sizeof rank, " (MPI rank %d of %d)", dist_rank(), dist_size());
+    fprintf(stderr, "tpsc %s%s: %s%s%s\n", cmd, rank, tpsc_status_name(st), msg[0] ? ": " : "", msg);
     return 1;
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "autograd/threads.h"
+#include "src/channels/prune.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/infer/tps_infer.h"
@@ -49,7 +50,7 @@ static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch
     if (fd < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
     close(fd);
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params};
-    tpsc_status st = tpsc_checkpoint_save(path, &ck);
+    tpsc_status st = chan_save_inference(path, m, &ck);
     tps_model *lib = NULL;
     tps_workspace *ws = NULL;
     if (st == TPSC_OK && (tps_model_open_ex(path, oo, &lib) != TPS_OK || tps_workspace_create(lib, max_batch, &ws) != TPS_OK))
@@ -103,9 +104,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     vit_config vc;
     tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
-    if (keep_ratio > 0 && tc.method != TOK_NONE) {
-        for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
-    }
+    if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
     vit_model m;
     TPSC_TRY(vit_model_create(&m, &vc, &tc));
     tpsc_checkpoint_info info;

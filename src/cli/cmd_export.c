@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "src/channels/prune.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/infer/tps_infer.h"
@@ -89,7 +90,7 @@ static tpsc_status export_model(const char *ckpt, const char *out, const char *w
         tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &vc, .tps = &tc, .params = &m.params,
                               .recipe_text = recipe_text, .class_names = (const char *const *)names,
                               .n_class_names = n_names};
-        st = tpsc_checkpoint_save(out, &ck);
+        st = chan_save_inference(out, &m, &ck); /* channel gates: the dropped channels removed */
     }
     if (st == TPSC_OK) st = add_preprocessing(out, &vc, &recipe);
     tpsc_free(recipe_text);

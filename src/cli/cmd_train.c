@@ -4,6 +4,7 @@
 
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
+#include "src/dist/dist.h"
 #include "src/train/trainer.h"
 #include "src/util/log.h"
 
@@ -63,10 +64,16 @@ int cmd_train(int argc, char **argv) {
     }
     if (st == TPSC_OK) st = tpsc_recipe_validate(&r);
     if (st != TPSC_OK) return cli_fail("train", st);
+    /* Under MPI, rank 0 speaks for the job; the others report only warnings and errors. */
+    if (dist_rank() != 0) {
+        quiet = true;
+        if (tpsc_log_get_level() > TPSC_LOG_WARN) tpsc_log_set_level(TPSC_LOG_WARN);
+    }
     if (!quiet) tpsc_recipe_log_defaults(&r);
     tpsc_train_result res;
     st = tpsc_train_run(&r, &res);
     if (st != TPSC_OK) return cli_fail("train", st);
+    if (dist_rank() != 0) return 0;
     printf("%s: top-1 %.2f%% (best %.2f%%), top-5 %.2f%%, %.4f GMACs/img, %.0f img/s inference, %lld steps in %.1f s\n",
            res.run_dir, res.last_eval.top1, res.best_top1, res.last_eval.top5, res.last_eval.gmacs,
            res.last_eval.images_per_s, (long long)res.steps, res.train_seconds);

@@ -51,8 +51,7 @@ static tpsc_status load_model(const char *path, float keep_ratio, viz_model *vm)
     tok_config tc;
     tpsc_checkpoint_info info;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, &info));
-    if (keep_ratio > 0 && tc.method != TOK_NONE)
-        for (int s = 0; s < tc.n_stages; s++) tc.keep_frac[s] = s ? tc.keep_frac[s - 1] * keep_ratio : keep_ratio;
+    if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
     TPSC_TRY(vit_model_create(&vm->m, &vc, &tc));
     st = tpsc_checkpoint_load_params(path, info.has_ema ? "/ema" : "/model", &vm->m.params, NULL, NULL);
     if (st == TPSC_OK) st = tpsc_checkpoint_read_class_names(path, &vm->class_names, &vm->n_class_names);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "src/cli/commands.h"
+#include "src/dist/dist.h"
 
 static const tpsc_command commands[] = {
     {"train", "train or fine-tune a model from a recipe (dense, DynamicViT, dTPS, EViT, eTPS)", cmd_train},
@@ -46,8 +47,21 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    /* Under an MPI launcher (mpirun, srun) join the job; otherwise this does nothing. */
+    if (dist_init(&argc, &argv) != TPSC_OK) {
+        fprintf(stderr, "tpsc: %s\n", tpsc_last_error());
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (!strcmp(argv[1], commands[i].name)) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            /* A rank that failed alone would leave the others waiting in a collective. */
+            if (rc != 0) dist_abort(rc);
+            dist_finalize();
+            return rc;
+        }
+    }
+    dist_finalize();
     fprintf(stderr, "tpsc: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "autograd/ops/vecmath.h"
+#include "src/common/keep.h"
+#include "src/common/rows.h"
+#include "src/common/vecmath.h"
 #include "src/infer/internal.h"
 
 #define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
@@ -149,13 +151,16 @@ static void embed(ti_view *ws, const float *images, size_t B) {
 }
 
 /* x += proj(attention(qkv(norm1(x)))), shared by the team; attention by query rows.
- * with_cls: keep each head's cls row for EViT (written by the member owning the cls row). */
+ * with_cls: keep each head's cls row for EViT (written by the member owning the cls row).
+ * The block's own widths (channel pruning, ti_widths) give qkv's and attention's row widths. */
 static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
+    const ti_heads g = ti_block_heads(m, blk);
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
+    const size_t V = H * g.dv, W = 2 * H * g.dq + V; /* attention's output and qkv's row widths */
     float *qkv = ws->qkv;
     const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b, m->ln_eps);
-    team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
+    team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, W, qkv, W, LIN_PLAIN);
     float *scores = thread_scratch(ws);
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (B == 1 && H % T == 0 && by_columns(&blk->proj_w)) {
@@ -165,7 +170,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
          * member; proj, which reads every head, comes after a barrier anyway */
         const size_t n = ws->lay.len[0];
         for (size_t h = H * t / T; h < H * (t + 1) / T; h++)
-            ti_attention_rows(qkv, n, 0, n, C, H, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL);
+            ti_attention_rows(qkv, &g, n, 0, n, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL);
     } else {
         size_t r0, r1;
         my_rows(M, &r0, &r1);
@@ -176,18 +181,18 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
             if (off >= r1) break;
             const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
             for (size_t h = 0; h < H; h++)
-                ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
+                ti_attention_rows(qkv + off * W, &g, n, i0, i1, h, scores, ws->attn_out + off * V,
                                   with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
         }
     }
     if (by_columns(&blk->proj_w)) ti_barrier_wait(ws->bar); /* every member reads every attention row */
-    team_linear(ws, ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
+    team_linear(ws, ws->attn_out, M, V, V, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
-/* x += fc2(gelu(fc1(norm2(x)))), shared by the team. */
+/* x += fc2(gelu(fc1(norm2(x)))), shared by the team; F = the block's kept hidden width. */
 static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
-    const size_t C = m->C, F = m->F;
+    const size_t C = m->C, F = blk->w.f;
     const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b, m->ln_eps);
     team_linear(ws, h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
     team_linear(ws, ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);
@@ -233,7 +238,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     for (size_t r = r0; r < r1; r++) {
         const float *xr = h + r * C;
         const float mx = xr[1] > xr[0] ? xr[1] : xr[0];
-        const double sum = (double)ag_expf(xr[0] - mx) + (double)ag_expf(xr[1] - mx);
+        const double sum = (double)vm_expf(xr[0] - mx) + (double)vm_expf(xr[1] - mx);
         ws->score[r] = (xr[0] - mx) - (float)log(sum);
     }
 }
@@ -241,7 +246,7 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
 /* How many of image b's n tokens stage s keeps. */
 static size_t predictor_keep(const ti_view *ws, int s, const float *score, size_t n) {
     const tps_budget *bu = ws->budget;
-    if (bu->mode == TPS_BUDGET_FIXED) return ti_keep_count(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
+    if (bu->mode == TPS_BUDGET_FIXED) return keep_count_predictor(ws->keep_frac, ws->m->info.n_stages, s, ws->m->N);
     size_t above = 0;
     for (size_t i = 0; i < n; i++) above += expf(score[i]) > bu->threshold;
     size_t lo = (size_t)ceil((double)bu->min_frac * (double)n), hi = (size_t)floor((double)bu->max_frac * (double)n);
@@ -275,7 +280,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1;
         const float *score = ws->score + ws->lay.off[b] + 1;
-        ti_sort_desc(score, n, ws->order + b * N, thread_scratch(ws));
+        row_sort_desc(score, n, ws->order + b * N, (row_scored *)thread_scratch(ws));
         kn[b] = predictor_keep(ws, s, score, n);
     }
     ti_barrier_wait(ws->bar);
@@ -291,7 +296,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
         }
     }
     ti_barrier_wait(ws->bar);
-    const bool squeeze = m->method == TI_DTPS;
+    const bool squeeze = tok_method_squeezes(m->method);
     #pragma omp for schedule(dynamic) nowait
     for (size_t b = 0; b < B; b++) {
         const size_t n = ws->lay.len[b] - 1, k = kn[b], p = n - k;
@@ -307,7 +312,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
         if (squeeze && p > 0) {
             float *dropped = thread_scratch(ws), *scratch = dropped + p * C;
             for (size_t j = 0; j < p; j++) memcpy(dropped + j * C, src + (1 + (size_t)order[k + j]) * C, C * sizeof(float));
-            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+            ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
     ti_barrier_wait(ws->bar);
@@ -331,17 +336,17 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
     bool bad = false;
     for (size_t b = 0; b < B; b++) { /* every member computes the same counts */
         const size_t n = ws->lay.len[b] - 1;
-        const size_t k = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+        const size_t k = keep_count_evit(ws->keep_frac, m->info.n_stages, s, n);
         bad |= k < 1 || k > n;
     }
     if (bad) return false;
-    const bool fuse = m->method == TI_EVIT;
+    const bool fuse = tok_method_row(m->method)->dropped == DROPPED_FUSE;
     #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
         for (size_t b = 0; b < B; b++) {
             const size_t n = ws->lay.len[b] - 1;
-            kn[b] = ti_evit_keep_count(ws->keep_frac, m->info.n_stages, s, n);
+            kn[b] = keep_count_evit(ws->keep_frac, m->info.n_stages, s, n);
             const size_t extra = fuse && kn[b] < n ? 1 : 0;
             ws->lay_next.off[b] = ws->lay_next.rows;
             ws->lay_next.len[b] = kn[b] < n ? 1 + kn[b] + extra : 1 + n;
@@ -359,7 +364,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             a[j] = sum / (float)H;
         }
         int32_t *order = ws->order + b * N;
-        ti_sort_desc(a, n, order, tmp);
+        row_sort_desc(a, n, order, (row_scored *)tmp);
         const float *src = ws->x + ws->lay.off[b] * C;
         float *dst = ws->x_next + ws->lay_next.off[b] * C;
         int32_t *orig = ws->orig + b * N, *orig_next = ws->orig_next + b * N;
@@ -397,7 +402,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
         } else {
             for (size_t i = 0; i < n; i++)
                 if (!is_kept[i]) memcpy(dropped + (q++) * C, src + (1 + i) * C, C * sizeof(float));
-            ti_squeeze(dst + C, k, dropped, p, C, m->squeeze_temp, dst + C, scratch);
+            ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
     ti_barrier_wait(ws->bar);
@@ -414,9 +419,9 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
 static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const size_t C = m->C;
-    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
-    const bool evit = m->method == TI_EVIT || m->method == TI_ETPS;
-    const int n_stages = m->method == TI_NONE ? 0 : m->info.n_stages;
+    const bool predictor = tok_method_has_predictor(m->method);
+    const bool evit = tok_method_row(m->method)->scores == SCORES_CLS_ATTENTION;
+    const int n_stages = m->method == TOK_NONE ? 0 : m->info.n_stages;
     embed(ws, images, B);
     ti_barrier_wait(ws->bar);
     int s = 0;

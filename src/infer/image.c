@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/common/crop.h"
 #include "src/infer/internal.h"
 
 /* Growable scratch for preprocessing (see ti_scratch in internal.h): stb_image_resize's work
@@ -65,22 +66,6 @@ tps_status tps_image_load(const char *path, uint8_t **pixels, int *width, int *h
 
 void tps_image_free(uint8_t *pixels) { stbi_image_free(pixels); }
 
-/* torchvision Resize(int(S / crop_pct)) on the short side, CenterCrop(S): the source box. */
-static void eval_box(int width, int height, int size, float crop_pct, float box[4]) {
-    int short_size = (int)floor(size / (double)crop_pct);
-    int rw, rh;
-    if (width <= height) {
-        rw = short_size;
-        rh = (int)((double)short_size * height / width);
-    } else {
-        rh = short_size;
-        rw = (int)((double)short_size * width / height);
-    }
-    int cw = size < rw ? size : rw, ch = size < rh ? size : rh;
-    int left = (int)nearbyint((rw - cw) / 2.0), top = (int)nearbyint((rh - ch) / 2.0);
-    double sx = (double)width / rw, sy = (double)height / rh;
-    box[0] = (float)(left * sx), box[1] = (float)(top * sy), box[2] = (float)(cw * sx), box[3] = (float)(ch * sy);
-}
 
 void *ti_scratch_get(ti_scratch *s, size_t bytes) {
     if (bytes <= s->cap) return s->p;
@@ -101,7 +86,7 @@ tps_status ti_preprocess(const tps_model *m, const uint8_t *pixels, int width, i
     const int S = (int)m->img;
     const tps_model_info *in = &m->info;
     float box[4];
-    eval_box(width, height, S, in->crop_pct, box);
+    crop_eval_box(width, height, S, in->crop_pct, box);
     uint8_t *resized = resized_buf ? ti_scratch_get(resized_buf, (size_t)S * S * 3) : malloc((size_t)S * S * 3);
     if (!resized) return ti_fail(TPS_ERR_NOMEM, "tps_preprocess: no memory for a %dx%d image", S, S);
     const stbir_filter filter = strcmp(in->interpolation, "bilinear") == 0 ? STBIR_FILTER_TRIANGLE : STBIR_FILTER_CATMULLROM;

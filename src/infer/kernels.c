@@ -6,10 +6,10 @@
 #include <math.h>
 #include <string.h>
 
-/* header-only float exp / normal CDF shared with the training ops: same GELU to the bit; no
- * link dependency on the autograd engine */
-#include "autograd/ops/rows.h"
-#include "autograd/ops/vecmath.h"
+/* the float exp / normal CDF and the LayerNorm and softmax rows of the training ops
+ * (src/common, header-only): the same GELU, LayerNorm and softmax to the bit */
+#include "src/common/rows.h"
+#include "src/common/vecmath.h"
 #include "src/infer/gemm.h" /* the oneDNN dispatch of packed weights */
 #include "src/infer/internal.h"
 
@@ -20,7 +20,7 @@
 
 /* y = (x - mean) / sqrt(var + eps) * w + b per row: the training op's row kernel (rows.h) */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y) {
-    for (size_t r = 0; r < M; r++) ag_layernorm_row(x + r * C, C, w, b, eps, y + r * C, NULL, NULL);
+    for (size_t r = 0; r < M; r++) row_layernorm(x + r * C, C, w, b, eps, y + r * C, NULL, NULL);
 }
 
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
@@ -80,70 +80,33 @@ void ti_linear_epi(const float *x, size_t M, size_t Cin, size_t ldx, const ti_we
  * the same as the training op's */
 void ti_gelu(float *x, size_t n) {
     #pragma omp simd
-    for (size_t i = 0; i < n; i++) x[i] = x[i] * ag_normal_cdf_rational(x[i]);
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
-/* torch.softmax over one row, in place: exp(s - max) / sum, with vecmath's vectorisable
- * ag_expf_nonpos (s - max <= 0; bit-identical to the training op's ag_expf there, relative
- * error < 2.5e-7, and 20% faster on a 197-wide row): the attention softmax takes N^2 H
- * exponentials per block. */
-static void softmax_row(float *row, size_t n) {
-    /* the max over 16 lanes, then across them: `omp simd reduction(max)` compiled to a scalar
-     * loop here; this is 0.9 us per 99 rows of 197, the whole row 15.0 -> 8.7 us (max is
-     * exact in any order, so the result is unchanged, bit for bit) */
-    float lanes[16];
-    for (size_t k = 0; k < 16; k++) lanes[k] = row[0];
-    size_t j0 = 0;
-    for (; j0 + 16 <= n; j0 += 16) {
-        #pragma omp simd
-        for (size_t k = 0; k < 16; k++) lanes[k] = row[j0 + k] > lanes[k] ? row[j0 + k] : lanes[k];
-    }
-    for (size_t j = j0; j < n; j++) lanes[0] = row[j] > lanes[0] ? row[j] : lanes[0];
-    float m = lanes[0];
-    for (size_t k = 1; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
-    for (size_t j = 0; j < n; j++) {
-        row[j] = ag_expf_nonpos(row[j] - m);
-        sum += row[j];
-    }
-    const float inv = 1.0f / sum;
-    #pragma omp simd
-    for (size_t j = 0; j < n; j++) row[j] *= inv;
+ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b) {
+    return (ti_heads){.H = m->H, .dq = b->w.dq, .dv = b->w.dv, .scale = (float)(1.0 / sqrt((double)m->D))};
 }
 
 /* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
- * [n,3C]; out: its n rows of [n,C], of which rows i0 .. i1-1 are written:
- *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*D : h*D+D] = A v
+ * [n, 2Q+V] (Q = H dq, V = H dv); out: its n rows of [n, V], of which rows i0 .. i1-1 are
+ * written:
+ *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*dv : h*dv+dv] = A v
+ * (D the dense head size: for an unpruned block dq = dv = D and 2Q+V = 3C.)
  * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
- * head). The head slices are read in place (leading dimension 3C); scores is [i1-i0,n]
+ * head). The head slices are read in place (leading dimension 2Q+V); scores is [i1-i0,n]
  * scratch. A team splits an image's queries among its members; each row's result does not
  * depend on the split. */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
                        float *out, float *cls_row) {
     if (i1 <= i0) return;
-    const size_t D = C / H, nq = i1 - i0;
-    const float scale = (float)(1.0 / sqrt((double)D));
-    const float *q = qkv + i0 * 3 * C + h * D, *k = qkv + C + h * D, *v = qkv + 2 * C + h * D;
-    const int in = (int)n, iq = (int)nq, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
-    for (size_t i = 0; i < nq; i++) softmax_row(scores + i * n, n);
+    const size_t Q = g->H * g->dq, V = g->H * g->dv, W = 2 * Q + V, nq = i1 - i0;
+    const float *q = qkv + i0 * W + h * g->dq, *k = qkv + Q + h * g->dq, *v = qkv + 2 * Q + h * g->dv;
+    const int in = (int)n, iq = (int)nq, idq = (int)g->dq, idv = (int)g->dv, iV = (int)V, iW = (int)W;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, idq, g->scale, q, iW, k, iW, 0.0f, scores, in);
+    for (size_t i = 0; i < nq; i++) row_softmax(scores + i * n, n);
     if (cls_row)
         for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, iD, in, 1.0f, scores, in, v, iC3, 0.0f,
-                out + i0 * C + h * D, iC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, idv, in, 1.0f, scores, in, v, iW, 0.0f,
+                out + i0 * V + h * g->dv, iV);
 }
 
-/* official get_sim's normalisation: x / (||x|| + 1e-6), dividing as torch does */
-void ti_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * C;
-        float ss = 0.0f;
-        for (size_t c = 0; c < C; c++) ss += xr[c] * xr[c];
-        const float nr = sqrtf(ss), d = nr + 1e-6f;
-        norm[r] = nr;
-        float *o = xh + r * C; /* never x: simd asserts it (the loop stayed scalar: 2x slower) */
-        #pragma omp simd
-        for (size_t c = 0; c < C; c++) o[c] = xr[c] / d;
-    }
-}

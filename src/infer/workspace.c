@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/common/keep.h"
+#include "src/common/macs.h"
 #include "src/infer/internal.h"
 
 static void *aligned(size_t bytes, bool *ok) {
@@ -91,14 +93,14 @@ tps_status tps_workspace_set_budget(tps_workspace *ws, const tps_budget *b) {
     if (b->mode == TPS_BUDGET_FIXED) {
         if (!(b->keep_ratio == 0.0f || (b->keep_ratio > 0.0f && b->keep_ratio <= 1.0f)))
             return ti_fail(TPS_ERR_ARG, "keep ratio %g is outside (0, 1] (0: the model's own)", (double)b->keep_ratio);
-        if (b->keep_ratio > 0.0f && m->method == TI_NONE)
+        if (b->keep_ratio > 0.0f && m->method == TOK_NONE)
             return ti_fail(TPS_ERR_ARG, "keep ratio %g given for a dense model (method none)", (double)b->keep_ratio);
         if (b->keep_ratio > 0.0f)
-            ti_fill_rho(ws->keep_frac, m->info.n_stages, b->keep_ratio);
+            keep_fill_rho(ws->keep_frac, m->info.n_stages, b->keep_ratio);
         else
             memcpy(ws->keep_frac, m->info.keep_frac, sizeof ws->keep_frac);
     } else if (b->mode == TPS_BUDGET_THRESHOLD) {
-        if (m->method != TI_DYNAMICVIT && m->method != TI_DTPS)
+        if (!tok_method_has_predictor(m->method))
             return ti_fail(TPS_ERR_ARG, "threshold budgets need a score predictor (dynamicvit or dtps), the model is %s",
                            m->info.method);
         if (!(b->threshold >= 0.0f && b->threshold < 1.0f))
@@ -194,39 +196,20 @@ tps_status tps_topk(const float *logits, size_t B, size_t K, size_t k, int32_t *
 double tps_model_macs(const tps_model *m, float keep_ratio) {
     if (!m) return 0.0;
     float kf[TI_MAX_STAGES];
-    const int ns = m->method == TI_NONE ? 0 : m->info.n_stages;
+    const int ns = m->method == TOK_NONE ? 0 : m->info.n_stages;
     memcpy(kf, m->info.keep_frac, sizeof kf);
-    if (keep_ratio > 0.0f && keep_ratio <= 1.0f) ti_fill_rho(kf, ns, keep_ratio);
-    const double C = (double)m->C, F = (double)m->F, c2 = (double)(m->C / 2), c4 = (double)(m->C / 4);
-    const bool predictor = m->method == TI_DYNAMICVIT || m->method == TI_DTPS;
-    const bool squeeze = m->method == TI_DTPS || m->method == TI_ETPS;
-    double macs = (double)m->N * (double)m->P * C;
-    size_t n = m->N;
-    int s = 0;
-    for (size_t i = 0; i < m->depth; i++) {
-        const bool here = s < ns && m->info.prune_loc[s] == (int)i;
-        if (here && predictor) {
-            size_t k = ti_keep_count(kf, ns, s, m->N);
-            if (k > n) k = n;
-            macs += (double)n * (C * C + C * c2 + c2 * c4 + c4 * 2.0);
-            if (squeeze) macs += (double)(n - k) * ((double)k * C + C);
-            n = k;
-            s++;
-        }
-        const double t = (double)(1 + n);
-        macs += 4.0 * t * C * C + 2.0 * t * t * C;
-        if (here && !predictor) {
-            const size_t k = ti_evit_keep_count(kf, ns, s, n), p = n - k;
-            if (p > 0 && squeeze) {
-                macs += (double)p * ((double)k * C + C);
-                n = k;
-            } else if (p > 0) {
-                macs += (double)p * C;
-                n = k + 1;
-            }
-            s++;
-        }
-        macs += 2.0 * (double)(1 + n) * C * F;
-    }
-    return macs + C * (double)m->K;
+    if (keep_ratio > 0.0f && keep_ratio <= 1.0f) keep_fill_rho(kf, ns, keep_ratio);
+    macs_vit vit = {m->img, m->patch, m->in_chans, m->C, m->depth, m->F, m->K, NULL};
+    const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf};
+    if (!m->channels_pruned) return macs_per_image(&vit, &tokens);
+    /* the blocks' kept widths (channel pruning) */
+    size_t *w = malloc(3 * m->depth * sizeof *w);
+    if (!w) return 0.0;
+    for (size_t i = 0; i < m->depth; i++)
+        w[i] = m->blocks[i].w.dq, w[m->depth + i] = m->blocks[i].w.dv, w[2 * m->depth + i] = m->blocks[i].w.f;
+    const macs_widths widths = {m->H, w, w + m->depth, w + 2 * m->depth};
+    vit.widths = &widths;
+    const double macs = macs_per_image(&vit, &tokens);
+    free(w);
+    return macs;
 }

@@ -12,21 +12,6 @@
 
 #define PATH_MAX_H5 256
 
-/* Method names as stored in the file; they must stay stable across versions, so they are
- * spelled here rather than borrowed from code that may rename things. Indexed by tok_method. */
-static const char *const method_names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
-#define N_METHODS (int)(sizeof method_names / sizeof method_names[0])
-
-static const char *method_to_name(tok_method m) {
-    return (int)m >= 0 && (int)m < N_METHODS ? method_names[m] : NULL;
-}
-
-static int method_from_name(const char *name) {
-    for (int i = 0; i < N_METHODS; i++)
-        if (strcmp(method_names[i], name) == 0) return i;
-    return -1;
-}
-
 static tpsc_status join(char *buf, const char *group, const char *name, const char *file) {
     if (snprintf(buf, PATH_MAX_H5, "%s/%s", group, name) >= PATH_MAX_H5)
         return tpsc_fail(TPSC_ERR_ARG, "%s: object path %s/%s too long", file, group, name);
@@ -34,6 +19,34 @@ static tpsc_status join(char *buf, const char *group, const char *name, const ch
 }
 
 /* ---- save ----------------------------------------------------------------------------- */
+
+
+/* Channel gates. A training checkpoint stores the targets (cdcp_keep_qk, cdcp_keep_v,
+ * cdcp_keep_mlp: one per block; cdcp_gate_init, cdcp_gate_temp), from which the gate
+ * parameters are declared; an inference file whose channels were removed stores the widths
+ * that remain per block (head_dim_qk, head_dim_v, mlp_hidden), which libtpsinfer checks the
+ * tensors against. Dense models write neither. */
+static tpsc_status write_channels(tpsc_h5 *f, const tpsc_checkpoint *ck, const tok_config *t, int depth) {
+    if (ck->chan_width[0]) {
+        static const char *const names[CHAN_KINDS] = {"head_dim_qk", "head_dim_v", "mlp_hidden"};
+        for (int k = 0; k < CHAN_KINDS; k++) {
+            if (!ck->chan_width[k]) return tpsc_fail(TPSC_ERR_ARG, "%s: channel widths of kind %d missing", f->name, k);
+            TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", names[k], ck->chan_width[k], depth));
+        }
+        return TPSC_OK;
+    }
+    if (!chan_enabled(&t->chan)) return TPSC_OK;
+    if (t->chan.n_blocks != depth)
+        return tpsc_fail(TPSC_ERR_ARG, "%s: channel gate table of %d blocks for depth %d", f->name, t->chan.n_blocks, depth);
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", chan_key_name((chan_gate_kind)k)); /* "cdcp.keep_qk" -> "cdcp_keep_qk" */
+        name[4] = '_';
+        TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", name, t->chan.keep[k], depth));
+    }
+    TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "cdcp_gate_init", t->chan.gate_init));
+    return tpsc_h5_write_attr_f64(f, "/", "cdcp_gate_temp", t->chan.gate_temp);
+}
 
 static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const char *format) {
     const vit_config *v = ck->vit;
@@ -53,16 +66,17 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
 
     tok_config dense = {.method = TOK_NONE, .n_stages = 0, .squeeze_temp = 1.0f};
     const tok_config *t = ck->tps ? ck->tps : &dense;
-    const char *method = method_to_name(t->method);
-    if (!method) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
+    const method_row *row = tok_method_row(t->method);
+    if (!row) return tpsc_fail(TPSC_ERR_ARG, "%s: unknown TPS method %d", f->name, (int)t->method);
     if (t->n_stages < 0 || t->n_stages > TOK_MAX_STAGES)
         return tpsc_fail(TPSC_ERR_ARG, "%s: %d TPS stages (at most %d)", f->name, t->n_stages, TOK_MAX_STAGES);
     int32_t loc[TOK_MAX_STAGES];
     for (int s = 0; s < t->n_stages; s++) loc[s] = t->prune_loc[s];
-    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", method));
+    TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "method", row->name));
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
+    TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
     TPSC_TRY(tpsc_h5_write_attr_strs(f, "/", "class_names", ck->class_names, ck->n_class_names));
@@ -198,11 +212,28 @@ static tpsc_status read_vit(const tpsc_h5 *f, vit_config *v) {
     return TPSC_OK;
 }
 
+/* The gate targets of a training checkpoint (see write_channels); absent: no gates. */
+static tpsc_status read_channels(const tpsc_h5 *f, tok_config *t) {
+    if (!tpsc_h5_attr_exists(f, "/", "cdcp_keep_qk")) return TPSC_OK;
+    int n[CHAN_KINDS];
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "%s", chan_key_name((chan_gate_kind)k));
+        name[4] = '_';
+        TPSC_TRY(tpsc_h5_read_attr_f32s(f, "/", name, t->chan.keep[k], CHAN_MAX_BLOCKS, &n[k]));
+        if (n[k] != n[0] || n[k] < 1)
+            return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s has %d entries, cdcp_keep_qk %d", f->name, name, n[k], n[0]);
+    }
+    t->chan.n_blocks = n[0];
+    TPSC_TRY(read_float(f, "cdcp_gate_init", &t->chan.gate_init));
+    return read_float(f, "cdcp_gate_temp", &t->chan.gate_temp);
+}
+
 static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     memset(t, 0, sizeof *t);
     char method[32];
     TPSC_TRY(tpsc_h5_read_attr_strbuf(f, "/", "method", method, sizeof method));
-    int m = method_from_name(method);
+    int m = tok_method_from_name(method);
     if (m < 0) return tpsc_fail(TPSC_ERR_FORMAT, "%s: unknown TPS method '%s' in attribute method", f->name, method);
     t->method = (tok_method)m;
     int32_t loc[TOK_MAX_STAGES];
@@ -214,7 +245,7 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     t->n_stages = n_loc;
     for (int s = 0; s < n_loc; s++) t->prune_loc[s] = loc[s];
     TPSC_TRY(read_float(f, "squeeze_temp", &t->squeeze_temp));
-    return TPSC_OK;
+    return read_channels(f, t);
 }
 
 tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_config *tps,

@@ -4,7 +4,10 @@
  *   /                  attrs: format ("tpsc-checkpoint" | "tpsc-inference"), format_version,
  *                      arch, img_size, patch_size, in_chans, embed_dim, depth, num_heads,
  *                      num_classes, mlp_ratio, ln_eps, method, prune_loc[], keep_frac[],
- *                      squeeze_temp, git_describe, class_names[], recipe
+ *                      squeeze_temp, git_describe, class_names[], recipe;
+ *                      channel gates: cdcp_keep_qk[], cdcp_keep_v[], cdcp_keep_mlp[],
+ *                      cdcp_gate_init, cdcp_gate_temp (checkpoints), or the kept widths
+ *                      head_dim_qk[], head_dim_v[], mlp_hidden[] (inference files)
  *   /model/<name>      every parameter, float32, PyTorch shapes, ag_params' (timm) names
  *   /optimizer         attrs name ("adamw" | "sgd"), step
  *   /optimizer/m/<name>, /optimizer/v/<name>   AdamW moments (SGD: m = momentum buffer only);
@@ -55,6 +58,9 @@ typedef struct tpsc_checkpoint {
     float best_top1;
     const char *recipe_text;          /* the full resolved recipe; NULL = "" */
     const char *const *class_names;   /* may be NULL with n_class_names 0 */
+    const int32_t *chan_width[CHAN_KINDS]; /* inference files with channels removed: per block
+                                         the kept head_dim_qk, head_dim_v, mlp_hidden (depth
+                                         entries each), or NULL (see chan_prune_params) */
     int n_class_names;
 } tpsc_checkpoint;
 

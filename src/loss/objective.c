@@ -19,6 +19,23 @@ static ag_tensor *ratio_loss(ag_ctx *ctx, const tok_config *tps, const vit_outpu
     return stages ? ag_scale(ctx, sum, 1.0f / (float)stages) : NULL;
 }
 
+/* mean over the gates present of (kept fraction - target)^2. The gates' hard masks carry the
+ * straight-through gradient, as the token masks of ratio_loss do. */
+static ag_tensor *channel_ratio_loss(ag_ctx *ctx, const tok_config *tps, const vit_output *st) {
+    ag_tensor *sum = NULL;
+    int gates = 0;
+    for (int i = 0; i < tps->chan.n_blocks && i < CHAN_MAX_BLOCKS; i++)
+        for (int k = 0; k < CHAN_KINDS; k++) {
+            ag_tensor *mask = st->chan_mask[i][k];
+            if (!mask) continue;
+            ag_tensor *d = ag_add_scalar(ctx, ag_mean(ctx, mask), -tps->chan.keep[k][i]);
+            ag_tensor *term = ag_mul(ctx, d, d);
+            sum = sum ? ag_add(ctx, sum, term) : term;
+            gates++;
+        }
+    return gates ? ag_scale(ctx, sum, 1.0f / (float)gates) : NULL;
+}
+
 /* Token distillation over the final kept tokens (mask of the last stage > 0.5), as the
  * official DistillDiffPruningLoss: rows selected from [B*N, C], batchmean over those rows. */
 static ag_tensor *token_loss(ag_ctx *ctx, const objective_config *cfg, const vit_output *st, const vit_output *te) {
@@ -95,6 +112,10 @@ tpsc_status objective_compute(ag_ctx *ctx, const tok_config *tps, const objectiv
     if (cfg->ratio_weight != 0.0f && tok_method_has_predictor(tps->method)) {
         out->ratio = ratio_loss(ctx, tps, student);
         if (out->ratio) total = ag_add(ctx, total, ag_scale(ctx, out->ratio, cfg->ratio_weight));
+    }
+    if (cfg->channel_ratio_weight != 0.0f && chan_enabled(&tps->chan)) {
+        out->chan_ratio = channel_ratio_loss(ctx, tps, student);
+        if (out->chan_ratio) total = ag_add(ctx, total, ag_scale(ctx, out->chan_ratio, cfg->channel_ratio_weight));
     }
     if (teacher && cfg->distill_weight != 0.0f) {
         if (cfg->distill_cls) {

@@ -5,6 +5,7 @@
  *        + distill_weight * KL(teacher cls || student cls)          (log-space, batchmean)
  *        + distill_weight * token term over the final kept tokens   (KL over channels, or MSE)
  *        + guide_weight * mean_s CE(predictor_s, teacher's top-k_s by cls attention)    (ours)
+ *        + channel_ratio_weight * mean_g (mean_c mask^g_c - keep_g)^2       (channel gates, ours)
  *
  * The ratio term exists only for predictor methods in training (they carry masks); the token
  * term needs masks as well, so evit/etps distil the cls logits only.
@@ -25,13 +26,14 @@
 typedef enum { OBJ_DISTILL_TOKEN_NONE = 0, OBJ_DISTILL_TOKEN_KL, OBJ_DISTILL_TOKEN_MSE } objective_distill_token;
 
 typedef struct objective_config {
-    float clf_weight, ratio_weight, distill_weight, guide_weight;
+    float clf_weight, ratio_weight, distill_weight, guide_weight, channel_ratio_weight;
     objective_distill_token distill_token;
     bool distill_cls;
 } objective_config;
 
 typedef struct objective_parts {
     ag_tensor *total, *ce, *ratio, *cls_kl, *token_kl, *guide; /* scalars [1]; NULL when absent */
+    ag_tensor *chan_ratio;                                    /* channel keep-ratio term */
 } objective_parts;
 
 /* student: a VIT_TRAIN output. targets [B,K] soft. teacher: a dense model's output on the same

@@ -38,6 +38,7 @@ typedef struct vit_model {
     ag_params params;       /* every parameter, timm / official-TPS names */
     int patch_w, patch_b, cls_token, pos_embed, norm_w, norm_b, head_w, head_b;
     vit_block *blocks;      /* depth entries */
+    chan_gates *gates;      /* depth entries: channel gates (tps.chan), -1 where ungated */
     tok_predictor pred[TOK_MAX_STAGES];
 } vit_model;
 
@@ -47,6 +48,9 @@ void vit_model_free(vit_model *m);
 /* timm's initialisation: Linear weights trunc_normal(0.02), biases 0, LayerNorm 1/0,
  * pos_embed and cls_token trunc_normal(0.02), patch conv PyTorch's default uniform. */
 void vit_model_init(vit_model *m, tpsc_rng *rng);
+/* MACs per image in inference mode (src/common/macs.h): tokens as tps says, and with channel
+ * gates the widths export keeps (chan_keep_count per block). src/tokens/flops.c. */
+double vit_macs_per_image(const vit_config *v, const tok_config *tps);
 /* Number of parameters, all or only the backbone (without predictors). */
 size_t vit_model_num_params(const vit_model *m, bool backbone_only);
 
@@ -60,6 +64,10 @@ typedef struct vit_forward_opts {
     const float *gumbel_u[TOK_MAX_STAGES]; /* VIT_TRAIN: noise [B,N,2] per stage, or NULL: draw */
     tpsc_rng *rng;                         /* where noise is drawn from when not given */
     const size_t *keep_override;           /* VIT_INFER: tokens kept per stage instead of cfg's */
+    /* Channel gates: VIT_TRAIN draws Gumbel-sigmoid noise from rng; VIT_INFER (and
+     * chan_hard = true in VIT_TRAIN) keeps the top-k channels of every gate, the masks the
+     * exported model realises by removing the others. */
+    bool chan_hard;
     /* Dense models only: out->cls_attn[i] receives the cls attention of block probe_blocks[i]
      * (a teacher's, for the predictor guide loss of src/loss/objective.h). */
     int probe_blocks[TOK_MAX_STAGES];
@@ -73,6 +81,7 @@ typedef struct vit_output {
     ag_tensor *score[TOK_MAX_STAGES];      /* VIT_TRAIN, predictor methods: predictor log-probs [B,N,2]
                                               (column 0 = keep) */
     ag_tensor *cls_attn[TOK_MAX_STAGES];   /* opts->probe_blocks: head-mean cls attention [B,N] */
+    ag_tensor *chan_mask[CHAN_MAX_BLOCKS][CHAN_KINDS]; /* channel gate masks, NULL where ungated */
     int n_stages;
     size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
     int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch

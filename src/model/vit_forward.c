@@ -7,20 +7,52 @@
 
 static ag_tensor *param(vit_model *m, int idx) { return ag_param_tensor(&m->params, idx); }
 
-/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h */
-static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x, ag_tensor *policy,
-                                  ag_tensor **cls_attn) {
+/* Block i's channel mask of kind k, or NULL when ungated: a straight-through Gumbel-sigmoid
+ * sample in training, the top-k channels otherwise (src/channels/channels.h). */
+static ag_tensor *channel_mask(ag_ctx *ctx, vit_model *m, size_t i, chan_gate_kind k, const vit_forward_opts *opts,
+                               vit_output *out) {
+    const int g = m->gates[i].gate[k];
+    if (g < 0) return NULL;
+    ag_tensor *logits = param(m, g);
+    const size_t L = ag_numel(logits);
+    ag_tensor *mask;
+    if (opts->mode == VIT_TRAIN && !opts->chan_hard) {
+        if (!opts->rng) return ag_error(ctx, TPSC_ERR_ARG, "vit_forward: channel gates in training need an rng for the noise");
+        float *u = ag_alloc(ctx, L * sizeof *u);
+        if (!u) return NULL;
+        for (size_t c = 0; c < L; c++) u[c] = tpsc_rng_uniform_open(opts->rng);
+        mask = chan_gumbel_gate(ctx, logits, u, m->tps.chan.gate_temp);
+    } else {
+        mask = chan_topk_gate(ctx, logits, chan_keep_count(&m->tps.chan, (int)i, k, L));
+    }
+    out->chan_mask[i][k] = mask;
+    return mask;
+}
+
+/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h.
+ * Channel gates mask qkv's Q/K and V channels (every head alike); a masked V channel is a zero
+ * column of proj's input, so proj needs no mask of its own. */
+static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor *x, ag_tensor *policy,
+                                  ag_tensor **cls_attn, const vit_forward_opts *opts, vit_output *out) {
+    const vit_block *b = &m->blocks[i];
     ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps);
     ag_tensor *qkv = ag_linear(ctx, h, param(m, b->qkv_w), param(m, b->qkv_b));      /* [B,n,3C] */
+    ag_tensor *qk_mask = channel_mask(ctx, m, i, CHAN_QK, opts, out), *v_mask = channel_mask(ctx, m, i, CHAN_V, opts, out);
+    if (qk_mask || v_mask) qkv = chan_mask_qkv(ctx, qkv, qk_mask, v_mask, m->cfg.num_heads);
     ag_tensor *a = ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn);       /* [B,n,C] */
     /* proj and the residual add in one op: proj's own output is never stored. */
     return ag_linear_residual(ctx, a, param(m, b->proj_w), param(m, b->proj_b), x);
 }
 
-/* x [B,n,C] -> x + fc2(gelu(fc1(norm2(x)))) */
-static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, const vit_block *b, ag_tensor *x) {
+/* x [B,n,C] -> x + fc2(gelu(fc1(norm2(x)))). The MLP gate masks fc1's outputs before the GELU
+ * (gelu(0) = 0, so the kept product is the same as masking after it). */
+static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor *x, const vit_forward_opts *opts,
+                            vit_output *out) {
+    const vit_block *b = &m->blocks[i];
     ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps);
     h = ag_linear(ctx, h, param(m, b->fc1_w), param(m, b->fc1_b));                   /* [B,n,4C] */
+    ag_tensor *mask = channel_mask(ctx, m, i, CHAN_MLP, opts, out);
+    if (mask) h = ag_mul(ctx, h, mask);
     /* GELU, fc2 and the residual in one op: of the [B,n,4C] tensors only fc1's output is kept
      * (the GELU is recomputed in backward), and fc2's output is never stored. */
     return ag_gelu_linear_residual(ctx, h, param(m, b->fc2_w), param(m, b->fc2_b), x);
@@ -108,7 +140,6 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
                         tok_method_name(tps->method));
     int s = 0, probe = 0;
     for (size_t i = 0; i < c->depth && x; i++) {
-        const vit_block *blk = &m->blocks[i];
         bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
         if (stage_here && predictor && train) {
             ag_tensor *keep = NULL;
@@ -136,7 +167,7 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
         if (stage_here && evit) {
             /* EViT prunes inside the block: after the attention residual, before the MLP. */
             ag_tensor *cls_attn = NULL;
-            x = block_attention(ctx, m, blk, x, NULL, &cls_attn);
+            x = block_attention(ctx, m, i, x, NULL, &cls_attn, opts, out);
             size_t n_cur = x ? x->shape[1] - 1 : 0;
             size_t k = opts->keep_override ? opts->keep_override[s] : tok_evit_keep_count(tps, s, n_cur);
             if (k < 1 || k > n_cur) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n_cur);
@@ -160,12 +191,12 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
                 orig = kept;
             }
             s++;
-            x = block_mlp(ctx, m, blk, x);
+            x = block_mlp(ctx, m, i, x, opts, out);
             continue;
         }
         bool probe_here = probe < opts->n_probe && opts->probe_blocks[probe] == (int)i;
-        x = block_attention(ctx, m, blk, x, policy, probe_here ? &out->cls_attn[probe++] : NULL);
-        x = block_mlp(ctx, m, blk, x);
+        x = block_attention(ctx, m, i, x, policy, probe_here ? &out->cls_attn[probe++] : NULL, opts, out);
+        x = block_mlp(ctx, m, i, x, opts, out);
     }
     if (!x) return NULL;
     out->logits = head(ctx, m, x, out);

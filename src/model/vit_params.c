@@ -25,6 +25,8 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_conf
         m->tps = *tps;
         TPSC_TRY(tok_config_validate(tps, (int)cfg->depth));
     }
+    const size_t D = cfg->embed_dim / cfg->num_heads, F = (size_t)lroundf((float)cfg->embed_dim * cfg->mlp_ratio);
+    TPSC_TRY(chan_config_validate(&m->tps.chan, (int)cfg->depth, D, F));
     ag_params *p = &m->params;
     ag_params_init(p);
     const size_t C = cfg->embed_dim, P = cfg->patch_size, Cin = cfg->in_chans;
@@ -35,7 +37,8 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_conf
     DECLARE_OR_FAIL(m->patch_w, p, "patch_embed.proj.weight", 4, C, Cin, P, P);
     DECLARE_OR_FAIL(m->patch_b, p, "patch_embed.proj.bias", 1, C, 0, 0, 0);
     m->blocks = tpsc_calloc(cfg->depth, sizeof *m->blocks, "block parameter table");
-    if (!m->blocks) return TPSC_ERR_NOMEM;
+    m->gates = tpsc_calloc(cfg->depth, sizeof *m->gates, "channel gate table");
+    if (!m->blocks || !m->gates) return TPSC_ERR_NOMEM;
     char name[AG_PARAM_NAME_MAX];
     for (size_t i = 0; i < cfg->depth; i++) {
         vit_block *b = &m->blocks[i];
@@ -55,6 +58,7 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_conf
         BLOCK_PARAM(fc2_w, "mlp.fc2.weight", 2, C, hidden);
         BLOCK_PARAM(fc2_b, "mlp.fc2.bias", 1, C, 0);
 #undef BLOCK_PARAM
+        TPSC_TRY(chan_gates_declare(&m->gates[i], p, &m->tps.chan, (int)i, D, F));
     }
     DECLARE_OR_FAIL(m->norm_w, p, "norm.weight", 1, C, 0, 0, 0);
     DECLARE_OR_FAIL(m->norm_b, p, "norm.bias", 1, C, 0, 0, 0);
@@ -68,6 +72,7 @@ tpsc_status vit_model_create(vit_model *m, const vit_config *cfg, const tok_conf
 void vit_model_free(vit_model *m) {
     ag_params_free(&m->params);
     tpsc_free(m->blocks);
+    tpsc_free(m->gates);
     memset(m, 0, sizeof *m);
 }
 
@@ -107,6 +112,7 @@ void vit_model_init(vit_model *m, tpsc_rng *rng) {
             fill_trunc_normal(p, weights[k], 0.02f, rng);
             fill_const(p, biases[k], 0.0f);
         }
+        chan_gates_init(&m->gates[i], p, &m->tps.chan);
     }
     fill_const(p, m->norm_w, 1.0f);
     fill_const(p, m->norm_b, 0.0f);

@@ -21,8 +21,9 @@ void tpsc_param_groups_assign(ag_params *p) {
     for (int i = 0; i < p->count; i++) {
         ag_param *it = &p->items[i];
         it->no_decay = it->t.ndim <= 1 || ends_with(it->name, ".bias") || in_no_decay_list(it->name);
-        it->group = starts_with(it->name, TPSC_PREDICTOR_PREFIX) ? TPSC_GROUP_PREDICTOR
-                                                                  : TPSC_GROUP_BACKBONE;
+        /* channel gates are decisions, as the predictors: they train at the full lr */
+        it->group = starts_with(it->name, TPSC_PREDICTOR_PREFIX) || ends_with(it->name, "_gate") ? TPSC_GROUP_PREDICTOR
+                                                                                                  : TPSC_GROUP_BACKBONE;
     }
 }
 

@@ -83,6 +83,8 @@ bool tpsc_recipe_equal(const tpsc_recipe *a, const tpsc_recipe *b) {
         return false;
     for (int s = 0; s < ta->n_stages; s++)
         if (ta->prune_loc[s] != tb->prune_loc[s] || ta->keep_frac[s] != tb->keep_frac[s]) return false;
+    if (ta->chan.n_blocks != tb->chan.n_blocks || memcmp(ta->chan.keep, tb->chan.keep, sizeof ta->chan.keep) != 0)
+        return false;
     return true;
 }
 
@@ -113,7 +115,12 @@ static const char *unused_reason(const tpsc_recipe *r, const recipe_key *k) {
     if (!strcmp(sec, "tps") && !strcmp(name, "squeeze_temp") && !tok_method_squeezes(m)) return "this tps.method does not squeeze";
     if (!strcmp(sec, "tps") && !strcmp(name, "train_mask") && !tok_method_has_predictor(m))
         return "train_mask applies to predictor methods (dynamicvit, dtps)";
-    if ((!strcmp(sec, "teacher") || (!strcmp(sec, "loss") && strcmp(name, "clf_weight") != 0)) && !tok_method_has_predictor(m))
+    const bool gates = chan_enabled(&r->tps.cfg.chan);
+    if (!strcmp(sec, "cdcp") && strncmp(name, "keep_", 5) != 0 && !gates) return "every cdcp.keep_* is 1: no channel gates";
+    if (!strcmp(sec, "loss") && !strcmp(name, "channel_ratio_weight") && !gates) return "every cdcp.keep_* is 1: no channel gates";
+    if (!strcmp(sec, "loss") && !strcmp(name, "channel_ratio_weight")) return NULL;
+    if ((!strcmp(sec, "teacher") || (!strcmp(sec, "loss") && strcmp(name, "clf_weight") != 0)) && !tok_method_has_predictor(m) &&
+        !(gates && (!strcmp(sec, "teacher") || !strcmp(name, "distill_weight") || !strcmp(name, "distill_cls"))))
         return "ratio and distillation losses apply to predictor methods (dynamicvit, dtps)";
     if (!strcmp(sec, "optim")) {
         const bool adamw = r->optim.name == TPSC_OPTIM_ADAMW;

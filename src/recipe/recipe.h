@@ -63,6 +63,12 @@ typedef struct tpsc_recipe_tps {
     int n_keep_ratio;
 } tpsc_recipe_tps;
 
+/* [cdcp] channel gates (src/channels/channels.h); resolved into tps.cfg.chan */
+typedef struct tpsc_recipe_cdcp {
+    float keep[CHAN_KINDS][CHAN_MAX_BLOCKS]; /* as written: keep_qk, keep_v, keep_mlp */
+    int n_keep[CHAN_KINDS];                  /* 1 (every block) or model.depth values */
+} tpsc_recipe_cdcp;
+
 /* [data] */
 typedef struct tpsc_recipe_data {
     tpsc_data_format format;
@@ -99,6 +105,7 @@ typedef struct tpsc_recipe_optim {
                                           tpsc_recipe_param_frozen */
     bool ema;
     float ema_decay;
+    int accum_steps;                   /* micro-batches of data.batch_size per optimiser step */
 } tpsc_recipe_optim;
 
 /* [schedule] (per-step cosine over epochs, linear warm-up, as timm's scheduler) */
@@ -114,6 +121,7 @@ typedef struct tpsc_recipe_schedule {
 typedef struct tpsc_recipe_loss {
     float clf_weight, ratio_weight, distill_weight;
     float guide_weight;                /* predictor guide by the teacher's cls attention (ours) */
+    float channel_ratio_weight;        /* channel keep-ratio loss of the [cdcp] gates */
     tpsc_distill_token distill_token;  /* on the final kept spatial tokens */
     bool distill_cls;                  /* KL on the cls logits */
 } tpsc_recipe_loss;
@@ -132,6 +140,8 @@ typedef struct tpsc_recipe_run {
     int log_every;                     /* steps */
     int eval_every, save_every;        /* epochs */
     char resume[TPSC_RECIPE_PATH_MAX]; /* checkpoint to continue from ("" = fresh run) */
+    float bucket_mb;                   /* MPI: gradient bucket size */
+    bool overlap_allreduce;            /* MPI: reduce late layers during the backward */
 } tpsc_recipe_run;
 
 /* Where each key's value came from, for messages and the defaults log. Not part of the
@@ -145,6 +155,7 @@ typedef struct tpsc_recipe_origin {
 typedef struct tpsc_recipe {
     tpsc_recipe_model model;
     tpsc_recipe_tps tps;
+    tpsc_recipe_cdcp cdcp;
     tpsc_recipe_data data;
     tpsc_recipe_augment augment;
     tpsc_recipe_optim optim;

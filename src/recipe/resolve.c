@@ -1,6 +1,5 @@
 /* From the keys as written to the configs the model takes: model.vit for a named arch, and
  * tps.cfg (stages, cumulative keep fractions). */
-#include <math.h>
 #include <string.h>
 
 #include "src/recipe/schema.h"
@@ -36,16 +35,36 @@ static void resolve_tps(tpsc_recipe *r) {
     if (r->tps.n_keep_ratio == 1) {
         /* Compounded in double from the decimal the user wrote, as Python's rho ** (s+1) in the
          * official code, so that token counts derived from keep_frac match it. */
-        const double rho = recipe_float_decimal(r->tps.keep_ratio[0]);
-        for (int s = 0; s < n; s++) c->keep_frac[s] = (float)pow(rho, s + 1);
+        tok_config_fill_rho(c, r->tps.keep_ratio[0]);
     } else if (r->tps.n_keep_ratio == n) {
         memcpy(c->keep_frac, r->tps.keep_ratio, (size_t)n * sizeof(float));
     } /* else: a length mismatch, reported by validate; keep_frac stays 0 */
 }
 
+/* [cdcp] lists -> one keep fraction per block and gate kind; no gate anywhere leaves n_blocks 0.
+ * A list of the wrong length is left for validate to report (its blocks stay ungated). */
+static void resolve_cdcp(tpsc_recipe *r) {
+    chan_config *c = &r->tps.cfg.chan;
+    const int depth = (int)r->model.vit.depth;
+    c->n_blocks = 0;
+    memset(c->keep, 0, sizeof c->keep);
+    if (depth < 1 || depth > CHAN_MAX_BLOCKS) return;
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        const int n = r->cdcp.n_keep[k];
+        for (int i = 0; i < depth; i++)
+            c->keep[k][i] = n == 1 ? r->cdcp.keep[k][0] : n == depth ? r->cdcp.keep[k][i] : 1.0f;
+    }
+    c->n_blocks = depth;
+    if (!chan_enabled(c)) {
+        c->n_blocks = 0;
+        memset(c->keep, 0, sizeof c->keep);
+    }
+}
+
 void recipe_resolve(tpsc_recipe *r) {
     resolve_model(r);
     resolve_tps(r);
+    resolve_cdcp(r);
 }
 
 bool recipe_key_is_arch_fixed(const char *name) {

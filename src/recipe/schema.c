@@ -51,7 +51,7 @@ const recipe_key recipe_keys[] = {
          "true: every model tensor must be in init; false: missing ones (e.g. predictors) are initialised and listed"),
 
     /* ---- [tps] ------------------------------------------------------------------------------- */
-    ENUM("tps", "method", tps.cfg.method, "none", "none|dynamicvit|dtps|evit|etps",
+    ENUM("tps", "method", tps.cfg.method, "none", TOK_METHOD_CHOICES,
          "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes)"),
     INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TOK_MAX_STAGES, 1, 1024,
              "blocks where stages prune, increasing, inside [1, depth)"),
@@ -61,13 +61,26 @@ const recipe_key recipe_keys[] = {
     ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
 
+    /* ---- [cdcp] ------------------------------------------------------------------------------ */
+    FLOAT_LIST("cdcp", "keep_qk", cdcp.keep[CHAN_QK], cdcp.n_keep[CHAN_QK], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of a head's Q/K channels (one mask for all heads, Q and K): one value for every block or "
+               "one per block; 1 = no gate"),
+    FLOAT_LIST("cdcp", "keep_v", cdcp.keep[CHAN_V], cdcp.n_keep[CHAN_V], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of a head's V channels (and proj's input columns), as keep_qk"),
+    FLOAT_LIST("cdcp", "keep_mlp", cdcp.keep[CHAN_MLP], cdcp.n_keep[CHAN_MLP], "1.0", 1, CHAN_MAX_BLOCKS, 0, 1, true,
+               "kept fraction of the MLP hidden channels (fc1 rows, fc2 columns), as keep_qk"),
+    FLOAT("cdcp", "gate_init", tps.cfg.chan.gate_init, "3.0", -100, 100,
+          "initial channel gate logit: sigmoid(3) = 0.95 of the channels kept at the first steps"),
+    FLOAT_GT("cdcp", "gate_temp", tps.cfg.chan.gate_temp, "1.0", 0, 100, "Gumbel-sigmoid temperature of the gates' backward"),
+
     /* ---- [data] ------------------------------------------------------------------------------ */
     ENUM("data", "format", data.format, "fashion_mnist", "fashion_mnist|imagefolder|idx|h5", /* = tpsc_data_format order */
          "fashion_mnist: Debian's dataset-fashion-mnist; imagefolder: root/<class>/<image>; idx: MNIST-style pair; h5: HDF5"),
     STRING("data", "train", data.train, "",
            "imagefolder root, idx prefix (.../train: train-images-idx3-ubyte[.gz] + labels) or h5 file; fashion_mnist: \"\" = Debian's"),
     STRING("data", "val", data.val, "", "the same for the evaluation split (fashion_mnist: \"\" = Debian's t10k files)"),
-    INT("data", "batch_size", data.batch_size, "128", 1, 1 << 20, "training images per optimiser step"),
+    INT("data", "batch_size", data.batch_size, "128", 1, 1 << 20,
+        "training images per forward pass, over all MPI ranks; an optimiser step takes batch_size x optim.accum_steps"),
     INT("data", "eval_batch_size", data.eval_batch_size, "256", 1, 1 << 20, "images per evaluation batch"),
     INT("data", "workers", data.workers, "2", 0, 256, "loader threads decoding and augmenting (0 = in the training thread)"),
     INT("data", "prefetch", data.prefetch, "4", 1, 1024, "batches prepared ahead of the trainer"),
@@ -115,6 +128,8 @@ const recipe_key recipe_keys[] = {
     STRING("optim", "freeze", optim.freeze, "", "comma-separated parameter-name prefixes kept frozen, e.g. cls_token, pos_embed"),
     BOOL("optim", "ema", optim.ema, "false", "keep an exponential moving average of the weights and evaluate it too"),
     FLOAT("optim", "ema_decay", optim.ema_decay, "0.99996", 0, 1, "EMA decay per step"),
+    INT("optim", "accum_steps", optim.accum_steps, "1", 1, 65536,
+        "gradient accumulation: batches of data.batch_size averaged into one optimiser step"),
 
     /* ---- [schedule] -------------------------------------------------------------------------- */
     INT("schedule", "epochs", schedule.epochs, "30", 1, 100000, "training epochs"),
@@ -136,6 +151,9 @@ const recipe_key recipe_keys[] = {
           "weight of the predictor guide: CE of each score predictor against the teacher's cls-attention top-k "
           "(predictor methods; needs [teacher] checkpoint; ours, 0 = official)"),
 
+    FLOAT("loss", "channel_ratio_weight", loss.channel_ratio_weight, "2.0", 0, 1000,
+          "weight of the channel keep-ratio loss: mean over gates of (kept fraction - cdcp target)^2"),
+
     /* ---- [teacher] --------------------------------------------------------------------------- */
     STRING("teacher", "checkpoint", teacher.checkpoint, "",
            "dense teacher checkpoint (.h5, its recipe inside gives the arch); required when distillation is on"),
@@ -149,10 +167,14 @@ const recipe_key recipe_keys[] = {
     INT("run", "eval_every", run.eval_every, "1", 1, BIG, "evaluate every n epochs (and after the last)"),
     INT("run", "save_every", run.save_every, "1", 1, BIG, "write last.h5 every n epochs (and after the last)"),
     STRING("run", "resume", run.resume, "", "checkpoint to continue an interrupted run from (optimiser state included)"),
+    FLOAT_GT("run", "bucket_mb", run.bucket_mb, "25", 0, 65536,
+             "MPI: gradients are averaged in buckets of about this many MB (PyTorch DDP's default)"),
+    BOOL("run", "overlap_allreduce", run.overlap_allreduce, "true",
+         "MPI: average the late layers' gradient buckets while the early layers' backward runs"),
 };
 const int recipe_key_count = (int)(sizeof recipe_keys / sizeof recipe_keys[0]);
 
-const char *const recipe_sections[] = {"model", "tps", "data", "augment", "optim", "schedule", "loss", "teacher", "run"};
+const char *const recipe_sections[] = {"model", "tps", "cdcp", "data", "augment", "optim", "schedule", "loss", "teacher", "run"};
 const int recipe_section_count = (int)(sizeof recipe_sections / sizeof recipe_sections[0]);
 
 /* Enums are stored through an int lvalue; C lets the compiler pick the enum's integer type. */

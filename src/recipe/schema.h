@@ -56,8 +56,6 @@ tpsc_status recipe_value_parse(const recipe_key *k, const char *text, tpsc_recip
 /* Writes key k's value as a recipe would spell it; floats in the shortest decimal that reads
  * back to the same float. Always terminates; returns the length it needed. */
 size_t recipe_value_format(const recipe_key *k, const tpsc_recipe *r, char *buf, size_t n);
-/* The shortest decimal that reads back as f, as a double ("0.7" -> 0.7, not 0.69999998807). */
-double recipe_float_decimal(float f);
 
 /* Fills the resolved parts (model.vit sizes of a named arch, tps.cfg) from the keys. Never
  * fails: contradictions are left for tpsc_recipe_validate to report. */

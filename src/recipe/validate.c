@@ -120,6 +120,37 @@ static tpsc_status validate_tps(const tpsc_recipe *r) {
     return TPSC_OK;
 }
 
+static tpsc_status validate_cdcp(const tpsc_recipe *r) {
+    const int depth = (int)r->model.vit.depth;
+    char other[32];
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        const char *name = chan_key_name((chan_gate_kind)k) + 5; /* after "cdcp." */
+        const int n = r->cdcp.n_keep[k];
+        if (n != 1 && n != depth)
+            return key_fail(r, "cdcp", name, "%d values for model.depth = %d (%s): give one for every block, or one per block",
+                            n, depth, origin_word(r, "model", "depth", other, sizeof other));
+    }
+    const chan_config *c = &r->tps.cfg.chan;
+    const size_t D = r->model.vit.num_heads ? r->model.vit.embed_dim / r->model.vit.num_heads : 0;
+    const size_t F = (size_t)((float)r->model.vit.embed_dim * r->model.vit.mlp_ratio + 0.5f);
+    for (int k = 0; k < CHAN_KINDS; k++) {
+        const size_t width = k == CHAN_MLP ? F : D;
+        for (int i = 0; i < c->n_blocks; i++)
+            if (chan_keep_count(c, i, (chan_gate_kind)k, width) == 0)
+                return key_fail(r, "cdcp", chan_key_name((chan_gate_kind)k) + 5,
+                                "%g keeps floor(%zu * %g) = 0 of the %zu channels of block %d (%s wide); the smallest "
+                                "ratio that keeps one is %g",
+                                (double)c->keep[k][i], width, (double)c->keep[k][i], width, i,
+                                k == CHAN_MLP ? "MLP hidden: embed_dim * mlp_ratio" : "a head: embed_dim / num_heads",
+                                1.0 / (double)width);
+    }
+    if (chan_config_validate(c, depth, D, F) != TPSC_OK) {
+        tpsc_error_context("%s: [cdcp]: ", r->origin.source[0] ? r->origin.source : "recipe");
+        return TPSC_ERR_CONFIG;
+    }
+    return TPSC_OK;
+}
+
 static tpsc_status validate_augment(const tpsc_recipe *r) {
     const tpsc_recipe_augment *a = &r->augment;
     const int chans = (int)r->model.vit.in_chans;
@@ -203,6 +234,7 @@ static tpsc_status validate_training(const tpsc_recipe *r) {
 tpsc_status tpsc_recipe_validate(const tpsc_recipe *r) {
     TPSC_TRY(validate_model(r));
     TPSC_TRY(validate_tps(r));
+    TPSC_TRY(validate_cdcp(r));
     TPSC_TRY(validate_augment(r));
     return validate_training(r);
 }

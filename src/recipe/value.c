@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "src/common/decimal.h"
 #include "src/recipe/schema.h"
 
 #define LIST_TEXT_MAX 1024
@@ -194,19 +195,6 @@ tpsc_status recipe_value_parse(const recipe_key *k, const char *text_in, tpsc_re
     return tpsc_fail(TPSC_ERR_INTERNAL, "recipe key %s.%s has an unknown type", k->section, k->name);
 }
 
-static void format_float(float f, char *buf, size_t n) {
-    for (int digits = 1; digits <= 9; digits++) {
-        snprintf(buf, n, "%.*g", digits, (double)f);
-        if (strtof(buf, NULL) == f) return;
-    }
-}
-
-double recipe_float_decimal(float f) {
-    char buf[32];
-    format_float(f, buf, sizeof buf);
-    return strtod(buf, NULL);
-}
-
 /* Appends to buf without overflowing; returns the length the full text would have. */
 static size_t append(char *buf, size_t n, size_t used, const char *s) {
     size_t len = strlen(s);
@@ -225,7 +213,7 @@ size_t recipe_value_format(const recipe_key *k, const tpsc_recipe *r, char *buf,
     switch (k->type) {
     case RT_INT: snprintf(item, sizeof item, "%d", *(const int *)p); return append(buf, n, 0, item);
     case RT_SIZE: snprintf(item, sizeof item, "%zu", *(const size_t *)p); return append(buf, n, 0, item);
-    case RT_FLOAT: format_float(*(const float *)p, item, sizeof item); return append(buf, n, 0, item);
+    case RT_FLOAT: decimal_shortest(*(const float *)p, item, sizeof item); return append(buf, n, 0, item);
     case RT_BOOL: return append(buf, n, 0, *(const bool *)p ? "true" : "false");
     case RT_STRING: return append(buf, n, 0, (const char *)p);
     case RT_ENUM: {
@@ -247,7 +235,7 @@ size_t recipe_value_format(const recipe_key *k, const tpsc_recipe *r, char *buf,
         size_t used = 0;
         for (int i = 0; i < count; i++) {
             if (k->type == RT_INT_LIST) snprintf(item, sizeof item, "%d", ((const int *)p)[i]);
-            else format_float(((const float *)p)[i], item, sizeof item);
+            else decimal_shortest(((const float *)p)[i], item, sizeof item);
             if (i) used = append(buf, n, used, ", ");
             used = append(buf, n, used, item);
         }

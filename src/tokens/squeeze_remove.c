@@ -1,12 +1,7 @@
-/* TPS squeeze with real removal: official TPSModule.forward in eval mode
- * (TPS-CVPR2023 torch_codebase/models/dynamic_vit.py), x = kept X_r [k,C], y = dropped X_p [p,C]
- * per image:
- *   S = cos(X_p, X_r) / T  [p,k]  (x / (||x|| + 1e-6) on both sides, no self mask)
- *   E_ij = [S_ij == max_k S_ik]    (all tied maxima)
- *   W_ji = exp(S_ij) E_ij;  den_j = e + sum_i W_ji;  out_j = x_j e / den_j + sum_i (W_ji / den_j) y_i
- * One sgemm per image for S (p x k x C); the rest is O(p C). Used by dtps inference and by
- * etps, which trains with real removal, so it is differentiable in both inputs; E is constant. */
-#include <cblas.h>
+/* TPS squeeze with real removal, differentiable: the forward is libtpsinfer's squeeze_image
+ * (src/common/squeeze.h has the formulas), run per image; the backward is here. Used by dtps
+ * inference and by etps, which trains with real removal, so it is differentiable in both
+ * inputs (through the similarities too); the host choice E is constant. */
 #include <math.h>
 #include <string.h>
 
@@ -21,7 +16,7 @@ static void squeeze_hosts_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *kept = n->in[0], *dropped = n->in[1];
     const hosts_saved *sv = n->saved;
     const size_t B = kept->shape[0], k = kept->shape[1], p = dropped->shape[1], C = kept->shape[2];
-    const float e = TOK_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
+    const float e = SQUEEZE_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dr = ag_grad(ctx, kept), *dp = ag_grad(ctx, dropped);
     /* scratch per image, so images run in parallel */
     float *drh_all = ag_alloc(ctx, B * k * C * sizeof(float)), *dph_all = ag_alloc(ctx, B * p * C * sizeof(float) + 1);
@@ -68,7 +63,6 @@ ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
         return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_hosts: inputs must be contiguous");
     if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tok_squeeze_hosts: temperature %g must be > 0", (double)temp);
     const size_t B = kept->shape[0], k = kept->shape[1], p = dropped->shape[1], C = kept->shape[2];
-    const float e = TOK_HOST_WEIGHT;
     ag_tensor *y = ag_new3(ctx, B, k, C);
     hosts_saved *sv = ag_alloc(ctx, sizeof *sv);
     if (!y || !sv) return NULL;
@@ -83,38 +77,15 @@ ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
     float *acc_all = ag_alloc(ctx, B * k * C * sizeof(float)); /* per image: images run in parallel */
     if (!sv->rh || !sv->ph || !sv->rnorm || !sv->pnorm || !sv->S || !sv->rowmax || !sv->den || !acc_all) return NULL;
     sv->temp = temp;
-    tok_rows_normalise(kept->data, B * k, C, sv->rh, sv->rnorm);
-    tok_rows_normalise(dropped->data, B * p, C, sv->ph, sv->pnorm);
-    /* One image per thread; the OpenMP OpenBLAS runs single-threaded inside the region. */
+    /* One image per thread, libtpsinfer's squeeze on each, its buffers kept for the backward;
+     * the OpenMP OpenBLAS runs single-threaded inside the region. */
     #pragma omp parallel for schedule(static) if (B > 1)
     for (size_t b = 0; b < B; b++) {
-        float *acc = acc_all + b * k * C;
-        const float *xr = kept->data + b * k * C, *xp = dropped->data + b * p * C;
-        float *Sb = sv->S + b * p * k, *mx = sv->rowmax + b * p, *den = sv->den + b * k;
-        if (p > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)p, (int)k, (int)C, 1.0f, sv->ph + b * p * C,
-                        (int)C, sv->rh + b * k * C, (int)C, 0.0f, Sb, (int)k);
-        for (size_t j = 0; j < k; j++) den[j] = e;
-        memset(acc, 0, k * C * sizeof(float));
-        for (size_t i = 0; i < p; i++) {
-            float m = -INFINITY;
-            for (size_t j = 0; j < k; j++) {
-                Sb[i * k + j] /= temp;
-                if (Sb[i * k + j] > m) m = Sb[i * k + j];
-            }
-            mx[i] = m;
-            for (size_t j = 0; j < k; j++) {
-                if (Sb[i * k + j] != m) continue;
-                const float w = expf(m);
-                den[j] += w;
-                for (size_t c = 0; c < C; c++) acc[j * C + c] += w * xp[i * C + c];
-            }
-        }
-        float *yb = y->data + b * k * C;
-        for (size_t j = 0; j < k; j++) {
-            const float self = e / den[j], inv = 1.0f / den[j];
-            for (size_t c = 0; c < C; c++) yb[j * C + c] = xr[j * C + c] * self + acc[j * C + c] * inv;
-        }
+        const squeeze_buffers buf = {.kept_hat = sv->rh + b * k * C, .dropped_hat = sv->ph + b * p * C,
+                                     .kept_norm = sv->rnorm + b * k, .dropped_norm = sv->pnorm + b * p,
+                                     .sim = sv->S + b * p * k, .sim_max = sv->rowmax + b * p,
+                                     .den = sv->den + b * k, .acc = acc_all + b * k * C};
+        squeeze_image(kept->data + b * k * C, k, dropped->data + b * p * C, p, C, temp, y->data + b * k * C, &buf);
     }
     ag_node *n = ag_record(ctx, "tok_squeeze_hosts", squeeze_hosts_backward, y, 2, (ag_tensor *[]){kept, dropped});
     if (n) n->saved = sv;

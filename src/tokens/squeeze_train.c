@@ -27,7 +27,7 @@ static void squeeze_train_backward(ag_ctx *ctx, ag_node *n) {
     ag_tensor *x = n->in[0], *keep = n->in[1], *prev = n->in[2];
     const squeeze_saved *sv = n->saved;
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
-    const float e = TOK_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
+    const float e = SQUEEZE_HOST_WEIGHT, *dy = n->out->grad, *y = n->out->data;
     float *dx = ag_grad(ctx, x), *dkeep = ag_grad(ctx, keep), *dprev = ag_grad(ctx, prev);
     /* scratch per image, so images run in parallel: dL/dxh [B,N,C] and dL/dP [B,N] */
     float *dxh_all = dx ? ag_alloc(ctx, B * N * C * sizeof(float)) : NULL;
@@ -90,7 +90,7 @@ ag_tensor *tok_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
         return ag_error(ctx, TPSC_ERR_SHAPE, "tok_squeeze_train: inputs must be contiguous");
     if (!(temp > 0.0f)) return ag_error(ctx, TPSC_ERR_ARG, "tok_squeeze_train: temperature %g must be > 0", (double)temp);
     const size_t B = x->shape[0], N = x->shape[1], C = x->shape[2];
-    const float e = TOK_HOST_WEIGHT;
+    const float e = SQUEEZE_HOST_WEIGHT;
     ag_tensor *y = ag_new3(ctx, B, N, C);
     squeeze_saved *sv = ag_alloc(ctx, sizeof *sv);
     if (!y || !sv) return NULL;

@@ -1,13 +1,10 @@
 /* Token Pruning & Squeezing (TPS, CVPR 2023) and the baselines it is compared with.
  *
- * Methods (tok_config.method):
- *   none        dense model
- *   dynamicvit  learned score predictor, prune only
- *   dtps        learned score predictor, prune and squeeze pruned tokens into kept hosts
- *   evit        cls-attention score inside the block, prune and fuse the rest into one token
- *   etps        cls-attention score inside the block, prune and squeeze
+ * Methods (tok_config.method): the table in src/common/methods.h (none, dynamicvit, dtps,
+ * evit, etps), which libtpsinfer reads too; token counts, fractions and the cost model are
+ * src/common/keep.h and macs.h, wrapped here for a tok_config.
  *
- * The model (src/model/vit.c) calls these at the pruning locations. Training never shortens
+ * The model (src/model/vit_forward.c) calls these at the pruning locations. Training never shortens
  * the sequence for predictor methods: it carries a hard keep mask (straight-through Gumbel)
  * and a policy for the masked attention softmax. Inference really removes tokens.
  * Formulas: ../shared/docs/tps-method.md and docs/tps.md. */
@@ -16,11 +13,11 @@
 
 #include "autograd/ag.h"
 #include "autograd/params.h"
+#include "src/channels/channels.h"
+#include "src/common/methods.h"
 #include "src/util/rng.h"
 
 #define TOK_MAX_STAGES 8
-
-typedef enum tok_method { TOK_NONE = 0, TOK_DYNAMICVIT, TOK_DTPS, TOK_EVIT, TOK_ETPS } tok_method;
 
 /* How predictor methods draw the hard keep mask in training (recipe key tps.train_mask):
  *   gumbel  the official per-token straight-through Gumbel-softmax sample; the keep-ratio loss
@@ -39,21 +36,15 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
-/* "dtps" -> TOK_DTPS; returns -1 for an unknown name. */
-int tok_method_from_name(const char *name);
-const char *tok_method_name(tok_method m);
-bool tok_method_has_predictor(tok_method m); /* dynamicvit, dtps */
-bool tok_method_squeezes(tok_method m);      /* dtps, etps */
-/* keep_frac[s] = rho^(s+1) for s < n_stages (set n_stages first), compounded in double as the
- * official Python does. */
+/* keep_frac[s] = rho^(s+1) for s < n_stages (set n_stages first): keep_fill_rho. */
 void tok_config_fill_rho(tok_config *cfg, float rho);
 /* Validates: locations inside [1, depth), increasing; fractions in (0,1], non-increasing;
  * squeeze_temp > 0 for squeezing methods. Errors name the offending value. */
 tpsc_status tok_config_validate(const tok_config *cfg, int depth);
-/* Patch tokens kept after stage s for predictor methods: floor(N * keep_frac[s]) (at least 1),
- * computed in double from the decimal keep_frac was parsed from, as Python's int(N * ratio).*/
+/* Patch tokens kept after stage s for predictor methods: keep_count_predictor. */
 size_t tok_keep_count(const tok_config *cfg, int stage, size_t n_patches);
 /* topk.c (also the guide loss): order[b*n + r] = index of the r-th highest score[b*n + :] (n per row); ties: lower
  * index first; NaN scores last. Scratch from the context's arena; false on failure. */
@@ -113,13 +104,12 @@ ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predict
  * returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
 ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
                           int32_t *kept_pos);
-/* evit/etps: spatial tokens kept at a stage with n current spatial tokens: ceil(rho_s * n),
- * rho_s = keep_frac[s] / keep_frac[s-1]. */
+/* evit/etps: spatial tokens kept at a stage with n current spatial tokens: keep_count_evit. */
 size_t tok_evit_keep_count(const tok_config *cfg, int stage, size_t n);
 
 /* ---- cost, flops.c ------------------------------------------------------------------------ */
-/* Multiply-accumulates per image of a forward pass in inference mode (tokens really removed),
- * counting every linear, the attention products, and the predictors. */
+/* Multiply-accumulates per image of a forward pass in inference mode (tokens really removed):
+ * macs_per_image (src/common/macs.h). 0 with an error set when the image has no tokens. */
 double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, size_t in_chans, size_t embed_dim,
                           size_t depth, size_t mlp_hidden, size_t num_classes);
 

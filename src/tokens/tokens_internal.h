@@ -1,17 +1,15 @@
-/* Pieces shared by the files of src/tokens/ (not part of the model's contract in tps.h). */
+/* Pieces shared by the files of src/tokens/ (not part of the model's contract in tokens.h). */
 #ifndef TPSC_TOKENS_TOKENS_INTERNAL_H
 #define TPSC_TOKENS_TOKENS_INTERNAL_H
 
+#include "src/common/squeeze.h"
 #include "src/tokens/tokens.h"
 
-/* get_sim's normalisation in the official code: x / (||x|| + 1e-6). */
-#define TOK_NORM_EPS 1e-6f
 /* The value the official code writes into similarities that must never win (self, pruned). */
 #define TOK_SIM_MASKED -100.0f
-/* The host's own weight in the squeeze: exp(1). */
-#define TOK_HOST_WEIGHT 2.718281828459045f
 
-/* cosine.c: row normalisation x [R,C] -> xh = x / (||x|| + eps), norm [R] = ||x||. */
+/* cosine.c: row normalisation x [R,C] -> xh = x / (||x|| + eps), norm [R] = ||x||
+ * (row_normalise of src/common/rows.h on every row). */
 void tok_rows_normalise(const float *x, size_t rows, size_t C, float *xh, float *norm);
 /* dx [R,C] += the gradient through that normalisation, given dxh [R,C]. */
 void tok_rows_normalise_backward(const float *x, const float *norm, const float *dxh, size_t rows, size_t C,
@@ -23,7 +21,8 @@ void tok_rows_normalise_backward(const float *x, const float *norm, const float 
  * in mask. */
 ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
 
-/* squeeze_hosts.c: TPS squeeze with real removal (official TPSModule in eval mode):
+/* squeeze_remove.c: TPS squeeze with real removal (official TPSModule in eval mode; the
+ * forward is squeeze_image of src/common/squeeze.h):
  * kept [B,k,C], dropped [B,p,C] -> [B,k,C]; every dropped token goes to its most
  * cosine-similar kept token (all of them on an exact tie), weight exp(sim / T), host weight e.
  * Differentiable in kept and dropped (through the similarities too); the host choice is a

@@ -4,12 +4,12 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "autograd/ops/rows.h"
+#include "src/common/rows.h"
 #include "src/tokens/tokens_internal.h"
 
 bool tok_sort_desc(ag_ctx *ctx, const float *score, size_t B, size_t n, int32_t *order) {
-    ag_scored *tmp = ag_alloc(ctx, n * sizeof *tmp + 1);
+    row_scored *tmp = ag_alloc(ctx, n * sizeof *tmp + 1);
     if (!tmp) return false;
-    for (size_t b = 0; b < B; b++) ag_sort_desc_row(score + b * n, n, order + b * n, tmp);
+    for (size_t b = 0; b < B; b++) row_sort_desc(score + b * n, n, order + b * n, tmp);
     return true;
 }

@@ -5,10 +5,7 @@
 #include "src/train/progress.h"
 
 double tpsc_model_gmacs(const vit_model *m) {
-    const vit_config *c = &m->cfg;
-    size_t hidden = (size_t)((float)c->embed_dim * c->mlp_ratio + 0.5f);
-    return tok_macs_per_image(&m->tps, c->img_size, c->patch_size, c->in_chans, c->embed_dim, c->depth, hidden,
-                              c->num_classes) * 1e-9;
+    return vit_macs_per_image(&m->cfg, &m->tps) * 1e-9;
 }
 
 /* Is `label` among the k largest of row[0..K)? Ties count against the label (strict >). */
@@ -44,6 +41,12 @@ tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
 
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
+    TPSC_TRY(tpsc_evaluate_pass(m, val, ctx, keep_override, res));
+    return tpsc_eval_finish(res, m);
+}
+
+tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                               tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
     TPSC_TRY(tpsc_loader_seek(val, (tpsc_data_position){0, 0}));
     const size_t K = m->cfg.num_classes;
@@ -73,6 +76,5 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
         tpsc_loader_release(val, &b);
     }
     ag_set_grad_enabled(ctx, saved_grad);
-    if (st != TPSC_OK) return st;
-    return tpsc_eval_finish(res, m);
+    return st;
 }

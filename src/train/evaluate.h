@@ -21,6 +21,11 @@ typedef struct tpsc_eval_result {
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res);
 
+/* tpsc_evaluate without the final tpsc_eval_finish: the sums of one shard, which data-parallel
+ * evaluation adds over ranks before finishing. */
+tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
+                               tpsc_eval_result *res);
+
 /* The pieces of tpsc_evaluate that any engine's evaluation shares (tpsc eval runs libtpsinfer
  * with them): add one batch's logits [n,K], its kept-token counts per stage (NULL: none) and its
  * forward time; then turn the sums into percentages, means and rates. */

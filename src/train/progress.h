@@ -16,8 +16,10 @@ typedef struct tpsc_progress {
     int64_t step_start;   /* global step at the start (after a resume) */
     int64_t total_steps;
     double last_print;
+    int ranks;            /* MPI ranks behind images_per_s (shown when > 1); init sets 1 */
 } tpsc_progress;
 
+/* out = NULL: print nothing (MPI ranks other than 0). */
 void tpsc_progress_init(tpsc_progress *p, FILE *out, int every, int64_t start_step, int64_t total_steps);
 /* `parts` is a short preformatted "loss 1.234 ce 1.2 ratio 0.01" string. */
 void tpsc_progress_step(tpsc_progress *p, int epoch, int epochs, int64_t step_in_epoch, int64_t steps_per_epoch,

@@ -60,6 +60,7 @@ objective_config tpsc_loss_config_from_recipe(const tpsc_recipe *r) {
                          .ratio_weight = r->loss.ratio_weight,
                          .distill_weight = r->loss.distill_weight,
                          .guide_weight = r->loss.guide_weight,
+                         .channel_ratio_weight = r->loss.channel_ratio_weight,
                          .distill_cls = r->loss.distill_cls};
     switch (r->loss.distill_token) {
     case TPSC_DISTILL_TOKEN_KL: c.distill_token = OBJ_DISTILL_TOKEN_KL; break;
@@ -90,9 +91,14 @@ tpsc_status tpsc_build_model(const tpsc_recipe *r, vit_model *m) {
                          r->model.init, ic.img_size, ic.patch_size, ic.embed_dim, ic.depth, ic.num_heads, ic.num_classes,
                          m->cfg.img_size, m->cfg.patch_size, m->cfg.embed_dim, m->cfg.depth, m->cfg.num_heads,
                          m->cfg.num_classes);
-    const char *prefixes[] = {"score_predictor."};
+    /* What a dense model has not: the predictors, and the channel gates (each name given whole) */
+    const char *prefixes[1 + CHAN_MAX_BLOCKS * CHAN_KINDS] = {"score_predictor."};
+    int n_prefixes = 1;
+    for (size_t i = 0; i < m->cfg.depth && i < CHAN_MAX_BLOCKS; i++)
+        for (int k = 0; k < CHAN_KINDS; k++)
+            if (m->gates[i].gate[k] >= 0) prefixes[n_prefixes++] = m->params.items[m->gates[i].gate[k]].name;
     tpsc_load_opts opts = {.allow_missing_prefixes = r->model.init_strict ? NULL : prefixes,
-                           .n_allow_missing_prefixes = r->model.init_strict ? 0 : 1,
+                           .n_allow_missing_prefixes = r->model.init_strict ? 0 : n_prefixes,
                            .ignore_extra = !r->model.init_strict};
     tpsc_load_report rep;
     tpsc_load_report_init(&rep);

@@ -1,20 +1,21 @@
-/* exp and the normal CDF in float, written so the compiler can vectorise loops that call them.
+/* exp and the normal CDF in float, written so the compiler can vectorise loops that call them;
+ * shared by the training ops and libtpsinfer, so both compute them with the same operations.
  *
- * glibc's expf/erff are scalar calls (their SIMD variants need -ffast-math), which made GELU and
- * softmax 4-5x slower than PyTorch's vectorised kernels. These are branch-free (selects only),
+ * glibc's expf/erff are scalar calls (their SIMD variants need -ffast-math), so loops calling
+ * them stay scalar (docs/inference.md has the measurements). These are branch-free (selects only),
  * use no tables, and are inlined into `#pragma omp simd` loops.
  *
  * Accuracy (checked over dense grids against libm in double by tests/test_ops_gelu.c and
  * tests/test_ops_softmax.c):
- *   ag_expf:       relative error < 2.5e-7 on [-87.3, 88.7]; 0 below, +inf above, NaN kept.
- *   ag_normal_cdf: Phi(x), absolute error < 2.5e-7; relative error < 3e-5 down to x = -12
+ *   vm_expf:       relative error < 2.5e-7 on [-87.3, 88.7]; 0 below, +inf above, NaN kept.
+ *   vm_normal_cdf: Phi(x), absolute error < 2.5e-7; relative error < 3e-5 down to x = -12
  *                  (the float rounding of z^2 inside the exp dominates far in the tail).
- *   ag_normal_pdf: relative error < 1e-5 on [-12, 12].
- *   ag_normal_cdf_rational: Phi(x), absolute error < 2.5e-7 (no relative accuracy in the lower
- *                  tail: below x = -5.66 it returns 0); half the instructions of ag_normal_cdf,
+ *   vm_normal_pdf: relative error < 1e-5 on [-12, 12].
+ *   vm_normal_cdf_rational: Phi(x), absolute error < 2.5e-7 (no relative accuracy in the lower
+ *                  tail: below x = -5.66 it returns 0); half the instructions of vm_normal_cdf,
  *                  for GELU, whose x Phi(x) needs only absolute accuracy. */
-#ifndef TPSC_AUTOGRAD_OPS_VECMATH_H
-#define TPSC_AUTOGRAD_OPS_VECMATH_H
+#ifndef TPSC_COMMON_VECMATH_H
+#define TPSC_COMMON_VECMATH_H
 
 #include <math.h>
 #include <stdint.h>
@@ -22,9 +23,9 @@
 
 /* exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2 / 2; exp(r) by its Taylor series to
  * r^7 (truncation r^8 / 8! < 6e-9 there). ln 2 is split in two so n ln 2 is exact enough.
- * The reduction and the polynomial, shared by ag_expf and ag_expf_nonpos: xc must be finite
+ * The reduction and the polynomial, shared by vm_expf and vm_expf_nonpos: xc must be finite
  * and inside [ln FLT_MIN, ln FLT_MAX]; *n receives n. */
-static inline float ag_exp_reduced_(float xc, float *n) {
+static inline float vm_exp_reduced_(float xc, float *n) {
     /* Adding 1.5 * 2^23 rounds to an integer (valid for |t| < 2^22). */
     *n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
     float r = xc - *n * 0.693145751953125f;
@@ -40,12 +41,12 @@ static inline float ag_exp_reduced_(float xc, float *n) {
     return p;
 }
 
-static inline float ag_expf(float x) {
+static inline float vm_expf(float x) {
     const float lo = -87.33654f, hi = 88.72283f; /* ln FLT_MIN, ln FLT_MAX (rounded inward) */
     /* NaN compares false both ways and becomes lo here (no NaN reaches the int conversion). */
     const float xc = x > hi ? hi : (x >= lo ? x : lo);
     float n;
-    const float p = ag_exp_reduced_(xc, &n);
+    const float p = vm_exp_reduced_(xc, &n);
     /* 2^n as 2^n1 * 2^n2 with both halves in [-63, 64]: each is a normal float for every n in
      * [-126, 128], so neither end of the range loses its exponent. */
     const int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
@@ -59,15 +60,15 @@ static inline float ag_expf(float x) {
     return x != x ? x : y;
 }
 
-/* ag_expf for x <= 0 (a softmax's s - max): the same reduction and polynomial, and one scale
+/* vm_expf for x <= 0 (a softmax's s - max): the same reduction and polynomial, and one scale
  * 2^n (n >= -126 is a normal float) instead of two, without the overflow selects. Equal to
- * ag_expf bit for bit wherever the result is a normal float (scaling by a power of two is
+ * vm_expf bit for bit wherever the result is a normal float (scaling by a power of two is
  * exact there); 0 below ln FLT_MIN, NaN kept. x > 0 is outside its domain. */
-static inline float ag_expf_nonpos(float x) {
+static inline float vm_expf_nonpos(float x) {
     const float lo = -87.33654f;
-    const float xc = x >= lo ? x : lo; /* NaN -> lo, as in ag_expf */
+    const float xc = x >= lo ? x : lo; /* NaN -> lo, as in vm_expf */
     float n;
-    const float p = ag_exp_reduced_(xc, &n);
+    const float p = vm_exp_reduced_(xc, &n);
     const int32_t bits = ((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
@@ -80,7 +81,7 @@ static inline float ag_expf_nonpos(float x) {
  * with the Chebyshev-fitted P of Press et al., Numerical Recipes (2nd ed.) 6.2 "erfcc"
  * (fractional error < 1.2e-7 for all z). Taking erfc, not 1 + erf, keeps Phi's relative
  * accuracy in the lower tail. */
-static inline float ag_normal_cdf(float x) {
+static inline float vm_normal_cdf(float x) {
     const float z = fabsf(x) * 0.70710678f;
     const float t = 1.0f / (1.0f + 0.5f * z);
     float p = 0.17087277f;
@@ -93,7 +94,7 @@ static inline float ag_normal_cdf(float x) {
     p = p * t + 0.37409196f;
     p = p * t + 1.00002368f;
     p = p * t - 1.26551223f;
-    const float half_erfc = 0.5f * t * ag_expf(-z * z + p); /* = Phi(-|x|) */
+    const float half_erfc = 0.5f * t * vm_expf(-z * z + p); /* = Phi(-|x|) */
     return x > 0.0f ? 1.0f - half_erfc : half_erfc;
 }
 
@@ -102,34 +103,33 @@ static inline float ag_normal_cdf(float x) {
  * [0, 4] by iteratively reweighted least squares (minimax-like), max |error| 5.5e-8 in exact
  * arithmetic; evaluated in float, < 1.8e-7 with fused multiply-adds (targets with FMA) and
  * < 2.3e-7 without. No exp and one division: GELU is the largest element-wise pass of a block
- * (N x 4C) in training and in libtpsinfer alike (x ag_normal_cdf(x) took 157 us on one
- * member's fc1 slice at batch 1, this 27 us). */
+ * (N x 4C) in training and in libtpsinfer alike. */
 #ifdef __FMA__
-#define AG_MADD_(a, b, c) fmaf(a, b, c) /* one instruction, vectorised */
+#define VM_MADD_(a, b, c) fmaf(a, b, c) /* one instruction, vectorised */
 #else
-#define AG_MADD_(a, b, c) ((a) * (b) + (c)) /* without FMA, fmaf would be a libm call */
+#define VM_MADD_(a, b, c) ((a) * (b) + (c)) /* without FMA, fmaf would be a libm call */
 #endif
-static inline float ag_normal_cdf_rational(float x) {
+static inline float vm_normal_cdf_rational(float x) {
     float z = x * 0.70710678f;
     z = z > 4.0f ? 4.0f : (z < -4.0f ? -4.0f : z); /* NaN passes through */
     const float u = z * z * 0.0625f;
     float p = 3.223435581e-01f;
-    p = AG_MADD_(p, u, -2.086452723e+00f);
-    p = AG_MADD_(p, u, 1.018936539e+01f);
-    p = AG_MADD_(p, u, 1.757683754e+01f);
-    p = AG_MADD_(p, u, 1.342163658e+01f);
-    p = AG_MADD_(p, u, 3.422501087e+00f);
-    p = AG_MADD_(p, u, 1.128378630e+00f);
+    p = VM_MADD_(p, u, -2.086452723e+00f);
+    p = VM_MADD_(p, u, 1.018936539e+01f);
+    p = VM_MADD_(p, u, 1.757683754e+01f);
+    p = VM_MADD_(p, u, 1.342163658e+01f);
+    p = VM_MADD_(p, u, 3.422501087e+00f);
+    p = VM_MADD_(p, u, 1.128378630e+00f);
     float q = 7.192835236e+01f;
-    q = AG_MADD_(q, u, 6.368312073e+01f);
-    q = AG_MADD_(q, u, 3.092060280e+01f);
-    q = AG_MADD_(q, u, 8.366355896e+00f);
-    q = AG_MADD_(q, u, 1.0f);
-    return AG_MADD_(0.5f, z * p / q, 0.5f);
+    q = VM_MADD_(q, u, 6.368312073e+01f);
+    q = VM_MADD_(q, u, 3.092060280e+01f);
+    q = VM_MADD_(q, u, 8.366355896e+00f);
+    q = VM_MADD_(q, u, 1.0f);
+    return VM_MADD_(0.5f, z * p / q, 0.5f);
 }
-#undef AG_MADD_
+#undef VM_MADD_
 
 /* phi(x) = exp(-x^2 / 2) / sqrt(2 pi). */
-static inline float ag_normal_pdf(float x) { return 0.39894228f * ag_expf(-0.5f * x * x); }
+static inline float vm_normal_pdf(float x) { return 0.39894228f * vm_expf(-0.5f * x * x); }
 
 #endif
