@@ -364,6 +364,11 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
         if ((tok_method_has_predictor(m->method)) && m->C < 4)
             return ti_fail(TPS_ERR_FORMAT, "%s: embed_dim %zu is too small for a score predictor", r->path, m->C);
     }
+    /* fuse_token (evit): files written before the attribute existed fused */
+    int64_t fuse = 1;
+    if (attr_exists(r, "fuse_token") && (st = read_i64(r, "fuse_token", &fuse))) return st;
+    if (fuse != 0 && fuse != 1) return ti_fail(TPS_ERR_FORMAT, "%s: fuse_token is %lld (need 0 or 1)", r->path, (long long)fuse);
+    in->fuse_token = tok_method_row(m->method)->dropped == DROPPED_FUSE ? (int)fuse : 1;
     in->n_stages = nloc;
     m->squeeze_temp = (float)temp;
     m->D = m->C / m->H;

@@ -127,6 +127,8 @@ typedef struct tps_model_info {
     int n_stages;
     int prune_loc[TPS_INFER_MAX_STAGES];
     float keep_frac[TPS_INFER_MAX_STAGES]; /* cumulative fraction of N kept after stage s */
+    int fuse_token;           /* evit: 1 fuses the pruned tokens into one extra token (EViT's
+                                 --fuse_token), 0 drops them; 1 for the other methods */
     /* Preprocessing (timm eval): resize the short side to floor(input_size / crop_pct), centre
      * crop input_size, x / 255, (x - mean) / std per channel. */
     int input_size;

@@ -76,6 +76,7 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
+    TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "fuse_token", t->evit_drop_pruned ? 0 : 1));
     TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
@@ -245,6 +246,14 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     t->n_stages = n_loc;
     for (int s = 0; s < n_loc; s++) t->prune_loc[s] = loc[s];
     TPSC_TRY(read_float(f, "squeeze_temp", &t->squeeze_temp));
+    /* fuse_token (evit): files written before it existed fused, as they still do by default */
+    if (tpsc_h5_attr_exists(f, "/", "fuse_token")) {
+        int64_t fuse = 1;
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, "/", "fuse_token", &fuse));
+        if (fuse != 0 && fuse != 1)
+            return tpsc_fail(TPSC_ERR_FORMAT, "%s: attribute fuse_token is %lld (need 0 or 1)", f->name, (long long)fuse);
+        t->evit_drop_pruned = fuse == 0;
+    }
     return read_channels(f, t);
 }
 

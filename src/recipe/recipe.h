@@ -61,6 +61,8 @@ typedef struct tpsc_recipe_tps {
     float keep_ratio[TOK_MAX_STAGES];  /* as written: one rho (compounds) or one cumulative
                                           fraction per stage */
     int n_keep_ratio;
+    bool fuse_token;                   /* evit: fuse the pruned tokens into one (cfg.evit_drop_pruned
+                                          is its negation) */
 } tpsc_recipe_tps;
 
 /* [cdcp] channel gates (src/channels/channels.h); resolved into tps.cfg.chan */

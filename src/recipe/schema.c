@@ -58,6 +58,8 @@ const recipe_key recipe_keys[] = {
     FLOAT_LIST("tps", "keep_ratio", tps.keep_ratio, tps.n_keep_ratio, "0.7", 1, TOK_MAX_STAGES, 0, 1, true,
                "one rho (stage s keeps rho^(s+1) of the patches) or one cumulative fraction per prune_loc"),
     FLOAT_GT("tps", "squeeze_temp", tps.cfg.squeeze_temp, "1.0", 0, INF, "temperature T of the squeeze similarity (paper: 1)"),
+    BOOL("tps", "fuse_token", tps.fuse_token, "true",
+         "evit: fuse the pruned tokens into one extra token (EViT's --fuse_token, the published runs) or drop them"),
     ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
 
