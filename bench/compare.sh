@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--openblas] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
+#   bash bench/compare.sh [--avx512] [--bf16] [--openblas] [--threads 2] [--repeat 1] [--quick] [--no-train] [--no-torch] [--no-ort]
 #                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -18,7 +18,8 @@
 # BF16 precision (`bench infer --precision bf16`, linears through oneDNN, needs AVX512-BF16) as
 # extra inference rows, set against the same FP32 peers. libtpsinfer's FP32 rows use its default
 # GEMM back-end on this CPU (the table's heading names it); --openblas adds rows with
-# `--gemm openblas`. The last column is tpsc's fraction of the FMA peak (register-only FMA
+# `--gemm openblas`. --no-train skips the training rows (and the GEMM-only limit that goes with
+# them). The last column is tpsc's fraction of the FMA peak (register-only FMA
 # loops on the same threads) that `tpsc bench` measures in the same process.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
@@ -38,7 +39,7 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 openblas=0 do_train=1 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
+        --no-train) do_train=0; do_gemm=0 ;;
         --no-torch) do_torch=0 ;;
         --no-ort) do_ort=0 ;;
         --no-gemm-limit) do_gemm=0 ;;
@@ -106,6 +108,7 @@ one_round() { # MODE ROUND
     local mode=$1 r=$2 tag="$1.$2"
     echo "[$mode, round $r] tpsc bench train (batch 16, 64) and infer (batch 1, 32)" >&2
     for b in 16 64; do
+        [ $do_train = 1 ] || break
         run_env "$mode" "$TPSC" bench train --method none --batch $b --steps $steps --threads "$threads" \
             > "$out/ours_train$b.$tag.txt" 2>&1 || echo "  tpsc bench train --batch $b failed: see $out/ours_train$b.$tag.txt" >&2
     done
