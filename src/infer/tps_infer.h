@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 2
+#define TPS_INFER_VERSION_MINOR 2 /* 2: tps_model_open_memory, tps_open_options.gemm */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -105,6 +105,12 @@ typedef struct tps_open_options {
  * TPS_ERR_UNSUPPORTED when the library was built without oneDNN or the CPU lacks AVX512-BF16;
  * it packs the weights once here (the model then holds them in both precisions). */
 TPS_API tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out);
+/* tps_model_open_ex on an inference file held in memory: image holds the bytes of the file
+ * (bytes of them), as `tpsc export` writes it or as a program embeds it. The library copies
+ * what it keeps; image may be freed on return. name stands for the file in error messages
+ * (NULL: "model image"). Since version 0.2. */
+TPS_API tps_status tps_model_open_memory(const void *image, size_t bytes, const char *name,
+                                         const tps_open_options *opt, tps_model **out);
 /* The precision the model was opened with. */
 TPS_API tps_precision tps_model_precision(const tps_model *m);
 /* The back-end its linears run on (TPS_GEMM_AUTO resolved; BF16: TPS_GEMM_ONEDNN). */

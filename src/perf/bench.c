@@ -7,9 +7,8 @@
 #include <unistd.h>
 
 #include "autograd/ops.h"
-#include "src/channels/prune.h"
 #include "src/infer/tps_infer.h"
-#include "src/io/checkpoint.h"
+#include "src/export/export.h"
 #include "src/optim/adamw.h"
 #include "src/optim/param_groups.h"
 #include "src/train/evaluate.h"
@@ -145,8 +144,8 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t 
     return st;
 }
 
-/* The same measurement through libtpsinfer: the random-weight model is written as an
- * inference file (a temporary file, removed again) and opened by the library, as a user would. */
+/* The same measurement through libtpsinfer: the random-weight model is handed to the library
+ * as an inference file made in memory (src/export/export.h). */
 tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                                  const tps_open_options *oo, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
@@ -155,19 +154,11 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
     double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
     float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
     if (st == TPSC_OK && (!times || !logits)) st = TPSC_ERR_NOMEM;
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/tpsc_bench_XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = st == TPSC_OK ? mkstemp(path) : -1;
-    if (st == TPSC_OK && fd < 0) st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
-    if (fd >= 0) close(fd);
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = vc, .tps = tc, .params = &b.m.params};
-    if (st == TPSC_OK) st = chan_save_inference(path, &b.m, &ck); /* channel gates: the kept widths for real */
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
-    if (st == TPSC_OK && (tps_model_open_ex(path, oo, &m) != TPS_OK || tps_workspace_create(m, batch, &ws) != TPS_OK))
+    if (st == TPSC_OK) st = tpsc_export_open_model(&b.m, oo, &m);
+    if (st == TPSC_OK && tps_workspace_create(m, batch, &ws) != TPS_OK)
         st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
-    if (fd >= 0) unlink(path);
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
         double t0 = tpsc_now();
         if (tps_run(ws, b.images, batch, logits) != TPS_OK) {
