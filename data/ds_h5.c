@@ -1,8 +1,11 @@
 /* HDF5 data sets: `images` uint8 [N, H, W, C] (or [N, H, W]) or float32 [N, C, H, W] in
  * 0..1, `labels` integers [N], optional `class_names` strings [K]. Read wholly into memory
  * at open. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <hdf5.h>
 
@@ -37,7 +40,12 @@ static void h5_close(tpsc_dataset *ds) {
 
 static const tpsc_dataset_ops h5_ops = {h5_get, h5_name, h5_close};
 
-static tpsc_status read_images(hid_t file, const char *path, h5_data *d, size_t *count) {
+/* The most bytes a file of `file_bytes` may decode to: contiguous data is in the file itself,
+ * and deflate (HDF5's gzip filter) cannot expand more than 1032:1. Sizes past this are
+ * refused before anything is allocated for them. */
+static uint64_t decoded_limit(uint64_t file_bytes) { return file_bytes * 1032u + ((uint64_t)1 << 20); }
+
+static tpsc_status read_images(hid_t file, const char *path, uint64_t file_limit, h5_data *d, size_t *count) {
     tpsc_status st = TPSC_OK;
     hid_t set = -1, space = -1, type = -1;
     H5E_BEGIN_TRY { set = H5Dopen2(file, "images", H5P_DEFAULT); }
@@ -56,6 +64,12 @@ static tpsc_status read_images(hid_t file, const char *path, h5_data *d, size_t 
     else if (is_f32 && rank != 4) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: float \"images\" must be [N,C,H,W]", path);
     if (st == TPSC_OK) {
         H5Sget_simple_extent_dims(space, dims, NULL);
+        for (int i = 1; i < rank; i++)
+            if (dims[i] > 65536)
+                st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"images\" dimension %d is %llu (at most 65536)", path, i,
+                               (unsigned long long)dims[i]);
+    }
+    if (st == TPSC_OK) {
         *count = dims[0];
         if (is_u8) {
             d->height = (int)dims[1];
@@ -70,6 +84,13 @@ static tpsc_status read_images(hid_t file, const char *path, h5_data *d, size_t 
             st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"images\" has %d channels, expected 1 or 3", path, d->channels);
         else if (*count == 0 || d->height == 0 || d->width == 0)
             st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"images\" is empty", path);
+    }
+    if (st == TPSC_OK) {
+        uint64_t per_image = (uint64_t)d->height * d->width * d->channels * (is_u8 ? 1 : sizeof(float));
+        if (*count > file_limit / per_image)
+            st = tpsc_fail(TPSC_ERR_FORMAT,
+                           "%s: \"images\" claims %llu images of %llu bytes, more than the file can hold", path,
+                           (unsigned long long)*count, (unsigned long long)per_image);
     }
     if (st == TPSC_OK) {
         size_t n = *count * (size_t)d->height * d->width * d->channels;
@@ -100,8 +121,10 @@ static tpsc_status read_labels(hid_t file, const char *path, size_t count, int32
     H5E_END_TRY;
     if (set < 0) return tpsc_fail(TPSC_ERR_MISSING, "%s: no dataset \"labels\"", path);
     hid_t space = H5Dget_space(set), type = H5Dget_type(set);
-    hsize_t n = (hsize_t)H5Sget_simple_extent_npoints(space);
-    if (H5Tget_class(type) != H5T_INTEGER) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"labels\" must be integers", path);
+    hssize_t np = H5Sget_simple_extent_npoints(space);
+    hsize_t n = np > 0 ? (hsize_t)np : 0;
+    if (np < 0) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot read the shape of \"labels\"", path);
+    else if (H5Tget_class(type) != H5T_INTEGER) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"labels\" must be integers", path);
     else if (n != count)
         st = tpsc_fail(TPSC_ERR_FORMAT, "%s: %llu labels but %zu images", path, (unsigned long long)n, count);
     if (st == TPSC_OK) {
@@ -121,17 +144,25 @@ static tpsc_status read_labels(hid_t file, const char *path, size_t count, int32
 }
 
 /* Optional `class_names`: variable- or fixed-length strings. */
-static tpsc_status read_class_names(hid_t file, const char *path, tpsc_dataset *ds, bool *found) {
+static tpsc_status read_class_names(hid_t file, const char *path, uint64_t file_limit, tpsc_dataset *ds, bool *found) {
     *found = false;
     htri_t exists;
     H5E_BEGIN_TRY { exists = H5Lexists(file, "class_names", H5P_DEFAULT); }
     H5E_END_TRY;
     if (exists <= 0) return TPSC_OK;
-    hid_t set = H5Dopen2(file, "class_names", H5P_DEFAULT);
+    hid_t set;
+    H5E_BEGIN_TRY { set = H5Dopen2(file, "class_names", H5P_DEFAULT); }
+    H5E_END_TRY;
     hid_t space = H5Dget_space(set), type = H5Dget_type(set);
-    size_t k = (size_t)H5Sget_simple_extent_npoints(space);
+    hssize_t np = H5Sget_simple_extent_npoints(space);
+    size_t k = np > 0 ? (size_t)np : 0;
+    size_t width = H5Tis_variable_str(type) > 0 ? sizeof(char *) : H5Tget_size(type) + 1;
     tpsc_status st = TPSC_OK;
-    if (H5Tget_class(type) != H5T_STRING) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"class_names\" must be strings", path);
+    if (set < 0 || np < 0 || type < 0) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot read \"class_names\"", path);
+    else if (H5Tget_class(type) != H5T_STRING) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"class_names\" must be strings", path);
+    else if (k > (1u << 20) || width > 4096 || (uint64_t)k * width > file_limit)
+        st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"class_names\" holds %zu names of %zu bytes (too many or too long)",
+                       path, k, width);
     char **names = NULL;
     char *fixed = NULL;
     if (st == TPSC_OK) {
@@ -174,9 +205,9 @@ static tpsc_status read_class_names(hid_t file, const char *path, tpsc_dataset *
 
 tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
     *out = NULL;
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open", path);
-    fclose(probe);
+    struct stat sb;
+    if (stat(path, &sb) != 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    const uint64_t file_limit = decoded_limit((uint64_t)sb.st_size);
     hid_t file;
     H5E_BEGIN_TRY { file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
     H5E_END_TRY;
@@ -192,11 +223,11 @@ tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
     ds->impl = d;
     size_t count = 0;
     bool named = false;
-    if (st == TPSC_OK) st = read_images(file, path, d, &count);
+    if (st == TPSC_OK) st = read_images(file, path, file_limit, d, &count);
     if (st == TPSC_OK) st = read_labels(file, path, count, &ds->labels);
     if (st == TPSC_OK) {
         ds->count = count;
-        st = read_class_names(file, path, ds, &named);
+        st = read_class_names(file, path, file_limit, ds, &named);
     }
     if (st == TPSC_OK && !named) {
         int32_t max_label = 0;

@@ -1,6 +1,7 @@
 /* MNIST-style IDX files (gzip-compressed or plain: zlib's gzread reads both), decoded once
  * into memory at open: images uint8 [N, H, W] (C = 1), labels uint8 [N]. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <zlib.h>
@@ -48,19 +49,39 @@ static tpsc_status read_idx(const char *path, int ndims, uint32_t dims[3], uint8
     if (st == TPSC_OK && be32(head) != want_magic)
         st = tpsc_fail(TPSC_ERR_FORMAT, "%s: wrong IDX magic 0x%08x, expected 0x%08x (unsigned byte, %d dims)", path,
                        be32(head), want_magic, ndims);
-    size_t total = 1;
+    uint64_t total = 1;
     if (st == TPSC_OK) {
         for (int d = 0; d < ndims; d++) {
             dims[d] = be32(head + 4 + 4 * d);
             total *= dims[d];
+            if (total > ((uint64_t)1 << 40)) break; /* stop before three 32-bit factors wrap 64 bits */
         }
-        if (total == 0) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: IDX file holds no data", path);
+        if (total > ((uint64_t)1 << 40))
+            st = tpsc_fail(TPSC_ERR_FORMAT, "%s: IDX header claims more than 2^40 bytes of data", path);
+        else if (total == 0) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: IDX file holds no data", path);
+        else if (ndims == 3 && (dims[1] > 65536 || dims[2] > 65536))
+            st = tpsc_fail(TPSC_ERR_FORMAT, "%s: IDX images of %ux%u pixels (at most 65536 per side)", path, dims[1],
+                           dims[2]);
     }
-    if (st == TPSC_OK) {
-        *data = tpsc_malloc(total, path);
-        if (!*data) st = TPSC_ERR_NOMEM;
+    /* The buffer grows with the data actually read, so a header claiming more than the file
+     * holds is a "truncated" error after reading the file, never an allocation of its claim. */
+    size_t have = 0, cap = 0;
+    while (st == TPSC_OK && have < total) {
+        size_t want = cap ? cap * 2 : (size_t)1 << 20;
+        if (want > total) want = (size_t)total;
+        uint8_t *p = tpsc_realloc(*data, want, path);
+        if (!p) {
+            st = TPSC_ERR_NOMEM;
+            break;
+        }
+        *data = p;
+        cap = want;
+        st = read_exact(f, path, *data + have, cap - have, "the IDX data");
+        if (st == TPSC_ERR_FORMAT && strstr(tpsc_last_error(), "truncated"))
+            st = tpsc_fail(TPSC_ERR_FORMAT, "%s: truncated: the header says %llu bytes of data, the file holds less",
+                           path, (unsigned long long)total);
+        have = cap;
     }
-    if (st == TPSC_OK) st = read_exact(f, path, *data, total, "the IDX data");
     gzclose(f);
     if (st != TPSC_OK) {
         tpsc_free(*data);

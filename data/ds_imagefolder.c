@@ -16,6 +16,8 @@
 #include <stb/stb_image.h>
 
 #include "data/dataset.h"
+#include "data/image_check.h"
+#include "data/stb_alloc_guard.h"
 #include "src/util/alloc.h"
 
 typedef struct folder_data {
@@ -157,9 +159,21 @@ static tpsc_status folder_get(const tpsc_dataset *ds, size_t i, tpsc_decode_scra
     TPSC_TRY(check_complete(path, s->file, len));
     if (len > (size_t)INT32_MAX) return tpsc_fail(TPSC_ERR_FORMAT, "%s: file too large (%zu bytes)", path, len);
     if (s->pixels) stbi_image_free(s->pixels);
+    s->pixels = NULL;
     int w = 0, h = 0, comp = 0;
+    char why[160];
+    /* the JPEG check first: stb_image parses the tables it guards already to read the size */
+    const char *bad = tpsc_image_check_jpeg_tables(s->file, len, why, sizeof why);
+    if (bad) return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s", path, bad);
+    if (!stbi_info_from_memory(s->file, (int)len, &w, &h, &comp))
+        return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode: %s", path, stbi_failure_reason());
+    bad = tpsc_image_check_dims(w, h, d->channels, len, why, sizeof why);
+    if (bad) return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s", path, bad);
+    tpsc_stb_set_cap(TPSC_STB_DECODE_CAP(w, h));
     s->pixels = stbi_load_from_memory(s->file, (int)len, &w, &h, &comp, d->channels);
+    tpsc_stb_set_cap((size_t)-1);
     if (!s->pixels) return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode: %s", path, stbi_failure_reason());
+    if (w < 1 || h < 1) return tpsc_fail(TPSC_ERR_FORMAT, "%s: decoded to %dx%d pixels", path, w, h);
     *out = (tpsc_image_view){.u8 = s->pixels, .width = w, .height = h, .channels = d->channels};
     return TPSC_OK;
 }

@@ -7,7 +7,13 @@
  * buffer has reached its size. */
 #include <stddef.h>
 
+#include <stdlib.h>
+
 #include "data/buffer.h"
+#include "data/image_check.h"
+#include "data/stb_alloc_guard.h"
+
+TPSC_STB_ALLOC_GUARD(, tpsc_stb_set_cap)
 
 static void *resize_scratch(void *context, size_t bytes) {
     return tpsc_grow((tpsc_grow_buf *)context, bytes, "stb_image_resize work memory");

@@ -13,7 +13,7 @@ PKGS=(build-essential cmake pkg-config git
 SANITIZE=0
 for a in "$@"; do
   case "$a" in
-    --sanitize) SANITIZE=1 ;;
+    --sanitize) SANITIZE=1; PKGS+=(clang libclang-rt-14-dev libomp-14-dev) ;; # the fuzz harnesses
     --reference) PKGS+=(python3-torch python3-h5py python3-numpy) ;;
     *) echo "setup.sh: unknown option $a" >&2; exit 2 ;;
   esac

@@ -173,6 +173,17 @@ Test(data_idx_errors, wrong_magic_count_truncation_corruption) {
     cr_assert_eq(fx_write_idx(bad, 0x803, 3, big, pixels, sizeof pixels), 0);
     expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, "truncated");
 
+    /* A header claiming 60000 images of 60000 x 60000 pixels: refused without allocating its
+     * claim (2^40 bytes cap), and a claim of 4 GB in a small file reads what is there and
+     * reports the truncation (the buffer grows with the data, never to the claim). */
+    const uint32_t absurd[3] = {60000, 60000, 60000}, large[3] = {1, 65536, 65536};
+    idx_path(bad, "absurd");
+    cr_assert_eq(fx_write_idx(bad, 0x803, 3, absurd, pixels, sizeof pixels), 0);
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, "2^40");
+    idx_path(bad, "large");
+    cr_assert_eq(fx_write_idx(bad, 0x803, 3, large, pixels, sizeof pixels), 0);
+    expect_idx_refused(bad, lbl, bad, TPSC_ERR_FORMAT, "truncated");
+
     /* A gzip stream cut in half, and one with its deflate data overwritten. */
     char cmd[700];
     idx_path(bad, "half.gz");
@@ -247,4 +258,35 @@ Test(data_idx_errors, config_values_are_checked) {
     cfg.batch_size = 64; /* 20 samples: no full batch with drop_last */
     cr_assert_eq(tpsc_loader_open(&l, &cfg, TPSC_SPLIT_TRAIN), TPSC_ERR_CONFIG);
     assert_names(DATA_FIXTURES "/tiny_u8.h5");
+}
+
+/* A valid PNG header claiming 16000 x 16000 pixels (768 MB of RGB, under stb_image's own 1 GB
+ * limit) in a 67-byte file, and a zero-height PGM: clear errors naming the file, before
+ * stb_image allocates anything (data/image_check.h). */
+Test(data_errors, image_header_out_of_proportion_is_refused) {
+    static const unsigned char png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0x3e, 0x80, 0, 0, 0x3e,
+        0x80, 8, 2, 0, 0, 0, 0x6a, 0x4e, 0x1a, 0x0d, 0, 0, 0, 10, 'I', 'D', 'A', 'T', 0x78, 0x9c, 0x63, 0, 0, 0,
+        0, 1, 0, 1, 0x0d, 0x0a, 0x2d, 0xb4, 0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+    static const char pgm[] = "P5\n3 0\n255\n";
+    char dir[64] = "/tmp/tpsc_huge_XXXXXX", path[2][256];
+    cr_assert(fx_mkdtemp(dir));
+    cr_assert_eq(fx_mkdir(dir, "a"), 0);
+    snprintf(path[0], sizeof path[0], "%s/a/huge.png", dir);
+    snprintf(path[1], sizeof path[1], "%s/a/zero.pgm", dir);
+    cr_assert_eq(fx_write_bytes(path[0], png, sizeof png), 0);
+    cr_assert_eq(fx_write_bytes(path[1], pgm, sizeof pgm - 1), 0);
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_imagefolder(&ds, dir, 3), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_decode_scratch s = {0};
+    tpsc_image_view v;
+    const char *why[2] = {"16000x16000", "3x0"};
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(tpsc_dataset_get(ds, (size_t)i, &s, &v), TPSC_ERR_FORMAT, "%s", tpsc_last_error());
+        assert_names(path[i]);
+        cr_assert(strstr(tpsc_last_error(), why[i]), "%s", tpsc_last_error());
+    }
+    tpsc_decode_scratch_free(&s);
+    tpsc_dataset_close(ds);
+    fx_rm_rf(dir);
 }

@@ -268,3 +268,20 @@ Test(infer_errors, topk_by_hand) {
     cr_expect_float_eq(prob[2], exp(1.0) / z, 1e-6);
     cr_expect_eq(tps_topk(logits, 1, 4, 5, idx, prob), TPS_ERR_ARG, "k > K");
 }
+
+/* A complete PNG whose header claims 16000 x 16000 pixels (768 MB of RGB, under stb_image's own
+ * 1 GB limit) in a 67-byte file: refused before stb_image allocates what it claims
+ * (data/image_check.h), naming the file. */
+Test(infer_errors, image_header_larger_than_its_file) {
+    static const unsigned char png[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 0, 0x3e, 0x80, 0, 0, 0x3e,
+        0x80, 8, 2, 0, 0, 0, 0x6a, 0x4e, 0x1a, 0x0d, 0, 0, 0, 10, 'I', 'D', 'A', 'T', 0x78, 0x9c, 0x63, 0, 0, 0,
+        0, 1, 0, 1, 0x0d, 0x0a, 0x2d, 0xb4, 0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
+    char path[512];
+    write_tmp(path, sizeof path, "huge.png", png, sizeof png);
+    uint8_t *px = NULL;
+    int w, h;
+    cr_expect_eq(tps_image_load(path, &px, &w, &h), TPS_ERR_DECODE, "%s", tps_last_error());
+    cr_expect(strstr(tps_last_error(), path) && strstr(tps_last_error(), "16000x16000"), "message: %s", tps_last_error());
+    unlink(path);
+}

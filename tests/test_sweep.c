@@ -3,14 +3,17 @@
  * logged, a second pass that skips finished runs, an interrupted run that resumes, and a folder
  * from another recipe that is refused. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "src/sweep/lock.h"
 #include "src/sweep/sweep.h"
 #include "src/util/log.h"
 
@@ -504,4 +507,32 @@ Test(sweep_run, a_folder_from_an_older_schema_still_counts_as_finished) {
     free(text);
     run_tiny(&t, false);
     cr_assert_eq(t.counts.skipped, 2u, "%s", tpsc_last_error());
+}
+
+/* A lock file without a pid (a writer killed between creating and writing it, or damage): live
+ * while fresh, since a writer may be between its two calls, and taken over once older than
+ * TPSC_SWEEP_LOCK_GRACE_S, so such a file never blocks its point for ever. */
+Test(sweep_lock, a_lock_without_a_pid_is_taken_once_old) {
+    char dir[64] = "/tmp/tpsc_lock_XXXXXX", path[128];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/lock", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("garbage\n", f);
+    fclose(f);
+    bool taken = true;
+    cr_assert_eq(tpsc_sweep_lock(dir, &taken), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_not(taken, "a fresh lock without a pid was taken");
+    struct timespec old[2] = {{.tv_sec = time(NULL) - TPSC_SWEEP_LOCK_GRACE_S - 5}, {.tv_sec = time(NULL) - TPSC_SWEEP_LOCK_GRACE_S - 5}};
+    cr_assert_eq(utimensat(AT_FDCWD, path, old, 0), 0);
+    cr_assert_eq(tpsc_sweep_lock(dir, &taken), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert(taken, "an old lock without a pid was not taken over");
+    f = fopen(path, "r");
+    long pid = 0;
+    cr_assert_eq(fscanf(f, "%ld", &pid), 1);
+    fclose(f);
+    cr_assert_eq(pid, (long)getpid());
+    tpsc_sweep_unlock(dir);
+    cr_assert_neq(access(path, F_OK), 0);
+    rmdir(dir);
 }

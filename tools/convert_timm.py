@@ -279,6 +279,9 @@ def write_h5(sd, cfg, method, prune_loc, keep_frac, out_path, source, recipe="",
             g = f.create_group("model")
             for k in sorted(sd):
                 g.create_dataset(k, data=sd[k].detach().to(torch.float32).cpu().numpy())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a file written by open() gets the umask's mode
         os.replace(tmp, out_path)
     except BaseException:
         os.unlink(tmp)

@@ -18,7 +18,7 @@ static void usage(FILE *f) {
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "                        [--precision fp32|bf16]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
-            "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn]\n"
+            "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -31,6 +31,8 @@ static void usage(FILE *f) {
             "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, or oneDNN on weights packed once;\n"
             "the default is the faster one on this CPU, and the header names the one that ran. The last column is\n"
             "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run).\n"
+            "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
+            "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
             "with FP32 accumulation, forward and backward (docs/performance.md, BF16 training).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
@@ -45,6 +47,7 @@ int cmd_bench(int argc, char **argv) {
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
     float keep = 0.7f;
     const char *engine = "lib", *channels = NULL;
+    bool interleave = false;
     tps_precision precision = TPS_PRECISION_FP32;
     tps_gemm gemm = TPS_GEMM_AUTO;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
@@ -54,6 +57,7 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
         else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
         else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
+        else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
@@ -139,6 +143,25 @@ int cmd_bench(int argc, char **argv) {
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
+    if (interleave) {
+        /* dense and the method in alternation: the ratio survives a changing machine load */
+        tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
+        printf("| method | batch | dense ms (wall / cpu) | method ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
+        printf("|---|---|---|---|---|---|---|\n");
+        char list[128];
+        snprintf(list, sizeof list, "%s", batches);
+        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+            const size_t batch = (size_t)atol(tok);
+            tpsc_bench_pair p;
+            tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
+            if (st != TPSC_OK) return cli_fail("bench", st);
+            printf("| %s%s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", tok_method_name(tc.method),
+                   chan_enabled(&tc.chan) ? "+cdcp" : "", batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
+                   p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
+            fflush(stdout);
+        }
+        return 0;
+    }
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of FMA peak |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];

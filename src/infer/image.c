@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/image_check.h"
+#include "data/stb_alloc_guard.h"
 #include "src/common/crop.h"
 #include "src/infer/internal.h"
 
@@ -23,6 +25,7 @@ static void *resize_alloc(ti_scratch *s, size_t bytes) {
 }
 #define STBIR_MALLOC(size, c) resize_alloc((ti_scratch *)(c), (size))
 #define STBIR_FREE(ptr, c) ((c) ? (void)0 : free(ptr))
+TPSC_STB_ALLOC_GUARD(static, ti_stb_set_cap)
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
@@ -52,9 +55,42 @@ tps_status tps_image_load(const char *path, uint8_t **pixels, int *width, int *h
     if (!path || !pixels || !width || !height) return ti_fail(TPS_ERR_ARG, "tps_image_load: NULL argument");
     FILE *fp = fopen(path, "rb");
     if (!fp) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    int w = 0, h = 0, c = 0;
-    uint8_t *p = stbi_load_from_file(fp, &w, &h, &c, 3);
+    /* the whole file first, so its size bounds what the header may claim (data/image_check.h) */
+    long size = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) size = ftell(fp);
+    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return ti_fail(TPS_ERR_IO, "%s: cannot seek: %s", path, strerror(errno));
+    }
+    if (size == 0 || size > INT32_MAX) {
+        fclose(fp);
+        return ti_fail(TPS_ERR_DECODE, "%s: %s (%ld bytes)", path, size ? "file too large" : "empty file", size);
+    }
+    uint8_t *file = malloc((size_t)size);
+    if (!file) {
+        fclose(fp);
+        return ti_fail(TPS_ERR_NOMEM, "%s: no memory for %ld bytes", path, size);
+    }
+    size_t got = fread(file, 1, (size_t)size, fp);
     fclose(fp);
+    if (got != (size_t)size) {
+        free(file);
+        return ti_fail(TPS_ERR_IO, "%s: read failed (%zu of %ld bytes)", path, got, size);
+    }
+    int w = 0, h = 0, c = 0;
+    char why[160];
+    /* the JPEG check first: stb_image parses the tables it guards already to read the size */
+    const char *bad = tpsc_image_check_jpeg_tables(file, (size_t)size, why, sizeof why);
+    if (!bad && !stbi_info_from_memory(file, (int)size, &w, &h, &c)) bad = stbi_failure_reason();
+    if (!bad) bad = tpsc_image_check_dims(w, h, 3, (size_t)size, why, sizeof why);
+    uint8_t *p = NULL;
+    if (!bad) {
+        ti_stb_set_cap(TPSC_STB_DECODE_CAP(w, h));
+        p = stbi_load_from_memory(file, (int)size, &w, &h, &c, 3);
+        ti_stb_set_cap((size_t)-1);
+    }
+    free(file);
+    if (bad) return ti_fail(TPS_ERR_DECODE, "%s: cannot decode the image (%s)", path, bad);
     if (!p) return ti_fail(TPS_ERR_DECODE, "%s: cannot decode the image (%s)", path, stbi_failure_reason());
     if (w < 1 || h < 1) {
         stbi_image_free(p);

@@ -38,6 +38,7 @@ static pthread_mutex_t hdf5_lock = PTHREAD_MUTEX_INITIALIZER;
 typedef struct reader {
     hid_t id;
     const char *path;
+    uint64_t file_bytes; /* the file's size: bounds what its attributes may make us allocate */
 } reader;
 
 /* ---- attributes ---------------------------------------------------------------------- */
@@ -488,6 +489,14 @@ static tps_status load_weights(const reader *r, tps_model *m) {
     size_t total = 0;
     for (size_t i = 0; i < s.n; i++) total += (numel(&s.v[i]) + 15) & ~(size_t)15; /* 64-byte aligned starts */
     tps_status st = TPS_OK;
+    /* The attributes alone decide the size; the tensors they imply must be in the file (stored
+     * as float32, at worst deflated 1032:1), so a damaged or hostile header is refused here
+     * instead of allocating what it claims. */
+    if ((uint64_t)total > (r->file_bytes * 1032u + (1u << 20)) / sizeof(float)) {
+        free(s.v);
+        return ti_fail(TPS_ERR_FORMAT, "%s: the architecture needs %zu weights (%.1f MB), more than the %llu-byte file holds",
+                       r->path, total, total * 4.0 / 1e6, (unsigned long long)r->file_bytes);
+    }
     if (posix_memalign((void **)&m->weights, 64, total * sizeof(float) + 64) != 0) {
         m->weights = NULL;
         st = ti_fail(TPS_ERR_NOMEM, "%s: no memory for %zu weights", r->path, total);
@@ -515,8 +524,8 @@ static bool has_hdf5_signature(FILE *fp) {
 }
 
 /* Reads the model from an open file; name (a path, or what stands for it) goes in messages. */
-static tps_status read_model(hid_t id, const char *name, tps_model *m) {
-    reader r = {id, name};
+static tps_status read_model(hid_t id, const char *name, uint64_t bytes, tps_model *m) {
+    reader r = {id, name, bytes};
     tps_status st = read_architecture(&r, m);
     if (st == TPS_OK) st = read_preprocessing(&r, m);
     if (st == TPS_OK) st = load_weights(&r, m);
@@ -537,7 +546,7 @@ static tps_status open_locked(const char *path, tps_model *m) {
     /* the default access properties: a file the application holds open opens again */
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
-    return read_model(id, path, m);
+    return read_model(id, path, (uint64_t)sb.st_size, m);
 }
 
 /* An HDF5 file image in memory, through the core driver (no backing file); HDF5 copies the
@@ -556,7 +565,7 @@ static tps_status open_memory_locked(const void *image, size_t bytes, const char
         id = H5Fopen(unique, H5F_ACC_RDONLY, fapl);
     if (fapl >= 0) H5Pclose(fapl);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open the %zu-byte image (truncated or damaged?)", name, bytes);
-    return read_model(id, name, m);
+    return read_model(id, name, (uint64_t)bytes, m);
 }
 
 /* Every linear weight with its shape [N = Cout, K = Cin]. */

@@ -1,9 +1,11 @@
 /* The tpsc checkpoint format (layout in checkpoint.h and docs/checkpoints.md). */
 #include "src/io/checkpoint.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "src/build_info.h"
 #include "src/io/atomic.h"
@@ -290,6 +292,27 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     return read_channels(f, t);
 }
 
+/* The model a config describes must be in the file: /model holds every parameter as float32
+ * (contiguous; at worst deflated 1032:1 by another writer), so a config implying more
+ * parameters than that is damaged or hostile, and is refused before anyone builds the model
+ * and allocates what it claims. The count is a lower bound (the linear weights, embeddings,
+ * head), in double so no product wraps. */
+static tpsc_status check_size_fits(const char *path, const vit_config *v) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    double C = (double)v->embed_dim, F = C * v->mlp_ratio, P = (double)v->in_chans * v->patch_size * v->patch_size;
+    double side = v->patch_size ? (double)v->img_size / v->patch_size : 0, N = side * side;
+    double params = C * P + (N + 1) * C + (double)v->depth * (4 * C * C + 2 * C * F) + (double)v->num_classes * C;
+    double room = ((double)sb.st_size * 1032.0 + (1 << 20)) / sizeof(float);
+    if (!(params <= room))
+        return tpsc_fail(TPSC_ERR_FORMAT,
+                         "%s: the config (embed_dim %zu, depth %zu, img_size %zu, patch_size %zu, %zu classes) needs "
+                         "%.3g parameters, more than the %lld-byte file can hold",
+                         path, v->embed_dim, v->depth, v->img_size, v->patch_size, v->num_classes, params,
+                         (long long)sb.st_size);
+    return TPSC_OK;
+}
+
 tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_config *tps,
                                         tpsc_checkpoint_info *info) {
     tpsc_h5 f;
@@ -298,6 +321,7 @@ tpsc_status tpsc_checkpoint_read_config(const char *path, vit_config *vit, tok_c
     TPSC_TRY(open_checkpoint(&f, path, format, &version));
     tpsc_status st = TPSC_OK;
     if (vit) st = read_vit(&f, vit);
+    if (st == TPSC_OK && vit) st = check_size_fits(path, vit);
     if (st == TPSC_OK && tps) st = read_tps(&f, tps);
     if (st == TPSC_OK && info) {
         memset(info, 0, sizeof *info);

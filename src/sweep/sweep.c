@@ -3,8 +3,6 @@
 #include "src/sweep/sweep.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +11,7 @@
 
 #include "autograd/threads.h"
 #include "src/io/checkpoint.h"
+#include "src/sweep/lock.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "src/util/alloc.h"
@@ -207,46 +206,6 @@ tpsc_status tpsc_sweep_write_tables(const char *out_dir, const tpsc_sweep_grid *
     return st;
 }
 
-/* dir/lock holding our pid, created exclusively. *taken = false when a live process holds it. */
-static tpsc_status lock_point(const char *dir, bool *taken) {
-    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
-    snprintf(path, sizeof path, "%s/lock", dir);
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0644);
-        if (fd >= 0) {
-            char pid[32];
-            int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-            bool ok = write(fd, pid, (size_t)len) == len;
-            if (close(fd) != 0 || !ok) {
-                unlink(path);
-                return tpsc_fail(TPSC_ERR_IO, "cannot write %s", path);
-            }
-            *taken = true;
-            return TPSC_OK;
-        }
-        if (errno != EEXIST) return tpsc_fail(TPSC_ERR_IO, "cannot create %s: %s", path, strerror(errno));
-        FILE *f = fopen(path, "r");
-        long holder = 0;
-        if (f) {
-            if (fscanf(f, "%ld", &holder) != 1) holder = 0;
-            fclose(f);
-        }
-        /* a lock being written right now has no pid yet: treat it as live */
-        if (!f || holder == 0 || (holder != (long)getpid() && (kill((pid_t)holder, 0) == 0 || errno == EPERM))) {
-            *taken = false;
-            return TPSC_OK;
-        }
-        unlink(path); /* its process is gone (or it is our own from an earlier failure) */
-    }
-    return tpsc_fail(TPSC_ERR_IO, "cannot take %s/lock", dir);
-}
-
-static void unlock_point(const char *dir) {
-    char path[TPSC_RECIPE_PATH_MAX * 2 + 16];
-    snprintf(path, sizeof path, "%s/lock", dir);
-    unlink(path);
-}
-
 /* done.json of the point: *found, and the row when the recipe matches. */
 static tpsc_status check_done(const char *dir, const tpsc_sweep_grid *g, const tpsc_recipe *r, tpsc_sweep_row *row,
                               bool *found) {
@@ -305,7 +264,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
     TPSC_TRY(check_done(dir, g, r, row, &found));
     if (!found) {
         TPSC_TRY(tpsc_mkdirs(dir));
-        TPSC_TRY(lock_point(dir, &taken));
+        TPSC_TRY(tpsc_sweep_lock(dir, &taken));
         if (!taken) {
             row->busy = true;
             counts->busy++;
@@ -314,7 +273,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
         }
         /* another process may have finished it between our first look and the lock */
         tpsc_status st = check_done(dir, g, r, row, &found);
-        if (st != TPSC_OK || found) unlock_point(dir);
+        if (st != TPSC_OK || found) tpsc_sweep_unlock(dir);
         TPSC_TRY(st);
     }
     if (found) {
@@ -332,7 +291,7 @@ static tpsc_status run_point(const tpsc_recipe *base, const tpsc_sweep_grid *g, 
     }
     if (st == TPSC_OK) st = write_point_recipe(dir, r);
     if (st == TPSC_OK) st = tpsc_sweep_write_done(dir, row, g);
-    unlock_point(dir);
+    tpsc_sweep_unlock(dir);
     TPSC_TRY(st);
     report(o, i, counts, row->run, "done", true);
     return TPSC_OK;

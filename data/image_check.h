@@ -1,0 +1,98 @@
+/* Checks an encoded image must pass before stb_image decodes it, shared by the framework's
+ * data loader (data/ds_imagefolder.c) and libtpsinfer (src/infer/image.c) so both refuse the
+ * same files. Header-only and free of stb and of either library's error type: each function
+ * returns NULL when the file passes, else a message fragment for the caller's own error.
+ *
+ * Letters: W, H image width and height in pixels. */
+#ifndef TPSC_DATA_IMAGE_CHECK_H
+#define TPSC_DATA_IMAGE_CHECK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* The largest side and pixel count accepted (libtpsinfer's preprocessing takes up to 2^15). */
+#define TPSC_IMAGE_MAX_SIDE 32768
+#define TPSC_IMAGE_MAX_PIXELS ((uint64_t)1 << 28)
+/* The most pixel bytes a file may expand to per encoded byte: deflate (PNG) cannot exceed
+ * 1032:1 and baseline JPEG stays below that (two bits per 8x8 block at best), so a header that
+ * claims more than this describes data the file cannot hold. Checked before stb allocates. */
+#define TPSC_IMAGE_MAX_EXPANSION 1032u
+
+/* Dimensions from the header (stbi_info_from_memory) against the limits above; `channels` is
+ * what the decode will produce. */
+static inline const char *tpsc_image_check_dims(int w, int h, int channels, size_t file_bytes, char *buf, size_t n) {
+    if (w < 1 || h < 1) {
+        snprintf(buf, n, "image header says %dx%d pixels", w, h);
+        return buf;
+    }
+    if (w > TPSC_IMAGE_MAX_SIDE || h > TPSC_IMAGE_MAX_SIDE || (uint64_t)w * (uint64_t)h > TPSC_IMAGE_MAX_PIXELS) {
+        snprintf(buf, n, "image header says %dx%d pixels (at most %d per side and %llu in all)", w, h,
+                 TPSC_IMAGE_MAX_SIDE, (unsigned long long)TPSC_IMAGE_MAX_PIXELS);
+        return buf;
+    }
+    uint64_t bytes = (uint64_t)w * (uint64_t)h * (uint64_t)(channels > 0 ? channels : 1);
+    if (bytes > (uint64_t)file_bytes * TPSC_IMAGE_MAX_EXPANSION + 4096) {
+        snprintf(buf, n, "image header says %dx%d pixels, more than a %zu-byte file can encode", w, h, file_bytes);
+        return buf;
+    }
+    return NULL;
+}
+
+/* JPEG Huffman tables (every DHT segment; progressive files have some between scans): each
+ * table's 16 code counts must
+ * add up to at most 256 symbols and fit the segment. stb_image 2.27 (Debian 12) writes past its
+ * 257-entry size table otherwise. Not a JPEG: passes. */
+static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t len, char *buf, size_t n) {
+    if (len < 4 || b[0] != 0xff || b[1] != 0xd8) return NULL;
+    size_t at = 2;
+    while (at + 4 <= len) {
+        if (b[at] != 0xff) { /* stb_image skips bytes between segments looking for a marker: so do we */
+            at++;
+            continue;
+        }
+        uint8_t marker = b[at + 1];
+        if (marker == 0xff) {           /* fill byte */
+            at++;
+            continue;
+        }
+        if (marker == 0xd9) return NULL; /* end of image */
+        if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+            at += 2;
+            continue;
+        }
+        size_t seg = (size_t)b[at + 2] << 8 | b[at + 3];
+        if (seg < 2 || at + 2 + seg > len) {
+            /* stb_image reads zeros past the end and would parse them as the segment */
+            snprintf(buf, n, "JPEG segment 0xff%02x at byte %zu runs past the end of the file (truncated)", marker, at);
+            return buf;
+        }
+        if (marker == 0xda) { /* start of scan: skip its entropy-coded data to the next marker */
+            at += 2 + seg;
+            while (at + 1 < len && !(b[at] == 0xff && b[at + 1] != 0x00 && !(b[at + 1] >= 0xd0 && b[at + 1] <= 0xd7)))
+                at++;
+            continue;
+        }
+        if (marker == 0xc4) {
+            size_t p = at + 4, end = at + 2 + seg;
+            while (p < end) {
+                if (p + 17 > end) {
+                    snprintf(buf, n, "JPEG Huffman table at byte %zu is cut short", p);
+                    return buf;
+                }
+                unsigned total = 0;
+                for (int i = 0; i < 16; i++) total += b[p + 1 + i];
+                if (total > 256 || p + 17 + total > end) {
+                    snprintf(buf, n, "JPEG Huffman table at byte %zu declares %u codes (at most 256, in its segment)",
+                             p, total);
+                    return buf;
+                }
+                p += 17 + total;
+            }
+        }
+        at += 2 + seg;
+    }
+    return NULL;
+}
+
+#endif
