@@ -9,6 +9,7 @@
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/perf/bench.h"
+#include "src/perf/fma_peak.h"
 #include "src/perf/sgemm_peak.h"
 #include "src/recipe/recipe.h"
 
@@ -17,7 +18,7 @@ static void usage(FILE *f) {
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "                        [--precision fp32|bf16]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
-            "                        [--engine lib|autograd] [--precision fp32|bf16] [--interleave]\n"
+            "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -27,6 +28,9 @@ static void usage(FILE *f) {
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
+            "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, or oneDNN on weights packed once;\n"
+            "the default is the faster one on this CPU, and the header names the one that ran. The last column is\n"
+            "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run).\n"
             "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
             "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
@@ -45,6 +49,7 @@ int cmd_bench(int argc, char **argv) {
     const char *engine = "lib", *channels = NULL;
     bool interleave = false;
     tps_precision precision = TPS_PRECISION_FP32;
+    tps_gemm gemm = TPS_GEMM_AUTO;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
@@ -63,6 +68,9 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
                  (!strcmp(value, "fp32") || !strcmp(value, "bf16")))
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
+        else if (!train && cli_opt(argc, argv, &i, "--gemm", &value) && value &&
+                 (!strcmp(value, "openblas") || !strcmp(value, "onednn")))
+            gemm = !strcmp(value, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
         else {
             fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
@@ -73,15 +81,20 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tpsc bench: --precision bf16 needs --engine lib (the framework's path is FP32)\n");
         return 2;
     }
+    if (gemm != TPS_GEMM_AUTO && (train || strcmp(engine, "lib") != 0)) {
+        fprintf(stderr, "tpsc bench: --gemm needs infer --engine lib (the framework's path runs on OpenBLAS)\n");
+        return 2;
+    }
     const ag_precision train_precision = precision == TPS_PRECISION_BF16 ? AG_BF16 : AG_FP32;
     if (train && ag_bf16_available() != TPSC_OK && train_precision == AG_BF16) {
         fprintf(stderr, "tpsc bench: %s\n", tpsc_last_error());
         return 1;
     }
-    if (!train && tps_precision_supported(precision) != TPS_OK) {
+    if (!train && (tps_precision_supported(precision) != TPS_OK || tps_gemm_supported(gemm) != TPS_OK)) {
         fprintf(stderr, "tpsc bench: %s\n", tps_last_error());
         return 1;
     }
+    const tps_open_options oo = {.precision = precision, .gemm = gemm};
     ag_set_threads(threads);
     vit_config vc;
     tok_config tc = {0};
@@ -117,10 +130,16 @@ int cmd_bench(int argc, char **argv) {
             for (int k = 0; k < CHAN_KINDS; k++) tc.chan.keep[k][i] = f[k];
         if (!chan_enabled(&tc.chan)) tc.chan.n_blocks = 0;
     }
-    double peak = tpsc_sgemm_peak_gflops(1536, 3);
+    double peak = tpsc_sgemm_peak_gflops(1536, 3), fma = tpsc_fma_peak_gflops(ag_get_threads(), 5);
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(),
-           ag_get_threads(), wait ? wait : "(libgomp default)", peak);
+    printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s, FMA peak (%s): %.0f GFLOP/s\n",
+           ag_blas_corename(), ag_get_threads(), wait ? wait : "(libgomp default)", peak, tpsc_fma_peak_isa(), fma);
+    if (!train && !strcmp(engine, "lib")) {
+        const tps_gemm ran = precision == TPS_PRECISION_BF16 ? TPS_GEMM_ONEDNN : gemm == TPS_GEMM_AUTO ? tps_gemm_default() : gemm;
+        printf("GEMM back-end %s (%s)\n", tps_gemm_name(ran),
+               gemm != TPS_GEMM_AUTO ? "--gemm" : precision == TPS_PRECISION_BF16 ? "BF16 runs on oneDNN"
+               : getenv("TPSINFER_GEMM") ? "TPSINFER_GEMM" : "the default on this CPU");
+    }
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
@@ -143,8 +162,8 @@ int cmd_bench(int argc, char **argv) {
         }
         return 0;
     }
-    printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of FMA peak |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];
     snprintf(list, sizeof list, "%s", batches);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
@@ -156,15 +175,16 @@ int cmd_bench(int argc, char **argv) {
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
             tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, train_precision, &rm)
-                         : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, precision, &rm)
+                         : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, &oo, &rm)
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
             printf("| %s | %s%s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
                    tok_method_name(runs[k]->method), chan_enabled(&runs[k]->chan) ? "+cdcp" : "", batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
-            if (k == 1) printf("%.2fx (MACs ratio %.2fx) |\n", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
-            else printf("- |\n");
+            if (k == 1) printf("%.2fx (MACs ratio %.2fx) | ", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
+            else printf("- | ");
+            printf("%.0f%% |\n", fma > 0 ? 100.0 * rm.gflops / fma : 0);
             fflush(stdout);
         }
     }

@@ -19,16 +19,15 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
-            "                 [--precision fp32|bf16] [--tome-r R [--tome-inflect I]]\n"
+            "                 [--precision fp32|bf16] [--gemm openblas|onednn]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
             "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n"
             "--precision evaluates through libtpsinfer instead of the training framework's path: the model is\n"
             "handed to the library as `tpsc export` would write it and run in that precision (bf16: linear\n"
-            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n"
-            "--tome-r runs ToMe (token merging, r tokens per block, proportional attention) on a dense or ToMe\n"
-            "checkpoint with no training; --tome-inflect -1 is ToMe's decreasing schedule (docs/merging.md).\n");
+            "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md). --gemm evaluates through\n"
+            "libtpsinfer too, its FP32 linears on that back-end (default: the faster one on this CPU).\n");
 }
 
 typedef struct row {
@@ -37,9 +36,9 @@ typedef struct row {
     tpsc_eval_result ev;
 } row;
 
-/* precision < 0: the framework's path; else libtpsinfer in that precision */
+/* lib NULL: the framework's path; else libtpsinfer opened with these options */
 static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
-                            int precision, int tome_r, float tome_inflect, row *out) {
+                            const tps_open_options *lib, row *out) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -53,16 +52,6 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
     if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
-    if (tome_r >= 0) {
-        /* ToMe off the shelf: any dense checkpoint, or a ToMe one at another r */
-        if (tc.method != TOK_NONE && tc.method != TOK_TOME)
-            return tpsc_fail(TPSC_ERR_ARG, "%s: --tome-r needs a dense or tome checkpoint, this one is %s", path,
-                             tok_method_name(tc.method));
-        if (tc.method == TOK_NONE) tc.prop_attn = true;
-        tc.method = TOK_TOME;
-        tc.tome_r = tome_r;
-        tc.tome_inflect = tome_inflect;
-    }
     vit_model m;
     TPSC_TRY(vit_model_create(&m, &vc, &tc));
     tpsc_checkpoint_info info;
@@ -75,9 +64,9 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     if (st == TPSC_OK) st = tpsc_loader_open(&val, &dc, TPSC_SPLIT_VAL);
     ag_ctx *ctx = ag_ctx_create(0);
     if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
-    if (st == TPSC_OK && precision >= 0)
-        st = tpsc_evaluate_library(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size),
-                          (tps_precision)precision, &out->ev);
+    if (st == TPSC_OK && lib)
+        st = tpsc_evaluate_library(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size), lib,
+                                   &out->ev);
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
@@ -91,8 +80,9 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
 
 int cmd_eval(int argc, char **argv) {
     const char *paths[64], *sets[64], *value;
-    int n_paths = 0, n_sets = 0, threads = -1, precision = -1, tome_r = -1;
-    float keep = 0, tome_inflect = 0;
+    int n_paths = 0, n_sets = 0, threads = -1, precision = -1;
+    tps_gemm gemm = TPS_GEMM_AUTO;
+    float keep = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             usage(stdout);
@@ -105,26 +95,20 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
                 return 2;
             }
-        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
-            char *end;
-            long r = strtol(value, &end, 10);
-            if (*end || r < 0 || r > 100000) {
-                fprintf(stderr, "tpsc eval: --tome-r %s is not a token count >= 0\n", value);
-                return 2;
-            }
-            tome_r = (int)r;
-        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) {
-            tome_inflect = strtof(value, NULL);
-            if (!(tome_inflect >= -1 && tome_inflect <= 1)) {
-                fprintf(stderr, "tpsc eval: --tome-inflect %s is outside [-1, 1]\n", value);
-                return 2;
-            }
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
         } else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
                    (!strcmp(value, "fp32") || !strcmp(value, "bf16"))) {
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
             if (tps_precision_supported((tps_precision)precision) != TPS_OK) {
+                fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
+                return 1;
+            }
+        } else if (cli_opt(argc, argv, &i, "--gemm", &value) && value &&
+                   (!strcmp(value, "openblas") || !strcmp(value, "onednn"))) {
+            gemm = !strcmp(value, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+            if (precision < 0) precision = TPS_PRECISION_FP32;
+            if (tps_gemm_supported(gemm) != TPS_OK) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
                 return 1;
             }
@@ -140,14 +124,18 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
     row rows[64];
+    const tps_open_options oo = {.precision = (tps_precision)(precision < 0 ? 0 : precision), .gemm = gemm};
     for (int i = 0; i < n_paths; i++) {
-        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision, tome_r, tome_inflect, &rows[i]);
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision >= 0 ? &oo : NULL, &rows[i]);
         if (st != TPSC_OK) return cli_fail("eval", st);
     }
     double dense_ips = 0;
     for (int i = 0; i < n_paths; i++)
         if (!strcmp(rows[i].method, "none")) dense_ips = rows[i].ev.images_per_s;
-    if (precision >= 0) printf("engine libtpsinfer, precision %s\n", precision == TPS_PRECISION_BF16 ? "bf16" : "fp32");
+    if (precision >= 0)
+        printf("engine libtpsinfer, precision %s, GEMM back-end %s\n", precision == TPS_PRECISION_BF16 ? "bf16" : "fp32",
+               tps_gemm_name(precision == TPS_PRECISION_BF16 ? TPS_GEMM_ONEDNN
+                             : gemm == TPS_GEMM_AUTO ? tps_gemm_default() : gemm));
     printf("| checkpoint | method | test top-1 | top-5 | GMACs/img | images/s | speed-up |\n");
     printf("|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < n_paths; i++) {

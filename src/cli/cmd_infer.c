@@ -36,7 +36,9 @@ static void usage(FILE *f) {
             "  --batch N         images per run (32)\n"
             "  --threads N       OpenMP threads (default: all)\n"
             "  --precision P     fp32 (default) or bf16: linear layers in bfloat16 through oneDNN, on CPUs\n"
-            "                    with AVX512-BF16 (logits move by about 1e-2 relative; docs/inference.md)\n");
+            "                    with AVX512-BF16 (logits move by about 1e-2 relative; docs/inference.md)\n"
+            "  --gemm G          openblas or onednn: the FP32 linears' back-end (default: the faster one on\n"
+            "                    this CPU; oneDNN runs on weights packed once at open)\n");
 }
 
 typedef struct infer_opts {
@@ -46,6 +48,7 @@ typedef struct infer_opts {
     tps_budget budget;
     int top, batch, threads;
     tps_precision precision;
+    tps_gemm gemm;
 } infer_opts;
 
 static int fail(const char *what) {
@@ -225,6 +228,9 @@ int cmd_infer(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--precision", &v)) {
             bad = !v || (strcmp(v, "fp32") && strcmp(v, "bf16"));
             o.precision = v && !strcmp(v, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
+        } else if (cli_opt(argc, argv, &i, "--gemm", &v)) {
+            bad = !v || (strcmp(v, "openblas") && strcmp(v, "onednn"));
+            o.gemm = v && !strcmp(v, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
         } else if (opt[0] == '-' && opt[1]) {
             fprintf(stderr, "tpsc infer: unknown option '%s'\n\n", opt);
             bad = true;
@@ -254,7 +260,7 @@ int cmd_infer(int argc, char **argv) {
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
     int rc;
-    const tps_open_options oo = {.precision = o.precision};
+    const tps_open_options oo = {.precision = o.precision, .gemm = o.gemm};
     if (tpsc_open_for_inference(o.model, &oo, &m) != TPSC_OK)
         rc = (fprintf(stderr, "tpsc infer: opening the model: %s\n", tpsc_last_error()), 1);
     else if (tps_workspace_create(m, (size_t)o.batch, &ws) != TPS_OK)

@@ -42,10 +42,7 @@ static void my_rows(size_t n, size_t *r0, size_t *r1) {
     *r1 = n * (t + 1) / T;
 }
 
-/* What a team linear does to its output besides x w^T + b. */
-typedef enum lin_epilogue { LIN_PLAIN, LIN_RESIDUAL, LIN_GELU } lin_epilogue;
-
-/* True when the team shares this weight by output columns (FP32 weights, more than one
+/* True when the team shares this weight by output columns (OpenBLAS weights, more than one
  * member): then every member reads every row of the input. */
 static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 && !w->packed; }
 
@@ -54,25 +51,21 @@ static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 &&
  * reads every row of x, so x must be complete (a barrier, or a copy of x the member made
  * itself); otherwise rows are split and each member reads only its own rows. The team is
  * synchronised after (consumers read whole rows).
- * FP32 weights are split by output columns: each member packs only its slice of the
+ * OpenBLAS weights are split by output columns: each member packs only its slice of the
  * weight (OpenBLAS packs it on every call; with rows split, every member packed all of it,
  * which at the few dozen rows per member of a pruned batch-1 pass cost more than the
  * products). GELU runs on the member's own columns while they are in cache, and needs no
  * barrier of its own. Per element the operations are those of ti_linear (bias first, then
- * sgemm accumulates over the same k blocks) and ti_gelu. BF16 weights (one packed handle)
- * keep the row split. */
+ * sgemm accumulates over the same k blocks) and ti_gelu. Weights packed once at load for
+ * oneDNN (FP32 or BF16, gemm.h) keep the row split, with bias, residual and GELU fused into
+ * the product. */
 static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w,
                         const float *b, size_t Cout, float *y, size_t ldy, lin_epilogue epi) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (!by_columns(w)) {
         size_t r0, r1;
         my_rows(M, &r0, &r1);
-        if (epi == LIN_RESIDUAL)
-            ti_linear_residual(x + r0 * ldx, r1 - r0, Cin, w, b, Cout, y + r0 * ldy);
-        else
-            ti_linear(x + r0 * ldx, r1 - r0, Cin, ldx, w, b, Cout, y + r0 * ldy, ldy);
-        if (epi == LIN_GELU)
-            for (size_t r = r0; r < r1; r++) ti_gelu(y + r * ldy, Cout);
+        ti_linear_epi(x + r0 * ldx, r1 - r0, Cin, ldx, w, b, Cout, y + r0 * ldy, ldy, epi);
         ti_barrier_wait(ws->bar);
         return;
     }

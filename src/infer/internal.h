@@ -15,9 +15,9 @@
 #define TI_MAX_STAGES TPS_INFER_MAX_STAGES
 #define TI_MAX_CLASS_NAME 128
 
-/* One linear layer's weight [Cout,Cin]. f is the FP32 tensor (always there: the reference
- * path and the source of any other copy); packed, when not NULL, is the same weight in a
- * low-precision backend's own layout, made once at load, which ti_linear then uses. */
+/* One linear layer's weight [Cout,Cin]. f is the FP32 tensor (always there: the OpenBLAS
+ * path and the source of any other copy); packed, when not NULL, is the same weight in
+ * oneDNN's own layout (FP32 or BF16, gemm.h), made once at load, which the linears then use. */
 typedef struct ti_weight {
     const float *f;
     void *packed;
@@ -134,6 +134,10 @@ struct tps_workspace {
 /* status.c */
 tps_status ti_fail(tps_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* What a linear does to its output besides x w^T + b: nothing, add it to y's old value (the
+ * residual), or GELU. */
+typedef enum lin_epilogue { LIN_PLAIN, LIN_RESIDUAL, LIN_GELU } lin_epilogue;
+
 /* kernels.c: single-threaded on the rows given (forward.c shares rows among a team) */
 void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const float *b, float eps, float *y);
 /* y [M,Cout] = x [M,Cin] w^T + b (bias written first so sgemm accumulates onto it, as the training
@@ -141,6 +145,10 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
                float *y, size_t ldy);
 void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y);
+/* y [M,Cout] = epi(x w^T + b): a packed weight through oneDNN (gemm.h), with the epilogue
+ * fused; otherwise ti_linear / ti_linear_residual, then ti_gelu for LIN_GELU. */
+void ti_linear_epi(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+                   float *y, size_t ldy, lin_epilogue epi);
 void ti_gelu(float *x, size_t n);
 /* The heads of one block: H heads of dq Q/K and dv V channels, softmax scale 1/sqrt(D) of the
  * dense head size D (channel pruning keeps it). */

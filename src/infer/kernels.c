@@ -10,7 +10,7 @@
  * (src/common, header-only): the same GELU, LayerNorm and softmax to the bit */
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
-#include "src/infer/bf16.h" /* the BF16 dispatch in ti_linear / ti_linear_residual */
+#include "src/infer/gemm.h" /* the oneDNN dispatch of packed weights */
 #include "src/infer/internal.h"
 
 /* Elements below which a pass runs on one thread: these passes are memory-bound and take
@@ -26,8 +26,8 @@ void ti_layernorm(const float *x, size_t M, size_t C, const float *w, const floa
 void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
                float *y, size_t ldy) {
     if (M == 0) return;
-    /* BF16 dispatch (bf16.h): a weight packed at load runs through oneDNN; false: FP32 below */
-    if (w->packed && ti_bf16_linear(x, M, Cin, ldx, w, b, Cout, y, ldy, false)) return;
+    /* a weight packed at load runs through oneDNN (gemm.h); false: OpenBLAS below */
+    if (w->packed && ti_onednn_linear(x, M, Cin, ldx, w, b, Cout, y, ldy, LIN_PLAIN)) return;
     /* memcpy: the element loop stayed scalar (y and b may alias), 3% of a batch-32 pass */
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++) memcpy(y + m * ldy, b, Cout * sizeof(float));
@@ -40,8 +40,8 @@ void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight
  * saves the separate residual pass and buffer. */
 void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y) {
     if (M == 0) return;
-    /* BF16 dispatch (bf16.h): a weight packed at load runs through oneDNN; false: FP32 below */
-    if (w->packed && ti_bf16_linear(x, M, Cin, Cin, w, b, Cout, y, Cout, true)) return;
+    /* a weight packed at load runs through oneDNN (gemm.h); false: OpenBLAS below */
+    if (w->packed && ti_onednn_linear(x, M, Cin, Cin, w, b, Cout, y, Cout, LIN_RESIDUAL)) return;
     #pragma omp parallel for if (M * Cout > ROWS_PAR)
     for (size_t m = 0; m < M; m++) {
         float *yr = y + m * Cout;
@@ -50,6 +50,30 @@ void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)Cin, w->f, (int)Cin,
                 1.0f, y, (int)Cout);
+}
+
+void ti_linear_epi(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w, const float *b, size_t Cout,
+                   float *y, size_t ldy, lin_epilogue epi) {
+    if (M == 0) return;
+    if (w->packed && ti_onednn_linear(x, M, Cin, ldx, w, b, Cout, y, ldy, epi)) return;
+    const ti_weight blas = {.f = w->f}; /* OpenBLAS below, not another oneDNN attempt */
+    if (epi == LIN_RESIDUAL && ldx == Cin && ldy == Cout) {
+        ti_linear_residual(x, M, Cin, &blas, b, Cout, y);
+        return;
+    }
+    if (epi == LIN_RESIDUAL) { /* strided residual: y + b first, then accumulate */
+        for (size_t m = 0; m < M; m++) {
+            float *yr = y + m * ldy;
+            #pragma omp simd
+            for (size_t o = 0; o < Cout; o++) yr[o] = yr[o] + b[o];
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Cout, (int)Cin, 1.0f, x, (int)ldx, w->f,
+                    (int)Cin, 1.0f, y, (int)ldy);
+        return;
+    }
+    ti_linear(x, M, Cin, ldx, &blas, b, Cout, y, ldy);
+    if (epi == LIN_GELU)
+        for (size_t m = 0; m < M; m++) ti_gelu(y + m * ldy, Cout);
 }
 
 /* GELU, x Phi(x), in place, with vecmath's rational Phi (absolute error < 1.8e-7 with FMA),

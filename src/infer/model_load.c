@@ -16,18 +16,19 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "src/infer/bf16.h"
+#include "src/infer/gemm.h"
 #include "src/infer/internal.h"
 
 #define FORMAT_NAME "tpsc-inference"
 
-/* The model and what its precision adds. The BF16 state lives beside the model rather than
- * in it, so the shared structure (internal.h) stays that of the FP32 path; a tps_model
- * pointer is the address of `m`, the first member. */
+/* The model and what its precision and back-end add. The oneDNN state lives beside the model
+ * rather than in it, so the shared structure (internal.h) stays that of the OpenBLAS path; a
+ * tps_model pointer is the address of `m`, the first member. */
 typedef struct model_box {
     tps_model m;
     tps_precision precision;
-    ti_bf16 *bf16; /* BF16: the packed weights and their matmul primitives */
+    tps_gemm gemm;      /* resolved: OPENBLAS or ONEDNN */
+    ti_onednn *onednn;  /* ONEDNN: the packed weights and their matmul primitives */
 } model_box;
 
 static model_box *box_of(const tps_model *m) { return (model_box *)m; }
@@ -592,16 +593,16 @@ static size_t list_linears(tps_model *m, ti_weight **w, size_t *N, size_t *K) {
     return n;
 }
 
-/* BF16: every linear's weight is rounded and reordered once, here (bf16_onednn.c). */
-static tps_status pack_bf16(model_box *box) {
+/* oneDNN (FP32 or BF16): every linear's weight is reordered once, here (gemm_onednn.c). */
+static tps_status pack_onednn(model_box *box) {
     tps_model *m = &box->m;
-    tps_status st = ti_bf16_create(&box->bf16);
+    tps_status st = ti_onednn_create(box->precision == TPS_PRECISION_BF16 ? TI_DT_BF16 : TI_DT_F32, &box->onednn);
     const size_t cap = 2 + 4 * m->depth + 4 * TI_MAX_STAGES;
     ti_weight **w = calloc(cap, sizeof *w);
     size_t *N = calloc(cap, sizeof *N), *K = calloc(cap, sizeof *K);
-    if (st == TPS_OK && (!w || !N || !K)) st = ti_fail(TPS_ERR_NOMEM, "no memory for the BF16 weight table");
+    if (st == TPS_OK && (!w || !N || !K)) st = ti_fail(TPS_ERR_NOMEM, "no memory for the packed weight table");
     const size_t n = st == TPS_OK ? list_linears(m, w, N, K) : 0;
-    for (size_t i = 0; i < n && st == TPS_OK; i++) st = ti_bf16_pack(box->bf16, w[i], N[i], K[i]);
+    for (size_t i = 0; i < n && st == TPS_OK; i++) st = ti_onednn_pack(box->onednn, w[i], N[i], K[i]);
     free(w), free(N), free(K);
     return st;
 }
@@ -612,19 +613,25 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     const tps_precision precision = opt ? opt->precision : TPS_PRECISION_FP32;
     if (precision != TPS_PRECISION_FP32 && precision != TPS_PRECISION_BF16)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown precision %d", (int)precision);
-    /* before reading the file: an unsupported precision fails fast, whatever the file */
-    if (precision == TPS_PRECISION_BF16) {
-        tps_status st = ti_bf16_available();
+    tps_gemm gemm = opt ? opt->gemm : TPS_GEMM_AUTO;
+    if (gemm != TPS_GEMM_AUTO && gemm != TPS_GEMM_OPENBLAS && gemm != TPS_GEMM_ONEDNN)
+        return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown GEMM back-end %d", (int)gemm);
+    if (gemm == TPS_GEMM_AUTO) gemm = tps_gemm_default();
+    if (precision == TPS_PRECISION_BF16) gemm = TPS_GEMM_ONEDNN; /* BF16 linears exist only there */
+    /* before reading the file: an unsupported precision or back-end fails fast, whatever the file */
+    if (precision == TPS_PRECISION_BF16 || gemm == TPS_GEMM_ONEDNN) {
+        tps_status st = ti_onednn_available(precision == TPS_PRECISION_BF16 ? TI_DT_BF16 : TI_DT_F32);
         if (st != TPS_OK) return st;
     }
     model_box *box = calloc(1, sizeof *box);
     if (!box) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", name);
     box->precision = precision;
+    box->gemm = gemm;
     tps_model *m = &box->m;
     pthread_mutex_lock(&hdf5_lock);
     tps_status st = path ? open_locked(path, m) : open_memory_locked(image, bytes, name, m);
     pthread_mutex_unlock(&hdf5_lock);
-    if (st == TPS_OK && precision == TPS_PRECISION_BF16) st = pack_bf16(box);
+    if (st == TPS_OK && gemm == TPS_GEMM_ONEDNN) st = pack_onednn(box);
     if (st != TPS_OK) {
         tps_model_close(m);
         return st;
@@ -652,13 +659,42 @@ tps_precision tps_model_precision(const tps_model *m) { return m ? box_of(m)->pr
 
 tps_status tps_precision_supported(tps_precision p) {
     if (p == TPS_PRECISION_FP32) return TPS_OK;
-    if (p == TPS_PRECISION_BF16) return ti_bf16_available();
+    if (p == TPS_PRECISION_BF16) return ti_onednn_available(TI_DT_BF16);
     return ti_fail(TPS_ERR_ARG, "unknown precision %d", (int)p);
+}
+
+tps_gemm tps_model_gemm(const tps_model *m) { return m ? box_of(m)->gemm : TPS_GEMM_AUTO; }
+
+tps_status tps_gemm_supported(tps_gemm g) {
+    if (g == TPS_GEMM_AUTO || g == TPS_GEMM_OPENBLAS) return TPS_OK;
+    if (g == TPS_GEMM_ONEDNN) return ti_onednn_available(TI_DT_F32);
+    return ti_fail(TPS_ERR_ARG, "unknown GEMM back-end %d", (int)g);
+}
+
+const char *tps_gemm_name(tps_gemm g) {
+    return g == TPS_GEMM_OPENBLAS ? "openblas" : g == TPS_GEMM_ONEDNN ? "onednn" : "auto";
+}
+
+/* oneDNN where its f32 matmul runs on weights packed at open (brgemm, AVX-512): measured
+ * faster than OpenBLAS whatever OPENBLAS_CORETYPE says. Elsewhere oneDNN's f32 matmul is
+ * gemm:jit, which packs per call as OpenBLAS does and was not faster (docs/inference.md). */
+static tps_gemm auto_gemm;
+static void resolve_auto(void) {
+    auto_gemm = ti_onednn_f32_prepacked() ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+}
+
+tps_gemm tps_gemm_default(void) {
+    const char *env = getenv("TPSINFER_GEMM");
+    if (env && !strcmp(env, "openblas")) return TPS_GEMM_OPENBLAS;
+    if (env && !strcmp(env, "onednn") && ti_onednn_available(TI_DT_F32) == TPS_OK) return TPS_GEMM_ONEDNN;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, resolve_auto);
+    return auto_gemm;
 }
 
 void tps_model_close(tps_model *m) {
     if (!m) return;
-    ti_bf16_free(box_of(m)->bf16);
+    ti_onednn_free(box_of(m)->onednn);
     if (m->class_names)
         for (size_t k = 0; k < m->K; k++) free(m->class_names[k]);
     free(m->class_names);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 2 /* 2: tps_model_open_memory */
+#define TPS_INFER_VERSION_MINOR 2 /* 2: tps_model_open_memory, tps_open_options.gemm */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -79,10 +79,26 @@ typedef enum tps_precision {
     TPS_PRECISION_BF16 = 1,
 } tps_precision;
 
+/* The GEMM back-end of the FP32 linear layers (since 0.2). */
+typedef enum tps_gemm {
+    /* The faster one on this CPU: oneDNN where its f32 matmul has a kernel for weights packed
+     * at open (AVX-512), else OpenBLAS. The environment variable TPSINFER_GEMM=openblas|onednn
+     * overrides this choice (not an explicit one). */
+    TPS_GEMM_AUTO = 0,
+    /* cblas_sgemm on the FP32 weights (OpenBLAS packs them on every call; its kernels follow
+     * OPENBLAS_CORETYPE). */
+    TPS_GEMM_OPENBLAS = 1,
+    /* oneDNN's matmul on weights reordered once at open (the model then holds them twice),
+     * bias, residual and GELU fused into the product. Logits differ from OpenBLAS' by float
+     * rounding (other summation order, oneDNN's erf in GELU). */
+    TPS_GEMM_ONEDNN = 2,
+} tps_gemm;
+
 /* Options of tps_model_open_ex. Zero-initialise (later versions append fields; zero keeps
  * today's behaviour). */
 typedef struct tps_open_options {
     tps_precision precision;
+    tps_gemm gemm; /* FP32 linears' back-end (BF16 linears always run on oneDNN) */
 } tps_open_options;
 
 /* tps_model_open with options (opt NULL: the defaults). TPS_PRECISION_BF16 fails with
@@ -97,6 +113,14 @@ TPS_API tps_status tps_model_open_memory(const void *image, size_t bytes, const 
                                          const tps_open_options *opt, tps_model **out);
 /* The precision the model was opened with. */
 TPS_API tps_precision tps_model_precision(const tps_model *m);
+/* The back-end its linears run on (TPS_GEMM_AUTO resolved; BF16: TPS_GEMM_ONEDNN). */
+TPS_API tps_gemm tps_model_gemm(const tps_model *m);
+/* TPS_OK when this build and CPU can run back-end g; else TPS_ERR_UNSUPPORTED and a message. */
+TPS_API tps_status tps_gemm_supported(tps_gemm g);
+/* What TPS_GEMM_AUTO resolves to here (the environment's TPSINFER_GEMM included). */
+TPS_API tps_gemm tps_gemm_default(void);
+/* "auto", "openblas", "onednn"; never NULL. */
+TPS_API const char *tps_gemm_name(tps_gemm g);
 /* TPS_OK when this build and CPU can run precision p; else TPS_ERR_UNSUPPORTED and a message
  * (tps_last_error) saying why. */
 TPS_API tps_status tps_precision_supported(tps_precision p);

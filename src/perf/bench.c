@@ -149,7 +149,7 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t 
 /* The same measurement through libtpsinfer: the random-weight model is handed to the library
  * as an inference file made in memory (src/export/export.h). */
 tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                                 tps_precision precision, tpsc_bench_result *res) {
+                                 const tps_open_options *oo, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;
     tpsc_status st = setup(&b, vc, tc, batch);
@@ -158,8 +158,7 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
     if (st == TPSC_OK && (!times || !logits)) st = TPSC_ERR_NOMEM;
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
-    const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK) st = tpsc_export_open_model(&b.m, &oo, &m);
+    if (st == TPSC_OK) st = tpsc_export_open_model(&b.m, oo, &m);
     if (st == TPSC_OK && tps_workspace_create(m, batch, &ws) != TPS_OK)
         st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {

@@ -22,9 +22,9 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t 
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
 /* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link,
- * with its linears in `precision` (FP32, or the opt-in BF16). */
+ * opened with `oo` (precision FP32 or the opt-in BF16, the FP32 GEMM back-end). */
 tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                                 tps_precision precision, tpsc_bench_result *res);
+                                 const tps_open_options *oo, tpsc_bench_result *res);
 long tpsc_peak_rss_mb(void);
 
 /* Models a and b through libtpsinfer in alternation (bench_interleave.c): medians of each one's

@@ -132,13 +132,12 @@ static tpsc_status library_forward(void *engine, const tpsc_batch *b, const floa
     return TPSC_OK;
 }
 
-tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, const tps_open_options *oo,
                                   tpsc_eval_result *res) {
     memset(res, 0, sizeof *res);
-    const tps_open_options oo = {.precision = precision};
     tps_model *lib = NULL;
     library_engine e = {.max_batch = max_batch};
-    tpsc_status st = tpsc_export_open_model(m, &oo, &lib);
+    tpsc_status st = tpsc_export_open_model(m, oo, &lib);
     if (st == TPSC_OK && tps_workspace_create(lib, max_batch, &e.ws) != TPS_OK)
         st = tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
     if (st == TPSC_OK) {

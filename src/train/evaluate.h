@@ -27,10 +27,10 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
 tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                                tpsc_eval_result *res);
 
-/* The same pass through libtpsinfer (the deployed engine) in `precision`: m (its weights loaded,
- * its tok_config as configured) is handed to the library in memory; batches of at most
- * max_batch images. */
-tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+/* The same pass through libtpsinfer (the deployed engine) opened with `oo` (precision, GEMM
+ * back-end): m (its weights loaded, its tok_config as configured) is handed to the library in
+ * memory; batches of at most max_batch images. */
+tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, const tps_open_options *oo,
                                   tpsc_eval_result *res);
 
 /* The pieces of both passes: add one batch's logits [n,K], its kept-token counts per stage

@@ -1,16 +1,20 @@
-/* BF16 linears through oneDNN's matmul (see bf16.h for what runs in BF16).
+/* Linears through oneDNN's matmul on weights packed once (see gemm.h for what runs here).
  *
- * Load: each weight [N,K] is reordered once into the blocked bf16 layout oneDNN's matmul
- * prefers. Run: the input rows are rounded to bf16 into a per-thread buffer and one matmul
- * primitive per (M, N, K, ldy, residual, calling context) computes y = a w^T + b (+ y through
- * a sum post-op). M varies with the batch and with pruning; oneDNN 2.6 picks its slower
- * gemm:jit kernel for a runtime M, so primitives are cached per M instead (a FIXED budget
- * gives a handful of Ms; a THRESHOLD budget more). The calling context (inside a parallel
- * region or not, OpenMP's max threads) is part of the key because the kernel oneDNN picks,
- * and the weight layout it wants, depend on the threads it expects: a primitive is always
- * made with the layout it prefers (forcing the load-time layout on it made oneDNN fall back
- * to its reference kernel, 100x slower, for some shapes), and a weight gets a second packed
- * copy in that layout the first time one is needed (warm-up; at most MAX_COPIES).
+ * Load: each weight [N,K] is reordered once (FP32: as it is; BF16: rounded) into the blocked
+ * layout oneDNN's matmul prefers. Run: one matmul primitive per (M, N, K, row strides,
+ * epilogue, calling context) computes y = epi(x w^T + b), the residual through a sum post-op
+ * and GELU through an eltwise one. M varies with the batch and with pruning; oneDNN 2.6 picks
+ * its slower gemm:jit kernel for a runtime M, so primitives are cached per M instead (a FIXED
+ * budget gives a handful of Ms; a THRESHOLD budget more). The calling context (inside a
+ * parallel region or not, OpenMP's max threads) is part of the key because the kernel oneDNN
+ * picks, and the weight layout it wants, depend on the threads it expects: a whole-weight
+ * primitive is made with the layout it prefers (forcing the load-time layout on it made oneDNN
+ * fall back to its reference kernel, 100x slower, for some BF16 shapes), and a weight gets a
+ * second packed copy in that layout the first time one is needed (warm-up; at most MAX_COPIES).
+ *
+ * How a team shares a linear: by rows, each member running the whole packed weight on its
+ * own rows (oneDNN 2.6's f32 brgemm kernel writes dense output rows only, so a member cannot
+ * write its own columns of a shared output without a copy). A pruned stage changes only M.
  *
  * Threads: a tps_model is shared read-only between threads, so the primitive cache is
  * append-only (readers take no lock, writers a mutex), and everything a call writes lives in
@@ -18,7 +22,7 @@
  * allocates nothing during execution) and one set of memory objects per primitive, repointed
  * at each call. Debian's libdnnl uses the OpenMP runtime (libgomp, the same pool as the rest
  * of the library): called from the main thread it uses omp_get_max_threads() threads; inside
- * a parallel region (ti_forward's split batches) it runs on the calling thread alone. */
+ * a parallel region (the forward pass's team) it runs on the calling thread alone. */
 #include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,32 +30,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/infer/bf16.h"
 #include "src/common/bf16_round.h"
+#include "src/infer/gemm.h"
 
 /* The training kernels' rounding (bf16_round.h): both engines round a value alike. */
 void ti_bf16_round(const float *x, size_t n, uint16_t *out) { bf16_round_row(x, n, out); }
 
 #ifndef TPSINFER_HAVE_ONEDNN
 
-tps_status ti_bf16_available(void) {
+tps_status ti_onednn_available(ti_dtype dt) {
     return ti_fail(TPS_ERR_UNSUPPORTED,
-                   "BF16 inference needs oneDNN: this libtpsinfer was built without it (install libdnnl-dev and "
-                   "configure with -DTPSC_WITH_ONEDNN=ON or AUTO)");
+                   "%s needs oneDNN: this libtpsinfer was built without it (install libdnnl-dev and configure with "
+                   "-DTPSC_WITH_ONEDNN=ON or AUTO)",
+                   dt == TI_DT_BF16 ? "BF16 inference" : "the oneDNN GEMM back-end");
 }
-tps_status ti_bf16_create(ti_bf16 **out) {
+bool ti_onednn_f32_prepacked(void) { return false; }
+tps_status ti_onednn_create(ti_dtype dt, ti_onednn **out) {
     *out = NULL;
-    return ti_bf16_available();
+    return ti_onednn_available(dt);
 }
-tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
+tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K) {
     (void)be, (void)w, (void)N, (void)K;
-    return ti_bf16_available();
+    return ti_onednn_available(TI_DT_F32);
 }
-size_t ti_bf16_packed_count(const ti_bf16 *be) { return (void)be, 0; }
-void ti_bf16_free(ti_bf16 *be) { (void)be; }
-bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
-                    float *y, size_t ldy, bool residual) {
-    (void)x, (void)M, (void)K, (void)ldx, (void)w, (void)b, (void)N, (void)y, (void)ldy, (void)residual;
+size_t ti_onednn_packed_count(const ti_onednn *be) { return (void)be, 0; }
+void ti_onednn_free(ti_onednn *be) { (void)be; }
+bool ti_onednn_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
+                      float *y, size_t ldy, lin_epilogue epi) {
+    (void)x, (void)M, (void)K, (void)ldx, (void)w, (void)b, (void)N, (void)y, (void)ldy, (void)epi;
     return false;
 }
 
@@ -59,33 +65,39 @@ bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_wei
 
 #include <oneapi/dnnl/dnnl.h>
 
-#define MAX_ENTRIES 1024  /* primitives per model; a shape beyond them runs FP32 */
+#define MAX_ENTRIES 1024  /* primitives per model; a shape beyond them runs on OpenBLAS */
 #define MAX_SLOTS 1024    /* memory-object sets per thread; beyond, the thread's sets are rebuilt */
 #define PACK_PROBE_M 256  /* the M whose primitive chooses a weight's layout and kernel */
 #define CONVERT_PAR (1 << 18) /* elements below which the input rounding stays on one thread */
 
-#define MAX_COPIES 4      /* packed layouts per weight; a primitive wanting a fifth runs FP32 */
+#define MAX_COPIES 4      /* packed layouts per weight; a primitive wanting a fifth runs on OpenBLAS */
 
 typedef struct packed { /* one weight */
     size_t N, K;
     const float *f; /* the FP32 weight [N,K], source of every copy */
-    ti_bf16 *be;
-    dnnl_memory_desc_t md[MAX_COPIES]; /* oneDNN's blocked bf16 layouts of w^T [K,N] */
+    ti_onednn *be;
+    dnnl_memory_desc_t md[MAX_COPIES]; /* oneDNN's blocked layouts of w^T [K,N] */
     void *data[MAX_COPIES];
     _Atomic int n_copies; /* published like the entries (entry_for) */
 } packed;
 
-typedef struct entry { /* one matmul primitive, or NULL prim: this shape runs FP32 */
-    size_t M, N, K, ldy;
-    bool residual, in_parallel;
+typedef struct key {
+    size_t M, N, K, ldx, ldy;
+    lin_epilogue epi;
+    bool in_parallel;
     int max_threads;
+} key;
+
+typedef struct entry { /* one matmul primitive, or NULL prim: this shape runs on OpenBLAS */
+    key k;
     uint64_t id; /* process-unique: threads' memory objects name their primitive by it */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src, wei, bias, dst, pad;
     size_t pad_bytes;
 } entry;
 
-struct ti_bf16 {
+struct ti_onednn {
+    ti_dtype dt;
     pthread_mutex_t lock; /* taken to add an entry; lookups read without it */
     entry *entries[MAX_ENTRIES];
     _Atomic size_t n_entries;
@@ -165,41 +177,47 @@ static bool grow(void **buf, size_t *cap, size_t bytes) {
     return true;
 }
 
-tps_status ti_bf16_available(void) {
+tps_status ti_onednn_available(ti_dtype dt) {
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success)
-        return ti_fail(TPS_ERR_UNSUPPORTED, "BF16 inference: oneDNN's CPU engine cannot be created (status %d)",
-                       (int)engine_status);
+        return ti_fail(TPS_ERR_UNSUPPORTED, "oneDNN's CPU engine cannot be created (status %d)", (int)engine_status);
+    if (dt == TI_DT_F32) return TPS_OK;
     const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
     if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) != (unsigned)dnnl_cpu_isa_avx512_core_bf16)
         return ti_fail(TPS_ERR_UNSUPPORTED,
                        "BF16 inference needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo); oneDNN reports "
                        "ISA 0x%x%s",
-                       (unsigned)isa, getenv("DNNL_MAX_CPU_ISA") ? " (limited by DNNL_MAX_CPU_ISA)" : "");
+                       (unsigned)isa,
+                       getenv("ONEDNN_MAX_CPU_ISA") || getenv("DNNL_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)"
+                                                                                   : "");
     return TPS_OK;
 }
 
-tps_status ti_bf16_create(ti_bf16 **out) {
+tps_status ti_onednn_create(ti_dtype dt, ti_onednn **out) {
     *out = NULL;
-    tps_status st = ti_bf16_available();
+    tps_status st = ti_onednn_available(dt);
     if (st != TPS_OK) return st;
-    ti_bf16 *be = calloc(1, sizeof *be);
+    ti_onednn *be = calloc(1, sizeof *be);
     if (!be || pthread_mutex_init(&be->lock, NULL) != 0) {
         free(be);
-        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for its state");
+        return ti_fail(TPS_ERR_NOMEM, "oneDNN back-end: no memory for its state");
     }
+    be->dt = dt;
     *out = be;
     return TPS_OK;
 }
 
-/* The matmul of one shape: src bf16 [M,K] dense, weights [K,N] in the layout oneDNN prefers
- * ("any"), bias f32 [1,N], dst f32 [M,N] with row stride ldy; residual adds a sum post-op. */
-static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool residual, dnnl_primitive_desc_t *pd) {
+/* The matmul of one shape: src [M,K] with row stride ldx (bf16: dense), weights [K,N] in
+ * the layout oneDNN prefers ("any"), bias f32 [1,N], dst f32 [M,N] with row stride ldy; the
+ * epilogue as post-ops. */
+static dnnl_status_t make_pd(ti_dtype dt, const key *k, dnnl_primitive_desc_t *pd) {
+    const dnnl_data_type_t in = dt == TI_DT_BF16 ? dnnl_bf16 : dnnl_f32;
     dnnl_memory_desc_t src, wei, bias, dst;
-    dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)K}, wd = {(dnnl_dim_t)K, (dnnl_dim_t)N}, bd = {1, (dnnl_dim_t)N};
-    dnnl_dims_t dd = {(dnnl_dim_t)M, (dnnl_dim_t)N}, ds = {(dnnl_dim_t)ldy, 1};
-    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_bf16, dnnl_ab);
-    if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_bf16, dnnl_format_tag_any);
+    dnnl_dims_t sd = {(dnnl_dim_t)k->M, (dnnl_dim_t)k->K}, ss = {(dnnl_dim_t)k->ldx, 1};
+    dnnl_dims_t wd = {(dnnl_dim_t)k->K, (dnnl_dim_t)k->N}, bd = {1, (dnnl_dim_t)k->N};
+    dnnl_dims_t dd = {(dnnl_dim_t)k->M, (dnnl_dim_t)k->N}, ds = {(dnnl_dim_t)k->ldy, 1};
+    dnnl_status_t s = dnnl_memory_desc_init_by_strides(&src, 2, sd, in, ss);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, in, dnnl_format_tag_any);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, ds);
     dnnl_matmul_desc_t desc;
@@ -208,9 +226,11 @@ static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool resi
     dnnl_post_ops_t ops = NULL;
     if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-    if (s == dnnl_success && residual) {
+    if (s == dnnl_success && k->epi != LIN_PLAIN) {
         s = dnnl_post_ops_create(&ops);
-        if (s == dnnl_success) s = dnnl_post_ops_append_sum(ops, 1.0f);
+        if (s == dnnl_success)
+            s = k->epi == LIN_RESIDUAL ? dnnl_post_ops_append_sum(ops, 1.0f)
+                                       : dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(pd, &desc, attr, engine, NULL);
@@ -219,7 +239,13 @@ static dnnl_status_t make_pd(size_t M, size_t N, size_t K, size_t ldy, bool resi
     return s;
 }
 
-/* Rounds p->f into a new copy in layout md (the caller holds be->lock or owns p alone). */
+static bool is_reference(dnnl_primitive_desc_t pd) {
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) != dnnl_success || !impl ||
+           strncmp(impl, "ref", 3) == 0;
+}
+
+/* Packs p->f into a new copy in layout md (the caller holds be->lock or owns p alone). */
 static dnnl_status_t add_copy(packed *p, const dnnl_memory_desc_t *md, dnnl_stream_t stream) {
     const int n = atomic_load_explicit(&p->n_copies, memory_order_relaxed);
     if (n == MAX_COPIES) return dnnl_out_of_memory;
@@ -254,28 +280,27 @@ static dnnl_status_t add_copy(packed *p, const dnnl_memory_desc_t *md, dnnl_stre
     return dnnl_success;
 }
 
-tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
+tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K) {
     w->packed = NULL;
     thread_state *t = this_thread();
-    if (!t) return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a thread's state");
+    if (!t) return ti_fail(TPS_ERR_NOMEM, "oneDNN back-end: no memory for a thread's state");
     if (be->n_weights == be->cap_weights) {
         size_t cap = be->cap_weights ? 2 * be->cap_weights : 64;
         packed **v = realloc(be->weights, cap * sizeof *v);
-        if (!v) return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for the weight table");
+        if (!v) return ti_fail(TPS_ERR_NOMEM, "oneDNN back-end: no memory for the weight table");
         be->weights = v, be->cap_weights = cap;
     }
     dnnl_primitive_desc_t pd = NULL;
-    if (make_pd(PACK_PROBE_M, N, K, N, false, &pd) != dnnl_success) return TPS_OK; /* no bf16 matmul: FP32 */
-    const char *impl = "";
-    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
-    if (!impl || strncmp(impl, "ref", 3) == 0) { /* the reference kernel is far slower than sgemm */
+    const key probe = {.M = PACK_PROBE_M, .N = N, .K = K, .ldx = K, .ldy = N, .epi = LIN_PLAIN};
+    if (make_pd(be->dt, &probe, &pd) != dnnl_success) return TPS_OK; /* no matmul here: OpenBLAS */
+    if (is_reference(pd)) { /* the reference kernel is far slower than sgemm */
         dnnl_primitive_desc_destroy(pd);
         return TPS_OK;
     }
     packed *p = calloc(1, sizeof *p);
     if (!p) {
         dnnl_primitive_desc_destroy(pd);
-        return ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed weight");
+        return ti_fail(TPS_ERR_NOMEM, "oneDNN back-end: no memory for a packed weight");
     }
     p->N = N, p->K = K, p->f = w->f, p->be = be;
     const dnnl_memory_desc_t md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -284,29 +309,24 @@ tps_status ti_bf16_pack(ti_bf16 *be, ti_weight *w, size_t N, size_t K) {
     if (s != dnnl_success) {
         free(p);
         return s == dnnl_out_of_memory
-                   ? ti_fail(TPS_ERR_NOMEM, "BF16 inference: no memory for a packed [%zu,%zu] weight", N, K)
-                   : ti_fail(TPS_ERR_INTERNAL, "BF16 inference: reordering a [%zu,%zu] weight failed (oneDNN status %d)",
-                             N, K, (int)s);
+                   ? ti_fail(TPS_ERR_NOMEM, "oneDNN back-end: no memory for a packed [%zu,%zu] weight", N, K)
+                   : ti_fail(TPS_ERR_INTERNAL, "oneDNN back-end: reordering a [%zu,%zu] weight failed (status %d)", N,
+                             K, (int)s);
     }
     be->weights[be->n_weights++] = p;
     w->packed = p;
     return TPS_OK;
 }
 
-size_t ti_bf16_packed_count(const ti_bf16 *be) { return be ? be->n_weights : 0; }
+size_t ti_onednn_packed_count(const ti_onednn *be) { return be ? be->n_weights : 0; }
 
-typedef struct key {
-    size_t M, N, K, ldy;
-    bool residual, in_parallel;
-    int max_threads;
-} key;
-
-static entry *find(ti_bf16 *be, size_t from, size_t to, const key *k) {
+static entry *find(ti_onednn *be, size_t from, size_t to, const key *k) {
     for (size_t i = from; i < to; i++) {
-        entry *e = be->entries[i];
-        if (e->M == k->M && e->N == k->N && e->K == k->K && e->ldy == k->ldy && e->residual == k->residual &&
-            e->in_parallel == k->in_parallel && e->max_threads == k->max_threads)
-            return e;
+        const key *e = &be->entries[i]->k;
+        if (e->M == k->M && e->N == k->N && e->K == k->K && e->ldx == k->ldx && e->ldy == k->ldy &&
+            e->epi == k->epi && e->in_parallel == k->in_parallel &&
+            e->max_threads == k->max_threads)
+            return be->entries[i];
     }
     return NULL;
 }
@@ -314,24 +334,19 @@ static entry *find(ti_bf16 *be, size_t from, size_t to, const key *k) {
 /* The primitive of this shape and context, made on first use (under the lock; lookups take
  * none: an entry is complete before the release store that publishes it). NULL: cannot be
  * made now; an entry without a primitive: oneDNN has only its reference kernel here. */
-static entry *entry_for(const packed *p, size_t M, size_t ldy, bool residual) {
-    ti_bf16 *be = p->be;
-    const key k = {M, p->N, p->K, ldy, residual, omp_in_parallel() != 0, omp_get_max_threads()};
+static entry *entry_for(ti_onednn *be, const key *k) {
     size_t n = atomic_load_explicit(&be->n_entries, memory_order_acquire);
-    entry *e = find(be, 0, n, &k);
+    entry *e = find(be, 0, n, k);
     if (e) return e;
     pthread_mutex_lock(&be->lock);
     size_t n2 = atomic_load_explicit(&be->n_entries, memory_order_relaxed);
-    e = find(be, n, n2, &k);
+    e = find(be, n, n2, k);
     if (!e && n2 < MAX_ENTRIES && (e = calloc(1, sizeof *e))) {
         dnnl_primitive_desc_t pd = NULL;
-        const char *impl = NULL;
-        bool ok = make_pd(M, p->N, p->K, ldy, residual, &pd) == dnnl_success &&
-                  dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success;
-        if (ok && impl && strncmp(impl, "ref", 3) != 0) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
+        bool ok = make_pd(be->dt, k, &pd) == dnnl_success;
+        if (ok && !is_reference(pd)) ok = dnnl_primitive_create(&e->prim, pd) == dnnl_success;
         if (ok) {
-            e->M = M, e->N = p->N, e->K = p->K, e->ldy = ldy, e->residual = residual;
-            e->in_parallel = k.in_parallel, e->max_threads = k.max_threads;
+            e->k = *k;
             e->id = atomic_fetch_add(&next_id, 1);
             e->src = *dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
             e->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
@@ -395,22 +410,34 @@ static slot *slot_for(thread_state *t, const entry *e) {
     return &t->slots[t->n_slots++];
 }
 
-bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
-                    float *y, size_t ldy, bool residual) {
+bool ti_onednn_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
+                      float *y, size_t ldy, lin_epilogue epi) {
     packed *p = w->packed;
     if (!p || p->K != K || p->N != N || M == 0) return false;
+    ti_onednn *be = p->be;
+    const bool bf16 = be->dt == TI_DT_BF16;
+    /* oneDNN 2.6's f32 brgemm kernel writes dense rows only; for a strided output it takes
+     * gemm:jit, which packs the weight per call (the score predictors' narrow layers) */
+    if (!bf16 && ldy != N) return false;
     thread_state *t = this_thread();
-    entry *e = t ? entry_for(p, M, ldy, residual) : NULL;
+    if (!t) return false;
+    const key k = {.M = M, .N = N, .K = K, .ldx = bf16 ? K : ldx, .ldy = ldy, .epi = epi,
+                   .in_parallel = omp_in_parallel() != 0, .max_threads = omp_get_max_threads()};
+    entry *e = entry_for(be, &k);
     if (!e || !e->prim) return false;
     void *wdata = copy_for(p, e, t);
     slot *s = wdata ? slot_for(t, e) : NULL;
-    if (!s || !grow((void **)&t->a, &t->a_bytes, M * K * sizeof(uint16_t)) || !grow(&t->pad, &t->pad_bytes, e->pad_bytes))
-        return false;
-    uint16_t *a = t->a;
-    #pragma omp parallel for if (M * K > CONVERT_PAR)
-    for (size_t r = 0; r < M; r++) ti_bf16_round(x + r * ldx, K, a + r * K);
+    if (!s || !grow(&t->pad, &t->pad_bytes, e->pad_bytes)) return false;
+    const void *src = x;
+    if (bf16) {
+        if (!grow((void **)&t->a, &t->a_bytes, M * K * sizeof(uint16_t))) return false;
+        uint16_t *a = t->a;
+        #pragma omp parallel for if (M * K > CONVERT_PAR)
+        for (size_t r = 0; r < M; r++) ti_bf16_round(x + r * ldx, K, a + r * K);
+        src = a;
+    }
     /* oneDNN takes non-const handles; it only reads src, weights and bias */
-    if (dnnl_memory_set_data_handle(s->src, a) != dnnl_success ||
+    if (dnnl_memory_set_data_handle(s->src, (void *)src) != dnnl_success ||
         dnnl_memory_set_data_handle(s->wei, wdata) != dnnl_success ||
         dnnl_memory_set_data_handle(s->bias, (void *)b) != dnnl_success ||
         dnnl_memory_set_data_handle(s->dst, y) != dnnl_success ||
@@ -419,12 +446,25 @@ bool ti_bf16_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_wei
     dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, s->src}, {DNNL_ARG_WEIGHTS, s->wei}, {DNNL_ARG_BIAS, s->bias},
                                {DNNL_ARG_DST, s->dst}, {DNNL_ARG_SCRATCHPAD, s->pad}};
     /* on the CPU engine execution is synchronous and, once the primitive exists, does not fail
-     * for valid memory; a failure would leave y partly written, so it is not retried in FP32 */
+     * for valid memory; a failure would leave y partly written, so it is not retried */
     dnnl_primitive_execute(e->prim, t->stream, 5, args);
     return true;
 }
 
-void ti_bf16_free(ti_bf16 *be) {
+bool ti_onednn_f32_prepacked(void) {
+    if (ti_onednn_available(TI_DT_F32) != TPS_OK) return false;
+    /* a DeiT-S qkv product: the kernel oneDNN picks for it */
+    const key k = {.M = 197, .N = 1152, .K = 384, .ldx = 384, .ldy = 1152, .epi = LIN_PLAIN};
+    dnnl_primitive_desc_t pd = NULL;
+    if (make_pd(TI_DT_F32, &k, &pd) != dnnl_success) return false;
+    const char *impl = NULL;
+    const bool brg = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+                     strncmp(impl, "brg", 3) == 0;
+    dnnl_primitive_desc_destroy(pd);
+    return brg;
+}
+
+void ti_onednn_free(ti_onednn *be) {
     if (!be) return;
     size_t n = atomic_load(&be->n_entries);
     for (size_t i = 0; i < n; i++) {

@@ -1,0 +1,229 @@
+/* libtpsinfer's FP32 GEMM back-ends (tps_open_options.gemm): OpenBLAS (cblas_sgemm on the
+ * FP32 weights) and oneDNN (matmul on weights packed at open, bias/residual/GELU fused).
+ *
+ * Tolerances:
+ *   oneDNN against OpenBLAS logits: max|onednn - openblas| <= 1e-5 * max|openblas|, the
+ *     library-vs-framework tolerance of tests/test_infer.c: both are FP32 with the same
+ *     operations; they differ in summation order (blocking), in where the bias is added
+ *     (before or after the products) and in GELU's Phi (vecmath's rational erf, error < 1.8e-7;
+ *     oneDNN's gelu_erf, a few ulp), each a relative 1e-7-scale change per operation;
+ *   kept token indices: identical (no score of these models lies that close to a tie).
+ * The suite also runs with oneDNN's ISA capped (ctest's *_avx2 entries, ONEDNN_MAX_CPU_ISA=
+ * AVX2): there the default must be OpenBLAS and an explicit oneDNN must still run. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "src/infer/tps_infer.h"
+#include "src/io/checkpoint.h"
+#include "src/model/vit.h"
+#include "support/fixture.h"
+
+static void one_thread(void) { omp_set_num_threads(1); }
+TestSuite(infer_gemm, .init = one_thread);
+
+#define RTOL 1e-5
+
+static void tmp_path(char *buf, size_t len, const char *name) {
+    snprintf(buf, len, "%s/test_infer_gemm_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
+}
+
+/* As tests/test_infer.c: img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10; linears
+ * N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). mlp_ratio 4: F 192. */
+static void write_random_model(const char *path, tok_method method, uint64_t seed) {
+    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
+                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
+    snprintf(c.arch, sizeof c.arch, "custom");
+    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (int i = 0; i < m.params.count; i++) {
+        ag_param *p = &m.params.items[i];
+        bool norm = (strstr(p->name, "norm") && strstr(p->name, ".weight") && p->t.ndim == 1) ||
+                    strstr(p->name, "in_conv.0.weight");
+        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
+        for (size_t j = 0; j < p->numel; j++) {
+            float z = tpsc_rng_normal(&rng);
+            if (norm) p->t.data[j] = 1.0f + 0.1f * z;
+            else if (!strcmp(p->name, "cls_token") || !strcmp(p->name, "pos_embed")) p->t.data[j] = 0.5f * z;
+            else if (p->t.ndim == 1) p->t.data[j] = 0.05f * z;
+            else p->t.data[j] = z / sqrtf((float)fan_in);
+        }
+    }
+    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
+    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
+    vit_model_free(&m);
+}
+
+static float *random_images(size_t B, uint64_t seed) {
+    const size_t n = B * 3 * 32 * 32;
+    float *x = malloc(n * sizeof *x);
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, seed);
+    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
+    return x;
+}
+
+/* One back-end's run: logits [B,10] and each stage's kept tokens per image. */
+typedef struct run {
+    float logits[16 * 10];
+    int n_stages;
+    size_t k[TPS_INFER_MAX_STAGES][16];
+    int32_t kept[TPS_INFER_MAX_STAGES][16][64];
+} run;
+
+static void run_model(const char *path, tps_gemm g, const float *images, size_t B, run *r) {
+    tps_open_options o = {.gemm = g};
+    tps_model *m;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s: %s", tps_gemm_name(g), tps_last_error());
+    cr_assert_eq(tps_model_gemm(m), g, "opened with %s, runs on %s", tps_gemm_name(g), tps_gemm_name(tps_model_gemm(m)));
+    cr_assert_eq(tps_workspace_create(m, B, &ws), TPS_OK, "%s", tps_last_error());
+    memset(r, 0, sizeof *r);
+    for (int rep = 0; rep < 2; rep++) /* the second run reuses the primitives the first made */
+        cr_assert_eq(tps_run(ws, images, B, r->logits), TPS_OK, "%s", tps_last_error());
+    r->n_stages = tps_num_stages(ws);
+    for (int s = 0; s < r->n_stages; s++)
+        for (size_t b = 0; b < B; b++) {
+            const int32_t *idx;
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &r->k[s][b]), TPS_OK);
+            memcpy(r->kept[s][b], idx, r->k[s][b] * sizeof(int32_t));
+        }
+    tps_workspace_free(ws);
+    tps_model_close(m);
+}
+
+/* oneDNN against OpenBLAS on one method, batch and team size. */
+static void check_agree(tok_method method, size_t B, int threads) {
+    if (tps_gemm_supported(TPS_GEMM_ONEDNN) != TPS_OK) cr_skip_test("no oneDNN here: %s", tps_last_error());
+    omp_set_num_threads(threads);
+    char path[512];
+    tmp_path(path, sizeof path, "agree.h5");
+    write_random_model(path, method, 11 + (uint64_t)method);
+    float *images = random_images(B, 5);
+    run *blas = malloc(sizeof *blas), *dnnl = malloc(sizeof *dnnl);
+    run_model(path, TPS_GEMM_OPENBLAS, images, B, blas);
+    run_model(path, TPS_GEMM_ONEDNN, images, B, dnnl);
+    const double scale = fx_max_abs(blas->logits, B * 10), d = fx_max_diff(dnnl->logits, blas->logits, B * 10);
+    cr_expect(d <= RTOL * scale, "%s, batch %zu, %d threads: oneDNN logits differ from OpenBLAS' by %g (scale %g)",
+              tok_method_name(method), B, threads, d, scale);
+    /* oneDNN really ran: its GELU and summation order change the last bits somewhere */
+    cr_expect(d > 0.0, "%s: oneDNN logits equal OpenBLAS' bit for bit: were the weights packed?", tok_method_name(method));
+    cr_assert_eq(dnnl->n_stages, blas->n_stages);
+    for (int s = 0; s < blas->n_stages; s++)
+        for (size_t b = 0; b < B; b++) {
+            cr_assert_eq(dnnl->k[s][b], blas->k[s][b], "stage %d image %zu", s, b);
+            cr_expect_eq(memcmp(dnnl->kept[s][b], blas->kept[s][b], blas->k[s][b] * sizeof(int32_t)), 0,
+                         "%s: stage %d image %zu keeps other tokens", tok_method_name(method), s, b);
+        }
+    cr_log_info("%s, batch %zu, %d threads: max|onednn - openblas| / max|openblas| = %.3g", tok_method_name(method), B,
+                threads, d / scale);
+    free(blas);
+    free(dnnl);
+    free(images);
+    unlink(path);
+}
+
+/* one thread, 3 images; one image on a team of 2 (rows shared); 9 images on 2 threads (split) */
+#define AGREE(name, method)                                                  \
+    Test(infer_gemm, name##_one_thread) { check_agree(method, 3, 1); }        \
+    Test(infer_gemm, name##_team_of_two) { check_agree(method, 1, 2); }       \
+    Test(infer_gemm, name##_split_batch) { check_agree(method, 9, 2); }
+AGREE(dense, TOK_NONE)
+AGREE(dynamicvit, TOK_DYNAMICVIT)
+AGREE(dtps, TOK_DTPS)
+AGREE(evit, TOK_EVIT)
+AGREE(etps, TOK_ETPS)
+
+static bool cpu_flag(const char *flag) {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return false;
+    char line[8192], pat[64];
+    snprintf(pat, sizeof pat, " %s ", flag);
+    bool yes = false;
+    while (!yes && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = ' ';
+        yes = strncmp(line, "flags", 5) == 0 && strstr(line, pat);
+    }
+    fclose(f);
+    return yes;
+}
+
+/* The default is the faster back-end for this CPU: oneDNN where its f32 kernel runs on packed
+ * weights (AVX-512: avx512f, bw, vl, dq), OpenBLAS on an AVX2-only CPU or with oneDNN's ISA
+ * capped below AVX-512 (as in the *_avx2 ctest entries). */
+Test(infer_gemm, default_is_the_faster_backend) {
+    const char *cap = getenv("ONEDNN_MAX_CPU_ISA");
+    const bool capped = cap && strncmp(cap, "AVX512", 6) != 0 && strncmp(cap, "ALL", 3) != 0;
+    const bool avx512 = cpu_flag("avx512f") && cpu_flag("avx512bw") && cpu_flag("avx512vl") && cpu_flag("avx512dq");
+    const bool have = tps_gemm_supported(TPS_GEMM_ONEDNN) == TPS_OK;
+    unsetenv("TPSINFER_GEMM");
+    const tps_gemm want = have && avx512 && !capped ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+    cr_expect_eq(tps_gemm_default(), want, "default %s, expected %s (oneDNN %s, AVX-512 %d, ONEDNN_MAX_CPU_ISA %s)",
+                 tps_gemm_name(tps_gemm_default()), tps_gemm_name(want), have ? "built" : "absent", avx512,
+                 cap ? cap : "unset");
+    /* a model opened with AUTO runs on it */
+    char path[512];
+    tmp_path(path, sizeof path, "default.h5");
+    write_random_model(path, TOK_DTPS, 3);
+    tps_model *m;
+    cr_assert_eq(tps_model_open(path, &m), TPS_OK, "%s", tps_last_error());
+    cr_expect_eq(tps_model_gemm(m), want);
+    tps_model_close(m);
+    unlink(path);
+}
+
+/* With the ISA capped at AVX2 inside this process (oneDNN reads it at first use; Criterion
+ * runs each test in its own process) the default is OpenBLAS, and an explicit oneDNN runs
+ * (its gemm:jit kernel) and agrees with it. */
+Test(infer_gemm, avx2_cap_defaults_to_openblas) {
+    setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+    unsetenv("TPSINFER_GEMM");
+    cr_expect_eq(tps_gemm_default(), TPS_GEMM_OPENBLAS, "default %s", tps_gemm_name(tps_gemm_default()));
+    check_agree(TOK_DTPS, 1, 2);
+}
+
+/* TPSINFER_GEMM overrides the automatic choice, not an explicit one. */
+Test(infer_gemm, environment_overrides_auto) {
+    setenv("TPSINFER_GEMM", "openblas", 1);
+    cr_expect_eq(tps_gemm_default(), TPS_GEMM_OPENBLAS);
+    char path[512];
+    tmp_path(path, sizeof path, "env.h5");
+    write_random_model(path, TOK_NONE, 4);
+    tps_model *m;
+    cr_assert_eq(tps_model_open(path, &m), TPS_OK, "%s", tps_last_error());
+    cr_expect_eq(tps_model_gemm(m), TPS_GEMM_OPENBLAS);
+    tps_model_close(m);
+    if (tps_gemm_supported(TPS_GEMM_ONEDNN) == TPS_OK) {
+        tps_open_options o = {.gemm = TPS_GEMM_ONEDNN};
+        cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());
+        cr_expect_eq(tps_model_gemm(m), TPS_GEMM_ONEDNN);
+        tps_model_close(m);
+        setenv("TPSINFER_GEMM", "onednn", 1);
+        cr_expect_eq(tps_gemm_default(), TPS_GEMM_ONEDNN);
+    }
+    unlink(path);
+}
+
+Test(infer_gemm, unknown_backend_is_refused) {
+    char path[512];
+    tmp_path(path, sizeof path, "bad.h5");
+    write_random_model(path, TOK_NONE, 5);
+    tps_open_options o = {.gemm = (tps_gemm)7};
+    tps_model *m = (tps_model *)1;
+    cr_expect_eq(tps_model_open_ex(path, &o, &m), TPS_ERR_ARG);
+    cr_expect_null(m);
+    cr_expect(strstr(tps_last_error(), "GEMM back-end 7"), "message: %s", tps_last_error());
+    cr_expect_eq(tps_gemm_supported((tps_gemm)7), TPS_ERR_ARG);
+    cr_expect_str_eq(tps_gemm_name(TPS_GEMM_ONEDNN), "onednn");
+    cr_expect_str_eq(tps_gemm_name(TPS_GEMM_OPENBLAS), "openblas");
+    cr_expect_str_eq(tps_gemm_name(TPS_GEMM_AUTO), "auto");
+    unlink(path);
+}
