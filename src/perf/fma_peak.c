@@ -2,6 +2,7 @@
  * times the issue width of current cores, so the pipes never wait on a result). */
 #include <immintrin.h>
 #include <omp.h>
+#include <string.h>
 
 #include "src/perf/fma_peak.h"
 #include "src/train/progress.h"
@@ -47,7 +48,7 @@ const char *tpsc_fma_peak_isa(void) {
 
 double tpsc_fma_peak_gflops(int threads, int repeats) {
     const char *isa = tpsc_fma_peak_isa();
-    const int lanes = isa[4] == '5' ? 16 : isa[0] == 'a' ? 8 : 0;
+    const int lanes = !strcmp(isa, "avx512") ? 16 : !strcmp(isa, "avx2") ? 8 : 0;
     if (!lanes || threads < 1) return 0.0;
     double best = 1e30;
     volatile float sink = 0.0f; /* keeps the loops */
