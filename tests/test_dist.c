@@ -303,3 +303,39 @@ Test(dist, a_killed_rank_ends_the_job) {
               text);
 #endif
 }
+
+/* `tpsc sweep --launcher` trains each point under the launcher and reads its results back. */
+Test(dist, sweep_runs_points_under_mpi) {
+    need_mpi();
+#ifdef TPSC_MPIEXEC
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s/tpsc sweep %s/tiny.ini --grid optim.lr=0.05,0.02 --set schedule.epochs=1 --out %s/sweep --no-plot "
+             "--quiet --launcher '%s --allow-run-as-root --oversubscribe -np 2' > %s/sweep.log 2>&1",
+             TPSC_BINARY_DIR, dir, dir, TPSC_MPIEXEC, dir);
+    int rc = system(cmd);
+    if (rc != 0) show_log("sweep");
+    cr_assert_eq(rc, 0, "the sweep failed");
+    const char *points[] = {"lr-0.05", "lr-0.02"};
+    for (int k = 0; k < 2; k++) {
+        char path[256], line[2048];
+        snprintf(path, sizeof path, "%s/sweep/%s/metrics.jsonl", dir, points[k]);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "no %s", path);
+        bool two_ranks = false;
+        while (fgets(line, sizeof line, f)) two_ranks |= strstr(line, "\"ranks\": 2") != NULL;
+        fclose(f);
+        cr_expect(two_ranks, "%s was not trained on 2 ranks", points[k]);
+        snprintf(path, sizeof path, "%s/sweep/%s/done.json", dir, points[k]);
+        cr_expect(access(path, R_OK) == 0, "no %s", path);
+    }
+    char path[256], text[8192] = "";
+    snprintf(path, sizeof path, "%s/sweep/results.md", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cr_expect(strstr(text, "| lr-0.05 |") && strstr(text, "| lr-0.02 |") && strstr(text, "8 steps"), "%s", text);
+#endif
+}

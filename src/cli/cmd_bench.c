@@ -7,6 +7,7 @@
 #include "autograd/threads.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
+#include "src/dist/dist.h"
 #include "src/perf/bench.h"
 #include "src/perf/sgemm_peak.h"
 #include "src/recipe/recipe.h"
@@ -16,6 +17,7 @@ static void usage(FILE *f) {
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 1,32] [--iters 20]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16]\n"
+            "                        [--no-overlap] [--bucket-mb 25]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -25,6 +27,9 @@ static void usage(FILE *f) {
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
+            "Under MPI (mpirun -np N tpsc bench train ...) --batch is the global batch: each rank steps on\n"
+            "batch/N images and the gradients are averaged as in `tpsc train`; rank 0 prints the global\n"
+            "images/s and the allreduce time per step, exposed (not hidden behind the backward) and in flight.\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
 
@@ -39,6 +44,8 @@ int cmd_bench(int argc, char **argv) {
     const char *engine = "lib";
     tps_precision precision = TPS_PRECISION_FP32;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
+    bool overlap = true;
+    double bucket_mb = 25;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
         else if (cli_opt(argc, argv, &i, "--recipe", &value) && value) recipe = value;
@@ -48,6 +55,8 @@ int cmd_bench(int argc, char **argv) {
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
         else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
+        else if (train && !strcmp(argv[i], "--no-overlap")) overlap = false;
+        else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value) && value && atof(value) > 0) bucket_mb = atof(value);
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
             engine = value;
@@ -69,6 +78,8 @@ int cmd_bench(int argc, char **argv) {
         return 1;
     }
     ag_set_threads(threads);
+    /* Under MPI every rank measures, rank 0 reports. */
+    if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
     vit_config vc;
     tok_config tc = {0};
     if (recipe) {
@@ -110,7 +121,7 @@ int cmd_bench(int argc, char **argv) {
         int n_runs = (!train && tc.method != TOK_NONE) ? 2 : 1;
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
-            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
+            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, overlap, bucket_mb, &rm)
                          : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, precision, &rm)
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
@@ -120,6 +131,11 @@ int cmd_bench(int argc, char **argv) {
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) |\n", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- |\n");
+            if (train && dist_active())
+                printf("%d MPI ranks x %d threads: allreduce per step (median) %.1f ms exposed, %.1f ms in flight, "
+                       "overlap %s, buckets of %g MB\n",
+                       dist_size(), ag_get_threads(), rm.allreduce_exposed_s * 1e3, rm.allreduce_inflight_s * 1e3,
+                       overlap ? "on" : "off", bucket_mb);
             fflush(stdout);
         }
     }
