@@ -15,7 +15,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
-            "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 1,32] [--iters 20]\n"
+            "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16]\n"
             "                        [--no-overlap] [--bucket-mb 25]\n"
             "       common: [--threads N] [--classes K]\n"
@@ -41,7 +41,7 @@ int cmd_bench(int argc, char **argv) {
     bool train = !strcmp(argv[1], "train");
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
     float keep = 0.7f;
-    const char *engine = "lib";
+    const char *engine = "lib", *channels = NULL;
     tps_precision precision = TPS_PRECISION_FP32;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
     bool overlap = true;
@@ -51,6 +51,7 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--recipe", &value) && value) recipe = value;
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
         else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
+        else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
@@ -102,6 +103,18 @@ int cmd_bench(int argc, char **argv) {
             tok_config_fill_rho(&tc, keep);
         }
     }
+    if (channels) {
+        /* "QK,V,MLP": the kept fractions of every block's channel gates (docs/cait.md) */
+        float f[CHAN_KINDS] = {1.0f, 1.0f, 1.0f};
+        if (sscanf(channels, "%f,%f,%f", &f[0], &f[1], &f[2]) < 1)
+            return fprintf(stderr, "tpsc bench: --channels takes QK[,V[,MLP]] kept fractions, got '%s'\n", channels), 2;
+        tc.chan.n_blocks = (int)vc.depth;
+        tc.chan.gate_init = 3.0f;
+        tc.chan.gate_temp = 1.0f;
+        for (size_t i = 0; i < vc.depth && i < CHAN_MAX_BLOCKS; i++)
+            for (int k = 0; k < CHAN_KINDS; k++) tc.chan.keep[k][i] = f[k];
+        if (!chan_enabled(&tc.chan)) tc.chan.n_blocks = 0;
+    }
     double peak = tpsc_sgemm_peak_gflops(1536, 3);
     const char *wait = getenv("OMP_WAIT_POLICY");
     printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s\n", ag_blas_corename(),
@@ -118,7 +131,7 @@ int cmd_bench(int argc, char **argv) {
         tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
         tpsc_bench_result rd = {0}, rm;
         const tok_config *runs[2] = {&dense, &tc};
-        int n_runs = (!train && tc.method != TOK_NONE) ? 2 : 1;
+        int n_runs = (!train && (tc.method != TOK_NONE || chan_enabled(&tc.chan))) ? 2 : 1;
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
             tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, overlap, bucket_mb, &rm)
@@ -126,8 +139,8 @@ int cmd_bench(int argc, char **argv) {
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
-            printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
-                   tok_method_name(runs[k]->method), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
+            printf("| %s | %s%s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
+                   tok_method_name(runs[k]->method), chan_enabled(&runs[k]->chan) ? "+cdcp" : "", batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) |\n", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- |\n");

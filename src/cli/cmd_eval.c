@@ -123,7 +123,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
-    snprintf(out->method, sizeof out->method, "%s", tok_method_name(tc.method));
+    snprintf(out->method, sizeof out->method, "%s%s", tok_method_name(tc.method), chan_enabled(&tc.chan) ? "+cdcp" : "");
     ag_ctx_free(ctx);
     tpsc_loader_close(val);
     vit_model_free(&m);

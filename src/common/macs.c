@@ -6,6 +6,10 @@
 
 /* qkv, QK^T, AV and proj for a sequence of t tokens */
 static double attention_macs(double t, double C) { return 4.0 * t * C * C + 2.0 * t * t * C; }
+/* the same with Q = H dq and V = H dv kept channels: qkv, QK^T, AV, proj */
+static double attention_macs_kept(double t, double C, double Q, double V) {
+    return t * C * (2.0 * Q + V) + t * t * (Q + V) + t * V * C;
+}
 /* fc1 and fc2 */
 static double mlp_macs(double t, double C, double F) { return 2.0 * t * C * F; }
 /* PredictorLG on n tokens: C -> C, then C -> C/2 -> C/4 -> 2 (integer widths, as the code) */
@@ -49,13 +53,17 @@ double macs_per_image(const macs_vit *v, const macs_tokens *t) {
             macs += dropped_macs(row->dropped, k, &n, C);
             s++;
         }
-        macs += attention_macs((double)(1 + n), C);
+        const macs_widths *w = v->widths;
+        if (w)
+            macs += attention_macs_kept((double)(1 + n), C, (double)(w->num_heads * w->dq[i]), (double)(w->num_heads * w->dv[i]));
+        else
+            macs += attention_macs((double)(1 + n), C);
         if (stage_here && row->scores == SCORES_CLS_ATTENTION) {
             const size_t k = keep_count_evit(t->keep_frac, n_stages, s, n);
             macs += dropped_macs(row->dropped, k, &n, C);
             s++;
         }
-        macs += mlp_macs((double)(1 + n), C, F);
+        macs += mlp_macs((double)(1 + n), C, w ? (double)w->f[i] : F);
     }
     return macs + C * (double)v->num_classes;
 }

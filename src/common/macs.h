@@ -10,7 +10,9 @@
  * Per image, with C channels, F the MLP hidden width and n spatial tokens (1 + n with cls):
  *   patch embed    N_p * P * C                    (P = in_chans * patch^2, a conv as a linear)
  *   block          qkv 3(1+n)C^2, QK^T and AV (1+n)^2 C each (summed over heads: H * D = C),
- *                  proj (1+n)C^2, fc1 and fc2 (1+n)C F each
+ *                  proj (1+n)C^2, fc1 and fc2 (1+n)C F each; with kept widths (Q = H dq,
+ *                  V = H dv, f): qkv (1+n)C(2Q+V), QK^T (1+n)^2 Q, AV (1+n)^2 V, proj
+ *                  (1+n)V C, fc1 and fc2 (1+n)C f each
  *   predictor      n (C^2 + C C/2 + C/2 C/4 + C/4 * 2)   (in_conv linear, out_conv 0/2/4)
  *   squeeze        p k C for the cosine similarity of p pruned to k kept tokens, plus p C for
  *                  adding each pruned token into its host (one host per pruned token)
@@ -32,9 +34,17 @@
 
 #include "src/common/methods.h"
 
-/* The dense architecture. */
+/* Channel pruning: the widths each block keeps, [depth] each: dq Q/K and dv V channels per
+ * head (of D = embed_dim / num_heads), f MLP hidden channels (of mlp_hidden). */
+typedef struct macs_widths {
+    size_t num_heads;
+    const size_t *dq, *dv, *f;
+} macs_widths;
+
+/* The dense architecture, and the kept widths per block (NULL: dense everywhere). */
 typedef struct macs_vit {
     size_t img_size, patch, in_chans, embed_dim, depth, mlp_hidden, num_classes;
+    const macs_widths *widths;
 } macs_vit;
 
 /* The token reduction: method TOK_NONE (or a NULL pointer) is the dense model. */

@@ -158,13 +158,16 @@ static void embed(ti_view *ws, const float *images, size_t B) {
 }
 
 /* x += proj(attention(qkv(norm1(x)))), shared by the team; attention by query rows.
- * with_cls: keep each head's cls row for EViT (written by the member owning the cls row). */
+ * with_cls: keep each head's cls row for EViT (written by the member owning the cls row).
+ * The block's own widths (channel pruning, ti_widths) give qkv's and attention's row widths. */
 static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
+    const ti_heads g = ti_block_heads(m, blk);
     const size_t C = m->C, H = m->H, M = ws->lay.rows, N1 = m->N + 1;
+    const size_t V = H * g.dv, W = 2 * H * g.dq + V; /* attention's output and qkv's row widths */
     float *qkv = ws->qkv;
     const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b, m->ln_eps);
-    team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, 3 * C, qkv, 3 * C, LIN_PLAIN);
+    team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, W, qkv, W, LIN_PLAIN);
     float *scores = thread_scratch(ws);
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (B == 1 && H % T == 0 && by_columns(&blk->proj_w)) {
@@ -174,7 +177,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
          * member; proj, which reads every head, comes after a barrier anyway */
         const size_t n = ws->lay.len[0];
         for (size_t h = H * t / T; h < H * (t + 1) / T; h++)
-            ti_attention_rows(qkv, n, 0, n, C, H, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL);
+            ti_attention_rows(qkv, &g, n, 0, n, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL);
     } else {
         size_t r0, r1;
         my_rows(M, &r0, &r1);
@@ -185,18 +188,18 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
             if (off >= r1) break;
             const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
             for (size_t h = 0; h < H; h++)
-                ti_attention_rows(qkv + off * 3 * C, n, i0, i1, C, H, h, scores, ws->attn_out + off * C,
+                ti_attention_rows(qkv + off * W, &g, n, i0, i1, h, scores, ws->attn_out + off * V,
                                   with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
         }
     }
     if (by_columns(&blk->proj_w)) ti_barrier_wait(ws->bar); /* every member reads every attention row */
-    team_linear(ws, ws->attn_out, M, C, C, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
+    team_linear(ws, ws->attn_out, M, V, V, &blk->proj_w, blk->proj_b, C, ws->x, C, LIN_RESIDUAL);
 }
 
-/* x += fc2(gelu(fc1(norm2(x)))), shared by the team. */
+/* x += fc2(gelu(fc1(norm2(x)))), shared by the team; F = the block's kept hidden width. */
 static void block_mlp(ti_view *ws, const ti_block *blk) {
     const tps_model *m = ws->m;
-    const size_t C = m->C, F = m->F;
+    const size_t C = m->C, F = blk->w.f;
     const float *h = norm_for(ws, &blk->fc1_w, blk->norm2_w, blk->norm2_b, m->ln_eps);
     team_linear(ws, h, ws->lay.rows, C, C, &blk->fc1_w, blk->fc1_b, F, ws->hidden, F, LIN_GELU);
     team_linear(ws, ws->hidden, ws->lay.rows, F, F, &blk->fc2_w, blk->fc2_b, C, ws->x, C, LIN_RESIDUAL);

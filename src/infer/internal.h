@@ -23,11 +23,20 @@ typedef struct ti_weight {
     void *packed;
 } ti_weight;
 
+/* A block's widths after channel pruning (model_load.c reads them from a gated model's file;
+ * D, D and F otherwise): every head keeps dq Q/K and dv V channels, the MLP f hidden ones.
+ * Q = H dq, V = H dv: qkv is [M, 2Q + V] (q of every head, then k, then v), attention's
+ * output [M, V]. */
+typedef struct ti_widths {
+    size_t dq, dv, f;
+} ti_widths;
+
 typedef struct ti_block {
-    const float *norm1_w, *norm1_b, *qkv_b, *proj_b; /* [C] [C] [3C] [C] */
-    ti_weight qkv_w, proj_w;                          /* [3C,C] [C,C] */
-    const float *norm2_w, *norm2_b, *fc1_b, *fc2_b;   /* [C] [C] [F] [C] */
-    ti_weight fc1_w, fc2_w;                           /* [F,C] [C,F] */
+    const float *norm1_w, *norm1_b, *qkv_b, *proj_b; /* [C] [C] [2Q+V] [C] */
+    ti_weight qkv_w, proj_w;                          /* [2Q+V,C] [C,V] */
+    const float *norm2_w, *norm2_b, *fc1_b, *fc2_b;   /* [C] [C] [f] [C] */
+    ti_weight fc1_w, fc2_w;                           /* [f,C] [C,f] */
+    ti_widths w;
 } ti_block;
 
 /* DynamicViT's PredictorLG: LayerNorm(eps 1e-5), Linear C->C, GELU | Linear C->C/2, GELU,
@@ -40,6 +49,7 @@ typedef struct ti_predictor {
 struct tps_model {
     tps_model_info info;
     tok_method method;
+    bool channels_pruned;           /* the file gave per-block widths (head_dim_qk, ...) */
     size_t C, H, D, F, K, N, P, depth, img, patch, in_chans;
     float ln_eps, squeeze_temp;
     float *weights;                 /* one block holding every tensor */
@@ -132,9 +142,16 @@ void ti_linear(const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight
                float *y, size_t ldy);
 void ti_linear_residual(const float *x, size_t M, size_t Cin, const ti_weight *w, const float *b, size_t Cout, float *y);
 void ti_gelu(float *x, size_t n);
+/* The heads of one block: H heads of dq Q/K and dv V channels, softmax scale 1/sqrt(D) of the
+ * dense head size D (channel pruning keeps it). */
+typedef struct ti_heads {
+    size_t H, dq, dv;
+    float scale;
+} ti_heads;
+ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b);
 /* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
- * D columns, of [n,C] = attention over all n keys; see kernels.c */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+ * dv columns, of [n, H dv] = attention over all n keys; qkv [n, H(2dq+dv)]; see kernels.c */
+void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
                        float *out, float *cls_row);
 /* The shared squeeze (src/common/squeeze.h) on one image, its buffers carved from scratch:
  * kept [k,C] is squeezed in place; scratch: squeeze_scratch_floats(k, p, C) floats. */

@@ -59,25 +59,30 @@ void ti_gelu(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
+ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b) {
+    return (ti_heads){.H = m->H, .dq = b->w.dq, .dv = b->w.dv, .scale = (float)(1.0 / sqrt((double)m->D))};
+}
+
 /* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
- * [n,3C]; out: its n rows of [n,C], of which rows i0 .. i1-1 are written:
- *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*D : h*D+D] = A v
+ * [n, 2Q+V] (Q = H dq, V = H dv); out: its n rows of [n, V], of which rows i0 .. i1-1 are
+ * written:
+ *   S = q k^T D^-0.5 [i1-i0,n];  A = softmax(S);  out[i0:i1, h*dv : h*dv+dv] = A v
+ * (D the dense head size: for an unpruned block dq = dv = D and 2Q+V = 3C.)
  * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
- * head). The head slices are read in place (leading dimension 3C); scores is [i1-i0,n]
+ * head). The head slices are read in place (leading dimension 2Q+V); scores is [i1-i0,n]
  * scratch. A team splits an image's queries among its members; each row's result does not
  * depend on the split. */
-void ti_attention_rows(const float *qkv, size_t n, size_t i0, size_t i1, size_t C, size_t H, size_t h, float *scores,
+void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
                        float *out, float *cls_row) {
     if (i1 <= i0) return;
-    const size_t D = C / H, nq = i1 - i0;
-    const float scale = (float)(1.0 / sqrt((double)D));
-    const float *q = qkv + i0 * 3 * C + h * D, *k = qkv + C + h * D, *v = qkv + 2 * C + h * D;
-    const int in = (int)n, iq = (int)nq, iD = (int)D, iC = (int)C, iC3 = (int)(3 * C);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, iD, scale, q, iC3, k, iC3, 0.0f, scores, in);
+    const size_t Q = g->H * g->dq, V = g->H * g->dv, W = 2 * Q + V, nq = i1 - i0;
+    const float *q = qkv + i0 * W + h * g->dq, *k = qkv + Q + h * g->dq, *v = qkv + 2 * Q + h * g->dv;
+    const int in = (int)n, iq = (int)nq, idq = (int)g->dq, idv = (int)g->dv, iV = (int)V, iW = (int)W;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, idq, g->scale, q, iW, k, iW, 0.0f, scores, in);
     for (size_t i = 0; i < nq; i++) row_softmax(scores + i * n, n);
     if (cls_row)
         for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, iD, in, 1.0f, scores, in, v, iC3, 0.0f,
-                out + i0 * C + h * D, iC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, idv, in, 1.0f, scores, in, v, iW, 0.0f,
+                out + i0 * V + h * g->dv, iV);
 }
 

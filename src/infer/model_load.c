@@ -255,7 +255,7 @@ static size_t numel(const slot *t) {
 
 /* Every tensor the architecture needs, with timm / official-TPS names. */
 static void list_tensors(tps_model *m, slots *s) {
-    const size_t C = m->C, F = m->F, K = m->K, p = m->patch;
+    const size_t C = m->C, K = m->K, p = m->patch;
     add(s, &m->cls_token, 3, 1, 1, C, 0, "cls_token");
     add(s, &m->pos_embed, 3, 1, m->N + 1, C, 0, "pos_embed");
     add(s, &m->patch_w.f, 4, C, m->in_chans, p, p, "patch_embed.proj.weight");
@@ -264,15 +264,16 @@ static void list_tensors(tps_model *m, slots *s) {
         ti_block *b = &m->blocks[i];
         add(s, &b->norm1_w, 1, C, 0, 0, 0, "blocks.%zu.norm1.weight", i);
         add(s, &b->norm1_b, 1, C, 0, 0, 0, "blocks.%zu.norm1.bias", i);
-        add(s, &b->qkv_w.f, 2, 3 * C, C, 0, 0, "blocks.%zu.attn.qkv.weight", i);
-        add(s, &b->qkv_b, 1, 3 * C, 0, 0, 0, "blocks.%zu.attn.qkv.bias", i);
-        add(s, &b->proj_w.f, 2, C, C, 0, 0, "blocks.%zu.attn.proj.weight", i);
+        const size_t W = m->H * (2 * b->w.dq + b->w.dv), V = m->H * b->w.dv, Fb = b->w.f; /* ti_widths */
+        add(s, &b->qkv_w.f, 2, W, C, 0, 0, "blocks.%zu.attn.qkv.weight", i);
+        add(s, &b->qkv_b, 1, W, 0, 0, 0, "blocks.%zu.attn.qkv.bias", i);
+        add(s, &b->proj_w.f, 2, C, V, 0, 0, "blocks.%zu.attn.proj.weight", i);
         add(s, &b->proj_b, 1, C, 0, 0, 0, "blocks.%zu.attn.proj.bias", i);
         add(s, &b->norm2_w, 1, C, 0, 0, 0, "blocks.%zu.norm2.weight", i);
         add(s, &b->norm2_b, 1, C, 0, 0, 0, "blocks.%zu.norm2.bias", i);
-        add(s, &b->fc1_w.f, 2, F, C, 0, 0, "blocks.%zu.mlp.fc1.weight", i);
-        add(s, &b->fc1_b, 1, F, 0, 0, 0, "blocks.%zu.mlp.fc1.bias", i);
-        add(s, &b->fc2_w.f, 2, C, F, 0, 0, "blocks.%zu.mlp.fc2.weight", i);
+        add(s, &b->fc1_w.f, 2, Fb, C, 0, 0, "blocks.%zu.mlp.fc1.weight", i);
+        add(s, &b->fc1_b, 1, Fb, 0, 0, 0, "blocks.%zu.mlp.fc1.bias", i);
+        add(s, &b->fc2_w.f, 2, C, Fb, 0, 0, "blocks.%zu.mlp.fc2.weight", i);
         add(s, &b->fc2_b, 1, C, 0, 0, 0, "blocks.%zu.mlp.fc2.bias", i);
     }
     add(s, &m->norm_w, 1, C, 0, 0, 0, "norm.weight");
@@ -422,6 +423,48 @@ static tps_status read_preprocessing(const reader *r, tps_model *m) {
     return TPS_OK;
 }
 
+/* Channel pruning: a file exported from a gated model gives every block's kept widths
+ * (head_dim_qk, head_dim_v, mlp_hidden: int32[depth], 1..D and 1..F); the tensors must then
+ * have exactly those shapes. Without them every block is dense. */
+static tps_status read_block_widths(const reader *r, tps_model *m) {
+    for (size_t i = 0; i < m->depth; i++) m->blocks[i].w = (ti_widths){m->D, m->D, m->F};
+    static const char *const names[3] = {"head_dim_qk", "head_dim_v", "mlp_hidden"};
+    const bool any = attr_exists(r, names[0]) || attr_exists(r, names[1]) || attr_exists(r, names[2]);
+    if (!any) return TPS_OK;
+    int32_t *v = malloc(m->depth * sizeof *v);
+    if (!v) return ti_fail(TPS_ERR_NOMEM, "no memory for the block widths");
+    tps_status st = TPS_OK;
+    for (int k = 0; k < 3 && st == TPS_OK; k++) {
+        int n = 0;
+        const size_t hi = k == 2 ? m->F : m->D;
+        st = read_numbers(r, names[k], H5T_NATIVE_INT32, true, v, (int)m->depth, &n);
+        if (st == TPS_OK && n != (int)m->depth)
+            st = ti_fail(TPS_ERR_FORMAT, "%s: attribute '%s' has %d values for depth %zu", r->path, names[k], n, m->depth);
+        for (size_t i = 0; i < m->depth && st == TPS_OK; i++) {
+            if (v[i] < 1 || (size_t)v[i] > hi)
+                st = ti_fail(TPS_ERR_FORMAT, "%s: %s[%zu] = %d is outside 1..%zu (%s)", r->path, names[k], i, (int)v[i], hi,
+                             k == 2 ? "the MLP hidden width" : "the head size embed_dim / num_heads");
+            else if (k == 0) m->blocks[i].w.dq = (size_t)v[i];
+            else if (k == 1) m->blocks[i].w.dv = (size_t)v[i];
+            else m->blocks[i].w.f = (size_t)v[i];
+        }
+    }
+    free(v);
+    m->channels_pruned = st == TPS_OK;
+    return st;
+}
+
+/* A shape error of a pruned block's tensor names the widths it was checked against. */
+static tps_status width_context(const tps_model *m, const char *tensor, tps_status st) {
+    size_t i;
+    if (st != TPS_ERR_SHAPE || !m->channels_pruned || sscanf(tensor, "blocks.%zu.", &i) != 1 || i >= m->depth) return st;
+    char msg[768];
+    snprintf(msg, sizeof msg, "%s", tps_last_error());
+    const ti_widths *w = &m->blocks[i].w;
+    return ti_fail(st, "%s (this file's block widths: head_dim_qk[%zu] = %zu, head_dim_v[%zu] = %zu, mlp_hidden[%zu] = %zu, "
+                   "%zu heads)", msg, i, w->dq, i, w->dv, i, w->f, m->H);
+}
+
 static tps_status load_weights(const reader *r, tps_model *m) {
     m->blocks = calloc(m->depth, sizeof *m->blocks);
     const size_t cap = 8 + 12 * m->depth + 10 * TI_MAX_STAGES;
@@ -429,6 +472,11 @@ static tps_status load_weights(const reader *r, tps_model *m) {
     if (!m->blocks || !s.v) {
         free(s.v);
         return ti_fail(TPS_ERR_NOMEM, "no memory for the model's tensor table");
+    }
+    tps_status wst = read_block_widths(r, m);
+    if (wst != TPS_OK) {
+        free(s.v);
+        return wst;
     }
     list_tensors(m, &s);
     size_t total = 0;
@@ -441,7 +489,7 @@ static tps_status load_weights(const reader *r, tps_model *m) {
     size_t at = 0;
     for (size_t i = 0; i < s.n && st == TPS_OK; i++) {
         float *dst = m->weights + at;
-        st = read_tensor(r, s.v[i].name, s.v[i].ndim, s.v[i].shape, dst);
+        st = width_context(m, s.v[i].name, read_tensor(r, s.v[i].name, s.v[i].ndim, s.v[i].shape, dst));
         *s.v[i].dst = dst;
         at += (numel(&s.v[i]) + 15) & ~(size_t)15;
     }
@@ -488,10 +536,10 @@ static size_t list_linears(tps_model *m, ti_weight **w, size_t *N, size_t *K) {
     LINEAR(m->patch_w, m->C, m->P);
     for (size_t i = 0; i < m->depth; i++) {
         ti_block *b = &m->blocks[i];
-        LINEAR(b->qkv_w, 3 * m->C, m->C);
-        LINEAR(b->proj_w, m->C, m->C);
-        LINEAR(b->fc1_w, m->F, m->C);
-        LINEAR(b->fc2_w, m->C, m->F);
+        LINEAR(b->qkv_w, m->H * (2 * b->w.dq + b->w.dv), m->C);
+        LINEAR(b->proj_w, m->C, m->H * b->w.dv);
+        LINEAR(b->fc1_w, b->w.f, m->C);
+        LINEAR(b->fc2_w, m->C, b->w.f);
     }
     LINEAR(m->head_w, m->K, m->C);
     if (tok_method_has_predictor(m->method))

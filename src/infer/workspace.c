@@ -199,7 +199,17 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
     const int ns = m->method == TOK_NONE ? 0 : m->info.n_stages;
     memcpy(kf, m->info.keep_frac, sizeof kf);
     if (keep_ratio > 0.0f && keep_ratio <= 1.0f) keep_fill_rho(kf, ns, keep_ratio);
-    const macs_vit vit = {m->img, m->patch, m->in_chans, m->C, m->depth, m->F, m->K};
+    macs_vit vit = {m->img, m->patch, m->in_chans, m->C, m->depth, m->F, m->K, NULL};
     const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf};
-    return macs_per_image(&vit, &tokens);
+    if (!m->channels_pruned) return macs_per_image(&vit, &tokens);
+    /* the blocks' kept widths (channel pruning) */
+    size_t *w = malloc(3 * m->depth * sizeof *w);
+    if (!w) return 0.0;
+    for (size_t i = 0; i < m->depth; i++)
+        w[i] = m->blocks[i].w.dq, w[m->depth + i] = m->blocks[i].w.dv, w[2 * m->depth + i] = m->blocks[i].w.f;
+    const macs_widths widths = {m->H, w, w + m->depth, w + 2 * m->depth};
+    vit.widths = &widths;
+    const double macs = macs_per_image(&vit, &tokens);
+    free(w);
+    return macs;
 }

@@ -48,6 +48,9 @@ void vit_model_free(vit_model *m);
 /* timm's initialisation: Linear weights trunc_normal(0.02), biases 0, LayerNorm 1/0,
  * pos_embed and cls_token trunc_normal(0.02), patch conv PyTorch's default uniform. */
 void vit_model_init(vit_model *m, tpsc_rng *rng);
+/* MACs per image in inference mode (src/common/macs.h): tokens as tps says, and with channel
+ * gates the widths export keeps (chan_keep_count per block). src/tokens/flops.c. */
+double vit_macs_per_image(const vit_config *v, const tok_config *tps);
 /* Number of parameters, all or only the backbone (without predictors). */
 size_t vit_model_num_params(const vit_model *m, bool backbone_only);
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "autograd/ops.h"
+#include "src/channels/prune.h"
 #include "src/dist/dist.h"
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
@@ -179,7 +180,7 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
     if (st == TPSC_OK && fd < 0) st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
     if (fd >= 0) close(fd);
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = vc, .tps = tc, .params = &b.m.params};
-    if (st == TPSC_OK) st = tpsc_checkpoint_save(path, &ck);
+    if (st == TPSC_OK) st = chan_save_inference(path, &b.m, &ck); /* channel gates: the kept widths for real */
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
     const tps_open_options oo = {.precision = precision};

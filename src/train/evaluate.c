@@ -5,10 +5,7 @@
 #include "src/train/progress.h"
 
 double tpsc_model_gmacs(const vit_model *m) {
-    const vit_config *c = &m->cfg;
-    size_t hidden = (size_t)((float)c->embed_dim * c->mlp_ratio + 0.5f);
-    return tok_macs_per_image(&m->tps, c->img_size, c->patch_size, c->in_chans, c->embed_dim, c->depth, hidden,
-                              c->num_classes) * 1e-9;
+    return vit_macs_per_image(&m->cfg, &m->tps) * 1e-9;
 }
 
 /* Is `label` among the k largest of row[0..K)? Ties count against the label (strict >). */
