@@ -103,6 +103,19 @@ Test(flops, deit_s_evit_0_7_is_3_0_gmacs) {
     cr_assert_float_eq(macs / 1e9, 3.0, 0.1);
 }
 
+Test(flops, deit_s_evit_unfused_0_7_drops) {
+    /* EViT without fusion: 196 -> ceil(137.2) = 138 -> ceil(96.6) = 97 -> ceil(67.9) = 68 (fused:
+     * 98 and 70, docs/recipes.md), sequences with cls 139, 98, 69; no fusion or squeeze MACs. */
+    const int ta[12] = {197, 197, 197, 197, 139, 139, 139, 98, 98, 98, 69, 69};
+    const int tm[12] = {197, 197, 197, 139, 139, 139, 98, 98, 98, 69, 69, 69};
+    tok_config cfg = rho_config(TOK_EVIT, 0.7);
+    cfg.evit_drop_pruned = true;
+    const double expect = closed_form(384.0, ta, tm, 0.0), macs = deit_s(&cfg);
+    cr_assert_float_eq(macs, expect, 0.5, "evit unfused 0.7: %.0f MACs, closed form %.0f", macs, expect);
+    cr_assert_eq(tok_evit_keep_count(&cfg, 1, 138), 97);
+    cr_assert_eq(tok_evit_keep_count(&cfg, 2, 97), 68);
+}
+
 Test(flops, deit_s_etps_0_7_squeezes_instead_of_fusing) {
     /* No fused token: 196 -> ceil(137.2) = 138 -> ceil(96.6) = 97 -> ceil(67.9) = 68, so the
      * sequences (with cls) are 139, 98, 69; squeeze p k C + p C = (58*139 + 41*98 + 29*69) * 384

@@ -157,9 +157,11 @@ static void expect_close(const float *got, const float *want, size_t n, double r
 }
 
 /* Builds the model, saves it, opens it with the library; both engines on the same batch. */
-static void check_parity_batch(tok_method method, float rho, float override, size_t B) {
+/* unfused: evit dropping its pruned tokens (tps.fuse_token = false) */
+static void check_parity_batch(tok_method method, float rho, float override, size_t B, bool unfused) {
     vit_config cfg = small_config();
     tok_config tps = small_tps(method, rho);
+    tps.evit_drop_pruned = unfused;
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     random_weights(&m, 7 + (uint64_t)method);
@@ -180,7 +182,7 @@ static void check_parity_batch(tok_method method, float rho, float override, siz
                 counts[s] = tok_keep_count(&o, s, n);
             } else {
                 counts[s] = tok_evit_keep_count(&o, s, n);
-                n = counts[s] < n && method == TOK_EVIT ? counts[s] + 1 : counts[s];
+                n = counts[s] < n && method == TOK_EVIT && !unfused ? counts[s] + 1 : counts[s];
             }
         }
         keep_override = counts;
@@ -195,6 +197,13 @@ static void check_parity_batch(tok_method method, float rho, float override, siz
         cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
     /* the cost model agrees with the framework's (src/tokens/flops.c), exactly: integer counts */
     tok_config costed = override > 0.0f ? small_tps(method, override) : tps;
+    costed.evit_drop_pruned = unfused;
+    tps_model_info info;
+    cr_assert_eq(tps_model_get_info(lib, &info), TPS_OK, "%s", tps_last_error());
+    cr_assert_eq(info.fuse_token, method != TOK_EVIT || !unfused, "fuse_token read back from the file");
+    if (unfused && override == 0.0f) /* ceil(0.7 n) of the n current tokens, no fused token added */
+        for (int s = 0; s < 3; s++)
+            cr_expect_eq(ref.kept_count[s], ((size_t[]){45, 32, 23})[s], "stage %d keeps %zu", s, ref.kept_count[s]);
     const double want_macs = tok_macs_per_image(&costed, cfg.img_size, cfg.patch_size, cfg.in_chans, cfg.embed_dim,
                                                 cfg.depth, (size_t)(cfg.embed_dim * cfg.mlp_ratio), cfg.num_classes);
     cr_expect_float_eq(tps_model_macs(lib, override), want_macs, 0.5, "%s: MACs %.0f, framework %.0f",
@@ -209,7 +218,9 @@ static void check_parity_batch(tok_method method, float rho, float override, siz
     unlink(path);
 }
 
-static void check_parity(tok_method method, float rho, float override) { check_parity_batch(method, rho, override, 3); }
+static void check_parity(tok_method method, float rho, float override) {
+    check_parity_batch(method, rho, override, 3, false);
+}
 
 Test(infer, parity_dense) { check_parity(TOK_NONE, 1.0f, 0.0f); }
 Test(infer, parity_dynamicvit) { check_parity(TOK_DYNAMICVIT, 0.7f, 0.0f); }
@@ -220,31 +231,39 @@ Test(infer, parity_etps) { check_parity(TOK_ETPS, 0.7f, 0.0f); }
 Test(infer, keep_ratio_override_dtps) { check_parity(TOK_DTPS, 0.7f, 0.5f); }
 Test(infer, keep_ratio_override_evit) { check_parity(TOK_EVIT, 0.7f, 0.9f); }
 Test(infer, keep_ratio_override_etps) { check_parity(TOK_ETPS, 0.7f, 0.5f); }
+/* EViT without fusion: the file's fuse_token = 0 reaches libtpsinfer (counts 45, 32, 23 here
+ * against 45, 33, 24 fused) */
+Test(infer, parity_evit_unfused) { check_parity_batch(TOK_EVIT, 0.7f, 0.0f, 3, true); }
+Test(infer, keep_ratio_override_evit_unfused) { check_parity_batch(TOK_EVIT, 0.7f, 0.5f, 3, true); }
 
 /* Batches of at least 4 images per thread are split into one chunk per thread (forward.c);
  * 2 threads here so that 9 images take that path (chunks of 4 and 5). */
 static void check_split(tok_method method) {
     omp_set_num_threads(2);
-    check_parity_batch(method, 0.7f, 0.0f, 9);
+    check_parity_batch(method, 0.7f, 0.0f, 9, false);
 }
 Test(infer, split_batch_dtps) { check_split(TOK_DTPS); }
 Test(infer, split_batch_evit) { check_split(TOK_EVIT); }
 Test(infer, split_batch_dense) { check_split(TOK_NONE); }
+Test(infer, split_batch_evit_unfused) {
+    omp_set_num_threads(2);
+    check_parity_batch(TOK_EVIT, 0.7f, 0.0f, 9, true);
+}
 /* 3 images on 2 threads: every step's loops shared by the threads (no split) */
 Test(infer, two_thread_loops_dtps) {
     omp_set_num_threads(2);
-    check_parity_batch(TOK_DTPS, 0.7f, 0.0f, 3);
+    check_parity_batch(TOK_DTPS, 0.7f, 0.0f, 3, false);
 }
 Test(infer, two_thread_loops_etps) {
     omp_set_num_threads(2);
-    check_parity_batch(TOK_ETPS, 0.7f, 0.0f, 3);
+    check_parity_batch(TOK_ETPS, 0.7f, 0.0f, 3, false);
 }
 /* 1 image on 2 threads: the latency path, where the team splits attention by heads (not by
  * query rows) and the linears by output columns; every method, since each prunes in its own
  * stage code between those steps */
 static void check_two_thread_single_image(tok_method method) {
     omp_set_num_threads(2);
-    check_parity_batch(method, method == TOK_NONE ? 1.0f : 0.7f, 0.0f, 1);
+    check_parity_batch(method, method == TOK_NONE ? 1.0f : 0.7f, 0.0f, 1, false);
 }
 Test(infer, single_image_two_threads_dense) { check_two_thread_single_image(TOK_NONE); }
 Test(infer, single_image_two_threads_dynamicvit) { check_two_thread_single_image(TOK_DYNAMICVIT); }

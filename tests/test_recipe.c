@@ -461,3 +461,18 @@ Test(recipe, vit_config_named_sizes_and_checks) {
     cr_assert_eq(vit_config_named(&c, "deit_huge"), TPSC_ERR_CONFIG);
     cr_assert(strstr(tpsc_last_error(), "deit_huge"), "%s", tpsc_last_error());
 }
+
+Test(recipe, fuse_token_reaches_the_config_for_evit_only) {
+    tpsc_recipe *r = new_recipe();
+    load_ok(r, SHIPPED("deit_s_etps.ini"));
+    cr_assert_eq(tpsc_recipe_set(r, "tps.method=evit"), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert(!r->tps.cfg.evit_drop_pruned, "fused by default, as the published EViT runs");
+    cr_assert_eq(tpsc_recipe_set(r, "tps.fuse_token=false"), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_recipe_validate(r), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert(r->tps.cfg.evit_drop_pruned);
+    cr_assert_eq(tpsc_recipe_set(r, "tps.method=etps"), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert(!r->tps.cfg.evit_drop_pruned, "etps squeezes; fuse_token does not apply");
+    cr_assert_eq(tpsc_recipe_validate(r), TPSC_ERR_CONFIG, "fuse_token = false with etps must be refused");
+    cr_assert(strstr(tpsc_last_error(), "fuse_token") && strstr(tpsc_last_error(), "etps"), "%s", tpsc_last_error());
+    tpsc_free(r);
+}

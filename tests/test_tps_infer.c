@@ -241,6 +241,12 @@ Test(tps_evit, fused_token_by_hand) {
     /* keep all: EViT leaves the sequence untouched, no fused token */
     ag_tensor *same = tok_evit_stage(ctx, &cfg, tx, ta, 4, NULL);
     cr_assert_eq(same, tx);
+    /* without fusion (EViT's default without --fuse_token): [cls, x_1, x_3] only */
+    cfg.evit_drop_pruned = true;
+    ag_tensor *dropped = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept);
+    cr_assert_not_null(dropped, "%s", tpsc_last_error());
+    cr_assert(dropped->shape[1] == 3 && kept[0] == 1 && kept[1] == 3);
+    for (int i = 0; i < 6; i++) cr_assert_eq(dropped->data[i], want[i], "element %d", i);
     ag_ctx_free(ctx);
 }
 

@@ -142,19 +142,30 @@ tpsc_status chan_prune_params(const vit_model *m, ag_params *out, int32_t width[
     return st;
 }
 
-tpsc_status chan_save_inference(const char *path, const vit_model *m, const tpsc_checkpoint *ck) {
+/* path NULL: into memory (*image, *bytes) under the name `name` */
+static tpsc_status save_inference(const char *path, const char *name, void **image, size_t *bytes, const vit_model *m,
+                                  const tpsc_checkpoint *ck) {
     tpsc_checkpoint c = *ck;
     c.format = TPSC_FORMAT_INFERENCE;
-    if (!chan_enabled(&m->tps.chan)) {
-        c.params = &m->params;
-        return tpsc_checkpoint_save(path, &c);
-    }
     int32_t width[CHAN_KINDS][CHAN_MAX_BLOCKS];
     ag_params pruned;
-    TPSC_TRY(chan_prune_params(m, &pruned, width));
-    c.params = &pruned;
-    for (int k = 0; k < CHAN_KINDS; k++) c.chan_width[k] = width[k];
-    tpsc_status st = tpsc_checkpoint_save(path, &c);
-    ag_params_free(&pruned);
+    const bool gated = chan_enabled(&m->tps.chan);
+    c.params = &m->params;
+    if (gated) {
+        TPSC_TRY(chan_prune_params(m, &pruned, width));
+        c.params = &pruned;
+        for (int k = 0; k < CHAN_KINDS; k++) c.chan_width[k] = width[k];
+    }
+    tpsc_status st = path ? tpsc_checkpoint_save(path, &c) : tpsc_checkpoint_save_image(&c, name, image, bytes);
+    if (gated) ag_params_free(&pruned);
     return st;
+}
+
+tpsc_status chan_save_inference(const char *path, const vit_model *m, const tpsc_checkpoint *ck) {
+    return save_inference(path, path, NULL, NULL, m, ck);
+}
+
+tpsc_status chan_save_inference_image(const vit_model *m, const tpsc_checkpoint *ck, const char *name, void **image,
+                                      size_t *bytes) {
+    return save_inference(NULL, name, image, bytes, m, ck);
 }

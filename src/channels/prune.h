@@ -18,5 +18,8 @@ tpsc_status chan_prune_params(const vit_model *m, ag_params *out, int32_t width[
  * parameters and the per-block widths when m has gates, m's parameters as they are otherwise. */
 struct tpsc_checkpoint;
 tpsc_status chan_save_inference(const char *path, const vit_model *m, const struct tpsc_checkpoint *ck);
+/* The same file made in memory (tpsc_checkpoint_save_image): *image (tpsc_free) of *bytes. */
+tpsc_status chan_save_inference_image(const vit_model *m, const struct tpsc_checkpoint *ck, const char *name,
+                                      void **image, size_t *bytes);
 
 #endif

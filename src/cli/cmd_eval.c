@@ -4,10 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "autograd/threads.h"
-#include "src/channels/prune.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/infer/tps_infer.h"
@@ -27,7 +25,7 @@ static void usage(FILE *f) {
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
             "measured in this one run. --keep-ratio evaluates a pruned model at another keep ratio (rho).\n"
             "--precision evaluates through libtpsinfer instead of the training framework's path: the model is\n"
-            "exported to a temporary inference file (as `tpsc export`) and run in that precision (bf16: linear\n"
+            "handed to the library as `tpsc export` would write it and run in that precision (bf16: linear\n"
             "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md).\n");
 }
 
@@ -36,58 +34,6 @@ typedef struct row {
     char method[32];
     tpsc_eval_result ev;
 } row;
-
-/* tpsc_evaluate's pass through libtpsinfer: m (its loaded weights) is written as an inference
- * file, opened in `precision` and run on every validation batch. */
-static tpsc_status evaluate_lib(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
-                                tpsc_eval_result *res) {
-    memset(res, 0, sizeof *res);
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/tpsc_eval_XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
-    close(fd);
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params};
-    tpsc_status st = chan_save_inference(path, m, &ck);
-    tps_model *lib = NULL;
-    tps_workspace *ws = NULL;
-    const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, &lib) != TPS_OK || tps_workspace_create(lib, max_batch, &ws) != TPS_OK))
-        st = tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
-    unlink(path);
-    const size_t K = m->cfg.num_classes;
-    float *logits = st == TPSC_OK ? tpsc_malloc(max_batch * K * sizeof(float), "eval logits") : NULL;
-    if (st == TPSC_OK && !logits) st = TPSC_ERR_NOMEM;
-    if (st == TPSC_OK) st = tpsc_loader_seek(val, (tpsc_data_position){0, 0});
-    while (st == TPSC_OK) {
-        tpsc_batch b;
-        st = tpsc_loader_next(val, &b);
-        if (st != TPSC_OK || b.count == 0) break;
-        if (b.count > max_batch) {
-            tpsc_loader_release(val, &b);
-            st = tpsc_fail(TPSC_ERR_INTERNAL, "a validation batch of %zu images (expected <= %zu)", b.count, max_batch);
-            break;
-        }
-        double t0 = tpsc_now();
-        if (tps_run(ws, b.images, b.count, logits) != TPS_OK) {
-            tpsc_loader_release(val, &b);
-            st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
-            break;
-        }
-        const double dt = tpsc_now() - t0;
-        double kept[TPS_INFER_MAX_STAGES];
-        const int n_stages = tps_num_stages(ws);
-        for (int s = 0; s < n_stages; s++) kept[s] = tps_mean_kept(ws, s);
-        tpsc_eval_add_batch(res, logits, b.count, K, b.labels, n_stages, kept, dt);
-        tpsc_loader_release(val, &b);
-    }
-    tpsc_free(logits);
-    tps_workspace_free(ws);
-    tps_model_close(lib);
-    if (st != TPSC_OK) return st;
-    return tpsc_eval_finish(res, m);
-}
 
 /* precision < 0: the framework's path; else libtpsinfer in that precision */
 static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
@@ -118,7 +64,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     ag_ctx *ctx = ag_ctx_create(0);
     if (st == TPSC_OK && !ctx) st = TPSC_ERR_NOMEM;
     if (st == TPSC_OK && precision >= 0)
-        st = evaluate_lib(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size),
+        st = tpsc_evaluate_library(&m, val, (size_t)(dc.eval_batch_size > 0 ? dc.eval_batch_size : dc.batch_size),
                           (tps_precision)precision, &out->ev);
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);

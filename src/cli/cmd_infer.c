@@ -1,6 +1,7 @@
 /* tpsc infer MODEL.h5 IMG...                      top-5 classes per image
  * tpsc infer MODEL.h5 --tensor IN.h5 --out OUT.h5 float32 /input [B,C,H,W] -> /logits, /kept_s{k}
- * Both run libtpsinfer (src/infer/tps_infer.h) on an inference file written by `tpsc export`. */
+ * Both run libtpsinfer (src/infer/tps_infer.h) on an inference file written by `tpsc export`, or
+ * on a training checkpoint, exported in memory first (its EMA weights when it has them). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
+#include "src/export/export.h"
 #include "src/infer/tps_infer.h"
 #include "src/io/h5util.h"
 #include "src/util/alloc.h"
@@ -17,7 +19,8 @@ static void usage(FILE *f) {
             "usage: tpsc infer MODEL.h5 IMAGE... [options]\n"
             "       tpsc infer MODEL.h5 --tensor IN.h5 --out OUT.h5 [options]\n"
             "\n"
-            "Runs an exported model (tpsc export) with libtpsinfer. With images (PNG/JPEG/BMP), prints the\n"
+            "Runs a model with libtpsinfer: an exported one (tpsc export) or a training checkpoint (exported\n"
+            "in memory, EMA weights when present). With images (PNG/JPEG/BMP), prints the\n"
             "top classes and probabilities of each. With --tensor, reads float32 /input [B,C,H,W] (already\n"
             "normalised) and writes /logits [B,K] and, for pruned models, /kept_s{k} int64 [B,n_k]: the\n"
             "original patch indices (0..N-1, cls excluded) that survive stage k, in the order kept (-1: an\n"
@@ -252,8 +255,8 @@ int cmd_infer(int argc, char **argv) {
     tps_workspace *ws = NULL;
     int rc;
     const tps_open_options oo = {.precision = o.precision};
-    if (tps_model_open_ex(o.model, &oo, &m) != TPS_OK)
-        rc = fail("opening the model");
+    if (tpsc_open_for_inference(o.model, &oo, &m) != TPSC_OK)
+        rc = (fprintf(stderr, "tpsc infer: opening the model: %s\n", tpsc_last_error()), 1);
     else if (tps_workspace_create(m, (size_t)o.batch, &ws) != TPS_OK)
         rc = fail("allocating the workspace");
     else if (tps_workspace_set_budget(ws, &o.budget) != TPS_OK)

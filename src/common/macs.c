@@ -40,6 +40,8 @@ double macs_per_image(const macs_vit *v, const macs_tokens *t) {
     const double C = (double)v->embed_dim, F = (double)v->mlp_hidden;
     const method_row *row = t ? tok_method_row(t->method) : NULL;
     const int n_stages = row && row->scores != SCORES_NONE ? t->n_stages : 0;
+    const method_dropped dropped =
+        !row ? DROPPED_DISCARD : row->dropped == DROPPED_FUSE && t->evit_drop_pruned ? DROPPED_DISCARD : row->dropped;
 
     double macs = (double)n_patches * (double)(v->in_chans * v->patch * v->patch) * C;
     size_t n = n_patches; /* spatial tokens entering the current block */
@@ -50,7 +52,7 @@ double macs_per_image(const macs_vit *v, const macs_tokens *t) {
             size_t k = keep_count_predictor(t->keep_frac, n_stages, s, n_patches);
             if (k > n) k = n;
             macs += predictor_macs((double)n, v->embed_dim);
-            macs += dropped_macs(row->dropped, k, &n, C);
+            macs += dropped_macs(dropped, k, &n, C);
             s++;
         }
         const macs_widths *w = v->widths;
@@ -60,7 +62,7 @@ double macs_per_image(const macs_vit *v, const macs_tokens *t) {
             macs += attention_macs((double)(1 + n), C);
         if (stage_here && row->scores == SCORES_CLS_ATTENTION) {
             const size_t k = keep_count_evit(t->keep_frac, n_stages, s, n);
-            macs += dropped_macs(row->dropped, k, &n, C);
+            macs += dropped_macs(dropped, k, &n, C);
             s++;
         }
         macs += mlp_macs((double)(1 + n), C, w ? (double)w->f[i] : F);

@@ -30,6 +30,7 @@
 #ifndef TPSC_COMMON_MACS_H
 #define TPSC_COMMON_MACS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "src/common/methods.h"
@@ -53,6 +54,8 @@ typedef struct macs_tokens {
     int n_stages;
     const int *prune_loc;   /* [n_stages] */
     const float *keep_frac; /* [n_stages] cumulative keep fractions (keep.h) */
+    bool evit_drop_pruned;  /* a DROPPED_FUSE method run without fusion (tps.fuse_token = false):
+                               its dropped tokens are discarded; false = the method's own rule */
 } macs_tokens;
 
 /* 0 when the image has no patch (patch 0 or larger than the image) or the width is 0. */

@@ -333,7 +333,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
 }
 
 /* EViT / eTPS inside the block, after the attention residual: top k by cls attention (mean
- * over heads); evit appends sum_{dropped} a_i x_i, etps squeezes the dropped tokens (in
+ * over heads); evit appends sum_{dropped} a_i x_i (or drops them without fuse_token), etps squeezes the dropped tokens (in
  * position order, as EViT's complement_idx) into their hosts. k = n changes nothing. Called
  * by every member, false for all of them on a bad budget. */
 static bool evit_stage(ti_view *ws, int s, size_t B) {
@@ -347,7 +347,8 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
         bad |= k < 1 || k > n;
     }
     if (bad) return false;
-    const bool fuse = tok_method_row(m->method)->dropped == DROPPED_FUSE;
+    const method_dropped rule = tok_method_row(m->method)->dropped;
+    const bool fuse = rule == DROPPED_FUSE && m->info.fuse_token; /* else EViT drops them */
     #pragma omp single nowait
     {
         ws->lay_next.rows = 0;
@@ -406,7 +407,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             #pragma omp simd
             for (size_t c = 0; c < C; c++) dst[(1 + k) * C + c] = (float)acc[c];
             orig_next[k] = -1; /* the fused token has no patch */
-        } else {
+        } else if (rule == DROPPED_SQUEEZE) {
             for (size_t i = 0; i < n; i++)
                 if (!is_kept[i]) memcpy(dropped + (q++) * C, src + (1 + i) * C, C * sizeof(float));
             ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);

@@ -363,6 +363,11 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
         if ((tok_method_has_predictor(m->method)) && m->C < 4)
             return ti_fail(TPS_ERR_FORMAT, "%s: embed_dim %zu is too small for a score predictor", r->path, m->C);
     }
+    /* fuse_token (evit): files written before the attribute existed fused */
+    int64_t fuse = 1;
+    if (attr_exists(r, "fuse_token") && (st = read_i64(r, "fuse_token", &fuse))) return st;
+    if (fuse != 0 && fuse != 1) return ti_fail(TPS_ERR_FORMAT, "%s: fuse_token is %lld (need 0 or 1)", r->path, (long long)fuse);
+    in->fuse_token = tok_method_row(m->method)->dropped == DROPPED_FUSE ? (int)fuse : 1;
     in->n_stages = nloc;
     m->squeeze_temp = (float)temp;
     m->D = m->C / m->H;
@@ -508,6 +513,16 @@ static bool has_hdf5_signature(FILE *fp) {
     return false;
 }
 
+/* Reads the model from an open file; name (a path, or what stands for it) goes in messages. */
+static tps_status read_model(hid_t id, const char *name, tps_model *m) {
+    reader r = {id, name};
+    tps_status st = read_architecture(&r, m);
+    if (st == TPS_OK) st = read_preprocessing(&r, m);
+    if (st == TPS_OK) st = load_weights(&r, m);
+    if (H5Fclose(id) < 0 && st == TPS_OK) st = ti_fail(TPS_ERR_IO, "%s: closing failed", name);
+    return st;
+}
+
 static tps_status open_locked(const char *path, tps_model *m) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report failures ourselves */
     struct stat sb;
@@ -521,12 +536,26 @@ static tps_status open_locked(const char *path, tps_model *m) {
     /* the default access properties: a file the application holds open opens again */
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
-    reader r = {id, path};
-    tps_status st = read_architecture(&r, m);
-    if (st == TPS_OK) st = read_preprocessing(&r, m);
-    if (st == TPS_OK) st = load_weights(&r, m);
-    if (H5Fclose(id) < 0 && st == TPS_OK) st = ti_fail(TPS_ERR_IO, "%s: closing failed", path);
-    return st;
+    return read_model(id, path, m);
+}
+
+/* An HDF5 file image in memory, through the core driver (no backing file); HDF5 copies the
+ * bytes. Each image gets its own file name, so that two open at once are two files. */
+static tps_status open_memory_locked(const void *image, size_t bytes, const char *name, tps_model *m) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    if (bytes < sizeof sig || memcmp(image, sig, sizeof sig) != 0)
+        return ti_fail(TPS_ERR_FORMAT, "%s: %zu bytes that are not an HDF5 file image", name, bytes);
+    static unsigned long serial; /* under hdf5_lock */
+    char unique[64];
+    snprintf(unique, sizeof unique, "tpsinfer-memory-%lu", ++serial);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t id = H5I_INVALID_HID;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) >= 0 && H5Pset_file_image(fapl, (void *)image, bytes) >= 0)
+        id = H5Fopen(unique, H5F_ACC_RDONLY, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open the %zu-byte image (truncated or damaged?)", name, bytes);
+    return read_model(id, name, m);
 }
 
 /* Every linear weight with its shape [N = Cout, K = Cin]. */
@@ -568,9 +597,9 @@ static tps_status pack_bf16(model_box *box) {
     return st;
 }
 
-tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out) {
-    if (out) *out = NULL;
-    if (!path || !out) return ti_fail(TPS_ERR_ARG, "tps_model_open: NULL %s", path ? "output pointer" : "path");
+/* The model from a file (path) or a file image (image, bytes); name is what messages call it. */
+static tps_status open_model(const char *path, const void *image, size_t bytes, const char *name,
+                             const tps_open_options *opt, tps_model **out) {
     const tps_precision precision = opt ? opt->precision : TPS_PRECISION_FP32;
     if (precision != TPS_PRECISION_FP32 && precision != TPS_PRECISION_BF16)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown precision %d", (int)precision);
@@ -580,11 +609,11 @@ tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_
         if (st != TPS_OK) return st;
     }
     model_box *box = calloc(1, sizeof *box);
-    if (!box) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", path);
+    if (!box) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", name);
     box->precision = precision;
     tps_model *m = &box->m;
     pthread_mutex_lock(&hdf5_lock);
-    tps_status st = open_locked(path, m);
+    tps_status st = path ? open_locked(path, m) : open_memory_locked(image, bytes, name, m);
     pthread_mutex_unlock(&hdf5_lock);
     if (st == TPS_OK && precision == TPS_PRECISION_BF16) st = pack_bf16(box);
     if (st != TPS_OK) {
@@ -593,6 +622,19 @@ tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_
     }
     *out = m;
     return TPS_OK;
+}
+
+tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out) {
+    if (out) *out = NULL;
+    if (!path || !out) return ti_fail(TPS_ERR_ARG, "tps_model_open: NULL %s", path ? "output pointer" : "path");
+    return open_model(path, NULL, 0, path, opt, out);
+}
+
+tps_status tps_model_open_memory(const void *image, size_t bytes, const char *name, const tps_open_options *opt,
+                                 tps_model **out) {
+    if (out) *out = NULL;
+    if (!image || !out) return ti_fail(TPS_ERR_ARG, "tps_model_open_memory: NULL %s", image ? "output pointer" : "image");
+    return open_model(NULL, image, bytes, name ? name : "model image", opt, out);
 }
 
 tps_status tps_model_open(const char *path, tps_model **out) { return tps_model_open_ex(path, NULL, out); }

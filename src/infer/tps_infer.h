@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 1
+#define TPS_INFER_VERSION_MINOR 2 /* 2: tps_model_open_memory */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -89,6 +89,12 @@ typedef struct tps_open_options {
  * TPS_ERR_UNSUPPORTED when the library was built without oneDNN or the CPU lacks AVX512-BF16;
  * it packs the weights once here (the model then holds them in both precisions). */
 TPS_API tps_status tps_model_open_ex(const char *path, const tps_open_options *opt, tps_model **out);
+/* tps_model_open_ex on an inference file held in memory: image holds the bytes of the file
+ * (bytes of them), as `tpsc export` writes it or as a program embeds it. The library copies
+ * what it keeps; image may be freed on return. name stands for the file in error messages
+ * (NULL: "model image"). Since version 0.2. */
+TPS_API tps_status tps_model_open_memory(const void *image, size_t bytes, const char *name,
+                                         const tps_open_options *opt, tps_model **out);
 /* The precision the model was opened with. */
 TPS_API tps_precision tps_model_precision(const tps_model *m);
 /* TPS_OK when this build and CPU can run precision p; else TPS_ERR_UNSUPPORTED and a message
@@ -103,6 +109,8 @@ typedef struct tps_model_info {
     int n_stages;
     int prune_loc[TPS_INFER_MAX_STAGES];
     float keep_frac[TPS_INFER_MAX_STAGES]; /* cumulative fraction of N kept after stage s */
+    int fuse_token;           /* evit: 1 fuses the pruned tokens into one extra token (EViT's
+                                 --fuse_token), 0 drops them; 1 for the other methods */
     /* Preprocessing (timm eval): resize the short side to floor(input_size / crop_pct), centre
      * crop input_size, x / 255, (x - mean) / std per channel. */
     int input_size;

@@ -200,7 +200,7 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
     memcpy(kf, m->info.keep_frac, sizeof kf);
     if (keep_ratio > 0.0f && keep_ratio <= 1.0f) keep_fill_rho(kf, ns, keep_ratio);
     macs_vit vit = {m->img, m->patch, m->in_chans, m->C, m->depth, m->F, m->K, NULL};
-    const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf};
+    const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf, !m->info.fuse_token};
     if (!m->channels_pruned) return macs_per_image(&vit, &tokens);
     /* the blocks' kept widths (channel pruning) */
     size_t *w = malloc(3 * m->depth * sizeof *w);

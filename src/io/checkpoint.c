@@ -76,11 +76,13 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     TPSC_TRY(tpsc_h5_write_attr_i32s(f, "/", "prune_loc", loc, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "keep_frac", t->keep_frac, t->n_stages));
     TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "squeeze_temp", t->squeeze_temp));
+    TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "fuse_token", t->evit_drop_pruned ? 0 : 1));
     TPSC_TRY(write_channels(f, ck, t, (int)v->depth));
 
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
     TPSC_TRY(tpsc_h5_write_attr_strs(f, "/", "class_names", ck->class_names, ck->n_class_names));
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "recipe", ck->recipe_text ? ck->recipe_text : ""));
+    if (ck->precision) TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "precision", ck->precision));
     return TPSC_OK;
 }
 
@@ -108,45 +110,77 @@ static tpsc_status write_state(tpsc_h5 *f, const tpsc_checkpoint *ck) {
     return TPSC_OK;
 }
 
-static tpsc_status write_checkpoint(const char *tmp_path, const char *final_path, void *user) {
-    const tpsc_checkpoint *ck = user;
+static tpsc_status write_preprocessing(tpsc_h5 *f, const tpsc_preprocessing *p) {
+    TPSC_TRY(tpsc_h5_write_attr_i64(f, "/", "input_size", p->input_size));
+    TPSC_TRY(tpsc_h5_write_attr_f64(f, "/", "crop_pct", p->crop_pct));
+    TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "mean", p->mean, 3));
+    TPSC_TRY(tpsc_h5_write_attr_f32s(f, "/", "std", p->std, 3));
+    return tpsc_h5_write_attr_str(f, "/", "interpolation", p->interpolation ? p->interpolation : "bicubic");
+}
+
+/* Everything into f, which the caller closes. */
+static tpsc_status write_contents(tpsc_h5 *f, const tpsc_checkpoint *ck) {
     const char *format = ck->format ? ck->format : TPSC_FORMAT_CHECKPOINT;
+    TPSC_TRY(write_root_attrs(f, ck, format));
+    if (ck->preprocessing) TPSC_TRY(write_preprocessing(f, ck->preprocessing));
+    TPSC_TRY(write_tensors(f, "/model", ck->params, ck->params->data, NULL));
+    if (ck->opt_name) {
+        /* SGD without momentum has no buffer but still a step count worth keeping. */
+        TPSC_TRY(tpsc_h5_make_group(f, "/optimizer"));
+        TPSC_TRY(tpsc_h5_write_attr_str(f, "/optimizer", "name", ck->opt_name));
+        TPSC_TRY(tpsc_h5_write_attr_i64(f, "/optimizer", "step", ck->opt_step));
+        if (ck->opt_m) TPSC_TRY(write_tensors(f, "/optimizer/m", ck->params, ck->opt_m, ck->opt_param_step));
+        if (ck->opt_v) TPSC_TRY(write_tensors(f, "/optimizer/v", ck->params, ck->opt_v, NULL));
+    }
+    if (ck->ema) TPSC_TRY(write_tensors(f, "/ema", ck->params, ck->ema, NULL));
+    if (strcmp(format, TPSC_FORMAT_CHECKPOINT) == 0) TPSC_TRY(write_state(f, ck));
+    return TPSC_OK;
+}
+
+static tpsc_status write_checkpoint(const char *tmp_path, const char *final_path, void *user) {
     tpsc_h5 f;
     TPSC_TRY(tpsc_h5_create(&f, tmp_path, final_path));
-    tpsc_status st = write_root_attrs(&f, ck, format);
-    if (st == TPSC_OK) st = write_tensors(&f, "/model", ck->params, ck->params->data, NULL);
-    if (st == TPSC_OK && ck->opt_name) {
-        /* SGD without momentum has no buffer but still a step count worth keeping. */
-        if ((st = tpsc_h5_make_group(&f, "/optimizer")) == TPSC_OK)
-            st = tpsc_h5_write_attr_str(&f, "/optimizer", "name", ck->opt_name);
-        if (st == TPSC_OK) st = tpsc_h5_write_attr_i64(&f, "/optimizer", "step", ck->opt_step);
-        if (st == TPSC_OK && ck->opt_m)
-            st = write_tensors(&f, "/optimizer/m", ck->params, ck->opt_m, ck->opt_param_step);
-        if (st == TPSC_OK && ck->opt_v) st = write_tensors(&f, "/optimizer/v", ck->params, ck->opt_v, NULL);
-    }
-    if (st == TPSC_OK && ck->ema) st = write_tensors(&f, "/ema", ck->params, ck->ema, NULL);
-    if (st == TPSC_OK && strcmp(format, TPSC_FORMAT_CHECKPOINT) == 0) st = write_state(&f, ck);
+    tpsc_status st = write_contents(&f, user);
     tpsc_status cst = tpsc_h5_close(&f);
     return st != TPSC_OK ? st : cst;
 }
 
-tpsc_status tpsc_checkpoint_save(const char *path, const tpsc_checkpoint *ck) {
+/* What every save checks first; name is the file's in messages. */
+static tpsc_status check_checkpoint(const char *name, const tpsc_checkpoint *ck) {
     if (!ck || !ck->vit || !ck->params || !ck->params->finalised)
-        return tpsc_fail(TPSC_ERR_ARG, "%s: checkpoint without a model config or finalised parameters", path);
+        return tpsc_fail(TPSC_ERR_ARG, "%s: checkpoint without a model config or finalised parameters", name);
     const char *format = ck->format ? ck->format : TPSC_FORMAT_CHECKPOINT;
     if (strcmp(format, TPSC_FORMAT_CHECKPOINT) != 0 && strcmp(format, TPSC_FORMAT_INFERENCE) != 0)
-        return tpsc_fail(TPSC_ERR_ARG, "%s: unknown checkpoint format '%s'", path, format);
+        return tpsc_fail(TPSC_ERR_ARG, "%s: unknown checkpoint format '%s'", name, format);
     if (ck->opt_m && (!ck->opt_name || !*ck->opt_name))
-        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer state without an optimizer name", path);
+        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer state without an optimizer name", name);
     if ((ck->opt_v && !ck->opt_m) || (ck->opt_param_step && !ck->opt_m))
-        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer v or per-parameter steps without m", path);
+        return tpsc_fail(TPSC_ERR_ARG, "%s: optimizer v or per-parameter steps without m", name);
     if (ck->n_rng < 0 || (ck->n_rng > 0 && !ck->rng_states) || ck->n_loader_pos < 0 ||
         (ck->n_loader_pos > 0 && !ck->loader_pos) || ck->n_class_names < 0 ||
         (ck->n_class_names > 0 && !ck->class_names))
-        return tpsc_fail(TPSC_ERR_ARG, "%s: a count is negative or its array is NULL", path);
+        return tpsc_fail(TPSC_ERR_ARG, "%s: a count is negative or its array is NULL", name);
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_checkpoint_save(const char *path, const tpsc_checkpoint *ck) {
+    TPSC_TRY(check_checkpoint(path, ck));
     tpsc_status st = tpsc_atomic_write(path, write_checkpoint, (void *)ck);
     if (st != TPSC_OK) tpsc_error_context("saving checkpoint: ");
     return st;
+}
+
+tpsc_status tpsc_checkpoint_save_image(const tpsc_checkpoint *ck, const char *name, void **image, size_t *bytes) {
+    *image = NULL, *bytes = 0;
+    TPSC_TRY(check_checkpoint(name, ck));
+    tpsc_h5 f;
+    TPSC_TRY(tpsc_h5_create_image(&f, name));
+    tpsc_status st = write_contents(&f, ck);
+    if (st != TPSC_OK) {
+        tpsc_h5_close(&f);
+        return st;
+    }
+    return tpsc_h5_close_image(&f, image, bytes);
 }
 
 /* ---- opening for reading -------------------------------------------------------------- */
@@ -245,6 +279,14 @@ static tpsc_status read_tps(const tpsc_h5 *f, tok_config *t) {
     t->n_stages = n_loc;
     for (int s = 0; s < n_loc; s++) t->prune_loc[s] = loc[s];
     TPSC_TRY(read_float(f, "squeeze_temp", &t->squeeze_temp));
+    /* fuse_token (evit): files written before it existed fused, as they still do by default */
+    if (tpsc_h5_attr_exists(f, "/", "fuse_token")) {
+        int64_t fuse = 1;
+        TPSC_TRY(tpsc_h5_read_attr_i64(f, "/", "fuse_token", &fuse));
+        if (fuse != 0 && fuse != 1)
+            return tpsc_fail(TPSC_ERR_FORMAT, "%s: attribute fuse_token is %lld (need 0 or 1)", f->name, (long long)fuse);
+        t->evit_drop_pruned = fuse == 0;
+    }
     return read_channels(f, t);
 }
 

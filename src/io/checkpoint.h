@@ -35,6 +35,14 @@
 /* The newest format_version this build writes and reads; older versions stay readable. */
 #define TPSC_CHECKPOINT_VERSION 1
 
+/* Inference files: how an image becomes the model's input (libtpsinfer's tps_preprocess). */
+typedef struct tpsc_preprocessing {
+    int64_t input_size;
+    double crop_pct;
+    float mean[3], std[3];            /* per input channel */
+    const char *interpolation;        /* "bicubic" */
+} tpsc_preprocessing;
+
 /* What to save. Pointers are borrowed for the duration of the call. Buffers laid out like
  * params->data (params->total floats, the same offsets) may be NULL when absent. */
 typedef struct tpsc_checkpoint {
@@ -57,16 +65,24 @@ typedef struct tpsc_checkpoint {
     int64_t epoch, step;
     float best_top1;
     const char *recipe_text;          /* the full resolved recipe; NULL = "" */
+    const char *precision;            /* the GEMM precision the run trained in ("fp32", "bf16") ->
+                                         root attribute "precision"; NULL = not written. The
+                                         weights are FP32 either way. */
     const char *const *class_names;   /* may be NULL with n_class_names 0 */
     const int32_t *chan_width[CHAN_KINDS]; /* inference files with channels removed: per block
                                          the kept head_dim_qk, head_dim_v, mlp_hidden (depth
                                          entries each), or NULL (see chan_prune_params) */
     int n_class_names;
+    const tpsc_preprocessing *preprocessing; /* root attrs input_size, crop_pct, mean, std,
+                                         interpolation (inference files), or NULL */
 } tpsc_checkpoint;
 
 /* Writes the file atomically (src/io/atomic.h): a crash leaves the previous file intact.
  * /state is written only for TPSC_FORMAT_CHECKPOINT. */
 tpsc_status tpsc_checkpoint_save(const char *path, const tpsc_checkpoint *ck);
+/* The same file, made in memory: *image (free with tpsc_free) holds its *bytes; name stands
+ * for it in messages. What the framework hands libtpsinfer (tps_model_open_memory). */
+tpsc_status tpsc_checkpoint_save_image(const tpsc_checkpoint *ck, const char *name, void **image, size_t *bytes);
 
 /* What read_config learns besides the model config. */
 typedef struct tpsc_checkpoint_info {

@@ -74,6 +74,41 @@ tpsc_status tpsc_h5_create(tpsc_h5 *f, const char *path, const char *display_nam
     return TPSC_OK;
 }
 
+tpsc_status tpsc_h5_create_image(tpsc_h5 *f, const char *display_name) {
+    silence_hdf5();
+    snprintf(f->name, sizeof f->name, "%s", display_name);
+    /* the core driver keeps files by name: each image gets its own */
+    static _Atomic unsigned long serial;
+    char unique[64];
+    snprintf(unique, sizeof unique, "tpsc-image-%lu", ++serial);
+    hid_t fapl = strong_close_fapl();
+    f->id = H5I_INVALID_HID;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, 1 << 20, 0) >= 0) f->id = H5Fcreate(unique, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f->id < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot create an HDF5 file in memory", f->name);
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_h5_close_image(tpsc_h5 *f, void **image, size_t *bytes) {
+    *image = NULL, *bytes = 0;
+    tpsc_status st = TPSC_OK;
+    if (H5Fflush(f->id, H5F_SCOPE_LOCAL) < 0) st = tpsc_fail(TPSC_ERR_IO, "%s: flushing the in-memory file failed", f->name);
+    const ssize_t n = st == TPSC_OK ? H5Fget_file_image(f->id, NULL, 0) : -1;
+    if (st == TPSC_OK && n <= 0) st = tpsc_fail(TPSC_ERR_IO, "%s: the in-memory file has no image", f->name);
+    void *buf = st == TPSC_OK ? tpsc_malloc((size_t)n, "HDF5 file image") : NULL;
+    if (st == TPSC_OK && !buf) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK && H5Fget_file_image(f->id, buf, (size_t)n) != n)
+        st = tpsc_fail(TPSC_ERR_IO, "%s: copying the in-memory file failed", f->name);
+    const tpsc_status cst = tpsc_h5_close(f);
+    if (st == TPSC_OK) st = cst;
+    if (st != TPSC_OK) {
+        tpsc_free(buf);
+        return st;
+    }
+    *image = buf, *bytes = (size_t)n;
+    return TPSC_OK;
+}
+
 tpsc_status tpsc_h5_close(tpsc_h5 *f) {
     if (f->id < 0) return TPSC_OK;
     herr_t rc = H5Fclose(f->id);

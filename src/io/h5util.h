@@ -32,6 +32,11 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path);
 tpsc_status tpsc_h5_create(tpsc_h5 *f, const char *path, const char *display_name);
 /* Closes; a failure to flush a file being written is TPSC_ERR_IO. Safe on a closed handle. */
 tpsc_status tpsc_h5_close(tpsc_h5 *f);
+/* A file that lives in memory only (HDF5's core driver, no backing file), named display_name
+ * in messages; tpsc_h5_close_image closes it and hands over its bytes (*image, free with
+ * tpsc_free), which any HDF5 reader opens as a file image (tps_model_open_memory). */
+tpsc_status tpsc_h5_create_image(tpsc_h5 *f, const char *display_name);
+tpsc_status tpsc_h5_close_image(tpsc_h5 *f, void **image, size_t *bytes);
 
 /* Whether every link along `path` exists ("/optimizer/v"). */
 bool tpsc_h5_exists(const tpsc_h5 *f, const char *path);

@@ -6,11 +6,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
-#include "src/channels/prune.h"
 #include "src/dist/dist.h"
 #include "src/infer/tps_infer.h"
-#include "src/io/checkpoint.h"
+#include "src/export/export.h"
 #include "src/optim/adamw.h"
 #include "src/optim/param_groups.h"
 #include "src/train/evaluate.h"
@@ -70,13 +70,14 @@ static void teardown(bench_setup *b) {
 }
 
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             bool overlap, double bucket_mb, tpsc_bench_result *res) {
+                             ag_precision precision, bool overlap, double bucket_mb, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     const size_t ranks = (size_t)dist_size();
     if (batch % ranks != 0)
         return tpsc_fail(TPSC_ERR_ARG, "bench: batch %zu is not divisible by the %zu MPI ranks", batch, ranks);
     bench_setup b;
     tpsc_status st = setup(&b, vc, tc, batch / ranks);
+    if (st == TPSC_OK) st = ag_set_precision(b.ctx, precision);
     tpsc_adamw opt = {0};
     dist_grad_sync sync = {0};
     double *times = tpsc_calloc((size_t)repeats * 3, sizeof *times, "bench times");
@@ -163,8 +164,8 @@ tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t 
     return st;
 }
 
-/* The same measurement through libtpsinfer: the random-weight model is written as an
- * inference file (a temporary file, removed again) and opened by the library, as a user would. */
+/* The same measurement through libtpsinfer: the random-weight model is handed to the library
+ * as an inference file made in memory (src/export/export.h). */
 tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                                  tps_precision precision, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
@@ -173,20 +174,12 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
     double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
     float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
     if (st == TPSC_OK && (!times || !logits)) st = TPSC_ERR_NOMEM;
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/tpsc_bench_XXXXXX", dir && *dir ? dir : "/tmp");
-    int fd = st == TPSC_OK ? mkstemp(path) : -1;
-    if (st == TPSC_OK && fd < 0) st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create a temporary model file", path);
-    if (fd >= 0) close(fd);
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = vc, .tps = tc, .params = &b.m.params};
-    if (st == TPSC_OK) st = chan_save_inference(path, &b.m, &ck); /* channel gates: the kept widths for real */
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
     const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, &m) != TPS_OK || tps_workspace_create(m, batch, &ws) != TPS_OK))
+    if (st == TPSC_OK) st = tpsc_export_open_model(&b.m, &oo, &m);
+    if (st == TPSC_OK && tps_workspace_create(m, batch, &ws) != TPS_OK)
         st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
-    if (fd >= 0) unlink(path);
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
         double t0 = tpsc_now();
         if (tps_run(ws, b.images, batch, logits) != TPS_OK) {

@@ -4,6 +4,7 @@
 #ifndef TPSC_PERF_BENCH_H
 #define TPSC_PERF_BENCH_H
 
+#include "autograd/ag.h"
 #include "src/infer/tps_infer.h"
 #include "src/model/vit.h"
 
@@ -18,11 +19,12 @@ typedef struct tpsc_bench_result {
     double allreduce_inflight_s; /* from the first bucket's start to the last one's end */
 } tpsc_bench_result;
 
-/* repeats timed runs after `warmup` untimed ones. Training under MPI: batch is the global
- * batch, each rank steps on batch / ranks images and the gradients are averaged (with or without
- * overlap, in buckets of bucket_mb), as `tpsc train` does; images_per_s is the global rate. */
+/* repeats timed runs after `warmup` untimed ones; training GEMMs in `precision` (autograd/gemm.h).
+ * Training under MPI: batch is the global batch, each rank steps on batch / ranks images and the
+ * gradients are averaged (with or without overlap, in buckets of bucket_mb), as `tpsc train`
+ * does; images_per_s is the global rate. */
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             bool overlap, double bucket_mb, tpsc_bench_result *res);
+                             ag_precision precision, bool overlap, double bucket_mb, tpsc_bench_result *res);
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
 /* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link,

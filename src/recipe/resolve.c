@@ -28,6 +28,7 @@ static void resolve_tps(tpsc_recipe *r) {
     memset(c->prune_loc, 0, sizeof c->prune_loc);
     memset(c->keep_frac, 0, sizeof c->keep_frac);
     c->n_stages = 0;
+    c->evit_drop_pruned = c->method == TOK_EVIT && !r->tps.fuse_token;
     if (c->method == TOK_NONE) return;
     const int n = r->tps.n_prune_loc;
     c->n_stages = n;

@@ -92,6 +92,9 @@ static tpsc_status validate_model(const tpsc_recipe *r) {
 
 static tpsc_status validate_tps(const tpsc_recipe *r) {
     const tpsc_recipe_tps *t = &r->tps;
+    if (!t->fuse_token && t->cfg.method != TOK_EVIT)
+        return key_fail(r, "tps", "fuse_token", "false applies to tps.method = evit only, not %s",
+                        tok_method_name(t->cfg.method));
     if (t->cfg.method == TOK_NONE) return TPSC_OK;
     const int depth = (int)r->model.vit.depth;
     char other[32];

@@ -14,7 +14,7 @@ double tok_macs_per_image(const tok_config *cfg, size_t img_size, size_t patch, 
     }
     const macs_vit vit = {img_size, patch, in_chans, embed_dim, depth, mlp_hidden, num_classes, NULL};
     if (!cfg) return macs_per_image(&vit, NULL);
-    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac};
+    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, cfg->evit_drop_pruned};
     return macs_per_image(&vit, &tokens);
 }
 
@@ -31,6 +31,6 @@ double vit_macs_per_image(const vit_config *v, const tok_config *cfg) {
             w[k][i] = chan_keep_count(&cfg->chan, (int)i, (chan_gate_kind)k, k == CHAN_MLP ? hidden : D);
     const macs_widths widths = {v->num_heads, w[CHAN_QK], w[CHAN_V], w[CHAN_MLP]};
     const macs_vit vit = {v->img_size, v->patch_size, v->in_chans, v->embed_dim, v->depth, hidden, v->num_classes, &widths};
-    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac};
+    const macs_tokens tokens = {cfg->method, cfg->n_stages, cfg->prune_loc, cfg->keep_frac, cfg->evit_drop_pruned};
     return macs_per_image(&vit, &tokens);
 }

@@ -130,6 +130,7 @@ ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_t
             }
     }
     if (cfg->method == TOK_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp);
+    if (cfg->evit_drop_pruned) return cls_and_rows(ctx, x, kept_idx, B, k); /* EViT without --fuse_token */
     /* evit: one fused token sum_{dropped} a_i x_i */
     ag_tensor *dropped = ag_gather_rows(ctx, x, compl, p);                              /* [B,p,C] */
     ag_tensor *a = ag_gather_rows(ctx, ag_reshape(ctx, cls_attn, 3, (size_t[]){B, n, 1}), attn_idx, p); /* [B,p,1] */

@@ -36,6 +36,9 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    bool evit_drop_pruned;           /* evit: drop the pruned tokens instead of fusing them into
+                                        one (recipe tps.fuse_token = false, EViT's default without
+                                        --fuse_token); zero = fused, as the published runs */
     chan_config chan;                /* channel gates (recipe section [cdcp]); zeroed = none */
 } tok_config;
 
@@ -98,8 +101,9 @@ ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predict
                            ag_tensor *x, size_t k, int32_t *kept_pos);
 /* evit/etps, inside a block after the attention residual. x [B,1+n,C], cls_attn [B,n] (cls
  * attention to each spatial token, mean over heads). Keeps the top k by cls_attn;
- * evit appends one fused token sum_{dropped} a_i x_i (-> [B,2+k,C]); etps squeezes dropped
- * tokens into hosts (-> [B,1+k,C]). Differentiable (EViT trains with real removal).
+ * evit appends one fused token sum_{dropped} a_i x_i (-> [B,2+k,C]), or with
+ * cfg->evit_drop_pruned drops them (-> [B,1+k,C]); etps squeezes dropped tokens into hosts
+ * (-> [B,1+k,C]). Differentiable (EViT trains with real removal).
  * kept_pos as above (the fused token is not listed). k = n prunes nothing, as EViT: x is
  * returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
 ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,

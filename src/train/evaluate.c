@@ -2,7 +2,9 @@
 
 #include <string.h>
 
+#include "src/export/export.h"
 #include "src/train/progress.h"
+#include "src/util/alloc.h"
 
 double tpsc_model_gmacs(const vit_model *m) {
     return vit_macs_per_image(&m->cfg, &m->tps) * 1e-9;
@@ -39,6 +41,60 @@ tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
     return TPSC_OK;
 }
 
+/* One engine's inference pass on a batch of n images [n,C,H,W]: *logits [n,K] (the engine's
+ * until its next call), kept[s] the spatial tokens after stage s (mean over the batch). */
+typedef tpsc_status (*eval_forward)(void *engine, const tpsc_batch *b, const float **logits, int *n_stages,
+                                    double *kept);
+
+/* The evaluation loop both engines share: every batch of the loader's epoch, timed forward;
+ * res receives the sums (tpsc_eval_finish turns them into rates). */
+static tpsc_status evaluate_loop(eval_forward forward, void *engine, const vit_model *m, tpsc_loader *val,
+                                 tpsc_eval_result *res) {
+    memset(res, 0, sizeof *res);
+    TPSC_TRY(tpsc_loader_seek(val, (tpsc_data_position){0, 0}));
+    const size_t K = m->cfg.num_classes;
+    tpsc_status st = TPSC_OK;
+    for (;;) {
+        tpsc_batch b;
+        st = tpsc_loader_next(val, &b);
+        if (st != TPSC_OK || b.count == 0) break;
+        const float *logits = NULL;
+        int n_stages = 0;
+        double kept[TOK_MAX_STAGES];
+        const double t0 = tpsc_now();
+        st = forward(engine, &b, &logits, &n_stages, kept);
+        const double dt = tpsc_now() - t0;
+        if (st == TPSC_OK) tpsc_eval_add_batch(res, logits, b.count, K, b.labels, n_stages, kept, dt);
+        tpsc_loader_release(val, &b);
+        if (st != TPSC_OK) break;
+    }
+    return st;
+}
+
+/* ---- the framework's forward (VIT_INFER) ---- */
+
+typedef struct framework_engine {
+    vit_model *m;
+    ag_ctx *ctx;
+    const size_t *keep_override;
+} framework_engine;
+
+static tpsc_status framework_forward(void *engine, const tpsc_batch *b, const float **logits, int *n_stages,
+                                     double *kept) {
+    framework_engine *e = engine;
+    ag_ctx_reset(e->ctx);
+    size_t shape[4] = {b->count, b->channels, b->height, b->width};
+    ag_tensor *x = ag_wrap(e->ctx, b->images, NULL, 4, shape, false);
+    vit_forward_opts fo = {.mode = VIT_INFER, .keep_override = e->keep_override};
+    vit_output out;
+    ag_tensor *y = vit_forward(e->ctx, e->m, x, &fo, &out);
+    if (!y) return ag_ctx_status(e->ctx);
+    *logits = y->data;
+    *n_stages = out.n_stages;
+    for (int s = 0; s < out.n_stages; s++) kept[s] = (double)out.kept_count[s];
+    return TPSC_OK;
+}
+
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
     TPSC_TRY(tpsc_evaluate_pass(m, val, ctx, keep_override, res));
@@ -47,34 +103,52 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
 
 tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                                tpsc_eval_result *res) {
-    memset(res, 0, sizeof *res);
-    TPSC_TRY(tpsc_loader_seek(val, (tpsc_data_position){0, 0}));
-    const size_t K = m->cfg.num_classes;
     bool saved_grad = ctx->grad_enabled;
     ag_set_grad_enabled(ctx, false);
-    tpsc_status st = TPSC_OK;
-    for (;;) {
-        tpsc_batch b;
-        st = tpsc_loader_next(val, &b);
-        if (st != TPSC_OK || b.count == 0) break;
-        ag_ctx_reset(ctx);
-        size_t shape[4] = {b.count, b.channels, b.height, b.width};
-        ag_tensor *x = ag_wrap(ctx, b.images, NULL, 4, shape, false);
-        vit_forward_opts fo = {.mode = VIT_INFER, .keep_override = keep_override};
-        vit_output out;
-        double t0 = tpsc_now();
-        ag_tensor *logits = vit_forward(ctx, m, x, &fo, &out);
-        const double dt = tpsc_now() - t0;
-        if (!logits) {
-            tpsc_loader_release(val, &b);
-            st = ag_ctx_status(ctx);
-            break;
-        }
-        double kept[TOK_MAX_STAGES];
-        for (int s = 0; s < out.n_stages; s++) kept[s] = (double)out.kept_count[s];
-        tpsc_eval_add_batch(res, logits->data, b.count, K, b.labels, out.n_stages, kept, dt);
-        tpsc_loader_release(val, &b);
-    }
+    framework_engine e = {m, ctx, keep_override};
+    tpsc_status st = evaluate_loop(framework_forward, &e, m, val, res);
     ag_set_grad_enabled(ctx, saved_grad);
+    return st;
+}
+
+/* ---- libtpsinfer's ---- */
+
+typedef struct library_engine {
+    tps_workspace *ws;
+    float *logits;
+    size_t max_batch;
+} library_engine;
+
+static tpsc_status library_forward(void *engine, const tpsc_batch *b, const float **logits, int *n_stages,
+                                   double *kept) {
+    library_engine *e = engine;
+    if (b->count > e->max_batch)
+        return tpsc_fail(TPSC_ERR_INTERNAL, "a validation batch of %zu images (expected <= %zu)", b->count, e->max_batch);
+    if (tps_run(e->ws, b->images, b->count, e->logits) != TPS_OK)
+        return tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+    *logits = e->logits;
+    *n_stages = tps_num_stages(e->ws);
+    for (int s = 0; s < *n_stages; s++) kept[s] = tps_mean_kept(e->ws, s);
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+                                  tpsc_eval_result *res) {
+    memset(res, 0, sizeof *res);
+    const tps_open_options oo = {.precision = precision};
+    tps_model *lib = NULL;
+    library_engine e = {.max_batch = max_batch};
+    tpsc_status st = tpsc_export_open_model(m, &oo, &lib);
+    if (st == TPSC_OK && tps_workspace_create(lib, max_batch, &e.ws) != TPS_OK)
+        st = tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
+    if (st == TPSC_OK) {
+        e.logits = tpsc_malloc(max_batch * m->cfg.num_classes * sizeof(float), "eval logits");
+        if (!e.logits) st = TPSC_ERR_NOMEM;
+    }
+    if (st == TPSC_OK) st = evaluate_loop(library_forward, &e, m, val, res);
+    if (st == TPSC_OK) st = tpsc_eval_finish(res, m);
+    tpsc_free(e.logits);
+    tps_workspace_free(e.ws);
+    tps_model_close(lib);
     return st;
 }

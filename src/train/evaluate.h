@@ -3,6 +3,7 @@
 #define TPSC_TRAIN_EVALUATE_H
 
 #include "data/loader.h"
+#include "src/infer/tps_infer.h"
 #include "src/model/vit.h"
 
 typedef struct tpsc_eval_result {
@@ -26,9 +27,14 @@ tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const siz
 tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                                tpsc_eval_result *res);
 
-/* The pieces of tpsc_evaluate that any engine's evaluation shares (tpsc eval runs libtpsinfer
- * with them): add one batch's logits [n,K], its kept-token counts per stage (NULL: none) and its
- * forward time; then turn the sums into percentages, means and rates. */
+/* The same pass through libtpsinfer (the deployed engine) in `precision`: m (its weights loaded,
+ * its tok_config as configured) is handed to the library in memory; batches of at most
+ * max_batch images. */
+tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, tps_precision precision,
+                                  tpsc_eval_result *res);
+
+/* The pieces of both passes: add one batch's logits [n,K], its kept-token counts per stage
+ * (NULL: none) and its forward time; then turn the sums into percentages, means and rates. */
 void tpsc_eval_add_batch(tpsc_eval_result *res, const float *logits, size_t n, size_t K, const int32_t *labels,
                          int n_stages, const double *kept_per_stage, double forward_s);
 tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m);

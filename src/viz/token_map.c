@@ -139,7 +139,7 @@ tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image
             if (!x) break;
             if (squeezes) {
                 record_hosts(before, orig, kept_pos, k, map->host[s]);
-            } else {
+            } else if (!tps->evit_drop_pruned) { /* dropped ones stay TPSC_VIZ_NO_HOST */
                 bool is_kept[TPSC_VIZ_MAX_PATCHES + 1] = {false};
                 for (size_t j = 0; j < k; j++) is_kept[kept_pos[j]] = true;
                 for (size_t j = 0; j < n_cur; j++)
