@@ -114,16 +114,25 @@ static void train_ok(int np, const char *name, const char *extra) {
     cr_assert_eq(rc, 0, "%s (np %d, %s) exited with %d", name, np, extra, rc);
 }
 
-/* The model of the recipe with a checkpoint's weights (or the initial ones for file = NULL). */
-static void load_weights(const char *name, const char *file, vit_model *m) {
+/* The model of the recipe (with `method`, NULL: the recipe's) with a checkpoint's weights (or the
+ * initial ones for file = NULL). */
+static void load_model(const char *name, const char *file, const char *method, vit_model *m) {
     static tpsc_recipe r;
     cr_assert_eq(tpsc_recipe_load_string(&r, recipe_text, "tiny.ini"), TPSC_OK, "%s", tpsc_last_error());
+    if (method) {
+        char set[64];
+        snprintf(set, sizeof set, "tps.method=%s", method);
+        cr_assert_eq(tpsc_recipe_set(&r, set), TPSC_OK, "%s", tpsc_last_error());
+        cr_assert_eq(tpsc_recipe_set(&r, "tps.prune_loc=1, 2"), TPSC_OK, "%s", tpsc_last_error());
+    }
     cr_assert_eq(tpsc_build_model(&r, m), TPSC_OK, "%s", tpsc_last_error());
     if (!file) return;
     char path[256];
     snprintf(path, sizeof path, "%s/%s/%s", dir, name, file);
     cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", &m->params, NULL, NULL), TPSC_OK, "%s", tpsc_last_error());
 }
+
+static void load_weights(const char *name, const char *file, vit_model *m) { load_model(name, file, NULL, m); }
 
 static double max_diff(const vit_model *a, const vit_model *b) {
     double d = 0;
@@ -174,6 +183,30 @@ Test(dist, two_ranks_match_one_process) {
     assert_same_weights("two_noov", "one");
     train_ok(2, "two_accum", "--set data.batch_size=16 --set optim.accum_steps=2");
     assert_same_weights("two_accum", "one");
+}
+
+/* dTPS (Gumbel noise, predictors, squeeze, ratio loss) on 2 ranks, reducing during the backward
+ * or after it: the same buckets go through the same MPI_Iallreduce in the same order either way,
+ * so the weights must agree exactly (tolerance 0). A bucket started before its last gradient was
+ * added would change them. */
+Test(dist, overlap_changes_nothing_on_dtps) {
+    need_mpi();
+    const char *dtps = "--set tps.method=dtps --set 'tps.prune_loc=1, 2' --set tps.keep_ratio=0.7 --set schedule.epochs=1";
+    char extra[512];
+    snprintf(extra, sizeof extra, "%s --set run.overlap_allreduce=true", dtps);
+    train_ok(2, "dtps_overlap", extra);
+    snprintf(extra, sizeof extra, "%s --set run.overlap_allreduce=false", dtps);
+    train_ok(2, "dtps_after", extra);
+    vit_model a, b, init;
+    load_model("dtps_overlap", "last.h5", "dtps", &a);
+    load_model("dtps_after", "last.h5", "dtps", &b);
+    load_model(NULL, NULL, "dtps", &init);
+    double d = max_diff(&a, &b), moved = max_diff(&a, &init);
+    cr_expect(moved > 1e-3, "the weights hardly moved (%.3g)", moved);
+    cr_expect(d == 0, "overlapped and non-overlapped reductions differ by %.3g", d);
+    vit_model_free(&a);
+    vit_model_free(&b);
+    vit_model_free(&init);
 }
 
 /* Stops at step 6 of 16 (inside epoch 1 of 2, so the loader position is mid-epoch), then
@@ -301,5 +334,41 @@ Test(dist, a_killed_rank_ends_the_job) {
     fclose(f);
     cr_expect(strstr(text, "process rank") && strstr(text, "signal 9"), "no message naming the rank and the signal: %s",
               text);
+#endif
+}
+
+/* `tpsc sweep --launcher` trains each point under the launcher and reads its results back. */
+Test(dist, sweep_runs_points_under_mpi) {
+    need_mpi();
+#ifdef TPSC_MPIEXEC
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "%s/tpsc sweep %s/tiny.ini --grid optim.lr=0.05,0.02 --set schedule.epochs=1 --out %s/sweep --no-plot "
+             "--quiet --launcher '%s --allow-run-as-root --oversubscribe -np 2' > %s/sweep.log 2>&1",
+             TPSC_BINARY_DIR, dir, dir, TPSC_MPIEXEC, dir);
+    int rc = system(cmd);
+    if (rc != 0) show_log("sweep");
+    cr_assert_eq(rc, 0, "the sweep failed");
+    const char *points[] = {"lr-0.05", "lr-0.02"};
+    for (int k = 0; k < 2; k++) {
+        char path[256], line[2048];
+        snprintf(path, sizeof path, "%s/sweep/%s/metrics.jsonl", dir, points[k]);
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f, "no %s", path);
+        bool two_ranks = false;
+        while (fgets(line, sizeof line, f)) two_ranks |= strstr(line, "\"ranks\": 2") != NULL;
+        fclose(f);
+        cr_expect(two_ranks, "%s was not trained on 2 ranks", points[k]);
+        snprintf(path, sizeof path, "%s/sweep/%s/done.json", dir, points[k]);
+        cr_expect(access(path, R_OK) == 0, "no %s", path);
+    }
+    char path[256], text[8192] = "";
+    snprintf(path, sizeof path, "%s/sweep/results.md", dir);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cr_expect(strstr(text, "| lr-0.05 |") && strstr(text, "| lr-0.02 |") && strstr(text, "8 steps"), "%s", text);
 #endif
 }

@@ -8,6 +8,7 @@
 #include "autograd/threads.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
+#include "src/dist/dist.h"
 #include "src/perf/bench.h"
 #include "src/perf/fma_peak.h"
 #include "src/perf/sgemm_peak.h"
@@ -35,6 +36,9 @@ static void usage(FILE *f) {
             "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
             "with FP32 accumulation, forward and backward (docs/performance.md, BF16 training).\n"
+            "Under MPI (mpirun -np N tpsc bench train ...) --batch is the global batch: each rank steps on\n"
+            "batch/N images and the gradients are averaged as in `tpsc train`; rank 0 prints the global\n"
+            "images/s and the allreduce time per step, exposed (not hidden behind the backward) and in flight.\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
 
@@ -51,6 +55,8 @@ int cmd_bench(int argc, char **argv) {
     tps_precision precision = TPS_PRECISION_FP32;
     tps_gemm gemm = TPS_GEMM_AUTO;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
+    bool overlap = true;
+    double bucket_mb = 25;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
         else if (cli_opt(argc, argv, &i, "--recipe", &value) && value) recipe = value;
@@ -62,6 +68,8 @@ int cmd_bench(int argc, char **argv) {
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
         else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
+        else if (train && !strcmp(argv[i], "--no-overlap")) overlap = false;
+        else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value) && value && atof(value) > 0) bucket_mb = atof(value);
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
             engine = value;
@@ -96,6 +104,8 @@ int cmd_bench(int argc, char **argv) {
     }
     const tps_open_options oo = {.precision = precision, .gemm = gemm};
     ag_set_threads(threads);
+    /* Under MPI every rank measures, rank 0 reports. */
+    if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
     vit_config vc;
     tok_config tc = {0};
     if (recipe) {
@@ -174,7 +184,7 @@ int cmd_bench(int argc, char **argv) {
         int n_runs = (!train && (tc.method != TOK_NONE || chan_enabled(&tc.chan))) ? 2 : 1;
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
-            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, train_precision, &rm)
+            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, train_precision, overlap, bucket_mb, &rm)
                          : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, &oo, &rm)
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
@@ -185,6 +195,11 @@ int cmd_bench(int argc, char **argv) {
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) | ", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- | ");
             printf("%.0f%% |\n", fma > 0 ? 100.0 * rm.gflops / fma : 0);
+            if (train && dist_active())
+                printf("%d MPI ranks x %d threads: allreduce per step (median) %.1f ms exposed, %.1f ms in flight, "
+                       "overlap %s, buckets of %g MB\n",
+                       dist_size(), ag_get_threads(), rm.allreduce_exposed_s * 1e3, rm.allreduce_inflight_s * 1e3,
+                       overlap ? "on" : "off", bucket_mb);
             fflush(stdout);
         }
     }

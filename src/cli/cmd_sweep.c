@@ -33,6 +33,9 @@ static void usage(FILE *f) {
             "  --out DIR       default <run.out_dir>/sweep-<run.name> (--eval: next to CKPT)\n"
             "  --threads N     run.threads for every point\n"
             "  --precision P   run.precision (fp32 or bf16) for every point\n"
+            "  --mpi N         train each point data-parallel on N MPI ranks (mpirun -np N tpsc train ...)\n"
+            "  --launcher CMD  train each point as `CMD tpsc train ...`, e.g. 'srun -n 16' or\n"
+            "                  'mpirun -np 8 --hostfile hosts' (docs/distributed.md)\n"
             "  --plot-script F gnuplot script (default scripts/plot_sweep.gp of the source tree);\n"
             "                  --no-plot skips the plot\n"
             "  --title T       the plot's title\n"
@@ -117,6 +120,7 @@ int cmd_sweep(int argc, char **argv) {
     const char *sets[128];
     int n_sets = 0, threads = -1;
     bool do_plot = true, quiet = false;
+    char launcher[512] = "";
     static tpsc_sweep_grid grid;
     static tpsc_recipe base;
     tpsc_status st = TPSC_OK;
@@ -139,6 +143,10 @@ int cmd_sweep(int argc, char **argv) {
             sets[n_sets++] = set;
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
+        } else if (cli_opt(argc, argv, &i, "--mpi", &value) && value && atoi(value) >= 1) {
+            snprintf(launcher, sizeof launcher, "mpirun -np %d", atoi(value));
+        } else if (cli_opt(argc, argv, &i, "--launcher", &value) && value && value[0]) {
+            snprintf(launcher, sizeof launcher, "%s", value);
         } else if (cli_opt(argc, argv, &i, "--title", &value) && value) {
             title_arg = value;
         } else if (cli_opt(argc, argv, &i, "--plot-script", &value) && value) {
@@ -159,6 +167,19 @@ int cmd_sweep(int argc, char **argv) {
         fprintf(stderr, "tpsc sweep: give either RECIPE.ini (train each point) or --eval CKPT.h5\n");
         usage(stderr);
         return 2;
+    }
+    if (launcher[0] && checkpoint) {
+        fprintf(stderr, "tpsc sweep: --mpi / --launcher train points; an --eval sweep runs in this process\n");
+        return 2;
+    }
+    char exe[1024] = "";
+    if (launcher[0]) {
+        ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (len <= 0) {
+            fprintf(stderr, "tpsc sweep: cannot find the tpsc executable (/proc/self/exe) for --mpi\n");
+            return 1;
+        }
+        exe[len] = '\0';
     }
     if (grid.n_axes == 0) {
         fprintf(stderr, "tpsc sweep: no --grid given\n");
@@ -184,7 +205,8 @@ int cmd_sweep(int argc, char **argv) {
     size_t n = tpsc_grid_size(&grid);
     tpsc_sweep_row *rows = tpsc_calloc(n, sizeof *rows, "sweep rows");
     if (!rows) return cli_fail("sweep", TPSC_ERR_NOMEM);
-    tpsc_sweep_opts opts = {.out_dir = out, .checkpoint = checkpoint, .threads = threads, .progress = show_progress};
+    tpsc_sweep_opts opts = {.out_dir = out, .checkpoint = checkpoint, .threads = threads, .progress = show_progress,
+                            .launcher = launcher, .exe = exe};
     tpsc_sweep_counts counts;
     fprintf(stderr, "sweep: %zu points into %s\n", n, out);
     st = tpsc_sweep_run(&base, &grid, &opts, rows, &counts);

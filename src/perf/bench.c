@@ -8,6 +8,7 @@
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "src/dist/dist.h"
 #include "src/infer/tps_infer.h"
 #include "src/export/export.h"
 #include "src/optim/adamw.h"
@@ -69,19 +70,24 @@ static void teardown(bench_setup *b) {
 }
 
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             ag_precision precision, tpsc_bench_result *res) {
+                             ag_precision precision, bool overlap, double bucket_mb, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
+    const size_t ranks = (size_t)dist_size();
+    if (batch % ranks != 0)
+        return tpsc_fail(TPSC_ERR_ARG, "bench: batch %zu is not divisible by the %zu MPI ranks", batch, ranks);
     bench_setup b;
-    tpsc_status st = setup(&b, vc, tc, batch);
+    tpsc_status st = setup(&b, vc, tc, batch / ranks);
     if (st == TPSC_OK) st = ag_set_precision(b.ctx, precision);
     tpsc_adamw opt = {0};
-    double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
+    dist_grad_sync sync = {0};
+    double *times = tpsc_calloc((size_t)repeats * 3, sizeof *times, "bench times");
     if (st == TPSC_OK && !times) st = TPSC_ERR_NOMEM;
     if (st == TPSC_OK) {
         tpsc_param_groups_assign(&b.m.params);
         tpsc_adamw_config oc = tpsc_adamw_defaults();
         st = tpsc_adamw_init(&opt, &b.m.params, &oc);
     }
+    if (st == TPSC_OK) st = dist_grad_sync_init(&sync, &b.m.params, (size_t)(bucket_mb * 1048576.0), overlap);
     tpsc_rng noise;
     tpsc_rng_seed(&noise, 2);
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
@@ -97,11 +103,22 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t 
             break;
         }
         ag_params_zero_grad(&b.m.params);
+        dist_grad_sync_arm(&sync, b.ctx);
         st = ag_backward(b.ctx, loss);
+        if (st == TPSC_OK) st = dist_grad_sync_finish(&sync, b.ctx);
         if (st == TPSC_OK) st = tpsc_adamw_step(&opt, &b.m.params, 1e-5f);
-        if (i >= warmup) times[i - warmup] = tpsc_now() - t0;
+        if (i >= warmup) {
+            times[i - warmup] = tpsc_now() - t0;
+            times[repeats + i - warmup] = sync.exposed_s;
+            times[2 * repeats + i - warmup] = sync.inflight_s;
+        }
     }
     if (st == TPSC_OK) {
+        tpsc_bench_result ar;
+        summarise(times + repeats, repeats, batch, &ar);
+        res->allreduce_exposed_s = ar.median_s;
+        summarise(times + 2 * repeats, repeats, batch, &ar);
+        res->allreduce_inflight_s = ar.median_s;
         summarise(times, repeats, batch, res);
         /* The training forward keeps every token for predictor methods: count the dense cost. */
         tok_config dense = {.method = TOK_NONE};
@@ -111,6 +128,7 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t 
         res->gflops = 2.0 * 3.0 * res->gmacs_per_image * res->images_per_s;
     }
     tpsc_adamw_free(&opt);
+    dist_grad_sync_free(&sync);
     tpsc_free(times);
     teardown(&b);
     return st;

@@ -14,11 +14,17 @@ typedef struct tpsc_bench_result {
     double gmacs_per_image;      /* inference-mode MACs (training: the forward of the train path) */
     double gflops;               /* achieved: 2 * MACs * (3 for training) * images / s */
     long peak_rss_mb;            /* process high-water mark after the run */
+    /* training under MPI (more than one rank), medians per step, seconds: */
+    double allreduce_exposed_s;  /* gradient averaging not hidden behind the backward */
+    double allreduce_inflight_s; /* from the first bucket's start to the last one's end */
 } tpsc_bench_result;
 
-/* repeats timed runs after `warmup` untimed ones; training GEMMs in `precision` (autograd/gemm.h). */
+/* repeats timed runs after `warmup` untimed ones; training GEMMs in `precision` (autograd/gemm.h).
+ * Training under MPI: batch is the global batch, each rank steps on batch / ranks images and the
+ * gradients are averaged (with or without overlap, in buckets of bucket_mb), as `tpsc train`
+ * does; images_per_s is the global rate. */
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             ag_precision precision, tpsc_bench_result *res);
+                             ag_precision precision, bool overlap, double bucket_mb, tpsc_bench_result *res);
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
 /* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link,

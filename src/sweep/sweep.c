@@ -3,10 +3,15 @@
 #include "src/sweep/sweep.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "autograd/threads.h"
@@ -128,6 +133,59 @@ static void report(const tpsc_sweep_opts *o, size_t i, const tpsc_sweep_counts *
     if (o->progress) o->progress(o->progress_user, i, c->points, run, what, done);
 }
 
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A number after "key": in a JSON line, or NAN. */
+static double json_number(const char *line, const char *key) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(line, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+/* Trains the point in other processes under o->launcher (see sweep.h): the recipe goes to
+ * <dir>/launch.ini, the results come from the last evaluation in <dir>/metrics.jsonl. */
+static tpsc_status launch_point(const tpsc_recipe *r, const char *dir, const tpsc_sweep_opts *o, tpsc_train_result *res) {
+    memset(res, 0, sizeof *res);
+    char *ini = tpsc_recipe_to_ini(r);
+    if (!ini) return tpsc_fail(TPSC_ERR_NOMEM, "sweep: out of memory writing a recipe");
+    char path[TPSC_RECIPE_PATH_MAX * 2 + 32];
+    snprintf(path, sizeof path, "%s/launch.ini", dir);
+    tpsc_status st = tpsc_sweep_write_text(path, ini);
+    tpsc_free(ini);
+    TPSC_TRY(st);
+    char cmd[TPSC_RECIPE_PATH_MAX * 4 + 512];
+    int len = snprintf(cmd, sizeof cmd, "%s '%s' train '%s' --quiet", o->launcher, o->exe, path);
+    if (len < 0 || (size_t)len >= sizeof cmd) return tpsc_fail(TPSC_ERR_ARG, "sweep: the launch command is too long");
+    double t0 = wall_s();
+    int rc = system(cmd);
+    res->train_seconds = wall_s() - t0;
+    if (rc == -1 || !WIFEXITED(rc) || WEXITSTATUS(rc) != 0)
+        return tpsc_fail(TPSC_ERR_INTERNAL, "sweep: `%s` failed (%s %d); its messages are above", cmd,
+                         rc != -1 && WIFEXITED(rc) ? "exit status" : "wait status", rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : rc);
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return tpsc_fail(TPSC_ERR_MISSING, "sweep: %s: cannot open: %s", path, strerror(errno));
+    char line[4096];
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"eval\": true")) continue;
+        found = true;
+        res->steps = (int64_t)json_number(line, "step");
+        res->last_eval.top1 = json_number(line, "top1");
+        res->last_eval.top5 = json_number(line, "top5");
+        res->last_eval.gmacs = json_number(line, "gmacs");
+        res->last_eval.images_per_s = json_number(line, "images_per_s");
+    }
+    fclose(f);
+    if (!found) return tpsc_fail(TPSC_ERR_FORMAT, "sweep: %s has no evaluation line", path);
+    return TPSC_OK;
+}
+
 static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *row, tpsc_sweep_counts *counts,
                                const tpsc_sweep_opts *o, size_t i) {
     char last[sizeof r->run.resume + 16];
@@ -141,7 +199,8 @@ static tpsc_status train_point(tpsc_recipe *r, const char *dir, tpsc_sweep_row *
     }
     report(o, i, counts, row->run, row->resumed ? "interrupted earlier: resuming from its last.h5" : "training", false);
     tpsc_train_result res;
-    TPSC_TRY(tpsc_train_run(r, &res));
+    if (o->launcher && o->launcher[0]) TPSC_TRY(launch_point(r, dir, o, &res));
+    else TPSC_TRY(tpsc_train_run(r, &res));
     row->gmacs = res.last_eval.gmacs;
     row->top1 = res.last_eval.top1;
     row->top5 = res.last_eval.top5;

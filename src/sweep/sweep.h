@@ -29,6 +29,11 @@ typedef struct tpsc_sweep_opts {
     const char *out_dir;     /* the sweep's folder: <out_dir>/<run>/ per point, tables at the top */
     const char *checkpoint;  /* evaluation-only sweep of this checkpoint; NULL: train each point */
     int threads;             /* run.threads for every point; < 0: as the recipe says */
+    /* Training sweeps: run each point as `<launcher> <exe> train <run>/launch.ini` in its own
+     * processes, e.g. launcher "mpirun -np 4" for data-parallel points, and read its results
+     * back from metrics.jsonl. NULL or "": in this process. */
+    const char *launcher;
+    const char *exe;         /* the tpsc executable for launcher */
     tpsc_sweep_progress progress; /* NULL: none (library code prints nothing itself) */
     void *progress_user;
 } tpsc_sweep_opts;
