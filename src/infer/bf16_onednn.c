@@ -9,7 +9,7 @@
  * region or not, OpenMP's max threads) is part of the key because the kernel oneDNN picks,
  * and the weight layout it wants, depend on the threads it expects: a primitive is always
  * made with the layout it prefers (forcing the load-time layout on it made oneDNN fall back
- * to its reference kernel, 100x slower, for some shapes), and a weight gets a second packed
+ * to its far slower reference kernel for some shapes: docs/inference.md), and a weight gets a second packed
  * copy in that layout the first time one is needed (warm-up; at most MAX_COPIES).
  *
  * Threads: a tps_model is shared read-only between threads, so the primitive cache is
