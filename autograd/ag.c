@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autograd/gemm.h"
 #include "src/util/alloc.h"
 
 ag_ctx *ag_ctx_create(size_t arena_bytes) {
@@ -23,6 +24,7 @@ void ag_ctx_free(ag_ctx *ctx) {
     if (!ctx) return;
     ag_arena_free(&ctx->act);
     ag_arena_free(&ctx->grads);
+    ag_gemm_free_params(ctx);
     tpsc_free(ctx->buckets);
     tpsc_free(ctx->tape);
     tpsc_free(ctx);
@@ -34,6 +36,7 @@ void ag_ctx_reset(ag_ctx *ctx) {
     for (int i = 0; i < ctx->n_buckets; i++) ctx->buckets[i].free_list = NULL;
     ctx->n_nodes = 0;
     ctx->status = TPSC_OK;
+    ctx->step++;
 }
 
 tpsc_status ag_ctx_status(const ag_ctx *ctx) { return ctx->status; }

@@ -43,6 +43,12 @@ struct ag_node {
     int64_t i[4];
 };
 
+/* The number format of the GEMM kernels (autograd/gemm.h): a property of the ops' kernels,
+ * set per context; every other op, the parameters and their gradients stay FP32. */
+typedef enum ag_precision { AG_FP32 = 0, AG_BF16 = 1 } ag_precision;
+
+typedef struct ag_bf16_params ag_bf16_params;
+
 typedef struct ag_grad_bucket {
     size_t numel;
     void *free_list;
@@ -58,6 +64,9 @@ struct ag_ctx {
     bool grad_enabled;     /* false: inference, ops record nothing */
     bool training;         /* model-level flag for ops whose behaviour differs */
     tpsc_status status;    /* first failure since the last reset */
+    ag_precision precision;      /* GEMM kernels (ag_set_precision) */
+    ag_bf16_params *bf16_params; /* BF16: the step's bf16 copies of parameters (gemm.c) */
+    uint64_t step;               /* counts resets: a cached copy older than the step is stale */
     /* Called after each node's backward with the node's index (nodes run from the last to 0),
      * so a caller can act on gradients that are final, e.g. start reducing them over MPI. */
     void (*after_node)(void *arg, int node);

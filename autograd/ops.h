@@ -9,7 +9,9 @@
 
 #include "autograd/ag.h"
 
-/* ---- linear algebra (ops/matmul.c): OpenBLAS sgemm ----------------------------------------- */
+/* ---- linear algebra (ops/matmul.c) ------------------------------------------------------------
+ * These, the fused linears and attention run their products through ag_gemm (gemm.h): OpenBLAS
+ * sgemm, or BF16 with FP32 accumulation when the context's precision is AG_BF16. */
 /* a [M,K] (or [K,M] if trans_a) @ b [K,N] (or [N,K] if trans_b) -> [M,N].
  * 3-D a [G,M,K], b [G,K,N]: a batch of G independent products (b may be 2-D: shared). */
 ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool trans_a, bool trans_b);

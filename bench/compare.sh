@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
 #                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -16,7 +16,10 @@
 # shared, loaded machine libgomp's default spin-waiting costs tpsc 1.5-2.5x, see
 # docs/performance.md); "default" leaves it unset for both. --bf16 adds libtpsinfer's opt-in
 # BF16 precision (`bench infer --precision bf16`, linears through oneDNN, needs AVX512-BF16) as
-# extra inference rows, set against the same FP32 peers.
+# extra inference rows, set against the same FP32 peers. --bf16-train adds BF16 mixed-precision
+# training (`bench train --precision bf16`, run.precision = bf16) at batch 16 and 64, set against
+# our FP32 step of the same round and PyTorch's CPU autocast in bf16 (`torch_deit.py --amp bf16`),
+# in a table of its own.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -35,12 +38,13 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
         --bf16) bf16=1 ;;
+        --bf16-train) bf16_train=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -112,6 +116,22 @@ one_round() { # MODE ROUND
             --threads "$threads" > "$out/ours_bf16.$tag.txt" 2>&1 ||
             echo "  tpsc bench infer --precision bf16 failed: see $out/ours_bf16.$tag.txt" >&2
     fi
+    if [ $bf16_train = 1 ]; then
+        for b in 16 64; do
+            run_env "$mode" "$TPSC" bench train --precision bf16 --method none --batch $b --steps $steps \
+                --threads "$threads" > "$out/ours_bf16train$b.$tag.txt" 2>&1 ||
+                echo "  tpsc bench train --precision bf16 --batch $b failed: see $out/ours_bf16train$b.$tag.txt" >&2
+        done
+    fi
+    if [ $have_torch = 1 ] && [ $bf16_train = 1 ]; then
+        echo "[$mode, round $r] PyTorch bf16 autocast anchors (a few minutes)" >&2
+        local qb=(); [ $quick = 1 ] && qb=(--quick)
+        local ctb=env; [ "$mode" = auto ] && ctb=auto
+        "$PY" "$ANCH/torch_deit.py" --threads "$threads" --coretype $ctb --no-tps-train --sgemm-json "" "${qb[@]}" \
+            --omp-wait-policy "$wait_policy" --amp bf16 \
+            --json "$out/torch_bf16.$tag.json" > "$out/torch_bf16.$tag.txt" 2>&1 ||
+            echo "  PyTorch bf16 anchors failed: see $out/torch_bf16.$tag.txt" >&2
+    fi
     if [ $have_torch = 1 ]; then
         echo "[$mode, round $r] PyTorch anchors (a few minutes)" >&2
         local q=(); [ $quick = 1 ] && q=(--quick)
@@ -143,7 +163,7 @@ ort_round() { # ROUND (ONNX Runtime does not use OpenBLAS: one run serves both c
 }
 
 modes=(env); [ $avx512 = 1 ] && modes+=(auto)
-rm -f "$out"/ours_*.txt "$out"/torch.*.json "$out"/ort_*.json "$out"/sgemm.*.json
+rm -f "$out"/ours_*.txt "$out"/torch.*.json "$out"/torch_bf16.*.json "$out"/ort_*.json "$out"/sgemm.*.json
 for ((r = 1; r <= repeat; r++)); do
     for mode in "${modes[@]}"; do one_round "$mode" $r; done
     [ $have_ort = 1 ] && ort_round $r
@@ -214,12 +234,12 @@ def ratio(a, b):
     return "%.2fx" % (a / b) if a is not None and b else "-"
 
 for mode in modes:
-    ours, torch, cores, tcore, limits = [], [], set(), set(), []
+    ours, torch, torch_bf16, cores, tcore, limits = [], [], [], set(), set(), []
     for r in range(1, repeat + 1):
         tag = "%s.%d" % (mode, r)
         o = {}
-        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16"):
-            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), " bf16" if f == "ours_bf16" else "")
+        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16", "ours_bf16train16", "ours_bf16train64"):
+            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), " bf16" if "bf16" in f else "")
             o.update(rows)
             if core:
                 cores.add(core)
@@ -228,6 +248,8 @@ for mode in modes:
         torch.append(t)
         if core:
             tcore.add(core)
+        tb, _ = torch_rows(os.path.join(out, "torch_bf16.%s.json" % tag))
+        torch_bf16.append(tb)
         limits.append(gemm_limit(os.path.join(out, "sgemm.%s.json" % tag)))
     label = "environment's OPENBLAS_CORETYPE" if mode == "env" else "OPENBLAS_CORETYPE unset (AVX-512 kernels)"
     print("\n### %s: tpsc core %s, PyTorch core %s; medians of %d run(s)\n" % (
@@ -235,7 +257,7 @@ for mode in modes:
     print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|")
     bf16_shapes = [(k, m + " bf16", b) for k, m, b in shapes if k == "infer"]
-    for key in shapes + [k for k in bf16_shapes if any(k in o for o in ours)]:
+    for key in shapes + [k for k in bf16_shapes if any(k in o for o in ours)]:  # BF16 training: its own table
         kind, method, batch = key
         peer = (kind, method.replace(" bf16", ""), batch)  # BF16 rows against the FP32 peers
         oi = med([o[key][0] for o in ours if key in o])
@@ -247,6 +269,22 @@ for mode in modes:
         print("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
             name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
             fmt(trss, "%.0f") if kind == "train" else "-"))
+    train_bf16 = [("train", "dense bf16", b) for b in (16, 64)]
+    if any(k in o for o in ours for k in train_bf16):
+        print("\nBF16 mixed-precision training (run.precision = bf16; PyTorch: torch.autocast('cpu', bfloat16)):\n")
+        print("| DeiT-S 224 dense step | batch | tpsc bf16 img/s | tpsc fp32 img/s | bf16 / fp32 | PyTorch bf16 img/s |"
+              " tpsc bf16 / PyTorch bf16 | tpsc bf16 peak RSS MB | tpsc fp32 peak RSS MB | PyTorch bf16 peak RSS MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for key in train_bf16:
+            fkey = ("train", "dense", key[2])
+            bi = med([o[key][0] for o in ours if key in o])
+            fi = med([o[fkey][0] for o in ours if fkey in o])
+            ti = med([t[fkey][0] for t in torch_bf16 if fkey in t])
+            print("| training step | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                key[2], fmt(bi), fmt(fi), ratio(bi, fi), fmt(ti), ratio(bi, ti),
+                fmt(med([o[key][1] for o in ours if key in o]), "%.0f"),
+                fmt(med([o[fkey][1] for o in ours if fkey in o]), "%.0f"),
+                fmt(med([t[fkey][1] for t in torch_bf16 if fkey in t]), "%.0f")))
     lim = med(limits)
     t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
     if lim and t64:

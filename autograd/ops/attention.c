@@ -4,7 +4,7 @@
  *   S = q k^T * D^-0.5          [N,N]
  *   A = softmax(S)              [N,N]  (or DynamicViT's softmax_with_policy when policy != NULL)
  *   O = A v                     [N,D]  written into out's columns h*D .. h*D+D
- * The head slices are never copied: sgemm reads them in place with leading dimension 3C and
+ * The head slices are never copied: the GEMM reads them in place with leading dimension 3C and
  * writes O with leading dimension C, which is exactly timm's reshape/permute layout.
  * The pairs are independent, so the B*H loop is the parallel one; OpenBLAS (OpenMP build)
  * runs single-threaded inside the parallel region, so the cores are not oversubscribed.
@@ -21,11 +21,11 @@
  * that the attention node's backward runs even when only cls_attn was used downstream. The
  * attention backward then adds dcls/H into dA[b,h,0,1:] for every head before the softmax
  * backward, so both outputs share one pass over the heads. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
@@ -103,27 +103,34 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const size_t per_thread = (policy ? 2 : 1) * N * N;
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
     float *dp_heads = dpolicy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
-    if (!scratch || (dpolicy && !dp_heads)) {
+    /* BF16: per thread, A's and then dS's bf16 copy [N,N] (see ag_attention) */
+    const size_t hbytes = ag_operand_bytes(ctx, N * N);
+    uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)nthreads * hbytes) : NULL;
+    if (!scratch || (dpolicy && !dp_heads) || (hbytes && !hbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
         return;
     }
     if (dp_heads) memset(dp_heads, 0, B * H * N * sizeof(float));
     const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
+    ag_operand qkvo = ag_operand_act(ctx, qkv->data, B * N * C3), douto = ag_operand_act(ctx, dout, B * N * C);
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H;
-        float *g = scratch + (size_t)omp_get_thread_num() * per_thread; /* [N,N] dA, then dS */
-        float *e = policy ? g + N * N : NULL;                            /* [N,N] exp(S - m) */
+        const int t = omp_get_thread_num();
+        float *g = scratch + (size_t)t * per_thread;    /* [N,N] dA, then dS */
+        float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
+        uint16_t *hb = hbuf ? hbuf + (size_t)t * N * N : NULL;
         const float *A = s->attn + (size_t)pair * N * N;
-        const float *q = qkv->data + b * N * C3 + h * D, *k = q + C, *v = q + 2 * C;
-        const float *dO = dout + b * N * C + h * D;
+        const size_t qo = b * N * C3 + h * D;
+        const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
+        const ag_operand dO = ag_operand_at(douto, b * N * C + h * D);
 
         if (dqkv) /* dV [N,D] += A^T dO */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, dO, iC, beta_qkv,
-                        dqkv + b * N * C3 + 2 * C + h * D, iC3);
+            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, dO, iC, beta_qkv,
+                    dqkv + b * N * C3 + 2 * C + h * D, iC3);
         /* g [N,N] = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
+        ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
         if (s->dcls) {
             const float *dc = s->dcls + b * (N - 1);
             for (size_t j = 1; j < N; j++) g[j] += dc[j - 1] / (float)H;
@@ -141,7 +148,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
             const float *p = policy->data + b * N;
             float *dp = dp_heads ? dp_heads + (size_t)pair * N : NULL;
             /* e = S = scale q k^T, as in the forward; each row is then turned into exp(S - m). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
+            ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
             for (size_t i = 0; i < N; i++) {
                 float *gi = g + i * N, *ei = e + i * N;
                 const float *ai = A + i * N;
@@ -162,12 +169,13 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
 
         if (dqkv) {
             /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, k, iC3, beta_qkv,
-                        dqkv + b * N * C3 + h * D, iC3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, iN, iD, iN, scale, g, iN, q, iC3, beta_qkv,
-                        dqkv + b * N * C3 + C + h * D, iC3);
+            const ag_operand dS = ag_operand_into(ctx, g, N * N, hb);
+            ag_gemm(ctx, false, false, iN, iD, iN, scale, dS, iN, k, iC3, beta_qkv, dqkv + b * N * C3 + h * D, iC3);
+            ag_gemm(ctx, true, false, iN, iD, iN, scale, dS, iN, q, iC3, beta_qkv, dqkv + b * N * C3 + C + h * D, iC3);
         }
     }
+    ag_operand_done(ctx, &douto);
+    ag_operand_done(ctx, &qkvo);
 
     if (dpolicy)
         for (size_t b = 0; b < B; b++)
@@ -214,14 +222,22 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
     if (!out || !attn) return NULL;
     const float scale = (float)(1.0 / sqrt((double)D));
     const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
+    /* BF16 (gemm.h): qkv is rounded once for all pairs; each thread rounds the probabilities of
+     * its pair into its own [N,N] buffer. The softmax itself runs on the FP32 scores. */
+    const size_t hbytes = ag_operand_bytes(ctx, N * N);
+    uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)omp_get_max_threads() * hbytes) : NULL;
+    if (hbytes && !hbuf) return NULL;
+    ag_operand qkvo = ag_operand_act(ctx, qkv->data, B * N * C3);
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H;
         float *A = attn + (size_t)pair * N * N;
-        const float *q = qkv->data + b * N * C3 + h * D, *k = q + C, *v = q + 2 * C;
+        uint16_t *hb = hbuf ? hbuf + (size_t)omp_get_thread_num() * N * N : NULL;
+        const size_t qo = b * N * C3 + h * D;
+        const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
         /* A [N,N] = scale q k^T, then the row softmax in place */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, A, iN);
+        ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, A, iN);
         for (size_t i = 0; i < N; i++) {
             if (policy)
                 policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
@@ -229,9 +245,11 @@ ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *po
                 row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iN, iD, iN, 1.0f, A, iN, v, iC3, 0.0f,
-                    out->data + b * N * C + h * D, iC);
+        ag_gemm(ctx, false, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, v, iC3, 0.0f,
+                out->data + b * N * C + h * D, iC);
     }
+    ag_operand_done(ctx, &qkvo);
+    if (ctx->status != TPSC_OK) return NULL;
 
     ag_tensor *cls = NULL;
     if (cls_attn) {

@@ -18,6 +18,7 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 #include "src/common/vecmath.h"
 
@@ -59,20 +60,28 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     if (db) add_column_sums(ctx, db, dy, M, Cout);
     float *dw = ag_grad(ctx, w);
     float *dx = ag_grad_write(ctx, x, &fresh);
+    if (!dw && !dx) return;
+    ag_operand dyo = ag_operand_act(ctx, dy, MCout);
+    const ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
     if (!gelu) {
-        if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, x->data, Cin, 1.0f, dw, Cin);
-        if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
-                        fresh ? 0.0f : 1.0f, dx, Cin);
+        if (dw) {
+            ag_operand xo = ag_operand_act(ctx, x->data, MCin);
+            ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, xo, Cin, 1.0f, dw, Cin);
+            ag_operand_done(ctx, &xo);
+        }
+        if (dx) ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, fresh ? 0.0f : 1.0f, dx, Cin);
+        ag_operand_done(ctx, &dyo);
         return;
     }
-    if (!dw && !dx) return;
     /* One pass over x yields both gelu(x) (into g, for dw) and gelu'(x) (into d: dx itself when
      * it is new); Phi(x) is shared, so the recompute costs no more than the unfused backward's
      * derivative pass. g is then reused for dy w. */
     float *g = ag_scratch_get(ctx, MCin);
     float *d = !dx ? NULL : fresh ? dx : ag_scratch_get(ctx, MCin);
-    if (!g || (dx && !d)) return;
+    if (!g || (dx && !d)) {
+        ag_operand_done(ctx, &dyo);
+        return;
+    }
     const float *v = x->data;
     if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
@@ -84,9 +93,13 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     } else {
         gelu_into(g, v, MCin);
     }
-    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, g, Cin, 1.0f, dw, Cin);
+    if (dw) {
+        ag_operand go = ag_operand_act(ctx, g, MCin);
+        ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, go, Cin, 1.0f, dw, Cin);
+        ag_operand_done(ctx, &go);
+    }
     if (dx) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin, 0.0f, g, Cin);
+        ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, 0.0f, g, Cin);
         if (fresh) {
             #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
             for (size_t i = 0; i < MCin; i++) dx[i] *= g[i];
@@ -97,6 +110,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         }
     }
     ag_scratch_put(ctx, g, MCin);
+    ag_operand_done(ctx, &dyo);
 }
 
 static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tensor *x, ag_tensor *w, ag_tensor *b,
@@ -117,7 +131,7 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     if (r && !ag_same_shape(r, y))
         return ag_error(ctx, TPSC_ERR_SHAPE, "%s: residual %s must have the output's shape %s", name,
                         ag_shape_str(r, sr, sizeof sr), ag_shape_str(y, sx, sizeof sx));
-    /* y [M,Cout] = r + b, then sgemm accumulates g w^T onto it. */
+    /* y [M,Cout] = r + b, then the GEMM accumulates g w^T onto it. */
     float beta = 0.0f;
     if (r || b) {
         const float *rv = r ? r->data : NULL, *bv = b ? b->data : NULL;
@@ -138,8 +152,12 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;
     if (!g) return NULL;
     if (gelu) gelu_into(g, x->data, MCin);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cout, Cin, 1.0f, g, Cin, w->data, Cin, beta, y->data, Cout);
+    ag_operand go = ag_operand_act(ctx, g, MCin);
+    ag_gemm(ctx, false, true, M, Cout, Cin, 1.0f, go, Cin, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), Cin, beta,
+            y->data, Cout);
+    ag_operand_done(ctx, &go);
     if (gelu) ag_scratch_put(ctx, g, MCin);
+    if (ctx->status != TPSC_OK) return NULL;
     /* Absent inputs are passed as x so the node's input slots stay fixed; i[] says which are real. */
     ag_tensor *in[4] = {x, w, b ? b : x, r ? r : x};
     ag_node *node = ag_record(ctx, name, fused_linear_backward, y, 4, in);

@@ -1,6 +1,7 @@
-/* Linear layer: y = x w^T + b, one sgemm over all M = B*N rows. */
+/* Linear layer: y = x w^T + b, one GEMM over all M = B*N rows (kernel by precision: gemm.h). */
 #include <cblas.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 /* dx [M,Cin] += dy [M,Cout] @ w [Cout,Cin];  dw [Cout,Cin] += dy^T @ x;  db [Cout] += sum_M dy */
@@ -10,10 +11,17 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
     const float *dy = n->out->grad;
     bool fresh; /* dx is written whole by the sgemm: a new buffer needs no zeroing (beta 0) */
     float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = b ? ag_grad(ctx, b) : NULL;
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dy, Cout, w->data, Cin,
-                    fresh ? 0.0f : 1.0f, dx, Cin);
-    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dy, Cout, x->data, Cin, 1.0f, dw, Cin);
+    ag_operand dyo = ag_operand_act(ctx, dy, (size_t)M * Cout);
+    if (dx) {
+        ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
+        ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, fresh ? 0.0f : 1.0f, dx, Cin);
+    }
+    if (dw) {
+        ag_operand xo = ag_operand_act(ctx, x->data, (size_t)M * Cin);
+        ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, xo, Cin, 1.0f, dw, Cin);
+        ag_operand_done(ctx, &xo);
+    }
+    ag_operand_done(ctx, &dyo);
     if (db) {
         /* Column sums of dy as sgemv: db += dy^T 1. OpenBLAS streams dy's rows contiguously and
          * threads it; the hand loop it replaces ran scalar at a few GB/s. */
@@ -36,7 +44,7 @@ ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b) {
     shape[x->ndim - 1] = (size_t)Cout;
     ag_tensor *y = ag_new(ctx, x->ndim, shape);
     if (!y) return NULL;
-    /* y [M,Cout] = x [M,Cin] @ w^T; the bias is written first so sgemm accumulates onto it. */
+    /* y [M,Cout] = x [M,Cin] @ w^T; the bias is written first so the GEMM accumulates onto it. */
     float beta = 0.0f;
     if (b) {
         #pragma omp parallel for if (M * Cout > 32768)
@@ -44,7 +52,11 @@ ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b) {
             for (int o = 0; o < Cout; o++) y->data[(size_t)m * Cout + o] = b->data[o];
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cout, Cin, 1.0f, x->data, Cin, w->data, Cin, beta, y->data, Cout);
+    ag_operand xo = ag_operand_act(ctx, x->data, (size_t)M * Cin);
+    ag_gemm(ctx, false, true, M, Cout, Cin, 1.0f, xo, Cin, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), Cin, beta,
+            y->data, Cout);
+    ag_operand_done(ctx, &xo);
+    if (ctx->status != TPSC_OK) return NULL;
     ag_tensor *in[3] = {x, w, b};
     ag_record(ctx, "linear", linear_backward, y, b ? 3 : 2, in);
     return y;

@@ -1,8 +1,7 @@
-/* Matrix products through cblas_sgemm: 2-D, a batch of G independent products (3-D a and b),
+/* Matrix products through ag_gemm (FP32 sgemm or BF16, by the context's precision): 2-D, a batch of G independent products (3-D a and b),
  * or a batch against one shared 2-D b. op(a) is a or a^T (trans_a), op(b) likewise:
  *     y [G,M,N] = op(a) [G,M,K] @ op(b) [G,K,N]. */
-#include <cblas.h>
-
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 
 /* Per-product FLOPs under which a batch is spread over threads, one sgemm each; above it,
@@ -24,30 +23,28 @@ static void mm_read(const ag_node *n, mm_dims *d) {
     d->shared_b = n->in[1]->ndim == 2 && n->in[0]->ndim == 3;
 }
 
-static CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
-
 /* One product of the batch: y [M,N] (+)= op(a) @ op(b), leading dims from the stored layouts. */
-static void gemm(bool ta, bool tb, int M, int N, int K, const float *a, const float *b, float beta, float *y) {
-    cblas_sgemm(CblasRowMajor, tr(ta), tr(tb), M, N, K, 1.0f, a, ta ? M : K, b, tb ? K : N, beta, y, N);
+static void gemm(ag_ctx *ctx, bool ta, bool tb, int M, int N, int K, ag_operand a, ag_operand b, float beta, float *y) {
+    ag_gemm(ctx, ta, tb, M, N, K, 1.0f, a, ta ? M : K, b, tb ? K : N, beta, y, N);
 }
 
 /* With y = op(a) op(b) and dy [M,N]:
  *   d op(a) = dy op(b)^T, so da [M,K] += dy op(b)^T, or da [K,M] += op(b) dy^T when trans_a;
  *   d op(b) = op(a)^T dy, so db [K,N] += op(a)^T dy, or db [N,K] += dy^T op(a) when trans_b. */
-static void da_one(const mm_dims *d, const float *dy, const float *b, float *da) {
+static void da_one(ag_ctx *ctx, const mm_dims *d, ag_operand dy, ag_operand b, float *da) {
     const int M = d->M, N = d->N, K = d->K;
     if (!d->ta)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tr(!d->tb), M, K, N, 1.0f, dy, N, b, d->tb ? K : N, 1.0f, da, K);
+        ag_gemm(ctx, false, !d->tb, M, K, N, 1.0f, dy, N, b, d->tb ? K : N, 1.0f, da, K);
     else
-        cblas_sgemm(CblasRowMajor, tr(d->tb), CblasTrans, K, M, N, 1.0f, b, d->tb ? K : N, dy, N, 1.0f, da, M);
+        ag_gemm(ctx, d->tb, true, K, M, N, 1.0f, b, d->tb ? K : N, dy, N, 1.0f, da, M);
 }
 
-static void db_one(const mm_dims *d, const float *dy, const float *a, float *db) {
+static void db_one(ag_ctx *ctx, const mm_dims *d, ag_operand dy, ag_operand a, float *db) {
     const int M = d->M, N = d->N, K = d->K;
     if (!d->tb)
-        cblas_sgemm(CblasRowMajor, tr(!d->ta), CblasNoTrans, K, N, M, 1.0f, a, d->ta ? M : K, dy, N, 1.0f, db, N);
+        ag_gemm(ctx, !d->ta, false, K, N, M, 1.0f, a, d->ta ? M : K, dy, N, 1.0f, db, N);
     else
-        cblas_sgemm(CblasRowMajor, CblasTrans, tr(d->ta), N, K, M, 1.0f, dy, N, a, d->ta ? M : K, 1.0f, db, K);
+        ag_gemm(ctx, true, d->ta, N, K, M, 1.0f, dy, N, a, d->ta ? M : K, 1.0f, db, K);
 }
 
 static void matmul_backward(ag_ctx *ctx, ag_node *n) {
@@ -58,30 +55,37 @@ static void matmul_backward(ag_ctx *ctx, ag_node *n) {
     float *da = ag_grad(ctx, a), *db = ag_grad(ctx, b);
     const size_t sa = (size_t)d.M * d.K, sb = d.shared_b ? 0 : (size_t)d.K * d.N, sy = (size_t)d.M * d.N;
     const bool small = (double)d.M * d.N * d.K < MM_SMALL && d.G > 1;
+    ag_operand dyo = ag_operand_act(ctx, dy, (size_t)d.G * sy);
+    ag_operand ao = ag_operand_act(ctx, a->data, ag_numel(a)), bo = ag_operand_act(ctx, b->data, ag_numel(b));
     if (da) {
         if (d.shared_b && !d.ta) {
             /* All G*M rows of a meet the same b: one tall product. */
             mm_dims all = d;
             all.M = d.G * d.M;
-            da_one(&all, dy, b->data, da);
+            da_one(ctx, &all, dyo, bo, da);
         } else {
             #pragma omp parallel for if (small)
-            for (int g = 0; g < d.G; g++) da_one(&d, dy + g * sy, b->data + g * sb, da + g * sa);
+            for (int g = 0; g < d.G; g++)
+                da_one(ctx, &d, ag_operand_at(dyo, g * sy), ag_operand_at(bo, g * sb), da + g * sa);
         }
     }
     if (db) {
         if (d.shared_b && !d.ta) {
             mm_dims all = d;
             all.M = d.G * d.M;
-            db_one(&all, dy, a->data, db);
+            db_one(ctx, &all, dyo, ao, db);
         } else if (d.shared_b) {
             /* Every product adds into the one db: in sequence, no race. */
-            for (int g = 0; g < d.G; g++) db_one(&d, dy + g * sy, a->data + g * sa, db);
+            for (int g = 0; g < d.G; g++) db_one(ctx, &d, ag_operand_at(dyo, g * sy), ag_operand_at(ao, g * sa), db);
         } else {
             #pragma omp parallel for if (small)
-            for (int g = 0; g < d.G; g++) db_one(&d, dy + g * sy, a->data + g * sa, db + g * sb);
+            for (int g = 0; g < d.G; g++)
+                db_one(ctx, &d, ag_operand_at(dyo, g * sy), ag_operand_at(ao, g * sa), db + g * sb);
         }
     }
+    ag_operand_done(ctx, &bo);
+    ag_operand_done(ctx, &ao);
+    ag_operand_done(ctx, &dyo);
 }
 
 ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool trans_a, bool trans_b) {
@@ -107,14 +111,18 @@ ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool trans_a, bool
     if (!y) return NULL;
     const bool shared_b = batched && b->ndim == 2;
     const size_t sa = M * K, sb = shared_b ? 0 : K * N, sy = M * N;
+    ag_operand ao = ag_operand_act(ctx, a->data, ag_numel(a)), bo = ag_operand_act(ctx, b->data, ag_numel(b));
     if (shared_b && !trans_a) {
-        gemm(false, trans_b, (int)(G * M), (int)N, (int)K, a->data, b->data, 0.0f, y->data);
+        gemm(ctx, false, trans_b, (int)(G * M), (int)N, (int)K, ao, bo, 0.0f, y->data);
     } else {
         const bool small = (double)M * N * K < MM_SMALL && G > 1;
         #pragma omp parallel for if (small)
         for (size_t g = 0; g < G; g++)
-            gemm(trans_a, trans_b, (int)M, (int)N, (int)K, a->data + g * sa, b->data + g * sb, 0.0f, y->data + g * sy);
+            gemm(ctx, trans_a, trans_b, (int)M, (int)N, (int)K, ag_operand_at(ao, g * sa), ag_operand_at(bo, g * sb),
+                 0.0f, y->data + g * sy);
     }
+    ag_operand_done(ctx, &bo);
+    ag_operand_done(ctx, &ao);
     ag_node *n = ag_record(ctx, "matmul", matmul_backward, y, 2, (ag_tensor *[]){a, b});
     if (n) {
         n->i[0] = (int64_t)G;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/gemm.h"
 #include "autograd/threads.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
@@ -14,6 +15,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
+            "                        [--precision fp32|bf16]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16]\n"
             "       common: [--threads N] [--classes K]\n"
@@ -25,6 +27,8 @@ static void usage(FILE *f) {
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
+            "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
+            "with FP32 accumulation, forward and backward (docs/performance.md, BF16 training).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
 
@@ -52,7 +56,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
             engine = value;
-        else if (!train && cli_opt(argc, argv, &i, "--precision", &value) && value &&
+        else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
                  (!strcmp(value, "fp32") || !strcmp(value, "bf16")))
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
         else {
@@ -65,7 +69,12 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tpsc bench: --precision bf16 needs --engine lib (the framework's path is FP32)\n");
         return 2;
     }
-    if (tps_precision_supported(precision) != TPS_OK) {
+    const ag_precision train_precision = precision == TPS_PRECISION_BF16 ? AG_BF16 : AG_FP32;
+    if (train && ag_bf16_available() != TPSC_OK && train_precision == AG_BF16) {
+        fprintf(stderr, "tpsc bench: %s\n", tpsc_last_error());
+        return 1;
+    }
+    if (!train && tps_precision_supported(precision) != TPS_OK) {
         fprintf(stderr, "tpsc bench: %s\n", tps_last_error());
         return 1;
     }
@@ -110,7 +119,7 @@ int cmd_bench(int argc, char **argv) {
            ag_get_threads(), wait ? wait : "(libgomp default)", peak);
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
-           train ? "" : engine, train ? "" : precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
+           train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
     char list[128];
@@ -123,7 +132,7 @@ int cmd_bench(int argc, char **argv) {
         int n_runs = (!train && (tc.method != TOK_NONE || chan_enabled(&tc.chan))) ? 2 : 1;
         if (n_runs == 1) runs[0] = &tc;
         for (int k = 0; k < n_runs; k++) {
-            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, &rm)
+            tpsc_status st = train ? tpsc_bench_train(&vc, runs[k], batch, 1, iters, train_precision, &rm)
                          : !strcmp(engine, "lib") ? tpsc_bench_infer_lib(&vc, runs[k], batch, 2, iters, precision, &rm)
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);

@@ -32,6 +32,7 @@ static void usage(FILE *f) {
             "  --eval CKPT     no training: evaluate CKPT at each point (tps.* and data.* keys only)\n"
             "  --out DIR       default <run.out_dir>/sweep-<run.name> (--eval: next to CKPT)\n"
             "  --threads N     run.threads for every point\n"
+            "  --precision P   run.precision (fp32 or bf16) for every point\n"
             "  --plot-script F gnuplot script (default scripts/plot_sweep.gp of the source tree);\n"
             "                  --no-plot skips the plot\n"
             "  --title T       the plot's title\n"
@@ -132,6 +133,10 @@ int cmd_sweep(int argc, char **argv) {
             checkpoint = value;
         } else if (cli_opt(argc, argv, &i, "--out", &value) && value) {
             out = value;
+        } else if (cli_opt(argc, argv, &i, "--precision", &value) && value && n_sets < 128) {
+            static char set[64];
+            snprintf(set, sizeof set, "run.precision=%s", value);
+            sets[n_sets++] = set;
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
         } else if (cli_opt(argc, argv, &i, "--title", &value) && value) {

@@ -10,12 +10,13 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: tpsc train RECIPE.ini [--set section.key=value]... [--resume CKPT] [--quiet]\n"
+            "usage: tpsc train RECIPE.ini [--set section.key=value]... [--resume CKPT] [--precision fp32|bf16] [--quiet]\n"
             "\n"
             "Trains or fine-tunes a model as the recipe says (see docs/recipes.md, `tpsc recipe --keys`).\n"
             "Writes <run.out_dir>/<run.name>/{last.h5,best.h5,metrics.jsonl}.\n"
             "  --set k=v     override any recipe key, e.g. --set schedule.epochs=20 --set tps.keep_ratio=0.5\n"
             "  --resume CKPT continue a run exactly where its checkpoint left off (same as --set run.resume=CKPT)\n"
+            "  --precision P GEMMs in fp32 or bf16 with fp32 accumulation (same as --set run.precision=P)\n"
             "  --quiet       no defaults log\n");
 }
 
@@ -34,6 +35,14 @@ int cmd_train(int argc, char **argv) {
                 return 2;
             }
             sets[n_sets++] = value;
+        } else if (cli_opt(argc, argv, &i, "--precision", &value)) {
+            static char set[64];
+            if (!value || n_sets == 128) {
+                usage(stderr);
+                return 2;
+            }
+            snprintf(set, sizeof set, "run.precision=%s", value);
+            sets[n_sets++] = set;
         } else if (cli_opt(argc, argv, &i, "--resume", &value)) {
             if (!value) {
                 usage(stderr);

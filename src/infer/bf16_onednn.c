@@ -27,17 +27,10 @@
 #include <string.h>
 
 #include "src/infer/bf16.h"
+#include "src/common/bf16_round.h"
 
-/* Round to nearest even on the bit pattern; NaN is kept quiet instead of rounding to Inf. */
-void ti_bf16_round(const float *x, size_t n, uint16_t *out) {
-    #pragma omp simd
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], sizeof u);
-        const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        out[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u) : (uint16_t)r;
-    }
-}
+/* The training kernels' rounding (bf16_round.h): both engines round a value alike. */
+void ti_bf16_round(const float *x, size_t n, uint16_t *out) { bf16_round_row(x, n, out); }
 
 #ifndef TPSINFER_HAVE_ONEDNN
 

@@ -82,6 +82,7 @@ static tpsc_status write_root_attrs(tpsc_h5 *f, const tpsc_checkpoint *ck, const
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "git_describe", tpsc_git_describe()));
     TPSC_TRY(tpsc_h5_write_attr_strs(f, "/", "class_names", ck->class_names, ck->n_class_names));
     TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "recipe", ck->recipe_text ? ck->recipe_text : ""));
+    if (ck->precision) TPSC_TRY(tpsc_h5_write_attr_str(f, "/", "precision", ck->precision));
     return TPSC_OK;
 }
 

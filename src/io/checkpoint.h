@@ -65,6 +65,9 @@ typedef struct tpsc_checkpoint {
     int64_t epoch, step;
     float best_top1;
     const char *recipe_text;          /* the full resolved recipe; NULL = "" */
+    const char *precision;            /* the GEMM precision the run trained in ("fp32", "bf16") ->
+                                         root attribute "precision"; NULL = not written. The
+                                         weights are FP32 either way. */
     const char *const *class_names;   /* may be NULL with n_class_names 0 */
     const int32_t *chan_width[CHAN_KINDS]; /* inference files with channels removed: per block
                                          the kept head_dim_qk, head_dim_v, mlp_hidden (depth

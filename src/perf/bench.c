@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 #include "src/infer/tps_infer.h"
 #include "src/export/export.h"
@@ -68,10 +69,11 @@ static void teardown(bench_setup *b) {
 }
 
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             tpsc_bench_result *res) {
+                             ag_precision precision, tpsc_bench_result *res) {
     memset(res, 0, sizeof *res);
     bench_setup b;
     tpsc_status st = setup(&b, vc, tc, batch);
+    if (st == TPSC_OK) st = ag_set_precision(b.ctx, precision);
     tpsc_adamw opt = {0};
     double *times = tpsc_calloc((size_t)repeats, sizeof *times, "bench times");
     if (st == TPSC_OK && !times) st = TPSC_ERR_NOMEM;

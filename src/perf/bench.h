@@ -4,6 +4,7 @@
 #ifndef TPSC_PERF_BENCH_H
 #define TPSC_PERF_BENCH_H
 
+#include "autograd/ag.h"
 #include "src/infer/tps_infer.h"
 #include "src/model/vit.h"
 
@@ -15,9 +16,9 @@ typedef struct tpsc_bench_result {
     long peak_rss_mb;            /* process high-water mark after the run */
 } tpsc_bench_result;
 
-/* repeats timed runs after `warmup` untimed ones. */
+/* repeats timed runs after `warmup` untimed ones; training GEMMs in `precision` (autograd/gemm.h). */
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
-                             tpsc_bench_result *res);
+                             ag_precision precision, tpsc_bench_result *res);
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              tpsc_bench_result *res);
 /* The same through libtpsinfer (src/infer/tps_infer.h), the inference engine applications link,

@@ -139,6 +139,7 @@ typedef struct tpsc_recipe_run {
     char out_dir[TPSC_RECIPE_PATH_MAX]; /* checkpoints go to out_dir/name/ */
     int seed;
     int threads;                       /* 0 = all cores */
+    int precision;                     /* GEMM kernels: 0 fp32, 1 bf16 (ag_precision's order) */
     int log_every;                     /* steps */
     int eval_every, save_every;        /* epochs */
     char resume[TPSC_RECIPE_PATH_MAX]; /* checkpoint to continue from ("" = fresh run) */

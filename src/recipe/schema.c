@@ -165,6 +165,9 @@ const recipe_key recipe_keys[] = {
     STRING("run", "out_dir", run.out_dir, "checkpoints", "checkpoints and logs go to out_dir/name/"),
     INT("run", "seed", run.seed, "0", 0, 2147483647, "seed of every random draw (init, data order, augmentation, Gumbel noise)"),
     INT("run", "threads", run.threads, "0", 0, 1024, "OpenMP/BLAS threads (0 = all cores)"),
+    ENUM("run", "precision", run.precision, "fp32", "fp32|bf16", /* = ag_precision order */
+         "GEMMs of linears and attention: fp32, or bf16 with fp32 accumulation (weights, grads, optimiser, norms, "
+         "softmax, losses stay fp32; needs AVX512-BF16)"),
     INT("run", "log_every", run.log_every, "10", 1, BIG, "log loss and lr every n steps"),
     INT("run", "eval_every", run.eval_every, "1", 1, BIG, "evaluate every n epochs (and after the last)"),
     INT("run", "save_every", run.save_every, "1", 1, BIG, "write last.h5 every n epochs (and after the last)"),

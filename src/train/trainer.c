@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "autograd/gemm.h"
 #include "autograd/ops.h"
 #include "autograd/threads.h"
 #include "src/build_info.h"
@@ -84,6 +85,7 @@ static tpsc_status save_checkpoint(run_state *s, const char *file) {
         .step = s->step,
         .best_top1 = s->best_top1,
         .recipe_text = s->recipe_text,
+        .precision = ag_precision_name(s->ctx->precision),
         .class_names = s->class_names,
         .n_class_names = s->n_classes,
     };
@@ -235,6 +237,12 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
     }
     s->ctx = ag_ctx_create(0);
     if (!s->ctx) return TPSC_ERR_NOMEM;
+    _Static_assert(AG_FP32 == 0 && AG_BF16 == 1, "run.precision's choices follow ag_precision");
+    tpsc_status pst = ag_set_precision(s->ctx, (ag_precision)r->run.precision);
+    if (pst != TPSC_OK) {
+        tpsc_error_context("[run] precision = %s: ", ag_precision_name((ag_precision)r->run.precision));
+        return pst;
+    }
     s->recipe_text = tpsc_recipe_to_ini(r);
     if (!s->recipe_text) return TPSC_ERR_NOMEM;
     s->best_top1 = -1.0f;
@@ -516,12 +524,12 @@ tpsc_status tpsc_train_run(const tpsc_recipe *r, tpsc_train_result *res) {
         char ranks[48] = "";
         if (dist_active()) snprintf(ranks, sizeof ranks, " x %d MPI ranks", dist_size());
         TPSC_INFO("run %s: %s, %zu parameters (%zu in predictors), %zu train / %zu val images, %zu steps/epoch, %d "
-                  "threads%s, OpenBLAS core %s",
+                  "threads%s, OpenBLAS core %s, precision %s",
                   s.dir, tok_method_name(s.model.tps.method), vit_model_num_params(&s.model, false),
                   vit_model_num_params(&s.model, false) - vit_model_num_params(&s.model, true),
                   tpsc_loader_dataset_size(s.train), tpsc_loader_dataset_size(s.val),
                   tpsc_loader_batches_per_epoch(s.train) / (size_t)s.accum, ag_get_threads(), ranks,
-                  ag_blas_corename());
+                  ag_blas_corename(), ag_precision_name(s.ctx->precision));
         st = train_loop(&s, res);
     }
     run_free(&s);

@@ -1,0 +1,161 @@
+/* ag_gemm's operands and kernel switch (see gemm.h). */
+#include "autograd/gemm.h"
+
+#include <cblas.h>
+#include <string.h>
+
+#include "autograd/gemm_bf16.h"
+#include "src/common/bf16_round.h"
+#include "src/util/alloc.h"
+
+#define ROUND_PAR (1 << 16) /* values below which rounding stays on one thread */
+#define ROUND_CHUNK 4096
+
+/* The step's bf16 copies of parameters, found by their FP32 address. */
+typedef struct param_copy {
+    const float *f;
+    size_t n;
+    uint16_t *h;
+    uint64_t step; /* ctx->step when h was last rounded from f */
+} param_copy;
+
+struct ag_bf16_params {
+    param_copy *v;
+    size_t n, cap, hint;
+};
+
+tpsc_status ag_bf16_available(void) { return ag_bf16_kernel_available(); }
+
+tpsc_status ag_set_precision(ag_ctx *ctx, ag_precision p) {
+    if (p != AG_FP32 && p != AG_BF16) return tpsc_fail(TPSC_ERR_ARG, "precision %d is neither fp32 nor bf16", (int)p);
+    if (p == AG_BF16) TPSC_TRY(ag_bf16_available());
+    ctx->precision = p;
+    return TPSC_OK;
+}
+
+const char *ag_precision_name(ag_precision p) { return p == AG_BF16 ? "bf16" : "fp32"; }
+
+tpsc_status ag_precision_parse(const char *s, ag_precision *p) {
+    if (s && strcmp(s, "fp32") == 0) *p = AG_FP32;
+    else if (s && strcmp(s, "bf16") == 0) *p = AG_BF16;
+    else return tpsc_fail(TPSC_ERR_CONFIG, "precision '%s': expected fp32 or bf16", s ? s : "");
+    return TPSC_OK;
+}
+
+/* h [n] = bf16(f [n]); threaded for large n unless already inside a parallel region. */
+static void round_into(uint16_t *h, const float *f, size_t n) {
+    const size_t chunks = (n + ROUND_CHUNK - 1) / ROUND_CHUNK;
+    #pragma omp parallel for schedule(static) if (n > ROUND_PAR)
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t lo = c * ROUND_CHUNK, len = n - lo < ROUND_CHUNK ? n - lo : ROUND_CHUNK;
+        bf16_round_row(f + lo, len, h + lo);
+    }
+}
+
+ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n) {
+    ag_operand o = {f, NULL, 0};
+    if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
+    const size_t words = (n + 1) / 2; /* two bf16 values per float of pool scratch */
+    uint16_t *h = (uint16_t *)ag_scratch_get(ctx, words);
+    if (!h) return o;
+    round_into(h, f, n);
+    o.h = h;
+    o.pool_numel = words;
+    return o;
+}
+
+size_t ag_operand_bytes(const ag_ctx *ctx, size_t n) { return ctx->precision == AG_BF16 ? n * sizeof(uint16_t) : 0; }
+
+ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t *buf) {
+    ag_operand o = {f, NULL, 0};
+    if (ctx->precision != AG_BF16 || !buf) return o;
+    round_into(buf, f, n);
+    o.h = buf;
+    return o;
+}
+
+ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n) {
+    ag_operand o = {f, NULL, 0};
+    if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
+    ag_bf16_params *c = ctx->bf16_params;
+    if (!c) {
+        c = tpsc_calloc(1, sizeof *c, "bf16 parameter copies");
+        if (!c) {
+            ag_error(ctx, TPSC_ERR_NOMEM, "no memory for the bf16 parameter copies");
+            return o;
+        }
+        ctx->bf16_params = c;
+    }
+    /* Parameters are used in the same order every step: search from the last hit. */
+    param_copy *pc = NULL;
+    for (size_t j = 0; j < c->n && !pc; j++) {
+        const size_t i = (c->hint + j) % c->n;
+        if (c->v[i].f == f && c->v[i].n == n) pc = &c->v[i], c->hint = i + 1;
+    }
+    if (!pc) {
+        if (c->n == c->cap) {
+            const size_t cap = c->cap ? 2 * c->cap : 64;
+            param_copy *v = tpsc_realloc(c->v, cap * sizeof *v, "bf16 parameter copies");
+            if (!v) {
+                ag_error(ctx, TPSC_ERR_NOMEM, "no memory for the bf16 parameter copies");
+                return o;
+            }
+            c->v = v, c->cap = cap;
+        }
+        uint16_t *h = tpsc_malloc(n * sizeof *h, "bf16 parameter copy");
+        if (!h) {
+            ag_error(ctx, TPSC_ERR_NOMEM, "no memory for a bf16 parameter copy of %zu values", n);
+            return o;
+        }
+        pc = &c->v[c->n++];
+        *pc = (param_copy){f, n, h, ctx->step - 1};
+    }
+    if (pc->step != ctx->step) {
+        round_into(pc->h, f, n);
+        pc->step = ctx->step;
+    }
+    o.h = pc->h;
+    return o;
+}
+
+ag_operand ag_operand_at(ag_operand o, size_t offset) {
+    o.f += offset;
+    if (o.h) o.h += offset;
+    o.pool_numel = 0;
+    return o;
+}
+
+void ag_operand_done(ag_ctx *ctx, ag_operand *o) {
+    if (o->pool_numel) ag_scratch_put(ctx, (float *)(void *)o->h, o->pool_numel);
+    o->h = NULL;
+    o->pool_numel = 0;
+}
+
+void ag_gemm_free_params(ag_ctx *ctx) {
+    ag_bf16_params *c = ctx->bf16_params;
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++) tpsc_free(c->v[i].h);
+    tpsc_free(c->v);
+    tpsc_free(c);
+    ctx->bf16_params = NULL;
+}
+
+void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a, int lda,
+             ag_operand b, int ldb, float beta, float *y, int ldy) {
+    if (ctx->precision != AG_BF16) {
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                    alpha, a.f, lda, b.f, ldb, beta, y, ldy);
+        return;
+    }
+    if (!a.h || !b.h) { /* an operand could not be rounded: its op already set ctx's error */
+        if (ctx->status == TPSC_OK) {
+            #pragma omp critical(ag_gemm_error)
+            ctx->status = TPSC_ERR_INTERNAL;
+        }
+        return;
+    }
+    if (!ag_bf16_gemm(trans_a, trans_b, M, N, K, alpha, a.h, lda, b.h, ldb, beta, y, ldy)) {
+        #pragma omp critical(ag_gemm_error)
+        if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+    }
+}

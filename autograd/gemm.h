@@ -1,0 +1,67 @@
+/* The GEMM kernels behind the ops that multiply matrices (linear, the fused linears, matmul,
+ * attention), chosen by the context's precision:
+ *   AG_FP32  OpenBLAS sgemm on the FP32 operands;
+ *   AG_BF16  oneDNN's matmul on bf16 copies of both operands (round to nearest even), with
+ *            FP32 accumulation and an FP32 output, for the forward product and both backward
+ *            products alike: what PyTorch's CPU autocast in bf16 does to these ops.
+ * An op is written once: it wraps each operand (ag_operand_act for an activation or a
+ * gradient, ag_operand_param for a parameter) and calls ag_gemm; the wrap costs nothing in
+ * FP32 and rounds to bf16 in BF16. Parameters, gradients, the optimiser state and every other
+ * op stay FP32 in both precisions.
+ *
+ * The bf16 copy of a parameter is made at its first use after ag_ctx_reset, so once per step,
+ * after the optimiser has updated the FP32 weights, and serves the forward product and the
+ * input-gradient product of that step. (A caller that changes a parameter between two uses
+ * without a reset must reset: the copy would be stale.) An activation's copy lives in the
+ * gradient pool only while the op runs.
+ *
+ * Letters: y [M,N] = alpha op(a) [M,K] op(b) [K,N] + beta y, row-major, op() = transpose or not. */
+#ifndef TPSC_AUTOGRAD_GEMM_H
+#define TPSC_AUTOGRAD_GEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "autograd/ag.h"
+
+/* TPSC_OK when this build has oneDNN and the CPU has AVX512-BF16; otherwise a message that
+ * names what is missing (the CPU feature, or oneDNN at build time). */
+tpsc_status ag_bf16_available(void);
+/* Sets ctx's GEMM precision; AG_BF16 fails (with ag_bf16_available's message) where it cannot
+ * run at full speed: never a silent fallback. */
+tpsc_status ag_set_precision(ag_ctx *ctx, ag_precision p);
+const char *ag_precision_name(ag_precision p); /* "fp32", "bf16" */
+/* "fp32" / "bf16" -> p; TPSC_ERR_CONFIG naming the value otherwise. */
+tpsc_status ag_precision_parse(const char *s, ag_precision *p);
+
+/* One GEMM operand: its FP32 values and, in BF16, their bf16 copy in the same layout. */
+typedef struct ag_operand {
+    const float *f;
+    const uint16_t *h;
+    size_t pool_numel; /* > 0: h is pool scratch of that many floats, returned by ag_operand_done */
+} ag_operand;
+
+/* n values of an activation or gradient (in BF16: rounded into pool scratch). */
+ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n);
+/* n values of a parameter (in BF16: the step's cached copy, see above). */
+ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
+/* n values rounded into the caller's buffer `buf` (bytes from ag_operand_bytes) instead of
+ * pool scratch: for products inside a parallel region, one buffer per thread. */
+size_t ag_operand_bytes(const ag_ctx *ctx, size_t n); /* 0 in FP32 */
+ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t *buf);
+/* The operand starting `offset` values further (a head's columns, one product of a batch). */
+ag_operand ag_operand_at(ag_operand o, size_t offset);
+/* Returns an activation operand's scratch; a no-op for the others. */
+void ag_operand_done(ag_ctx *ctx, ag_operand *o);
+
+/* y [M,N] (row stride ldy) = alpha op(a) op(b) + beta y, lda/ldb the stored row strides.
+ * Sets ctx's error on failure (only possible in BF16: oneDNN could not make a primitive).
+ * Safe to call from inside an OpenMP parallel region with operands made outside it. */
+void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a, int lda,
+             ag_operand b, int ldb, float beta, float *y, int ldy);
+
+/* Frees ctx's cached parameter copies (ag_ctx_free calls it). */
+void ag_gemm_free_params(ag_ctx *ctx);
+
+#endif

@@ -1,0 +1,186 @@
+/* oneDNN matmul for ag_gemm's BF16 precision (see gemm_bf16.h).
+ *
+ * Threads: the primitive cache is shared by all threads (a mutex around lookups and inserts;
+ * the calls it guards are few and short next to a product), everything a call writes is its
+ * own: memory objects made per call around the caller's pointers, and one stream per thread.
+ * Debian's libdnnl runs on the OpenMP runtime (libgomp), the pool OpenBLAS and our loops use,
+ * so the cores are never oversubscribed. */
+#include "autograd/gemm_bf16.h"
+
+#ifndef TPSC_HAVE_ONEDNN
+
+tpsc_status ag_bf16_kernel_available(void) {
+    return tpsc_fail(TPSC_ERR_CONFIG,
+                     "precision bf16 needs oneDNN: this tpsc was built without it (install libdnnl-dev and configure "
+                     "with -DTPSC_WITH_ONEDNN=ON or AUTO)");
+}
+
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
+    (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
+    (void)beta, (void)y, (void)ldy;
+    ag_bf16_kernel_available();
+    return false;
+}
+
+#else
+
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PRIMS 4096 /* shapes kept; a shape beyond them gets a primitive made and dropped per call */
+
+typedef struct key {
+    int M, N, K, lda, ldb, ldy;
+    bool ta, tb, in_parallel;
+    int max_threads;
+    float alpha, beta;
+} key;
+
+typedef struct prim {
+    key k;
+    dnnl_primitive_t p;
+    dnnl_memory_desc_t a, b, y;
+} prim;
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static dnnl_engine_t engine; /* one CPU engine for the process, never destroyed */
+static dnnl_status_t engine_status = dnnl_runtime_error;
+static pthread_key_t stream_key;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static prim prims[MAX_PRIMS];
+static int n_prims, hint;
+
+static void free_stream(void *s) {
+    if (s) dnnl_stream_destroy(s);
+}
+
+static void init_once(void) {
+    engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (engine_status == dnnl_success && pthread_key_create(&stream_key, free_stream) != 0)
+        engine_status = dnnl_out_of_memory;
+}
+
+tpsc_status ag_bf16_kernel_available(void) {
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success)
+        return tpsc_fail(TPSC_ERR_CONFIG, "precision bf16: oneDNN's CPU engine cannot be created (status %d)",
+                         (int)engine_status);
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if (((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) != (unsigned)dnnl_cpu_isa_avx512_core_bf16)
+        return tpsc_fail(TPSC_ERR_CONFIG,
+                         "precision bf16 needs a CPU with AVX512-BF16 (avx512_bf16 in /proc/cpuinfo), which this one "
+                         "lacks (oneDNN reports ISA 0x%x%s); use precision fp32",
+                         (unsigned)isa, getenv("DNNL_MAX_CPU_ISA") ? ", limited by DNNL_MAX_CPU_ISA" : "");
+    return TPSC_OK;
+}
+
+static dnnl_stream_t this_stream(void) {
+    dnnl_stream_t s = pthread_getspecific(stream_key);
+    if (s) return s;
+    if (dnnl_stream_create(&s, engine, dnnl_stream_default_flags) != dnnl_success) return NULL;
+    if (pthread_setspecific(stream_key, s) != 0) {
+        dnnl_stream_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* a [M,K] is stored [M,K] with row stride lda, or [K,M] when transposed; b [K,N] likewise. */
+static dnnl_status_t make(const key *k, prim *out) {
+    const dnnl_dims_t ad = {k->M, k->K}, bd = {k->K, k->N}, yd = {k->M, k->N};
+    const dnnl_dims_t as = {k->ta ? 1 : k->lda, k->ta ? k->lda : 1};
+    const dnnl_dims_t bs = {k->tb ? 1 : k->ldb, k->tb ? k->ldb : 1};
+    const dnnl_dims_t ys = {k->ldy, 1};
+    dnnl_status_t s = dnnl_memory_desc_init_by_strides(&out->a, 2, ad, dnnl_bf16, as);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->b, 2, bd, dnnl_bf16, bs);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, dnnl_f32, ys);
+    dnnl_matmul_desc_t desc;
+    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &out->a, &out->b, NULL, &out->y);
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success && k->alpha != 1.0f) s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha);
+    if (s == dnnl_success && k->beta != 0.0f) {
+        s = dnnl_post_ops_create(&ops);
+        if (s == dnnl_success) s = dnnl_post_ops_append_sum(ops, k->beta);
+        if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
+    }
+    if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    if (s == dnnl_success) s = dnnl_primitive_create(&out->p, pd);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (ops) dnnl_post_ops_destroy(ops);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    out->k = *k;
+    return s;
+}
+
+static bool same(const key *x, const key *y) {
+    return x->M == y->M && x->N == y->N && x->K == y->K && x->lda == y->lda && x->ldb == y->ldb && x->ldy == y->ldy &&
+           x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel && x->max_threads == y->max_threads &&
+           x->alpha == y->alpha && x->beta == y->beta;
+}
+
+/* The cached primitive of k (made on first use), or a made one the caller must destroy
+ * (*owned) when the cache is full; NULL on failure. */
+static const prim *lookup(const key *k, prim *tmp, bool *owned) {
+    *owned = false;
+    pthread_mutex_lock(&lock);
+    /* Calls repeat in the same order every step: start where the last hit was. */
+    for (int j = 0; j < n_prims; j++) {
+        const int i = (hint + j) % n_prims;
+        if (same(&prims[i].k, k)) {
+            hint = i + 1;
+            pthread_mutex_unlock(&lock);
+            return &prims[i];
+        }
+    }
+    const prim *r = NULL;
+    if (n_prims < MAX_PRIMS) {
+        if (make(k, &prims[n_prims]) == dnnl_success) r = &prims[n_prims++];
+    } else if (make(k, tmp) == dnnl_success) {
+        r = tmp;
+        *owned = true;
+    }
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
+    if (M <= 0 || N <= 0) return true;
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
+    const key k = {M, N, K, lda, ldb, ldy, trans_a, trans_b, omp_in_parallel() != 0, omp_get_max_threads(), alpha, beta};
+    prim tmp;
+    bool owned;
+    const prim *p = lookup(&k, &tmp, &owned);
+    dnnl_stream_t stream = this_stream();
+    if (!p || !stream) {
+        tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN has no matmul for y [%d,%d] = op(a) [%d,%d] op(b) (trans %d %d, "
+                                     "ld %d %d %d)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy);
+        return false;
+    }
+    dnnl_memory_t ma = NULL, mb = NULL, my = NULL;
+    dnnl_status_t s = dnnl_memory_create(&ma, &p->a, engine, (void *)a);
+    if (s == dnnl_success) s = dnnl_memory_create(&mb, &p->b, engine, (void *)b);
+    if (s == dnnl_success) s = dnnl_memory_create(&my, &p->y, engine, y);
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, my}};
+    if (s == dnnl_success) s = dnnl_primitive_execute(p->p, stream, 3, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (ma) dnnl_memory_destroy(ma);
+    if (mb) dnnl_memory_destroy(mb);
+    if (my) dnnl_memory_destroy(my);
+    if (owned) dnnl_primitive_destroy(tmp.p);
+    if (s != dnnl_success) {
+        tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN failed (status %d) on y [%d,%d], K %d", (int)s, M, N, K);
+        return false;
+    }
+    return true;
+}
+
+#endif

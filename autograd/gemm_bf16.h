@@ -1,0 +1,26 @@
+/* The BF16 GEMM kernel behind ag_gemm (gemm.h): oneDNN's matmul primitive, bf16 x bf16 with
+ * FP32 accumulation into an FP32 output. Built when CMake finds libdnnl (TPSC_WITH_ONEDNN);
+ * without it ag_bf16_kernel_available says so and nothing else is reached.
+ *
+ * Primitives are made once per shape (M, N, K, transposes, strides, alpha, beta, and the
+ * threading context: inside an OpenMP parallel region oneDNN runs on the calling thread
+ * alone, outside it on omp_get_max_threads() threads) and kept for the process: a training
+ * run repeats a handful of shapes every step. oneDNN's brgemm kernels take the plain
+ * row-major layouts directly, so no operand is reordered: a bf16 copy is the whole cost. */
+#ifndef TPSC_AUTOGRAD_GEMM_BF16_H
+#define TPSC_AUTOGRAD_GEMM_BF16_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "src/util/status.h"
+
+tpsc_status ag_bf16_kernel_available(void);
+
+/* y [M,N] (row stride ldy) = alpha op(a) op(b) + beta y on bf16 a and b (stored row strides
+ * lda, ldb). Returns false with a tpsc error message (on the calling thread) when oneDNN could
+ * not make or run the primitive. */
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy);
+
+#endif

@@ -1,0 +1,433 @@
+/* BF16 precision of the training GEMMs (autograd/gemm.h): every op that multiplies matrices,
+ * run with AG_BF16, against the same op with AG_FP32 on the same inputs; the kernel itself
+ * against a double reference; a 20-step training trajectory of a tiny model; and the error
+ * where BF16 cannot run. Gradient checks stay FP32 (test_ops_*.c).
+ *
+ * The tolerance, from bf16's 8-bit significand: rounding to bf16 has unit roundoff
+ * u = 2^-8, so each operand value carries a relative error of at most u, and one product term
+ * a_k b_k at most 2u + u^2. oneDNN accumulates in FP32, adding at most gamma_K = K 2^-24
+ * (relative to the absolute sum) for a K-term dot product. So, element by element,
+ *     |y_bf16 - y_exact| <= (2u + u^2 + K 2^-24) * sum_k |a_k| |b_k|,
+ * and FP32's own error against exact is within gamma_K of the same sum. The tests compute
+ * sum_k |a_k||b_k| by running the same op in FP32 on |inputs| (and |dy| for gradients), and
+ * allow BF_C = 2u + u^2 + 2 K 2^-24 times it, with K from the op's shapes. That bound is a
+ * worst case; the tests also require some element to differ from FP32, so a kernel that
+ * silently ran FP32 fails. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/gemm.h"
+#include "autograd/ops.h"
+#include "src/common/bf16_round.h"
+#include "src/model/vit.h"
+#include "src/optim/adamw.h"
+#include "src/optim/param_groups.h"
+#include "src/util/rng.h"
+
+#define U_BF16 (1.0 / 256.0) /* 2^-8 */
+
+static double bf_c(size_t K) { return 2.0 * U_BF16 + U_BF16 * U_BF16 + 2.0 * (double)K * ldexp(1.0, -24); }
+
+static void need_bf16(void) {
+    if (ag_bf16_available() != TPSC_OK) cr_skip_test("no BF16 here: %s", tpsc_last_error());
+}
+
+static void fill(float *x, size_t n, uint64_t seed, float scale) {
+    tpsc_rng rng = tpsc_rng_keyed(seed, 7, 0, 0);
+    for (size_t i = 0; i < n; i++) x[i] = scale * tpsc_rng_normal(&rng);
+}
+
+/* ---- the kernel -------------------------------------------------------------------------- */
+
+/* ag_gemm against a double reference for every transpose pair, alpha, beta and padded row
+ * strides (the attention reads head slices with a stride of 3C). */
+Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
+    need_bf16();
+    const int M = 37, N = 29, K = 53, pad = 3;
+    for (int case_ = 0; case_ < 8; case_++) {
+        const bool ta = case_ & 1, tb = case_ & 2, acc = case_ & 4;
+        const float alpha = acc ? 0.125f : 1.0f, beta = acc ? 1.0f : 0.0f;
+        const int ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
+        const int lda = ca + pad, ldb = cb + pad, ldy = N + pad;
+        float *a = malloc(sizeof(float) * (size_t)ra * lda), *b = malloc(sizeof(float) * (size_t)rb * ldb);
+        float *y = malloc(sizeof(float) * (size_t)M * ldy), *y0 = malloc(sizeof(float) * (size_t)M * ldy);
+        cr_assert(a && b && y && y0);
+        fill(a, (size_t)ra * lda, 1 + case_, 1.0f);
+        fill(b, (size_t)rb * ldb, 100 + case_, 1.0f);
+        fill(y0, (size_t)M * ldy, 200 + case_, 1.0f);
+        memcpy(y, y0, sizeof(float) * (size_t)M * ldy);
+        ag_ctx *ctx = ag_ctx_create(0);
+        cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+        ag_operand ao = ag_operand_act(ctx, a, (size_t)ra * lda), bo = ag_operand_act(ctx, b, (size_t)rb * ldb);
+        ag_gemm(ctx, ta, tb, M, N, K, alpha, ao, lda, bo, ldb, beta, y, ldy);
+        ag_operand_done(ctx, &bo);
+        ag_operand_done(ctx, &ao);
+        cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
+        double worst = 0, max_diff = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double exact = 0, absum = 0;
+                for (int k = 0; k < K; k++) {
+                    const double av = ta ? a[(size_t)k * lda + i] : a[(size_t)i * lda + k];
+                    const double bv = tb ? b[(size_t)j * ldb + k] : b[(size_t)k * ldb + j];
+                    exact += av * bv, absum += fabs(av * bv);
+                }
+                const double want = alpha * exact + beta * y0[(size_t)i * ldy + j];
+                const double diff = fabs(y[(size_t)i * ldy + j] - want);
+                /* + one FP32 rounding of the output and of the beta add */
+                const double tol = alpha * bf_c((size_t)K) * absum + ldexp(fabs(want), -23);
+                if (diff / tol > worst) worst = diff / tol;
+                if (diff > max_diff) max_diff = diff;
+            }
+        cr_assert(worst <= 1.0, "case ta %d tb %d alpha %g beta %g: error %.3g x the bf16 bound", ta, tb, alpha, beta,
+                  worst);
+        cr_assert(max_diff > 1e-4, "case ta %d tb %d: the result matches FP32 (max diff %g): bf16 did not run", ta, tb,
+                  max_diff);
+        /* The padding between rows is not written. */
+        for (int i = 0; i < M; i++)
+            for (int j = N; j < ldy; j++) cr_assert_eq(y[(size_t)i * ldy + j], y0[(size_t)i * ldy + j]);
+        ag_ctx_free(ctx);
+        free(a), free(b), free(y), free(y0);
+    }
+}
+
+/* ---- ops: BF16 against FP32 ------------------------------------------------------------- */
+
+typedef ag_tensor *(*op_fn)(ag_ctx *ctx, ag_tensor **in);
+
+typedef struct op_run {
+    float *out;
+    float *grad[4];
+    size_t n_out;
+} op_run;
+
+/* Runs f on copies of the inputs (abs_inputs: their absolute values; zero_extra: inputs from
+ * index n_prod on are zeroed, they are added, not multiplied) in `precision`, seeds the output's
+ * gradient with dy (or |dy|), and keeps the output and every input's gradient. */
+static op_run run_op(op_fn f, int n_in, const int *ndim, const size_t (*shape)[AG_MAX_DIMS], float *const *data,
+                     const float *dy, ag_precision precision, bool abs_inputs, int n_prod) {
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_not_null(ctx);
+    cr_assert_eq(ag_set_precision(ctx, precision), TPSC_OK, "%s", tpsc_last_error());
+    ag_tensor *in[4];
+    size_t numel[4];
+    for (int i = 0; i < n_in; i++) {
+        ag_tensor *t = ag_new(ctx, ndim[i], shape[i]);
+        cr_assert_not_null(t);
+        numel[i] = ag_numel(t);
+        for (size_t j = 0; j < numel[i]; j++)
+            t->data[j] = !abs_inputs ? data[i][j] : i >= n_prod ? 0.0f : fabsf(data[i][j]);
+        t->requires_grad = true;
+        t->retain_grad = true;
+        in[i] = t;
+    }
+    ag_tensor *y = f(ctx, in);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    op_run r = {.n_out = ag_numel(y)};
+    float *seed = malloc(r.n_out * sizeof *seed);
+    for (size_t j = 0; j < r.n_out; j++) seed[j] = abs_inputs ? fabsf(dy[j]) : dy[j];
+    cr_assert_eq(ag_backward_from(ctx, y, seed), TPSC_OK, "%s", tpsc_last_error());
+    r.out = malloc(r.n_out * sizeof *r.out);
+    memcpy(r.out, y->data, r.n_out * sizeof *r.out);
+    for (int i = 0; i < n_in; i++) {
+        r.grad[i] = malloc(numel[i] * sizeof(float));
+        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
+        memcpy(r.grad[i], in[i]->grad, numel[i] * sizeof(float));
+    }
+    free(seed);
+    ag_ctx_free(ctx);
+    return r;
+}
+
+static void free_run(op_run *r, int n_in) {
+    free(r->out);
+    for (int i = 0; i < n_in; i++) free(r->grad[i]);
+}
+
+/* |bf - fp| <= bf_c(K) * bound + 2^-22 |fp| element by element (the last term: FP32's own
+ * roundings of the adds outside the products, e.g. bias and residual); returns the largest
+ * |bf - fp| so the caller can check that BF16 ran. */
+static double expect_within(const float *bf, const float *fp, const float *bound, size_t n, size_t K, const char *what) {
+    double max_diff = 0;
+    for (size_t j = 0; j < n; j++) {
+        const double diff = fabs((double)bf[j] - fp[j]);
+        const double tol = bf_c(K) * bound[j] + ldexp(fabs(fp[j]), -22) + 1e-30;
+        cr_assert(diff <= tol, "%s[%zu]: bf16 %.8g vs fp32 %.8g, diff %.3g > bound %.3g", what, j, bf[j], fp[j], diff,
+                  tol);
+        if (diff > max_diff) max_diff = diff;
+    }
+    return max_diff;
+}
+
+static ag_tensor *op_linear(ag_ctx *ctx, ag_tensor **in) { return ag_linear(ctx, in[0], in[1], in[2]); }
+static ag_tensor *op_linear_res(ag_ctx *ctx, ag_tensor **in) {
+    return ag_linear_residual(ctx, in[0], in[1], in[2], in[3]);
+}
+/* gelu(|x|) >= |gelu(x)| and gelu'(|x|) >= |gelu'(x)| (gelu'(-t) = 1 - gelu'(t), gelu'(t) >= 1/2
+ * for t >= 0), so the |inputs| run bounds the GELU's factors too. */
+static ag_tensor *op_gelu_linear_res(ag_ctx *ctx, ag_tensor **in) {
+    return ag_gelu_linear_residual(ctx, in[0], in[1], in[2], in[3]);
+}
+
+/* x [B=3,N=11,Cin=40], w [Cout=24,Cin], b [Cout], r [3,11,Cout]: odd sizes, K up to 33. */
+static void check_linear_op(op_fn f, int n_in, const char *name) {
+    const size_t B = 3, N = 11, Cin = 40, Cout = 24, M = B * N;
+    const int ndim[4] = {3, 2, 1, 3};
+    const size_t shape[4][AG_MAX_DIMS] = {{B, N, Cin}, {Cout, Cin}, {Cout}, {B, N, Cout}};
+    const size_t numel[4] = {M * Cin, Cout * Cin, Cout, M * Cout};
+    float *data[4], *dy = malloc(M * Cout * sizeof *dy);
+    for (int i = 0; i < n_in; i++) {
+        data[i] = malloc(numel[i] * sizeof(float));
+        fill(data[i], numel[i], 10 + (uint64_t)i, i == 1 ? 0.2f : 1.0f);
+    }
+    fill(dy, M * Cout, 99, 1.0f);
+    op_run fp = run_op(f, n_in, ndim, shape, data, dy, AG_FP32, false, 2);
+    op_run bf = run_op(f, n_in, ndim, shape, data, dy, AG_BF16, false, 2);
+    op_run ab = run_op(f, n_in, ndim, shape, data, dy, AG_FP32, true, 2);
+    double d = 0;
+    d = fmax(d, expect_within(bf.out, fp.out, ab.out, fp.n_out, Cin, name));
+    d = fmax(d, expect_within(bf.grad[0], fp.grad[0], ab.grad[0], numel[0], Cout, "dx"));
+    d = fmax(d, expect_within(bf.grad[1], fp.grad[1], ab.grad[1], numel[1], M, "dw"));
+    /* bias and residual gradients are sums of dy, no products: FP32 in both, equal */
+    for (int i = 2; i < n_in; i++)
+        for (size_t j = 0; j < numel[i]; j++)
+            cr_assert_float_eq(bf.grad[i][j], fp.grad[i][j], 1e-6f * (1.0f + fabsf(fp.grad[i][j])), "%s: input %d [%zu]",
+                               name, i, j);
+    cr_assert(d > 0, "%s: bf16 equals fp32 everywhere: bf16 did not run", name);
+    free_run(&fp, n_in), free_run(&bf, n_in), free_run(&ab, n_in);
+    for (int i = 0; i < n_in; i++) free(data[i]);
+    free(dy);
+}
+
+Test(bf16_train, linear_within_the_bf16_bound) {
+    need_bf16();
+    check_linear_op(op_linear, 3, "linear");
+}
+
+Test(bf16_train, linear_residual_within_the_bf16_bound) {
+    need_bf16();
+    check_linear_op(op_linear_res, 4, "linear_residual");
+}
+
+Test(bf16_train, gelu_linear_residual_within_the_bf16_bound) {
+    need_bf16();
+    check_linear_op(op_gelu_linear_res, 4, "gelu_linear_residual");
+}
+
+/* ag_matmul, batched with transposes: a [G,K,M] (trans_a), b [G,N,K] (trans_b). */
+static ag_tensor *op_matmul(ag_ctx *ctx, ag_tensor **in) { return ag_matmul(ctx, in[0], in[1], true, true); }
+
+Test(bf16_train, matmul_within_the_bf16_bound) {
+    need_bf16();
+    const size_t G = 3, M = 13, N = 17, K = 21;
+    const int ndim[2] = {3, 3};
+    const size_t shape[2][AG_MAX_DIMS] = {{G, K, M}, {G, N, K}};
+    float *data[2] = {malloc(G * K * M * sizeof(float)), malloc(G * N * K * sizeof(float))};
+    float *dy = malloc(G * M * N * sizeof *dy);
+    fill(data[0], G * K * M, 1, 1.0f), fill(data[1], G * N * K, 2, 1.0f), fill(dy, G * M * N, 3, 1.0f);
+    op_run fp = run_op(op_matmul, 2, ndim, shape, data, dy, AG_FP32, false, 2);
+    op_run bf = run_op(op_matmul, 2, ndim, shape, data, dy, AG_BF16, false, 2);
+    op_run ab = run_op(op_matmul, 2, ndim, shape, data, dy, AG_FP32, true, 2);
+    double d = expect_within(bf.out, fp.out, ab.out, fp.n_out, K, "matmul");
+    d = fmax(d, expect_within(bf.grad[0], fp.grad[0], ab.grad[0], G * K * M, N, "da"));
+    d = fmax(d, expect_within(bf.grad[1], fp.grad[1], ab.grad[1], G * N * K, M, "db"));
+    cr_assert(d > 0, "matmul: bf16 equals fp32 everywhere");
+    free_run(&fp, 2), free_run(&bf, 2), free_run(&ab, 2);
+    free(data[0]), free(data[1]), free(dy);
+}
+
+/* ---- attention --------------------------------------------------------------------------
+ * The softmax sits between the two products, so the bound composes. Forward, row i of a head:
+ * the scores S' = scale q' k'^T differ from S by at most delta_i = bf_c(D) scale
+ * max_j sum_d |q_id||k_jd|; softmax then changes each probability by a factor within
+ * exp(+-2 delta_i), |A'_ij - A_ij| <= eps_i A_ij with eps_i = exp(2 delta_i) - 1; and
+ * out = A' v rounded adds bf_c(N) relative to sum_j A'_ij |v_jd|. Altogether
+ *     |out' - out|_id <= ((1 + eps_i) bf_c(N) + eps_i) sum_j A_ij |v_jd|,
+ * computed here in double from the FP32 inputs. Backward chains four rounded products and
+ * the perturbed probabilities through the softmax backward, whose row sums cancel; there the
+ * check is normwise: ||d(qkv)' - d(qkv)|| <= 8 (2u) ||d(qkv)|| (four products, each of both
+ * operands rounded: 4 x 2u, doubled for the perturbed A and dS feeding them). */
+static void attention_case(bool with_policy) {
+    need_bf16();
+    const size_t B = 2, N = 19, H = 3, D = 8, C = H * D, C3 = 3 * C;
+    float *qkv = malloc(B * N * C3 * sizeof(float)), *dy = malloc(B * N * C * sizeof(float));
+    float *pol = malloc(B * N * sizeof(float));
+    fill(qkv, B * N * C3, 5, 1.0f), fill(dy, B * N * C, 6, 1.0f);
+    for (size_t i = 0; i < B * N; i++) pol[i] = (i % 3) ? 1.0f : 0.0f;
+    float *out[2], *grad[2];
+    for (int p = 0; p < 2; p++) {
+        ag_ctx *ctx = ag_ctx_create(0);
+        cr_assert_eq(ag_set_precision(ctx, p ? AG_BF16 : AG_FP32), TPSC_OK, "%s", tpsc_last_error());
+        ag_tensor *x = ag_new3(ctx, B, N, C3), *pt = with_policy ? ag_new2(ctx, B, N) : NULL;
+        memcpy(x->data, qkv, B * N * C3 * sizeof(float));
+        if (pt) memcpy(pt->data, pol, B * N * sizeof(float));
+        x->requires_grad = x->retain_grad = true;
+        ag_tensor *y = ag_attention(ctx, x, H, pt, NULL);
+        cr_assert_not_null(y, "%s", tpsc_last_error());
+        cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+        out[p] = malloc(B * N * C * sizeof(float)), grad[p] = malloc(B * N * C3 * sizeof(float));
+        memcpy(out[p], y->data, B * N * C * sizeof(float));
+        memcpy(grad[p], x->grad, B * N * C3 * sizeof(float));
+        ag_ctx_free(ctx);
+    }
+    const double scale = 1.0 / sqrt((double)D);
+    double max_diff = 0;
+    double *A = malloc(N * sizeof *A);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < H; h++)
+            for (size_t i = 0; i < N; i++) {
+                const float *q = qkv + (b * N + i) * C3 + h * D;
+                double delta = 0, m = -INFINITY, z = 0;
+                for (size_t j = 0; j < N; j++) {
+                    const float *k = qkv + (b * N + j) * C3 + C + h * D;
+                    double s = 0, sa = 0;
+                    for (size_t d = 0; d < D; d++) s += (double)q[d] * k[d], sa += fabs((double)q[d] * k[d]);
+                    A[j] = s * scale;
+                    delta = fmax(delta, bf_c(D) * scale * sa);
+                    m = fmax(m, A[j]);
+                }
+                /* With a policy the probabilities are the masked ones; bounding by the unmasked
+                 * softmax's per-row factor still holds, as the gates multiply both alike. */
+                for (size_t j = 0; j < N; j++) {
+                    const double g = !with_policy ? 1.0 : (j == i ? 1.0 : pol[b * N + j]);
+                    A[j] = exp(A[j] - m) * g;
+                    z += A[j];
+                }
+                const double eps = exp(4.0 * delta) - 1.0; /* numerator and denominator: 2 delta each */
+                for (size_t d = 0; d < D; d++) {
+                    double av = 0;
+                    for (size_t j = 0; j < N; j++) av += A[j] / z * fabs((double)qkv[(b * N + j) * C3 + 2 * C + h * D + d]);
+                    const size_t o = (b * N + i) * C + h * D + d;
+                    const double diff = fabs((double)out[1][o] - out[0][o]);
+                    const double tol = ((1 + eps) * bf_c(N) + eps) * av + ldexp(fabs(out[0][o]), -20);
+                    cr_assert(diff <= tol, "attention out[%zu]: bf16 %.7g fp32 %.7g diff %.3g > %.3g", o, out[1][o],
+                              out[0][o], diff, tol);
+                    max_diff = fmax(max_diff, diff);
+                }
+            }
+    double num = 0, den = 0;
+    for (size_t j = 0; j < B * N * C3; j++) {
+        const double e = (double)grad[1][j] - grad[0][j];
+        num += e * e, den += (double)grad[0][j] * grad[0][j];
+    }
+    const double rel = sqrt(num / den);
+    cr_assert(rel <= 8 * 2 * U_BF16, "attention d(qkv): relative error %.3g > %.3g", rel, 8 * 2 * U_BF16);
+    cr_assert(max_diff > 0 && rel > 0, "attention: bf16 equals fp32: bf16 did not run");
+    free(A), free(qkv), free(dy), free(pol);
+    for (int p = 0; p < 2; p++) free(out[p]), free(grad[p]);
+}
+
+Test(bf16_train, attention_within_the_bf16_bound) { attention_case(false); }
+Test(bf16_train, attention_with_policy_within_the_bf16_bound) { attention_case(true); }
+
+/* ---- parameter copies ------------------------------------------------------------------- */
+
+/* The bf16 copy of a parameter is taken once per step: an update after ag_ctx_reset is seen,
+ * one without a reset is not (the contract gemm.h states). */
+Test(bf16_train, parameter_copy_is_refreshed_each_step) {
+    need_bf16();
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK);
+    float w[4] = {1, 2, 3, 4};
+    ag_operand o = ag_operand_param(ctx, w, 4);
+    cr_assert_eq(o.h[1], bf16_from_float(2.0f));
+    w[1] = 5;
+    o = ag_operand_param(ctx, w, 4);
+    cr_assert_eq(o.h[1], bf16_from_float(2.0f), "refreshed within a step");
+    ag_ctx_reset(ctx);
+    o = ag_operand_param(ctx, w, 4);
+    cr_assert_eq(o.h[1], bf16_from_float(5.0f), "not refreshed after the reset");
+    ag_ctx_free(ctx);
+}
+
+/* ---- 20 training steps of a tiny model --------------------------------------------------
+ * Same weights, data and AdamW in both precisions. Step 0's loss differs only by the forward's
+ * roundings: its logits move by a few u relative (each of the 3 depth + 2 products perturbs
+ * its output by at most bf_c(K) of the absolute sums, and LayerNorm re-normalises in between),
+ * so |dL| <= 0.02 L at step 0 (two products' worth, 2 x 4u, of the loss, with margin for the
+ * absolute sums exceeding the values). Later steps add the updates' differences, which AdamW
+ * normalises to lr-sized steps whatever their size: the trajectories may drift apart by a few
+ * lr per step, so allow 0.05 L along the way. The loss must also fall in BF16 (it learns) and
+ * differ from FP32 somewhere (BF16 ran). */
+Test(bf16_train, tiny_model_20_steps_tracks_fp32) {
+    need_bf16();
+    vit_config c = {.img_size = 16, .patch_size = 4, .in_chans = 1, .embed_dim = 32, .depth = 3,
+                    .num_heads = 2, .num_classes = 5, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
+    snprintf(c.arch, sizeof c.arch, "custom");
+    const size_t B = 8, steps = 20;
+    float losses[2][20];
+    for (int p = 0; p < 2; p++) {
+        vit_model m;
+        tok_config none = {.method = TOK_NONE};
+        cr_assert_eq(vit_model_create(&m, &c, &none), TPSC_OK, "%s", tpsc_last_error());
+        tpsc_rng rng;
+        tpsc_rng_seed(&rng, 3);
+        vit_model_init(&m, &rng);
+        tpsc_param_groups_assign(&m.params);
+        tpsc_adamw opt = {0};
+        tpsc_adamw_config oc = tpsc_adamw_defaults();
+        cr_assert_eq(tpsc_adamw_init(&opt, &m.params, &oc), TPSC_OK);
+        ag_ctx *ctx = ag_ctx_create(0);
+        cr_assert_eq(ag_set_precision(ctx, p ? AG_BF16 : AG_FP32), TPSC_OK);
+        float *img = malloc(B * 16 * 16 * sizeof(float));
+        int32_t labels[8];
+        fill(img, B * 16 * 16, 11, 1.0f);
+        for (size_t b = 0; b < B; b++) labels[b] = (int32_t)(b % 5);
+        for (size_t s = 0; s < steps; s++) {
+            ag_ctx_reset(ctx);
+            ag_tensor *x = ag_wrap(ctx, img, NULL, 4, (size_t[]){B, 1, 16, 16}, false);
+            vit_forward_opts fo = {.mode = VIT_TRAIN};
+            vit_output out;
+            ag_tensor *loss = ag_cross_entropy(ctx, vit_forward(ctx, &m, x, &fo, &out), labels, 0.0f);
+            cr_assert_not_null(loss, "%s", tpsc_last_error());
+            losses[p][s] = loss->data[0];
+            ag_params_zero_grad(&m.params);
+            cr_assert_eq(ag_backward(ctx, loss), TPSC_OK, "%s", tpsc_last_error());
+            cr_assert_eq(tpsc_adamw_step(&opt, &m.params, 1e-3f), TPSC_OK);
+        }
+        free(img);
+        ag_ctx_free(ctx);
+        tpsc_adamw_free(&opt);
+        vit_model_free(&m);
+    }
+    double max_rel = 0;
+    for (size_t s = 0; s < steps; s++) {
+        const double rel = fabs((double)losses[1][s] - losses[0][s]) / losses[0][s];
+        cr_assert(rel <= (s == 0 ? 0.02 : 0.05), "step %zu: bf16 loss %.6f vs fp32 %.6f (%.3g relative)", s, losses[1][s],
+                  losses[0][s], rel);
+        max_rel = fmax(max_rel, rel);
+    }
+    cr_assert(losses[1][steps - 1] < 0.8f * losses[1][0], "bf16 did not learn: loss %.4f -> %.4f", losses[1][0],
+              losses[1][steps - 1]);
+    cr_assert(max_rel > 0, "bf16 and fp32 trajectories are identical: bf16 did not run");
+    cr_log_info("20 steps: fp32 %.4f -> %.4f, bf16 %.4f -> %.4f, max relative loss difference %.3g", losses[0][0],
+                losses[0][steps - 1], losses[1][0], losses[1][steps - 1], max_rel);
+}
+
+/* ---- where BF16 cannot run ------------------------------------------------------------- */
+
+Test(bf16_train, precision_names_parse_and_reject) {
+    ag_precision p;
+    cr_assert_eq(ag_precision_parse("bf16", &p), TPSC_OK);
+    cr_assert_eq(p, AG_BF16);
+    cr_assert_eq(ag_precision_parse("fp32", &p), TPSC_OK);
+    cr_assert_eq(p, AG_FP32);
+    cr_assert_eq(ag_precision_parse("fp16", &p), TPSC_ERR_CONFIG);
+    cr_assert(strstr(tpsc_last_error(), "fp16"), "%s", tpsc_last_error());
+}
+
+/* oneDNN limited to AVX-512 without BF16 (as on a CPU that lacks it): a clear error naming the
+ * CPU feature, and the context stays FP32. Criterion runs each test in its own process, so the
+ * limit applies before oneDNN's first use. */
+Test(bf16_train, cpu_without_avx512_bf16_is_an_error_naming_it) {
+    setenv("DNNL_MAX_CPU_ISA", "AVX512_CORE", 1);
+    ag_ctx *ctx = ag_ctx_create(0);
+    const tpsc_status st = ag_set_precision(ctx, AG_BF16);
+    cr_assert_neq(st, TPSC_OK, "bf16 accepted without AVX512-BF16");
+    cr_assert(strstr(tpsc_last_error(), "AVX512-BF16"), "message: %s", tpsc_last_error());
+    cr_assert_eq(ctx->precision, AG_FP32);
+    ag_ctx_free(ctx);
+}
