@@ -26,7 +26,7 @@
 #include "support/fixture.h"
 
 /* One OpenMP thread unless a test is about threads: the models are tiny, and on a shared
- * machine busy-waiting thread teams made this file 10x slower. The tests that need two
+ * machine busy-waiting thread teams made this file many times slower. The tests that need two
  * threads (the split batch, the intra-op loops) set them. */
 static void one_thread(void) { omp_set_num_threads(1); }
 TestSuite(infer, .init = one_thread);

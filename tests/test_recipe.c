@@ -1,6 +1,6 @@
 /* Recipes: the shipped ones load, bad ones fail with file:line and key, overrides, round trip.
  *
- * Reference values are the ones the task and docs state (issue 6's defaults, the official
+ * Reference values are the ones the task and docs state (the defaults docs/recipes.md lists, the official
  * dTPS script's numbers, tps-method.md's token counts); none is copied from our own output.
  * Every numeric comparison is exact (tolerance 0): a recipe value is the float nearest to the
  * decimal written, the same float the C literal in the assertion gives. */
@@ -36,7 +36,7 @@ Test(recipe, schema_table_is_consistent) {
     cr_assert_eq(recipe_schema_check(), TPSC_OK, "%s", tpsc_last_error());
 }
 
-/* Reference: the defaults listed in issue 6 (and recipe.h). */
+/* Reference: the defaults listed in docs/recipes.md (and recipe.h). */
 Test(recipe, defaults_are_filled) {
     tpsc_recipe *r = new_recipe();
     tpsc_recipe_defaults(r);

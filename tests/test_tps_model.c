@@ -1,4 +1,4 @@
-/* Properties of the whole pruning model that need no PyTorch (issue 4):
+/* Properties of the whole pruning model that need no PyTorch:
  *   - at keep ratio 1.0 every pruning method's inference equals the dense model's logits;
  *   - at rho < 1 inference keeps exactly int(N * rho^(s+1)) patch tokens after stage s
  *     (EViT/eTPS: ceil(rho * n) of the n current ones), the logits are [B,K] and the final

@@ -32,8 +32,8 @@ static void usage(FILE *f) {
 }
 
 /* libgomp reads OMP_WAIT_POLICY once, when it loads. Its default spin-waiting makes idle
- * OpenMP threads burn the cores that OpenBLAS and the data workers need (measured: batch-1
- * inference 5x slower on 2 cores), so unless the user chose a policy, restart once with
+ * OpenMP threads burn the cores that OpenBLAS and the data workers need (docs/inference.md,
+ * "Figures behind the code"), so unless the user chose a policy, restart once with
  * PASSIVE. If the re-exec fails we simply run with the default. */
 static void prefer_passive_openmp(char **argv) {
     if (getenv("OMP_WAIT_POLICY")) return;

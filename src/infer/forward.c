@@ -93,8 +93,7 @@ static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_
 /* LayerNorm of x [M,C] for a team linear with weight w: returns its input (ws->h). Each
  * member normalises its own rows; a weight shared by columns reads every row, hence the
  * barrier. (Each member normalising every row into its own buffer saves that barrier but
- * was 1-2% slower at batch 1 on the idle machine, with this barrier's spin, and level under
- * load.) */
+ * measured no faster: docs/inference.md, "Figures behind the code".) */
 static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, const float *nb, float eps) {
     const size_t C = ws->m->C;
     size_t r0, r1;
@@ -165,8 +164,8 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (B == 1 && H % T == 0 && by_columns(&blk->proj_w)) {
         /* one image: each member takes whole heads (all query rows), so its two products per
-         * head have all n rows (197 x 197 x 64: 200-214 GFLOP/s on one core, against 180-193
-         * for half the rows) and the keys and values are packed once per head, not once per
+         * head have all n rows (BLAS runs those faster than half the rows: docs/inference.md)
+         * and the keys and values are packed once per head, not once per
          * member; proj, which reads every head, comes after a barrier anyway */
         const size_t n = ws->lay.len[0];
         for (size_t h = H * t / T; h < H * (t + 1) / T; h++)

@@ -79,7 +79,7 @@ typedef struct ti_barrier {
     _Atomic unsigned count, gen, sleepers;
     unsigned members, spin;
 } ti_barrier;
-#define TI_BARRIER_SPIN 2000 /* spin checks at most, a pause between: ~50 us on Zen 5 */
+#define TI_BARRIER_SPIN 2000 /* spin checks at most, a pause between */
 void ti_barrier_init(ti_barrier *b, unsigned members, unsigned spin);
 void ti_barrier_wait(ti_barrier *b);
 

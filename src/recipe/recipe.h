@@ -1,4 +1,4 @@
-/* Recipes: everything a training run needs, read from an INI file (GitHub issue 6).
+/* Recipes: everything a training run needs, read from an INI file.
  *
  *     ; recipes/deit_s_dtps.ini
  *     [optim]

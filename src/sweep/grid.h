@@ -1,5 +1,5 @@
 /* Sweep grids: `--grid section.key=v1,v2,...` axes, their cartesian product, and the folder
- * name of each point (GitHub issue 8, docs/sweeps.md).
+ * name of each point (docs/sweeps.md).
  *
  *     tpsc_sweep_grid g = {0};
  *     TPSC_TRY(tpsc_grid_add(&g, "tps.keep_ratio=0.5,0.7"));

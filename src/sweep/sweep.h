@@ -1,5 +1,5 @@
 /* `tpsc sweep`: runs every point of a grid, each in its own folder, resumably, and writes the
- * tables (GitHub issue 8, docs/sweeps.md).
+ * tables (docs/sweeps.md).
  *
  * Training sweep (checkpoint NULL): point i trains base + grid values with run.out_dir = out,
  * run.name = its folder name. A folder with done.json is finished and skipped (its row is read

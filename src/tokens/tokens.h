@@ -7,7 +7,7 @@
  * The model (src/model/vit_forward.c) calls these at the pruning locations. Training never shortens
  * the sequence for predictor methods: it carries a hard keep mask (straight-through Gumbel)
  * and a policy for the masked attention softmax. Inference really removes tokens.
- * Formulas: ../shared/docs/tps-method.md and docs/tps.md. */
+ * Formulas: docs/tps.md. */
 #ifndef TPSC_TOKENS_TOKENS_H
 #define TPSC_TOKENS_TOKENS_H
 

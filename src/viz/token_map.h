@@ -1,5 +1,5 @@
 /* Which patches of one image survive each TPS stage, and where squeezed tokens went
- * (GitHub issue 8: `tpsc visualize`). The picture DynamicViT and EViT users ask for.
+ * (`tpsc visualize`). The picture DynamicViT and EViT users ask for.
  *
  * The model reports the kept original patch indices per stage (vit_output.kept_orig) but not
  * the hosts of squeezed tokens, so the forward runs here stage by stage with the same public
