@@ -339,6 +339,12 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
     if ((st = read_str(r, "method", method, sizeof method)) != TPS_OK) return st;
     const int mi = tok_method_from_name(method);
     if (mi < 0) return ti_fail(TPS_ERR_FORMAT, "%s: unknown method '%s'", r->path, method);
+    /* ToMe and ATME train and evaluate in the framework; libtpsinfer has no merging kernel yet,
+     * and running such a model dense would give wrong logits without a word. */
+    if (tok_method_merges((tok_method)mi))
+        return ti_fail(TPS_ERR_UNSUPPORTED,
+                       "%s: method '%s' merges tokens, which libtpsinfer does not run yet; evaluate it with the "
+                       "framework (tpsc eval without --precision)", r->path, method);
     m->method = (tok_method)mi;
     memcpy(in->method, method, sizeof in->method);
     int nloc = 0, nfrac = 0;
