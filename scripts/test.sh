@@ -27,5 +27,6 @@ if [ -n "$SANITIZE" ]; then
 fi
 if [ -n "$SANITIZE" ]; then
   echo "== fuzz smoke (${TPSC_FUZZ_SECONDS:-30} s per harness, two at a time)"
-  FUZZ_JOBS=2 bash scripts/fuzz.sh "${TPSC_FUZZ_SECONDS:-30}"
+  FUZZ_JOBS=2 FUZZ_REPLAY=1 bash scripts/fuzz.sh 1
+  FUZZ_JOBS=2 FUZZ_NEW=report bash scripts/fuzz.sh "${TPSC_FUZZ_SECONDS:-30}"
 fi
