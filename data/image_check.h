@@ -95,4 +95,34 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
     return NULL;
 }
 
+/* Binary PNM (P5 grey, P6 RGB): the pixel data must be as long as the header says. stb_image
+ * 2.27 reads a short 16-bit file (maxval > 255) past its buffer when it converts to 8 bits.
+ * Not a binary PNM, or a header it cannot read (stb then refuses it itself): passes. */
+static inline size_t tpsc_pnm_number_(const uint8_t *b, size_t len, size_t *at) {
+    for (;;) { /* whitespace and # comments, as stb_image skips them */
+        while (*at < len && (b[*at] == ' ' || (b[*at] >= '\t' && b[*at] <= '\r'))) (*at)++;
+        if (*at < len && b[*at] == '#') { while (*at < len && b[*at] != '\n' && b[*at] != '\r') (*at)++; continue; }
+        break;
+    }
+    size_t v = 0;
+    int digits = 0;
+    while (*at < len && b[*at] >= '0' && b[*at] <= '9' && digits < 9) { v = v * 10 + (size_t)(b[*at] - '0'); (*at)++; digits++; }
+    return digits ? v : 0;
+}
+static inline const char *tpsc_image_check_pnm_length(const uint8_t *b, size_t len, char *buf, size_t n) {
+    if (len < 3 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return NULL;
+    size_t at = 2;
+    const size_t w = tpsc_pnm_number_(b, len, &at), h = tpsc_pnm_number_(b, len, &at);
+    const size_t maxval = tpsc_pnm_number_(b, len, &at);
+    if (!w || !h || !maxval || at >= len) return NULL;
+    at++; /* the single whitespace byte before the pixels */
+    const size_t need = w * h * (b[1] == '6' ? 3u : 1u) * (maxval > 255 ? 2u : 1u);
+    if (len - at < need) {
+        snprintf(buf, n, "PNM pixel data is %zu bytes, the header (%zu x %zu, maxval %zu) needs %zu", len - at, w, h,
+                 maxval, need);
+        return buf;
+    }
+    return NULL;
+}
+
 #endif
