@@ -372,3 +372,53 @@ Test(dist, sweep_runs_points_under_mpi) {
     cr_expect(strstr(text, "| lr-0.05 |") && strstr(text, "| lr-0.02 |") && strstr(text, "8 steps"), "%s", text);
 #endif
 }
+
+/* `tpsc eval` under 2 ranks: each rank evaluates its shard of the 250 validation images and
+ * rank 0 prints the whole set's table. The counts are integers summed over ranks, so the row
+ * (images, top-1, top-5, GMACs) must equal one process's exactly; a rank left out, or every rank
+ * evaluating the whole set, changes the image count. Both engines: the framework's forward and
+ * libtpsinfer (--precision fp32). */
+static void eval_row(int np, const char *ckpt, const char *extra, const char *name, char *row, size_t cap) {
+    char cmd[2048], lbuf[512] = "";
+#ifdef TPSC_MPIEXEC
+    if (np > 0) snprintf(lbuf, sizeof lbuf, "%s --allow-run-as-root --oversubscribe -np %d ", TPSC_MPIEXEC, np);
+#else
+    (void)np;
+#endif
+    snprintf(cmd, sizeof cmd, "%s%s/tpsc eval %s --threads 1 %s > %s/%s.log 2>&1", lbuf, TPSC_BINARY_DIR, ckpt, extra,
+             dir, name);
+    int rc = system(cmd);
+    if (rc != 0) show_log(name);
+    cr_assert_eq(rc, 0, "%s failed", cmd);
+    char path[256], line[1024];
+    snprintf(path, sizeof path, "%s/%s.log", dir, name);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    row[0] = '\0';
+    int rows = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "| ", 2) && strstr(line, ckpt)) {
+            /* up to the images/s column, which is a timing */
+            char *cut = line;
+            for (int bars = 0; *cut && bars < 7; cut++) bars += *cut == '|';
+            *cut = '\0';
+            snprintf(row, cap, "%s", line);
+            rows++;
+        }
+    fclose(f);
+    cr_assert_eq(rows, 1, "%s printed %d rows for %s (rank 0 alone prints)", name, rows, ckpt);
+}
+
+Test(dist, eval_on_two_ranks_matches_one_process) {
+    need_mpi();
+    train_ok(0, "evalme", "--set schedule.epochs=1");
+    char ckpt[256], one[1024], two[1024];
+    snprintf(ckpt, sizeof ckpt, "%s/evalme/last.h5", dir);
+    const char *engines[] = {"", "--precision fp32"};
+    for (int k = 0; k < 2; k++) {
+        eval_row(0, ckpt, engines[k], "eval_one", one, sizeof one);
+        eval_row(2, ckpt, engines[k], "eval_two", two, sizeof two);
+        cr_expect(strstr(one, "| 250 |"), "one process did not evaluate the 250 images: %s", one);
+        cr_expect_str_eq(two, one, "engine '%s'", engines[k]);
+    }
+}

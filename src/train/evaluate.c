@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "src/dist/dist.h"
 #include "src/export/export.h"
 #include "src/train/progress.h"
 #include "src/util/alloc.h"
@@ -29,6 +30,23 @@ void tpsc_eval_add_batch(tpsc_eval_result *res, const float *logits, size_t n, s
     for (int s = 0; s < n_stages; s++) res->mean_kept[s] += kept_per_stage[s] * (double)n;
     res->images += n;
     res->forward_s += forward_s;
+}
+
+/* Each rank evaluated its shard of the validation set: add the counts over ranks. */
+tpsc_status tpsc_eval_reduce_ranks(tpsc_eval_result *ev) {
+    if (!dist_active()) return TPSC_OK;
+    double v[4 + TOK_MAX_STAGES] = {(double)ev->images, (double)ev->correct1, (double)ev->correct5};
+    for (int k = 0; k < ev->n_stages; k++) v[4 + k] = ev->mean_kept[k];
+    TPSC_TRY(dist_sum_doubles(v, 4 + TOK_MAX_STAGES));
+    double mx[2] = {ev->forward_s, (double)ev->n_stages};
+    TPSC_TRY(dist_max_doubles(mx, 2));
+    ev->images = (size_t)v[0];
+    ev->correct1 = (size_t)v[1];
+    ev->correct5 = (size_t)v[2];
+    ev->n_stages = (int)mx[1];
+    for (int k = 0; k < ev->n_stages; k++) ev->mean_kept[k] = v[4 + k];
+    ev->forward_s = mx[0]; /* the ranks run side by side: the slowest one's time */
+    return TPSC_OK;
 }
 
 tpsc_status tpsc_eval_finish(tpsc_eval_result *res, const vit_model *m) {
@@ -98,6 +116,7 @@ static tpsc_status framework_forward(void *engine, const tpsc_batch *b, const fl
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res) {
     TPSC_TRY(tpsc_evaluate_pass(m, val, ctx, keep_override, res));
+    TPSC_TRY(tpsc_eval_reduce_ranks(res));
     return tpsc_eval_finish(res, m);
 }
 
@@ -145,6 +164,7 @@ tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_bat
         if (!e.logits) st = TPSC_ERR_NOMEM;
     }
     if (st == TPSC_OK) st = evaluate_loop(library_forward, &e, m, val, res);
+    if (st == TPSC_OK) st = tpsc_eval_reduce_ranks(res);
     if (st == TPSC_OK) st = tpsc_eval_finish(res, m);
     tpsc_free(e.logits);
     tps_workspace_free(e.ws);

@@ -17,7 +17,9 @@ typedef struct tpsc_eval_result {
     double forward_s;             /* time in forward passes */
 } tpsc_eval_result;
 
-/* One pass over the loader's epoch (a val loader: fixed order). ctx is reset per batch.
+/* One pass over the loader's epoch (a val loader: fixed order). ctx is reset per batch. Under
+ * MPI each rank passes its shard (a loader opened with its rank) and every rank receives the
+ * whole set's result (tpsc_eval_reduce_ranks); all ranks must call it. 
  * keep_override: tokens per stage instead of the model's (NULL = the model's). */
 tpsc_status tpsc_evaluate(vit_model *m, tpsc_loader *val, ag_ctx *ctx, const size_t *keep_override,
                           tpsc_eval_result *res);
@@ -32,6 +34,10 @@ tpsc_status tpsc_evaluate_pass(vit_model *m, tpsc_loader *val, ag_ctx *ctx, cons
  * memory; batches of at most max_batch images. */
 tpsc_status tpsc_evaluate_library(vit_model *m, tpsc_loader *val, size_t max_batch, const tps_open_options *oo,
                                   tpsc_eval_result *res);
+
+/* Adds a shard's sums (tpsc_evaluate_pass) over the MPI ranks: counts and kept tokens summed,
+ * forward time the slowest rank's. A no-op in a single process. */
+tpsc_status tpsc_eval_reduce_ranks(tpsc_eval_result *ev);
 
 /* The pieces of both passes: add one batch's logits [n,K], its kept-token counts per stage
  * (NULL: none) and its forward time; then turn the sums into percentages, means and rates. */

@@ -367,23 +367,6 @@ static void log_step(run_state *s, int64_t epoch, const step_values *sv, double 
     if (s->r->run.log_every > 0 && s->step % s->r->run.log_every == 0) fflush(s->metrics);
 }
 
-/* Each rank evaluated its shard of the validation set: add the counts over ranks. */
-static tpsc_status reduce_eval(tpsc_eval_result *ev) {
-    if (!dist_active()) return TPSC_OK;
-    double v[4 + TOK_MAX_STAGES] = {(double)ev->images, (double)ev->correct1, (double)ev->correct5};
-    for (int k = 0; k < ev->n_stages; k++) v[4 + k] = ev->mean_kept[k];
-    TPSC_TRY(dist_sum_doubles(v, 4 + TOK_MAX_STAGES));
-    double mx[2] = {ev->forward_s, (double)ev->n_stages};
-    TPSC_TRY(dist_max_doubles(mx, 2));
-    ev->images = (size_t)v[0];
-    ev->correct1 = (size_t)v[1];
-    ev->correct5 = (size_t)v[2];
-    ev->n_stages = (int)mx[1];
-    for (int k = 0; k < ev->n_stages; k++) ev->mean_kept[k] = v[4 + k];
-    ev->forward_s = mx[0]; /* the ranks run side by side: the slowest one's time */
-    return TPSC_OK;
-}
-
 static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool save) {
     /* Evaluate the EMA weights when EMA is on: they are what gets exported. */
     if (s->use_ema) TPSC_TRY(tpsc_ema_swap(&s->ema, &s->model.params));
@@ -393,7 +376,7 @@ static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool sa
         if (st == TPSC_OK) st = st2;
     }
     TPSC_TRY(st);
-    TPSC_TRY(reduce_eval(ev));
+    TPSC_TRY(tpsc_eval_reduce_ranks(ev));
     TPSC_TRY(tpsc_eval_finish(ev, &s->model));
     /* A rank whose weights drifted (a bug, a flipped bit) is caught here, not after the run. */
     if (dist_active()) {
