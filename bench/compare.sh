@@ -2,8 +2,8 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--threads 2] [--repeat 1] [--quick] [--no-torch] [--no-ort]
-#                         [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--openblas] [--threads 2] [--repeat 1] [--quick]
+#                         [--no-torch] [--no-ort] [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
 # dense and dTPS (keep 0.7 at blocks 3/6/9) at batch 1 and 32. Everything runs under the
@@ -19,7 +19,10 @@
 # extra inference rows, set against the same FP32 peers. --bf16-train adds BF16 mixed-precision
 # training (`bench train --precision bf16`, run.precision = bf16) at batch 16 and 64, set against
 # our FP32 step of the same round and PyTorch's CPU autocast in bf16 (`torch_deit.py --amp bf16`),
-# in a table of its own.
+# in a table of its own. libtpsinfer's FP32 rows run its default GEMM back-end (the faster one on
+# this CPU, named above each table); --openblas adds rows with `--gemm openblas`, the other one.
+# The "of FMA peak" column is the inference GFLOP/s over register-only FMA loops on the same
+# threads, measured by `tpsc bench` in the same run.
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -38,13 +41,14 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
         --bf16) bf16=1 ;;
         --bf16-train) bf16_train=1 ;;
+        --openblas) openblas=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -111,6 +115,11 @@ one_round() { # MODE ROUND
     done
     run_env "$mode" "$TPSC" bench infer --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters --threads "$threads" \
         > "$out/ours_infer.$tag.txt" 2>&1 || echo "  tpsc bench infer failed: see $out/ours_infer.$tag.txt" >&2
+    if [ $openblas = 1 ]; then
+        run_env "$mode" "$TPSC" bench infer --gemm openblas --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
+            --threads "$threads" > "$out/ours_openblas.$tag.txt" 2>&1 ||
+            echo "  tpsc bench infer --gemm openblas failed: see $out/ours_openblas.$tag.txt" >&2
+    fi
     if [ $bf16 = 1 ]; then
         run_env "$mode" "$TPSC" bench infer --precision bf16 --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
             --threads "$threads" > "$out/ours_bf16.$tag.txt" 2>&1 ||
@@ -182,8 +191,11 @@ def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
+backends = set()
+
 def ours_rows(path, suffix=""):
-    """{(kind, method + suffix, batch): (img/s, peak RSS MB)} from a `tpsc bench` markdown table; and the core."""
+    """{(kind, method + suffix, batch): (img/s, peak RSS MB, % of FMA peak or None)} from a `tpsc bench`
+    markdown table; and the core."""
     rows, core = {}, None
     if not os.path.exists(path):
         return rows, core
@@ -191,9 +203,14 @@ def ours_rows(path, suffix=""):
         m = re.match(r"OpenBLAS core (\S+),", line)
         if m:
             core = m.group(1)
+        m = re.match(r"GEMM back-end (\S+)", line)
+        if m and not suffix:
+            backends.add(m.group(1))
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 10 and cells[0] in ("train", "infer"):
-            rows[(cells[0], ("dense" if cells[1] == "none" else cells[1]) + suffix, int(cells[2]))] = (float(cells[3]), float(cells[9]))
+            fma = float(cells[11].rstrip("%")) if len(cells) >= 12 and cells[11].rstrip("%").replace(".", "").isdigit() else None
+            rows[(cells[0], ("dense" if cells[1] == "none" else cells[1]) + suffix, int(cells[2]))] = (
+                float(cells[3]), float(cells[9]), fma)
     return rows, core
 
 def torch_rows(path):
@@ -234,12 +251,15 @@ def ratio(a, b):
     return "%.2fx" % (a / b) if a is not None and b else "-"
 
 for mode in modes:
+    backends.clear()
     ours, torch, torch_bf16, cores, tcore, limits = [], [], [], set(), set(), []
     for r in range(1, repeat + 1):
         tag = "%s.%d" % (mode, r)
         o = {}
-        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_bf16", "ours_bf16train16", "ours_bf16train64"):
-            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), " bf16" if "bf16" in f else "")
+        for f in ("ours_train16", "ours_train64", "ours_infer", "ours_openblas", "ours_bf16", "ours_bf16train16",
+                  "ours_bf16train64"):
+            suffix = " bf16" if "bf16" in f else " openblas" if "openblas" in f else ""
+            rows, core = ours_rows(os.path.join(out, "%s.%s.txt" % (f, tag)), suffix)
             o.update(rows)
             if core:
                 cores.add(core)
@@ -252,23 +272,26 @@ for mode in modes:
         torch_bf16.append(tb)
         limits.append(gemm_limit(os.path.join(out, "sgemm.%s.json" % tag)))
     label = "environment's OPENBLAS_CORETYPE" if mode == "env" else "OPENBLAS_CORETYPE unset (AVX-512 kernels)"
-    print("\n### %s: tpsc core %s, PyTorch core %s; medians of %d run(s)\n" % (
-        label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", repeat))
-    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB | PyTorch peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    bf16_shapes = [(k, m + " bf16", b) for k, m, b in shapes if k == "infer"]
-    for key in shapes + [k for k in bf16_shapes if any(k in o for o in ours)]:  # BF16 training: its own table
+    print("\n### %s: tpsc core %s, PyTorch core %s; libtpsinfer FP32 GEMM back-end %s; medians of %d run(s)\n" % (
+        label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", "/".join(sorted(backends)) or "?",
+        repeat))
+    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB |"
+          " PyTorch peak RSS MB | tpsc of FMA peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    extra = [(k, m + sfx, b) for sfx in (" openblas", " bf16") for k, m, b in shapes if k == "infer"]
+    for key in shapes + [k for k in extra if any(k in o for o in ours)]:  # BF16 training: its own table
         kind, method, batch = key
-        peer = (kind, method.replace(" bf16", ""), batch)  # BF16 rows against the FP32 peers
+        peer = (kind, method.split(" ")[0], batch)  # BF16 and --gemm openblas rows against the FP32 peers
         oi = med([o[key][0] for o in ours if key in o])
         orss = med([o[key][1] for o in ours if key in o])
         ti = med([t[peer][0] for t in torch if peer in t])
         trss = med([t[peer][1] for t in torch if peer in t])
         ri = med([x[peer][0] for x in ort_all if peer in x])
+        ofma = med([o[key][2] for o in ours if key in o])
         name = "%s %s" % ("training step" if kind == "train" else "inference", method)
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
-            fmt(trss, "%.0f") if kind == "train" else "-"))
+            fmt(trss, "%.0f") if kind == "train" else "-", fmt(ofma, "%.0f%%") if kind == "infer" else "-"))
     train_bf16 = [("train", "dense bf16", b) for b in (16, 64)]
     if any(k in o for o in ours for k in train_bf16):
         print("\nBF16 mixed-precision training (run.precision = bf16; PyTorch: torch.autocast('cpu', bfloat16)):\n")
