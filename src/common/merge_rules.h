@@ -45,12 +45,12 @@ static inline size_t tok_tome_block_r(int r, size_t t) {
     return (size_t)r < cap ? (size_t)r : cap;
 }
 
-/* The matching metric of one image: keys averaged over the H heads. qkv [t, 3C] in timm's
- * layout (q, k, v blocks of C, each H heads of D) -> metric [t, D]. */
-static inline void tok_key_mean(const float *qkv, size_t t, size_t C, size_t H, float *metric) {
-    const size_t D = C / H;
+/* The matching metric of one image: keys averaged over the H heads. qkv: t rows of ld floats,
+ * the keys from column koff on, H heads of D each -> metric [t, D]. */
+static inline void tok_key_mean_ld(const float *qkv, size_t t, size_t ld, size_t koff, size_t H, size_t D,
+                                   float *metric) {
     for (size_t i = 0; i < t; i++) {
-        const float *k = qkv + i * 3 * C + C;
+        const float *k = qkv + i * ld + koff;
         float *out = metric + i * D;
         for (size_t d = 0; d < D; d++) {
             float s = 0.0f;
@@ -58,6 +58,14 @@ static inline void tok_key_mean(const float *qkv, size_t t, size_t C, size_t H, 
             out[d] = s / (float)H;
         }
     }
+}
+
+/* The same for qkv [t, 3C] in timm's layout (q, k, v blocks of C, each H heads of D = C / H).
+ * A channel-pruned block of libtpsinfer (rows of 2Q + V, Q = H dq) calls tok_key_mean_ld with
+ * ld 2Q + V, koff Q, D dq: the framework's masked key channels are zeros, which change no
+ * cosine, so both engines match on the same numbers. */
+static inline void tok_key_mean(const float *qkv, size_t t, size_t C, size_t H, float *metric) {
+    tok_key_mean_ld(qkv, t, 3 * C, C, H, C / H, metric);
 }
 
 /* Cosine similarity of two metric rows (ToMe normalises by the plain norm; a zero row

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "src/common/keep.h"
+#include "src/common/merge_rules.h"
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
 #include "src/infer/internal.h"
@@ -103,16 +104,24 @@ static const float *norm_for(ti_view *ws, const ti_weight *w, const float *nw, c
     return ws->h;
 }
 
-/* The packed layout of B whole images (before the team starts). */
+/* The packed layout of B whole images (before the team starts); merging methods: every token
+ * of size 1, every patch its own token. */
 static void init_layout(ti_view *ws, size_t B) {
     const size_t N = ws->m->N;
+    const bool merges = tok_method_merges(ws->m->method);
     ws->lay.rows = 0;
     for (size_t b = 0; b < B; b++) {
         ws->lay.off[b] = ws->lay.rows;
         ws->lay.len[b] = 1 + N;
         ws->lay.rows += 1 + N;
         for (size_t j = 0; j < N; j++) ws->orig[b * N + j] = (int32_t)j;
+        if (merges)
+            for (size_t j = 0; j < N; j++) ws->patch_tok[b * N + j] = (int32_t)j;
     }
+    if (merges)
+        for (size_t r = 0; r < ws->lay.rows; r++) ws->size[r] = 1.0f, ws->log_size[r] = 0.0f;
+    ws->sized = false;
+    ws->merge_failed = false;
 }
 
 /* images [B,Cin,S,S] -> x: rows cls + pos[0], then patch_embed(patch j) + pos[1+j]. Each
@@ -150,7 +159,8 @@ static void embed(ti_view *ws, const float *images, size_t B) {
 }
 
 /* x += proj(attention(qkv(norm1(x)))), shared by the team; attention by query rows.
- * with_cls: keep each head's cls row for EViT (written by the member owning the cls row).
+ * with_cls: keep each head's cls row for EViT and ATME (written by the member owning the cls
+ * row). After a merge, proportional attention (prop_attn) adds each key's log size.
  * The block's own widths (channel pruning, ti_widths) give qkv's and attention's row widths. */
 static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool with_cls) {
     const tps_model *m = ws->m;
@@ -161,6 +171,7 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
     const float *hn = norm_for(ws, &blk->qkv_w, blk->norm1_w, blk->norm1_b, m->ln_eps);
     team_linear(ws, hn, M, C, C, &blk->qkv_w, blk->qkv_b, W, qkv, W, LIN_PLAIN);
     float *scores = thread_scratch(ws);
+    const float *log_size = ws->sized && m->prop_attn ? ws->log_size : NULL; /* [M] */
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
     if (B == 1 && H % T == 0 && by_columns(&blk->proj_w)) {
         /* one image: each member takes whole heads (all query rows), so its two products per
@@ -169,7 +180,8 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
          * member; proj, which reads every head, comes after a barrier anyway */
         const size_t n = ws->lay.len[0];
         for (size_t h = H * t / T; h < H * (t + 1) / T; h++)
-            ti_attention_rows(qkv, &g, n, 0, n, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL);
+            ti_attention_rows(qkv, &g, n, 0, n, h, scores, ws->attn_out, with_cls ? ws->cls_rows + h * N1 : NULL,
+                              log_size);
     } else {
         size_t r0, r1;
         my_rows(M, &r0, &r1);
@@ -181,7 +193,8 @@ static void block_attention(ti_view *ws, const ti_block *blk, size_t B, bool wit
             const size_t i0 = r0 > off ? r0 - off : 0, i1 = r1 < off + n ? r1 - off : n;
             for (size_t h = 0; h < H; h++)
                 ti_attention_rows(qkv + off * W, &g, n, i0, i1, h, scores, ws->attn_out + off * V,
-                                  with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL);
+                                  with_cls && i0 == 0 ? ws->cls_rows + (b * H + h) * N1 : NULL,
+                                  log_size ? log_size + off : NULL);
         }
     }
     if (by_columns(&blk->proj_w)) ti_barrier_wait(ws->bar); /* every member reads every attention row */
@@ -262,6 +275,8 @@ static void swap_layouts(ti_view *ws) {
     ws->lay = ws->lay_next, ws->lay_next = l;
     int32_t *o = ws->orig;
     ws->orig = ws->orig_next, ws->orig_next = o;
+    float *sz = ws->size;
+    ws->size = ws->size_next, ws->size_next = sz;
 }
 
 /* Rows of x for the new layout: [cls; kept rows in order] per image; dtps squeezes the dropped
@@ -415,12 +430,94 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
     return true;
 }
 
+/* ToMe (every block) or ATME (stage s, at prune_loc[s]) inside block i, after the attention
+ * residual: each image's plan (src/common/merge_rules.h) and its size-weighted merge into
+ * x_next (merge.c), then the layouts swap. Every image keeps the same count, so the batch stays
+ * packed. ATME lists each region's lowest patch as stage s's kept tokens. Called by every
+ * member; false (for all of them) when an ATME budget leaves no token or a plan fails. */
+static bool merge_stage(ti_view *ws, const ti_block *blk, size_t i, int s, size_t B) {
+    const tps_model *m = ws->m;
+    const ti_heads g = ti_block_heads(m, blk);
+    const size_t C = m->C, N = m->N, H = m->H, N1 = N + 1, W = 2 * H * g.dq + H * g.dv;
+    const size_t t = ws->lay.len[0]; /* every image has the same count */
+    const bool tome = m->method == TOK_TOME;
+    size_t r = 0, k = 0;
+    if (tome) {
+        r = tok_tome_block_r(m->merge_r[i], t);
+        if (r == 0) return true;
+    } else {
+        const size_t keep = keep_count_predictor(ws->keep_frac, m->info.n_stages, s, N);
+        if (keep < 1) return false;
+        k = tok_atme_remove_count(t - 1, keep);
+    }
+    const size_t mt = t - r - k; /* tokens left, cls included */
+    size_t *kn = tome ? NULL : ws->kept_n[s];
+    #pragma omp single nowait
+    {
+        ws->lay_next.rows = B * mt;
+        for (size_t b = 0; b < B; b++) ws->lay_next.off[b] = b * mt, ws->lay_next.len[b] = mt;
+    }
+    ti_barrier_wait(ws->bar); /* also every member's attention residual is in x */
+    #pragma omp for schedule(dynamic) nowait
+    for (size_t b = 0; b < B; b++) {
+        const size_t off = ws->lay.off[b], off_next = ws->lay_next.off[b];
+        const float *qkv = ws->qkv + off * W;
+        float *scratch = thread_scratch(ws);
+        int32_t *pt = ws->patch_tok + b * N, *map = NULL;
+        size_t got = t;
+        if (tome) {
+            got = ti_tome_plan(qkv, t, &g, r, scratch, &map);
+        } else if (k > 0) {
+            float *a = scratch + ti_merge_scratch_floats(t, g.dq); /* [t-1] importance, as ag_attention's cls_attn */
+            for (size_t j = 0; j + 1 < t; j++) {
+                float sum = 0.0f;
+                for (size_t h = 0; h < H; h++) sum += ws->cls_rows[(b * H + h) * N1 + 1 + j];
+                a[j] = sum / (float)H;
+            }
+            got = ti_atme_plan(qkv, t, &g, a, pt, m->grid, k, scratch, &map);
+        }
+        if (map && got == mt) {
+            ti_merge_rows(ws->x + off * C, ws->size + off, t, C, map, mt, ws->x_next + off_next * C,
+                          ws->size_next + off_next, ws->log_size + off_next);
+        } else if (!map) { /* ATME with nothing to remove: the rows as they are */
+            memcpy(ws->x_next + off_next * C, ws->x + off * C, t * C * sizeof(float));
+            memcpy(ws->size_next + off_next, ws->size + off, t * sizeof(float));
+        }
+        if (tome) {
+            ti_tome_source_update(pt, N, map);
+            continue;
+        }
+        kn[b] = got - 1;
+        int32_t *kept = ws->kept[s] + b * N;
+        for (size_t o = 0; o + 1 < mt; o++) kept[o] = -1;
+        for (size_t p = 0; p < N; p++)
+            if (kept[pt[p]] < 0) kept[pt[p]] = (int32_t)p;
+    }
+    ti_barrier_wait(ws->bar);
+    bool failed = false; /* every member sees the same */
+    for (size_t b = 0; !tome && b < B; b++) failed |= kn[b] + 1 != mt;
+    if (failed) {
+        #pragma omp single
+        ws->merge_failed = true;
+        return false;
+    }
+    #pragma omp single nowait
+    {
+        swap_layouts(ws);
+        ws->sized = ws->sized || r + k > 0;
+        if (!tome) ws->n_stages_run = s + 1;
+    }
+    ti_barrier_wait(ws->bar);
+    return true;
+}
+
 /* The whole pass, run by every member of the view's team. Returns the failing stage, or -1. */
 static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const tps_model *m = ws->m;
     const size_t C = m->C;
     const bool predictor = tok_method_has_predictor(m->method);
     const bool evit = tok_method_row(m->method)->scores == SCORES_CLS_ATTENTION;
+    const bool atme = m->method == TOK_ATME, tome = m->method == TOK_TOME;
     const int n_stages = m->method == TOK_NONE ? 0 : m->info.n_stages;
     embed(ws, images, B);
     ti_barrier_wait(ws->bar);
@@ -432,9 +529,14 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
             if (!predictor_stage(ws, s, B)) return s;
             s++;
         }
-        block_attention(ws, blk, B, stage_here && evit);
+        block_attention(ws, blk, B, stage_here && (evit || atme));
         if (stage_here && evit) {
             if (!evit_stage(ws, s, B)) return s;
+            s++;
+        }
+        if (tome && !merge_stage(ws, blk, i, 0, B)) return 0;
+        if (stage_here && atme) {
+            if (!merge_stage(ws, blk, i, s, B)) return s;
             s++;
         }
         block_mlp(ws, blk);
@@ -464,6 +566,11 @@ static tps_status run_view(ti_view *ws, const float *images, size_t B, float *lo
         #pragma omp master
         failed = f;
     }
+    ws->tokens_left = ws->lay.len[0] - 1;
+    if (failed >= 0 && ws->merge_failed)
+        return ti_fail(TPS_ERR_INTERNAL, "atme stage %d: a token found no neighbour region to merge into", failed);
+    if (failed >= 0 && tok_method_merges(ws->m->method))
+        return ti_fail(TPS_ERR_ARG, "atme stage %d: the keep ratio leaves no token of %zu", failed, ws->m->N);
     if (failed >= 0) return ti_fail(TPS_ERR_ARG, "stage %d: the keep ratio asks for more tokens than are left", failed);
     return TPS_OK;
 }
@@ -483,6 +590,10 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
                  .scratch = ws->thread_scratch + (size_t)first_scratch * ws->per_thread, .per_thread = ws->per_thread,
                  .lay = {ws->lay.off + b0, ws->lay.len + b0, 0}, .lay_next = {ws->lay_next.off + b0, ws->lay_next.len + b0, 0},
                  .orig = ws->orig + b0 * N, .orig_next = ws->orig_next + b0 * N, .order = ws->order + b0 * N};
+    if (ws->size) { /* merging methods */
+        v.size = ws->size + r0, v.size_next = ws->size_next + r0, v.log_size = ws->log_size + r0;
+        v.patch_tok = ws->patch_tok + b0 * N;
+    }
     for (int s = 0; s < m->info.n_stages; s++) {
         v.kept[s] = ws->kept[s] + b0 * N;
         v.kept_n[s] = ws->kept_n[s] + b0;
@@ -503,6 +614,7 @@ tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *l
         ti_view v = view_of(ws, 0, nt, 0);
         tps_status st = run_view(&v, images, B, logits);
         ws->n_stages_run = v.n_stages_run;
+        ws->last_tokens = v.tokens_left;
         return st;
     }
     const size_t per_image = m->in_chans * m->img * m->img;
@@ -517,6 +629,7 @@ tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *l
         ti_view v = view_of(ws, b0, 1, c);
         status[c] = run_view(&v, images + b0 * per_image, b1 - b0, logits + b0 * m->K);
         stages[c] = v.n_stages_run;
+        if (c == 0) ws->last_tokens = v.tokens_left;
         if (status[c] != TPS_OK) {
             #pragma omp critical(tpsinfer_message)
             snprintf(message, sizeof message, "%s", tps_last_error()); /* the message is per thread */

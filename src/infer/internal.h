@@ -59,6 +59,10 @@ struct tps_model {
     ti_block *blocks;
     ti_predictor pred[TI_MAX_STAGES];
     char **class_names;
+    /* merging methods (tome, atme; docs/merging.md) */
+    int *merge_r;                   /* tome: [depth] ToMe's requested r per block (merge_rules.h) */
+    bool prop_attn;                 /* proportional attention with log token sizes after a merge */
+    size_t grid;                    /* atme: the side g of the g x g patch grid (g*g = N) */
 };
 
 /* A buffer that grows to the largest request and is then reused (preprocessing scratch). */
@@ -93,6 +97,10 @@ typedef struct ti_view {
     ti_barrier *bar;                /* the team's barrier during a pass (forward.c) */
     unsigned spin;                  /* its spin bound (team_barrier.c) */
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
+    float *size, *size_next, *log_size; /* merging: per row, as x (see tps_workspace) */
+    int32_t *patch_tok;             /* merging: [B*N] see tps_workspace */
+    bool sized;                     /* a merge has run: proportional attention is on */
+    bool merge_failed;              /* atme found a token with no neighbour (a bug) */
     float *scratch;                 /* nthreads blocks of per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;
@@ -100,6 +108,7 @@ typedef struct ti_view {
     int32_t *kept[TI_MAX_STAGES];
     size_t *kept_n[TI_MAX_STAGES];
     int n_stages_run;
+    size_t tokens_left;             /* after a run: spatial tokens per image (cls excluded) */
 } ti_view;
 
 struct tps_workspace {
@@ -117,6 +126,11 @@ struct tps_workspace {
     float *hidden;                  /* [M,F] MLP hidden, also the predictor's and patches' room */
     float *cls_rows;                /* [B,H,1+N] each head's cls attention row (EViT) */
     float *score;                   /* [M] keep score per row */
+    /* merging (tome, atme): per row of x, the patches its token stands for, and its log
+     * (proportional attention's key bias); patch_tok[b*N + p] = image b's spatial token
+     * (0-based, cls excluded) holding patch p: the source map */
+    float *size, *size_next, *log_size; /* [M] each */
+    int32_t *patch_tok;             /* [B*N] */
     float *thread_scratch;          /* nthreads x per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;
@@ -127,6 +141,7 @@ struct tps_workspace {
     int32_t *order;                 /* [B*N] */
     int n_stages_run;
     size_t last_batch;
+    size_t last_tokens;             /* spatial tokens per image at the end of the last run */
     float *pre;                     /* [B, Cin, S, S] for tps_run_rgb8 */
     ti_scratch resized, resize_work;  /* tps_run_rgb8's preprocessing scratch */
 };
@@ -160,7 +175,7 @@ ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b);
 /* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
  * dv columns, of [n, H dv] = attention over all n keys; qkv [n, H(2dq+dv)]; see kernels.c */
 void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
-                       float *out, float *cls_row);
+                       float *out, float *cls_row, const float *key_bias);
 /* The shared squeeze (src/common/squeeze.h) on one image, its buffers carved from scratch:
  * kept [k,C] is squeezed in place; scratch: squeeze_scratch_floats(k, p, C) floats. */
 static inline void ti_squeeze_image(float *kept, size_t k, const float *dropped, size_t p, size_t C, float temp,
@@ -174,6 +189,23 @@ static inline void ti_squeeze_image(float *kept, size_t k, const float *dropped,
 void *ti_scratch_get(ti_scratch *s, size_t bytes);
 tps_status ti_preprocess(const tps_model *m, const uint8_t *pixels, int width, int height, float *out,
                          ti_scratch *resized, ti_scratch *resize_work);
+
+/* merge.c: one image's merge (docs/merging.md; decisions from src/common/merge_rules.h).
+ * scratch: ti_merge_scratch_floats(t, D) floats; the plans return m, the tokens left (cls
+ * included), and *map [t] (in the scratch) the output row of each input row. */
+size_t ti_merge_scratch_floats(size_t t, size_t D);
+/* ToMe: qkv [t, 2Q+V] of the block, r merges (tok_tome_block_r) */
+size_t ti_tome_plan(const float *qkv, size_t t, const ti_heads *g, size_t r, float *scratch, int32_t **map);
+/* ATME: importance [t-1] (cls attention, mean over heads), patch_tok [N] of the grid x grid
+ * patches (rewritten to the output positions), k spatial tokens removed; 0 when a token had
+ * no neighbour region */
+size_t ti_atme_plan(const float *qkv, size_t t, const ti_heads *g, const float *importance, int32_t *patch_tok,
+                    size_t grid, size_t k, float *scratch, int32_t **map);
+/* x [t,C], size [t] -> y [m,C] size-weighted averages, size_out [m], log_out [m] = log size */
+void ti_merge_rows(const float *x, const float *size, size_t t, size_t C, const int32_t *map, size_t m, float *y,
+                   float *size_out, float *log_out);
+/* ToMe's source map after a merge: patch_tok [N] through map */
+void ti_tome_source_update(int32_t *patch_tok, size_t N, const int32_t *map);
 
 /* forward.c */
 tps_status ti_forward(tps_workspace *ws, const float *images, size_t B, float *logits);

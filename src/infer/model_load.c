@@ -16,6 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "src/common/keep.h"
+#include "src/common/merge_rules.h"
 #include "src/infer/gemm.h"
 #include "src/infer/internal.h"
 
@@ -298,6 +300,49 @@ static void list_tensors(tps_model *m, slots *s) {
         }
 }
 
+/* tome and atme: tome_r, tome_inflect and prop_attn (written for both), checked as the
+ * framework's recipe checks them (src/tokens/merge.c): ToMe's schedule (merge_rules.h) must not
+ * merge more tokens than the N patches hold; ATME needs a square grid and at least one token
+ * per location. Called once N, depth and the stages are known. */
+static tps_status read_merging(const reader *r, tps_model *m) {
+    int64_t tome_r, prop;
+    double inflect;
+    tps_status st;
+    if ((st = read_i64(r, "tome_r", &tome_r)) || (st = read_f64(r, "tome_inflect", &inflect)) ||
+        (st = read_i64(r, "prop_attn", &prop)))
+        return st;
+    if (prop != 0 && prop != 1) return ti_fail(TPS_ERR_FORMAT, "%s: prop_attn is %lld (need 0 or 1)", r->path, (long long)prop);
+    m->prop_attn = prop == 1;
+    if (m->method == TOK_ATME) {
+        m->grid = (size_t)llround(sqrt((double)m->N));
+        if (m->grid * m->grid != m->N)
+            return ti_fail(TPS_ERR_FORMAT, "%s: method atme merges grid neighbours and needs a square grid of patch "
+                           "tokens; the model has %zu", r->path, m->N);
+        for (int s = 0; s < m->info.n_stages; s++)
+            if (keep_count_predictor(m->info.keep_frac, m->info.n_stages, s, m->N) < 1)
+                return ti_fail(TPS_ERR_FORMAT, "%s: keep_frac[%d] = %g keeps no token of %zu (atme)", r->path, s,
+                               (double)m->info.keep_frac[s], m->N);
+        return TPS_OK;
+    }
+    if (tome_r < 0 || tome_r > (int64_t)m->N || !(inflect >= -1.0 && inflect <= 1.0))
+        return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld with tome_inflect %g (need 0 <= tome_r <= %zu, inflect in [-1, 1])",
+                       r->path, (long long)tome_r, inflect, m->N);
+    m->merge_r = malloc(m->depth * sizeof *m->merge_r);
+    if (!m->merge_r) return ti_fail(TPS_ERR_NOMEM, "no memory for the merge schedule");
+    tok_tome_schedule((int)m->depth, (int)tome_r, (double)(float)inflect, m->merge_r);
+    long total = 0;
+    for (size_t i = 0; i < m->depth; i++) {
+        if (m->merge_r[i] < 0)
+            return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld with tome_inflect %g gives r = %d in block %zu", r->path,
+                           (long long)tome_r, inflect, m->merge_r[i], i);
+        total += m->merge_r[i];
+    }
+    if (total > (long)m->N)
+        return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld (tome_inflect %g) merges %ld tokens over %zu blocks, but the "
+                       "model has only %zu patch tokens", r->path, (long long)tome_r, inflect, total, m->depth, m->N);
+    return TPS_OK;
+}
+
 static tps_status read_architecture(const reader *r, tps_model *m) {
     tps_model_info *in = &m->info;
     tps_status st;
@@ -339,17 +384,12 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
     if ((st = read_str(r, "method", method, sizeof method)) != TPS_OK) return st;
     const int mi = tok_method_from_name(method);
     if (mi < 0) return ti_fail(TPS_ERR_FORMAT, "%s: unknown method '%s'", r->path, method);
-    /* ToMe and ATME train and evaluate in the framework; libtpsinfer has no merging kernel yet,
-     * and running such a model dense would give wrong logits without a word. */
-    if (tok_method_merges((tok_method)mi))
-        return ti_fail(TPS_ERR_UNSUPPORTED,
-                       "%s: method '%s' merges tokens, which libtpsinfer does not run yet; evaluate it with the "
-                       "framework (tpsc eval without --precision)", r->path, method);
     m->method = (tok_method)mi;
     memcpy(in->method, method, sizeof in->method);
     int nloc = 0, nfrac = 0;
     int32_t loc[TI_MAX_STAGES];
-    if (m->method != TOK_NONE) {
+    /* ToMe merges in every block: a tome file's prune_loc and keep_frac do not apply */
+    if (m->method != TOK_NONE && m->method != TOK_TOME) {
         if ((st = read_numbers(r, "prune_loc", H5T_NATIVE_INT32, true, loc, TI_MAX_STAGES, &nloc)) ||
             (st = read_numbers(r, "keep_frac", H5T_NATIVE_FLOAT, false, in->keep_frac, TI_MAX_STAGES, &nfrac)))
             return st;
@@ -377,6 +417,7 @@ static tps_status read_architecture(const reader *r, tps_model *m) {
     if (fuse != 0 && fuse != 1) return ti_fail(TPS_ERR_FORMAT, "%s: fuse_token is %lld (need 0 or 1)", r->path, (long long)fuse);
     in->fuse_token = tok_method_row(m->method)->dropped == DROPPED_FUSE ? (int)fuse : 1;
     in->n_stages = nloc;
+    if (tok_method_merges(m->method) && (st = read_merging(r, m)) != TPS_OK) return st;
     m->squeeze_temp = (float)temp;
     m->D = m->C / m->H;
     in->img_size = (int)m->img, in->patch_size = (int)m->patch, in->in_chans = (int)m->in_chans;
@@ -706,6 +747,7 @@ void tps_model_close(tps_model *m) {
     free(m->class_names);
     free(m->blocks);
     free(m->weights);
+    free(m->merge_r);
     free(box_of(m));
 }
 

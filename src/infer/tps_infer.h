@@ -1,5 +1,6 @@
 /* libtpsinfer: forward-only inference of DeiT / ViT models exported by `tpsc export`, with
- * the token pruning and squeezing of TPS (CVPR 2023) and its baselines really removing tokens.
+ * the token pruning and squeezing of TPS (CVPR 2023) and its baselines really removing tokens,
+ * and token merging (ToMe, CAIT-style ATME) really merging them.
  *
  * The one public header. C11 and C++ compatible; no other tpsc header is needed.
  *
@@ -36,7 +37,7 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 2 /* 2: tps_model_open_memory, tps_open_options.gemm */
+#define TPS_INFER_VERSION_MINOR 3 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -127,10 +128,10 @@ TPS_API tps_status tps_precision_supported(tps_precision p);
 
 typedef struct tps_model_info {
     char arch[64];            /* "deit_small_patch16_224" or "custom" */
-    char method[16];          /* "none", "dynamicvit", "dtps", "evit", "etps" */
+    char method[16];          /* "none", "dynamicvit", "dtps", "evit", "etps", "tome", "atme" */
     int img_size, patch_size, in_chans, embed_dim, depth, num_heads, num_classes, mlp_hidden;
     int num_patches;          /* N */
-    int n_stages;
+    int n_stages;             /* 0 for none and tome (ToMe merges in every block) */
     int prune_loc[TPS_INFER_MAX_STAGES];
     float keep_frac[TPS_INFER_MAX_STAGES]; /* cumulative fraction of N kept after stage s */
     int fuse_token;           /* evit: 1 fuses the pruned tokens into one extra token (EViT's
@@ -209,6 +210,12 @@ TPS_API int tps_num_stages(const tps_workspace *ws);
 TPS_API tps_status tps_kept_tokens(const tps_workspace *ws, int stage, size_t b, const int32_t **idx, size_t *n);
 /* After a run: mean over the batch of the tokens kept at stage s (cls excluded). */
 TPS_API double tps_mean_kept(const tps_workspace *ws, int stage);
+/* After a run of a merging model (tome, atme; since 0.3): the source map of image b, the
+ * spatial token (0-based, cls excluded, in the final order) holding each of the N patches,
+ * patch_token [N]; *n_tokens the spatial tokens left. Every image has the same count.
+ * (atme's tps_kept_tokens lists each merged region's lowest patch.) Other methods:
+ * TPS_ERR_ARG. Workspace memory: valid until the next run. */
+TPS_API tps_status tps_token_map(const tps_workspace *ws, size_t b, const int32_t **patch_token, size_t *n_tokens);
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,7 @@ void tps_workspace_free(tps_workspace *ws) {
     if (!ws) return;
     void *bufs[] = {ws->x, ws->x_next, ws->h, ws->qkv, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
                     ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
-                    ws->orig_next, ws->order, ws->pre};
+                    ws->orig_next, ws->order, ws->pre, ws->size, ws->size_next, ws->log_size, ws->patch_tok};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ws->resized.p);
     free(ws->resize_work.p);
@@ -53,7 +53,12 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     ws->barrier_spin = spin ? (unsigned)strtoul(spin, NULL, 10) : TI_BARRIER_SPIN;
     /* attention scores [N1,N1], or: sort room, the cls attention and flags (4 N1), dropped rows
      * [N,C], squeeze scratch (<= 2 N C + N^2 + 3 N); rounded to whole cache lines */
-    ws->per_thread = (N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64 + 15) & ~(size_t)15;
+    ws->per_thread = N1 * N1 + 3 * N1 * C + 8 * N1 + C + 64;
+    /* merging: the plan's metric, map and sort room, then ATME's importance [N] */
+    const bool merges = tok_method_merges(m->method);
+    const size_t merge_room = merges ? ti_merge_scratch_floats(N1, m->D) + N : 0;
+    if (merge_room > ws->per_thread) ws->per_thread = merge_room;
+    ws->per_thread = (ws->per_thread + 15) & ~(size_t)15;
     bool ok = true;
     const size_t f = sizeof(float), i32 = sizeof(int32_t), sz = sizeof(size_t);
     ws->x = aligned(M * C * f, &ok);
@@ -73,6 +78,12 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     ws->orig_next = aligned(B * N * i32, &ok);
     ws->order = aligned(B * N * i32, &ok);
     ws->pre = aligned(B * m->in_chans * m->img * m->img * f, &ok);
+    if (merges) {
+        ws->size = aligned(M * f, &ok);
+        ws->size_next = aligned(M * f, &ok);
+        ws->log_size = aligned(M * f, &ok);
+        ws->patch_tok = aligned(B * N * i32, &ok);
+    }
     for (int s = 0; s < m->info.n_stages; s++) {
         ws->kept[s] = aligned(B * N * i32, &ok);
         ws->kept_n[s] = aligned(B * sz, &ok);
@@ -93,8 +104,10 @@ tps_status tps_workspace_set_budget(tps_workspace *ws, const tps_budget *b) {
     if (b->mode == TPS_BUDGET_FIXED) {
         if (!(b->keep_ratio == 0.0f || (b->keep_ratio > 0.0f && b->keep_ratio <= 1.0f)))
             return ti_fail(TPS_ERR_ARG, "keep ratio %g is outside (0, 1] (0: the model's own)", (double)b->keep_ratio);
-        if (b->keep_ratio > 0.0f && m->method == TOK_NONE)
-            return ti_fail(TPS_ERR_ARG, "keep ratio %g given for a dense model (method none)", (double)b->keep_ratio);
+        if (b->keep_ratio > 0.0f && (m->method == TOK_NONE || m->method == TOK_TOME))
+            return ti_fail(TPS_ERR_ARG, "keep ratio %g given for a model of method %s, which has no keep ratio%s",
+                           (double)b->keep_ratio, m->info.method,
+                           m->method == TOK_TOME ? " (ToMe merges r tokens per block: export at another tome_r)" : "");
         if (b->keep_ratio > 0.0f)
             keep_fill_rho(ws->keep_frac, m->info.n_stages, b->keep_ratio);
         else
@@ -150,6 +163,18 @@ tps_status tps_kept_tokens(const tps_workspace *ws, int stage, size_t b, const i
     return TPS_OK;
 }
 
+tps_status tps_token_map(const tps_workspace *ws, size_t b, const int32_t **patch_token, size_t *n_tokens) {
+    if (!ws || !patch_token || !n_tokens) return ti_fail(TPS_ERR_ARG, "tps_token_map: NULL argument");
+    if (!ws->patch_tok)
+        return ti_fail(TPS_ERR_ARG, "tps_token_map: the model's method %s does not merge tokens (tome, atme do)",
+                       ws->m->info.method);
+    if (b >= ws->last_batch)
+        return ti_fail(TPS_ERR_ARG, "tps_token_map: image %zu, the last run had %zu", b, ws->last_batch);
+    *patch_token = ws->patch_tok + b * ws->m->N;
+    *n_tokens = ws->last_tokens;
+    return TPS_OK;
+}
+
 double tps_mean_kept(const tps_workspace *ws, int stage) {
     if (!ws || stage < 0 || stage >= ws->n_stages_run || ws->last_batch == 0) return 0.0;
     double sum = 0.0;
@@ -200,7 +225,7 @@ double tps_model_macs(const tps_model *m, float keep_ratio) {
     memcpy(kf, m->info.keep_frac, sizeof kf);
     if (keep_ratio > 0.0f && keep_ratio <= 1.0f) keep_fill_rho(kf, ns, keep_ratio);
     macs_vit vit = {m->img, m->patch, m->in_chans, m->C, m->depth, m->F, m->K, NULL};
-    const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf, !m->info.fuse_token, NULL};
+    const macs_tokens tokens = {m->method, ns, m->info.prune_loc, kf, !m->info.fuse_token, m->merge_r};
     if (!m->channels_pruned) return macs_per_image(&vit, &tokens);
     /* the blocks' kept widths (channel pruning) */
     size_t *w = malloc(3 * m->depth * sizeof *w);
