@@ -98,7 +98,25 @@ static ag_tensor *guide_loss(ag_ctx *ctx, const tok_config *tps, const vit_outpu
                 target->data[2 * row] = 1.0f;
                 target->data[2 * row + 1] = 0.0f;
             }
-        ag_tensor *term = ag_cross_entropy_soft(ctx, ag_reshape(ctx, logp, 2, (size_t[]){B * N, 2}), target);
+        ag_tensor *pred = ag_reshape(ctx, logp, 2, (size_t[]){B * N, 2});
+        if (st->removed && s > 0) {
+            /* Real removal: the predictor scored only the tokens still present (prev = keep of
+             * the stage before); the rows of absent tokens are zeros, not predictions. */
+            const float *present = st->keep[s - 1]->data;
+            int32_t *rows = ag_alloc(ctx, B * N * sizeof *rows);
+            if (!rows) return NULL;
+            size_t R = 0;
+            for (size_t i = 0; i < B * N; i++)
+                if (present[i] > 0.5f) rows[R++] = (int32_t)i;
+            if (R == 0) return ag_error(ctx, TPSC_ERR_INTERNAL, "guide loss, stage %d: no token present", s);
+            ag_tensor *t = ag_new2(ctx, R, 2);
+            if (!t) return NULL;
+            for (size_t r = 0; r < R; r++) memcpy(t->data + 2 * r, target->data + 2 * (size_t)rows[r], 2 * sizeof(float));
+            pred = ag_reshape(ctx, ag_gather_rows(ctx, ag_reshape(ctx, pred, 3, (size_t[]){1, B * N, 2}), rows, R), 2,
+                              (size_t[]){R, 2});
+            target = t;
+        }
+        ag_tensor *term = ag_cross_entropy_soft(ctx, pred, target);
         sum = sum ? ag_add(ctx, sum, term) : term;
     }
     return sum ? ag_scale(ctx, sum, 1.0f / (float)st->n_stages) : NULL;

@@ -55,7 +55,8 @@ double vit_macs_per_image(const vit_config *v, const tok_config *tps);
 size_t vit_model_num_params(const vit_model *m, bool backbone_only);
 
 typedef enum vit_mode {
-    VIT_TRAIN,  /* predictor methods keep every token and carry masks (straight-through Gumbel) */
+    VIT_TRAIN,  /* predictor methods carry masks (straight-through Gumbel) and keep every token,
+                   or with tps.train_removal only the kept ones (src/tokens/stage_removed.c) */
     VIT_INFER,  /* tokens really removed; kept indices reported */
 } vit_mode;
 
@@ -72,6 +73,11 @@ typedef struct vit_forward_opts {
      * (a teacher's, for the predictor guide loss of src/loss/objective.h). */
     int probe_blocks[TOK_MAX_STAGES];
     int n_probe;
+    /* VIT_TRAIN, masked predictor path: a pruned token's keep entry takes no gradient from
+     * anything after its stage (the later blocks' policy, later predictors and squeezes):
+     * the later blocks see keep * constant(keep). This is the gradient real removal computes
+     * (docs/tps.md); the tests compare the two with it. */
+    bool stop_pruned_grad;
 } vit_forward_opts;
 
 typedef struct vit_output {
@@ -83,6 +89,9 @@ typedef struct vit_output {
     ag_tensor *cls_attn[TOK_MAX_STAGES];   /* opts->probe_blocks: head-mean cls attention [B,N] */
     ag_tensor *chan_mask[CHAN_MAX_BLOCKS][CHAN_KINDS]; /* channel gate masks, NULL where ungated */
     int n_stages;
+    bool removed;                          /* VIT_TRAIN, predictor methods: stages ran with real
+                                              removal (tokens and score[s] are scattered back to
+                                              [B,N,.] with zero rows where a token was absent) */
     size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
     int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch
                                               indices (0..N-1), in the order kept; arena memory */

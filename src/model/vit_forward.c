@@ -185,9 +185,11 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
         prev = ones(ctx, B, N);
         policy = ones(ctx, B, 1 + N);
     }
+    const bool removal = train && predictor && tps->train_removal;
+    out->removed = removal;
     int32_t *orig = NULL; /* [B, n] original index of each current spatial token */
     size_t n = N;
-    if (!train || evit) {
+    if (!train || evit || removal) {
         orig = ag_alloc(ctx, B * N * sizeof *orig);
         if (!orig) return NULL;
         for (size_t b = 0; b < B; b++)
@@ -200,14 +202,38 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
     int s = 0, probe = 0;
     for (size_t i = 0; i < c->depth && x; i++) {
         bool stage_here = s < out->n_stages && tps->prune_loc[s] == (int)i;
-        if (stage_here && predictor && train) {
+        if (stage_here && removal) {
+            /* The blocks after this stage run on the kept tokens only (stage_removed.c). */
+            tok_removed_stage rs;
+            if (tok_train_stage_removed(ctx, tps, s, &m->pred[s], &m->params, x, prev, orig, N, opts->gumbel_u[s],
+                                        opts->rng, &rs) != TPSC_OK)
+                return NULL;
+            x = rs.x;
+            prev = rs.prev;
+            orig = rs.orig;
+            n = rs.k;
+            out->keep[s] = rs.keep;
+            out->score[s] = rs.score;
+            out->kept_orig[s] = rs.orig;
+            out->kept_count[s] = rs.k;
+            ag_tensor *parts[2] = {ones(ctx, B, 1), prev};
+            policy = ag_concat(ctx, 2, parts, 1);                                    /* [B,1+k] */
+            s++;
+        } else if (stage_here && predictor && train) {
             ag_tensor *keep = NULL;
             x = tok_train_stage(ctx, tps, s, &m->pred[s], &m->params, x, prev, opts->gumbel_u[s], opts->rng,
                                 &keep, &out->score[s]);
             if (!keep) return NULL;
             out->keep[s] = keep;
             prev = keep;
-            ag_tensor *parts[2] = {ones(ctx, B, 1), keep};
+            if (opts->stop_pruned_grad) {
+                /* keep * constant(keep): the same 0/1 values, no gradient into a pruned entry */
+                ag_tensor *frozen = ag_new2(ctx, B, N);
+                if (!frozen) return NULL;
+                memcpy(frozen->data, keep->data, B * N * sizeof *frozen->data);
+                prev = ag_mul(ctx, keep, frozen);
+            }
+            ag_tensor *parts[2] = {ones(ctx, B, 1), prev};
             policy = ag_concat(ctx, 2, parts, 1);                                    /* [B,1+N] */
             s++;
         } else if (stage_here && predictor) {
@@ -259,5 +285,11 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
     }
     if (!x) return NULL;
     out->logits = head(ctx, m, x, out);
+    if (removal && out->tokens) {
+        /* [B,n,C] -> [B,N,C] at the tokens' original positions: the token distillation picks
+         * rows by the last keep mask, as on the masked path */
+        out->tokens = ag_scatter_rows(ctx, out->tokens, orig, N);
+        if (!out->tokens) return NULL;
+    }
     return out->logits;
 }

@@ -79,7 +79,7 @@ bool tpsc_recipe_equal(const tpsc_recipe *a, const tpsc_recipe *b) {
     if (va->ln_eps != vb->ln_eps) return false;
     const tok_config *ta = &a->tps.cfg, *tb = &b->tps.cfg;
     if (ta->method != tb->method || ta->n_stages != tb->n_stages || ta->squeeze_temp != tb->squeeze_temp ||
-        ta->train_mask != tb->train_mask)
+        ta->train_mask != tb->train_mask || ta->train_removal != tb->train_removal)
         return false;
     for (int s = 0; s < ta->n_stages; s++)
         if (ta->prune_loc[s] != tb->prune_loc[s] || ta->keep_frac[s] != tb->keep_frac[s]) return false;
@@ -115,6 +115,8 @@ static const char *unused_reason(const tpsc_recipe *r, const recipe_key *k) {
     if (!strcmp(sec, "tps") && !strcmp(name, "squeeze_temp") && !tok_method_squeezes(m)) return "this tps.method does not squeeze";
     if (!strcmp(sec, "tps") && !strcmp(name, "train_mask") && !tok_method_has_predictor(m))
         return "train_mask applies to predictor methods (dynamicvit, dtps)";
+    if (!strcmp(sec, "tps") && !strcmp(name, "train_removal") && !tok_method_has_predictor(m))
+        return "train_removal applies to predictor methods (dynamicvit, dtps); evit and etps always train with real removal";
     const bool gates = chan_enabled(&r->tps.cfg.chan);
     if (!strcmp(sec, "cdcp") && strncmp(name, "keep_", 5) != 0 && !gates) return "every cdcp.keep_* is 1: no channel gates";
     if (!strcmp(sec, "loss") && !strcmp(name, "channel_ratio_weight") && !gates) return "every cdcp.keep_* is 1: no channel gates";

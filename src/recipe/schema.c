@@ -63,6 +63,9 @@ const recipe_key recipe_keys[] = {
          "evit: fuse the pruned tokens into one extra token (EViT's --fuse_token, the published runs) or drop them"),
     ENUM("tps", "train_mask", tps.cfg.train_mask, "gumbel", "gumbel|topk", /* = tok_train_mask order */
          "training keep mask of predictor methods: gumbel per token (official) or topk, exactly the inference budget (ours)"),
+    BOOL("tps", "train_removal", tps.cfg.train_removal, "false",
+         "topk masks: the blocks after a stage run on the kept tokens only, as inference (faster; the predictor gets no "
+         "gradient for a pruned token through later blocks' attention); false = masked"),
     INT("tps", "tome_r", tps.cfg.tome_r, "8", 0, BIG,
         "tome: tokens merged per block (ToMe's r; at most half the tokens of a block, and r summed over blocks <= patches)"),
     FLOAT("tps", "tome_inflect", tps.cfg.tome_inflect, "0", -1, 1,

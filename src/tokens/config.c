@@ -48,6 +48,9 @@ tpsc_status tok_config_validate(const tok_config *cfg, int depth) {
                              "cumulative fractions must not increase",
                              s + 1, (double)f, s, (double)cfg->keep_frac[s - 1]);
     }
+    if (cfg->train_removal && tok_method_has_predictor(cfg->method) && cfg->train_mask != TOK_MASK_TOPK)
+        return tpsc_fail(TPSC_ERR_CONFIG, "tps.train_removal: needs tps.train_mask = topk (gumbel masks keep a different "
+                         "number of tokens in every image, so training stays masked)");
     if (tok_method_squeezes(cfg->method) && !(cfg->squeeze_temp > 0.0f && isfinite(cfg->squeeze_temp)))
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.squeeze_temp: %g must be a finite number > 0",
                          (double)cfg->squeeze_temp);

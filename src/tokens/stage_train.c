@@ -14,9 +14,9 @@
 #include "autograd/ops.h"
 #include "src/tokens/tokens_internal.h"
 
-ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
-                           ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
-                           ag_tensor **keep, ag_tensor **logp_out) {
+ag_tensor *tok_train_stage_keeping(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
+                                   ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
+                                   size_t topk, ag_tensor **keep, ag_tensor **logp_out) {
     if (keep) *keep = NULL;
     if (logp_out) *logp_out = NULL;
     if (!ag_ok(ctx, 2, x, prev)) return NULL;
@@ -39,7 +39,7 @@ ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const 
     ag_tensor *spatial = ag_slice(ctx, x, 1, 1, N);
     ag_tensor *logp = tok_predictor_forward(ctx, pred, params, spatial, prev);
     ag_tensor *k = cfg->train_mask == TOK_MASK_TOPK
-                       ? tok_gumbel_topk_keep(ctx, logp, u, prev, tok_keep_count(cfg, stage, N))
+                       ? tok_gumbel_topk_keep(ctx, logp, u, prev, topk)
                        : tok_gumbel_keep(ctx, logp, u, prev);
     if (!k) return NULL;
     if (keep) *keep = k;
@@ -47,4 +47,12 @@ ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const 
     if (cfg->method != TOK_DTPS) return x;
     ag_tensor *squeezed = tok_squeeze_train(ctx, spatial, k, prev, cfg->squeeze_temp);
     return ag_concat(ctx, 2, (ag_tensor *[]){ag_slice(ctx, x, 1, 0, 1), squeezed}, 1);
+}
+
+ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
+                           ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
+                           ag_tensor **keep, ag_tensor **logp_out) {
+    const size_t N = x && x->ndim == 3 && x->shape[1] > 1 ? x->shape[1] - 1 : 0;
+    return tok_train_stage_keeping(ctx, cfg, stage, pred, params, x, prev, u, rng, tok_keep_count(cfg, stage, N), keep,
+                                   logp_out);
 }

@@ -4,9 +4,10 @@
  * evit, etps), which libtpsinfer reads too; token counts, fractions and the cost model are
  * src/common/keep.h and macs.h, wrapped here for a tok_config.
  *
- * The model (src/model/vit_forward.c) calls these at the pruning locations. Training never shortens
- * the sequence for predictor methods: it carries a hard keep mask (straight-through Gumbel)
- * and a policy for the masked attention softmax. Inference really removes tokens.
+ * The model (src/model/vit_forward.c) calls these at the pruning locations. Training of predictor
+ * methods carries a hard keep mask (straight-through Gumbel) and a policy for the masked
+ * attention softmax; with topk masks and tps.train_removal it shortens the sequence as
+ * inference does (stage_removed.c). Inference really removes tokens.
  * Formulas: docs/tps.md. */
 #ifndef TPSC_TOKENS_TOKENS_H
 #define TPSC_TOKENS_TOKENS_H
@@ -36,6 +37,9 @@ typedef struct tok_config {
                                         stage s: rho^(s+1) for a single rho, or the list given */
     float squeeze_temp;              /* T in the cosine similarity; 1 in the paper */
     tok_train_mask train_mask;       /* predictor methods in training; gumbel = official */
+    bool train_removal;              /* predictor methods with topk masks: the blocks after a stage
+                                        run on the kept tokens only (recipe tps.train_removal;
+                                        stage_removed.c). evit/etps always remove. */
     int tome_r;                      /* tome: tokens merged per block (ToMe's r) */
     float tome_inflect;              /* tome: schedule, 0 constant, -1 decreasing (2r .. 0) */
     bool prop_attn;                  /* tome/atme: proportional attention with log token sizes */
@@ -94,6 +98,23 @@ ag_tensor *tok_squeeze_train(ag_ctx *ctx, ag_tensor *x, ag_tensor *keep, ag_tens
 ag_tensor *tok_train_stage(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
                            ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
                            ag_tensor **keep, ag_tensor **logp);
+
+/* One predictor-method stage in training with real removal (tps.train_removal, topk masks only;
+ * stage_removed.c). x [B,1+n,C] the present tokens in ascending original position, prev [B,n]
+ * their keep entries (differentiable; constant ones before the first stage), orig [B,n] their
+ * original patch indices, N patches. u: the masked stage's noise [B,N,2] over every patch, or
+ * NULL to draw it from rng (the same B*N*2 draws). Fills out; arena memory. */
+typedef struct tok_removed_stage {
+    ag_tensor *x;     /* [B,1+k,C] cls and the k kept tokens (dtps: squeezed), ascending position */
+    ag_tensor *prev;  /* [B,k] their keep entries (all 1): the next stage's prev and the policy */
+    ag_tensor *keep;  /* [B,N] the stage's keep mask over every patch (0 where absent), as masked */
+    ag_tensor *score; /* [B,N,2] predictor log-probs over every patch (0 rows where absent) */
+    int32_t *orig;    /* [B,k] original patch index of each kept token */
+    size_t k;
+} tok_removed_stage;
+tpsc_status tok_train_stage_removed(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
+                                    ag_params *params, ag_tensor *x, ag_tensor *prev, const int32_t *orig, size_t N,
+                                    const float *u, tpsc_rng *rng, tok_removed_stage *out);
 
 /* ---- inference: real removal, infer.c ------------------------------------------------------- */
 /* Predictor methods. x [B,1+n,C]; keeps the k spatial tokens with the highest keep score,

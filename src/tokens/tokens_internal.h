@@ -28,6 +28,12 @@ ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
  * Differentiable in kept and dropped (through the similarities too); the host choice is a
  * constant. */
 ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
+/* stage_train.c: tok_train_stage with the top-k count given (topk masks keep `topk` tokens;
+ * tok_train_stage passes tok_keep_count of the x's own N, real removal the count of all N
+ * patches while x holds only the present ones). */
+ag_tensor *tok_train_stage_keeping(ag_ctx *ctx, const tok_config *cfg, int stage, const tok_predictor *pred,
+                                   ag_params *params, ag_tensor *x, ag_tensor *prev, const float *u, tpsc_rng *rng,
+                                   size_t topk, ag_tensor **keep, ag_tensor **logp_out);
 /* merge.c: applies per-image maps [B, st->t] with m outputs each to x [B,t,C] and to the
  * merge state (sizes, log sizes, source map). */
 ag_tensor *tok_merge_apply(ag_ctx *ctx, tok_merge_state *st, ag_tensor *x, const int32_t *map, size_t m);
