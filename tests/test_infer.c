@@ -24,6 +24,7 @@
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
+#include "support/small_model.h"
 
 /* One OpenMP thread unless a test is about threads: the models are tiny, and on a shared
  * machine busy-waiting thread teams made this file many times slower. The tests that need two
@@ -34,70 +35,13 @@ TestSuite(infer, .init = one_thread);
 #define LIB_RTOL 1e-5
 #define TORCH_RTOL 1e-4
 
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/test_infer_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-}
-
-/* ---- a small random model ------------------------------------------------------------------
- * img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10, stages before/inside blocks 1, 2, 3.
- * Weights are not timm's init (std 0.02 gives near-uniform attention and flat scores, which
- * hides bugs): linears N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). */
-
-static vit_config small_config(void) {
-    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
-                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
-    return c;
-}
-
-static tok_config small_tps(tok_method method, float rho) {
-    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3},
-                    .squeeze_temp = 1.0f};
-    tok_config_fill_rho(&t, rho);
-    return t;
-}
-
-static void random_weights(vit_model *m, uint64_t seed) {
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (int i = 0; i < m->params.count; i++) {
-        ag_param *p = &m->params.items[i];
-        const char *name = p->name;
-        bool norm = strstr(name, "norm") && strstr(name, ".weight") && p->t.ndim == 1;
-        norm = norm || strstr(name, "in_conv.0.weight");
-        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
-        for (size_t j = 0; j < p->numel; j++) {
-            float z = tpsc_rng_normal(&rng);
-            if (norm)
-                p->t.data[j] = 1.0f + 0.1f * z;
-            else if (!strcmp(name, "cls_token") || !strcmp(name, "pos_embed"))
-                p->t.data[j] = 0.5f * z;
-            else if (p->t.ndim == 1)
-                p->t.data[j] = 0.05f * z;
-            else
-                p->t.data[j] = z / sqrtf((float)fan_in);
-        }
-    }
-}
-
-static void save_inference(const char *path, vit_model *m) {
-    static const char *const names[10] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params,
-                          .class_names = names, .n_class_names = (int)m->cfg.num_classes};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
-}
-
 /* Saves m as the inference file <name> (its path goes to path) and opens it with the library,
  * with a workspace for B images: both engines then hold the same weights. */
 static void export_and_open(vit_model *m, const char *name, char *path, size_t B, tps_model **lib, tps_workspace **ws) {
-    tmp_path(path, 512, name);
-    save_inference(path, m);
+    sm_tmp_path(path, 512, "test_infer", name);
+    sm_save_inference(path, m);
     cr_assert_eq(tps_model_open(path, lib), TPS_OK, "%s", tps_last_error());
     cr_assert_eq(tps_workspace_create(*lib, B, ws), TPS_OK, "%s", tps_last_error());
-}
-
-static float *random_images(size_t B, const vit_config *c, uint64_t seed) {
-    return fx_random_normal(B * c->in_chans * c->img_size * c->img_size, seed);
 }
 
 /* The framework's inference: logits [B,K] and kept indices copied out of the arena. */
@@ -159,23 +103,23 @@ static void expect_close(const float *got, const float *want, size_t n, double r
 /* Builds the model, saves it, opens it with the library; both engines on the same batch. */
 /* unfused: evit dropping its pruned tokens (tps.fuse_token = false) */
 static void check_parity_batch(tok_method method, float rho, float override, size_t B, bool unfused) {
-    vit_config cfg = small_config();
-    tok_config tps = small_tps(method, rho);
+    vit_config cfg = sm_config();
+    tok_config tps = sm_tokens(method, rho);
     tps.evit_drop_pruned = unfused;
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    random_weights(&m, 7 + (uint64_t)method);
+    sm_random_weights(&m, 7 + (uint64_t)method);
     char path[512];
     tps_model *lib;
     tps_workspace *ws;
     export_and_open(&m, "parity.h5", path, B, &lib, &ws);
-    float *images = random_images(B, &cfg, 99);
+    float *images = sm_random_images(B, &cfg, 99);
     size_t counts[TOK_MAX_STAGES], *keep_override = NULL;
     if (override > 0.0f) {
         tps_budget bu = {.mode = TPS_BUDGET_FIXED, .keep_ratio = override};
         cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
         /* the framework's counts for a model trained with that ratio */
-        tok_config o = small_tps(method, override);
+        tok_config o = sm_tokens(method, override);
         size_t n = vit_num_patches(&cfg);
         for (int s = 0; s < o.n_stages; s++) {
             if (tok_method_has_predictor(method)) {
@@ -196,7 +140,7 @@ static void check_parity_batch(tok_method method, float rho, float override, siz
     for (int s = 0; s < ref.n_stages; s++)
         cr_expect_float_eq(tps_mean_kept(ws, s), (double)ref.kept_count[s], 1e-12, "stage %d mean", s);
     /* the cost model agrees with the framework's (src/tokens/flops.c), exactly: integer counts */
-    tok_config costed = override > 0.0f ? small_tps(method, override) : tps;
+    tok_config costed = override > 0.0f ? sm_tokens(method, override) : tps;
     costed.evit_drop_pruned = unfused;
     tps_model_info info;
     cr_assert_eq(tps_model_get_info(lib, &info), TPS_OK, "%s", tps_last_error());
@@ -279,7 +223,7 @@ static void check_torch(tok_method method, const char *group) {
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
     float rho = (float)fx_attr_double(&fx, "keep_ratio"); /* evit/etps use 0.7 too (group attr keep_rate) */
-    tok_config tps = small_tps(method, rho);
+    tok_config tps = sm_tokens(method, rho);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     if (tok_method_has_predictor(method)) {
@@ -348,18 +292,18 @@ Test(infer, torch_parity_etps) { check_torch(TOK_ETPS, "etps"); }
  * changes nothing), and the counts must respect the floor and the cap. */
 static void check_threshold(float threshold, float lo, float hi, int expect) {
     const size_t B = 4;
-    vit_config cfg = small_config();
-    tok_config tps = small_tps(TOK_DTPS, 0.7f);
+    vit_config cfg = sm_config();
+    tok_config tps = sm_tokens(TOK_DTPS, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    random_weights(&m, 21);
+    sm_random_weights(&m, 21);
     char path[512];
     tps_model *lib;
     tps_workspace *ws;
     export_and_open(&m, "threshold.h5", path, B, &lib, &ws);
     tps_budget bu = {.mode = TPS_BUDGET_THRESHOLD, .threshold = threshold, .min_frac = lo, .max_frac = hi};
     cr_assert_eq(tps_workspace_set_budget(ws, &bu), TPS_OK, "%s", tps_last_error());
-    float *images = random_images(B, &cfg, 5);
+    float *images = sm_random_images(B, &cfg, 5);
     float logits[4 * 10];
     cr_assert_eq(tps_run(ws, images, B, logits), TPS_OK, "%s", tps_last_error());
     const size_t per_image = cfg.in_chans * cfg.img_size * cfg.img_size, K = cfg.num_classes;
@@ -408,8 +352,8 @@ Test(infer, threshold_floor) { check_threshold(0.999999f, 0.3f, 0.9f, -1); }
 Test(infer, threshold_cap) { check_threshold(0.0f, 0.1f, 0.6f, 1); }
 
 Test(infer, threshold_needs_a_predictor) {
-    vit_config cfg = small_config();
-    tok_config tps = small_tps(TOK_EVIT, 0.7f);
+    vit_config cfg = sm_config();
+    tok_config tps = sm_tokens(TOK_EVIT, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
     char path[512];
@@ -461,17 +405,17 @@ static void *run_job(void *arg) {
  * the same operations on the same data (same batch and OpenMP team size), so bit-identical
  * logits and kept tokens. */
 Test(infer, two_threads_share_a_model) {
-    vit_config cfg = small_config();
-    tok_config tps = small_tps(TOK_DTPS, 0.7f);
+    vit_config cfg = sm_config();
+    tok_config tps = sm_tokens(TOK_DTPS, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK);
-    random_weights(&m, 3);
+    sm_random_weights(&m, 3);
     char path[512];
-    tmp_path(path, sizeof path, "threads.h5");
-    save_inference(path, &m);
+    sm_tmp_path(path, sizeof path, "test_infer", "threads.h5");
+    sm_save_inference(path, &m);
     tps_model *lib;
     cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
-    float *images = random_images(3, &cfg, 11);
+    float *images = sm_random_images(3, &cfg, 11);
     thread_job *single = calloc(1, sizeof *single), *jobs = calloc(2, sizeof *jobs);
     *single = (thread_job){.model = lib, .images = images, .B = 3};
     run_job(single);
@@ -507,7 +451,7 @@ Test(infer, cli_export_and_tensor_parity) {
     fx_open(&fx, "vit_dtps.h5");
     vit_config cfg;
     fx_vit_config(&fx, &cfg);
-    tok_config tps = small_tps(TOK_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
+    tok_config tps = sm_tokens(TOK_DTPS, (float)fx_attr_double(&fx, "keep_ratio"));
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
     fx_load_params(&fx, "/model", &m.params);
@@ -516,10 +460,10 @@ Test(infer, cli_export_and_tensor_parity) {
     memcpy(m.params.data, zeros, m.params.total * sizeof(float));
     float *opt = calloc(m.params.total, sizeof(float));
     char ckpt[512], model[512], in[512], out[512], cmd[2400];
-    tmp_path(ckpt, sizeof ckpt, "cli_ckpt.h5");
-    tmp_path(model, sizeof model, "cli_model.h5");
-    tmp_path(in, sizeof in, "cli_in.h5");
-    tmp_path(out, sizeof out, "cli_out.h5");
+    sm_tmp_path(ckpt, sizeof ckpt, "test_infer", "cli_ckpt.h5");
+    sm_tmp_path(model, sizeof model, "test_infer", "cli_model.h5");
+    sm_tmp_path(in, sizeof in, "test_infer", "cli_in.h5");
+    sm_tmp_path(out, sizeof out, "test_infer", "cli_out.h5");
     /* the preprocessing comes from the stored recipe, the class names from the checkpoint */
     static const char *const names[10] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"};
     const char *recipe = "[augment]\nmean = 0.5, 0.25, 0.125\nstd = 0.2, 0.3, 0.4\ncrop_pct = 0.9\n";

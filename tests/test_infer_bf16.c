@@ -35,6 +35,7 @@
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
+#include "support/small_model.h"
 
 static void one_thread(void) { omp_set_num_threads(1); }
 TestSuite(infer_bf16, .init = one_thread);
@@ -67,40 +68,6 @@ static void need_bf16(void) {
 }
 
 /* ---- models ------------------------------------------------------------------------------- */
-
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/test_infer_bf16_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-}
-
-/* As tests/test_infer.c: img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10; linears
- * N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). */
-static void write_random_model(const char *path, tok_method method, uint64_t seed) {
-    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
-                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
-    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
-    tok_config_fill_rho(&t, 0.7f);
-    vit_model m;
-    cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (int i = 0; i < m.params.count; i++) {
-        ag_param *p = &m.params.items[i];
-        bool norm = (strstr(p->name, "norm") && strstr(p->name, ".weight") && p->t.ndim == 1) ||
-                    strstr(p->name, "in_conv.0.weight");
-        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
-        for (size_t j = 0; j < p->numel; j++) {
-            float z = tpsc_rng_normal(&rng);
-            if (norm) p->t.data[j] = 1.0f + 0.1f * z;
-            else if (!strcmp(p->name, "cls_token") || !strcmp(p->name, "pos_embed")) p->t.data[j] = 0.5f * z;
-            else if (p->t.ndim == 1) p->t.data[j] = 0.05f * z;
-            else p->t.data[j] = z / sqrtf((float)fan_in);
-        }
-    }
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
-    vit_model_free(&m);
-}
 
 /* One precision's run: logits [B,K] and, per stage, each image's kept tokens. */
 typedef struct run {
@@ -221,8 +188,8 @@ Test(infer_bf16, fixture_model_vs_fp32) {
 static void check_method(tok_method method) {
     need_bf16();
     char path[512];
-    tmp_path(path, sizeof path, "model.h5");
-    write_random_model(path, method, 7 + (uint64_t)method);
+    sm_tmp_path(path, sizeof path, "test_infer_bf16", "model.h5");
+    sm_write_random_model(path, method, 7 + (uint64_t)method);
     float *x = fx_random_normal(32 * 3 * 32 * 32, 99);
     check_against_fp32(path, x, 32, tok_method_name(method));
     free(x);
@@ -243,8 +210,8 @@ Test(infer_bf16, etps_vs_fp32) { check_method(TOK_ETPS); }
 static void check_threads(size_t B) {
     need_bf16();
     char path[512];
-    tmp_path(path, sizeof path, "threads.h5");
-    write_random_model(path, TOK_DTPS, 3);
+    sm_tmp_path(path, sizeof path, "test_infer_bf16", "threads.h5");
+    sm_write_random_model(path, TOK_DTPS, 3);
     float *x = fx_random_normal(B * 3 * 32 * 32, 11);
     int depth;
     size_t K;
@@ -287,8 +254,8 @@ static void *job_run(void *arg) {
 Test(infer_bf16, threads_share_a_model) {
     need_bf16();
     char path[512];
-    tmp_path(path, sizeof path, "shared.h5");
-    write_random_model(path, TOK_DTPS, 4);
+    sm_tmp_path(path, sizeof path, "test_infer_bf16", "shared.h5");
+    sm_write_random_model(path, TOK_DTPS, 4);
     tps_open_options o = {.precision = TPS_PRECISION_BF16};
     tps_model *m;
     cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());

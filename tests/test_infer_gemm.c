@@ -22,54 +22,12 @@
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
+#include "support/small_model.h"
 
 static void one_thread(void) { omp_set_num_threads(1); }
 TestSuite(infer_gemm, .init = one_thread);
 
 #define RTOL 1e-5
-
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/test_infer_gemm_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-}
-
-/* As tests/test_infer.c: img 32, patch 4 (N = 64), C 48, H 4, depth 4, K 10; linears
- * N(0, 1/fan_in), biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1). mlp_ratio 4: F 192. */
-static void write_random_model(const char *path, tok_method method, uint64_t seed) {
-    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
-                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
-    tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
-    tok_config_fill_rho(&t, 0.7f);
-    vit_model m;
-    cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (int i = 0; i < m.params.count; i++) {
-        ag_param *p = &m.params.items[i];
-        bool norm = (strstr(p->name, "norm") && strstr(p->name, ".weight") && p->t.ndim == 1) ||
-                    strstr(p->name, "in_conv.0.weight");
-        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
-        for (size_t j = 0; j < p->numel; j++) {
-            float z = tpsc_rng_normal(&rng);
-            if (norm) p->t.data[j] = 1.0f + 0.1f * z;
-            else if (!strcmp(p->name, "cls_token") || !strcmp(p->name, "pos_embed")) p->t.data[j] = 0.5f * z;
-            else if (p->t.ndim == 1) p->t.data[j] = 0.05f * z;
-            else p->t.data[j] = z / sqrtf((float)fan_in);
-        }
-    }
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
-    vit_model_free(&m);
-}
-
-static float *random_images(size_t B, uint64_t seed) {
-    const size_t n = B * 3 * 32 * 32;
-    float *x = malloc(n * sizeof *x);
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (size_t i = 0; i < n; i++) x[i] = tpsc_rng_normal(&rng);
-    return x;
-}
 
 /* One back-end's run: logits [B,10] and each stage's kept tokens per image. */
 typedef struct run {
@@ -105,9 +63,10 @@ static void check_agree(tok_method method, size_t B, int threads) {
     if (tps_gemm_supported(TPS_GEMM_ONEDNN) != TPS_OK) cr_skip_test("no oneDNN here: %s", tps_last_error());
     omp_set_num_threads(threads);
     char path[512];
-    tmp_path(path, sizeof path, "agree.h5");
-    write_random_model(path, method, 11 + (uint64_t)method);
-    float *images = random_images(B, 5);
+    sm_tmp_path(path, sizeof path, "test_infer_gemm", "agree.h5");
+    sm_write_random_model(path, method, 11 + (uint64_t)method);
+    const vit_config small = sm_config();
+    float *images = sm_random_images(B, &small, 5);
     run *blas = malloc(sizeof *blas), *dnnl = malloc(sizeof *dnnl);
     run_model(path, TPS_GEMM_OPENBLAS, images, B, blas);
     run_model(path, TPS_GEMM_ONEDNN, images, B, dnnl);
@@ -171,8 +130,8 @@ Test(infer_gemm, default_is_the_faster_backend) {
                  cap ? cap : "unset");
     /* a model opened with AUTO runs on it */
     char path[512];
-    tmp_path(path, sizeof path, "default.h5");
-    write_random_model(path, TOK_DTPS, 3);
+    sm_tmp_path(path, sizeof path, "test_infer_gemm", "default.h5");
+    sm_write_random_model(path, TOK_DTPS, 3);
     tps_model *m;
     cr_assert_eq(tps_model_open(path, &m), TPS_OK, "%s", tps_last_error());
     cr_expect_eq(tps_model_gemm(m), want);
@@ -195,8 +154,8 @@ Test(infer_gemm, environment_overrides_auto) {
     setenv("TPSINFER_GEMM", "openblas", 1);
     cr_expect_eq(tps_gemm_default(), TPS_GEMM_OPENBLAS);
     char path[512];
-    tmp_path(path, sizeof path, "env.h5");
-    write_random_model(path, TOK_NONE, 4);
+    sm_tmp_path(path, sizeof path, "test_infer_gemm", "env.h5");
+    sm_write_random_model(path, TOK_NONE, 4);
     tps_model *m;
     cr_assert_eq(tps_model_open(path, &m), TPS_OK, "%s", tps_last_error());
     cr_expect_eq(tps_model_gemm(m), TPS_GEMM_OPENBLAS);
@@ -214,8 +173,8 @@ Test(infer_gemm, environment_overrides_auto) {
 
 Test(infer_gemm, unknown_backend_is_refused) {
     char path[512];
-    tmp_path(path, sizeof path, "bad.h5");
-    write_random_model(path, TOK_NONE, 5);
+    sm_tmp_path(path, sizeof path, "test_infer_gemm", "bad.h5");
+    sm_write_random_model(path, TOK_NONE, 5);
     tps_open_options o = {.gemm = (tps_gemm)7};
     tps_model *m = (tps_model *)1;
     cr_expect_eq(tps_model_open_ex(path, &o, &m), TPS_ERR_ARG);
