@@ -31,6 +31,9 @@ static void free_names(char **names, size_t k) {
 }
 
 tpsc_status tpsc_dataset_set_classes(tpsc_dataset *ds, size_t k, const char *const *names) {
+    if (k > TPSC_DATASET_MAX_CLASSES)
+        return tpsc_fail(TPSC_ERR_FORMAT, "%s: %zu classes (labels up to %zu), more than the %zu allowed", ds->source,
+                         k, k - 1, TPSC_DATASET_MAX_CLASSES);
     char **copy = tpsc_calloc(k ? k : 1, sizeof *copy, "class names");
     if (!copy) return TPSC_ERR_NOMEM;
     for (size_t i = 0; i < k; i++) {

@@ -67,7 +67,13 @@ static inline tpsc_status tpsc_dataset_get(const tpsc_dataset *ds, size_t i, tps
 
 /* Helpers shared by the implementations (dataset.c). */
 tpsc_status tpsc_dataset_alloc(tpsc_dataset **out, const tpsc_dataset_ops *ops, const char *source);
-/* Sets K and names; names == NULL gives "0".."K-1". */
+/* The most classes a data set may have. Labels without names (idx, HDF5 without
+ * "class_names") make K = max label + 1, so one corrupt label of 2^31 would otherwise allocate
+ * gigabytes of names for a file of a few bytes. */
+#define TPSC_DATASET_MAX_CLASSES ((size_t)1 << 20)
+
+/* Sets K and names; names == NULL gives "0".."K-1". K past TPSC_DATASET_MAX_CLASSES is a
+ * format error naming the source, before anything is allocated. */
 tpsc_status tpsc_dataset_set_classes(tpsc_dataset *ds, size_t k, const char *const *names);
 /* Checks every label is in [0, K); the message names the source and the first bad index. */
 tpsc_status tpsc_dataset_check_labels(const tpsc_dataset *ds);

@@ -160,7 +160,7 @@ static tpsc_status read_class_names(hid_t file, const char *path, uint64_t file_
     tpsc_status st = TPSC_OK;
     if (set < 0 || np < 0 || type < 0) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot read \"class_names\"", path);
     else if (H5Tget_class(type) != H5T_STRING) st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"class_names\" must be strings", path);
-    else if (k > (1u << 20) || width > 4096 || (uint64_t)k * width > file_limit)
+    else if (k > TPSC_DATASET_MAX_CLASSES || width > 4096 || (uint64_t)k * width > file_limit)
         st = tpsc_fail(TPSC_ERR_FORMAT, "%s: \"class_names\" holds %zu names of %zu bytes (too many or too long)",
                        path, k, width);
     char **names = NULL;
@@ -230,9 +230,16 @@ tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
         st = read_class_names(file, path, file_limit, ds, &named);
     }
     if (st == TPSC_OK && !named) {
+        /* K = the largest label + 1; a label past the class limit is named before any
+         * allocation for K names. */
         int32_t max_label = 0;
-        for (size_t i = 0; i < count; i++) max_label = ds->labels[i] > max_label ? ds->labels[i] : max_label;
-        st = tpsc_dataset_set_classes(ds, (size_t)max_label + 1, NULL);
+        size_t at = 0;
+        for (size_t i = 0; i < count; i++)
+            if (ds->labels[i] > max_label) max_label = ds->labels[i], at = i;
+        if ((size_t)max_label >= TPSC_DATASET_MAX_CLASSES)
+            st = tpsc_fail(TPSC_ERR_FORMAT, "%s: label %d of sample %zu is past the %zu classes allowed", path,
+                           (int)max_label, at, TPSC_DATASET_MAX_CLASSES);
+        else st = tpsc_dataset_set_classes(ds, (size_t)max_label + 1, NULL);
     }
     if (st == TPSC_OK) st = tpsc_dataset_check_labels(ds);
     H5Fclose(file);
