@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "src/cli/cli_signals.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/sweep/sweep.h"
@@ -209,10 +210,12 @@ int cmd_sweep(int argc, char **argv) {
                             .launcher = launcher, .exe = exe};
     tpsc_sweep_counts counts;
     fprintf(stderr, "sweep: %zu points into %s\n", n, out);
+    cli_stop_on_signals();
     st = tpsc_sweep_run(&base, &grid, &opts, rows, &counts);
     if (st != TPSC_OK) {
         tpsc_free(rows);
-        return cli_fail("sweep", st);
+        cli_fail("sweep", st);
+        return st == TPSC_ERR_INTERRUPTED ? cli_interrupted_exit_code() : 1;
     }
     printf("sweep %s: %zu points (%zu skipped as finished, %zu resumed, %zu trained, %zu evaluated", out, counts.points,
            counts.skipped, counts.resumed, counts.trained, counts.evaluated);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "src/cli/cli_signals.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/dist/dist.h"
@@ -13,7 +14,8 @@ static void usage(FILE *f) {
             "usage: tpsc train RECIPE.ini [--set section.key=value]... [--resume CKPT] [--precision fp32|bf16] [--quiet]\n"
             "\n"
             "Trains or fine-tunes a model as the recipe says (see docs/recipes.md, `tpsc recipe --keys`).\n"
-            "Writes <run.out_dir>/<run.name>/{last.h5,best.h5,metrics.jsonl}.\n"
+            "Writes <run.out_dir>/<run.name>/{last.h5,best.h5,metrics.jsonl}. SIGTERM or SIGINT (Ctrl-C) stops it at\n"
+            "the next step with a resumable last.h5 and exit code 143 or 130; a second signal quits at once.\n"
             "  --set k=v     override any recipe key, e.g. --set schedule.epochs=20 --set tps.keep_ratio=0.5\n"
             "  --resume CKPT continue a run exactly where its checkpoint left off (same as --set run.resume=CKPT)\n"
             "  --precision P GEMMs in fp32 or bf16 with fp32 accumulation (same as --set run.precision=P)\n"
@@ -80,7 +82,12 @@ int cmd_train(int argc, char **argv) {
     }
     if (!quiet) tpsc_recipe_log_defaults(&r);
     tpsc_train_result res;
+    cli_stop_on_signals();
     st = tpsc_train_run(&r, &res);
+    if (st == TPSC_ERR_INTERRUPTED) {
+        cli_fail("train", st);
+        return cli_interrupted_exit_code();
+    }
     if (st != TPSC_OK) return cli_fail("train", st);
     if (dist_rank() != 0) return 0;
     printf("%s: top-1 %.2f%% (best %.2f%%), top-5 %.2f%%, %.4f GMACs/img, %.0f img/s inference, %lld steps in %.1f s\n",

@@ -1,4 +1,5 @@
 /* tpsc: the command-line front end. The only place in tpsc that prints errors and exits. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,7 @@ int main(int argc, char **argv) {
         if (!strcmp(argv[1], commands[i].name)) {
             int rc = commands[i].run(argc - 1, argv + 1);
             /* A rank that failed alone would leave the others waiting in a collective. */
-            if (rc != 0) dist_abort(rc);
+            if (rc != 0 && rc != 128 + SIGTERM && rc != 128 + SIGINT) dist_abort(rc);
             dist_finalize();
             return rc;
         }

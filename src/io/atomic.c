@@ -66,6 +66,20 @@ static tpsc_status fsync_path(const char *path, int flags, const char *shown) {
     return TPSC_OK;
 }
 
+tpsc_status tpsc_check_writable_dir(const char *dir) {
+    char probe[4200];
+    if (snprintf(probe, sizeof probe, "%s/.tpsc-write-probe-%ld", dir, (long)getpid()) >= (int)sizeof probe)
+        return tpsc_fail(TPSC_ERR_ARG, "%s: path too long", dir);
+    int fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0)
+        return tpsc_fail(TPSC_ERR_IO, "%s: the checkpoint folder is not writable: %s", dir, strerror(errno));
+    int err = write(fd, "x", 1) == 1 ? 0 : errno ? errno : EIO;
+    if (close(fd) != 0 && !err) err = errno;
+    unlink(probe);
+    if (err) return tpsc_fail(TPSC_ERR_IO, "%s: cannot write into the checkpoint folder: %s", dir, strerror(err));
+    return TPSC_OK;
+}
+
 tpsc_status tpsc_atomic_write(const char *path, tpsc_atomic_writer write, void *user) {
     char dir[4096], tmp[4200];
     const char *base;

@@ -18,6 +18,11 @@ typedef tpsc_status (*tpsc_atomic_writer)(const char *tmp_path, const char *fina
  * and `path` is untouched. */
 tpsc_status tpsc_atomic_write(const char *path, tpsc_atomic_writer write, void *user);
 
+/* Checks that files can be created in `dir` (a run's checkpoint folder) by creating, writing and
+ * removing a small probe file, so a run refuses to start rather than failing at its first
+ * checkpoint hours later. The message names the folder and the reason. */
+tpsc_status tpsc_check_writable_dir(const char *dir);
+
 /* Test hook: called with the temporary's path after it is complete and synced, just before the
  * rename. Lets a test kill the writer at the worst moment. NULL (the default) disables it. */
 typedef void (*tpsc_atomic_hook)(const char *tmp_path, void *user);

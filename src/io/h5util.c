@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "src/io/fault.h"
 #include "src/util/alloc.h"
 
 /* HDF5 prints its whole error stack to stderr by default; we report failures ourselves. The
@@ -111,9 +112,13 @@ tpsc_status tpsc_h5_close_image(tpsc_h5 *f, void **image, size_t *bytes) {
 
 tpsc_status tpsc_h5_close(tpsc_h5 *f) {
     if (f->id < 0) return TPSC_OK;
+    errno = 0;
     herr_t rc = H5Fclose(f->id);
     f->id = H5I_INVALID_HID;
-    if (rc < 0) return tpsc_fail(TPSC_ERR_IO, "%s: closing the HDF5 file failed", f->name);
+    /* A full disk often shows only here, when HDF5 flushes what it cached. */
+    if (rc < 0)
+        return tpsc_fail(TPSC_ERR_IO, "%s: closing the HDF5 file failed%s%s", f->name, errno ? ": " : "",
+                         errno ? strerror(errno) : "");
     return TPSC_OK;
 }
 
@@ -262,10 +267,19 @@ static tpsc_status write_dataset(tpsc_h5 *f, const char *path, hid_t filetype, h
     hid_t ds = (space >= 0 && lcpl >= 0) ? H5Dcreate2(f->id, path, filetype, space, lcpl, H5P_DEFAULT, H5P_DEFAULT)
                                          : H5I_INVALID_HID;
     static const char empty;
+    size_t bytes = H5Tget_size(memtype);
+    for (int i = 0; i < ndim; i++) bytes *= shape[i];
+    int err = 0;
+    errno = 0;
     if (ds < 0)
-        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create dataset %s", f->name, path);
-    else if (H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data ? data : (const void *)&empty) < 0)
-        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot write dataset %s", f->name, path);
+        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot create dataset %s%s%s", f->name, path, errno ? ": " : "",
+                       errno ? strerror(errno) : "");
+    else if ((err = tpsc_io_fault_write(f->name, bytes)) != 0 ||
+             H5Dwrite(ds, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data ? data : (const void *)&empty) < 0) {
+        if (!err) err = errno;
+        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot write dataset %s%s%s", f->name, path, err ? ": " : "",
+                       err ? strerror(err) : "");
+    }
     if (ds >= 0) H5Dclose(ds);
     if (lcpl >= 0) H5Pclose(lcpl);
     if (space >= 0) H5Sclose(space);
@@ -362,8 +376,14 @@ static tpsc_status write_attr(tpsc_h5 *f, const char *obj, const char *name, hid
     hid_t a = space >= 0 ? H5Acreate_by_name(f->id, obj, name, filetype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
                          : H5I_INVALID_HID;
     static const char empty;
-    if (a < 0 || H5Awrite(a, memtype, data ? data : (const void *)&empty) < 0)
-        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot write attribute %s of %s", f->name, name, obj);
+    int err = 0;
+    errno = 0;
+    if (a < 0 || (err = tpsc_io_fault_write(f->name, H5Tget_size(memtype))) != 0 ||
+        H5Awrite(a, memtype, data ? data : (const void *)&empty) < 0) {
+        if (!err) err = errno;
+        st = tpsc_fail(TPSC_ERR_IO, "%s: cannot write attribute %s of %s%s%s", f->name, name, obj, err ? ": " : "",
+                       err ? strerror(err) : "");
+    }
     if (a >= 0) H5Aclose(a);
     if (space >= 0) H5Sclose(space);
     return st;

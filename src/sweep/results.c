@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "src/io/atomic.h"
+#include "src/io/fault.h"
 #include "src/util/alloc.h"
 
 /* Every file here is small text written in one go into the atomic temporary. */
@@ -22,8 +23,13 @@ static tpsc_status write_text(const char *tmp_path, const char *final_path, void
     FILE *f = fopen(tmp_path, "w");
     if (!f) return tpsc_fail(TPSC_ERR_IO, "cannot write %s: %s", final_path, strerror(errno));
     job->emit(f, job->what);
-    bool bad = ferror(f) != 0;
-    if (fclose(f) != 0 || bad) return tpsc_fail(TPSC_ERR_IO, "writing %s failed", final_path);
+    long bytes = ftell(f);
+    int err = tpsc_io_fault_write(final_path, bytes > 0 ? (size_t)bytes : 0);
+    errno = 0;
+    if (!err && (fflush(f) != 0 || ferror(f))) err = errno ? errno : EIO;
+    if (fclose(f) != 0 && !err) err = errno ? errno : EIO;
+    /* tpsc_atomic_write removes the partial temporary; final_path keeps its old content */
+    if (err) return tpsc_fail(TPSC_ERR_IO, "writing %s failed: %s", final_path, strerror(err));
     return TPSC_OK;
 }
 

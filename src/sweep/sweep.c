@@ -17,6 +17,7 @@
 #include "autograd/threads.h"
 #include "src/io/checkpoint.h"
 #include "src/sweep/lock.h"
+#include "src/train/stop.h"
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "src/util/alloc.h"
@@ -366,6 +367,12 @@ tpsc_status tpsc_sweep_run(const tpsc_recipe *base, const tpsc_sweep_grid *g, co
     if (!r) return TPSC_ERR_NOMEM;
     tpsc_status st = TPSC_OK;
     for (size_t i = 0; st == TPSC_OK && i < counts->points; i++) {
+        /* a stop request (SIGTERM, Ctrl-C) that came after the last point's final step */
+        if (tpsc_train_stop_signal() != 0) {
+            st = tpsc_fail(TPSC_ERR_INTERRUPTED, "signal %d: stopped before point %zu of %zu; rerun to continue",
+                           tpsc_train_stop_signal(), i + 1, counts->points);
+            break;
+        }
         st = run_point(base, g, o, i, r, &rows[i], counts);
         if (st != TPSC_OK) {
             /* the tables still show every point finished before this one; the point's own

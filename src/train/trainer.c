@@ -1,17 +1,22 @@
 /* The training loop. See trainer.h for the shape of a run. */
 #include "src/train/trainer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio_ext.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 #include "autograd/threads.h"
 #include "src/build_info.h"
 #include "src/dist/dist.h"
+#include "src/io/atomic.h"
 #include "src/io/checkpoint.h"
+#include "src/io/fault.h"
 #include "src/loss/objective.h"
 #include "src/optim/adamw.h"
 #include "src/optim/clip.h"
@@ -21,6 +26,7 @@
 #include "src/optim/sgd.h"
 #include "src/train/progress.h"
 #include "src/train/setup.h"
+#include "src/train/stop.h"
 #include "src/util/alloc.h"
 #include "src/util/log.h"
 
@@ -42,6 +48,8 @@ typedef struct run_state {
     int n_classes;
     char dir[TPSC_RECIPE_PATH_MAX * 2];
     FILE *metrics;
+    char metrics_path[TPSC_RECIPE_PATH_MAX * 2 + 32];
+    long metrics_good;           /* metrics.jsonl's length up to its last line known written */
     int64_t epoch, step;         /* next epoch / global step to run */
     float best_top1;
     int accum;                   /* micro-batches per optimiser step */
@@ -150,6 +158,7 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
     ag_set_threads(r->run.threads);
     snprintf(s->dir, sizeof s->dir, "%s/%s", r->run.out_dir, r->run.name);
     TPSC_TRY(tpsc_mkdirs(s->dir));
+    if (dist_rank() == 0) TPSC_TRY(tpsc_check_writable_dir(s->dir)); /* now, not at the first checkpoint */
 
     /* data.batch_size is the global batch: each rank takes its slice of every global batch. */
     const int world = dist_size();
@@ -255,8 +264,31 @@ static tpsc_status setup(run_state *s, const tpsc_recipe *r) {
     snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", s->dir);
     /* A resumed run appends: its lines continue the earlier ones. */
     s->metrics = fopen(mpath, r->run.resume[0] ? "a" : "w");
-    if (!s->metrics) return tpsc_fail(TPSC_ERR_IO, "cannot write %s", mpath);
+    if (!s->metrics) return tpsc_fail(TPSC_ERR_IO, "cannot write %s: %s", mpath, strerror(errno));
+    snprintf(s->metrics_path, sizeof s->metrics_path, "%s", mpath);
+    if (fseek(s->metrics, 0, SEEK_END) != 0 || (s->metrics_good = ftell(s->metrics)) < 0)
+        return tpsc_fail(TPSC_ERR_IO, "%s: cannot find its end: %s", mpath, strerror(errno));
     return TPSC_OK;
+}
+
+/* Writes out what metrics.jsonl holds buffered and checks it reached the file. When the write
+ * fails (a full disk, an I/O error) the file is cut back to its last complete line and closed,
+ * so it never ends in half a line, and the run stops with a message naming it. */
+static tpsc_status flush_metrics(run_state *s) {
+    long end = ftell(s->metrics);
+    int err = end < 0 ? errno : tpsc_io_fault_write(s->metrics_path, (size_t)(end - s->metrics_good));
+    errno = 0;
+    if (!err && (fflush(s->metrics) != 0 || ferror(s->metrics))) err = errno ? errno : EIO;
+    if (!err) {
+        s->metrics_good = end;
+        return TPSC_OK;
+    }
+    __fpurge(s->metrics); /* drop the unwritten rest, or fclose would try it again */
+    bool cut = ftruncate(fileno(s->metrics), s->metrics_good) == 0;
+    fclose(s->metrics);
+    s->metrics = NULL;
+    return tpsc_fail(TPSC_ERR_IO, "%s: writing failed at step %lld: %s%s", s->metrics_path, (long long)s->step,
+                     strerror(err), cut ? " (cut back to its last whole line)" : "");
 }
 
 /* The loss parts and kept-token fractions of an optimiser step, averaged over its micro-batches
@@ -347,9 +379,9 @@ static tpsc_status optimiser_step(run_state *s, double lr, double *grad_norm) {
     return TPSC_OK;
 }
 
-static void log_step(run_state *s, int64_t epoch, const step_values *sv, double lr, double gnorm, double img_s,
-                     int n_stages) {
-    if (!s->metrics) return;
+static tpsc_status log_step(run_state *s, int64_t epoch, const step_values *sv, double lr, double gnorm, double img_s,
+                            int n_stages) {
+    if (!s->metrics) return TPSC_OK;
     const double *v = sv->v;
     fprintf(s->metrics,
             "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.6g, \"ce\": %.6g, \"ratio\": %.6g, \"cls_kl\": %.6g, "
@@ -364,7 +396,8 @@ static void log_step(run_state *s, int64_t epoch, const step_values *sv, double 
     for (int i = 0; i < n_stages; i++) fprintf(s->metrics, "%s%.4f", i ? ", " : "", v[V_KEPT + i]);
     fprintf(s->metrics, "]}\n");
     /* Flush with the progress line, so a killed run's metrics.jsonl is complete to there. */
-    if (s->r->run.log_every > 0 && s->step % s->r->run.log_every == 0) fflush(s->metrics);
+    if (s->r->run.log_every > 0 && s->step % s->r->run.log_every == 0) return flush_metrics(s);
+    return TPSC_OK;
 }
 
 static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool save) {
@@ -391,12 +424,30 @@ static tpsc_status evaluate_and_save(run_state *s, tpsc_eval_result *ev, bool sa
             "{\"eval\": true, \"step\": %lld, \"epoch\": %lld, \"top1\": %.4f, \"top5\": %.4f, \"gmacs\": %.6f, "
             "\"images_per_s\": %.1f}\n",
             (long long)s->step, (long long)s->epoch, ev->top1, ev->top5, ev->gmacs, ev->images_per_s);
-    fflush(s->metrics);
+    TPSC_TRY(flush_metrics(s));
     if (save) {
         TPSC_TRY(save_checkpoint(s, "last.h5"));
         if (best) TPSC_TRY(save_checkpoint(s, "best.h5"));
     }
     return TPSC_OK;
+}
+
+/* At a step boundary: when a stop was requested (on any rank), rank 0 writes last.h5 (unless
+ * this step just did) and the run returns TPSC_ERR_INTERRUPTED; it resumes from there
+ * bit-exactly, as from any checkpoint. */
+static tpsc_status stop_if_requested(run_state *s, tpsc_progress *prog, bool saved) {
+    int sig = tpsc_train_stop_signal();
+    if (dist_active()) {
+        double v = sig;
+        TPSC_TRY(dist_max_doubles(&v, 1));
+        sig = (int)v;
+    }
+    if (sig == 0) return TPSC_OK;
+    tpsc_progress_break(prog);
+    if (s->metrics) TPSC_TRY(flush_metrics(s));
+    if (!saved && dist_rank() == 0) TPSC_TRY(save_checkpoint(s, "last.h5"));
+    return tpsc_fail(TPSC_ERR_INTERRUPTED, "signal %d: stopped after step %lld; %s/last.h5 resumes the run", sig,
+                     (long long)s->step, s->dir);
 }
 
 static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
@@ -448,7 +499,7 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         }
         double img_s = (double)count * dist_size() / (tpsc_now() - t0);
         s->step++;
-        log_step(s, s->epoch, &sv, lr, gnorm, img_s, s->model.tps.method == TOK_NONE ? 0 : s->model.tps.n_stages);
+        TPSC_TRY(log_step(s, s->epoch, &sv, lr, gnorm, img_s, s->model.tps.method == TOK_NONE ? 0 : s->model.tps.n_stages));
         char parts[160];
         const double *v = sv.v;
         int n = snprintf(parts, sizeof parts, "loss %.4f", v[V_LOSS]);
@@ -488,8 +539,10 @@ static tpsc_status train_loop(run_state *s, tpsc_train_result *res) {
         } else if (save_now && rank0) {
             TPSC_TRY(save_checkpoint(s, "last.h5"));
         }
+        if (!last) TPSC_TRY(stop_if_requested(s, &prog, save_now));
     }
     if (!evaluated) TPSC_TRY(evaluate_and_save(s, &ev, true));
+    if (s->metrics) TPSC_TRY(flush_metrics(s));
     res->last_eval = ev;
     res->best_top1 = s->best_top1;
     res->train_seconds = tpsc_now() - t_start;

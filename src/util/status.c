@@ -19,6 +19,7 @@ const char *tpsc_status_name(tpsc_status s) {
     case TPSC_ERR_ARG: return "bad argument";
     case TPSC_ERR_NUMERIC: return "numerical error";
     case TPSC_ERR_INTERNAL: return "internal error";
+    case TPSC_ERR_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

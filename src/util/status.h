@@ -17,6 +17,7 @@ typedef enum tpsc_status {
     TPSC_ERR_ARG,      /* a bad argument from the caller */
     TPSC_ERR_NUMERIC,  /* NaN or Inf where a finite number was required */
     TPSC_ERR_INTERNAL, /* a bug: an invariant did not hold */
+    TPSC_ERR_INTERRUPTED, /* stopped on request (a signal) after saving what resumes it */
 } tpsc_status;
 
 /* A short name for a status, e.g. "format error". */

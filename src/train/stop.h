@@ -1,0 +1,19 @@
+/* Stop requests for a running training (preemption: SLURM's SIGTERM, a user's Ctrl-C).
+ *
+ * The CLI's signal handler calls tpsc_train_request_stop; the trainer looks at the flag at
+ * every step boundary, writes a resumable last.h5 (atomically), and returns
+ * TPSC_ERR_INTERRUPTED. Library code installs no handler itself. Under MPI the ranks agree on
+ * the flag at each step (the largest signal number wins), so they stop at the same step. */
+#ifndef TPSC_TRAIN_STOP_H
+#define TPSC_TRAIN_STOP_H
+
+/* Records signo (> 0). Async-signal-safe: only stores to a lock-free atomic. */
+void tpsc_train_request_stop(int signo);
+
+/* The signal recorded (0: none). */
+int tpsc_train_stop_signal(void);
+
+/* Forgets a recorded signal (tests; a sweep before its next point never calls it). */
+void tpsc_train_clear_stop(void);
+
+#endif
