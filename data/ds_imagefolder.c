@@ -165,6 +165,7 @@ static tpsc_status folder_get(const tpsc_dataset *ds, size_t i, tpsc_decode_scra
     /* the JPEG check first: stb_image parses the tables it guards already to read the size */
     const char *bad = tpsc_image_check_jpeg_tables(s->file, len, why, sizeof why);
     if (!bad) bad = tpsc_image_check_pnm_length(s->file, len, why, sizeof why);
+    if (!bad) bad = tpsc_image_check_pnm_16bit(s->file, len, d->channels, why, sizeof why);
     if (bad) return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s", path, bad);
     if (!stbi_info_from_memory(s->file, (int)len, &w, &h, &comp))
         return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode: %s", path, stbi_failure_reason());

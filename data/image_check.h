@@ -125,4 +125,23 @@ static inline const char *tpsc_image_check_pnm_length(const uint8_t *b, size_t l
     return NULL;
 }
 
+/* A 16-bit binary PNM (maxval > 255) decoded to another channel count than its own (grey P5 to
+ * RGB, or P6 to grey): stb_image 2.27 converts the channels with its 8-bit routine on 16-bit
+ * samples, then reads twice the buffer it wrote when it narrows them to 8 bits (a heap
+ * overflow inside the library). Refused with the reason; 16-bit files with the requested
+ * channel count, and every 8-bit file, pass. */
+static inline const char *tpsc_image_check_pnm_16bit(const uint8_t *b, size_t len, int req_channels, char *buf,
+                                                     size_t n) {
+    if (len < 3 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return NULL;
+    size_t at = 2;
+    tpsc_pnm_number_(b, len, &at);
+    tpsc_pnm_number_(b, len, &at);
+    const size_t maxval = tpsc_pnm_number_(b, len, &at);
+    const int own = b[1] == '6' ? 3 : 1;
+    if (maxval <= 255 || req_channels == own) return NULL;
+    snprintf(buf, n, "16-bit PNM (maxval %zu) with %d channel(s) cannot become %d (stb_image 2.27 overflows); save it as 8-bit",
+             maxval, own, req_channels);
+    return buf;
+}
+
 #endif

@@ -290,3 +290,30 @@ Test(data_errors, image_header_out_of_proportion_is_refused) {
     tpsc_dataset_close(ds);
     fx_rm_rf(dir);
 }
+
+/* 16-bit PGMs (maxval 256) decoded to 3 channels: stb_image 2.27 overflows its buffer on these
+ * (data/image_check.h), so the loader refuses them naming the file and the reason; the same
+ * file decoded to its own single channel is a valid image and loads. */
+Test(data_errors, sixteen_bit_pnm_with_other_channels_is_refused) {
+    static const unsigned char pgm[] = {'P', '5', '\n', '3', ' ', '1', '\n', '2', '5', '6', '\n', 0, 10, 20, 30, 40, 50};
+    char dir[64] = "/tmp/tpsc_pnm16_XXXXXX", path[256];
+    cr_assert(fx_mkdtemp(dir));
+    cr_assert_eq(fx_mkdir(dir, "a"), 0);
+    snprintf(path, sizeof path, "%s/a/deep.pgm", dir);
+    cr_assert_eq(fx_write_bytes(path, pgm, sizeof pgm), 0);
+    tpsc_decode_scratch s = {0};
+    tpsc_image_view v;
+    tpsc_dataset *ds;
+    cr_assert_eq(tpsc_dataset_open_imagefolder(&ds, dir, 3), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_dataset_get(ds, 0, &s, &v), TPSC_ERR_FORMAT, "%s", tpsc_last_error());
+    assert_names(path);
+    cr_expect(strstr(tpsc_last_error(), "16-bit PNM (maxval 256) with 1 channel(s) cannot become 3"), "%s",
+              tpsc_last_error());
+    tpsc_dataset_close(ds);
+    cr_assert_eq(tpsc_dataset_open_imagefolder(&ds, dir, 1), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(tpsc_dataset_get(ds, 0, &s, &v), TPSC_OK, "%s", tpsc_last_error());
+    cr_expect(v.width == 3 && v.height == 1 && v.channels == 1, "%dx%dx%d", v.width, v.height, v.channels);
+    tpsc_dataset_close(ds);
+    tpsc_decode_scratch_free(&s);
+    fx_rm_rf(dir);
+}

@@ -82,6 +82,7 @@ tps_status tps_image_load(const char *path, uint8_t **pixels, int *width, int *h
     /* the JPEG check first: stb_image parses the tables it guards already to read the size */
     const char *bad = tpsc_image_check_jpeg_tables(file, (size_t)size, why, sizeof why);
     if (!bad) bad = tpsc_image_check_pnm_length(file, (size_t)size, why, sizeof why);
+    if (!bad) bad = tpsc_image_check_pnm_16bit(file, (size_t)size, 3, why, sizeof why);
     if (!bad && !stbi_info_from_memory(file, (int)size, &w, &h, &c)) bad = stbi_failure_reason();
     if (!bad) bad = tpsc_image_check_dims(w, h, 3, (size_t)size, why, sizeof why);
     uint8_t *p = NULL;
