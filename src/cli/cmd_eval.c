@@ -1,4 +1,4 @@
-/* tpsc eval CKPT... [--keep-ratio R] [--set k=v] [--precision P]: evaluate checkpoints on the
+/* tpsc eval CKPT... [--keep-ratio R] [--tome-r R] [--set k=v] [--precision P]: evaluate checkpoints on the
  * validation data their recipe names, side by side in one run, and print a Markdown table.
  * --precision runs libtpsinfer (the deployed engine) instead of the framework's path. Under an
  * MPI launcher (`mpirun -np N tpsc eval ...`) each rank evaluates its shard of the validation
@@ -22,7 +22,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
-            "                 [--precision fp32|bf16] [--gemm openblas|onednn]\n"
+            "                 [--precision fp32|bf16] [--gemm openblas|onednn] [--tome-r R [--tome-inflect I]]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
@@ -32,7 +32,9 @@ static void usage(FILE *f) {
             "layers in bfloat16 through oneDNN, CPUs with AVX512-BF16; docs/inference.md). --gemm evaluates through\n"
             "libtpsinfer too, its FP32 linears on that back-end (default: the faster one on this CPU).\n"
             "Under `mpirun -np N` each rank evaluates a shard of the validation set; rank 0 prints the table\n"
-            "(images/s: the whole set over the slowest rank's forward time).\n");
+            "(images/s: the whole set over the slowest rank's forward time).\n"
+            "--tome-r runs ToMe off the shelf (r tokens merged per block, proportional attention, no training)\n"
+            "on a dense or tome checkpoint; --tome-inflect -1 is ToMe's decreasing schedule (docs/merging.md).\n");
 }
 
 typedef struct row {
@@ -41,9 +43,30 @@ typedef struct row {
     tpsc_eval_result ev;
 } row;
 
+/* --tome-r and --tome-inflect; r < 0: not given */
+typedef struct tome_opt {
+    int r;
+    float inflect;
+} tome_opt;
+
+/* ToMe off the shelf: a dense checkpoint (or a tome one at another r) evaluated with ToMe.
+ * The model's parameters are the same; only the token configuration changes. */
+static tpsc_status apply_tome(const char *path, const tome_opt *o, tok_config *tc) {
+    if (o->r < 0) return TPSC_OK;
+    if (tc->method != TOK_NONE && tc->method != TOK_TOME)
+        return tpsc_fail(TPSC_ERR_ARG, "%s: --tome-r needs a dense or tome checkpoint, this one is %s", path,
+                         tok_method_name(tc->method));
+    if (tc->method == TOK_NONE) tc->prop_attn = true; /* ToMe's default off the shelf */
+    tc->method = TOK_TOME;
+    tc->n_stages = 0;
+    tc->tome_r = o->r;
+    tc->tome_inflect = o->inflect;
+    return TPSC_OK;
+}
+
 /* lib NULL: the framework's path; else libtpsinfer opened with these options */
-static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, int threads,
-                            const tps_open_options *lib, row *out) {
+static tpsc_status eval_one(const char *path, const char **sets, int n_sets, float keep_ratio, const tome_opt *tome,
+                            int threads, const tps_open_options *lib, row *out) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -57,8 +80,11 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     tok_config tc;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, NULL));
     if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
+    TPSC_TRY(apply_tome(path, tome, &tc));
     vit_model m;
-    TPSC_TRY(vit_model_create(&m, &vc, &tc));
+    st = vit_model_create(&m, &vc, &tc);
+    if (st != TPSC_OK && tome->r >= 0) tpsc_error_context("%s: --tome-r %d: ", path, tome->r);
+    TPSC_TRY(st);
     tpsc_checkpoint_info info;
     st = tpsc_checkpoint_read_config(path, NULL, NULL, &info);
     /* Evaluate what training would export: the EMA weights when present. */
@@ -93,6 +119,7 @@ int cmd_eval(int argc, char **argv) {
     int n_paths = 0, n_sets = 0, threads = -1, precision = -1;
     tps_gemm gemm = TPS_GEMM_AUTO;
     float keep = 0;
+    tome_opt tome = {-1, 0.0f};
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             usage(stdout);
@@ -103,6 +130,21 @@ int cmd_eval(int argc, char **argv) {
             keep = strtof(value, NULL);
             if (!(keep > 0 && keep <= 1)) {
                 fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
+                return 2;
+            }
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
+            char *end;
+            const long r = strtol(value, &end, 10);
+            if (end == value || *end || r < 0 || r > 1000000) {
+                fprintf(stderr, "tpsc eval: --tome-r %s is not a token count >= 0\n", value);
+                return 2;
+            }
+            tome.r = (int)r;
+        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) {
+            char *end;
+            tome.inflect = strtof(value, &end);
+            if (end == value || *end || !(tome.inflect >= -1 && tome.inflect <= 1)) {
+                fprintf(stderr, "tpsc eval: --tome-inflect %s is outside [-1, 1]\n", value);
                 return 2;
             }
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
@@ -136,7 +178,7 @@ int cmd_eval(int argc, char **argv) {
     row rows[64];
     const tps_open_options oo = {.precision = (tps_precision)(precision < 0 ? 0 : precision), .gemm = gemm};
     for (int i = 0; i < n_paths; i++) {
-        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, threads, precision >= 0 ? &oo : NULL, &rows[i]);
+        tpsc_status st = eval_one(paths[i], sets, n_sets, keep, &tome, threads, precision >= 0 ? &oo : NULL, &rows[i]);
         if (st != TPSC_OK) return cli_fail("eval", st);
     }
     if (dist_rank() != 0) return 0; /* rank 0 speaks for the job */

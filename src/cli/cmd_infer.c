@@ -38,7 +38,10 @@ static void usage(FILE *f) {
             "  --precision P     fp32 (default) or bf16: linear layers in bfloat16 through oneDNN, on CPUs\n"
             "                    with AVX512-BF16 (logits move by about 1e-2 relative; docs/inference.md)\n"
             "  --gemm G          openblas or onednn: the FP32 linears' back-end (default: the faster one on\n"
-            "                    this CPU; oneDNN runs on weights packed once at open)\n");
+            "                    this CPU; oneDNN runs on weights packed once at open)\n"
+            "  --tome-r R        ToMe off the shelf on a dense (or tome) model, no training: R >= 1 tokens merged\n"
+            "                    per block, proportional attention (docs/merging.md)\n"
+            "  --tome-inflect I  ToMe's schedule with --tome-r: 0 constant (default), -1 decreasing 2R .. 0\n");
 }
 
 typedef struct infer_opts {
@@ -49,6 +52,8 @@ typedef struct infer_opts {
     int top, batch, threads;
     tps_precision precision;
     tps_gemm gemm;
+    int tome_r;
+    float tome_inflect;
 } infer_opts;
 
 static int fail(const char *what) {
@@ -231,6 +236,10 @@ int cmd_infer(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--gemm", &v)) {
             bad = !v || (strcmp(v, "openblas") && strcmp(v, "onednn"));
             o.gemm = v && !strcmp(v, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &v)) {
+            bad = !parse_int(v, &o.tome_r);
+        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &v)) {
+            bad = !parse_float(v, &o.tome_inflect) || !(o.tome_inflect >= -1.0f && o.tome_inflect <= 1.0f);
         } else if (opt[0] == '-' && opt[1]) {
             fprintf(stderr, "tpsc infer: unknown option '%s'\n\n", opt);
             bad = true;
@@ -260,9 +269,10 @@ int cmd_infer(int argc, char **argv) {
     tps_model *m = NULL;
     tps_workspace *ws = NULL;
     int rc;
-    const tps_open_options oo = {.precision = o.precision, .gemm = o.gemm};
+    const tps_open_options oo = {.precision = o.precision, .gemm = o.gemm, .tome_r = o.tome_r, .tome_inflect = o.tome_inflect};
     if (tpsc_open_for_inference(o.model, &oo, &m) != TPSC_OK)
-        rc = (fprintf(stderr, "tpsc infer: opening the model: %s\n", tpsc_last_error()), 1);
+        rc = (fprintf(stderr, "tpsc infer: opening the model%s: %s\n", o.tome_r > 0 ? " with --tome-r" : "",
+                      tpsc_last_error()), 1);
     else if (tps_workspace_create(m, (size_t)o.batch, &ws) != TPS_OK)
         rc = fail("allocating the workspace");
     else if (tps_workspace_set_budget(ws, &o.budget) != TPS_OK)

@@ -71,7 +71,7 @@ static tpsc_status open_image(const vit_model *m, const tpsc_checkpoint *ck, con
     TPSC_TRY(chan_save_inference_image(m, ck, name, &image, &bytes));
     const tps_status ts = tps_model_open_memory(image, bytes, name, opt, out);
     tpsc_free(image);
-    if (ts == TPS_ERR_UNSUPPORTED) return tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
+    if (ts == TPS_ERR_UNSUPPORTED || ts == TPS_ERR_ARG) return tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
     if (ts != TPS_OK) return tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
     return TPSC_OK;
 }
@@ -101,7 +101,7 @@ tpsc_status tpsc_open_for_inference(const char *path, const tps_open_options *op
     if (!training) { /* an inference file, or something libtpsinfer explains best */
         const tps_status ts = tps_model_open_ex(path, opt, out);
         if (ts == TPS_OK) return TPSC_OK;
-        return tpsc_fail(ts == TPS_ERR_IO ? TPSC_ERR_IO : ts == TPS_ERR_UNSUPPORTED ? TPSC_ERR_ARG : TPSC_ERR_FORMAT,
+        return tpsc_fail(ts == TPS_ERR_IO ? TPSC_ERR_IO : ts == TPS_ERR_UNSUPPORTED || ts == TPS_ERR_ARG ? TPSC_ERR_ARG : TPSC_ERR_FORMAT,
                          "%s", tps_last_error());
     }
     tpsc_export x;

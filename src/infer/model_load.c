@@ -300,6 +300,45 @@ static void list_tensors(tps_model *m, slots *s) {
         }
 }
 
+/* ToMe's r per block (merge_rules.h' parse_r) for tome_r and inflect, checked as the framework
+ * checks a recipe (src/tokens/merge.c): no block's r negative, and the blocks together merge no
+ * more tokens than the N patches. Failures are `status`, naming `where`. */
+static tps_status tome_schedule(tps_model *m, int64_t tome_r, float inflect, const char *where, tps_status status) {
+    if (tome_r < 0 || tome_r > (int64_t)m->N || !(inflect >= -1.0f && inflect <= 1.0f))
+        return ti_fail(status, "%s: tome_r %lld with tome_inflect %g (need 0 <= tome_r <= %zu, inflect in [-1, 1])",
+                       where, (long long)tome_r, (double)inflect, m->N);
+    free(m->merge_r);
+    m->merge_r = malloc(m->depth * sizeof *m->merge_r);
+    if (!m->merge_r) return ti_fail(TPS_ERR_NOMEM, "no memory for the merge schedule");
+    tok_tome_schedule((int)m->depth, (int)tome_r, (double)inflect, m->merge_r);
+    long total = 0;
+    for (size_t i = 0; i < m->depth; i++) {
+        if (m->merge_r[i] < 0)
+            return ti_fail(status, "%s: tome_r %lld with tome_inflect %g gives r = %d in block %zu", where,
+                           (long long)tome_r, (double)inflect, m->merge_r[i], i);
+        total += m->merge_r[i];
+    }
+    if (total > (long)m->N)
+        return ti_fail(status, "%s: tome_r %lld (tome_inflect %g) merges %ld tokens over %zu blocks, but the model has "
+                       "only %zu patch tokens (at most r = %zu per block)", where, (long long)tome_r, (double)inflect,
+                       total, m->depth, m->N, m->N / m->depth);
+    return TPS_OK;
+}
+
+/* tps_open_options.tome_r: ToMe off the shelf on a dense model, or a tome model at another r. */
+static tps_status tome_override(tps_model *m, const tps_open_options *opt, const char *name) {
+    if (m->method != TOK_NONE && m->method != TOK_TOME)
+        return ti_fail(TPS_ERR_ARG, "%s: tome_r %d asks for ToMe, which runs on a dense or tome model; this one is %s",
+                       name, opt->tome_r, m->info.method);
+    tps_status st = tome_schedule(m, opt->tome_r, opt->tome_inflect, name, TPS_ERR_ARG);
+    if (st != TPS_OK) return st;
+    if (m->method == TOK_NONE) m->prop_attn = true; /* ToMe's default off the shelf */
+    m->method = TOK_TOME;
+    snprintf(m->info.method, sizeof m->info.method, "tome");
+    m->info.n_stages = 0;
+    return TPS_OK;
+}
+
 /* tome and atme: tome_r, tome_inflect and prop_attn (written for both), checked as the
  * framework's recipe checks them (src/tokens/merge.c): ToMe's schedule (merge_rules.h) must not
  * merge more tokens than the N patches hold; ATME needs a square grid and at least one token
@@ -324,23 +363,7 @@ static tps_status read_merging(const reader *r, tps_model *m) {
                                (double)m->info.keep_frac[s], m->N);
         return TPS_OK;
     }
-    if (tome_r < 0 || tome_r > (int64_t)m->N || !(inflect >= -1.0 && inflect <= 1.0))
-        return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld with tome_inflect %g (need 0 <= tome_r <= %zu, inflect in [-1, 1])",
-                       r->path, (long long)tome_r, inflect, m->N);
-    m->merge_r = malloc(m->depth * sizeof *m->merge_r);
-    if (!m->merge_r) return ti_fail(TPS_ERR_NOMEM, "no memory for the merge schedule");
-    tok_tome_schedule((int)m->depth, (int)tome_r, (double)(float)inflect, m->merge_r);
-    long total = 0;
-    for (size_t i = 0; i < m->depth; i++) {
-        if (m->merge_r[i] < 0)
-            return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld with tome_inflect %g gives r = %d in block %zu", r->path,
-                           (long long)tome_r, inflect, m->merge_r[i], i);
-        total += m->merge_r[i];
-    }
-    if (total > (long)m->N)
-        return ti_fail(TPS_ERR_FORMAT, "%s: tome_r %lld (tome_inflect %g) merges %ld tokens over %zu blocks, but the "
-                       "model has only %zu patch tokens", r->path, (long long)tome_r, inflect, total, m->depth, m->N);
-    return TPS_OK;
+    return tome_schedule(m, tome_r, (float)inflect, r->path, TPS_ERR_FORMAT);
 }
 
 static tps_status read_architecture(const reader *r, tps_model *m) {
@@ -663,6 +686,9 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     tps_gemm gemm = opt ? opt->gemm : TPS_GEMM_AUTO;
     if (gemm != TPS_GEMM_AUTO && gemm != TPS_GEMM_OPENBLAS && gemm != TPS_GEMM_ONEDNN)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown GEMM back-end %d", (int)gemm);
+    if (opt && (opt->tome_r < 0 || !(opt->tome_inflect >= -1.0f && opt->tome_inflect <= 1.0f)))
+        return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: tome_r %d must be >= 0 and tome_inflect %g in [-1, 1]",
+                       opt->tome_r, (double)opt->tome_inflect);
     if (gemm == TPS_GEMM_AUTO) gemm = tps_gemm_default();
     if (precision == TPS_PRECISION_BF16) gemm = TPS_GEMM_ONEDNN; /* BF16 linears exist only there */
     /* before reading the file: an unsupported precision or back-end fails fast, whatever the file */
@@ -678,6 +704,7 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     pthread_mutex_lock(&hdf5_lock);
     tps_status st = path ? open_locked(path, m) : open_memory_locked(image, bytes, name, m);
     pthread_mutex_unlock(&hdf5_lock);
+    if (st == TPS_OK && opt && opt->tome_r > 0) st = tome_override(m, opt, name);
     if (st == TPS_OK && gemm == TPS_GEMM_ONEDNN) st = pack_onednn(box);
     if (st != TPS_OK) {
         tps_model_close(m);

@@ -100,6 +100,13 @@ typedef enum tps_gemm {
 typedef struct tps_open_options {
     tps_precision precision;
     tps_gemm gemm; /* FP32 linears' back-end (BF16 linears always run on oneDNN) */
+    /* Since 0.3. tome_r > 0: run ToMe off the shelf on a dense model (or a tome model at
+     * another r), no training: r tokens merged per block with proportional attention,
+     * tome_inflect ToMe's schedule (0 constant, -1 decreasing 2r .. 0; docs/merging.md). A
+     * schedule that merges more tokens than the model has patches, or a pruning or atme
+     * model, fails with TPS_ERR_ARG. 0: the file's own method. */
+    int tome_r;
+    float tome_inflect;
 } tps_open_options;
 
 /* tps_model_open with options (opt NULL: the defaults). TPS_PRECISION_BF16 fails with
