@@ -23,6 +23,7 @@
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
+#include "support/small_model.h"
 
 static void one_thread(void) { omp_set_num_threads(1); }
 TestSuite(infer_merge, .init = one_thread);
@@ -30,27 +31,11 @@ TestSuite(infer_merge, .init = one_thread);
 #define LIB_RTOL 1e-5
 #define TORCH_RTOL 1e-4
 
-/* img 32, patch 4 (N = 64, an 8 x 8 grid), C 48, H 4, depth 4, K 10; linears N(0, 1/fan_in),
- * biases N(0, 0.05), LayerNorm weights 1 + N(0, 0.1) (tests/test_infer.c's model). */
+/* tests/support/small_model.h's model (N = 64 patches, an 8 x 8 grid; depth 4) with merging */
 static void make_model(vit_model *m, const tok_config *t, uint64_t seed) {
-    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
-                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
+    vit_config c = sm_config();
     cr_assert_eq(vit_model_create(m, &c, t), TPSC_OK, "%s", tpsc_last_error());
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, seed);
-    for (int i = 0; i < m->params.count; i++) {
-        ag_param *p = &m->params.items[i];
-        const bool norm = strstr(p->name, "norm") && strstr(p->name, ".weight") && p->t.ndim == 1;
-        const size_t fan_in = p->t.ndim >= 2 ? p->numel / p->t.shape[0] : 1;
-        for (size_t j = 0; j < p->numel; j++) {
-            const float z = tpsc_rng_normal(&rng);
-            if (norm) p->t.data[j] = 1.0f + 0.1f * z;
-            else if (!strcmp(p->name, "cls_token") || !strcmp(p->name, "pos_embed")) p->t.data[j] = 0.5f * z;
-            else if (p->t.ndim == 1) p->t.data[j] = 0.05f * z;
-            else p->t.data[j] = z / sqrtf((float)fan_in);
-        }
-    }
+    sm_random_weights(m, seed);
 }
 
 static tok_config tome_cfg(int r, float inflect) {
@@ -65,9 +50,8 @@ static tok_config atme_cfg(float rho) {
 
 /* m saved as an inference file (what `tpsc export` writes), opened by the library */
 static tps_model *open_lib(const vit_model *m, const char *name, const tps_open_options *opt, char *path) {
-    snprintf(path, 512, "%s/test_infer_merge_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m->cfg, .tps = &m->tps, .params = &m->params};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "saving %s: %s", path, tpsc_last_error());
+    sm_tmp_path(path, 512, "test_infer_merge", name);
+    sm_save_inference(path, (vit_model *)m);
     tps_model *lib;
     cr_assert_eq(tps_model_open_ex(path, opt, &lib), TPS_OK, "%s", tps_last_error());
     return lib;
