@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--openblas] [--threads 2] [--repeat 1] [--quick]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--threads 2] [--repeat 1] [--quick]
 #                         [--no-torch] [--no-ort] [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -21,6 +21,10 @@
 # our FP32 step of the same round and PyTorch's CPU autocast in bf16 (`torch_deit.py --amp bf16`),
 # in a table of its own. libtpsinfer's FP32 rows run its default GEMM back-end (the faster one on
 # this CPU, named above each table); --openblas adds rows with `--gemm openblas`, the other one.
+# --train-removal adds the dTPS fine-tune step (topk masks, keep 0.7 at blocks 3/6/9, batch 64)
+# masked against real removal (`bench train --removal`, tps.train_removal), the two in
+# alternation on one model, in FP32 and, with --bf16-train, in BF16: the median of the per-step
+# speed-ups and the MAC ratio that bounds it (docs/tps.md, "Real removal in training").
 # The "of FMA peak" column is the inference GFLOP/s over register-only FMA loops on the same
 # threads, measured by `tpsc bench` in the same run.
 #
@@ -41,13 +45,14 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
         --bf16) bf16=1 ;;
         --bf16-train) bf16_train=1 ;;
+        --train-removal) train_removal=1 ;;
         --openblas) openblas=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
@@ -130,6 +135,14 @@ one_round() { # MODE ROUND
             run_env "$mode" "$TPSC" bench train --precision bf16 --method none --batch $b --steps $steps \
                 --threads "$threads" > "$out/ours_bf16train$b.$tag.txt" 2>&1 ||
                 echo "  tpsc bench train --precision bf16 --batch $b failed: see $out/ours_bf16train$b.$tag.txt" >&2
+        done
+    fi
+    if [ $train_removal = 1 ]; then
+        local precs=(fp32); [ $bf16_train = 1 ] && precs+=(bf16)
+        for p in "${precs[@]}"; do
+            run_env "$mode" "$TPSC" bench train --removal --method dtps --keep-ratio 0.7 --batch 64 --steps $steps \
+                --precision $p --threads "$threads" > "$out/ours_removal_$p.$tag.txt" 2>&1 ||
+                echo "  tpsc bench train --removal --precision $p failed: see $out/ours_removal_$p.$tag.txt" >&2
         done
     fi
     if [ $have_torch = 1 ] && [ $bf16_train = 1 ]; then
@@ -308,6 +321,26 @@ for mode in modes:
                 fmt(med([o[key][1] for o in ours if key in o]), "%.0f"),
                 fmt(med([o[fkey][1] for o in ours if fkey in o]), "%.0f"),
                 fmt(med([t[fkey][1] for t in torch_bf16 if fkey in t]), "%.0f")))
+    rem = {}
+    for r in range(1, repeat + 1):
+        for prec in ("fp32", "bf16"):
+            path = os.path.join(out, "ours_removal_%s.%s.%d.txt" % (prec, mode, r))
+            if not os.path.exists(path):
+                continue
+            for line in open(path):
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if len(cells) == 8 and cells[0] == "train topk":
+                    rem.setdefault((prec, cells[1], int(cells[2])), []).append(
+                        (cells[3], cells[4], float(cells[5].rstrip("x")), float(cells[6].rstrip("x")),
+                         float(cells[7].rstrip("x"))))
+    if rem:
+        print("\nReal token removal in training (dTPS, topk masks, keep 0.7 at blocks 3/6/9; `tpsc bench train --removal`):\n")
+        print("| step | precision | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu |"
+              " MACs ratio (bound) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for (prec, method, batch), rs in sorted(rem.items()):
+            print("| %s fine-tune | %s | %d | %s | %s | %.2fx | %.2fx | %.2fx |" % (
+                method, prec, batch, rs[-1][0], rs[-1][1], med([x[2] for x in rs]), med([x[3] for x in rs]), rs[-1][4]))
     lim = med(limits)
     t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
     if lim and t64:

@@ -162,3 +162,64 @@ Test(tps_removal, gumbel_masks_refuse_removal) {
     cr_assert_eq(tok_config_validate(&t, 4), TPSC_ERR_CONFIG);
     cr_assert(strstr(tpsc_last_error(), "tps.train_removal") != NULL, "message: %s", tpsc_last_error());
 }
+
+/* The guide loss (ours) with removal: at stage 0 every token is present, later only the tokens
+ * kept by the stage before; the term is the mean over stages of the mean cross-entropy over
+ * the present rows. Reference: that formula in double from the outputs, with the teacher's
+ * top-k_s from tok_sort_desc; tolerance 1e-5 relative (float log-probs, a few hundred terms). */
+Test(tps_removal, guide_loss_covers_the_present_tokens) {
+    static float img[B * IMG * IMG];
+    tpsc_rng ir = tpsc_rng_keyed(6, 1, 2, 3);
+    for (size_t i = 0; i < sizeof img / sizeof *img; i++) img[i] = tpsc_rng_normal(&ir);
+    vit_model st, te;
+    make_model(&st, TOK_DTPS, true, 31);
+    make_model(&te, TOK_NONE, false, 32);
+    /* predictors far from 50/50, so that rows of absent tokens (zeros, i.e. 50/50) would show */
+    for (int i = 0; i < st.params.count; i++)
+        if (strstr(st.params.items[i].name, "out_conv.4.weight"))
+            for (size_t j = 0; j < st.params.items[i].numel; j++) st.params.items[i].t.data[j] *= 50.0f;
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *x = ag_wrap(ctx, img, NULL, 4, (size_t[]){B, 1, IMG, IMG}, false);
+    vit_output to, so;
+    ag_set_grad_enabled(ctx, false);
+    vit_forward_opts tfo = {.mode = VIT_TRAIN, .probe_blocks = {1, 2, 3}, .n_probe = 3};
+    cr_assert_not_null(vit_forward(ctx, &te, x, &tfo, &to), "%s", tpsc_last_error());
+    ag_set_grad_enabled(ctx, true);
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 77);
+    cr_assert_not_null(vit_forward(ctx, &st, x, &(vit_forward_opts){.mode = VIT_TRAIN, .rng = &rng}, &so), "%s",
+                       tpsc_last_error());
+    ag_tensor *targets = ag_zeros(ctx, 2, (size_t[]){B, 5});
+    objective_config oc = {.clf_weight = 1.0f, .guide_weight = 1.0f};
+    objective_parts parts;
+    cr_assert_eq(objective_compute(ctx, &st.tps, &oc, &so, targets, &to, &parts), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_not_null(parts.guide);
+    double want = 0, want_all = 0;
+    int32_t order[B * N];
+    for (int s = 0; s < 3; s++) {
+        cr_assert(tok_sort_desc(ctx, to.cls_attn[s]->data, B, N, order));
+        const size_t k = tok_keep_count(&st.tps, s, N);
+        double sum = 0, sum_all = 0;
+        size_t rows = 0;
+        for (size_t b = 0; b < B; b++)
+            for (size_t r = 0; r < N; r++) {
+                const size_t i = b * N + (size_t)order[b * N + r];
+                const double l0 = so.score[s]->data[2 * i], l1 = so.score[s]->data[2 * i + 1];
+                const double lse = fmax(l0, l1) + log(exp(l0 - fmax(l0, l1)) + exp(l1 - fmax(l0, l1)));
+                sum_all -= (r < k ? l0 : l1) - lse;
+                if (s > 0 && so.keep[s - 1]->data[i] != 1.0f) continue;
+                sum -= (r < k ? l0 : l1) - lse;
+                rows++;
+            }
+        cr_assert_eq(rows, s == 0 ? (size_t)(B * N) : B * so.kept_count[s - 1]);
+        want += sum / (double)rows / 3.0;
+        want_all += sum_all / (double)(B * N) / 3.0;
+    }
+    /* the test tells the two apart: counting the absent rows would move the term by far more */
+    cr_assert(fabs(want_all - want) > 100 * 1e-5 * want, "present-only %.8g vs all rows %.8g", want, want_all);
+    cr_expect(fabs(parts.guide->data[0] - want) <= 1e-5 * want, "guide %.8g, want %.8g", parts.guide->data[0], want);
+    cr_assert_eq(ag_backward(ctx, parts.total), TPSC_OK, "%s", tpsc_last_error());
+    ag_ctx_free(ctx);
+    vit_model_free(&st);
+    vit_model_free(&te);
+}

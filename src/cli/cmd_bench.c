@@ -17,7 +17,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
-            "                        [--precision fp32|bf16] [--no-overlap] [--bucket-mb 25]\n"
+            "                        [--precision fp32|bf16] [--no-overlap] [--bucket-mb 25] [--removal]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
             "       common: [--threads N] [--classes K]\n"
@@ -39,6 +39,9 @@ static void usage(FILE *f) {
             "Under MPI (mpirun -np N tpsc bench train ...) --batch is the global batch: each rank steps on\n"
             "batch/N images and the gradients are averaged as in `tpsc train`; rank 0 prints the global\n"
             "images/s and the allreduce time per step, exposed (not hidden behind the backward) and in flight.\n"
+            "`train --removal` (dynamicvit, dtps): topk masks, the masked step and the step with real removal\n"
+            "(tps.train_removal) in alternation on one model; prints both medians, the median of the per-pair\n"
+            "speed-ups (wall and process CPU) and the MAC ratio of the two forwards, which bounds it.\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
 
@@ -55,7 +58,7 @@ int cmd_bench(int argc, char **argv) {
     tps_precision precision = TPS_PRECISION_FP32;
     tps_gemm gemm = TPS_GEMM_AUTO;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
-    bool overlap = true;
+    bool overlap = true, removal = false;
     double bucket_mb = 25;
     for (int i = 2; i < argc; i++) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
@@ -69,6 +72,7 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
         else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
         else if (train && !strcmp(argv[i], "--no-overlap")) overlap = false;
+        else if (train && !strcmp(argv[i], "--removal")) removal = true;
         else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value) && value && atof(value) > 0) bucket_mb = atof(value);
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
@@ -153,6 +157,24 @@ int cmd_bench(int argc, char **argv) {
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
+    if (removal) {
+        if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
+        printf("| mode | method | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio (bound) |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
+        char list[128];
+        snprintf(list, sizeof list, "%s", batches);
+        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+            const size_t batch = (size_t)atol(tok);
+            tpsc_bench_pair p;
+            tpsc_status st = tpsc_bench_train_removal(&vc, &tc, batch, 1, iters, train_precision, &p);
+            if (st != TPSC_OK) return cli_fail("bench", st);
+            printf("| train topk | %s | %zu | %.0f / %.0f | %.0f / %.0f | %.2fx | %.2fx | %.2fx |\n", tok_method_name(tc.method),
+                   batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3, p.cpu_s[1] * 1e3, p.ratio_wall,
+                   p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
+            fflush(stdout);
+        }
+        return 0;
+    }
     if (interleave) {
         /* dense and the method in alternation: the ratio survives a changing machine load */
         tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "autograd/gemm.h"
@@ -130,6 +131,89 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t 
     tpsc_adamw_free(&opt);
     dist_grad_sync_free(&sync);
     tpsc_free(times);
+    teardown(&b);
+    return st;
+}
+
+static double clock_s(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double median_of(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* One training step (forward, soft cross-entropy, backward, AdamW) of b's model. */
+static tpsc_status train_step(bench_setup *b, tpsc_adamw *opt, tpsc_rng *noise) {
+    ag_ctx_reset(b->ctx);
+    ag_tensor *x = ag_wrap(b->ctx, b->images, NULL, 4, b->ishape, false);
+    ag_tensor *t = ag_wrap(b->ctx, b->targets, NULL, 2, b->tshape, false);
+    vit_forward_opts fo = {.mode = VIT_TRAIN, .rng = noise};
+    vit_output out;
+    ag_tensor *loss = ag_cross_entropy_soft(b->ctx, vit_forward(b->ctx, &b->m, x, &fo, &out), t);
+    if (!loss) return ag_ctx_status(b->ctx);
+    ag_params_zero_grad(&b->m.params);
+    TPSC_TRY(ag_backward(b->ctx, loss));
+    return tpsc_adamw_step(opt, &b->m.params, 1e-5f);
+}
+
+tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
+                                     ag_precision precision, tpsc_bench_pair *res) {
+    memset(res, 0, sizeof *res);
+    if (!tok_method_has_predictor(tc->method))
+        return tpsc_fail(TPSC_ERR_ARG, "bench train --removal: method %s has no masked training path (predictor methods "
+                         "only; evit and etps always remove)", tok_method_name(tc->method));
+    tok_config masked = *tc;
+    masked.train_mask = TOK_MASK_TOPK;
+    masked.train_removal = false;
+    bench_setup b;
+    tpsc_status st = setup(&b, vc, &masked, batch);
+    if (st == TPSC_OK) st = ag_set_precision(b.ctx, precision);
+    tpsc_adamw opt = {0};
+    double *t = tpsc_calloc(6 * (size_t)repeats, sizeof *t, "bench times");
+    if (st == TPSC_OK && !t) st = TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) {
+        tpsc_param_groups_assign(&b.m.params);
+        tpsc_adamw_config oc = tpsc_adamw_defaults();
+        st = tpsc_adamw_init(&opt, &b.m.params, &oc);
+    }
+    tpsc_rng noise;
+    tpsc_rng_seed(&noise, 2);
+    double *wall[2] = {t, t + repeats}, *cpu[2] = {t + 2 * repeats, t + 3 * repeats};
+    double *rw = t + 4 * repeats, *rc = t + 5 * repeats;
+    for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
+        for (int k = 0; k < 2 && st == TPSC_OK; k++) {
+            b.m.tps.train_removal = k == 1; /* the same model and weights, masked then removed */
+            const double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+            st = train_step(&b, &opt, &noise);
+            if (i >= warmup) {
+                wall[k][i - warmup] = clock_s(CLOCK_MONOTONIC) - w0;
+                cpu[k][i - warmup] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
+            }
+        }
+        if (st == TPSC_OK && i >= warmup) {
+            rw[i - warmup] = wall[0][i - warmup] / wall[1][i - warmup];
+            rc[i - warmup] = cpu[0][i - warmup] / cpu[1][i - warmup];
+        }
+    }
+    if (st == TPSC_OK) {
+        /* masked: every block on all tokens (the dense cost); removed: inference's token counts */
+        vit_model tmp = b.m;
+        tmp.tps = (tok_config){.method = TOK_NONE};
+        res->gmacs[0] = tpsc_model_gmacs(&tmp);
+        res->gmacs[1] = tpsc_model_gmacs(&b.m);
+        for (int k = 0; k < 2; k++) {
+            res->wall_s[k] = median_of(wall[k], repeats);
+            res->cpu_s[k] = median_of(cpu[k], repeats);
+        }
+        res->ratio_wall = median_of(rw, repeats);
+        res->ratio_cpu = median_of(rc, repeats);
+    }
+    tpsc_adamw_free(&opt);
+    tpsc_free(t);
     teardown(&b);
     return st;
 }

@@ -42,4 +42,12 @@ typedef struct tpsc_bench_pair {
 tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
                                    int warmup, int repeats, tps_precision precision, tpsc_bench_pair *res);
 
+/* Predictor methods with topk masks: one model's training step with the masked formulation and
+ * with real removal (tps.train_removal) in alternation, as `a` = masked and `b` = removed of a
+ * tpsc_bench_pair; the ratios are masked / removed (the speed-up). gmacs: the masked step's
+ * forward (every token, the dense count) and the removed one's (inference's counts), whose
+ * ratio bounds the speed-up. */
+tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
+                                     ag_precision precision, tpsc_bench_pair *res);
+
 #endif
