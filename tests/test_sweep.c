@@ -352,6 +352,52 @@ Test(sweep_run, evaluation_sweep_of_one_checkpoint) {
     cr_assert_eq(rows[0].train_seconds, 0.0);
 }
 
+/* ToMe off the shelf over a grid of r: a dense checkpoint (one training step) evaluated with
+ * tps.method = tome at r = 0, 2, 4. References: r = 0 merges nothing and is the dense
+ * computation, so its top-1 is the trainer's final evaluation exactly; every GMACs is
+ * tok_macs_per_image for its r (dim 16, depth 3, 16 patches); the keep-ratio column names r
+ * and the kept fraction is the patch tokens left after the last block (r = 2: 17 -> 15 -> 13 -> 11
+ * tokens, 10/16; r = 4: 17 -> 13 -> 9 -> 5, 4/16, the last block at ToMe's half limit). */
+Test(sweep_run, evaluation_sweep_over_tome_r) {
+    if (access(FMNIST, R_OK) != 0) cr_skip_test("dataset-fashion-mnist not installed");
+    tpsc_log_set_level(TPSC_LOG_WARN);
+    static tiny_sweep t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.dir, sizeof t.dir, "/tmp/tpsc_sweep_XXXXXX");
+    cr_assert_not_null(mkdtemp(t.dir));
+    tiny_base(&t.base);
+    cr_assert_eq(tpsc_grid_add(&t.grid, "tps.method=none"), TPSC_OK);
+    tpsc_sweep_opts o = {.out_dir = t.dir, .checkpoint = NULL, .threads = 1};
+    cr_assert_eq(tpsc_sweep_run(&t.base, &t.grid, &o, t.rows, &t.counts), TPSC_OK, "%s", tpsc_last_error());
+    char ckpt[512], out[512];
+    snprintf(ckpt, sizeof ckpt, "%s/method-none/last.h5", t.dir);
+    snprintf(out, sizeof out, "%s/eval", t.dir);
+    static tpsc_recipe base;
+    cr_assert_eq(tpsc_sweep_checkpoint_recipe(ckpt, &base), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_sweep_grid g = {0};
+    cr_assert_eq(tpsc_grid_add(&g, "tps.method=tome"), TPSC_OK);
+    cr_assert_eq(tpsc_grid_add(&g, "tps.tome_r=0,2,4"), TPSC_OK);
+    tpsc_sweep_row rows[3];
+    tpsc_sweep_counts c;
+    tpsc_sweep_opts eo = {.out_dir = out, .checkpoint = ckpt, .threads = 1};
+    cr_assert_eq(tpsc_sweep_run(&base, &g, &eo, rows, &c), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(c.evaluated, 3u);
+    cr_assert(fabs(rows[0].top1 - t.rows[0].top1) < 1e-9, "tome r=0 %.4f vs the dense training's %.4f", rows[0].top1,
+              t.rows[0].top1);
+    const int r[3] = {0, 2, 4};
+    const char *ratio[3] = {"r=0", "r=2", "r=4"}, *frac[3] = {"1", "0.625", "0.25"};
+    for (int i = 0; i < 3; i++) {
+        cr_expect_str_eq(rows[i].method, "tome");
+        cr_expect_str_eq(rows[i].keep_ratio, ratio[i]);
+        cr_expect_str_eq(rows[i].keep_frac, frac[i]);
+        tok_config tc = {.method = TOK_TOME, .tome_r = r[i], .prop_attn = true};
+        const double ref = tok_macs_per_image(&tc, 28, 7, 1, 16, 3, 64, 10) * 1e-9;
+        cr_expect(fabs(rows[i].gmacs - ref) <= 1e-12, "r=%d: GMACs %.6f, tok_macs_per_image %.6f", r[i], rows[i].gmacs, ref);
+    }
+    cr_expect_gt(rows[0].gmacs, rows[1].gmacs);
+    cr_expect_gt(rows[1].gmacs, rows[2].gmacs);
+}
+
 /* ---- tables without training ------------------------------------------------------------- */
 
 static tpsc_sweep_row row_of(const char *method, const char *ratio, const char *seed, double top1, double gmacs) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "autograd/threads.h"
+#include "src/common/merge_rules.h"
 #include "src/io/checkpoint.h"
 #include "src/sweep/lock.h"
 #include "src/train/stop.h"
@@ -64,6 +65,21 @@ static void describe_point(const tpsc_recipe *r, tpsc_sweep_row *row) {
     if (t->cfg.method == TOK_NONE) {
         snprintf(row->keep_ratio, sizeof row->keep_ratio, "1");
         snprintf(row->keep_frac, sizeof row->keep_frac, "1");
+    } else if (t->cfg.method == TOK_TOME) {
+        /* ToMe has no keep ratio: its r (and schedule), and the fraction of the patch tokens
+         * left after the last block */
+        if (t->cfg.tome_inflect != 0.0f)
+            snprintf(row->keep_ratio, sizeof row->keep_ratio, "r=%d/%g", t->cfg.tome_r, (double)t->cfg.tome_inflect);
+        else
+            snprintf(row->keep_ratio, sizeof row->keep_ratio, "r=%d", t->cfg.tome_r);
+        const size_t N = vit_num_patches(&r->model.vit), depth = r->model.vit.depth;
+        int rs[1024];
+        size_t tokens = 1 + N;
+        if (depth <= 1024) {
+            tok_tome_r_list(&t->cfg, (int)depth, rs);
+            for (size_t i = 0; i < depth; i++) tokens -= tok_tome_block_r(rs[i], tokens);
+        }
+        snprintf(row->keep_frac, sizeof row->keep_frac, "%.4g", (double)(tokens - 1) / (double)N);
     } else {
         for (int i = 0; i < t->n_keep_ratio && n < sizeof row->keep_ratio; i++)
             n += (size_t)snprintf(row->keep_ratio + n, sizeof row->keep_ratio - n, "%s%g", i ? ";" : "",
