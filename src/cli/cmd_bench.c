@@ -19,6 +19,7 @@ static void usage(FILE *f) {
             "usage: tpsc bench train [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--batch 64] [--steps 5]\n"
             "                        [--precision fp32|bf16] [--no-overlap] [--bucket-mb 25] [--removal]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
+            "                        [--tome-r R [--tome-inflect I]]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
@@ -42,7 +43,19 @@ static void usage(FILE *f) {
             "`train --removal` (dynamicvit, dtps): topk masks, the masked step and the step with real removal\n"
             "(tps.train_removal) in alternation on one model; prints both medians, the median of the per-pair\n"
             "speed-ups (wall and process CPU) and the MAC ratio of the two forwards, which bounds it.\n"
+            "--tome-r R (--method tome; default 13) merges R tokens per block with ToMe (docs/merging.md).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
+}
+
+/* "dtps", "tome r=13", "tome r=12/-1", with "+cdcp" for channel gates */
+static const char *method_label(const tok_config *t, char *buf, size_t cap) {
+    int n = snprintf(buf, cap, "%s", tok_method_name(t->method));
+    if (t->method == TOK_TOME && t->tome_inflect != 0.0f)
+        n += snprintf(buf + n, cap - (size_t)n, " r=%d/%g", t->tome_r, (double)t->tome_inflect);
+    else if (t->method == TOK_TOME)
+        n += snprintf(buf + n, cap - (size_t)n, " r=%d", t->tome_r);
+    if (chan_enabled(&t->chan)) snprintf(buf + n, cap - (size_t)n, "+cdcp");
+    return buf;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -52,7 +65,8 @@ int cmd_bench(int argc, char **argv) {
     }
     bool train = !strcmp(argv[1], "train");
     const char *arch = "deit_small_patch16_224", *recipe = NULL, *method = "dtps", *batches = train ? "64" : "1,32", *value;
-    float keep = 0.7f;
+    float keep = 0.7f, tome_inflect = 0.0f;
+    int tome_r = -1;
     const char *engine = "lib", *channels = NULL;
     bool interleave = false;
     tps_precision precision = TPS_PRECISION_FP32;
@@ -66,6 +80,8 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
         else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
         else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
+        else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value && atoi(value) >= 0) tome_r = atoi(value), method = "tome";
+        else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) tome_inflect = strtof(value, NULL);
         else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
@@ -126,7 +142,11 @@ int cmd_bench(int argc, char **argv) {
         if (m < 0) return fprintf(stderr, "tpsc bench: unknown method '%s'\n", method), 2;
         tc.method = (tok_method)m;
         tc.squeeze_temp = 1.0f;
-        if (tc.method != TOK_NONE) {
+        if (tc.method == TOK_TOME) { /* ToMe off the shelf: r per block, proportional attention */
+            tc.tome_r = tome_r >= 0 ? tome_r : 13;
+            tc.tome_inflect = tome_inflect;
+            tc.prop_attn = true;
+        } else if (tc.method != TOK_NONE) {
             tc.n_stages = 3;
             for (int s = 0; s < 3; s++) tc.prune_loc[s] = (int)(vc.depth * (size_t)(s + 1) / 4);
             tok_config_fill_rho(&tc, keep);
@@ -154,8 +174,9 @@ int cmd_bench(int argc, char **argv) {
                gemm != TPS_GEMM_AUTO ? "--gemm" : precision == TPS_PRECISION_BF16 ? "BF16 runs on oneDNN"
                : getenv("TPSINFER_GEMM") ? "TPSINFER_GEMM" : "the default on this CPU");
     }
+    char label[64];
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
-           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_method_name(tc.method), train ? "" : ", engine ",
+           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, method_label(&tc, label, sizeof label), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     if (removal) {
         if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
@@ -187,8 +208,8 @@ int cmd_bench(int argc, char **argv) {
             tpsc_bench_pair p;
             tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
-            printf("| %s%s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", tok_method_name(tc.method),
-                   chan_enabled(&tc.chan) ? "+cdcp" : "", batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
+            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", method_label(&tc, label, sizeof label),
+                   batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
                    p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
             fflush(stdout);
         }
@@ -211,8 +232,8 @@ int cmd_bench(int argc, char **argv) {
                                                   : tpsc_bench_infer(&vc, runs[k], batch, 2, iters, &rm);
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
-            printf("| %s | %s%s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
-                   tok_method_name(runs[k]->method), chan_enabled(&runs[k]->chan) ? "+cdcp" : "", batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
+            printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
+                   method_label(runs[k], label, sizeof label), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) | ", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- | ");
