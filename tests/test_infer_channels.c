@@ -37,6 +37,7 @@ static void gated_model(vit_model *m, tok_method method, uint64_t seed) {
     snprintf(c.arch, sizeof c.arch, "custom");
     tok_config t = {.method = method, .n_stages = method == TOK_NONE ? 0 : 2, .prune_loc = {1, 3}, .squeeze_temp = 1.0f};
     tok_config_fill_rho(&t, 0.7f);
+    t.prop_attn = tok_method_merges(method); /* the recipe default of the merging methods */
     t.chan.n_blocks = 4;
     t.chan.gate_init = 3.0f;
     t.chan.gate_temp = 1.0f;
@@ -119,6 +120,24 @@ Test(infer_channels, parity_dense_gated_split) { check_parity(TOK_NONE, 9, 2); }
  * cls attention of a pruned block) */
 Test(infer_channels, parity_dtps_gated) { check_parity(TOK_DTPS, 3, 1); }
 Test(infer_channels, parity_evit_gated) { check_parity(TOK_EVIT, 3, 2); }
+/* cait (CAIT-style: ATME merging at blocks 1 and 3 over gated blocks, proportional attention
+ * with the merged sizes): one team, a team of 2 on one image, and the split batch */
+Test(infer_channels, parity_cait) { check_parity(TOK_CAIT, 3, 1); }
+Test(infer_channels, parity_cait_batch1_team) { check_parity(TOK_CAIT, 1, 2); }
+Test(infer_channels, parity_cait_split) { check_parity(TOK_CAIT, 9, 2); }
+
+/* cait without any gated channel is atme under another name: refused, naming [cdcp]. */
+Test(infer_channels, cait_without_gates_is_an_error) {
+    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
+                    .num_classes = 10, .mlp_ratio = 2.0f, .ln_eps = 1e-6f};
+    snprintf(c.arch, sizeof c.arch, "custom");
+    tok_config t = {.method = TOK_CAIT, .n_stages = 2, .prune_loc = {1, 3}, .squeeze_temp = 1.0f};
+    tok_config_fill_rho(&t, 0.7f);
+    vit_model m;
+    cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_ERR_CONFIG);
+    cr_expect(strstr(tpsc_last_error(), "tps.method = cait") && strstr(tpsc_last_error(), "[cdcp]"), "%s",
+              tpsc_last_error());
+}
 
 /* The model file, read with HDF5 alone: the GEMM shapes are the kept widths', the widths are
  * in the root attributes, the gates are gone. */

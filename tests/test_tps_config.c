@@ -2,6 +2,7 @@
  * equal the official Python's (references: values printed by python3 for the expressions in
  * each comment; integers, so exact). */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "src/tokens/tokens.h"
@@ -13,8 +14,10 @@ static tok_config three_stages(tok_method m, float rho) {
 }
 
 Test(tok_config, method_names_round_trip) {
-    const char *names[] = {"none", "dynamicvit", "dtps", "evit", "etps"};
-    for (int m = 0; m < 5; m++) {
+    /* the names stored in files: never renamed */
+    const char *names[] = {"none", "dynamicvit", "dtps", "evit", "etps", "tome", "atme", "cait"};
+    cr_assert_eq(TOK_METHOD_COUNT, 8, "a new method: add its stored name here");
+    for (int m = 0; m < 8; m++) {
         cr_assert_eq(tok_method_from_name(names[m]), m, "%s", names[m]);
         cr_assert_str_eq(tok_method_name((tok_method)m), names[m]);
     }
@@ -137,8 +140,10 @@ Test(tok_config, bad_configs_name_the_value) {
     cfg = three_stages(TOK_ETPS, 0.7f);
     cfg.squeeze_temp = 0.0f;
     expect_error(&cfg, 12, "tps.squeeze_temp");
-    cfg.method = (tok_method)7;
-    expect_error(&cfg, 12, "tps.method: 7");
+    cfg.method = (tok_method)TOK_METHOD_COUNT;
+    char not_a_method[32];
+    snprintf(not_a_method, sizeof not_a_method, "tps.method: %d", (int)TOK_METHOD_COUNT);
+    expect_error(&cfg, 12, not_a_method);
 }
 
 Test(tok_config, dense_needs_no_stages) {

@@ -48,16 +48,6 @@ static void usage(FILE *f) {
 }
 
 /* "dtps", "tome r=13", "tome r=12/-1", with "+cdcp" for channel gates */
-static const char *method_label(const tok_config *t, char *buf, size_t cap) {
-    int n = snprintf(buf, cap, "%s", tok_method_name(t->method));
-    if (t->method == TOK_TOME && t->tome_inflect != 0.0f)
-        n += snprintf(buf + n, cap - (size_t)n, " r=%d/%g", t->tome_r, (double)t->tome_inflect);
-    else if (t->method == TOK_TOME)
-        n += snprintf(buf + n, cap - (size_t)n, " r=%d", t->tome_r);
-    if (chan_enabled(&t->chan)) snprintf(buf + n, cap - (size_t)n, "+cdcp");
-    return buf;
-}
-
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1]) || (strcmp(argv[1], "train") && strcmp(argv[1], "infer"))) {
         usage(argc < 2 ? stderr : stdout);
@@ -176,7 +166,7 @@ int cmd_bench(int argc, char **argv) {
     }
     char label[64];
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
-           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, method_label(&tc, label, sizeof label), train ? "" : ", engine ",
+           vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_config_label(&tc, label, sizeof label), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     if (removal) {
         if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
@@ -208,7 +198,7 @@ int cmd_bench(int argc, char **argv) {
             tpsc_bench_pair p;
             tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
-            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", method_label(&tc, label, sizeof label),
+            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", tok_config_label(&tc, label, sizeof label),
                    batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
                    p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
             fflush(stdout);
@@ -233,7 +223,7 @@ int cmd_bench(int argc, char **argv) {
             if (st != TPSC_OK) return cli_fail("bench", st);
             if (k == 0 && n_runs == 2) rd = rm;
             printf("| %s | %s | %zu | %.2f | %.1f | %.1f | %.3f | %.0f | %.0f%% | %ld | ", train ? "train" : "infer",
-                   method_label(runs[k], label, sizeof label), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
+                   tok_config_label(runs[k], label, sizeof label), batch, rm.images_per_s, rm.median_s * 1e3, rm.p90_s * 1e3,
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) | ", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- | ");

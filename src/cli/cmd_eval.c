@@ -39,7 +39,7 @@ static void usage(FILE *f) {
 
 typedef struct row {
     const char *path;
-    char method[32];
+    char method[48];
     tpsc_eval_result ev;
 } row;
 
@@ -106,7 +106,7 @@ static tpsc_status eval_one(const char *path, const char **sets, int n_sets, flo
     else if (st == TPSC_OK)
         st = tpsc_evaluate(&m, val, ctx, NULL, &out->ev);
     out->path = path;
-    snprintf(out->method, sizeof out->method, "%s%s", tok_method_name(tc.method), chan_enabled(&tc.chan) ? "+cdcp" : "");
+    tok_config_label(&tc, out->method, sizeof out->method);
     ag_ctx_free(ctx);
     tpsc_loader_close(val);
     vit_model_free(&m);

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define ROW_(e, name, scores, dropped) [e] = {name, scores, dropped},
+#define ROW_(e, name, scores, dropped, channels) [e] = {name, scores, dropped, channels},
 static const method_row method_rows[] = {TOK_METHOD_TABLE(ROW_)};
 #undef ROW_
 _Static_assert(sizeof method_rows / sizeof method_rows[0] == TOK_METHOD_COUNT, "one row per tok_method");
@@ -53,4 +53,14 @@ bool tok_method_squeezes(tok_method m) {
 bool tok_method_merges(tok_method m) {
     const method_row *r = tok_method_row(m);
     return r && r->dropped == DROPPED_MERGE;
+}
+
+bool tok_method_merges_on_grid(tok_method m) {
+    const method_row *r = tok_method_row(m);
+    return r && r->scores == SCORES_CLS_ATTENTION_BUDGET;
+}
+
+bool tok_method_needs_channels(tok_method m) {
+    const method_row *r = tok_method_row(m);
+    return r && r->channels == CHANNELS_REQUIRED;
 }

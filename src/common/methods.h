@@ -33,28 +33,36 @@ typedef enum method_dropped {
                             proportional attention later (ToMe, ATME; merge_rules.h) */
 } method_dropped;
 
-/*    enumerator      name          scores                dropped */
-#define TOK_METHOD_TABLE(ROW)                                                                         \
-    ROW(TOK_NONE,       "none",       SCORES_NONE,          DROPPED_DISCARD) /* dense model */         \
-    ROW(TOK_DYNAMICVIT, "dynamicvit", SCORES_PREDICTOR,     DROPPED_DISCARD) /* DynamicViT */          \
-    ROW(TOK_DTPS,       "dtps",       SCORES_PREDICTOR,     DROPPED_SQUEEZE) /* TPS on DynamicViT */   \
-    ROW(TOK_EVIT,       "evit",       SCORES_CLS_ATTENTION, DROPPED_FUSE)    /* EViT */                \
-    ROW(TOK_ETPS,       "etps",       SCORES_CLS_ATTENTION, DROPPED_SQUEEZE) /* TPS on EViT */          \
-    ROW(TOK_TOME,       "tome",       SCORES_KEY_MATCHING,  DROPPED_MERGE)   /* ToMe */                \
-    ROW(TOK_ATME,       "atme",       SCORES_CLS_ATTENTION_BUDGET, DROPPED_MERGE) /* CAIT-style ATME */
+/* Whether a method prunes channels as well as tokens. */
+typedef enum method_channels {
+    CHANNELS_OPTIONAL = 0, /* CDCP gates ([cdcp]) may be added to any model */
+    CHANNELS_REQUIRED      /* the method is defined with CDCP gates (cait): a recipe must set them */
+} method_channels;
 
-#define TOK_METHOD_ENUM_(e, name, scores, dropped) e,
+/*    enumerator      name          scores                       dropped          channels */
+#define TOK_METHOD_TABLE(ROW)                                                                                    \
+    ROW(TOK_NONE,       "none",       SCORES_NONE,                 DROPPED_DISCARD, CHANNELS_OPTIONAL) /* dense */  \
+    ROW(TOK_DYNAMICVIT, "dynamicvit", SCORES_PREDICTOR,            DROPPED_DISCARD, CHANNELS_OPTIONAL) /* DynamicViT */ \
+    ROW(TOK_DTPS,       "dtps",       SCORES_PREDICTOR,            DROPPED_SQUEEZE, CHANNELS_OPTIONAL) /* TPS on DynamicViT */ \
+    ROW(TOK_EVIT,       "evit",       SCORES_CLS_ATTENTION,        DROPPED_FUSE,    CHANNELS_OPTIONAL) /* EViT */   \
+    ROW(TOK_ETPS,       "etps",       SCORES_CLS_ATTENTION,        DROPPED_SQUEEZE, CHANNELS_OPTIONAL) /* TPS on EViT */ \
+    ROW(TOK_TOME,       "tome",       SCORES_KEY_MATCHING,         DROPPED_MERGE,   CHANNELS_OPTIONAL) /* ToMe */   \
+    ROW(TOK_ATME,       "atme",       SCORES_CLS_ATTENTION_BUDGET, DROPPED_MERGE,   CHANNELS_OPTIONAL) /* CAIT-style ATME */ \
+    ROW(TOK_CAIT,       "cait",       SCORES_CLS_ATTENTION_BUDGET, DROPPED_MERGE,   CHANNELS_REQUIRED) /* CAIT-style: ATME + CDCP */
+
+#define TOK_METHOD_ENUM_(e, name, scores, dropped, channels) e,
 typedef enum tok_method { TOK_METHOD_TABLE(TOK_METHOD_ENUM_) TOK_METHOD_COUNT } tok_method;
 #undef TOK_METHOD_ENUM_
 
 /* "none|dynamicvit|dtps|evit|etps": the names in table order, for the recipe key's choices */
-#define TOK_METHOD_CHOICE_(e, name, scores, dropped) "|" name
+#define TOK_METHOD_CHOICE_(e, name, scores, dropped, channels) "|" name
 #define TOK_METHOD_CHOICES (&("" TOK_METHOD_TABLE(TOK_METHOD_CHOICE_))[1])
 
 typedef struct method_row {
     const char *name; /* lower case, as stored in files */
     method_scores scores;
     method_dropped dropped;
+    method_channels channels;
 } method_row;
 
 /* The row of m, or NULL when m is not a method. */
@@ -67,6 +75,10 @@ const char *tok_method_name(tok_method m);
 void tok_method_list(char *buf, size_t n);
 bool tok_method_has_predictor(tok_method m); /* scores from a predictor: dynamicvit, dtps */
 bool tok_method_squeezes(tok_method m);      /* dropped tokens squeezed: dtps, etps */
-bool tok_method_merges(tok_method m);        /* dropped tokens merged by size: tome, atme */
+bool tok_method_merges(tok_method m);        /* dropped tokens merged by size: tome, atme, cait */
+/* ATME's rule (scores SCORES_CLS_ATTENTION_BUDGET): neighbour merging on the grid at the
+ * stages' blocks, with a source map: atme, cait */
+bool tok_method_merges_on_grid(tok_method m);
+bool tok_method_needs_channels(tok_method m); /* CHANNELS_REQUIRED: cait */
 
 #endif

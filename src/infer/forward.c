@@ -517,7 +517,7 @@ static int run_team(ti_view *ws, const float *images, size_t B, float *logits) {
     const size_t C = m->C;
     const bool predictor = tok_method_has_predictor(m->method);
     const bool evit = tok_method_row(m->method)->scores == SCORES_CLS_ATTENTION;
-    const bool atme = m->method == TOK_ATME, tome = m->method == TOK_TOME;
+    const bool atme = tok_method_merges_on_grid(m->method), tome = m->method == TOK_TOME;
     const int n_stages = m->method == TOK_NONE ? 0 : m->info.n_stages;
     embed(ws, images, B);
     ti_barrier_wait(ws->bar);

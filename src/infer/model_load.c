@@ -352,7 +352,7 @@ static tps_status read_merging(const reader *r, tps_model *m) {
         return st;
     if (prop != 0 && prop != 1) return ti_fail(TPS_ERR_FORMAT, "%s: prop_attn is %lld (need 0 or 1)", r->path, (long long)prop);
     m->prop_attn = prop == 1;
-    if (m->method == TOK_ATME) {
+    if (tok_method_merges_on_grid(m->method)) {
         m->grid = (size_t)llround(sqrt((double)m->N));
         if (m->grid * m->grid != m->N)
             return ti_fail(TPS_ERR_FORMAT, "%s: method atme merges grid neighbours and needs a square grid of patch "

@@ -128,7 +128,7 @@ static ag_tensor *merging_blocks(ag_ctx *ctx, vit_model *m, ag_tensor *x, const 
     if (tps->method == TOK_TOME) tok_tome_r_list(tps, (int)depth, r);
     int s = 0;
     for (size_t i = 0; i < depth && x; i++) {
-        const bool atme_here = tps->method == TOK_ATME && s < tps->n_stages && tps->prune_loc[s] == (int)i;
+        const bool atme_here = tok_method_merges_on_grid(tps->method) && s < tps->n_stages && tps->prune_loc[s] == (int)i;
         ag_tensor *qkv = NULL, *cls_attn = NULL;
         x = block_attention_ex(ctx, m, i, x, NULL, atme_here ? &cls_attn : NULL, opts, out,
                                tps->prop_attn ? st.log_size : NULL, &qkv);

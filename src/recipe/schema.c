@@ -53,7 +53,8 @@ const recipe_key recipe_keys[] = {
     /* ---- [tps] ------------------------------------------------------------------------------- */
     ENUM("tps", "method", tps.cfg.method, "none", TOK_METHOD_CHOICES,
          "none dense; dynamicvit/dtps learned predictor (dtps squeezes); evit/etps cls attention (etps squeezes); "
-         "tome ToMe merging in every block; atme CAIT-style neighbour merging at prune_loc"),
+         "tome ToMe merging in every block; atme CAIT-style neighbour merging at prune_loc; cait atme + [cdcp] channel "
+         "gates (CAIT-style)"),
     INT_LIST("tps", "prune_loc", tps.prune_loc, tps.n_prune_loc, "3, 6, 9", 1, TOK_MAX_STAGES, 1, 1024,
              "blocks where stages prune, increasing, inside [1, depth)"),
     FLOAT_LIST("tps", "keep_ratio", tps.keep_ratio, tps.n_keep_ratio, "0.7", 1, TOK_MAX_STAGES, 0, 1, true,
@@ -199,7 +200,7 @@ _Static_assert(sizeof(tpsc_distill_token) == sizeof(int), "enum must be int-size
 _Static_assert(sizeof(tpsc_bad_image_policy) == sizeof(int), "enum must be int-sized");
 /* ENUM rows store the index of the name in their choices: the C enums must follow that order. */
 _Static_assert(TOK_NONE == 0 && TOK_DYNAMICVIT == 1 && TOK_DTPS == 2 && TOK_EVIT == 3 && TOK_ETPS == 4 && TOK_TOME == 5 &&
-                   TOK_ATME == 6,
+                   TOK_ATME == 6 && TOK_CAIT == 7,
                "tps.method order");
 _Static_assert(TPSC_DATA_FASHION_MNIST == 0 && TPSC_DATA_IMAGEFOLDER == 1 && TPSC_DATA_IDX == 2 && TPSC_DATA_H5 == 3,
                "data.format order");

@@ -1,11 +1,23 @@
 /* TPS configuration: validation, and the shared rules (src/common/keep.h) for a tok_config. */
 #include <math.h>
+#include <stdio.h>
 
 #include "src/common/keep.h"
 #include "src/tokens/tokens.h"
 
 void tok_config_fill_rho(tok_config *cfg, float rho) {
     keep_fill_rho(cfg->keep_frac, cfg->n_stages < TOK_MAX_STAGES ? cfg->n_stages : TOK_MAX_STAGES, rho);
+}
+
+const char *tok_config_label(const tok_config *cfg, char *buf, size_t n) {
+    const bool plus = chan_enabled(&cfg->chan) && !tok_method_needs_channels(cfg->method);
+    char r[32] = "";
+    if (cfg->method == TOK_TOME && cfg->tome_inflect != 0.0f)
+        snprintf(r, sizeof r, " r=%d/%g", cfg->tome_r, (double)cfg->tome_inflect);
+    else if (cfg->method == TOK_TOME)
+        snprintf(r, sizeof r, " r=%d", cfg->tome_r);
+    snprintf(buf, n, "%s%s%s", tok_method_name(cfg->method), r, plus ? "+cdcp" : "");
+    return buf;
 }
 
 tpsc_status tok_config_validate(const tok_config *cfg, int depth) {
@@ -19,6 +31,11 @@ tpsc_status tok_config_validate(const tok_config *cfg, int depth) {
         return tpsc_fail(TPSC_ERR_CONFIG, "tps.prune_loc: %d stages, at most %d are supported", cfg->n_stages,
                          TOK_MAX_STAGES);
     if (cfg->method == TOK_NONE) return TPSC_OK;
+    if (tok_method_needs_channels(cfg->method) && !chan_enabled(&cfg->chan))
+        return tpsc_fail(TPSC_ERR_CONFIG,
+                         "tps.method = %s joins ATME token merging with CDCP channel gates, and no channel is gated: set "
+                         "[cdcp] keep_qk / keep_v (and keep_mlp) below 1 (docs/cait.md), or use tps.method = atme",
+                         tok_method_name(cfg->method));
     if (cfg->method == TOK_TOME) {
         if (cfg->tome_r < 0) return tpsc_fail(TPSC_ERR_CONFIG, "tps.tome_r: %d must be >= 0", cfg->tome_r);
         if (!(cfg->tome_inflect >= -1.0f && cfg->tome_inflect <= 1.0f))

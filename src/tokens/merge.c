@@ -37,7 +37,7 @@ tpsc_status tok_config_validate_tokens(const tok_config *cfg, int depth, size_t 
                              cfg->tome_r, (double)cfg->tome_inflect, total, depth, n_patches,
                              n_patches / (size_t)depth);
     }
-    if (cfg->method == TOK_ATME) {
+    if (tok_method_merges_on_grid(cfg->method)) {
         if (!grid_side(n_patches))
             return tpsc_fail(TPSC_ERR_CONFIG,
                              "tps.method: atme merges grid neighbours and needs a square grid of patch tokens; the "

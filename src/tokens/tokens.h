@@ -54,6 +54,10 @@ void tok_config_fill_rho(tok_config *cfg, float rho);
 /* Validates: locations inside [1, depth), increasing; fractions in (0,1], non-increasing;
  * squeeze_temp > 0 for squeezing methods. Errors name the offending value. */
 tpsc_status tok_config_validate(const tok_config *cfg, int depth);
+/* The name tables and bench rows show for a config: the method, ToMe's r (and schedule), and
+ * "+cdcp" when channel gates are added to a method that does not already include them
+ * ("dtps+cdcp", "tome r=8", "tome r=8/-1", "cait"). Returns buf. */
+const char *tok_config_label(const tok_config *cfg, char *buf, size_t n);
 /* Patch tokens kept after stage s for predictor methods: keep_count_predictor. */
 size_t tok_keep_count(const tok_config *cfg, int stage, size_t n_patches);
 /* topk.c (also the guide loss): order[b*n + r] = index of the r-th highest score[b*n + :] (n per row); ties: lower
