@@ -567,6 +567,7 @@ static tps_status run_view(ti_view *ws, const float *images, size_t B, float *lo
         failed = f;
     }
     ws->tokens_left = ws->lay.len[0] - 1;
+    for (size_t b = 0; b < B; b++) ws->final_rows[b] = ws->x + ws->lay.off[b] * ws->m->C;
     if (failed >= 0 && ws->merge_failed)
         return ti_fail(TPS_ERR_INTERNAL, "atme stage %d: a token found no neighbour region to merge into", failed);
     if (failed >= 0 && tok_method_merges(ws->m->method))
@@ -594,6 +595,7 @@ static ti_view view_of(tps_workspace *ws, size_t b0, int nthreads, int first_scr
         v.size = ws->size + r0, v.size_next = ws->size_next + r0, v.log_size = ws->log_size + r0;
         v.patch_tok = ws->patch_tok + b0 * N;
     }
+    v.final_rows = ws->final_rows + b0;
     for (int s = 0; s < m->info.n_stages; s++) {
         v.kept[s] = ws->kept[s] + b0 * N;
         v.kept_n[s] = ws->kept_n[s] + b0;

@@ -31,6 +31,14 @@ if(NOT last_output MATCHES "smooth0.jpg" OR NOT last_output MATCHES "%  class_")
   message(FATAL_ERROR "classify (find_package build) printed no classes:\n${last_output}")
 endif()
 
+# patch_features (the transfer output, tps_patch_grid) builds too; the dTPS fixture removes
+# tokens, so it must refuse with the reason rather than write a grid with holes
+execute_process(COMMAND ${WORK_DIR}/build/patch_features ${model} ${image} ${WORK_DIR}/grid.f32
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "dtps removes tokens")
+  message(FATAL_ERROR "patch_features on a dTPS model: exit ${rc}, expected the refusal:\n${out}\n${err}")
+endif()
+
 # 2. pkg-config
 find_program(PKG_CONFIG pkg-config REQUIRED)
 set(ENV{PKG_CONFIG_PATH} ${prefix}/lib/pkgconfig)

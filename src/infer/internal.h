@@ -99,6 +99,7 @@ typedef struct ti_view {
     float *x, *x_next, *h, *qkv, *attn_out, *hidden, *cls_rows, *score;
     float *size, *size_next, *log_size; /* merging: per row, as x (see tps_workspace) */
     int32_t *patch_tok;             /* merging: [B*N] see tps_workspace */
+    const float **final_rows;       /* [B] see tps_workspace */
     bool sized;                     /* a merge has run: proportional attention is on */
     bool merge_failed;              /* atme found a token with no neighbour (a bug) */
     float *scratch;                 /* nthreads blocks of per_thread floats */
@@ -131,6 +132,9 @@ struct tps_workspace {
      * (0-based, cls excluded) holding patch p: the source map */
     float *size, *size_next, *log_size; /* [M] each */
     int32_t *patch_tok;             /* [B*N] */
+    /* after a run: image b's cls row in the residual stream after the last block (its
+     * spatial tokens follow), wherever the layout swaps left it (tps_patch_grid) */
+    const float **final_rows;       /* [B] */
     float *thread_scratch;          /* nthreads x per_thread floats */
     size_t per_thread;
     ti_layout lay, lay_next;

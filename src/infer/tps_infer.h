@@ -37,7 +37,8 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 3 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map */
+#define TPS_INFER_VERSION_MINOR 4 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
+                                     4: cait, tps_patch_grid */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -135,7 +136,7 @@ TPS_API tps_status tps_precision_supported(tps_precision p);
 
 typedef struct tps_model_info {
     char arch[64];            /* "deit_small_patch16_224" or "custom" */
-    char method[16];          /* "none", "dynamicvit", "dtps", "evit", "etps", "tome", "atme" */
+    char method[16];          /* "none", "dynamicvit", "dtps", "evit", "etps", "tome", "atme", "cait" */
     int img_size, patch_size, in_chans, embed_dim, depth, num_heads, num_classes, mlp_hidden;
     int num_patches;          /* N */
     int n_stages;             /* 0 for none and tome (ToMe merges in every block) */
@@ -223,6 +224,13 @@ TPS_API double tps_mean_kept(const tps_workspace *ws, int stage);
  * (atme's tps_kept_tokens lists each merged region's lowest patch.) Other methods:
  * TPS_ERR_ARG. Workspace memory: valid until the next run. */
 TPS_API tps_status tps_token_map(const tps_workspace *ws, size_t b, const int32_t **patch_token, size_t *n_tokens);
+/* After a run (since 0.4): image b's tokens after the last block, through the final LayerNorm,
+ * scattered back to the patch grid, so that a dense head (segmentation, detection) can use a
+ * compressed backbone: grid [G, G, C] row-major over the patch grid (G = image size / patch
+ * size, C the embedding width), each cell holding the token that stands for its patch (a
+ * merged token fills every cell of its region). Dense models and the merging methods (tome,
+ * atme, cait); methods that remove tokens leave patches without one: TPS_ERR_ARG. */
+TPS_API tps_status tps_patch_grid(const tps_workspace *ws, size_t b, float *grid);
 
 #ifdef __cplusplus
 }

@@ -22,7 +22,8 @@ void tps_workspace_free(tps_workspace *ws) {
     if (!ws) return;
     void *bufs[] = {ws->x, ws->x_next, ws->h, ws->qkv, ws->attn_out, ws->hidden, ws->cls_rows, ws->score,
                     ws->thread_scratch, ws->lay.off, ws->lay.len, ws->lay_next.off, ws->lay_next.len, ws->orig,
-                    ws->orig_next, ws->order, ws->pre, ws->size, ws->size_next, ws->log_size, ws->patch_tok};
+                    ws->orig_next, ws->order, ws->pre, ws->size, ws->size_next, ws->log_size, ws->patch_tok,
+                    (void *)ws->final_rows};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(ws->resized.p);
     free(ws->resize_work.p);
@@ -78,6 +79,7 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     ws->orig_next = aligned(B * N * i32, &ok);
     ws->order = aligned(B * N * i32, &ok);
     ws->pre = aligned(B * m->in_chans * m->img * m->img * f, &ok);
+    ws->final_rows = aligned(B * sizeof(float *), &ok);
     if (merges) {
         ws->size = aligned(M * f, &ok);
         ws->size_next = aligned(M * f, &ok);
@@ -172,6 +174,25 @@ tps_status tps_token_map(const tps_workspace *ws, size_t b, const int32_t **patc
         return ti_fail(TPS_ERR_ARG, "tps_token_map: image %zu, the last run had %zu", b, ws->last_batch);
     *patch_token = ws->patch_tok + b * ws->m->N;
     *n_tokens = ws->last_tokens;
+    return TPS_OK;
+}
+
+tps_status tps_patch_grid(const tps_workspace *ws, size_t b, float *grid) {
+    if (!ws || !grid) return ti_fail(TPS_ERR_ARG, "tps_patch_grid: NULL argument");
+    const tps_model *m = ws->m;
+    if (m->method != TOK_NONE && !ws->patch_tok)
+        return ti_fail(TPS_ERR_ARG,
+                       "tps_patch_grid: the model's method %s removes tokens, so some patches have none (dense and the "
+                       "merging methods tome, atme, cait keep a token for every patch)",
+                       m->info.method);
+    if (b >= ws->last_batch)
+        return ti_fail(TPS_ERR_ARG, "tps_patch_grid: image %zu, the last run had %zu", b, ws->last_batch);
+    const size_t C = m->C, N = m->N;
+    const float *cls = ws->final_rows[b];
+    const int32_t *map = ws->patch_tok ? ws->patch_tok + b * N : NULL;
+    /* each cell: the final LayerNorm of its token's row (row 0 is cls; token t is row 1 + t) */
+    for (size_t p = 0; p < N; p++)
+        ti_layernorm(cls + (1 + (map ? (size_t)map[p] : p)) * C, 1, C, m->norm_w, m->norm_b, m->ln_eps, grid + p * C);
     return TPS_OK;
 }
 
