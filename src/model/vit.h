@@ -92,9 +92,11 @@ typedef struct vit_output {
     bool removed;                          /* VIT_TRAIN, predictor methods: stages ran with real
                                               removal (tokens and score[s] are scattered back to
                                               [B,N,.] with zero rows where a token was absent) */
-    size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER: spatial tokens kept after each stage */
-    int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER: [B, kept_count[s]] original patch
-                                              indices (0..N-1), in the order kept; arena memory */
+    size_t kept_count[TOK_MAX_STAGES];     /* VIT_INFER (and removed): spatial tokens kept after
+                                              each stage */
+    int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER (and removed, ascending there): [B,
+                                              kept_count[s]] original patch indices (0..N-1), in
+                                              the order kept; arena memory */
     /* tome/atme (arena memory): the source map, patch_token [B,N] = the final spatial token
      * (0-based, cls excluded) holding each patch, and token_size [B,n] its patch count (NULL
      * when nothing merged); the same after every block i: patch_token_block[i],
