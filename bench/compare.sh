@@ -24,7 +24,7 @@
 # --train-removal adds the dTPS fine-tune step (topk masks, keep 0.7 at blocks 3/6/9, batch 64)
 # masked against real removal (`bench train --removal`, tps.train_removal), the two in
 # alternation on one model, in FP32 and, with --bf16-train, in BF16: the median of the per-step
-# speed-ups and the MAC ratio that bounds it (docs/tps.md, "Real removal in training").
+# speed-ups and the MAC ratio of the two forwards (docs/tps.md, "Real removal in training").
 # The "of FMA peak" column is the inference GFLOP/s over register-only FMA loops on the same
 # threads, measured by `tpsc bench` in the same run.
 #
@@ -336,7 +336,7 @@ for mode in modes:
     if rem:
         print("\nReal token removal in training (dTPS, topk masks, keep 0.7 at blocks 3/6/9; `tpsc bench train --removal`):\n")
         print("| step | precision | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu |"
-              " MACs ratio (bound) |")
+              " MACs ratio |")
         print("|---|---|---|---|---|---|---|---|")
         for (prec, method, batch), rs in sorted(rem.items()):
             print("| %s fine-tune | %s | %d | %s | %s | %.2fx | %.2fx | %.2fx |" % (

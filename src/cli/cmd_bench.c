@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "images/s and the allreduce time per step, exposed (not hidden behind the backward) and in flight.\n"
             "`train --removal` (dynamicvit, dtps): topk masks, the masked step and the step with real removal\n"
             "(tps.train_removal) in alternation on one model; prints both medians, the median of the per-pair\n"
-            "speed-ups (wall and process CPU) and the MAC ratio of the two forwards, which bounds it.\n"
+            "speed-ups (wall and process CPU) and the MAC ratio of the two forwards.\n"
             "--tome-r R (--method tome; default 13) merges R tokens per block with ToMe (docs/merging.md).\n"
             "defaults: --arch deit_small_patch16_224 --method dtps --keep-ratio 0.7\n");
 }
@@ -170,7 +170,7 @@ int cmd_bench(int argc, char **argv) {
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
     if (removal) {
         if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
-        printf("| mode | method | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio (bound) |\n");
+        printf("| mode | method | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
         printf("|---|---|---|---|---|---|---|---|\n");
         char list[128];
         snprintf(list, sizeof list, "%s", batches);

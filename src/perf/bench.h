@@ -45,8 +45,8 @@ tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, co
 /* Predictor methods with topk masks: one model's training step with the masked formulation and
  * with real removal (tps.train_removal) in alternation, as `a` = masked and `b` = removed of a
  * tpsc_bench_pair; the ratios are masked / removed (the speed-up). gmacs: the masked step's
- * forward (every token, the dense count) and the removed one's (inference's counts), whose
- * ratio bounds the speed-up. */
+ * forward (every token, the dense count) and the removed one's (inference's counts): their
+ * ratio is what shrinking the GEMMs gives. */
 tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                                      ag_precision precision, tpsc_bench_pair *res);
 
