@@ -80,29 +80,54 @@ static inline double tok_metric_cosine(const float *a, const float *b, size_t D)
     return aa > 0.0 && bb > 0.0 ? ab / sqrt(aa * bb) : 0.0;
 }
 
-/* Scratch bytes of tok_tome_match for t tokens. */
-static inline size_t tok_tome_scratch_bytes(size_t t) {
-    const size_t nA = (t + 1) / 2;
-    return nA * (sizeof(float) + 2 * sizeof(int32_t) + sizeof(row_scored)) + t * sizeof(int32_t);
+/* Scratch bytes of tok_tome_match for t tokens of metric width D (8-byte aligned scratch). */
+static inline size_t tok_tome_scratch_bytes(size_t t, size_t D) {
+    const size_t nA = (t + 1) / 2, nB = t / 2;
+    return (t + D * nB + nB) * sizeof(double) + nA * (sizeof(float) + 2 * sizeof(int32_t) + sizeof(row_scored)) +
+           t * sizeof(int32_t);
 }
 
 /* ToMe's bipartite soft matching on one image: metric [t, D] (row 0 the cls token), r merges
  * with 1 <= r <= (t - 1) / 2 -> map [t]; returns m = t - r. Ties: the lower B index wins a
- * row, and the lower A index an edge (torch leaves both unspecified). */
+ * row, and the lower A index an edge (torch leaves both unspecified).
+ * Each cosine is tok_metric_cosine's number: the squared norms are taken once per row, and the
+ * dot products of one A row with every B row run over d in the same order, B held transposed
+ * so that the loop over B vectorises without changing any sum. */
 static inline size_t tok_tome_match(const float *metric, size_t t, size_t D, size_t r, int32_t *map, void *scratch) {
     const size_t nA = (t + 1) / 2, nB = t / 2, nU = nA - r;
-    float *node_max = scratch;
+    double *norm2 = scratch;         /* [t] */
+    double *bt = norm2 + t;          /* [D, nB] the B rows transposed */
+    double *dot = bt + D * nB;       /* [nB] */
+    float *node_max = (float *)(dot + nB);
     int32_t *node_idx = (int32_t *)(node_max + nA);
     int32_t *order = node_idx + nA;
     row_scored *tmp = (row_scored *)(order + nA);
     int32_t *unm_rank = (int32_t *)(tmp + nA);
+    for (size_t i = 0; i < t; i++) {
+        const float *x = metric + i * D;
+        double aa = 0.0;
+        for (size_t d = 0; d < D; d++) aa += (double)x[d] * x[d];
+        norm2[i] = aa;
+    }
+    for (size_t b = 0; b < nB; b++)
+        for (size_t d = 0; d < D; d++) bt[d * nB + b] = (double)metric[(2 * b + 1) * D + d];
     node_max[0] = -INFINITY; /* the cls token never merges */
     node_idx[0] = 0;
     for (size_t a = 1; a < nA; a++) {
+        const float *xa = metric + 2 * a * D;
+        for (size_t b = 0; b < nB; b++) dot[b] = 0.0;
+        for (size_t d = 0; d < D; d++) {
+            const double ad = (double)xa[d];
+            const double *col = bt + d * nB;
+            _Pragma("omp simd")
+            for (size_t b = 0; b < nB; b++) dot[b] += ad * col[b];
+        }
+        const double aa = norm2[2 * a];
         double best = -INFINITY;
         size_t bi = 0;
         for (size_t b = 0; b < nB; b++) {
-            const double s = tok_metric_cosine(metric + 2 * a * D, metric + (2 * b + 1) * D, D);
+            const double bb = norm2[2 * b + 1];
+            const double s = aa > 0.0 && bb > 0.0 ? dot[b] / sqrt(aa * bb) : 0.0;
             if (s > best) best = s, bi = b;
         }
         node_max[a] = (float)best;

@@ -22,7 +22,7 @@ static void key_mean(const float *qkv, size_t t, const ti_heads *g, float *metri
 
 size_t ti_merge_scratch_floats(size_t t, size_t D) {
     const size_t n = t - 1;
-    size_t plan = tok_tome_scratch_bytes(t);
+    size_t plan = tok_tome_scratch_bytes(t, D);
     const size_t atme = tok_atme_scratch_bytes(n) + n * sizeof(int32_t);
     if (atme > plan) plan = atme;
     /* metric [t, D], the map [t], the plan's scratch; whole floats, 16 of slack for alignment */

@@ -19,7 +19,7 @@ ag_tensor *tok_tome_merge(ag_ctx *ctx, tok_merge_state *st, ag_tensor *x, const 
     const size_t rr = tok_tome_block_r(r, t);
     if (rr == 0) return x;
     float *metric = ag_alloc(ctx, t * D * sizeof *metric);
-    void *scratch = ag_alloc(ctx, tok_tome_scratch_bytes(t));
+    void *scratch = ag_alloc(ctx, tok_tome_scratch_bytes(t, D));
     int32_t *map = ag_alloc(ctx, B * t * sizeof *map);
     if (!metric || !scratch || !map) return NULL;
     size_t m = 0;
