@@ -105,6 +105,86 @@ Test(visualize, token_map_matches_the_model_evit) { check_against_model(TOK_EVIT
 Test(visualize, token_map_matches_the_model_etps) { check_against_model(TOK_ETPS); }
 
 /* A colourful 28 x 28 fixture: red stripes and a blue gradient, every pixel with r != g. */
+/* Merging methods: the map observes vit_forward's source map; the panels paint each region in
+ * its mean colour. References: vit_output.patch_token_block at each panel's block (exact),
+ * the region count, and the mean of the display pixels of a region's patches, computed here,
+ * at every cell's centre pixel (rounded to the nearest byte as the renderer does). */
+static const uint8_t *pixel(const tpsc_rgb_image *c, int x, int y);
+
+static void check_merging(tok_method method) {
+    static vit_model m;
+    vit_config vc = {.arch = "custom", .img_size = IMG, .patch_size = PATCH, .in_chans = 1, .embed_dim = 16,
+                     .depth = 3, .num_heads = 2, .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
+    tok_config tc = {.method = method, .tome_r = 3, .prop_attn = true, .squeeze_temp = 1.0f};
+    if (method == TOK_ATME) {
+        tc.n_stages = 2, tc.prune_loc[0] = 1, tc.prune_loc[1] = 2;
+        tok_config_fill_rho(&tc, 0.5f);
+    }
+    cr_assert_eq(vit_model_create(&m, &vc, &tc), TPSC_OK, "%s", tpsc_last_error());
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 3);
+    vit_model_init(&m, &rng);
+    float img[IMG * IMG];
+    random_image(img, IMG * IMG, 9);
+    ag_ctx *ctx = ag_ctx_create(0);
+    static tpsc_token_map map;
+    cr_assert_eq(tpsc_token_map_compute(&m, ctx, img, NULL, &map), TPSC_OK, "%s", tpsc_last_error());
+    const int panels = method == TOK_TOME ? 3 : 2; /* tome: every block of 3; atme: blocks 1, 2 */
+    cr_assert_eq(map.n_stages, panels);
+    cr_assert_eq(tpsc_token_map_panels(&m), panels);
+    static tpsc_token_map copy;
+    copy = map;
+    ag_ctx_reset(ctx);
+    ag_set_grad_enabled(ctx, false);
+    vit_forward_opts fo = {.mode = VIT_INFER};
+    vit_output out;
+    ag_tensor *logits = vit_forward(ctx, &m, ag_wrap(ctx, img, NULL, 4, (size_t[]){1, 1, IMG, IMG}, false), &fo, &out);
+    cr_assert_not_null(logits, "%s", tpsc_last_error());
+    const size_t want_regions[2][3] = {{14, 11, 8}, {8, 4, 0}}; /* tome r = 3: 17 -> 14 -> 11 -> 8 tokens */
+    for (int s = 0; s < panels; s++) {
+        const int b = method == TOK_TOME ? s : s + 1;
+        cr_assert_eq(copy.block[s], b);
+        for (size_t j = 0; j < NP; j++)
+            cr_assert_eq(copy.group[s][j], out.patch_token_block[b][j], "%s panel %d patch %zu", tok_method_name(method), s, j);
+        cr_assert_eq(copy.kept_count[s], want_regions[method == TOK_TOME ? 0 : 1][s] - (method == TOK_TOME ? 1 : 0),
+                     "%s panel %d: %zu regions", tok_method_name(method), s, copy.kept_count[s]);
+    }
+    /* the drawing: every cell in its region's mean colour */
+    uint8_t display[IMG * IMG * 3];
+    tpsc_rng_seed(&rng, 4);
+    for (size_t i = 0; i < sizeof display; i++) display[i] = (uint8_t)(tpsc_rng_uniform_open(&rng) * 255.0f);
+    tpsc_viz_style st = tpsc_viz_default_style(IMG);
+    int w, h;
+    tpsc_viz_canvas_size(IMG, panels, 1, &st, &w, &h);
+    tpsc_rgb_image canvas;
+    cr_assert_eq(tpsc_rgb_image_alloc(&canvas, w, h), TPSC_OK);
+    cr_assert_eq(tpsc_viz_draw_row(&canvas, 0, display, IMG, &copy, &st), TPSC_OK, "%s", tpsc_last_error());
+    const int cell = PATCH * st.scale;
+    for (int s = 0; s < panels; s++) {
+        int x0, y0;
+        tpsc_viz_panel_origin(IMG, 0, 1 + s, &st, &x0, &y0);
+        for (size_t j = 0; j < NP; j++) {
+            double sum[3] = {0, 0, 0}, n = 0;
+            for (int iy = 0; iy < GRID * PATCH; iy++)
+                for (int ix = 0; ix < GRID * PATCH; ix++)
+                    if (copy.group[s][(size_t)(iy / PATCH) * GRID + (size_t)(ix / PATCH)] == copy.group[s][j]) {
+                        for (int k = 0; k < 3; k++) sum[k] += display[((size_t)iy * IMG + (size_t)ix) * 3 + k];
+                        n++;
+                    }
+            const uint8_t *px = pixel(&canvas, x0 + (int)(j % GRID) * cell + cell / 2, y0 + (int)(j / GRID) * cell + cell / 2);
+            for (int k = 0; k < 3; k++)
+                cr_assert_eq(px[k], (uint8_t)(sum[k] / n + 0.5), "%s panel %d patch %zu channel %d",
+                             tok_method_name(method), s, j, k);
+        }
+    }
+    tpsc_rgb_image_free(&canvas);
+    ag_ctx_free(ctx);
+    vit_model_free(&m);
+}
+
+Test(visualize, merged_groups_tome) { check_merging(TOK_TOME); }
+Test(visualize, merged_groups_atme) { check_merging(TOK_ATME); }
+
 static void fixture_png(const char *path, uint8_t *rgb) {
     for (int y = 0; y < IMG; y++)
         for (int x = 0; x < IMG; x++) {

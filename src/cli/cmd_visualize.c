@@ -22,8 +22,12 @@ static void usage(FILE *f) {
             "then one panel per pruning stage with the patches pruned so far greyed out. For squeezing\n"
             "methods (dtps, etps) each patch squeezed at a stage is joined by a red line to the patch of\n"
             "the kept token it merged into, and those hosts are outlined in orange. --batch draws one row\n"
-            "per image of a folder (sorted by name): a contact sheet.\n"
+            "per image of a folder (sorted by name): a contact sheet. For merging methods (tome, atme) a panel\n"
+            "shows the groups of patches each token holds after a block (atme: its merge locations; tome: 4\n"
+            "blocks spread over the depth, the last one last), each region in its mean colour with borders, as\n"
+            "ToMe's figures.\n"
             "  --keep-ratio R  prune at another keep ratio (rho) than the model's\n"
+            "  --tome-r R      ToMe off the shelf on a dense (or tome) model: R tokens merged per block\n"
             "  --scale S       screen pixels per image pixel (default: panels of at least 224 px)\n"
             "  --max N         images in a contact sheet (default 16)\n"
             "  --no-lines      no squeezed -> host lines;  --no-outlines: no host outlines\n"
@@ -37,7 +41,7 @@ typedef struct viz_model {
     int n_class_names;
 } viz_model;
 
-static tpsc_status load_model(const char *path, float keep_ratio, viz_model *vm) {
+static tpsc_status load_model(const char *path, float keep_ratio, int tome_r, viz_model *vm) {
     char *text = NULL;
     TPSC_TRY(tpsc_checkpoint_read_recipe(path, &text));
     static tpsc_recipe r;
@@ -52,7 +56,16 @@ static tpsc_status load_model(const char *path, float keep_ratio, viz_model *vm)
     tpsc_checkpoint_info info;
     TPSC_TRY(tpsc_checkpoint_read_config(path, &vc, &tc, &info));
     if (keep_ratio > 0 && tc.method != TOK_NONE) tok_config_fill_rho(&tc, keep_ratio);
-    TPSC_TRY(vit_model_create(&vm->m, &vc, &tc));
+    if (tome_r >= 0) { /* ToMe off the shelf, as tpsc eval --tome-r */
+        if (tc.method != TOK_NONE && tc.method != TOK_TOME)
+            return tpsc_fail(TPSC_ERR_ARG, "%s: --tome-r needs a dense or tome checkpoint, this one is %s", path,
+                             tok_method_name(tc.method));
+        if (tc.method == TOK_NONE) tc.prop_attn = true;
+        tc.method = TOK_TOME, tc.n_stages = 0, tc.tome_r = tome_r;
+    }
+    tpsc_status cst = vit_model_create(&vm->m, &vc, &tc);
+    if (cst != TPSC_OK && tome_r >= 0) tpsc_error_context("%s: --tome-r %d: ", path, tome_r);
+    TPSC_TRY(cst);
     st = tpsc_checkpoint_load_params(path, info.has_ema ? "/ema" : "/model", &vm->m.params, NULL, NULL);
     if (st == TPSC_OK) st = tpsc_checkpoint_read_class_names(path, &vm->class_names, &vm->n_class_names);
     return st;
@@ -67,7 +80,7 @@ static const char *class_name(const viz_model *vm, int k, char *buf, size_t cap)
 int cmd_visualize(int argc, char **argv) {
     const char *model_path = NULL, *image_path = NULL, *batch_dir = NULL, *out = NULL, *value;
     float keep = 0;
-    int scale = 0, max_images = 16, threads = -1;
+    int scale = 0, max_images = 16, threads = -1, tome_r = -1;
     bool lines = true, outlines = true;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -83,6 +96,14 @@ int cmd_visualize(int argc, char **argv) {
                 fprintf(stderr, "tpsc visualize: --keep-ratio %s is outside (0, 1]\n", value);
                 return 2;
             }
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
+            char *end;
+            const long r = strtol(value, &end, 10);
+            if (end == value || *end || r < 0 || r > 1000000) {
+                fprintf(stderr, "tpsc visualize: --tome-r %s is not a token count >= 0\n", value);
+                return 2;
+            }
+            tome_r = (int)r;
         } else if (cli_opt(argc, argv, &i, "--scale", &value) && value) {
             scale = atoi(value);
             if (scale < 1 || scale > 64) {
@@ -114,7 +135,7 @@ int cmd_visualize(int argc, char **argv) {
     if (threads >= 0) ag_set_threads(threads);
 
     static viz_model vm;
-    tpsc_status st = load_model(model_path, keep, &vm);
+    tpsc_status st = load_model(model_path, keep, tome_r, &vm);
     if (st != TPSC_OK) return cli_fail("visualize", st);
     char **paths = NULL;
     int n = 1;
@@ -127,7 +148,7 @@ int cmd_visualize(int argc, char **argv) {
     tpsc_viz_style style = tpsc_viz_default_style(S);
     if (scale) style.scale = scale;
     style.lines = lines, style.outlines = outlines;
-    const int n_stages = vm.m.tps.method == TOK_NONE ? 0 : vm.m.tps.n_stages;
+    const int n_stages = tpsc_token_map_panels(&vm.m);
     int w, h;
     tpsc_viz_canvas_size(S, n_stages, n, &style, &w, &h);
     tpsc_rgb_image canvas = {0};

@@ -10,6 +10,8 @@
 /* colours: lines from a squeezed patch to its host, and the host outlines */
 static const uint8_t line_rgb[3] = {230, 60, 20};
 static const uint8_t host_rgb[3] = {255, 170, 0};
+/* borders between merged regions */
+static const uint8_t border_rgb[3] = {20, 20, 20};
 
 tpsc_viz_style tpsc_viz_default_style(int img_size) {
     int scale = img_size > 0 ? (224 + img_size - 1) / img_size : 1;
@@ -94,6 +96,43 @@ static void draw_panel(tpsc_rgb_image *im, int x0, int y0, const uint8_t *displa
         }
 }
 
+/* A merging method's panel: every patch of a region (group[j], the token holding patch j)
+ * painted in the region's mean colour, a border where two regions meet (as ToMe's figures). */
+static void draw_regions(tpsc_rgb_image *im, int x0, int y0, const uint8_t *display_rgb, int img_size, int patch,
+                         size_t grid, const int32_t *group, int scale, int thick) {
+    static double sum[TPSC_VIZ_MAX_PATCHES][4]; /* r, g, b, pixels per region */
+    const size_t N = grid * grid;
+    memset(sum, 0, N * sizeof sum[0]);
+    for (int iy = 0; iy < (int)grid * patch; iy++)
+        for (int ix = 0; ix < (int)grid * patch; ix++) {
+            double *acc = sum[group[(size_t)(iy / patch) * grid + (size_t)(ix / patch)]];
+            const uint8_t *src = display_rgb + ((size_t)iy * (size_t)img_size + (size_t)ix) * 3;
+            acc[0] += src[0], acc[1] += src[1], acc[2] += src[2], acc[3] += 1.0;
+        }
+    for (int y = 0; y < img_size * scale; y++)
+        for (int x = 0; x < img_size * scale; x++) {
+            const size_t py = (size_t)(y / scale / patch), px = (size_t)(x / scale / patch);
+            uint8_t rgb[3] = {TPSC_VIZ_GREY_BASE, TPSC_VIZ_GREY_BASE, TPSC_VIZ_GREY_BASE}; /* past the last patch */
+            if (py < grid && px < grid) {
+                const double *acc = sum[group[py * grid + px]];
+                for (int k = 0; k < 3; k++) rgb[k] = (uint8_t)(acc[k] / acc[3] + 0.5);
+            }
+            put(im, x0 + x, y0 + y, rgb);
+        }
+    const int cell = patch * scale;
+    for (size_t py = 0; py < grid; py++)
+        for (size_t px = 0; px < grid; px++) {
+            const int32_t g = group[py * grid + px];
+            const int cx = x0 + (int)px * cell, cy = y0 + (int)py * cell;
+            if (px + 1 < grid && group[py * grid + px + 1] != g)
+                for (int t = 0; t < thick; t++)
+                    for (int i = 0; i < cell; i++) put(im, cx + cell - 1 - t, cy + i, border_rgb);
+            if (py + 1 < grid && group[(py + 1) * grid + px] != g)
+                for (int t = 0; t < thick; t++)
+                    for (int i = 0; i < cell; i++) put(im, cx + i, cy + cell - 1 - t, border_rgb);
+        }
+}
+
 tpsc_status tpsc_viz_draw_row(tpsc_rgb_image *canvas, int row, const uint8_t *display_rgb, int img_size,
                               const tpsc_token_map *map, const tpsc_viz_style *st) {
     int need_w, need_h;
@@ -107,6 +146,10 @@ tpsc_status tpsc_viz_draw_row(tpsc_rgb_image *canvas, int row, const uint8_t *di
     draw_panel(canvas, x, y, display_rgb, img_size, patch, map->grid, NULL, st->scale);
     for (int s = 0; s < map->n_stages; s++) {
         tpsc_viz_panel_origin(img_size, row, 1 + s, st, &x, &y);
+        if (tok_method_merges(map->method)) {
+            draw_regions(canvas, x, y, display_rgb, img_size, patch, map->grid, map->group[s], st->scale, thick);
+            continue;
+        }
         draw_panel(canvas, x, y, display_rgb, img_size, patch, map->grid, map->alive[s], st->scale);
         if (!tok_method_squeezes(map->method)) continue;
         for (size_t j = 0; j < map->n_patches; j++) {

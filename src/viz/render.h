@@ -1,6 +1,8 @@
 /* Drawing token maps: a row of panels per image -- the image as the model sees it, then one
  * panel per stage with the patches pruned so far greyed out and, for squeezing methods, each
- * newly squeezed patch joined by a line to the patch of its host, and hosts outlined.
+ * newly squeezed patch joined by a line to the patch of its host, and hosts outlined. For
+ * merging methods (tome, atme) a panel paints each token's region of patches in the region's
+ * mean colour, with borders where regions meet.
  * A contact sheet stacks rows. RGB 8-bit canvases; PNG through stb_image_write. */
 #ifndef TPSC_VIZ_RENDER_H
 #define TPSC_VIZ_RENDER_H

@@ -83,6 +83,13 @@ static void record_stage(tpsc_token_map *map, int s, const int32_t *orig, size_t
     }
 }
 
+int tpsc_token_map_panels(const vit_model *m) {
+    if (m->tps.method == TOK_NONE) return 0;
+    if (m->tps.method == TOK_TOME)
+        return m->cfg.depth < TPSC_VIZ_TOME_PANELS ? (int)m->cfg.depth : TPSC_VIZ_TOME_PANELS;
+    return m->tps.n_stages;
+}
+
 tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, const size_t *keep_override,
                                    tpsc_token_map *map) {
     const vit_config *c = &m->cfg;
@@ -92,6 +99,7 @@ tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image
         return tpsc_fail(TPSC_ERR_ARG, "visualize: %zu patches, more than the %d a token map holds", N, TPSC_VIZ_MAX_PATCHES);
     if (c->num_classes > TPSC_VIZ_MAX_CLASSES)
         return tpsc_fail(TPSC_ERR_ARG, "visualize: %zu classes, more than %d", c->num_classes, TPSC_VIZ_MAX_CLASSES);
+    if (tok_method_merges(tps->method)) return tpsc_merge_map_compute(m, ctx, image_chw, map);
     memset(map, 0, sizeof *map);
     map->method = tps->method;
     map->n_stages = tps->method == TOK_NONE ? 0 : tps->n_stages;

@@ -1,5 +1,7 @@
 /* Which patches of one image survive each TPS stage, and where squeezed tokens went
- * (`tpsc visualize`). The picture DynamicViT and EViT users ask for.
+ * (`tpsc visualize`). The picture DynamicViT and EViT users ask for. For merging methods
+ * (tome, atme) the groups of patches each token holds after chosen blocks, as ToMe's figures
+ * show them (merge_map.c).
  *
  * The model reports the kept original patch indices per stage (vit_output.kept_orig) but not
  * the hosts of squeezed tokens, so the forward runs here stage by stage with the same public
@@ -34,12 +36,26 @@ typedef struct tpsc_token_map {
     int32_t kept_orig[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES]; /* as vit_output.kept_orig, order kept */
     float logits[TPSC_VIZ_MAX_CLASSES];                      /* [K] */
     size_t num_classes;
+    /* merging methods: panel s shows the model after block block[s]; group[s][j] is the token
+     * (0-based, cls excluded) holding patch j there, so the patches of one token form one
+     * region (kept_count[s] regions); alive[s] is all ones, host unused */
+    int block[TOK_MAX_STAGES];
+    int32_t group[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
 } tpsc_token_map;
+
+/* Panels after the input image that tpsc_token_map_compute fills for m: a pruning method's
+ * stages; atme's merge locations; tome: TPSC_VIZ_TOME_PANELS blocks spread over the depth (the
+ * last block last); 0 for a dense model. */
+#define TPSC_VIZ_TOME_PANELS 4
+int tpsc_token_map_panels(const vit_model *m);
 
 /* One image image_chw [Cin,H,W] (normalised, the model's input) through m in inference mode.
  * keep_override: tokens per stage instead of the model's (NULL = the model's). ctx is reset
  * and left with grad disabled. Errors name the stage or size at fault. */
 tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, const size_t *keep_override,
                                    tpsc_token_map *map);
+/* merge_map.c: the same for merging methods, observing vit_forward's source map (one image,
+ * VIT_INFER); called by tpsc_token_map_compute. */
+tpsc_status tpsc_merge_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, tpsc_token_map *map);
 
 #endif
