@@ -7,10 +7,10 @@
 #include "autograd/ops.h"
 #include "src/viz/token_map.h"
 
-/* Panel s's block: atme's merge locations; tome's panels spread evenly, the last one after
+/* Panel s's block: atme's (and cait's) merge locations; tome's panels spread evenly, the last one after
  * the last block. */
 static int panel_block(const vit_model *m, int s, int panels) {
-    if (m->tps.method == TOK_ATME) return m->tps.prune_loc[s];
+    if (tok_method_merges_on_grid(m->tps.method)) return m->tps.prune_loc[s];
     return (int)(m->cfg.depth * (size_t)(s + 1) / (size_t)panels) - 1;
 }
 
