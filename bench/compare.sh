@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--threads 2] [--repeat 1] [--quick]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--tome] [--threads 2] [--repeat 1] [--quick]
 #                         [--no-torch] [--no-ort] [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
@@ -26,7 +26,10 @@
 # alternation on one model, in FP32 and, with --bf16-train, in BF16: the median of the per-step
 # speed-ups and the MAC ratio of the two forwards (docs/tps.md, "Real removal in training").
 # The "of FMA peak" column is the inference GFLOP/s over register-only FMA loops on the same
-# threads, measured by `tpsc bench` in the same run.
+# threads, measured by `tpsc bench` in the same run. --tome adds ToMe off the shelf in libtpsinfer
+# at r = 8, 13 and 16 against dense at batch 1 and 32 (`bench infer --tome-r R --interleave`: the
+# two in alternation, the median of the per-pair speed-ups), with both GMACs and their ratio; the
+# ToMe paper's anchor is ViT-S/16 at r = 13 on a V100, 953 -> 1564 img/s (1.64x).
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -45,7 +48,7 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 tome=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
         --bf16-train) bf16_train=1 ;;
         --train-removal) train_removal=1 ;;
         --openblas) openblas=1 ;;
+        --tome) tome=1 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -124,6 +128,13 @@ one_round() { # MODE ROUND
         run_env "$mode" "$TPSC" bench infer --gemm openblas --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
             --threads "$threads" > "$out/ours_openblas.$tag.txt" 2>&1 ||
             echo "  tpsc bench infer --gemm openblas failed: see $out/ours_openblas.$tag.txt" >&2
+    fi
+    if [ $tome = 1 ]; then
+        for tr in 8 13 16; do
+            run_env "$mode" "$TPSC" bench infer --tome-r $tr --interleave --batch 1,32 --iters $iters \
+                --threads "$threads" > "$out/ours_tome$tr.$tag.txt" 2>&1 ||
+                echo "  tpsc bench infer --tome-r $tr failed: see $out/ours_tome$tr.$tag.txt" >&2
+        done
     fi
     if [ $bf16 = 1 ]; then
         run_env "$mode" "$TPSC" bench infer --precision bf16 --method dtps --keep-ratio 0.7 --batch 1,32 --iters $iters \
@@ -341,6 +352,21 @@ for mode in modes:
         for (prec, method, batch), rs in sorted(rem.items()):
             print("| %s fine-tune | %s | %d | %s | %s | %.2fx | %.2fx | %.2fx |" % (
                 method, prec, batch, rs[-1][0], rs[-1][1], med([x[2] for x in rs]), med([x[3] for x in rs]), rs[-1][4]))
+    tome_rows = {}
+    for path in sorted(glob.glob(os.path.join(out, "ours_tome*.%s.*.txt" % mode))):
+        for line in open(path):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 8 and cells[0].startswith("tome"):
+                tome_rows.setdefault((int(cells[0].split("r=")[1]), int(cells[1])), []).append(
+                    (float(cells[4].rstrip("x")), float(cells[5].rstrip("x")), float(cells[6].rstrip("x")), cells[7]))
+    if tome_rows:
+        print("\nToMe off the shelf in libtpsinfer against dense (`tpsc bench infer --tome-r R --interleave`, the two"
+              " in alternation; the ToMe paper: ViT-S/16 r = 13 on a V100, 953 -> 1564 img/s, 1.64x):\n")
+        print("| DeiT-S 224 | batch | speed-up wall | speed-up cpu | MACs ratio | GMACs/img dense / ToMe |")
+        print("|---|---|---|---|---|---|")
+        for (r, batch), rs in sorted(tome_rows.items()):
+            print("| ToMe r = %d | %d | %.2fx | %.2fx | %.2fx | %s |" % (
+                r, batch, med([x[0] for x in rs]), med([x[1] for x in rs]), rs[-1][2], rs[-1][3]))
     lim = med(limits)
     t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
     if lim and t64:

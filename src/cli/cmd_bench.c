@@ -189,8 +189,9 @@ int cmd_bench(int argc, char **argv) {
     if (interleave) {
         /* dense and the method in alternation: the ratio survives a changing machine load */
         tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
-        printf("| method | batch | dense ms (wall / cpu) | method ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
-        printf("|---|---|---|---|---|---|---|\n");
+        printf("| method | batch | dense ms (wall / cpu) | method ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |"
+               " GMACs/img dense / method |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
         char list[128];
         snprintf(list, sizeof list, "%s", batches);
         for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
@@ -198,9 +199,9 @@ int cmd_bench(int argc, char **argv) {
             tpsc_bench_pair p;
             tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
-            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx |\n", tok_config_label(&tc, label, sizeof label),
+            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx | %.3f / %.3f |\n", tok_config_label(&tc, label, sizeof label),
                    batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,
-                   p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1]);
+                   p.cpu_s[1] * 1e3, p.ratio_wall, p.ratio_cpu, p.gmacs[0] / p.gmacs[1], p.gmacs[0], p.gmacs[1]);
             fflush(stdout);
         }
         return 0;
