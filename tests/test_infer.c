@@ -401,10 +401,12 @@ static void *run_job(void *arg) {
     return NULL;
 }
 
-/* Two threads sharing one model, each with its own workspace, get what one thread gets:
- * the same operations on the same data (same batch and OpenMP team size), so bit-identical
- * logits and kept tokens. */
-Test(infer, two_threads_share_a_model) {
+/* Four threads sharing one model, each with its own workspace, run at once and get what one
+ * thread gets: the same operations on the same data (same batch and OpenMP team size), so
+ * bit-identical logits and kept tokens. The ThreadSanitizer pass runs this test
+ * (docs/reliability.md): the model must be read-only after tps_model_open. */
+#define SHARING_THREADS 4
+Test(infer, threads_share_a_model) {
     vit_config cfg = sm_config();
     tok_config tps = sm_tokens(TOK_DTPS, 0.7f);
     vit_model m;
@@ -416,17 +418,17 @@ Test(infer, two_threads_share_a_model) {
     tps_model *lib;
     cr_assert_eq(tps_model_open(path, &lib), TPS_OK, "%s", tps_last_error());
     float *images = sm_random_images(3, &cfg, 11);
-    thread_job *single = calloc(1, sizeof *single), *jobs = calloc(2, sizeof *jobs);
+    thread_job *single = calloc(1, sizeof *single), *jobs = calloc(SHARING_THREADS, sizeof *jobs);
     *single = (thread_job){.model = lib, .images = images, .B = 3};
     run_job(single);
     cr_assert_eq(single->st, TPS_OK, "%s", tps_last_error());
-    pthread_t t[2];
-    for (int i = 0; i < 2; i++) {
+    pthread_t t[SHARING_THREADS];
+    for (int i = 0; i < SHARING_THREADS; i++) {
         jobs[i] = (thread_job){.model = lib, .images = images, .B = 3};
         cr_assert_eq(pthread_create(&t[i], NULL, run_job, &jobs[i]), 0);
     }
-    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < SHARING_THREADS; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < SHARING_THREADS; i++) {
         cr_assert_eq(jobs[i].st, TPS_OK);
         cr_expect_eq(memcmp(jobs[i].logits, single->logits, sizeof single->logits), 0, "thread %d logits differ", i);
         cr_expect_eq(memcmp(jobs[i].kept, single->kept, sizeof single->kept), 0, "thread %d kept tokens differ", i);
