@@ -16,9 +16,11 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "src/common/h5_heap.h"
 #include "src/common/keep.h"
 #include "src/common/merge_rules.h"
 #include "src/infer/gemm.h"
+#include "src/common/h5_heap.h"
 #include "src/infer/internal.h"
 
 #define FORMAT_NAME "tpsc-inference"
@@ -611,8 +613,16 @@ static tps_status open_locked(const char *path, tps_model *m) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bool h5 = has_hdf5_signature(fp);
+    uint64_t heap_at = 0;
+    int heap = h5 ? h5_heap_find_corrupt(fileno(fp), (uint64_t)sb.st_size, &heap_at) : 0;
+    int heap_errno = errno;
     fclose(fp);
     if (!h5) return ti_fail(TPS_ERR_FORMAT, "%s: not an HDF5 file", path);
+    if (heap < 0) return ti_fail(TPS_ERR_IO, "%s: cannot read: %s", path, strerror(heap_errno));
+    /* libhdf5 would crash or hang on it (src/common/h5_heap.h) */
+    if (heap > 0)
+        return ti_fail(TPS_ERR_FORMAT, "%s: damaged HDF5 file: the string heap at byte %llu is corrupt", path,
+                       (unsigned long long)heap_at);
     /* the default access properties: a file the application holds open opens again */
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "src/common/h5_heap.h"
 #include "src/io/fault.h"
 #include "src/util/alloc.h"
 
@@ -55,8 +56,16 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     bool is_h5 = has_hdf5_signature(fp);
+    uint64_t heap_at = 0;
+    int heap = is_h5 ? h5_heap_find_corrupt(fileno(fp), (uint64_t)sb.st_size, &heap_at) : 0;
+    int heap_errno = errno;
     fclose(fp);
     if (!is_h5) return tpsc_fail(TPSC_ERR_FORMAT, "%s: not an HDF5 file", path);
+    if (heap < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot read: %s", path, strerror(heap_errno));
+    /* libhdf5 would crash or hang on it (src/common/h5_heap.h) */
+    if (heap > 0)
+        return tpsc_fail(TPSC_ERR_FORMAT, "%s: damaged HDF5 file: the string heap at byte %llu is corrupt", path,
+                         (unsigned long long)heap_at);
     hid_t fapl = strong_close_fapl();
     f->id = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);

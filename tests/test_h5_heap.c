@@ -1,0 +1,97 @@
+/* The global-heap check both engines run before libhdf5 opens a file (src/common/h5_heap.h):
+ * valid files written by tpsc pass; a collection whose object overruns it, or whose free space
+ * is empty (what makes libhdf5 1.10 copy out of bounds or loop forever), is found; and the
+ * inputs the fuzzer found are refused with a message by both readers. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "src/common/h5_heap.h"
+#include "src/infer/tps_infer.h"
+#include "src/io/h5util.h"
+
+#define MODEL TPSC_SOURCE_DIR "/tests/fuzz/corpus/infer_model/dtps_infer.h5"
+#define UPSTREAM TPSC_SOURCE_DIR "/tests/fuzz/upstream/"
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "cannot open %s", path);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc(*n);
+    cr_assert_eq(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+/* h5_heap_find_corrupt on bytes, through a temporary file. */
+static int check_bytes(const unsigned char *b, size_t n, uint64_t *where) {
+    char path[] = "/tmp/tpsc_h5_heap_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, b, n), (ssize_t)n);
+    int r = h5_heap_find_corrupt(fd, n, where);
+    close(fd);
+    unlink(path);
+    return r;
+}
+
+static size_t find_gcol(const unsigned char *b, size_t n) {
+    for (size_t i = 0; i + 8 <= n; i++)
+        if (!memcmp(b + i, "GCOL\1\0\0\0", 8)) return i;
+    cr_assert_fail("the model file has no global heap collection (no variable-length strings?)");
+    return 0;
+}
+
+Test(h5_heap, files_written_by_tpsc_pass) {
+    size_t n;
+    unsigned char *b = slurp(MODEL, &n);
+    uint64_t where = 0;
+    cr_assert_eq(check_bytes(b, n, &where), 0, "a valid file flagged at byte %llu", (unsigned long long)where);
+    free(b);
+}
+
+Test(h5_heap, an_object_overrunning_its_collection_is_found) {
+    size_t n;
+    unsigned char *b = slurp(MODEL, &n);
+    size_t g = find_gcol(b, n);
+    /* the first object's size (8 bytes at +8 of its header, which follows the 16-byte
+     * collection header): past the collection */
+    for (int i = 0; i < 8; i++) b[g + 16 + 8 + i] = i == 3 ? 0x10 : 0;
+    uint64_t where = 0;
+    cr_assert_eq(check_bytes(b, n, &where), 1);
+    cr_assert_eq(where, g);
+    free(b);
+}
+
+Test(h5_heap, an_empty_free_space_object_is_found) {
+    size_t n;
+    unsigned char *b = slurp(MODEL, &n);
+    size_t g = find_gcol(b, n);
+    /* the first object becomes the free-space object (index 0) of size 0: libhdf5 loops */
+    memset(b + g + 16, 0, 2);
+    memset(b + g + 16 + 8, 0, 8);
+    uint64_t where = 0;
+    cr_assert_eq(check_bytes(b, n, &where), 1);
+    free(b);
+}
+
+Test(h5_heap, fuzzed_files_are_refused_by_both_engines) {
+    const char *names[] = {"infer_model/hang-H5HG__protect-vlen-attribute", "infer_model/negative-size-H5HG_read-vlen-attribute",
+                           "h5_dataset/overlap-H5HG_read-vlen-class-names"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s%s", UPSTREAM, names[i]);
+        tps_model *m = NULL;
+        cr_assert_eq(tps_model_open(path, &m), TPS_ERR_FORMAT, "%s", path);
+        cr_assert(strstr(tps_last_error(), "string heap") && strstr(tps_last_error(), names[i]), "%s", tps_last_error());
+        tpsc_h5 f;
+        cr_assert_eq(tpsc_h5_open_read(&f, path), TPSC_ERR_FORMAT, "%s", path);
+        cr_assert(strstr(tpsc_last_error(), "string heap"), "%s", tpsc_last_error());
+    }
+}
