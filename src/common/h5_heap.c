@@ -60,7 +60,10 @@ int h5_heap_find_corrupt(int fd, uint64_t file_bytes, uint64_t *where) {
         size_t len = carry + want;
         uint64_t base = pos - carry; /* the file offset of buf[0] */
         for (size_t i = 0; i + 16 <= len; i++) {
-            if (buf[i] != 'G' || memcmp(buf + i, "GCOL\1\0\0\0", 8) != 0) continue;
+            const unsigned char *g = memchr(buf + i, 'G', len - 15 - i); /* the scan's hot loop */
+            if (!g) break;
+            i = (size_t)(g - buf);
+            if (memcmp(buf + i, "GCOL\1\0\0\0", 8) != 0) continue;
             int ok = collection_ok(fd, file_bytes, base + i, le(buf + i + 8, 8));
             if (ok < 0) return -1;
             if (!ok) {
