@@ -69,8 +69,22 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
         }
         if (marker == 0xda) { /* start of scan: skip its entropy-coded data to the next marker */
             at += 2 + seg;
-            while (at + 1 < len && !(b[at] == 0xff && b[at + 1] != 0x00 && !(b[at + 1] >= 0xd0 && b[at + 1] <= 0xd7)))
-                at++;
+            while (at + 1 < len) {
+                if (b[at] != 0xff) {
+                    at++;
+                    continue;
+                }
+                /* as stb_image's bit reader: 0xff fill bytes, then 0x00 (a stuffed 0xff) or a
+                 * restart marker is still data; anything else is the next marker */
+                size_t q = at + 1;
+                while (q < len && b[q] == 0xff) q++;
+                if (q < len && (b[q] == 0x00 || (b[q] >= 0xd0 && b[q] <= 0xd7))) {
+                    at = q + 1;
+                    continue;
+                }
+                at = q - 1;
+                break;
+            }
             continue;
         }
         if (marker == 0xc4) {
@@ -98,6 +112,7 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
 /* Binary PNM (P5 grey, P6 RGB): the pixel data must be as long as the header says. stb_image
  * 2.27 reads a short 16-bit file (maxval > 255) past its buffer when it converts to 8 bits.
  * Not a binary PNM, or a header it cannot read (stb then refuses it itself): passes. */
+#define TPSC_PNM_TOO_LONG_ ((size_t)-1)
 static inline size_t tpsc_pnm_number_(const uint8_t *b, size_t len, size_t *at) {
     for (;;) { /* whitespace and # comments, as stb_image skips them */
         while (*at < len && (b[*at] == ' ' || (b[*at] >= '\t' && b[*at] <= '\r'))) (*at)++;
@@ -107,13 +122,20 @@ static inline size_t tpsc_pnm_number_(const uint8_t *b, size_t len, size_t *at) 
     size_t v = 0;
     int digits = 0;
     while (*at < len && b[*at] >= '0' && b[*at] <= '9' && digits < 9) { v = v * 10 + (size_t)(b[*at] - '0'); (*at)++; digits++; }
+    /* stb_image reads numbers into an int without an overflow check (undefined behaviour) */
+    if (digits == 9 && *at < len && b[*at] >= '0' && b[*at] <= '9') return TPSC_PNM_TOO_LONG_;
     return digits ? v : 0;
 }
 static inline const char *tpsc_image_check_pnm_length(const uint8_t *b, size_t len, char *buf, size_t n) {
     if (len < 3 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return NULL;
     size_t at = 2;
-    const size_t w = tpsc_pnm_number_(b, len, &at), h = tpsc_pnm_number_(b, len, &at);
-    const size_t maxval = tpsc_pnm_number_(b, len, &at);
+    const size_t w = tpsc_pnm_number_(b, len, &at);
+    const size_t h = w == TPSC_PNM_TOO_LONG_ ? 0 : tpsc_pnm_number_(b, len, &at);
+    const size_t maxval = h == TPSC_PNM_TOO_LONG_ || !h ? 0 : tpsc_pnm_number_(b, len, &at);
+    if (w == TPSC_PNM_TOO_LONG_ || h == TPSC_PNM_TOO_LONG_ || maxval == TPSC_PNM_TOO_LONG_) {
+        snprintf(buf, n, "PNM header has a number of 10 digits or more");
+        return buf;
+    }
     if (!w || !h || !maxval || at >= len) return NULL;
     at++; /* the single whitespace byte before the pixels */
     const size_t need = w * h * (b[1] == '6' ? 3u : 1u) * (maxval > 255 ? 2u : 1u);
