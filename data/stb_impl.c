@@ -28,17 +28,7 @@ static void *resize_scratch(void *context, size_t bytes) {
 #define STBI_NO_PIC
 #define STBI_NO_HDR
 #define STBI_NO_TGA
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#pragma GCC diagnostic ignored "-Wmisleading-indentation"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#endif
+#include "data/stb_quiet_begin.h"
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "data/stb_quiet_end.h"

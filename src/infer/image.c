@@ -36,16 +36,7 @@ TPSC_STB_ALLOC_GUARD(static, ti_stb_set_cap)
 #define STBI_NO_HDR
 #define STBI_NO_TGA
 #define STBI_FAILURE_USERMSG
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wshadow"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wstrict-prototypes"
-#pragma GCC diagnostic ignored "-Wmisleading-indentation"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
-#endif
+#include "data/stb_quiet_begin.h"
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>
 /* no pop: stb's unused static declarations are reported at the end of the file */

@@ -166,17 +166,9 @@ tpsc_status tpsc_viz_draw_row(tpsc_rgb_image *canvas, int row, const uint8_t *di
 
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#pragma GCC diagnostic ignored "-Wmisleading-indentation"
-#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
-#endif
+#include "data/stb_quiet_begin.h"
 #include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
+#include "data/stb_quiet_end.h"
 
 tpsc_status tpsc_rgb_image_write_png(const tpsc_rgb_image *im, const char *path) {
     errno = 0;
