@@ -71,14 +71,22 @@ echo "sweep rerun after the faults: complete"
 # permissions, so as root the run is made as nobody.
 mkdir -p "$W/ro/run"
 chmod 555 "$W/ro/run"
-as=()
+as=() tpsc=$TPSC recipe=$HERE/tiny.ini
 if [ "$(id -u)" = 0 ]; then
   command -v setpriv >/dev/null || { echo "skip: root without setpriv"; exit 77; }
   as=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
-  chmod o+rx "$W" "$W/ro"
+  # nobody may not reach the build tree (a clone in a private folder, as mktemp -d makes), so
+  # it runs copies of tpsc, its libtpsinfer and the recipe, the library found first by
+  # LD_LIBRARY_PATH.
+  mkdir "$W/as-nobody"
+  cp "$TPSC" "$recipe" "$W/as-nobody/"
+  cp -P "$(dirname "$TPSC")"/libtpsinfer.so* "$W/as-nobody/"
+  tpsc=$W/as-nobody/$(basename "$TPSC") recipe=$W/as-nobody/tiny.ini
+  as+=(env "LD_LIBRARY_PATH=$W/as-nobody${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
+  chmod o+rx "$W" "$W/ro" "$W/as-nobody"
 fi
 rc=0
-"${as[@]}" "$TPSC" train "$HERE/tiny.ini" --quiet --set "run.out_dir=$W/ro" --set run.name=run >/dev/null 2>"$W/ro.err" || rc=$?
+"${as[@]}" "$tpsc" train "$recipe" --quiet --set "run.out_dir=$W/ro" --set run.name=run >/dev/null 2>"$W/ro.err" || rc=$?
 expect_failure "read-only folder" $rc "$W/ro.err" "ro/run: the checkpoint folder is not writable" "Permission denied"
 grep -q '"step"' "$W/ro/run/metrics.jsonl" 2>/dev/null && fail "read-only folder: it trained"
 echo "read-only checkpoint folder: refused at start: $(tail -1 "$W/ro.err" | cut -c1-120)"
