@@ -2,7 +2,12 @@
  *
  * Threads: the primitive cache is shared by all threads (a mutex around lookups and inserts;
  * the calls it guards are few and short next to a product), everything a call writes is its
- * own: memory objects made per call around the caller's pointers, and one stream per thread.
+ * own: memory objects made per call around the caller's pointers, one stream per thread, and
+ * one scratchpad per thread. The scratchpad is the one that matters: by default a primitive
+ * owns its scratchpad (where the brgemm kernels copy a transposed or strided operand), so two
+ * threads running the same primitive at once (one shape, inside a parallel region) overwrite
+ * each other's copies and get wrong products now and then. Primitives are therefore made with
+ * the user scratchpad mode and every call hands in its thread's buffer.
  * Debian's libdnnl runs on the OpenMP runtime (libgomp), the pool OpenBLAS and our loops use,
  * so the cores are never oversubscribed. */
 #include "autograd/gemm_bf16.h"
@@ -43,24 +48,36 @@ typedef struct key {
 typedef struct prim {
     key k;
     dnnl_primitive_t p;
-    dnnl_memory_desc_t a, b, y;
+    dnnl_memory_desc_t a, b, y, scratch;
+    size_t scratch_bytes;
 } prim;
+
+/* What a thread owns: its stream and its scratchpad buffer (grown to the largest need). */
+typedef struct thread_state {
+    dnnl_stream_t stream;
+    void *scratch;
+    size_t scratch_cap;
+} thread_state;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static dnnl_engine_t engine; /* one CPU engine for the process, never destroyed */
 static dnnl_status_t engine_status = dnnl_runtime_error;
-static pthread_key_t stream_key;
+static pthread_key_t state_key;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static prim prims[MAX_PRIMS];
 static int n_prims, hint;
 
-static void free_stream(void *s) {
-    if (s) dnnl_stream_destroy(s);
+static void free_state(void *p) {
+    thread_state *t = p;
+    if (!t) return;
+    if (t->stream) dnnl_stream_destroy(t->stream);
+    free(t->scratch);
+    free(t);
 }
 
 static void init_once(void) {
     engine_status = dnnl_engine_create(&engine, dnnl_cpu, 0);
-    if (engine_status == dnnl_success && pthread_key_create(&stream_key, free_stream) != 0)
+    if (engine_status == dnnl_success && pthread_key_create(&state_key, free_state) != 0)
         engine_status = dnnl_out_of_memory;
 }
 
@@ -78,15 +95,26 @@ tpsc_status ag_bf16_kernel_available(void) {
     return TPSC_OK;
 }
 
-static dnnl_stream_t this_stream(void) {
-    dnnl_stream_t s = pthread_getspecific(stream_key);
-    if (s) return s;
-    if (dnnl_stream_create(&s, engine, dnnl_stream_default_flags) != dnnl_success) return NULL;
-    if (pthread_setspecific(stream_key, s) != 0) {
-        dnnl_stream_destroy(s);
-        return NULL;
+/* The calling thread's state with a scratchpad of at least `bytes`; NULL when out of memory. */
+static thread_state *this_thread(size_t bytes) {
+    thread_state *t = pthread_getspecific(state_key);
+    if (!t) {
+        t = calloc(1, sizeof *t);
+        if (!t) return NULL;
+        if (dnnl_stream_create(&t->stream, engine, dnnl_stream_default_flags) != dnnl_success ||
+            pthread_setspecific(state_key, t) != 0) {
+            free_state(t);
+            return NULL;
+        }
     }
-    return s;
+    if (bytes > t->scratch_cap) {
+        const size_t cap = (bytes + 4095) / 4096 * 4096;
+        void *p = aligned_alloc(64, cap);
+        if (!p) return NULL;
+        free(t->scratch);
+        t->scratch = p, t->scratch_cap = cap;
+    }
+    return t;
 }
 
 /* a [M,K] is stored [M,K] with row stride lda, or [K,M] when transposed; b [K,N] likewise. */
@@ -104,6 +132,7 @@ static dnnl_status_t make(const key *k, prim *out) {
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
+    if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success && k->alpha != 1.0f) s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha);
     if (s == dnnl_success && k->beta != 0.0f) {
         s = dnnl_post_ops_create(&ops);
@@ -111,6 +140,11 @@ static dnnl_status_t make(const key *k, prim *out) {
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    if (s == dnnl_success) {
+        const dnnl_memory_desc_t *sm = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        out->scratch = *sm;
+        out->scratch_bytes = dnnl_memory_desc_get_size(sm);
+    }
     if (s == dnnl_success) s = dnnl_primitive_create(&out->p, pd);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (ops) dnnl_post_ops_destroy(ops);
@@ -159,22 +193,24 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
     prim tmp;
     bool owned;
     const prim *p = lookup(&k, &tmp, &owned);
-    dnnl_stream_t stream = this_stream();
-    if (!p || !stream) {
+    thread_state *t = p ? this_thread(p->scratch_bytes) : NULL;
+    if (!p || !t) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN has no matmul for y [%d,%d] = op(a) [%d,%d] op(b) (trans %d %d, "
                                      "ld %d %d %d)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy);
         return false;
     }
-    dnnl_memory_t ma = NULL, mb = NULL, my = NULL;
+    dnnl_memory_t ma = NULL, mb = NULL, my = NULL, ms = NULL;
     dnnl_status_t s = dnnl_memory_create(&ma, &p->a, engine, (void *)a);
     if (s == dnnl_success) s = dnnl_memory_create(&mb, &p->b, engine, (void *)b);
     if (s == dnnl_success) s = dnnl_memory_create(&my, &p->y, engine, y);
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, my}};
-    if (s == dnnl_success) s = dnnl_primitive_execute(p->p, stream, 3, args);
-    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+    if (s == dnnl_success && p->scratch_bytes) s = dnnl_memory_create(&ms, &p->scratch, engine, t->scratch);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, my}, {DNNL_ARG_SCRATCHPAD, ms}};
+    if (s == dnnl_success) s = dnnl_primitive_execute(p->p, t->stream, ms ? 4 : 3, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
     if (ma) dnnl_memory_destroy(ma);
     if (mb) dnnl_memory_destroy(mb);
     if (my) dnnl_memory_destroy(my);
+    if (ms) dnnl_memory_destroy(ms);
     if (owned) dnnl_primitive_destroy(tmp.p);
     if (s != dnnl_success) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN failed (status %d) on y [%d,%d], K %d", (int)s, M, N, K);

@@ -15,6 +15,7 @@
  * silently ran FP32 fails. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,58 @@ Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
         ag_ctx_free(ctx);
         free(a), free(b), free(y), free(y0);
     }
+}
+
+/* Two threads running the same product shape at the same moment (as matmul's batch and the
+ * attention's heads do inside a parallel region) get exactly what one thread gets alone: the
+ * kernel's scratch (where a transposed operand is copied) must not be shared between them.
+ * Reference: the same ag_gemm call made by one thread of the region while the other waits;
+ * tolerance: none, the same primitive on the same data is deterministic. With a scratch shared
+ * by the threads, a few of these rounds per thread came out wrong. */
+Test(bf16_train, gemm_same_shape_on_two_threads_at_once) {
+    need_bf16();
+    if (omp_get_max_threads() < 2) omp_set_num_threads(2);
+    const int M = 13, N = 17, K = 21, rounds = 50000;
+    float *a[2], *b = malloc(sizeof(float) * (size_t)N * K), *ref[2];
+    cr_assert_not_null(b);
+    fill(b, (size_t)N * K, 11, 1.0f);
+    for (int t = 0; t < 2; t++) {
+        a[t] = malloc(sizeof(float) * (size_t)K * M), ref[t] = malloc(sizeof(float) * (size_t)M * N);
+        cr_assert(a[t] && ref[t]);
+        fill(a[t], (size_t)K * M, 12 + (uint64_t)t, 1.0f);
+    }
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+    const size_t hb = ag_operand_bytes(ctx, (size_t)K * M);
+    uint16_t *ha[2] = {malloc(hb), malloc(hb)}, *hbuf = malloc(ag_operand_bytes(ctx, (size_t)N * K));
+    cr_assert(ha[0] && ha[1] && hbuf);
+    const ag_operand bo = ag_operand_into(ctx, b, (size_t)N * K, hbuf);
+    const ag_operand ao[2] = {ag_operand_into(ctx, a[0], (size_t)K * M, ha[0]),
+                              ag_operand_into(ctx, a[1], (size_t)K * M, ha[1])};
+    int wrong[2] = {0, 0}, team = 0;
+    #pragma omp parallel num_threads(2)
+    {
+        const int t = omp_get_thread_num();
+        #pragma omp single
+        {
+            team = omp_get_num_threads();
+            for (int i = 0; i < 2; i++) ag_gemm(ctx, true, true, M, N, K, 1.0f, ao[i], M, bo, K, 0.0f, ref[i], N);
+        }
+        float *y = malloc(sizeof(float) * (size_t)M * N);
+        for (int r = 0; y && r < rounds; r++) {
+            ag_gemm(ctx, true, true, M, N, K, 1.0f, ao[t], M, bo, K, 0.0f, y, N);
+            if (memcmp(y, ref[t], sizeof(float) * (size_t)M * N) != 0) wrong[t]++;
+        }
+        if (!y) wrong[t] = -1;
+        free(y);
+    }
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(team, 2, "the region ran on %d thread(s): the race cannot show", team);
+    cr_assert(wrong[0] == 0 && wrong[1] == 0, "products that differ from one thread's: %d and %d of %d per thread",
+              wrong[0], wrong[1], rounds);
+    ag_ctx_free(ctx);
+    for (int t = 0; t < 2; t++) free(a[t]), free(ref[t]), free(ha[t]);
+    free(b), free(hbuf);
 }
 
 /* ---- ops: BF16 against FP32 ------------------------------------------------------------- */
