@@ -1,7 +1,8 @@
 /* Pruning with real removal: predictor stages (dynamicvit, dtps) and EViT stages (evit,
  * etps). Token counts, kept order (descending score, ties to the lower index), gathered rows,
- * squeeze values against a double transcription of the official eval-mode TPSModule, EViT's
- * fused token by hand, and finite-difference gradients of the EViT stages. */
+ * squeeze values against a double transcription of the official eval-mode TPSModule, the
+ * host each squeezed token is reported in (squeezed_into), EViT's fused token by hand, and
+ * finite-difference gradients of the EViT stages. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>
@@ -49,6 +50,26 @@ static void ref_hosts_of(const float *x, int b, const int32_t *kept, int k, doub
     for (int i = 0; i < N; i++)
         if (!used[i]) dr[p++] = x + (b * (1 + N) + 1 + i) * C;
     ref_hosts(kr, k, dr, p, C, out);
+}
+
+/* squeezed_into [B,N] of a stage that kept kept[B,k] of x [B,1+N,C]: a kept token -1; a
+ * dropped one (squeezes = true) the kept position of highest cosine similarity (fx_cosine, in
+ * double; the first in kept order on a tie), or -1 (methods that do not squeeze). Exact. */
+static void assert_squeezed_into(const float *x, const int32_t *kept, int k, const int32_t *into, bool squeezes) {
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < N; i++) {
+            bool is_kept = false;
+            int32_t want = -1;
+            double best = -INFINITY;
+            for (int r = 0; r < k; r++) {
+                const int32_t j = kept[b * k + r];
+                is_kept |= j == i;
+                const double cos = fx_cosine(x + (b * (1 + N) + 1 + i) * C, x + (b * (1 + N) + 1 + j) * C, C);
+                if (cos > best) best = cos, want = j;
+            }
+            if (is_kept || !squeezes) want = -1;
+            cr_assert_eq(into[b * N + i], want, "image %d token %d: squeezed into %d, want %d", b, i, into[b * N + i], want);
+        }
 }
 
 /* One predictor (stage 0, width C) with random weights, its stage config, and a context. */
@@ -104,12 +125,14 @@ static void assert_descending_topk(const float *score, size_t n, const int32_t *
 static ag_tensor *run_stage(setup *s, float *x, uint64_t seed, size_t k, int32_t *kept) {
     ag_ctx *ctx = s->ctx;
     float score[B * N];
+    int32_t into[B * N];
     random_tokens(x, B * (1 + N) * C, seed);
     keep_scores(s, x, N, score);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    ag_tensor *y = tok_infer_stage(ctx, &s->cfg, &s->pred, &s->params, tx, k, kept);
+    ag_tensor *y = tok_infer_stage(ctx, &s->cfg, &s->pred, &s->params, tx, k, kept, into);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     assert_descending_topk(score, N, kept, k);
+    assert_squeezed_into(x, kept, (int)k, into, tok_method_squeezes(s->cfg.method));
     return y;
 }
 
@@ -199,7 +222,7 @@ Test(tps_infer, equal_scores_keep_position_order) {
     int32_t kept[B * 4];
     ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    cr_assert_not_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept), "%s", tpsc_last_error());
+    cr_assert_not_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 4, kept, NULL), "%s", tpsc_last_error());
     for (int b = 0; b < B; b++)
         for (int r = 0; r < 4; r++) cr_assert_eq(kept[b * 4 + r], r, "image %d rank %d", b, r);
     free_setup(&s);
@@ -211,12 +234,12 @@ Test(tps_infer, bad_counts_and_methods_are_errors) {
     float x[B * (1 + N) * C] = {0};
     ag_ctx *ctx = s.ctx;
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
-    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL));
+    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, N + 1, NULL, NULL));
     cr_assert(strstr(tpsc_last_error(), "keeping 8 of 7 tokens") != NULL, "%s", tpsc_last_error());
     ag_ctx_reset(ctx);
     tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     s.cfg.method = TOK_EVIT;
-    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL));
+    cr_assert_null(tok_infer_stage(ctx, &s.cfg, &s.pred, &s.params, tx, 3, NULL, NULL));
     cr_assert(strstr(tpsc_last_error(), "evit has no score predictor") != NULL, "%s", tpsc_last_error());
     free_setup(&s);
 }
@@ -232,18 +255,18 @@ Test(tps_evit, fused_token_by_hand) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
     ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 4}, false);
-    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept);
+    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     cr_assert(y->shape[1] == 4);
     cr_assert(kept[0] == 1 && kept[1] == 3);
     const float want[] = {9, 9, 3, 4, 7, 8, 0.1f * 1 + 0.2f * 5, 0.1f * 2 + 0.2f * 6};
     for (int i = 0; i < 8; i++) cr_assert_float_eq(y->data[i], want[i], 1e-6, "element %d", i);
     /* keep all: EViT leaves the sequence untouched, no fused token */
-    ag_tensor *same = tok_evit_stage(ctx, &cfg, tx, ta, 4, NULL);
+    ag_tensor *same = tok_evit_stage(ctx, &cfg, tx, ta, 4, NULL, NULL);
     cr_assert_eq(same, tx);
     /* without fusion (EViT's default without --fuse_token): [cls, x_1, x_3] only */
     cfg.evit_drop_pruned = true;
-    ag_tensor *dropped = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept);
+    ag_tensor *dropped = tok_evit_stage(ctx, &cfg, tx, ta, 2, kept, NULL);
     cr_assert_not_null(dropped, "%s", tpsc_last_error());
     cr_assert(dropped->shape[1] == 3 && kept[0] == 1 && kept[1] == 3);
     for (int i = 0; i < 6; i++) cr_assert_eq(dropped->data[i], want[i], "element %d", i);
@@ -257,7 +280,7 @@ static const float ATTN[B * N] = {0.30f, 0.05f, 0.35f, 0.10f, 0.15f, 0.25f, 0.40
 
 static ag_tensor *f_evit(ag_ctx *ctx, ag_tensor **in, void *user) {
     const tok_config *cfg = user;
-    return tok_evit_stage(ctx, cfg, in[0], in[1], 4, NULL);
+    return tok_evit_stage(ctx, cfg, in[0], in[1], 4, NULL, NULL);
 }
 
 Test(tps_evit, evit_gradcheck_x_and_attention) {
@@ -296,15 +319,20 @@ Test(tps_evit, etps_squeezes_and_gradchecks) {
     float x[B * (1 + N) * C];
     etps_margin_tokens(x);
     /* values: [cls; eval TPSModule(kept, dropped)] against ref_hosts, tolerance 1e-5 */
-    int32_t kept[B * 4];
+    int32_t kept[B * 4], into[B * N];
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){B, 1 + N, C}, false);
     ag_tensor *ta = ag_wrap(ctx, (float *)ATTN, NULL, 2, (size_t[]){B, N}, false);
-    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 4, kept);
+    ag_tensor *y = tok_evit_stage(ctx, &cfg, tx, ta, 4, kept, into);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     cr_assert(y->shape[1] == 5);
     const int32_t want_kept[B * 4] = {6, 2, 0, 5, 0, 1, 3, 4};
     cr_assert_arr_eq(kept, want_kept, sizeof want_kept);
+    assert_squeezed_into(x, kept, 4, into, true);
+    cfg.method = TOK_EVIT; /* fuses, squeezes nothing */
+    cr_assert_not_null(tok_evit_stage(ctx, &cfg, tx, ta, 4, kept, into), "%s", tpsc_last_error());
+    assert_squeezed_into(x, kept, 4, into, false);
+    cfg.method = TOK_ETPS;
     for (int b = 0; b < B; b++) {
         double want[4 * C];
         ref_hosts_of(x, b, kept + b * 4, 4, want);
@@ -322,7 +350,7 @@ Test(tps_evit, wrong_attention_shape_is_an_error) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tx = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 5, 2}, false);
     ag_tensor *ta = ag_wrap(ctx, a, NULL, 2, (size_t[]){1, 3}, false);
-    cr_assert_null(tok_evit_stage(ctx, &cfg, tx, ta, 2, NULL));
+    cr_assert_null(tok_evit_stage(ctx, &cfg, tx, ta, 2, NULL, NULL));
     cr_assert(strstr(tpsc_last_error(), "cls_attn [1, 3] must be [B,n] = [1,4]") != NULL, "%s", tpsc_last_error());
     ag_ctx_free(ctx);
 }

@@ -118,7 +118,7 @@ Test(tps_squeeze, three_tokens_by_hand) {
     /* real removal, same example: kept [x0, x1], dropped [x2] -> the same two host rows */
     ag_tensor *kept = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 2, 2}, false);
     ag_tensor *dropped = ag_wrap(ctx, x + 4, NULL, 3, (size_t[]){1, 1, 2}, false);
-    ag_tensor *h = tok_squeeze_hosts(ctx, kept, dropped, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, kept, dropped, 1.0f, NULL);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     for (int i = 0; i < 4; i++) cr_assert_float_eq(h->data[i], want[i], 1e-5, "host element %d", i);
     ag_ctx_free(ctx);
@@ -176,7 +176,7 @@ Test(tps_squeeze, hosts_equal_training_rows_of_kept_tokens) {
     for (int r = 0; r < 3; r++) memcpy(dropped + r * C, x + drop_ids[r] * C, C * sizeof(float));
     ag_tensor *tk = ag_wrap(ctx, kept, NULL, 3, (size_t[]){1, 4, C}, false);
     ag_tensor *td = ag_wrap(ctx, dropped, NULL, 3, (size_t[]){1, 3, C}, false);
-    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f, NULL);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     double want[N * C];
     ref_squeeze_train(x + b * N * C, KEEP, ones, N, C, want);
@@ -191,7 +191,7 @@ Test(tps_squeeze, nothing_dropped_is_identity) {
     ag_ctx *ctx = ag_ctx_create(0);
     ag_tensor *tk = ag_wrap(ctx, x, NULL, 3, (size_t[]){1, 3, 2}, false);
     ag_tensor *td = ag_new3(ctx, 1, 0, 2);
-    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f);
+    ag_tensor *h = tok_squeeze_hosts(ctx, tk, td, 1.0f, NULL);
     cr_assert_not_null(h, "%s", tpsc_last_error());
     for (int i = 0; i < 6; i++) cr_assert_eq(h->data[i], x[i]);
     ag_ctx_free(ctx);
@@ -289,7 +289,7 @@ Test(tps_squeeze, keep_gradient) {
 
 static ag_tensor *f_hosts(ag_ctx *ctx, ag_tensor **in, void *user) {
     (void)user;
-    return tok_squeeze_hosts(ctx, in[0], in[1], 1.0f);
+    return tok_squeeze_hosts(ctx, in[0], in[1], 1.0f, NULL);
 }
 
 Test(tps_squeeze, hosts_gradcheck) {

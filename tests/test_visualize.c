@@ -1,5 +1,5 @@
-/* `tpsc visualize` (src/viz/): the stage-by-stage token map against the model's own forward,
- * hosts of squeezed tokens, the eval preprocessing of a fixture image, the drawn canvas (size,
+/* `tpsc visualize` (src/viz/): the token map against the model's own forward, hosts of
+ * squeezed tokens (against the maps an earlier implementation drew), the eval preprocessing of a fixture image, the drawn canvas (size,
  * untouched kept patches, greyed pruned patches, host lines only for squeezing methods) and the
  * PNG written, and folder listing for contact sheets. Tiny models: img 28, patch 7, dim 16,
  * depth 3, two stages. */
@@ -39,9 +39,9 @@ static void random_image(float *chw, size_t n, uint64_t seed) {
     for (size_t i = 0; i < n; i++) chw[i] = tpsc_rng_normal(&rng);
 }
 
-/* Reference: vit_forward in VIT_INFER mode on the same weights and image. The map runs the
- * same ops in the same order, so logits agree to float rounding (1e-5 absolute) and the kept
- * patch indices exactly. */
+/* Reference: vit_forward in VIT_INFER mode on the same weights and image. The map reads that
+ * forward, so logits agree (1e-5 absolute, as when the map ran a forward of its own) and the
+ * kept patch indices exactly. */
 static void check_against_model(tok_method method) {
     static vit_model m;
     tiny_model(&m, method, 1, 11);
@@ -95,6 +95,20 @@ static void check_against_model(tok_method method) {
             }
         }
     }
+    /* Reference hosts for this model and image (-1 none, -2 evit's fused token): the map of
+     * commit 950f093, whose token map ran its own stage-by-stage forward and took each host as
+     * the cosine argmax in double. Exact. */
+    static const int32_t want_host[4][2][NP] = {
+        [TOK_DTPS - TOK_DYNAMICVIT] = {{9, 11, 7, -1, -1, -1, -1, -1, 7, -1, 11, -1, -1, 11, 4, 4},
+                                       {-1, -1, -1, 9, 12, -1, 5, 9, -1, -1, -1, -1, -1, -1, -1, -1}},
+        [TOK_ETPS - TOK_DYNAMICVIT] = {{9, -1, 7, 9, -1, 6, -1, -1, 7, -1, 15, -1, 11, 11, -1, -1},
+                                       {-1, 11, -1, -1, 15, -1, 9, -1, -1, -1, -1, -1, -1, -1, 15, -1}},
+    };
+    if (tok_method_squeezes(method))
+        for (int s = 0; s < 2; s++)
+            for (size_t j = 0; j < NP; j++)
+                cr_assert_eq(copy.host[s][j], want_host[method - TOK_DYNAMICVIT][s][j], "%s stage %d patch %zu: host %d, want %d",
+                             tok_method_name(method), s, j, copy.host[s][j], want_host[method - TOK_DYNAMICVIT][s][j]);
     ag_ctx_free(ctx);
     vit_model_free(&m);
 }

@@ -97,6 +97,10 @@ typedef struct vit_output {
     int32_t *kept_orig[TOK_MAX_STAGES];    /* VIT_INFER (and removed, ascending there): [B,
                                               kept_count[s]] original patch indices (0..N-1), in
                                               the order kept; arena memory */
+    int32_t *squeezed_into[TOK_MAX_STAGES];/* VIT_INFER, squeezing methods (dtps, etps): [B,N] for
+                                              each patch squeezed at stage s the original index of
+                                              the kept patch it went into (the first of tied
+                                              hosts), -1 for every other patch; arena memory */
     /* tome/atme (arena memory): the source map, patch_token [B,N] = the final spatial token
      * (0-based, cls excluded) holding each patch, and token_size [B,n] its patch count (NULL
      * when nothing merged); the same after every block i: patch_token_block[i],

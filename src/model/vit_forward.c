@@ -101,6 +101,20 @@ static int32_t *compose_kept(ag_ctx *ctx, const int32_t *orig, size_t n_in, cons
     return out;
 }
 
+/* A stage's squeezed_into [B,n] (incoming positions, tok_infer_stage) -> [B,N] in original
+ * patch indices, through orig [B,n] of the incoming tokens. */
+static int32_t *squeezed_patches(ag_ctx *ctx, const int32_t *orig, const int32_t *into, size_t B, size_t n, size_t N) {
+    int32_t *out = ag_alloc(ctx, B * N * sizeof *out);
+    if (!out) return NULL;
+    for (size_t i = 0; i < B * N; i++) out[i] = -1;
+    for (size_t b = 0; b < B; b++)
+        for (size_t j = 0; j < n; j++) {
+            const int32_t h = into[b * n + j], p = orig[b * n + j];
+            if (h >= 0 && p >= 0) out[b * N + (size_t)p] = orig[b * n + (size_t)h];
+        }
+    return out;
+}
+
 /* x [B,1+n,C] -> logits [B,K] from the cls token; out->tokens = normed spatial tokens. */
 static ag_tensor *head(ag_ctx *ctx, vit_model *m, ag_tensor *x, vit_output *out) {
     const size_t B = x->shape[0], n1 = x->shape[1], C = m->cfg.embed_dim;
@@ -166,6 +180,7 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
     const bool predictor = tok_method_has_predictor(tps->method);
     const bool evit = tps->method == TOK_EVIT || tps->method == TOK_ETPS;
     const bool train = opts->mode == VIT_TRAIN;
+    const bool squeezes = tok_method_squeezes(tps->method);
     out->n_stages = (tps->method == TOK_NONE || tps->method == TOK_TOME) ? 0 : tps->n_stages;
 
     ag_tensor *x = embed(ctx, m, images);
@@ -240,8 +255,10 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             size_t k = opts->keep_override ? opts->keep_override[s] : tok_keep_count(tps, s, N);
             if (k < 1 || k > n) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n);
             int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
-            if (!kept_pos) return NULL;
-            x = tok_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos);
+            int32_t *into = squeezes ? ag_alloc(ctx, B * n * sizeof *into) : NULL;
+            if (!kept_pos || (squeezes && !into)) return NULL;
+            x = tok_infer_stage(ctx, tps, &m->pred[s], &m->params, x, k, kept_pos, into);
+            if (x && into && !(out->squeezed_into[s] = squeezed_patches(ctx, orig, into, B, n, N))) return NULL;
             orig = compose_kept(ctx, orig, n, kept_pos, B, k);
             if (!orig) return NULL;
             out->kept_orig[s] = orig;
@@ -257,8 +274,10 @@ ag_tensor *vit_forward(ag_ctx *ctx, vit_model *m, ag_tensor *images, const vit_f
             size_t k = opts->keep_override ? opts->keep_override[s] : tok_evit_keep_count(tps, s, n_cur);
             if (k < 1 || k > n_cur) return ag_error(ctx, TPSC_ERR_ARG, "stage %d: cannot keep %zu of %zu tokens", s, k, n_cur);
             int32_t *kept_pos = ag_alloc(ctx, B * k * sizeof *kept_pos);
-            if (!kept_pos) return NULL;
-            x = tok_evit_stage(ctx, tps, x, cls_attn, k, kept_pos);
+            int32_t *into = squeezes && !train ? ag_alloc(ctx, B * n_cur * sizeof *into) : NULL;
+            if (!kept_pos || (squeezes && !train && !into)) return NULL;
+            x = tok_evit_stage(ctx, tps, x, cls_attn, k, kept_pos, into);
+            if (x && into && !(out->squeezed_into[s] = squeezed_patches(ctx, orig, into, B, n_cur, N))) return NULL;
             int32_t *kept = compose_kept(ctx, orig, n_cur, kept_pos, B, k);
             if (!kept || !x) return NULL;
             out->kept_orig[s] = kept;

@@ -52,7 +52,7 @@ static void squeeze_hosts_backward(ag_ctx *ctx, ag_node *n) {
     }
 }
 
-ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp) {
+ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp, int32_t *host) {
     if (!ag_ok(ctx, 2, kept, dropped)) return NULL;
     char sk[64], sd[64];
     if (kept->ndim != 3 || dropped->ndim != 3 || kept->shape[0] != dropped->shape[0] ||
@@ -86,6 +86,13 @@ ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, f
                                      .sim = sv->S + b * p * k, .sim_max = sv->rowmax + b * p,
                                      .den = sv->den + b * k, .acc = acc_all + b * k * C};
         squeeze_image(kept->data + b * k * C, k, dropped->data + b * p * C, p, C, temp, y->data + b * k * C, &buf);
+        if (host)
+            for (size_t i = 0; i < p; i++) { /* the first of the tied maxima the squeeze used */
+                const float *Si = buf.sim + i * k;
+                size_t j = 0;
+                while (j + 1 < k && Si[j] != buf.sim_max[i]) j++;
+                host[b * p + i] = (int32_t)j;
+            }
     }
     ag_node *n = ag_record(ctx, "tok_squeeze_hosts", squeeze_hosts_backward, y, 2, (ag_tensor *[]){kept, dropped});
     if (n) n->saved = sv;

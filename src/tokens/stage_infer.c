@@ -45,14 +45,27 @@ static ag_tensor *cls_and_rows(ag_ctx *ctx, ag_tensor *x, const int32_t *kept_id
 }
 
 /* [cls; squeeze(kept, dropped)], kept/dropped given as rows of x. Nothing dropped (k = n):
- * the squeeze is the identity and only the reordering is left. */
+ * the squeeze is the identity and only the reordering is left. squeezed_into [B,n] (or NULL):
+ * see tok_infer_stage. */
 static ag_tensor *cls_and_squeezed(ag_ctx *ctx, ag_tensor *x, const int32_t *kept_idx, const int32_t *drop_idx,
-                                   size_t k, size_t p, float temp) {
-    if (p == 0) return cls_and_rows(ctx, x, kept_idx, x->shape[0], k);
+                                   size_t k, size_t p, float temp, int32_t *squeezed_into) {
+    const size_t B = x->shape[0], n = x->shape[1] - 1;
+    if (p == 0) return cls_and_rows(ctx, x, kept_idx, B, k);
+    int32_t *host = squeezed_into ? ag_alloc(ctx, B * p * sizeof *host) : NULL;
+    if (squeezed_into && !host) return NULL;
     ag_tensor *kept = ag_gather_rows(ctx, x, kept_idx, k);
     ag_tensor *dropped = ag_gather_rows(ctx, x, drop_idx, p);
-    ag_tensor *hosts = tok_squeeze_hosts(ctx, kept, dropped, temp);
+    ag_tensor *hosts = tok_squeeze_hosts(ctx, kept, dropped, temp, host);
+    if (hosts && host) /* rows of x -> positions among the n spatial tokens */
+        for (size_t b = 0; b < B; b++)
+            for (size_t i = 0; i < p; i++)
+                squeezed_into[b * n + (size_t)drop_idx[b * p + i] - 1] = kept_idx[b * k + (size_t)host[b * p + i]] - 1;
     return ag_concat(ctx, 2, (ag_tensor *[]){ag_slice(ctx, x, 1, 0, 1), hosts}, 1);
+}
+
+static void no_squeeze(int32_t *squeezed_into, size_t count) {
+    if (squeezed_into)
+        for (size_t i = 0; i < count; i++) squeezed_into[i] = -1;
 }
 
 static ag_tensor *check_stage_input(ag_ctx *ctx, const char *what, ag_tensor *x, size_t k) {
@@ -68,12 +81,13 @@ static ag_tensor *check_stage_input(ag_ctx *ctx, const char *what, ag_tensor *x,
 }
 
 ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predictor *pred, ag_params *params,
-                           ag_tensor *x, size_t k, int32_t *kept_pos) {
+                           ag_tensor *x, size_t k, int32_t *kept_pos, int32_t *squeezed_into) {
     if (!ag_ok(ctx, 1, x) || !check_stage_input(ctx, "tok_infer_stage", x, k)) return NULL;
     if (!cfg || !tok_method_has_predictor(cfg->method))
         return ag_error(ctx, TPSC_ERR_ARG, "tok_infer_stage: method %s has no score predictor",
                         cfg ? tok_method_name(cfg->method) : "(no config)");
     const size_t B = x->shape[0], n = x->shape[1] - 1;
+    no_squeeze(squeezed_into, B * n);
     /* prev is all ones at inference: the tokens pruned earlier are gone, not masked */
     ag_tensor *prev = ag_new2(ctx, B, n);
     if (!prev) return NULL;
@@ -86,12 +100,13 @@ ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predict
     int32_t *kept_idx, *drop_idx;
     if (!tok_sort_desc(ctx, score, B, n, order) || !split_order(ctx, order, B, n, k, 1, &kept_idx, &drop_idx, kept_pos))
         return NULL;
-    if (cfg->method == TOK_DTPS) return cls_and_squeezed(ctx, x, kept_idx, drop_idx, k, n - k, cfg->squeeze_temp);
+    if (cfg->method == TOK_DTPS)
+        return cls_and_squeezed(ctx, x, kept_idx, drop_idx, k, n - k, cfg->squeeze_temp, squeezed_into);
     return cls_and_rows(ctx, x, kept_idx, B, k);
 }
 
 ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
-                          int32_t *kept_pos) {
+                          int32_t *kept_pos, int32_t *squeezed_into) {
     if (!ag_ok(ctx, 2, x, cls_attn) || !check_stage_input(ctx, "tok_evit_stage", x, k)) return NULL;
     if (!cfg || (cfg->method != TOK_EVIT && cfg->method != TOK_ETPS))
         return ag_error(ctx, TPSC_ERR_ARG, "tok_evit_stage: method %s is not evit or etps",
@@ -103,6 +118,7 @@ ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_t
                         ag_shape_str(cls_attn, sa, sizeof sa), B, n);
     int32_t *order = ag_alloc(ctx, B * n * sizeof(int32_t));
     if (!order || !tok_sort_desc(ctx, cls_attn->data, B, n, order)) return NULL;
+    no_squeeze(squeezed_into, B * n);
     if (p == 0) { /* EViT: left_tokens == N - 1 returns the block's x untouched */
         if (kept_pos)
             for (size_t b = 0; b < B; b++)
@@ -129,7 +145,7 @@ ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_t
                 q++;
             }
     }
-    if (cfg->method == TOK_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp);
+    if (cfg->method == TOK_ETPS) return cls_and_squeezed(ctx, x, kept_idx, compl, k, p, cfg->squeeze_temp, squeezed_into);
     if (cfg->evit_drop_pruned) return cls_and_rows(ctx, x, kept_idx, B, k); /* EViT without --fuse_token */
     /* evit: one fused token sum_{dropped} a_i x_i */
     ag_tensor *dropped = ag_gather_rows(ctx, x, compl, p);                              /* [B,p,C] */

@@ -124,18 +124,20 @@ tpsc_status tok_train_stage_removed(ag_ctx *ctx, const tok_config *cfg, int stag
 /* Predictor methods. x [B,1+n,C]; keeps the k spatial tokens with the highest keep score,
  * in descending score order (ties: lower index first); dtps squeezes the dropped ones into
  * their hosts. Returns [B,1+k,C]; kept_pos (B*k) receives the kept tokens' positions among
- * the incoming n spatial tokens. */
+ * the incoming n spatial tokens. squeezed_into [B,n] (or NULL) receives, for each incoming
+ * token the squeeze merged into a host, the host's incoming position (the first of tied
+ * hosts), and -1 for every other token: what observers of the forward draw. */
 ag_tensor *tok_infer_stage(ag_ctx *ctx, const tok_config *cfg, const tok_predictor *pred, ag_params *params,
-                           ag_tensor *x, size_t k, int32_t *kept_pos);
+                           ag_tensor *x, size_t k, int32_t *kept_pos, int32_t *squeezed_into);
 /* evit/etps, inside a block after the attention residual. x [B,1+n,C], cls_attn [B,n] (cls
  * attention to each spatial token, mean over heads). Keeps the top k by cls_attn;
  * evit appends one fused token sum_{dropped} a_i x_i (-> [B,2+k,C]), or with
  * cfg->evit_drop_pruned drops them (-> [B,1+k,C]); etps squeezes dropped tokens into hosts
  * (-> [B,1+k,C]). Differentiable (EViT trains with real removal).
- * kept_pos as above (the fused token is not listed). k = n prunes nothing, as EViT: x is
- * returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
+ * kept_pos and squeezed_into as above (the fused token is not listed). k = n prunes nothing,
+ * as EViT: x is returned as is (no reordering, no fused token) and kept_pos is 0..n-1. */
 ag_tensor *tok_evit_stage(ag_ctx *ctx, const tok_config *cfg, ag_tensor *x, ag_tensor *cls_attn, size_t k,
-                          int32_t *kept_pos);
+                          int32_t *kept_pos, int32_t *squeezed_into);
 /* evit/etps: spatial tokens kept at a stage with n current spatial tokens: keep_count_evit. */
 size_t tok_evit_keep_count(const tok_config *cfg, int stage, size_t n);
 

@@ -26,8 +26,9 @@ ag_tensor *tok_masked_mean_tokens(ag_ctx *ctx, ag_tensor *x, ag_tensor *mask);
  * kept [B,k,C], dropped [B,p,C] -> [B,k,C]; every dropped token goes to its most
  * cosine-similar kept token (all of them on an exact tie), weight exp(sim / T), host weight e.
  * Differentiable in kept and dropped (through the similarities too); the host choice is a
- * constant. */
-ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp);
+ * constant. host [B,p] (or NULL) receives each dropped token's host among the k kept, the
+ * first of tied maxima: what an observer of the forward draws (tpsc visualize). */
+ag_tensor *tok_squeeze_hosts(ag_ctx *ctx, ag_tensor *kept, ag_tensor *dropped, float temp, int32_t *host);
 /* stage_train.c: tok_train_stage with the top-k count given (topk masks keep `topk` tokens;
  * tok_train_stage passes tok_keep_count of the x's own N, real removal the count of all N
  * patches while x holds only the present ones). */

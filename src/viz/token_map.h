@@ -3,12 +3,11 @@
  * (tome, atme) the groups of patches each token holds after chosen blocks, as ToMe's figures
  * show them (merge_map.c).
  *
- * The model reports the kept original patch indices per stage (vit_output.kept_orig) but not
- * the hosts of squeezed tokens, so the forward runs here stage by stage with the same public
- * ops and TPS stage functions as src/model/vit_forward.c, keeping each stage's input; a
- * dropped token's host is its most cosine-similar kept token (x / (||x|| + 1e-6), argmax; a
- * tie goes to the first kept token in score order) -- the rule tok_squeeze_hosts applies.
- * tests/test_visualize.c checks that the logits and kept indices equal vit_forward's. */
+ * No forward of its own: the map reads what vit_forward (VIT_INFER, one image) reports, the
+ * kept original patch indices per stage (vit_output.kept_orig), the host of each squeezed patch
+ * (squeezed_into: the first of tied maxima of the squeeze's cosine similarities) and the
+ * merging methods' source map. tests/test_visualize.c checks the hosts against the rule
+ * recomputed from each stage's tokens. */
 #ifndef TPSC_VIZ_TOKEN_MAP_H
 #define TPSC_VIZ_TOKEN_MAP_H
 
@@ -30,8 +29,7 @@ typedef struct tpsc_token_map {
     /* alive[s][j]: patch j is still a token of its own after stage s (cumulative) */
     uint8_t alive[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
     /* host[s][j], for a patch dropped AT stage s: the original patch index of the kept token
-     * it was squeezed into (>= 0), TPSC_VIZ_FUSED, or TPSC_VIZ_NO_HOST. When the host token
-     * itself carries no patch (evit's fused token) the squeezed patch gets TPSC_VIZ_FUSED. */
+     * it was squeezed into (>= 0), TPSC_VIZ_FUSED, or TPSC_VIZ_NO_HOST. */
     int32_t host[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES];
     int32_t kept_orig[TOK_MAX_STAGES][TPSC_VIZ_MAX_PATCHES]; /* as vit_output.kept_orig, order kept */
     float logits[TPSC_VIZ_MAX_CLASSES];                      /* [K] */
@@ -49,13 +47,13 @@ typedef struct tpsc_token_map {
 #define TPSC_VIZ_TOME_PANELS 4
 int tpsc_token_map_panels(const vit_model *m);
 
-/* One image image_chw [Cin,H,W] (normalised, the model's input) through m in inference mode.
- * keep_override: tokens per stage instead of the model's (NULL = the model's). ctx is reset
- * and left with grad disabled. Errors name the stage or size at fault. */
+/* One image image_chw [Cin,H,W] (normalised, the model's input) through vit_forward in
+ * inference mode. keep_override: tokens per stage instead of the model's (NULL = the model's).
+ * ctx is reset and left with grad disabled. Errors name the stage or size at fault. */
 tpsc_status tpsc_token_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, const size_t *keep_override,
                                    tpsc_token_map *map);
-/* merge_map.c: the same for merging methods, observing vit_forward's source map (one image,
- * VIT_INFER); called by tpsc_token_map_compute. */
-tpsc_status tpsc_merge_map_compute(vit_model *m, ag_ctx *ctx, const float *image_chw, tpsc_token_map *map);
+/* merge_map.c: the panels of merging methods from out's source map (one image); map's
+ * n_stages and n_patches set. Called by tpsc_token_map_compute. */
+void tpsc_merge_map_fill(const vit_model *m, const vit_output *out, tpsc_token_map *map);
 
 #endif
