@@ -31,6 +31,10 @@ typedef struct ti_widths {
     size_t dq, dv, f;
 } ti_widths;
 
+/* How one (image, head) pair's attention runs (attention.c): two sgemm calls around the
+ * softmax, or the fused kernel in its AVX-512 or AVX2 form. */
+typedef enum ti_attn { TI_ATTN_GEMM, TI_ATTN_AVX2, TI_ATTN_AVX512 } ti_attn;
+
 typedef struct ti_block {
     const float *norm1_w, *norm1_b, *qkv_b, *proj_b; /* [C] [C] [2Q+V] [C] */
     ti_weight qkv_w, proj_w;                          /* [2Q+V,C] [C,V] */
@@ -50,6 +54,7 @@ struct tps_model {
     tps_model_info info;
     tok_method method;
     bool channels_pruned;           /* the file gave per-block widths (head_dim_qk, ...) */
+    ti_attn attn;                   /* attention's kernel (tps_open_options.attention resolved) */
     size_t C, H, D, F, K, N, P, depth, img, patch, in_chans;
     float ln_eps, squeeze_temp;
     float *weights;                 /* one block holding every tensor */
@@ -170,16 +175,22 @@ void ti_linear_epi(const float *x, size_t M, size_t Cin, size_t ldx, const ti_we
                    float *y, size_t ldy, lin_epilogue epi);
 void ti_gelu(float *x, size_t n);
 /* The heads of one block: H heads of dq Q/K and dv V channels, softmax scale 1/sqrt(D) of the
- * dense head size D (channel pruning keeps it). */
+ * dense head size D (channel pruning keeps it), and the model's attention kernel. */
 typedef struct ti_heads {
     size_t H, dq, dv;
     float scale;
+    ti_attn kernel;
 } ti_heads;
 ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b);
-/* One (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1, head h's
- * dv columns, of [n, H dv] = attention over all n keys; qkv [n, H(2dq+dv)]; see kernels.c */
-void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
+/* attention.c: one (image, head) pair for the image's query rows i0 .. i1-1: out rows i0 .. i1-1,
+ * head h's dv columns, of [n, H dv] = attention over all n keys; qkv [n, H(2dq+dv)]; scratch
+ * holds max((i1-i0) n, ti_attention_scratch_floats(n, dq, dv)) floats */
+void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scratch,
                        float *out, float *cls_row, const float *key_bias);
+size_t ti_attention_scratch_floats(size_t n, size_t dq, size_t dv);
+/* The fused kernel's best form on this CPU (TPSINFER_MAX_ISA=avx2 caps it at AVX2, as on a CPU
+ * without AVX-512), or TI_ATTN_GEMM when the CPU has neither AVX2 with FMA nor AVX-512. */
+ti_attn ti_attention_best(void);
 /* The shared squeeze (src/common/squeeze.h) on one image, its buffers carved from scratch:
  * kept [k,C] is squeezed in place; scratch: squeeze_scratch_floats(k, p, C) floats. */
 static inline void ti_squeeze_image(float *kept, size_t k, const float *dropped, size_t p, size_t C, float temp,

@@ -84,37 +84,5 @@ void ti_gelu(float *x, size_t n) {
 }
 
 ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b) {
-    return (ti_heads){.H = m->H, .dq = b->w.dq, .dv = b->w.dv, .scale = (float)(1.0 / sqrt((double)m->D))};
+    return (ti_heads){.H = m->H, .dq = b->w.dq, .dv = b->w.dv, .scale = (float)(1.0 / sqrt((double)m->D)), .kernel = m->attn};
 }
-
-/* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
- * [n, 2Q+V] (Q = H dq, V = H dv); out: its n rows of [n, V], of which rows i0 .. i1-1 are
- * written:
- *   S = q k^T D^-0.5 (+ key_bias) [i1-i0,n];  A = softmax(S);  out[i0:i1, h*dv : h*dv+dv] = A v
- * key_bias [n] (may be NULL): ToMe's proportional attention, log size of each key token, added
- * to every row after the scaling, as ag_attention_sized.
- * (D the dense head size: for an unpruned block dq = dv = D and 2Q+V = 3C.)
- * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
- * head). The head slices are read in place (leading dimension 2Q+V); scores is [i1-i0,n]
- * scratch. A team splits an image's queries among its members; each row's result does not
- * depend on the split. */
-void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
-                       float *out, float *cls_row, const float *key_bias) {
-    if (i1 <= i0) return;
-    const size_t Q = g->H * g->dq, V = g->H * g->dv, W = 2 * Q + V, nq = i1 - i0;
-    const float *q = qkv + i0 * W + h * g->dq, *k = qkv + Q + h * g->dq, *v = qkv + 2 * Q + h * g->dv;
-    const int in = (int)n, iq = (int)nq, idq = (int)g->dq, idv = (int)g->dv, iV = (int)V, iW = (int)W;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, idq, g->scale, q, iW, k, iW, 0.0f, scores, in);
-    if (key_bias)
-        for (size_t i = 0; i < nq; i++) {
-            float *row = scores + i * n;
-            #pragma omp simd
-            for (size_t j = 0; j < n; j++) row[j] += key_bias[j];
-        }
-    for (size_t i = 0; i < nq; i++) row_softmax(scores + i * n, n);
-    if (cls_row)
-        for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, idv, in, 1.0f, scores, in, v, iW, 0.0f,
-                out + i0 * V + h * g->dv, iV);
-}
-

@@ -687,6 +687,21 @@ static tps_status pack_onednn(model_box *box) {
     return st;
 }
 
+/* The attention kernel of a tps_attention choice. AUTO: the fused kernel where the CPU has
+ * AVX-512, GEMM elsewhere (its AVX2 form measured no faster than OpenBLAS' AVX2 sgemm;
+ * docs/inference.md, "Attention"), unless TPSINFER_ATTENTION says gemm or fused. */
+static ti_attn resolve_attention(tps_attention a) {
+    const ti_attn best = ti_attention_best();
+    if (a == TPS_ATTENTION_AUTO) {
+        const char *env = getenv("TPSINFER_ATTENTION");
+        a = env && !strcmp(env, "gemm")    ? TPS_ATTENTION_GEMM
+            : env && !strcmp(env, "fused") ? TPS_ATTENTION_FUSED
+            : best == TI_ATTN_AVX512       ? TPS_ATTENTION_FUSED
+                                           : TPS_ATTENTION_GEMM;
+    }
+    return a == TPS_ATTENTION_GEMM ? TI_ATTN_GEMM : best;
+}
+
 /* The model from a file (path) or a file image (image, bytes); name is what messages call it. */
 static tps_status open_model(const char *path, const void *image, size_t bytes, const char *name,
                              const tps_open_options *opt, tps_model **out) {
@@ -696,6 +711,9 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     tps_gemm gemm = opt ? opt->gemm : TPS_GEMM_AUTO;
     if (gemm != TPS_GEMM_AUTO && gemm != TPS_GEMM_OPENBLAS && gemm != TPS_GEMM_ONEDNN)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown GEMM back-end %d", (int)gemm);
+    const tps_attention attention = opt ? opt->attention : TPS_ATTENTION_AUTO;
+    if (attention != TPS_ATTENTION_AUTO && attention != TPS_ATTENTION_GEMM && attention != TPS_ATTENTION_FUSED)
+        return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown attention kernel %d", (int)attention);
     if (opt && (opt->tome_r < 0 || !(opt->tome_inflect >= -1.0f && opt->tome_inflect <= 1.0f)))
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: tome_r %d must be >= 0 and tome_inflect %g in [-1, 1]",
                        opt->tome_r, (double)opt->tome_inflect);
@@ -711,6 +729,7 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     box->precision = precision;
     box->gemm = gemm;
     tps_model *m = &box->m;
+    m->attn = resolve_attention(attention);
     pthread_mutex_lock(&hdf5_lock);
     tps_status st = path ? open_locked(path, m) : open_memory_locked(image, bytes, name, m);
     pthread_mutex_unlock(&hdf5_lock);
@@ -748,6 +767,16 @@ tps_status tps_precision_supported(tps_precision p) {
 }
 
 tps_gemm tps_model_gemm(const tps_model *m) { return m ? box_of(m)->gemm : TPS_GEMM_AUTO; }
+
+tps_attention tps_model_attention(const tps_model *m) {
+    return !m ? TPS_ATTENTION_AUTO : m->attn == TI_ATTN_GEMM ? TPS_ATTENTION_GEMM : TPS_ATTENTION_FUSED;
+}
+
+const char *tps_attention_name(tps_attention a) {
+    const ti_attn k = a == TPS_ATTENTION_GEMM || a == TPS_ATTENTION_FUSED || a == TPS_ATTENTION_AUTO ? resolve_attention(a)
+                                                                                                    : TI_ATTN_GEMM;
+    return k == TI_ATTN_AVX512 ? "fused avx512" : k == TI_ATTN_AVX2 ? "fused avx2" : "gemm";
+}
 
 tps_status tps_gemm_supported(tps_gemm g) {
     if (g == TPS_GEMM_AUTO || g == TPS_GEMM_OPENBLAS) return TPS_OK;

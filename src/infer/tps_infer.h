@@ -37,8 +37,8 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 4 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
-                                     4: cait, tps_patch_grid */
+#define TPS_INFER_VERSION_MINOR 5 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
+                                     4: cait, tps_patch_grid; 5: tps_open_options.attention */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -96,6 +96,21 @@ typedef enum tps_gemm {
     TPS_GEMM_ONEDNN = 2,
 } tps_gemm;
 
+/* How attention's per-head products run (since 0.5), in FP32 and BF16 alike. */
+typedef enum tps_attention {
+    /* The faster one here (docs/inference.md): the fused kernel where the CPU has AVX-512, else
+     * GEMM. The environment variable TPSINFER_ATTENTION=gemm|fused overrides this choice (not an
+     * explicit one). */
+    TPS_ATTENTION_AUTO = 0,
+    /* per (image, head): cblas_sgemm for the scores, the softmax, cblas_sgemm for the sum */
+    TPS_ATTENTION_GEMM = 1,
+    /* per (image, head) and tile of query rows: scores, softmax and the weighted sum of the
+     * values in one kernel, in cache (AVX-512 or AVX2 with FMA; TPSINFER_MAX_ISA=avx2 keeps it
+     * to AVX2). Logits differ from GEMM's by float rounding (summation order). Where the CPU
+     * has neither, it runs as GEMM. */
+    TPS_ATTENTION_FUSED = 2,
+} tps_attention;
+
 /* Options of tps_model_open_ex. Zero-initialise (later versions append fields; zero keeps
  * today's behaviour). */
 typedef struct tps_open_options {
@@ -108,6 +123,7 @@ typedef struct tps_open_options {
      * model, fails with TPS_ERR_ARG. 0: the file's own method. */
     int tome_r;
     float tome_inflect;
+    tps_attention attention; /* since 0.5 */
 } tps_open_options;
 
 /* tps_model_open with options (opt NULL: the defaults). TPS_PRECISION_BF16 fails with
@@ -130,6 +146,11 @@ TPS_API tps_status tps_gemm_supported(tps_gemm g);
 TPS_API tps_gemm tps_gemm_default(void);
 /* "auto", "openblas", "onednn"; never NULL. */
 TPS_API const char *tps_gemm_name(tps_gemm g);
+/* The way its attention runs (TPS_ATTENTION_AUTO resolved; since 0.5). */
+TPS_API tps_attention tps_model_attention(const tps_model *m);
+/* The kernel choice a resolves to on this CPU and environment: "gemm", "fused avx512" or
+ * "fused avx2"; never NULL (since 0.5). */
+TPS_API const char *tps_attention_name(tps_attention a);
 /* TPS_OK when this build and CPU can run precision p; else TPS_ERR_UNSUPPORTED and a message
  * (tps_last_error) saying why. */
 TPS_API tps_status tps_precision_supported(tps_precision p);

@@ -59,6 +59,9 @@ tps_status tps_workspace_create(const tps_model *m, size_t max_batch, tps_worksp
     const bool merges = tok_method_merges(m->method);
     const size_t merge_room = merges ? ti_merge_scratch_floats(N1, m->D) + N : 0;
     if (merge_room > ws->per_thread) ws->per_thread = merge_room;
+    /* the fused attention kernel's packed keys, values and tile (channel pruning keeps dq, dv <= D) */
+    const size_t attn_room = ti_attention_scratch_floats(N1, m->D, m->D);
+    if (attn_room > ws->per_thread) ws->per_thread = attn_room;
     ws->per_thread = (ws->per_thread + 15) & ~(size_t)15;
     bool ok = true;
     const size_t f = sizeof(float), i32 = sizeof(int32_t), sz = sizeof(size_t);

@@ -1,0 +1,176 @@
+/* One (image, head) pair's attention over a range of its query rows, two ways:
+ *   GEMM:  two cblas_sgemm calls with the [rows, n] scores matrix between them;
+ *   fused: per tile of query rows, the scores, the softmax and the weighted sum of the values
+ *          while the tile's scores are in L1; the head's keys (transposed) and values are
+ *          packed once per call into the caller's scratch and stay in L2.
+ * Both compute S = scale q k^T (+ key_bias), A = softmax(S) with the shared row rule
+ * (src/common/rows.h, as the training op), out = A v; they differ in the summation order of
+ * the two products only. tps_open_options.attention chooses (tps_infer.h). */
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "src/common/rows.h"
+#include "src/infer/internal.h"
+
+/* ---- the fused kernel's tiles, once per instruction set (attention_tile.h) ---------------- */
+
+#define AT_SUFFIX _avx512
+#define AT_TARGET __attribute__((target("avx512f")))
+#define AT_VEC __m512
+#define AT_W 16
+#define AT_R 8
+#define AT_ZERO() _mm512_setzero_ps()
+#define AT_LOAD(p) _mm512_loadu_ps(p)
+#define AT_STORE(p, v) _mm512_storeu_ps(p, v)
+#define AT_SET1(x) _mm512_set1_ps(x)
+#define AT_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define AT_MUL(a, b) _mm512_mul_ps(a, b)
+#define AT_ADD(a, b) _mm512_add_ps(a, b)
+#include "src/infer/attention_tile.h"
+#undef AT_SUFFIX
+#undef AT_TARGET
+#undef AT_VEC
+#undef AT_W
+#undef AT_R
+#undef AT_ZERO
+#undef AT_LOAD
+#undef AT_STORE
+#undef AT_SET1
+#undef AT_FMA
+#undef AT_MUL
+#undef AT_ADD
+
+#define AT_SUFFIX _avx2
+#define AT_TARGET __attribute__((target("avx2,fma")))
+#define AT_VEC __m256
+#define AT_W 8
+#define AT_R 6
+#define AT_ZERO() _mm256_setzero_ps()
+#define AT_LOAD(p) _mm256_loadu_ps(p)
+#define AT_STORE(p, v) _mm256_storeu_ps(p, v)
+#define AT_SET1(x) _mm256_set1_ps(x)
+#define AT_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define AT_MUL(a, b) _mm256_mul_ps(a, b)
+#define AT_ADD(a, b) _mm256_add_ps(a, b)
+#include "src/infer/attention_tile.h"
+#undef AT_SUFFIX
+#undef AT_TARGET
+#undef AT_VEC
+#undef AT_W
+#undef AT_R
+#undef AT_ZERO
+#undef AT_LOAD
+#undef AT_STORE
+#undef AT_SET1
+#undef AT_FMA
+#undef AT_MUL
+#undef AT_ADD
+
+#define TILE_MAX_ROWS 8 /* the largest AT_R above */
+#define PAD 32          /* keys and value columns are padded to a multiple of both ISAs' 2 AT_W */
+
+typedef void (*scores_fn)(const float *q, size_t ldq, const float *kt, size_t dq, size_t np, float scale,
+                          const float *kb, float *S);
+typedef void (*values_fn)(const float *P, size_t ldp, size_t n, const float *vp, size_t dvp, float *out, size_t ldo,
+                          size_t dv);
+
+typedef struct tile_set {
+    size_t rows;
+    scores_fn scores_tile, scores_row;
+    values_fn values_tile, values_row;
+} tile_set;
+
+static const tile_set tiles_avx512 = {at_rows_avx512, at_scores_tile_avx512, at_scores_row_avx512, at_values_tile_avx512,
+                                      at_values_row_avx512};
+static const tile_set tiles_avx2 = {at_rows_avx2, at_scores_tile_avx2, at_scores_row_avx2, at_values_tile_avx2, at_values_row_avx2};
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+
+size_t ti_attention_scratch_floats(size_t n, size_t dq, size_t dv) {
+    const size_t np = round_up(n, PAD), dvp = round_up(dv, PAD);
+    return dq * np + n * dvp + np + TILE_MAX_ROWS * np;
+}
+
+ti_attn ti_attention_best(void) {
+    __builtin_cpu_init();
+    const char *cap = getenv("TPSINFER_MAX_ISA");
+    const bool avx2_only = cap && !strcasecmp(cap, "avx2");
+    if (!avx2_only && __builtin_cpu_supports("avx512f")) return TI_ATTN_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return TI_ATTN_AVX2;
+    return TI_ATTN_GEMM;
+}
+
+/* The GEMM way (see ti_attention_rows): scores [i1-i0, n] in scratch. */
+static void gemm_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scores,
+                      float *out, float *cls_row, const float *key_bias) {
+    const size_t Q = g->H * g->dq, V = g->H * g->dv, W = 2 * Q + V, nq = i1 - i0;
+    const float *q = qkv + i0 * W + h * g->dq, *k = qkv + Q + h * g->dq, *v = qkv + 2 * Q + h * g->dv;
+    const int in = (int)n, iq = (int)nq, idq = (int)g->dq, idv = (int)g->dv, iV = (int)V, iW = (int)W;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, iq, in, idq, g->scale, q, iW, k, iW, 0.0f, scores, in);
+    if (key_bias)
+        for (size_t i = 0; i < nq; i++) {
+            float *row = scores + i * n;
+            #pragma omp simd
+            for (size_t j = 0; j < n; j++) row[j] += key_bias[j];
+        }
+    for (size_t i = 0; i < nq; i++) row_softmax(scores + i * n, n);
+    if (cls_row)
+        for (size_t j = 0; j < n; j++) cls_row[j] = scores[j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, iq, idv, in, 1.0f, scores, in, v, iW, 0.0f,
+                out + i0 * V + h * g->dv, iV);
+}
+
+/* The fused way. scratch (ti_attention_scratch_floats): kt [dq, np] the keys transposed, vp
+ * [n, dvp] the values, kb [np] the key bias, S [tile rows, np] one tile's scores; np, dvp are
+ * n and dv rounded up to PAD, the padding zero. */
+static void fused_rows(const tile_set *ts, const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1,
+                       size_t h, float *scratch, float *out, float *cls_row, const float *key_bias) {
+    const size_t dq = g->dq, dv = g->dv, Q = g->H * dq, V = g->H * dv, W = 2 * Q + V;
+    const size_t np = round_up(n, PAD), dvp = round_up(dv, PAD);
+    float *kt = scratch, *vp = kt + dq * np, *kb = vp + n * dvp, *S = kb + np;
+    const float *k = qkv + Q + h * dq, *v = qkv + 2 * Q + h * dv;
+    for (size_t j = 0; j < n; j++)
+        for (size_t d = 0; d < dq; d++) kt[d * np + j] = k[j * W + d];
+    for (size_t d = 0; d < dq; d++) memset(kt + d * np + n, 0, (np - n) * sizeof(float));
+    for (size_t j = 0; j < n; j++) {
+        memcpy(vp + j * dvp, v + j * W, dv * sizeof(float));
+        memset(vp + j * dvp + dv, 0, (dvp - dv) * sizeof(float));
+    }
+    if (key_bias) {
+        memcpy(kb, key_bias, n * sizeof(float));
+        memset(kb + n, 0, (np - n) * sizeof(float));
+    }
+    for (size_t i = i0; i < i1;) {
+        const bool full = i1 - i >= ts->rows;
+        const size_t rows = full ? ts->rows : 1;
+        const float *q = qkv + i * W + h * dq;
+        (full ? ts->scores_tile : ts->scores_row)(q, W, kt, dq, np, g->scale, key_bias ? kb : NULL, S);
+        for (size_t r = 0; r < rows; r++) row_softmax(S + r * np, n);
+        if (cls_row && i == 0) memcpy(cls_row, S, n * sizeof(float));
+        (full ? ts->values_tile : ts->values_row)(S, np, n, vp, dvp, out + i * V + h * dv, V, dv);
+        i += rows;
+    }
+}
+
+/* One (image, head) pair, query rows i0 .. i1-1 of the image's n. qkv: the image's n rows of
+ * [n, 2Q+V] (Q = H dq, V = H dv); out: its n rows of [n, V], of which rows i0 .. i1-1 are
+ * written:
+ *   S = q k^T D^-0.5 (+ key_bias) [i1-i0,n];  A = softmax(S);  out[i0:i1, h*dv : h*dv+dv] = A v
+ * key_bias [n] (may be NULL): ToMe's proportional attention, log size of each key token, added
+ * to every row after the scaling, as ag_attention_sized.
+ * (D the dense head size: for an unpruned block dq = dv = D and 2Q+V = 3C.)
+ * cls_row (may be NULL; needs i0 = 0) receives A's first row (EViT's cls attention of this
+ * head). The head slices are read in place (leading dimension 2Q+V); scratch holds the larger
+ * of (i1-i0) n and ti_attention_scratch_floats(n, dq, dv) floats. A team splits an image's
+ * queries among its members; each row's result does not depend on the split. g->kernel
+ * chooses the way. */
+void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scratch,
+                       float *out, float *cls_row, const float *key_bias) {
+    if (i1 <= i0) return;
+    if (g->kernel == TI_ATTN_AVX512) fused_rows(&tiles_avx512, qkv, g, n, i0, i1, h, scratch, out, cls_row, key_bias);
+    else if (g->kernel == TI_ATTN_AVX2) fused_rows(&tiles_avx2, qkv, g, n, i0, i1, h, scratch, out, cls_row, key_bias);
+    else gemm_rows(qkv, g, n, i0, i1, h, scratch, out, cls_row, key_bias);
+}
