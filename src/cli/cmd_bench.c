@@ -21,6 +21,7 @@ static void usage(FILE *f) {
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
             "                        [--tome-r R [--tome-inflect I]]\n"
             "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
+            "                        [--attention gemm|fused | --interleave-attention]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
             "Random weights and inputs; no checkpoint needed. Prints images/s (median), latency (median, p90),\n"
@@ -35,6 +36,9 @@ static void usage(FILE *f) {
             "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run).\n"
             "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
             "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
+            "--attention (engine lib) chooses how attention's per-head products run: two sgemm calls, or one\n"
+            "fused kernel per tile of query rows (default: the faster one, named in the header).\n"
+            "--interleave-attention runs the method with both in alternation, as --interleave does.\n"
             "`train --precision bf16` is run.precision = bf16: the GEMMs of linears and attention in bfloat16\n"
             "with FP32 accumulation, forward and backward (docs/performance.md, BF16 training).\n"
             "Under MPI (mpirun -np N tpsc bench train ...) --batch is the global batch: each rank steps on\n"
@@ -58,7 +62,8 @@ int cmd_bench(int argc, char **argv) {
     float keep = 0.7f, tome_inflect = 0.0f;
     int tome_r = -1;
     const char *engine = "lib", *channels = NULL;
-    bool interleave = false;
+    bool interleave = false, interleave_attention = false;
+    tps_attention attention = TPS_ATTENTION_AUTO;
     tps_precision precision = TPS_PRECISION_FP32;
     tps_gemm gemm = TPS_GEMM_AUTO;
     int iters = train ? 5 : 20, threads = 0, classes = 1000;
@@ -73,6 +78,10 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value && atoi(value) >= 0) tome_r = atoi(value), method = "tome";
         else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) tome_inflect = strtof(value, NULL);
         else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
+        else if (!train && !strcmp(argv[i], "--interleave-attention")) interleave_attention = true;
+        else if (!train && cli_opt(argc, argv, &i, "--attention", &value) && value &&
+                 (!strcmp(value, "gemm") || !strcmp(value, "fused")))
+            attention = !strcmp(value, "gemm") ? TPS_ATTENTION_GEMM : TPS_ATTENTION_FUSED;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
         else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
         else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
@@ -99,6 +108,10 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tpsc bench: --precision bf16 needs --engine lib (the framework's path is FP32)\n");
         return 2;
     }
+    if ((attention != TPS_ATTENTION_AUTO || interleave_attention) && strcmp(engine, "lib") != 0) {
+        fprintf(stderr, "tpsc bench: --attention and --interleave-attention need infer --engine lib\n");
+        return 2;
+    }
     if (gemm != TPS_GEMM_AUTO && (train || strcmp(engine, "lib") != 0)) {
         fprintf(stderr, "tpsc bench: --gemm needs infer --engine lib (the framework's path runs on OpenBLAS)\n");
         return 2;
@@ -112,7 +125,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "tpsc bench: %s\n", tps_last_error());
         return 1;
     }
-    const tps_open_options oo = {.precision = precision, .gemm = gemm};
+    const tps_open_options oo = {.precision = precision, .gemm = gemm, .attention = attention};
     ag_set_threads(threads);
     /* Under MPI every rank measures, rank 0 reports. */
     if (dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
@@ -163,6 +176,9 @@ int cmd_bench(int argc, char **argv) {
         printf("GEMM back-end %s (%s)\n", tps_gemm_name(ran),
                gemm != TPS_GEMM_AUTO ? "--gemm" : precision == TPS_PRECISION_BF16 ? "BF16 runs on oneDNN"
                : getenv("TPSINFER_GEMM") ? "TPSINFER_GEMM" : "the default on this CPU");
+        printf("attention %s (%s)\n", interleave_attention ? "gemm and fused" : tps_attention_name(attention),
+               interleave_attention ? "--interleave-attention" : attention != TPS_ATTENTION_AUTO ? "--attention"
+               : getenv("TPSINFER_ATTENTION") ? "TPSINFER_ATTENTION" : "the default on this CPU");
     }
     char label[64];
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
@@ -186,6 +202,28 @@ int cmd_bench(int argc, char **argv) {
         }
         return 0;
     }
+    if (interleave_attention) {
+        /* the method with attention through sgemm and through the fused kernel, in alternation */
+        tps_open_options ab[2] = {oo, oo};
+        ab[0].attention = TPS_ATTENTION_GEMM;
+        ab[1].attention = TPS_ATTENTION_FUSED;
+        printf("| method | batch | gemm ms (wall / cpu) | %s ms (wall / cpu) | speed-up wall | speed-up cpu |\n",
+               tps_attention_name(TPS_ATTENTION_FUSED));
+        printf("|---|---|---|---|---|---|\n");
+        char list[128];
+        snprintf(list, sizeof list, "%s", batches);
+        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+            const size_t batch = (size_t)atol(tok);
+            tpsc_bench_pair p;
+            tpsc_status st = tpsc_bench_interleaved(&vc, &tc, &tc, batch, 2, iters, ab, &p);
+            if (st != TPSC_OK) return cli_fail("bench", st);
+            printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx |\n", tok_config_label(&tc, label, sizeof label),
+                   batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3, p.cpu_s[1] * 1e3, p.ratio_wall,
+                   p.ratio_cpu);
+            fflush(stdout);
+        }
+        return 0;
+    }
     if (interleave) {
         /* dense and the method in alternation: the ratio survives a changing machine load */
         tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
@@ -197,7 +235,8 @@ int cmd_bench(int argc, char **argv) {
         for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
             const size_t batch = (size_t)atol(tok);
             tpsc_bench_pair p;
-            tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, precision, &p);
+            const tps_open_options both[2] = {oo, oo};
+            tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, both, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
             printf("| %s | %zu | %.1f / %.1f | %.1f / %.1f | %.2fx | %.2fx | %.2fx | %.3f / %.3f |\n", tok_config_label(&tc, label, sizeof label),
                    batch, p.wall_s[0] * 1e3, p.cpu_s[0] * 1e3, p.wall_s[1] * 1e3,

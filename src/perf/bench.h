@@ -33,14 +33,15 @@ tpsc_status tpsc_bench_infer_lib(const vit_config *vc, const tok_config *tc, siz
                                  const tps_open_options *oo, tpsc_bench_result *res);
 long tpsc_peak_rss_mb(void);
 
-/* Models a and b through libtpsinfer in alternation (bench_interleave.c): medians of each one's
- * wall and process-CPU time per batch, and the medians of the per-pair ratios a / b. */
+/* Models a and b through libtpsinfer in alternation (bench_interleave.c), opened with oo[0] and
+ * oo[1]: medians of each one's wall and process-CPU time per batch, and the medians of the
+ * per-pair ratios a / b. */
 typedef struct tpsc_bench_pair {
     double wall_s[2], cpu_s[2], gmacs[2];
     double ratio_wall, ratio_cpu;
 } tpsc_bench_pair;
 tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
-                                   int warmup, int repeats, tps_precision precision, tpsc_bench_pair *res);
+                                   int warmup, int repeats, const tps_open_options oo[2], tpsc_bench_pair *res);
 
 /* Predictor methods with topk masks: one model's training step with the masked formulation and
  * with real removal (tps.train_removal) in alternation, as `a` = masked and `b` = removed of a

@@ -32,7 +32,7 @@ static double median(double *v, int n) {
 
 /* One model with random weights (timm's init; gates random so the kept channels vary), written
  * as an inference file and opened by the library. */
-static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t batch, tps_precision precision,
+static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t batch, const tps_open_options *oo,
                               tps_model **m, tps_workspace **ws) {
     vit_model vm;
     TPSC_TRY(vit_model_create(&vm, vc, tc));
@@ -50,8 +50,7 @@ static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t
     if (fd >= 0) close(fd);
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = vc, .tps = tc, .params = &vm.params};
     if (st == TPSC_OK) st = chan_save_inference(path, &vm, &ck);
-    const tps_open_options oo = {.precision = precision};
-    if (st == TPSC_OK && (tps_model_open_ex(path, &oo, m) != TPS_OK || tps_workspace_create(*m, batch, ws) != TPS_OK))
+    if (st == TPSC_OK && (tps_model_open_ex(path, oo, m) != TPS_OK || tps_workspace_create(*m, batch, ws) != TPS_OK))
         st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
     if (fd >= 0) unlink(path);
     vit_model_free(&vm);
@@ -59,7 +58,7 @@ static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t
 }
 
 tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
-                                   int warmup, int repeats, tps_precision precision, tpsc_bench_pair *res) {
+                                   int warmup, int repeats, const tps_open_options oo[2], tpsc_bench_pair *res) {
     memset(res, 0, sizeof *res);
     tps_model *m[2] = {NULL, NULL};
     tps_workspace *ws[2] = {NULL, NULL};
@@ -68,8 +67,8 @@ tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, co
     float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
     double *t = tpsc_calloc(6 * (size_t)repeats, sizeof *t, "bench times");
     tpsc_status st = images && logits && t ? TPSC_OK : TPSC_ERR_NOMEM;
-    if (st == TPSC_OK) st = open_model(vc, a, batch, precision, &m[0], &ws[0]);
-    if (st == TPSC_OK) st = open_model(vc, b, batch, precision, &m[1], &ws[1]);
+    if (st == TPSC_OK) st = open_model(vc, a, batch, &oo[0], &m[0], &ws[0]);
+    if (st == TPSC_OK) st = open_model(vc, b, batch, &oo[1], &m[1], &ws[1]);
     tpsc_rng rng;
     tpsc_rng_seed(&rng, 2);
     for (size_t i = 0; st == TPSC_OK && i < n_img; i++) images[i] = tpsc_rng_normal(&rng);
