@@ -2,8 +2,9 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--tome] [--threads 2] [--repeat 1] [--quick]
-#                         [--no-torch] [--no-ort] [--no-gemm-limit] [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--tome] [--attention] [--threads 2]
+#                         [--repeat 1] [--quick] [--no-train] [--no-torch] [--no-ort] [--no-gemm-limit]
+#                         [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
 # Shapes: DeiT-S 224, training step (fwd + bwd + AdamW) dense at batch 16 and 64; inference
 # dense and dTPS (keep 0.7 at blocks 3/6/9) at batch 1 and 32. Everything runs under the
@@ -29,7 +30,10 @@
 # threads, measured by `tpsc bench` in the same run. --tome adds ToMe off the shelf in libtpsinfer
 # at r = 8, 13 and 16 against dense at batch 1 and 32 (`bench infer --tome-r R --interleave`: the
 # two in alternation, the median of the per-pair speed-ups), with both GMACs and their ratio; the
-# ToMe paper's anchor is ViT-S/16 at r = 13 on a V100, 953 -> 1564 img/s (1.64x).
+# ToMe paper's anchor is ViT-S/16 at r = 13 on a V100, 953 -> 1564 img/s (1.64x). --attention adds
+# libtpsinfer's fused attention kernel against the two sgemm calls, dense and dTPS 0.7 at batch 1
+# and 32 (`bench infer --interleave-attention`: the two in alternation, the median of the per-pair
+# speed-ups). --no-train skips the training rows (inference only).
 #
 # Builds nothing of ours: it uses build/tpsc (or $TPSC_BIN). The anchors live in
 # ../shared/bench-anchors beside the repo (or $TPSC_SHARED/bench-anchors); they are called from
@@ -48,7 +52,7 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 tome=0 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 tome=0 attention=0 do_train=1 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -58,6 +62,8 @@ while [ $# -gt 0 ]; do
         --train-removal) train_removal=1 ;;
         --openblas) openblas=1 ;;
         --tome) tome=1 ;;
+        --attention) attention=1 ;;
+        --no-train) do_train=0 ;;
         --threads) threads="$2"; shift ;;
         --repeat) repeat="$2"; shift ;;
         --quick) quick=1 ;;
@@ -119,6 +125,7 @@ one_round() { # MODE ROUND
     local mode=$1 r=$2 tag="$1.$2"
     echo "[$mode, round $r] tpsc bench train (batch 16, 64) and infer (batch 1, 32)" >&2
     for b in 16 64; do
+        [ $do_train = 1 ] || break
         run_env "$mode" "$TPSC" bench train --method none --batch $b --steps $steps --threads "$threads" \
             > "$out/ours_train$b.$tag.txt" 2>&1 || echo "  tpsc bench train --batch $b failed: see $out/ours_train$b.$tag.txt" >&2
     done
@@ -134,6 +141,13 @@ one_round() { # MODE ROUND
             run_env "$mode" "$TPSC" bench infer --tome-r $tr --interleave --batch 1,32 --iters $iters \
                 --threads "$threads" > "$out/ours_tome$tr.$tag.txt" 2>&1 ||
                 echo "  tpsc bench infer --tome-r $tr failed: see $out/ours_tome$tr.$tag.txt" >&2
+        done
+    fi
+    if [ $attention = 1 ]; then
+        for m in none dtps; do
+            run_env "$mode" "$TPSC" bench infer --method $m --keep-ratio 0.7 --interleave-attention --batch 1,32 \
+                --iters $iters --threads "$threads" > "$out/ours_attn_$m.$tag.txt" 2>&1 ||
+                echo "  tpsc bench infer --interleave-attention failed: see $out/ours_attn_$m.$tag.txt" >&2
         done
     fi
     if [ $bf16 = 1 ]; then
@@ -367,6 +381,24 @@ for mode in modes:
         for (r, batch), rs in sorted(tome_rows.items()):
             print("| ToMe r = %d | %d | %.2fx | %.2fx | %.2fx | %s |" % (
                 r, batch, med([x[0] for x in rs]), med([x[1] for x in rs]), rs[-1][2], rs[-1][3]))
+    attn_rows, attn_name = {}, "fused"
+    for path in sorted(glob.glob(os.path.join(out, "ours_attn_*.%s.*.txt" % mode))):
+        for line in open(path):
+            m = re.match(r"\| method \| batch \| gemm ms \(wall / cpu\) \| (.+) ms \(wall", line)
+            if m:
+                attn_name = m.group(1)
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 6 and cells[1].isdigit():
+                attn_rows.setdefault((cells[0], int(cells[1])), []).append(
+                    (float(cells[4].rstrip("x")), float(cells[5].rstrip("x"))))
+    if attn_rows:
+        print("\nAttention in libtpsinfer: %s against two sgemm calls per head (`tpsc bench infer"
+              " --interleave-attention`, the two in alternation; speed-up of the whole pass):\n" % attn_name)
+        print("| DeiT-S 224 | batch | rounds | speed-up wall | speed-up cpu |")
+        print("|---|---|---|---|---|")
+        for (method, batch), rs in sorted(attn_rows.items()):
+            print("| %s | %d | %d | %.2fx | %.2fx |" % ("dense" if method == "none" else method, batch, len(rs),
+                                                      med([x[0] for x in rs]), med([x[1] for x in rs])))
     lim = med(limits)
     t64 = med([o[("train", "dense", 64)][0] for o in ours if ("train", "dense", 64) in o])
     if lim and t64:
