@@ -5,6 +5,8 @@
 # loader position, compared by tests/reliability/ckpt_digest).
 #   bash scripts/kill_resume.sh [TPSC [CKPT_DIGEST]]    (defaults: build/tpsc, build/tests/ckpt_digest)
 # KILL_RESUME_CYCLES (default 20) kills per part; ctest runs 3 (reliability_kill_resume).
+# KILL_RESUME_EPOCHS (default 30) sets the training run's length; ctest runs 12, so that the test
+# stays well inside its time limit under ASan on a loaded machine.
 # KILL_RESUME_SEED fixes the random kill times (default: a fresh seed, printed).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +14,7 @@ TPSC=${1:-$ROOT/build/tpsc}
 DIGEST=${2:-$ROOT/build/tests/ckpt_digest}
 CYCLES=${KILL_RESUME_CYCLES:-20}
 SEED=${KILL_RESUME_SEED:-$$}
+EPOCHS=${KILL_RESUME_EPOCHS:-30}
 RANDOM=$SEED
 RECIPE=$ROOT/tests/reliability/tiny.ini
 [ -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || { echo "skip: dataset-fashion-mnist not installed"; exit 77; }
@@ -19,10 +22,10 @@ W=$(mktemp -d /tmp/tpsc_kill_resume_XXXXXX)
 trap 'rm -rf "$W"' EXIT
 export OMP_WAIT_POLICY=PASSIVE
 fail() { echo "FAIL (seed $SEED): $*" >&2; exit 1; }
-echo "kill_resume: $CYCLES kills per part, seed $SEED"
-# 30 epochs of 8 steps, a checkpoint after each: long enough that kills land in every phase
+echo "kill_resume: $CYCLES kills per part, $EPOCHS epochs, seed $SEED"
+# Epochs of 8 steps, a checkpoint after each: long enough that kills land in every phase
 # (start-up, steps, evaluation, the checkpoint write itself).
-train=(--quiet --set schedule.epochs=30 --set run.threads=1)
+train=(--quiet --set "schedule.epochs=$EPOCHS" --set run.threads=1)
 
 # Milliseconds since an arbitrary start.
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
