@@ -10,67 +10,31 @@
 
 #include "autograd/ops.h"
 #include "src/model/vit.h"
-#include "support/fixture.h"
-
-
-
+#include "support/fixture_run.h"
 
 Test(parity_dense, logits_loss_and_every_gradient_match_pytorch) {
-    fixture fx;
-    fx_open(&fx, "vit_dense.h5");
-    vit_config cfg;
-    fx_vit_config(&fx, &cfg);
+    fx_run r;
+    fx_run_open(&r, "vit_dense.h5");
     tok_config tps = {.method = TOK_NONE};
-    vit_model m;
-    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    fx_load_params(&fx, "/model", &m.params);
-
-    size_t n_img, img_shape[4], n_t, t_shape[2], n_lab;
-    int nd;
-    float *images = fx_read_f32(&fx, "/input/images", &n_img, img_shape, &nd);
-    float *targets = fx_read_f32(&fx, "/input/targets", &n_t, t_shape, &nd);
-    int64_t *labels64 = fx_read_i64(&fx, "/input/labels", &n_lab);
+    fx_run_model(&r, &tps);
+    size_t n_lab;
+    int64_t *labels64 = fx_read_i64(&r.fx, "/input/labels", &n_lab);
     int32_t labels[16];
+    cr_assert_leq(n_lab, 16u);
     for (size_t i = 0; i < n_lab; i++) labels[i] = (int32_t)labels64[i];
 
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *x = ag_wrap(ctx, images, NULL, 4, img_shape, false);
-    ag_tensor *t = ag_wrap(ctx, targets, NULL, 2, t_shape, false);
-    vit_forward_opts opts = {.mode = VIT_TRAIN};
     vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, x, &opts, &out);
-    cr_assert_not_null(logits, "forward failed: %s", tpsc_last_error());
-    ag_tensor *loss = ag_cross_entropy_soft(ctx, logits, t);
-    ag_tensor *loss_smooth = ag_cross_entropy(ctx, logits, labels, 0.1f);
+    ag_tensor *logits = fx_run_forward(&r, VIT_TRAIN, &out);
+    ag_tensor *loss = ag_cross_entropy_soft(r.ctx, logits, r.t);
+    ag_tensor *loss_smooth = ag_cross_entropy(r.ctx, logits, labels, 0.1f);
     cr_assert_not_null(loss_smooth, "%s", tpsc_last_error());
+    fx_expect_close(&r.fx, "/output/logits", logits->data, ag_numel(logits), 1e-4);
+    fx_expect_scalar(&r.fx, "/output/loss", loss, 1e-5);
+    fx_expect_scalar(&r.fx, "/output/loss_smooth", loss_smooth, 1e-5);
 
-    size_t n_ref;
-    float *ref_logits = fx_read_f32(&fx, "/output/logits", &n_ref, NULL, NULL);
-    cr_assert_eq(n_ref, ag_numel(logits));
-    double scale = fx_max_abs(ref_logits, n_ref);
-    cr_assert(fx_max_diff(logits->data, ref_logits, n_ref) <= 1e-4 * scale, "logits differ by %g (scale %g)",
-              fx_max_diff(logits->data, ref_logits, n_ref), scale);
-    float *ref_loss = fx_read_f32(&fx, "/output/loss", NULL, NULL, NULL);
-    float *ref_smooth = fx_read_f32(&fx, "/output/loss_smooth", NULL, NULL, NULL);
-    cr_assert(fabs(loss->data[0] - ref_loss[0]) <= 1e-5 * fabs(ref_loss[0]), "loss %.8g vs torch %.8g", loss->data[0], ref_loss[0]);
-    cr_assert(fabs(loss_smooth->data[0] - ref_smooth[0]) <= 1e-5 * fabs(ref_smooth[0]), "smoothed CE %.8g vs torch %.8g",
-              loss_smooth->data[0], ref_smooth[0]);
-
-    ag_params_zero_grad(&m.params);
-    cr_assert_eq(ag_backward(ctx, loss), TPSC_OK, "%s", tpsc_last_error());
-    char path[256];
-    for (int i = 0; i < m.params.count; i++) {
-        ag_param *it = &m.params.items[i];
-        snprintf(path, sizeof path, "/grad/%s", it->name);
-        size_t n;
-        float *g = fx_read_f32(&fx, path, &n, NULL, NULL);
-        cr_assert_eq(n, it->numel, "%s", path);
-        double gs = fx_max_abs(g, n), d = fx_max_diff(it->t.grad, g, n);
-        cr_assert(d <= 1e-3 * gs, "gradient of %s differs by %g (scale %g)", it->name, d, gs);
-        free(g);
-    }
-    free(images), free(targets), free(labels64), free(ref_logits), free(ref_loss), free(ref_smooth);
-    ag_ctx_free(ctx);
-    vit_model_free(&m);
-    fx_close(&fx);
+    ag_params_zero_grad(&r.m.params);
+    cr_assert_eq(ag_backward(r.ctx, loss), TPSC_OK, "%s", tpsc_last_error());
+    fx_expect_grads(&r.fx, "", &r.m.params, 1e-3);
+    free(labels64);
+    fx_run_close(&r);
 }

@@ -25,62 +25,18 @@
 #include "src/io/checkpoint.h"
 #include "src/loss/objective.h"
 #include "src/model/vit.h"
-#include "support/fixture.h"
+#include "support/fixture_run.h"
 
 #define LOGIT_RTOL 1e-4
 #define LOSS_RTOL 1e-5
 #define GRAD_RTOL 1e-3
 
-static void expect_close(const float *got, const fixture *fx, const char *dataset, size_t n, double rtol) {
-    size_t n_ref;
-    float *ref = fx_read_f32(fx, dataset, &n_ref, NULL, NULL);
-    cr_assert_eq(n_ref, n, "%s: %zu values in the fixture, %zu computed", dataset, n_ref, n);
-    double scale = fx_max_abs(ref, n), d = fx_max_diff(got, ref, n);
-    cr_expect(d <= rtol * scale, "%s differs by %g (scale %g, tolerance %g)", dataset, d, scale, rtol * scale);
-    free(ref);
-}
-
-static void expect_scalar(const ag_tensor *got, const fixture *fx, const char *dataset) {
-    cr_assert_not_null(got, "%s: not computed (%s)", dataset, tpsc_last_error());
-    float *ref = fx_read_f32(fx, dataset, NULL, NULL, NULL);
-    cr_expect(fabs((double)got->data[0] - ref[0]) <= LOSS_RTOL * fabs(ref[0]), "%s: %.8g, official %.8g", dataset,
-              (double)got->data[0], (double)ref[0]);
-    free(ref);
-}
-
-static void expect_every_gradient(const ag_params *params, const fixture *fx, const char *group) {
-    char path[256];
-    for (int i = 0; i < params->count; i++) {
-        const ag_param *p = &params->items[i];
-        snprintf(path, sizeof path, "%s/grad/%s", group, p->name);
-        cr_assert(fx_exists(fx, path), "%s: the official run has no gradient for %s", fx->path, p->name);
-        expect_close(p->t.grad, fx, path, p->numel, GRAD_RTOL);
-    }
-}
-
-static void int_attr(const fixture *fx, const char *obj, const char *name, long *out, int want_n) {
-    cr_assert(H5Aexists_by_name(fx->file, obj, name, H5P_DEFAULT) > 0, "%s: no attribute %s on %s", fx->path, name, obj);
-    hid_t a = H5Aopen_by_name(fx->file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t sp = H5Aget_space(a);
-    cr_assert_eq(H5Sget_simple_extent_npoints(sp), want_n, "%s: %s on %s", fx->path, name, obj);
-    long long v[TOK_MAX_STAGES];
-    cr_assert(H5Aread(a, H5T_NATIVE_LLONG, v) >= 0);
-    for (int i = 0; i < want_n; i++) out[i] = (long)v[i];
-    H5Sclose(sp);
-    H5Aclose(a);
+/* The n values of an integer array attribute. */
+static void int_attr(const fixture *fx, const char *obj, const char *name, long *out, size_t want_n) {
+    cr_assert_eq(fx_attr_ints(fx, obj, name, out, want_n), want_n, "%s: %s on %s", fx->path, name, obj);
 }
 
 /* ---- the fixture's model and inputs ------------------------------------------------------- */
-
-typedef struct run {
-    fixture fx;
-    vit_config cfg;
-    vit_model m;
-    float *images, *targets, *u[TOK_MAX_STAGES];
-    size_t img_shape[4], t_shape[2];
-    ag_ctx *ctx;
-    ag_tensor *x, *t;
-} run;
 
 static tok_config stages(tok_method method, float temp, bool drop_pruned) {
     tok_config t = {.method = method, .n_stages = 3, .prune_loc = {1, 2, 3}, .squeeze_temp = temp,
@@ -89,47 +45,17 @@ static tok_config stages(tok_method method, float temp, bool drop_pruned) {
     return t;
 }
 
-static void run_open(run *r, const char *file, const tok_config *tps) {
-    memset(r, 0, sizeof *r);
-    fx_open(&r->fx, file);
-    fx_vit_config(&r->fx, &r->cfg);
+/* The fixture's model and inputs; the fixture must prune where tps does. */
+static void run_open(fx_run *r, const char *file, const tok_config *tps) {
+    fx_run_open(r, file);
     long loc[3];
     int_attr(&r->fx, "/", "prune_loc", loc, 3);
     for (int s = 0; s < 3; s++) cr_assert_eq(loc[s], tps->prune_loc[s], "the fixture prunes at other blocks");
-    cr_assert_eq(vit_model_create(&r->m, &r->cfg, tps), TPSC_OK, "%s", tpsc_last_error());
-    fx_load_params(&r->fx, "/model", &r->m.params);
-    size_t n;
-    int nd;
-    r->images = fx_read_f32(&r->fx, "/input/images", &n, r->img_shape, &nd);
-    r->targets = fx_read_f32(&r->fx, "/input/targets", &n, r->t_shape, &nd);
-    char path[64];
-    for (int s = 0; s < 3; s++) {
-        snprintf(path, sizeof path, "/input/gumbel_u_s%d", s);
-        if (fx_exists(&r->fx, path)) r->u[s] = fx_read_f32(&r->fx, path, &n, NULL, NULL);
-    }
-    r->ctx = ag_ctx_create(0);
-    r->x = ag_wrap(r->ctx, r->images, NULL, 4, r->img_shape, false);
-    r->t = ag_wrap(r->ctx, r->targets, NULL, 2, r->t_shape, false);
-}
-
-static void run_close(run *r) {
-    ag_ctx_free(r->ctx);
-    vit_model_free(&r->m);
-    free(r->images), free(r->targets);
-    for (int s = 0; s < TOK_MAX_STAGES; s++) free(r->u[s]);
-    fx_close(&r->fx);
-}
-
-static ag_tensor *forward(run *r, vit_mode mode, vit_output *out) {
-    vit_forward_opts opts = {.mode = mode};
-    for (int s = 0; s < TOK_MAX_STAGES; s++) opts.gumbel_u[s] = r->u[s];
-    ag_tensor *logits = vit_forward(r->ctx, &r->m, r->x, &opts, out);
-    cr_assert_not_null(logits, "forward: %s", tpsc_last_error());
-    return logits;
+    fx_run_model(r, tps);
 }
 
 /* The official keep masks [B,N] of every stage, exactly. */
-static void expect_masks(const run *r, const vit_output *out, const char *group) {
+static void expect_masks(const fx_run *r, const vit_output *out, const char *group) {
     char path[96];
     for (int s = 0; s < out->n_stages; s++) {
         snprintf(path, sizeof path, "%s/keep_s%d", group, s);
@@ -147,7 +73,7 @@ static void expect_masks(const run *r, const vit_output *out, const char *group)
 /* ---- TPS-CVPR2023: dTPS and DynamicViT, training mode ------------------------------------- */
 
 static void check_predictor_training(tok_method method) {
-    run r;
+    fx_run r;
     tok_config tps = stages(method, 1.0f, false);
     run_open(&r, "official_tps.h5", &tps);
     char group[64];
@@ -163,12 +89,12 @@ static void check_predictor_training(tok_method method) {
     ag_tensor *tl = vit_forward(r.ctx, &teacher, r.x, &topts, &te);
     cr_assert_not_null(tl, "%s", tpsc_last_error());
     ag_set_grad_enabled(r.ctx, true);
-    expect_close(tl->data, &r.fx, "/teacher/logits", ag_numel(tl), LOGIT_RTOL);
+    fx_expect_close(&r.fx, "/teacher/logits", tl->data, ag_numel(tl), LOGIT_RTOL);
 
-    ag_tensor *logits = forward(&r, VIT_TRAIN, &st);
+    ag_tensor *logits = fx_run_forward(&r, VIT_TRAIN, &st);
     char path[128];
     snprintf(path, sizeof path, "%s/logits", group);
-    expect_close(logits->data, &r.fx, path, ag_numel(logits), LOGIT_RTOL);
+    fx_expect_close(&r.fx, path, logits->data, ag_numel(logits), LOGIT_RTOL);
     expect_masks(&r, &st, group);
 
     /* the official weights: train.py sums ce + KeepRatioLoss(alpha 2) + DistillKLLoss(alpha 0.5) */
@@ -184,13 +110,13 @@ static void check_predictor_training(tok_method method) {
         {parts.token_kl, "loss_token_kl"}, {parts.total, "loss"}};
     for (size_t i = 0; i < sizeof terms / sizeof terms[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", group, terms[i].name);
-        expect_scalar(terms[i].t, &r.fx, path);
+        fx_expect_scalar(&r.fx, path, terms[i].t, LOSS_RTOL);
     }
     ag_params_zero_grad(&r.m.params);
     cr_assert_eq(ag_backward(r.ctx, parts.total), TPSC_OK, "%s", tpsc_last_error());
-    expect_every_gradient(&r.m.params, &r.fx, group);
+    fx_expect_grads(&r.fx, group, &r.m.params, GRAD_RTOL);
     vit_model_free(&teacher);
-    run_close(&r);
+    fx_run_close(&r);
 }
 
 Test(parity_official, dtps_training_masks_losses_and_every_gradient) { check_predictor_training(TOK_DTPS); }
@@ -225,7 +151,7 @@ static void check_squeeze(const char *group, float temp) {
         ag_tensor *y = tok_squeeze_train(ctx, x, k, p, temp);
         cr_assert_not_null(y, "%s", tpsc_last_error());
         snprintf(path, sizeof path, "/%s/train/squeezed_s%d", group, s);
-        expect_close(y->data, &fx, path, n, LOGIT_RTOL);
+        fx_expect_close(&fx, path, y->data, n, LOGIT_RTOL);
         free(xin);
         free(prev);
         prev = keep;
@@ -239,20 +165,20 @@ Test(parity_official, dtps_training_squeeze_of_every_stage) { check_squeeze("dtp
 Test(parity_official, dtps_training_squeeze_at_temperature_half) { check_squeeze("dtps_t05", 0.5f); }
 
 Test(parity_official, dtps_training_at_temperature_half) {
-    run r;
+    fx_run r;
     tok_config tps = stages(TOK_DTPS, 0.5f, false);
     run_open(&r, "official_tps.h5", &tps);
     vit_output st;
-    ag_tensor *logits = forward(&r, VIT_TRAIN, &st);
-    expect_close(logits->data, &r.fx, "/dtps_t05/train/logits", ag_numel(logits), LOGIT_RTOL);
+    ag_tensor *logits = fx_run_forward(&r, VIT_TRAIN, &st);
+    fx_expect_close(&r.fx, "/dtps_t05/train/logits", logits->data, ag_numel(logits), LOGIT_RTOL);
     expect_masks(&r, &st, "/dtps_t05/train");
-    run_close(&r);
+    fx_run_close(&r);
 }
 
 /* ---- EViT, with and without token fusion ---------------------------------------------------- */
 
 static void check_evit(const char *group, bool drop_pruned) {
-    run r;
+    fx_run r;
     tok_config tps = stages(TOK_EVIT, 1.0f, drop_pruned);
     run_open(&r, "official_evit.h5", &tps);
     char obj[64], path[128];
@@ -261,24 +187,24 @@ static void check_evit(const char *group, bool drop_pruned) {
     int_attr(&r.fx, obj, "keep_counts", counts, 3);
 
     vit_output tr;
-    ag_tensor *logits = forward(&r, VIT_TRAIN, &tr);
+    ag_tensor *logits = fx_run_forward(&r, VIT_TRAIN, &tr);
     snprintf(path, sizeof path, "/%s/train/logits", group);
-    expect_close(logits->data, &r.fx, path, ag_numel(logits), LOGIT_RTOL);
+    fx_expect_close(&r.fx, path, logits->data, ag_numel(logits), LOGIT_RTOL);
     ag_tensor *ce = ag_cross_entropy_soft(r.ctx, logits, r.t);
     snprintf(path, sizeof path, "/%s/train/loss_ce", group);
-    expect_scalar(ce, &r.fx, path);
+    fx_expect_scalar(&r.fx, path, ce, LOSS_RTOL);
     ag_params_zero_grad(&r.m.params);
     cr_assert_eq(ag_backward(r.ctx, ce), TPSC_OK, "%s", tpsc_last_error());
     snprintf(path, sizeof path, "/%s/train", group);
-    expect_every_gradient(&r.m.params, &r.fx, path);
+    fx_expect_grads(&r.fx, path, &r.m.params, GRAD_RTOL);
     for (int s = 0; s < 3; s++)
         cr_expect_eq((long)tr.kept_count[s], counts[s], "%s stage %d: keeps %zu, official %ld", group, s,
                      tr.kept_count[s], counts[s]);
 
     vit_output inf;
-    logits = forward(&r, VIT_INFER, &inf);
+    logits = fx_run_forward(&r, VIT_INFER, &inf);
     snprintf(path, sizeof path, "/%s/infer/logits", group);
-    expect_close(logits->data, &r.fx, path, ag_numel(logits), LOGIT_RTOL);
+    fx_expect_close(&r.fx, path, logits->data, ag_numel(logits), LOGIT_RTOL);
     for (int s = 0; s < 3; s++) {
         snprintf(path, sizeof path, "/%s/infer/kept_s%d", group, s);
         size_t n;
@@ -289,7 +215,7 @@ static void check_evit(const char *group, bool drop_pruned) {
                          (int)inf.kept_orig[s][i], (long long)ref[i]);
         free(ref);
     }
-    run_close(&r);
+    fx_run_close(&r);
 }
 
 Test(parity_official, evit_fused_training_and_inference) { check_evit("evit", false); }
@@ -351,7 +277,7 @@ static void check_converted(const char *file, const char *expected, const char *
     cr_assert_not_null(logits, "%s", tpsc_last_error());
     char ds[128];
     snprintf(ds, sizeof ds, "/%s/infer/logits", group);
-    expect_close(logits->data, &fx, ds, ag_numel(logits), LOGIT_RTOL);
+    fx_expect_close(&fx, ds, logits->data, ag_numel(logits), LOGIT_RTOL);
 
     /* the same file exported for libtpsinfer */
     char lib_path[512];
@@ -364,7 +290,7 @@ static void check_converted(const char *file, const char *expected, const char *
     cr_assert_eq(tps_workspace_create(lib, B, &ws), TPS_OK, "%s", tps_last_error());
     float *lib_logits = malloc(B * cfg.num_classes * sizeof(float));
     cr_assert_eq(tps_run(ws, images, B, lib_logits), TPS_OK, "%s", tps_last_error());
-    expect_close(lib_logits, &fx, ds, B * cfg.num_classes, LOGIT_RTOL);
+    fx_expect_close(&fx, ds, lib_logits, B * cfg.num_classes, LOGIT_RTOL);
 
     for (int s = 0; s < out.n_stages; s++) {
         snprintf(ds, sizeof ds, "/%s/infer/kept_s%d", group, s);

@@ -18,46 +18,28 @@
 
 #include "autograd/ops.h"
 #include "src/model/vit.h"
-#include "support/fixture.h"
+#include "support/fixture_run.h"
 
 static void check_case(const char *name, int r, float inflect, bool grads) {
-    fixture fx;
-    fx_open(&fx, "vit_tome.h5");
-    vit_config cfg;
-    fx_vit_config(&fx, &cfg);
+    fx_run run;
+    fx_run_open(&run, "vit_tome.h5");
     tok_config tps = {.method = TOK_TOME, .tome_r = r, .tome_inflect = inflect, .prop_attn = true};
-    vit_model m;
-    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    fx_load_params(&fx, "/model", &m.params);
-    size_t n_img, img_shape[4], n_t, t_shape[2];
-    int nd;
-    float *images = fx_read_f32(&fx, "/input/images", &n_img, img_shape, &nd);
-    float *targets = fx_read_f32(&fx, "/input/targets", &n_t, t_shape, &nd);
-    const size_t B = img_shape[0], N = vit_num_patches(&cfg);
-
-    ag_ctx *ctx = ag_ctx_create(0);
-    ag_tensor *x = ag_wrap(ctx, images, NULL, 4, img_shape, false);
-    ag_tensor *t = ag_wrap(ctx, targets, NULL, 2, t_shape, false);
-    vit_forward_opts opts = {.mode = VIT_TRAIN};
+    fx_run_model(&run, &tps);
+    const fixture *fx = &run.fx;
+    const size_t B = run.img_shape[0], N = vit_num_patches(&run.cfg);
     vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, x, &opts, &out);
-    cr_assert_not_null(logits, "%s: forward failed: %s", name, tpsc_last_error());
-
+    ag_tensor *logits = fx_run_forward(&run, VIT_TRAIN, &out);
     char path[256];
-    size_t n_ref;
     snprintf(path, sizeof path, "/%s/logits", name);
-    float *ref = fx_read_f32(&fx, path, &n_ref, NULL, NULL);
-    cr_assert_eq(n_ref, ag_numel(logits));
-    double scale = fx_max_abs(ref, n_ref), d = fx_max_diff(logits->data, ref, n_ref);
-    cr_assert(d <= 1e-4 * scale, "%s: logits differ by %g (scale %g)", name, d, scale);
-    free(ref);
+    fx_expect_close(fx, path, logits->data, ag_numel(logits), 1e-4);
 
-    for (size_t i = 0; i < cfg.depth; i++) {
+    for (size_t i = 0; i < run.cfg.depth; i++) {
         size_t n_g, n_s, s_shape[2];
+        int nd;
         snprintf(path, sizeof path, "/%s/group_b%zu", name, i);
-        int64_t *group = fx_read_i64(&fx, path, &n_g);
+        int64_t *group = fx_read_i64(fx, path, &n_g);
         snprintf(path, sizeof path, "/%s/size_b%zu", name, i);
-        float *size = fx_read_f32(&fx, path, &n_s, s_shape, &nd);
+        float *size = fx_read_f32(fx, path, &n_s, s_shape, &nd);
         cr_assert_eq(n_g, B * (1 + N), "%s", path);
         const int32_t *pt = out.patch_token_block[i];
         const float *sz = out.token_size_block[i];
@@ -78,29 +60,15 @@ static void check_case(const char *name, int r, float inflect, bool grads) {
     }
 
     if (grads) {
-        ag_tensor *loss = ag_cross_entropy_soft(ctx, logits, t);
+        ag_tensor *loss = ag_cross_entropy_soft(run.ctx, logits, run.t);
         snprintf(path, sizeof path, "/%s/loss", name);
-        float *ref_loss = fx_read_f32(&fx, path, NULL, NULL, NULL);
-        cr_assert(fabs(loss->data[0] - ref_loss[0]) <= 1e-5 * fabs(ref_loss[0]), "%s: loss %.8g vs torch %.8g", name,
-                  loss->data[0], ref_loss[0]);
-        free(ref_loss);
-        ag_params_zero_grad(&m.params);
-        cr_assert_eq(ag_backward(ctx, loss), TPSC_OK, "%s", tpsc_last_error());
-        for (int i = 0; i < m.params.count; i++) {
-            ag_param *it = &m.params.items[i];
-            snprintf(path, sizeof path, "/%s/grad/%s", name, it->name);
-            size_t n;
-            float *g = fx_read_f32(&fx, path, &n, NULL, NULL);
-            cr_assert_eq(n, it->numel, "%s", path);
-            double gs = fx_max_abs(g, n), gd = fx_max_diff(it->t.grad, g, n);
-            cr_assert(gd <= 1e-3 * gs, "%s: gradient of %s differs by %g (scale %g)", name, it->name, gd, gs);
-            free(g);
-        }
+        fx_expect_scalar(fx, path, loss, 1e-5);
+        ag_params_zero_grad(&run.m.params);
+        cr_assert_eq(ag_backward(run.ctx, loss), TPSC_OK, "%s", tpsc_last_error());
+        snprintf(path, sizeof path, "/%s", name);
+        fx_expect_grads(fx, path, &run.m.params, 1e-3);
     }
-    free(images), free(targets);
-    ag_ctx_free(ctx);
-    vit_model_free(&m);
-    fx_close(&fx);
+    fx_run_close(&run);
 }
 
 Test(parity_tome, constant_r8_logits_groups_sizes_and_gradients) { check_case("r8", 8, 0.0f, true); }
@@ -109,27 +77,12 @@ Test(parity_tome, decreasing_schedule) { check_case("dec12", 12, -1.0f, false); 
 
 Test(parity_tome, dense_when_r_is_zero) {
     /* r = 0 merges nothing: the fixture's dense logits (ToMe with model.r = 0) */
-    fixture fx;
-    fx_open(&fx, "vit_tome.h5");
-    vit_config cfg;
-    fx_vit_config(&fx, &cfg);
+    fx_run run;
+    fx_run_open(&run, "vit_tome.h5");
     tok_config tps = {.method = TOK_TOME, .tome_r = 0, .prop_attn = true};
-    vit_model m;
-    cr_assert_eq(vit_model_create(&m, &cfg, &tps), TPSC_OK, "%s", tpsc_last_error());
-    fx_load_params(&fx, "/model", &m.params);
-    size_t n_img, img_shape[4], n_ref;
-    int nd;
-    float *images = fx_read_f32(&fx, "/input/images", &n_img, img_shape, &nd);
-    ag_ctx *ctx = ag_ctx_create(0);
-    vit_forward_opts opts = {.mode = VIT_INFER};
+    fx_run_model(&run, &tps);
     vit_output out;
-    ag_tensor *logits = vit_forward(ctx, &m, ag_wrap(ctx, images, NULL, 4, img_shape, false), &opts, &out);
-    cr_assert_not_null(logits, "%s", tpsc_last_error());
-    float *ref = fx_read_f32(&fx, "/dense/logits", &n_ref, NULL, NULL);
-    double scale = fx_max_abs(ref, n_ref), d = fx_max_diff(logits->data, ref, n_ref);
-    cr_assert(d <= 1e-4 * scale, "logits differ by %g (scale %g)", d, scale);
-    free(ref), free(images);
-    ag_ctx_free(ctx);
-    vit_model_free(&m);
-    fx_close(&fx);
+    ag_tensor *logits = fx_run_forward(&run, VIT_INFER, &out);
+    fx_expect_close(&run.fx, "/dense/logits", logits->data, ag_numel(logits), 1e-4);
+    fx_run_close(&run);
 }

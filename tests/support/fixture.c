@@ -85,6 +85,64 @@ double fx_attr_double(const fixture *fx, const char *name) {
     return v;
 }
 
+static hid_t open_attr_of(const fixture *fx, const char *obj, const char *name) {
+    cr_assert(H5Aexists_by_name(fx->file, obj, name, H5P_DEFAULT) > 0, "%s: no attribute %s on %s", fx->path, name, obj);
+    hid_t a = H5Aopen_by_name(fx->file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(a >= 0, "%s: cannot open attribute %s on %s", fx->path, name, obj);
+    return a;
+}
+
+size_t fx_attr_ints(const fixture *fx, const char *obj, const char *name, long *out, size_t cap) {
+    hid_t a = open_attr_of(fx, obj, name);
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    cr_assert(n > 0 && (size_t)n <= cap, "%s: attribute %s of %s has %lld values (at most %zu)", fx->path, name, obj,
+              (long long)n, cap);
+    long long *v = malloc((size_t)n * sizeof *v);
+    cr_assert_not_null(v);
+    cr_assert(H5Aread(a, H5T_NATIVE_LLONG, v) >= 0, "%s: reading attribute %s", fx->path, name);
+    for (hssize_t i = 0; i < n; i++) out[i] = (long)v[i];
+    free(v);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return (size_t)n;
+}
+
+double fx_attr_double_of(const fixture *fx, const char *obj, const char *name) {
+    hid_t a = open_attr_of(fx, obj, name);
+    double v = 0;
+    cr_assert(H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0, "%s: reading attribute %s", fx->path, name);
+    H5Aclose(a);
+    return v;
+}
+
+void fx_expect_close(const fixture *fx, const char *dataset, const float *got, size_t n, double rtol) {
+    size_t n_ref;
+    float *ref = fx_read_f32(fx, dataset, &n_ref, NULL, NULL);
+    cr_assert_eq(n_ref, n, "%s: %zu values in the fixture, %zu computed", dataset, n_ref, n);
+    double scale = fx_max_abs(ref, n), d = fx_max_diff(got, ref, n);
+    cr_expect(d <= rtol * scale, "%s differs by %g (scale %g, tolerance %g)", dataset, d, scale, rtol * scale);
+    free(ref);
+}
+
+void fx_expect_scalar(const fixture *fx, const char *dataset, const ag_tensor *got, double rtol) {
+    cr_assert_not_null(got, "%s: not computed (%s)", dataset, tpsc_last_error());
+    float *ref = fx_read_f32(fx, dataset, NULL, NULL, NULL);
+    cr_expect(fabs((double)got->data[0] - ref[0]) <= rtol * fabs(ref[0]), "%s: %.8g, torch %.8g", dataset,
+              (double)got->data[0], (double)ref[0]);
+    free(ref);
+}
+
+void fx_expect_grads(const fixture *fx, const char *group, const ag_params *params, double rtol) {
+    char path[256];
+    for (int i = 0; i < params->count; i++) {
+        const ag_param *p = &params->items[i];
+        snprintf(path, sizeof path, "%s/grad/%s", group, p->name);
+        cr_assert(fx_exists(fx, path), "%s: the reference run has no gradient for %s", fx->path, p->name);
+        fx_expect_close(fx, path, p->t.grad, p->numel, rtol);
+    }
+}
+
 void fx_load_params(const fixture *fx, const char *group, ag_params *p) {
     char path[256];
     for (int i = 0; i < p->count; i++) {
