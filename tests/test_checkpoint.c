@@ -19,6 +19,7 @@
 #include "src/io/h5util.h"
 #include "src/util/alloc.h"
 #include "src/util/rng.h"
+#include "support/files.h"
 
 /* ---- fixtures ------------------------------------------------------------------------- */
 
@@ -146,18 +147,6 @@ static void expect_load_refused(const ag_params *saved, ag_params *model, tpsc_s
     cr_assert_eq(tpsc_checkpoint_load_params(path, "/model", model, NULL, NULL), want);
     assert_message_has(path);
     assert_message_has(needle);
-}
-
-static char *slurp(const char *file, size_t *len) {
-    FILE *fp = fopen(file, "rb");
-    cr_assert_not_null(fp, "cannot open %s", file);
-    fseek(fp, 0, SEEK_END);
-    *len = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *buf = malloc(*len ? *len : 1);
-    cr_assert_eq(fread(buf, 1, *len, fp), *len);
-    fclose(fp);
-    return buf;
 }
 
 static int count_temporaries(void) {
@@ -587,7 +576,7 @@ static void kill_writer_and_check(bool mid_write) {
     declare(&fresh, NULL, NULL, NULL, 12);
     save_model_only(path, &old);
     size_t len_before;
-    char *before = slurp(path, &len_before);
+    char *before = tfile_read(path, &len_before);
 
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
@@ -617,7 +606,7 @@ static void kill_writer_and_check(bool mid_write) {
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 
     size_t len_after;
-    char *after = slurp(path, &len_after);
+    char *after = tfile_read(path, &len_after);
     cr_assert_eq(len_after, len_before);
     cr_assert_eq(memcmp(after, before, len_before), 0, "the old checkpoint changed");
     ag_params back;

@@ -34,6 +34,7 @@
 #include "src/train/setup.h"
 #include "src/train/trainer.h"
 #include "src/util/log.h"
+#include "support/files.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 #define TOL 1e-6
@@ -229,14 +230,11 @@ Test(dist, batch_not_divisible_by_ranks_is_an_error) {
     need_mpi();
     int rc = train(2, "odd", "--set data.batch_size=33");
     cr_assert_neq(rc, 0);
-    char path[256], text[8192] = "";
+    char path[256];
     snprintf(path, sizeof path, "%s/odd.log", dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
+    char *text = tfile_read(path, NULL);
     cr_expect(strstr(text, "batch_size = 33 is not divisible by the 2 MPI ranks"), "log: %s", text);
+    free(text);
 }
 
 /* The children of `parent`: mpirun forks the local ranks itself. (Their comm is "exe", as
@@ -326,14 +324,10 @@ Test(dist, a_killed_rank_ends_the_job) {
     }
     cr_log_info("the job ended %.2f s after the kill", now_s() - t_kill);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) != 0, "mpirun exited with status %d", status);
-    char text[16384] = "";
-    FILE *f = fopen(log, "r");
-    cr_assert_not_null(f);
-    size_t len = fread(text, 1, sizeof text - 1, f);
-    text[len] = '\0';
-    fclose(f);
+    char *text = tfile_read(log, NULL);
     cr_expect(strstr(text, "process rank") && strstr(text, "signal 9"), "no message naming the rank and the signal: %s",
               text);
+    free(text);
 #endif
 }
 
@@ -362,14 +356,11 @@ Test(dist, sweep_runs_points_under_mpi) {
         snprintf(path, sizeof path, "%s/sweep/%s/done.json", dir, points[k]);
         cr_expect(access(path, R_OK) == 0, "no %s", path);
     }
-    char path[256], text[8192] = "";
+    char path[256];
     snprintf(path, sizeof path, "%s/sweep/results.md", dir);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
+    char *text = tfile_read(path, NULL);
     cr_expect(strstr(text, "| lr-0.05 |") && strstr(text, "| lr-0.02 |") && strstr(text, "8 steps"), "%s", text);
+    free(text);
 #endif
 }
 

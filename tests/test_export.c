@@ -13,6 +13,7 @@
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
 #include "src/util/rng.h"
+#include "support/files.h"
 
 #define B 3
 
@@ -52,18 +53,6 @@ static float *random_images(void) {
     tpsc_rng_seed(&rng, 7);
     for (size_t i = 0; i < B * 3 * 32 * 32; i++) x[i] = tpsc_rng_normal(&rng);
     return x;
-}
-
-static void *read_all(const char *path, size_t *bytes) {
-    FILE *f = fopen(path, "rb");
-    cr_assert(f, "%s", path);
-    fseek(f, 0, SEEK_END);
-    *bytes = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    void *p = malloc(*bytes);
-    cr_assert_eq(fread(p, 1, *bytes, f), *bytes);
-    fclose(f);
-    return p;
 }
 
 /* A training checkpoint (/model zeros, /ema the weights) opens for inference as its export does:
@@ -123,7 +112,7 @@ Test(export, open_memory_equals_open_file) {
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
     cr_assert_eq(tpsc_checkpoint_save(file, &ck), TPSC_OK, "%s", tpsc_last_error());
     size_t bytes;
-    void *image = read_all(file, &bytes);
+    void *image = tfile_read(file, &bytes);
     tps_model *a, *b;
     cr_assert_eq(tps_model_open(file, &a), TPS_OK, "%s", tps_last_error());
     cr_assert_eq(tps_model_open_memory(image, bytes, "mem.h5", NULL, &b), TPS_OK, "%s", tps_last_error());
@@ -157,7 +146,7 @@ Test(export, open_memory_rejects_bad_images) {
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &v.cfg, .tps = &v.tps, .params = &v.params};
     cr_assert_eq(tpsc_checkpoint_save(file, &ck), TPSC_OK, "%s", tpsc_last_error());
     size_t bytes;
-    void *image = read_all(file, &bytes);
+    void *image = tfile_read(file, &bytes);
     cr_expect_neq(tps_model_open_memory(image, bytes / 2, "half", NULL, &m), TPS_OK, "half a file opened");
     cr_expect(strstr(tps_last_error(), "half"), "%s", tps_last_error());
     cr_expect_eq(tps_model_open_memory(NULL, 10, "x", NULL, &m), TPS_ERR_ARG);

@@ -13,21 +13,10 @@
 #include "src/common/h5_heap.h"
 #include "src/infer/tps_infer.h"
 #include "src/io/h5util.h"
+#include "support/files.h"
 
 #define MODEL TPSC_SOURCE_DIR "/tests/fuzz/corpus/infer_model/dtps_infer.h5"
 #define UPSTREAM TPSC_SOURCE_DIR "/tests/fuzz/upstream/"
-
-static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    cr_assert_not_null(f, "cannot open %s", path);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc(*n);
-    cr_assert_eq(fread(b, 1, *n, f), *n);
-    fclose(f);
-    return b;
-}
 
 /* h5_heap_find_corrupt on bytes, through a temporary file. */
 static int check_bytes(const unsigned char *b, size_t n, uint64_t *where) {
@@ -50,7 +39,7 @@ static size_t find_gcol(const unsigned char *b, size_t n) {
 
 Test(h5_heap, files_written_by_tpsc_pass) {
     size_t n;
-    unsigned char *b = slurp(MODEL, &n);
+    unsigned char *b = (unsigned char *)tfile_read(MODEL, &n);
     uint64_t where = 0;
     cr_assert_eq(check_bytes(b, n, &where), 0, "a valid file flagged at byte %llu", (unsigned long long)where);
     free(b);
@@ -58,7 +47,7 @@ Test(h5_heap, files_written_by_tpsc_pass) {
 
 Test(h5_heap, an_object_overrunning_its_collection_is_found) {
     size_t n;
-    unsigned char *b = slurp(MODEL, &n);
+    unsigned char *b = (unsigned char *)tfile_read(MODEL, &n);
     size_t g = find_gcol(b, n);
     /* the first object's size (8 bytes at +8 of its header, which follows the 16-byte
      * collection header): past the collection */
@@ -71,7 +60,7 @@ Test(h5_heap, an_object_overrunning_its_collection_is_found) {
 
 Test(h5_heap, an_empty_free_space_object_is_found) {
     size_t n;
-    unsigned char *b = slurp(MODEL, &n);
+    unsigned char *b = (unsigned char *)tfile_read(MODEL, &n);
     size_t g = find_gcol(b, n);
     /* the first object becomes the free-space object (index 0) of size 0: libhdf5 loops */
     memset(b + g + 16, 0, 2);

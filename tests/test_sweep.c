@@ -16,6 +16,7 @@
 #include "src/sweep/lock.h"
 #include "src/sweep/sweep.h"
 #include "src/util/log.h"
+#include "support/files.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
@@ -164,23 +165,11 @@ Test(sweep_names, colliding_names_are_refused_by_the_check) {
 
 /* ---- a real tiny sweep -------------------------------------------------------------------- */
 
-/* The file's text (small files only), malloc'd: the caller frees it. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f, "cannot open %s", path);
-    char *buf = malloc(1 << 16);
-    cr_assert_not_null(buf);
-    size_t n = fread(buf, 1, (1 << 16) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 /* The top-1 of the last evaluation the trainer wrote to the run's metrics.jsonl. */
 static double logged_top1(const char *run_dir, int *n_evals) {
     char path[512];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    char *text = slurp(path);
+    char *text = tfile_read(path, NULL);
     const char *p = text, *hit = NULL;
     *n_evals = 0;
     while ((p = strstr(p, "\"top1\": "))) {
@@ -230,7 +219,7 @@ Test(sweep_run, csv_rows_match_what_each_run_logged) {
     cr_assert_eq(t.counts.trained, 2u);
     char path[512];
     snprintf(path, sizeof path, "%s/results.csv", t.dir);
-    char *csv = slurp(path);
+    char *csv = tfile_read(path, NULL);
     /* Reference: the header documented in results.h / docs/sweeps.md, then one line per run
      * whose top-1 is the trainer's own final evaluation in metrics.jsonl (printed at %.2f in the
      * CSV, so exact to that rounding) and whose GMACs is tok_macs_per_image for the point. */
@@ -272,7 +261,7 @@ Test(sweep_run, csv_rows_match_what_each_run_logged) {
     cr_assert_eq(*line, '\0', "extra rows: %s", line);
     free(csv);
     snprintf(path, sizeof path, "%s/results.md", t.dir);
-    char *md = slurp(path);
+    char *md = tfile_read(path, NULL);
     cr_assert(strstr(md, "| method-etps_keep_ratio-0.5 | etps | 0.5 |"), "results.md lacks the etps row");
     free(md);
 }
@@ -527,7 +516,7 @@ Test(sweep_run, a_point_locked_by_a_live_process_is_left_to_it_a_stale_lock_is_t
     cr_assert_neq(access(path, F_OK), 0, "the lock outlived its run");
     /* the tables leave the busy point out */
     snprintf(path, sizeof path, "%s/results.csv", t.dir);
-    char *csv = slurp(path);
+    char *csv = tfile_read(path, NULL);
     cr_assert_null(strstr(csv, names[0]), "%s", csv);
     cr_assert_not_null(strstr(csv, names[1]), "%s", csv);
     free(csv);
@@ -542,7 +531,7 @@ Test(sweep_run, a_folder_from_an_older_schema_still_counts_as_finished) {
      * loading it fills the default, which is what this point has */
     char path[256];
     snprintf(path, sizeof path, "%s/method-etps_keep_ratio-0.5/recipe.ini", t.dir);
-    char *text = slurp(path);
+    char *text = tfile_read(path, NULL);
     char *line = strstr(text, "on_bad_image = error\n");
     cr_assert_not_null(line, "recipe.ini:\n%s", text);
     memmove(line, line + strlen("on_bad_image = error\n"), strlen(line + strlen("on_bad_image = error\n")) + 1);
