@@ -14,20 +14,15 @@
 #include "src/io/checkpoint.h"
 #include "src/util/rng.h"
 #include "support/files.h"
+#include "support/small_model.h"
 
 #define B 3
 
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/tpsc_test_export_%d_%s", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid(), name);
-}
-
-/* img 32, patch 4, C 48, depth 4, dtps at 1, 2, 3: small, and pruned and squeezed */
+/* The small model (support/small_model.h) with dtps at 1, 2, 3, rho 0.7: pruned and squeezed;
+ * timm's init with noise on top */
 static void small_model(vit_model *m, uint64_t seed) {
-    vit_config c = {.img_size = 32, .patch_size = 4, .in_chans = 3, .embed_dim = 48, .depth = 4, .num_heads = 4,
-                    .num_classes = 10, .mlp_ratio = 4.0f, .ln_eps = 1e-6f};
-    snprintf(c.arch, sizeof c.arch, "custom");
-    tok_config t = {.method = TOK_DTPS, .n_stages = 3, .prune_loc = {1, 2, 3}, .squeeze_temp = 1.0f};
-    tok_config_fill_rho(&t, 0.7f);
+    const vit_config c = sm_config();
+    const tok_config t = sm_tokens(TOK_DTPS, 0.7f);
     cr_assert_eq(vit_model_create(m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
     tpsc_rng rng;
     tpsc_rng_seed(&rng, seed);
@@ -65,8 +60,8 @@ Test(export, training_checkpoint_opens_as_its_export) {
     memset(m.params.data, 0, m.params.total * sizeof(float));
     static const char *const names[10] = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"};
     char ckpt[512], file[512];
-    tmp_path(ckpt, sizeof ckpt, "ckpt.h5");
-    tmp_path(file, sizeof file, "model.h5");
+    sm_tmp_path(ckpt, sizeof ckpt, "test_export", "ckpt.h5");
+    sm_tmp_path(file, sizeof file, "test_export", "model.h5");
     tpsc_checkpoint ck = {.vit = &m.cfg, .tps = &m.tps, .params = &m.params, .ema = ema,
                           .recipe_text = "[augment]\ncrop_pct = 0.9\n", .class_names = names, .n_class_names = 10};
     cr_assert_eq(tpsc_checkpoint_save(ckpt, &ck), TPSC_OK, "%s", tpsc_last_error());
@@ -108,9 +103,8 @@ Test(export, open_memory_equals_open_file) {
     vit_model m;
     small_model(&m, 5);
     char file[512];
-    tmp_path(file, sizeof file, "mem.h5");
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
-    cr_assert_eq(tpsc_checkpoint_save(file, &ck), TPSC_OK, "%s", tpsc_last_error());
+    sm_tmp_path(file, sizeof file, "test_export", "mem.h5");
+    sm_save_inference(file, &m);
     size_t bytes;
     void *image = tfile_read(file, &bytes);
     tps_model *a, *b;
@@ -142,9 +136,8 @@ Test(export, open_memory_rejects_bad_images) {
     vit_model v;
     small_model(&v, 9);
     char file[512];
-    tmp_path(file, sizeof file, "trunc.h5");
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &v.cfg, .tps = &v.tps, .params = &v.params};
-    cr_assert_eq(tpsc_checkpoint_save(file, &ck), TPSC_OK, "%s", tpsc_last_error());
+    sm_tmp_path(file, sizeof file, "test_export", "trunc.h5");
+    sm_save_inference(file, &v);
     size_t bytes;
     void *image = tfile_read(file, &bytes);
     cr_expect_neq(tps_model_open_memory(image, bytes / 2, "half", NULL, &m), TPS_OK, "half a file opened");

@@ -17,6 +17,7 @@
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
+#include "support/small_model.h"
 
 static void one_thread(void) { omp_set_num_threads(1); }
 TestSuite(infer_channels, .init = one_thread);
@@ -24,10 +25,6 @@ TestSuite(infer_channels, .init = one_thread);
 /* The framework masks channels of the full weights, the library multiplies the smaller ones:
  * the same sums in other sgemm blockings, float32 throughout (as test_infer.c's LIB_RTOL). */
 #define LIB_RTOL 1e-5
-
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/test_infer_channels_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-}
 
 /* C 48, 4 heads of D 12, MLP 96, depth 4. Gates: Q/K keep 0.75 (9 of 12) everywhere but
  * block 2 (0.5: 6); V 0.5 (6) in blocks 0 and 3; MLP 0.25 (24 of 96) in blocks 1 and 3. */
@@ -100,7 +97,7 @@ static void check_parity(tok_method method, size_t B, int threads) {
     vit_model m;
     gated_model(&m, method, 11 + (uint64_t)method);
     char path[512];
-    tmp_path(path, sizeof path, "parity.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_channels", "parity.h5");
     export_model(&m, path);
     float *images = fx_random_normal(B * 3 * 32 * 32, 5);
     float *want = framework_logits(&m, images, B), *got = library_logits(path, TPS_PRECISION_FP32, images, B, 10);
@@ -145,7 +142,7 @@ Test(infer_channels, exported_file_holds_smaller_gemms) {
     vit_model m;
     gated_model(&m, TOK_NONE, 3);
     char path[512];
-    tmp_path(path, sizeof path, "shapes.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_channels", "shapes.h5");
     export_model(&m, path);
     const struct { const char *name; size_t d0, d1; } want[] = {
         {"/model/blocks.0.attn.qkv.weight", 4 * (9 + 9 + 6), 48}, {"/model/blocks.2.attn.qkv.weight", 4 * (6 + 6 + 12), 48},
@@ -211,7 +208,7 @@ Test(infer_channels, widths_disagreeing_with_tensors_are_an_error) {
     vit_model m;
     gated_model(&m, TOK_NONE, 4);
     char path[512];
-    tmp_path(path, sizeof path, "bad.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_channels", "bad.h5");
     export_model(&m, path);
     const int32_t qk[4] = {9, 9, 7, 9};
     rewrite_widths(path, "head_dim_qk", qk);
@@ -237,7 +234,7 @@ Test(infer_channels, bf16_runs_pruned_widths) {
     vit_model m;
     gated_model(&m, TOK_NONE, 6);
     char path[512];
-    tmp_path(path, sizeof path, "bf16.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_channels", "bf16.h5");
     export_model(&m, path);
     float *images = fx_random_normal(4 * 3 * 32 * 32, 8);
     float *f = library_logits(path, TPS_PRECISION_FP32, images, 4, 10), *h = library_logits(path, TPS_PRECISION_BF16, images, 4, 10);

@@ -14,12 +14,9 @@
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
+#include "support/small_model.h"
 
 static char good[512];
-
-static void tmp_path(char *buf, size_t len, const char *name) {
-    snprintf(buf, len, "%s/test_infer_errors_%d_%s", TPSC_BINARY_DIR, (int)getpid(), name);
-}
 
 /* A valid dtps inference file (img 16, patch 4, C 16, depth 3, K 5); weights are zeros. */
 static void make_good(void) {
@@ -30,7 +27,7 @@ static void make_good(void) {
     tok_config_fill_rho(&t, 0.7f);
     vit_model m;
     cr_assert_eq(vit_model_create(&m, &c, &t), TPSC_OK, "%s", tpsc_last_error());
-    tmp_path(good, sizeof good, "good.h5");
+    sm_tmp_path(good, sizeof good, "test_infer_errors", "good.h5");
     tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &c, .tps = &t, .params = &m.params};
     cr_assert_eq(tpsc_checkpoint_save(good, &ck), TPSC_OK, "%s", tpsc_last_error());
     vit_model_free(&m);
@@ -75,7 +72,7 @@ static void expect_open_fails(const char *path, tps_status want, const char *nee
 
 /* A copy of the good file, opened read-write for damage. */
 static hid_t damaged_copy(char *path, size_t len, const char *name) {
-    tmp_path(path, len, name);
+    sm_tmp_path(path, len, "test_infer_errors", name);
     copy_file(good, path, -1);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     cr_assert(f >= 0, "reopening %s", path);
@@ -116,7 +113,7 @@ Test(infer_errors, the_good_file_opens) {
 
 Test(infer_errors, missing_file) {
     char path[512];
-    tmp_path(path, sizeof path, "does_not_exist.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_errors", "does_not_exist.h5");
     expect_open_fails(path, TPS_ERR_IO, "cannot open");
 }
 
@@ -124,7 +121,7 @@ Test(infer_errors, a_directory) { expect_open_fails(TPSC_BINARY_DIR, TPS_ERR_IO,
 
 /* Writes n bytes to the temporary file `name`; its path goes to path. */
 static void write_tmp(char *path, size_t len, const char *name, const void *bytes, size_t n) {
-    tmp_path(path, len, name);
+    sm_tmp_path(path, len, "test_infer_errors", name);
     FILE *fp = fopen(path, "wb");
     cr_assert(fp && fwrite(bytes, 1, n, fp) == n && fclose(fp) == 0, "writing %s", path);
 }
@@ -147,7 +144,7 @@ Test(infer_errors, empty_file) {
 /* Cut at several lengths: the superblock's end-of-file no longer matches, or the data is gone. */
 Test(infer_errors, truncated) {
     char path[512];
-    tmp_path(path, sizeof path, "truncated.h5");
+    sm_tmp_path(path, sizeof path, "test_infer_errors", "truncated.h5");
     const long size = file_size(good);
     const long cuts[] = {100, size / 3, size / 2, size - 64};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {

@@ -289,8 +289,7 @@ Test(infer_merge, tome_r_beyond_the_patches_is_refused_naming_the_numbers) {
     m.tps.tome_r = 17;
     char path[512];
     snprintf(path, sizeof path, "%s/test_infer_merge_%d_big_r.h5", TPSC_BINARY_DIR, (int)getpid());
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
-    cr_assert_eq(tpsc_checkpoint_save(path, &ck), TPSC_OK, "%s", tpsc_last_error());
+    sm_save_inference(path, &m);
     tps_model *lib = NULL;
     cr_assert_eq(tps_model_open(path, &lib), TPS_ERR_FORMAT);
     cr_expect(strstr(tps_last_error(), "tome_r 17") && strstr(tps_last_error(), "68 tokens") &&

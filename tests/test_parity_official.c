@@ -26,6 +26,7 @@
 #include "src/loss/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture_run.h"
+#include "support/small_model.h"
 
 #define LOGIT_RTOL 1e-4
 #define LOSS_RTOL 1e-5
@@ -282,8 +283,7 @@ static void check_converted(const char *file, const char *expected, const char *
     /* the same file exported for libtpsinfer */
     char lib_path[512];
     snprintf(lib_path, sizeof lib_path, "%s/test_parity_official_%d_%s", TPSC_BINARY_DIR, (int)getpid(), file);
-    tpsc_checkpoint ck = {.format = TPSC_FORMAT_INFERENCE, .vit = &m.cfg, .tps = &m.tps, .params = &m.params};
-    cr_assert_eq(tpsc_checkpoint_save(lib_path, &ck), TPSC_OK, "%s", tpsc_last_error());
+    sm_save_inference(lib_path, &m);
     tps_model *lib;
     tps_workspace *ws;
     cr_assert_eq(tps_model_open(lib_path, &lib), TPS_OK, "%s", tps_last_error());

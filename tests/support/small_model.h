@@ -17,7 +17,8 @@ vit_config sm_config(void);
 tok_config sm_tokens(tok_method method, float rho);
 /* Every parameter of m drawn as above from one stream seeded with seed. */
 void sm_random_weights(vit_model *m, uint64_t seed);
-/* m as an inference file (class names "zero" .. "nine"), the format libtpsinfer opens. */
+/* m as an inference file (class names "zero" .. "nine" for up to 10 classes), the format
+ * libtpsinfer opens. */
 void sm_save_inference(const char *path, vit_model *m);
 /* The small model with `method` at rho 0.7 and random weights (seed), saved to path. */
 void sm_write_random_model(const char *path, tok_method method, uint64_t seed);
