@@ -43,7 +43,8 @@
  * against the shared cost model (src/common/macs.h).
  *
  *   build/bench/cdcp_dynamic [--batch 1,32] [--threads 2] [--rounds 15] [--keep-qk 0.5]
- *                            [--keep-v 0.5] [--passes P]    (P: passes per timed sample)
+ *                            [--keep-v 0.5] [--passes P] [--gemm openblas|onednn]
+ * (P: passes per timed sample; --gemm: the linears' back-end, OpenBLAS by default)
  */
 #include <cblas.h>
 #include <math.h>
@@ -85,9 +86,10 @@ typedef struct thread_buf { /* one thread's scratch */
 
 typedef struct bench {
     size_t B, T, dq, dv;
+    bool onednn; /* the GEMM back-end: oneDNN, else OpenBLAS */
     block_w blk[L];
     float *x0, *x, *qkv, *att; /* [B n, C], [B n, C], [B n, 3C], [B n, C] */
-    float *team_w_qkv, *team_b_qkv, *team_w_proj; /* dynamic, team: the image's gathered weights, shared */
+    float *team_w_qkv, *team_b_qkv, *team_w_proj; /* dynamic, team: each image's gathered weights, shared */
     thread_buf *tb;
 } bench;
 
@@ -203,6 +205,152 @@ static void my_cols(size_t cols, size_t t, size_t T, size_t *c0, size_t *c1) {
     *c1 = t + 1 == T ? cols : (cols * (t + 1) / T) & ~(size_t)15;
 }
 
+/* ---- oneDNN (libtpsinfer's default FP32 back-end on AVX-512, src/infer/gemm_onednn.c) -------
+ * dense and static: each weight reordered once, outside the timed passes, into the layout the
+ * matmul primitive asks for, bias and residual (sum post-op) fused; a team shares a linear by
+ * rows (oneDNN writes dense output rows only). dynamic: the gathered weight [N,K] is given to
+ * the matmul as it is (plain w^T, "ba"), which oneDNN's kernel copies into its own blocks
+ * during the call; reordering it first would add a pass over the weight and a primitive. In a
+ * team the members gather halves of each image's weights and wait at one more barrier per
+ * block, since each runs the whole weight on its own rows. Every thread makes and runs its own
+ * primitives: with oneDNN's default (library) scratchpad a primitive must run on the thread
+ * that created it. */
+#ifdef CDCP_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+
+#define MAX_ENTRIES 128
+#define MAX_COPIES 4
+
+typedef struct mm_entry { /* one thread's matmul primitive and its memory objects */
+    size_t M, N, K, owner;
+    bool residual, plain;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t wei;
+    dnnl_memory_t src, w, bias, dst;
+} mm_entry;
+
+typedef struct packed_w { /* a weight [N,K] packed once per layout asked for */
+    const float *f;
+    int n;
+    dnnl_memory_desc_t md[MAX_COPIES];
+    void *data[MAX_COPIES];
+} packed_w;
+
+static dnnl_engine_t dnn_engine;
+static dnnl_stream_t dnn_stream[64];
+static mm_entry *dnn_entries[MAX_ENTRIES];
+static size_t dnn_n_entries;
+static packed_w *dnn_packed;   /* [L][4]: dense qkv, dense proj, static qkv, static proj */
+
+static void dnn_check(dnnl_status_t s, const char *what) {
+    if (s != dnnl_success) {
+        fprintf(stderr, "cdcp_dynamic: oneDNN %s failed (status %d)\n", what, (int)s);
+        exit(1);
+    }
+}
+
+static void dnn_init(size_t T) {
+    dnn_check(dnnl_engine_create(&dnn_engine, dnnl_cpu, 0), "engine");
+    for (size_t t = 0; t < T; t++) dnn_check(dnnl_stream_create(&dnn_stream[t], dnn_engine, dnnl_stream_default_flags), "stream");
+    dnn_packed = calloc(L * 4, sizeof *dnn_packed);
+    if (!dnn_packed) dnn_check(dnnl_out_of_memory, "weight table");
+}
+
+static mm_entry *dnn_entry(size_t M, size_t N, size_t K, bool residual, bool plain, size_t t) {
+    mm_entry *e = NULL;
+    #pragma omp critical(cdcp_onednn)
+    {
+        for (size_t i = 0; i < dnn_n_entries && !e; i++) {
+            mm_entry *c = dnn_entries[i];
+            if (c->M == M && c->N == N && c->K == K && c->owner == t && c->residual == residual && c->plain == plain)
+                e = c;
+        }
+        if (!e) {
+            if (dnn_n_entries == MAX_ENTRIES) dnn_check(dnnl_out_of_memory, "primitive table");
+            e = calloc(1, sizeof *e);
+            if (!e) dnn_check(dnnl_out_of_memory, "primitive");
+            *e = (mm_entry){.M = M, .N = N, .K = K, .owner = t, .residual = residual, .plain = plain};
+            dnnl_memory_desc_t src, wei, bias, dst;
+            dnnl_dims_t sd = {(dnnl_dim_t)M, (dnnl_dim_t)K}, wd = {(dnnl_dim_t)K, (dnnl_dim_t)N};
+            dnnl_dims_t bd = {1, (dnnl_dim_t)N}, dd = {(dnnl_dim_t)M, (dnnl_dim_t)N};
+            dnn_check(dnnl_memory_desc_init_by_tag(&src, 2, sd, dnnl_f32, dnnl_ab), "src desc");
+            dnn_check(dnnl_memory_desc_init_by_tag(&wei, 2, wd, dnnl_f32, plain ? dnnl_ba : dnnl_format_tag_any), "weights desc");
+            dnn_check(dnnl_memory_desc_init_by_tag(&bias, 2, bd, dnnl_f32, dnnl_ab), "bias desc");
+            dnn_check(dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab), "dst desc");
+            dnnl_matmul_desc_t desc;
+            dnn_check(dnnl_matmul_desc_init(&desc, &src, &wei, &bias, &dst), "matmul desc");
+            dnnl_primitive_attr_t attr;
+            dnnl_post_ops_t ops;
+            dnn_check(dnnl_primitive_attr_create(&attr), "attr");
+            if (residual) {
+                dnn_check(dnnl_post_ops_create(&ops), "post-ops");
+                dnn_check(dnnl_post_ops_append_sum(ops, 1.0f), "sum post-op");
+                dnn_check(dnnl_primitive_attr_set_post_ops(attr, ops), "post-ops");
+                dnnl_post_ops_destroy(ops);
+            }
+            dnnl_primitive_desc_t pd;
+            dnn_check(dnnl_primitive_desc_create(&pd, &desc, attr, dnn_engine, NULL), "matmul primitive desc");
+            dnnl_primitive_attr_destroy(attr);
+            e->wei = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+            dnn_check(dnnl_primitive_create(&e->prim, pd), "matmul primitive");
+            dnnl_primitive_desc_destroy(pd);
+            dnn_check(dnnl_memory_create(&e->src, &src, dnn_engine, DNNL_MEMORY_NONE), "memory");
+            dnn_check(dnnl_memory_create(&e->w, &e->wei, dnn_engine, DNNL_MEMORY_NONE), "memory");
+            dnn_check(dnnl_memory_create(&e->bias, &bias, dnn_engine, DNNL_MEMORY_NONE), "memory");
+            dnn_check(dnnl_memory_create(&e->dst, &dst, dnn_engine, DNNL_MEMORY_NONE), "memory");
+            dnn_entries[dnn_n_entries++] = e;
+        }
+    }
+    return e;
+}
+
+/* w's copy in layout md, packed the first time it is asked for (warm-up). */
+static void *dnn_packed_copy(packed_w *p, const dnnl_memory_desc_t *md, size_t N, size_t K, size_t t) {
+    void *data = NULL;
+    #pragma omp critical(cdcp_onednn)
+    {
+        for (int i = 0; i < p->n && !data; i++)
+            if (dnnl_memory_desc_equal(&p->md[i], md)) data = p->data[i];
+        if (!data) {
+            if (p->n == MAX_COPIES) dnn_check(dnnl_out_of_memory, "weight copies");
+            data = xmalloc(dnnl_memory_desc_get_size(md));
+            dnnl_memory_desc_t user;
+            dnnl_dims_t wd = {(dnnl_dim_t)K, (dnnl_dim_t)N};
+            dnnl_memory_t from, to;
+            dnnl_primitive_desc_t rpd;
+            dnnl_primitive_t reorder;
+            dnn_check(dnnl_memory_desc_init_by_tag(&user, 2, wd, dnnl_f32, dnnl_ba), "weights desc");
+            dnn_check(dnnl_memory_create(&from, &user, dnn_engine, (void *)p->f), "memory");
+            dnn_check(dnnl_memory_create(&to, md, dnn_engine, data), "memory");
+            dnn_check(dnnl_reorder_primitive_desc_create(&rpd, &user, dnn_engine, md, dnn_engine, NULL), "reorder desc");
+            dnn_check(dnnl_primitive_create(&reorder, rpd), "reorder");
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+            dnn_check(dnnl_primitive_execute(reorder, dnn_stream[t], 2, args), "reorder");
+            dnn_check(dnnl_stream_wait(dnn_stream[t]), "stream");
+            dnnl_primitive_destroy(reorder), dnnl_primitive_desc_destroy(rpd);
+            dnnl_memory_destroy(from), dnnl_memory_destroy(to);
+            p->md[p->n] = *md, p->data[p->n] = data, p->n++;
+        }
+    }
+    return data;
+}
+
+/* y [M,N] = x [M,K] w^T + b (residual: y += ...) on thread t: w packed (p) or plain [N,K]. */
+static void dnn_linear(size_t t, const float *x, size_t M, size_t K, packed_w *p, const float *plain,
+                       const float *b, size_t N, float *y, bool residual) {
+    if (M == 0) return;
+    mm_entry *e = dnn_entry(M, N, K, residual, plain != NULL, t);
+    void *w = plain ? (void *)plain : dnn_packed_copy(p, &e->wei, N, K, t);
+    dnnl_memory_set_data_handle(e->src, (void *)x);
+    dnnl_memory_set_data_handle(e->w, w);
+    dnnl_memory_set_data_handle(e->bias, (void *)b);
+    dnnl_memory_set_data_handle(e->dst, y);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->w}, {DNNL_ARG_BIAS, e->bias},
+                               {DNNL_ARG_DST, e->dst}};
+    dnn_check(dnnl_primitive_execute(e->prim, dnn_stream[t], 4, args), "matmul");
+}
+#endif
+
 /* The widths and the whole-batch weights of variant v in block l (dynamic: NULL weights). */
 static void variant_weights(const bench *bn, int v, size_t l, size_t *dq, size_t *dv, const float **wq,
                             const float **bq, const float **wp) {
@@ -303,6 +451,105 @@ static void pass_split(bench *bn, int v) {
     }
 }
 
+#ifdef CDCP_HAVE_ONEDNN
+/* The rows [*r0, *r1) of image b (rows off .. off+NTOK-1) inside this member's rows [m0, m1). */
+static bool image_rows(size_t b, size_t m0, size_t m1, size_t *r0, size_t *r1) {
+    const size_t off = b * NTOK;
+    *r0 = m0 > off ? m0 : off, *r1 = m1 < off + NTOK ? m1 : off + NTOK;
+    return *r1 > *r0;
+}
+
+/* pass_team on oneDNN: linears shared by rows. */
+static void pass_team_dnn(bench *bn, int v) {
+    const size_t B = bn->B, T = bn->T, M = B * NTOK, Ws = H * (2 * bn->dq + bn->dv), Vs = H * bn->dv;
+    #pragma omp parallel num_threads((int)T)
+    {
+        const size_t t = (size_t)omp_get_thread_num(), m0 = M * t / T, m1 = M * (t + 1) / T;
+        thread_buf *tb = &bn->tb[t];
+        for (size_t l = 0; l < L; l++) {
+            size_t dq, dv, r0, r1;
+            const float *wq, *bq, *wp;
+            variant_weights(bn, v, l, &dq, &dv, &wq, &bq, &wp);
+            const size_t W = H * (2 * dq + dv), V = H * dv;
+            const block_w *w = &bn->blk[l];
+            packed_w *pw = &dnn_packed[l * 4 + (v == DENSE ? 0 : 2)];
+            if (v != DYNAMIC) {
+                dnn_linear(t, bn->x + m0 * C, m1 - m0, C, pw, NULL, bq, W, bn->qkv + m0 * W, false);
+            } else {
+                for (size_t b = 0; b < B; b++) { /* every member predicts; each gathers half the rows */
+                    int32_t *iq = tb->iq + b * D, *iv = tb->iv + b * D;
+                    predict_channels(w, bn->x + b * NTOK * C, dq, dv, iq, iv);
+                    gather_qkv(w, dq, dv, iq, iv, W * t / T, W * (t + 1) / T, bn->team_w_qkv + b * Ws * C,
+                               bn->team_b_qkv + b * Ws);
+                    gather_proj(w->proj_w, dv, iv, C * t / T, C * (t + 1) / T, bn->team_w_proj + b * C * Vs);
+                }
+                #pragma omp barrier
+                for (size_t b = 0; b < B; b++)
+                    if (image_rows(b, m0, m1, &r0, &r1))
+                        dnn_linear(t, bn->x + r0 * C, r1 - r0, C, NULL, bn->team_w_qkv + b * Ws * C,
+                                   bn->team_b_qkv + b * Ws, W, bn->qkv + r0 * W, false);
+            }
+            #pragma omp barrier
+            if (B == 1 && H % T == 0) {
+                for (size_t h = H * t / T; h < H * (t + 1) / T; h++)
+                    attend(bn->qkv, dq, dv, 0, NTOK, h, tb->scores, bn->att);
+            } else {
+                for (size_t b = 0; b < B; b++)
+                    if (image_rows(b, m0, m1, &r0, &r1))
+                        for (size_t h = 0; h < H; h++)
+                            attend(bn->qkv + b * NTOK * W, dq, dv, r0 - b * NTOK, r1 - b * NTOK, h, tb->scores,
+                                   bn->att + b * NTOK * V);
+            }
+            #pragma omp barrier
+            if (v != DYNAMIC) {
+                dnn_linear(t, bn->att + m0 * V, m1 - m0, V, pw + 1, NULL, w->proj_b, C, bn->x + m0 * C, true);
+            } else {
+                for (size_t b = 0; b < B; b++)
+                    if (image_rows(b, m0, m1, &r0, &r1))
+                        dnn_linear(t, bn->att + r0 * V, r1 - r0, V, NULL, bn->team_w_proj + b * C * Vs, w->proj_b, C,
+                                   bn->x + r0 * C, true);
+            }
+            #pragma omp barrier
+        }
+    }
+}
+
+/* pass_split on oneDNN. */
+static void pass_split_dnn(bench *bn, int v) {
+    const size_t B = bn->B, T = bn->T;
+    #pragma omp parallel num_threads((int)T)
+    {
+        const size_t t = (size_t)omp_get_thread_num(), b0 = B * t / T, b1 = B * (t + 1) / T, M = (b1 - b0) * NTOK;
+        thread_buf *tb = &bn->tb[t];
+        float *x = bn->x + b0 * NTOK * C, *qkv = bn->qkv + b0 * NTOK * 3 * C, *att = bn->att + b0 * NTOK * C;
+        for (size_t l = 0; l < L; l++) {
+            size_t dq, dv;
+            const float *wq, *bq, *wp;
+            variant_weights(bn, v, l, &dq, &dv, &wq, &bq, &wp);
+            const size_t W = H * (2 * dq + dv), V = H * dv;
+            const block_w *w = &bn->blk[l];
+            packed_w *pw = &dnn_packed[l * 4 + (v == DENSE ? 0 : 2)];
+            if (v != DYNAMIC) {
+                dnn_linear(t, x, M, C, pw, NULL, bq, W, qkv, false);
+                for (size_t b = 0; b < b1 - b0; b++)
+                    for (size_t h = 0; h < H; h++) attend(qkv + b * NTOK * W, dq, dv, 0, NTOK, h, tb->scores, att + b * NTOK * V);
+                dnn_linear(t, att, M, V, pw + 1, NULL, w->proj_b, C, x, true);
+                continue;
+            }
+            for (size_t b = 0; b < b1 - b0; b++) {
+                float *xb = x + b * NTOK * C, *qb = qkv + b * NTOK * W, *ab = att + b * NTOK * V;
+                predict_channels(w, xb, dq, dv, tb->iq, tb->iv);
+                gather_qkv(w, dq, dv, tb->iq, tb->iv, 0, W, tb->w_qkv, tb->b_qkv);
+                dnn_linear(t, xb, NTOK, C, NULL, tb->w_qkv, tb->b_qkv, W, qb, false);
+                for (size_t h = 0; h < H; h++) attend(qb, dq, dv, 0, NTOK, h, tb->scores, ab);
+                gather_proj(w->proj_w, dv, tb->iv, 0, C, tb->w_proj);
+                dnn_linear(t, ab, NTOK, V, NULL, tb->w_proj, w->proj_b, C, xb, true);
+            }
+        }
+    }
+}
+#endif
+
 /* One pass of variant v over the batch: seconds of wall-clock and of process CPU time. */
 static double now(clockid_t c) {
     struct timespec ts;
@@ -312,8 +559,12 @@ static double now(clockid_t c) {
 static void run_pass(bench *bn, int v, double *wall, double *cpu) {
     memcpy(bn->x, bn->x0, bn->B * NTOK * C * sizeof(float));
     const double w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID);
-    if (bn->B >= 4 * bn->T) pass_split(bn, v);
-    else pass_team(bn, v);
+    const bool split = bn->B >= 4 * bn->T;
+#ifdef CDCP_HAVE_ONEDNN
+    if (bn->onednn) split ? pass_split_dnn(bn, v) : pass_team_dnn(bn, v);
+    else
+#endif
+        split ? pass_split(bn, v) : pass_team(bn, v);
     *wall += now(CLOCK_MONOTONIC) - w0;
     *cpu += now(CLOCK_PROCESS_CPUTIME_ID) - c0;
 }
@@ -345,8 +596,8 @@ static double model_macs_saved(size_t dq, size_t dv) {
     return dense - macs_per_image(&vit, NULL);
 }
 
-static void bench_setup(bench *bn, size_t B, size_t T, size_t dq, size_t dv) {
-    *bn = (bench){.B = B, .T = T, .dq = dq, .dv = dv};
+static void bench_setup(bench *bn, size_t B, size_t T, size_t dq, size_t dv, bool onednn) {
+    *bn = (bench){.B = B, .T = T, .dq = dq, .dv = dv, .onednn = onednn};
     const size_t Ws = H * (2 * dq + dv), Vs = H * dv;
     for (size_t l = 0; l < L; l++) {
         block_w *w = &bn->blk[l];
@@ -374,9 +625,21 @@ static void bench_setup(bench *bn, size_t B, size_t T, size_t dq, size_t dv) {
     bn->x = xmalloc(B * NTOK * C * sizeof(float));
     bn->qkv = xmalloc(B * NTOK * 3 * C * sizeof(float));
     bn->att = xmalloc(B * NTOK * C * sizeof(float));
-    bn->team_w_qkv = xmalloc(Ws * C * sizeof(float));
-    bn->team_b_qkv = xmalloc(Ws * sizeof(float));
-    bn->team_w_proj = xmalloc(C * Vs * sizeof(float));
+    const size_t team_images = B < 4 * T ? B : 1;
+    bn->team_w_qkv = xmalloc(team_images * Ws * C * sizeof(float));
+    bn->team_b_qkv = xmalloc(team_images * Ws * sizeof(float));
+    bn->team_w_proj = xmalloc(team_images * C * Vs * sizeof(float));
+#ifdef CDCP_HAVE_ONEDNN
+    if (onednn)
+        for (size_t l = 0; l < L; l++) {
+            packed_w *p = &dnn_packed[l * 4];
+            for (int k = 0; k < 4; k++) {
+                for (int c = 0; c < p[k].n; c++) free(p[k].data[c]);
+                p[k] = (packed_w){0};
+            }
+            p[0].f = bn->blk[l].qkv_w, p[1].f = bn->blk[l].proj_w, p[2].f = bn->blk[l].sq_w, p[3].f = bn->blk[l].sp_w;
+        }
+#endif
     bn->tb = xmalloc(T * sizeof(thread_buf));
     for (size_t t = 0; t < T; t++) {
         thread_buf *tb = &bn->tb[t];
@@ -443,9 +706,9 @@ static bool dynamic_matches_static(bench *bn) {
     return ok;
 }
 
-static int run_batch(size_t B, size_t T, size_t dq, size_t dv, int rounds, int warmup, int passes) {
+static int run_batch(size_t B, size_t T, size_t dq, size_t dv, int rounds, int warmup, int passes, bool onednn) {
     bench bn;
-    bench_setup(&bn, B, T, dq, dv);
+    bench_setup(&bn, B, T, dq, dv, onednn);
     if (passes <= 0) passes = B >= 8 ? 1 : (int)(8 / B);
     if (!dynamic_matches_static(&bn)) return 1;
     double *wall[VARIANTS], *cpu[VARIANTS], *ratio_wall[3], *ratio_cpu[3];
@@ -490,7 +753,7 @@ static int run_batch(size_t B, size_t T, size_t dq, size_t dv, int rounds, int w
 static int usage(const char *why) {
     fprintf(stderr,
             "cdcp_dynamic: %s\nusage: cdcp_dynamic [--batch 1,32] [--threads 2] [--rounds 15] [--warmup 2] [--passes P]\n"
-            "                    [--keep-qk 0.5] [--keep-v 0.5]\n",
+            "                    [--keep-qk 0.5] [--keep-v 0.5] [--gemm openblas|onednn]\n",
             why);
     return 2;
 }
@@ -499,12 +762,19 @@ int main(int argc, char **argv) {
     size_t batches[8] = {1, 32}, n_batches = 2;
     long threads = 2, rounds = 15, warmup = 2, passes = 0;
     float keep_qk = 0.5f, keep_v = 0.5f;
+    bool onednn = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         char *end = NULL;
         if (!val) return usage("an option without its value");
         i++;
-        if (!strcmp(a, "--batch")) {
+        if (!strcmp(a, "--gemm")) {
+            if (strcmp(val, "openblas") && strcmp(val, "onednn")) return usage("--gemm is openblas or onednn");
+            onednn = !strcmp(val, "onednn");
+#ifndef CDCP_HAVE_ONEDNN
+            if (onednn) return usage("this build has no oneDNN (libdnnl-dev; TPSC_WITH_ONEDNN)");
+#endif
+        } else if (!strcmp(a, "--batch")) {
             n_batches = 0;
             for (const char *s = val; *s && n_batches < 8; s = *end ? end + 1 : end) {
                 const long b = strtol(s, &end, 10);
@@ -542,13 +812,16 @@ int main(int argc, char **argv) {
         return 1;
     }
     printf("cdcp_dynamic: DeiT-S 224 attention part (%d blocks: qkv, attention, proj), kept Q/K %zu/%d and V %zu/%d "
-           "channels per head, %ld threads, OpenBLAS FP32\n", L, dq, D, dv, D, threads);
+           "channels per head, %ld threads, %s FP32\n", L, dq, D, dv, D, threads, onednn ? "oneDNN" : "OpenBLAS");
     printf("MACs per image: dense %.4f G, static %.4f G (%.3fx fewer), dynamic %.4f G (static + predictors %.2f M);\n"
            "dynamic also gathers %.2f M floats per image (%.1f MB)\n",
            1e-9 * m_dense, 1e-9 * m_kept, m_dense / m_kept, 1e-9 * (m_kept + m_pred), 1e-6 * m_pred, 1e-6 * gathered,
            4e-6 * gathered);
     fflush(stdout);
+#ifdef CDCP_HAVE_ONEDNN
+    if (onednn) dnn_init((size_t)threads);
+#endif
     for (size_t i = 0; i < n_batches; i++)
-        if (run_batch(batches[i], (size_t)threads, dq, dv, (int)rounds, (int)warmup, (int)passes)) return 1;
+        if (run_batch(batches[i], (size_t)threads, dq, dv, (int)rounds, (int)warmup, (int)passes, onednn)) return 1;
     return 0;
 }
