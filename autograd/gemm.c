@@ -64,6 +64,15 @@ ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n) {
     return o;
 }
 
+ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n) {
+    ag_operand o = {NULL, NULL, 0};
+    if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
+    const size_t words = (n + 1) / 2;
+    o.h = (uint16_t *)ag_scratch_get(ctx, words);
+    if (o.h) o.pool_numel = words;
+    return o;
+}
+
 size_t ag_operand_bytes(const ag_ctx *ctx, size_t n) { return ctx->precision == AG_BF16 ? n * sizeof(uint16_t) : 0; }
 
 ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t *buf) {
@@ -158,4 +167,36 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
         #pragma omp critical(ag_gemm_error)
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
     }
+}
+
+#define FILL_PAR 32768 /* output elements above which the FP32 fill is worth threads */
+
+void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
+                    float *y) {
+    if (ctx->precision == AG_BF16) {
+        if (!x.h || !w.h) {
+            if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+            return;
+        }
+        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N) && ctx->status == TPSC_OK)
+            ctx->status = TPSC_ERR_INTERNAL;
+        return;
+    }
+    /* y [M,N] = r + bias, then sgemm accumulates x w^T onto it (beta 1) */
+    float beta = 0.0f;
+    if (r || bias) {
+        #pragma omp parallel for if (M * N > FILL_PAR)
+        for (int m = 0; m < M; m++) {
+            float *yr = y + (size_t)m * N;
+            const float *rr = r ? r + (size_t)m * N : NULL;
+            if (rr && bias) {
+                #pragma omp simd
+                for (int o = 0; o < N; o++) yr[o] = rr[o] + bias[o];
+            } else {
+                memcpy(yr, rr ? rr : bias, (size_t)N * sizeof(float));
+            }
+        }
+        beta = 1.0f;
+    }
+    ag_gemm(ctx, false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }

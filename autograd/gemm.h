@@ -50,6 +50,11 @@ ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
  * pool scratch: for products inside a parallel region, one buffer per thread. */
 size_t ag_operand_bytes(const ag_ctx *ctx, size_t n); /* 0 in FP32 */
 ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t *buf);
+/* BF16 only: pool scratch for n bf16 values that the caller computes and rounds itself (an op
+ * whose operand exists only to be multiplied, like the GELU before fc2, writes it once, as
+ * bf16, instead of as floats that are then rounded); f is NULL. In FP32, or when the pool is
+ * out of memory (ctx's error is set), h is NULL. Return it with ag_operand_done. */
+ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n);
 /* The operand starting `offset` values further (a head's columns, one product of a batch). */
 ag_operand ag_operand_at(ag_operand o, size_t offset);
 /* Returns an activation operand's scratch; a no-op for the others. */
@@ -60,6 +65,13 @@ void ag_operand_done(ag_ctx *ctx, ag_operand *o);
  * Safe to call from inside an OpenMP parallel region with operands made outside it. */
 void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a, int lda,
              ag_operand b, int ldb, float beta, float *y, int ldy);
+
+/* The linears' forward: y [M,N] = r [M,N] + x [M,K] w^T + bias [N], w [N,K] (bias and r may
+ * be NULL; all rows contiguous). FP32 writes r + bias into y and lets sgemm accumulate onto it;
+ * BF16 hands bias and r to the kernel, which adds them as it stores y, so y is written once and
+ * never read back. */
+void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
+                    float *y);
 
 /* Frees ctx's cached parameter copies (ag_ctx_free calls it). */
 void ag_gemm_free_params(ag_ctx *ctx);

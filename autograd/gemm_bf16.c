@@ -20,10 +20,11 @@ tpsc_status ag_bf16_kernel_available(void) {
                      "with -DTPSC_WITH_ONEDNN=ON or AUTO)");
 }
 
-bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
+bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
+                     int ldr) {
     (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
-    (void)beta, (void)y, (void)ldy;
+    (void)beta, (void)y, (void)ldy, (void)bias, (void)r, (void)ldr;
     ag_bf16_kernel_available();
     return false;
 }
@@ -39,8 +40,8 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 #define MAX_PRIMS 4096 /* shapes kept; a shape beyond them gets a primitive made and dropped per call */
 
 typedef struct key {
-    int M, N, K, lda, ldb, ldy;
-    bool ta, tb, in_parallel;
+    int M, N, K, lda, ldb, ldy, ldr;
+    bool ta, tb, in_parallel, bias, resid;
     int max_threads;
     float alpha, beta;
 } key;
@@ -48,7 +49,7 @@ typedef struct key {
 typedef struct prim {
     key k;
     dnnl_primitive_t p;
-    dnnl_memory_desc_t a, b, y, scratch;
+    dnnl_memory_desc_t a, b, y, bias, resid, scratch;
     size_t scratch_bytes;
 } prim;
 
@@ -123,20 +124,24 @@ static dnnl_status_t make(const key *k, prim *out) {
     const dnnl_dims_t as = {k->ta ? 1 : k->lda, k->ta ? k->lda : 1};
     const dnnl_dims_t bs = {k->tb ? 1 : k->ldb, k->tb ? k->ldb : 1};
     const dnnl_dims_t ys = {k->ldy, 1};
+    const dnnl_dims_t biasd = {1, k->N}, biass = {k->N, 1}, rs = {k->ldr, 1};
     dnnl_status_t s = dnnl_memory_desc_init_by_strides(&out->a, 2, ad, dnnl_bf16, as);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->b, 2, bd, dnnl_bf16, bs);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, dnnl_f32, ys);
+    if (s == dnnl_success && k->bias) s = dnnl_memory_desc_init_by_strides(&out->bias, 2, biasd, dnnl_f32, biass);
+    if (s == dnnl_success && k->resid) s = dnnl_memory_desc_init_by_strides(&out->resid, 2, yd, dnnl_f32, rs);
     dnnl_matmul_desc_t desc;
-    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &out->a, &out->b, NULL, &out->y);
+    if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &out->a, &out->b, k->bias ? &out->bias : NULL, &out->y);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t ops = NULL;
     dnnl_primitive_desc_t pd = NULL;
     if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
     if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success && k->alpha != 1.0f) s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha);
-    if (s == dnnl_success && k->beta != 0.0f) {
+    if (s == dnnl_success && (k->beta != 0.0f || k->resid)) {
         s = dnnl_post_ops_create(&ops);
-        if (s == dnnl_success) s = dnnl_post_ops_append_sum(ops, k->beta);
+        if (s == dnnl_success && k->beta != 0.0f) s = dnnl_post_ops_append_sum(ops, k->beta);
+        if (s == dnnl_success && k->resid) s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, &out->resid);
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
@@ -155,8 +160,9 @@ static dnnl_status_t make(const key *k, prim *out) {
 
 static bool same(const key *x, const key *y) {
     return x->M == y->M && x->N == y->N && x->K == y->K && x->lda == y->lda && x->ldb == y->ldb && x->ldy == y->ldy &&
-           x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel && x->max_threads == y->max_threads &&
-           x->alpha == y->alpha && x->beta == y->beta;
+           x->ldr == y->ldr && x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel &&
+           x->bias == y->bias && x->resid == y->resid && x->max_threads == y->max_threads && x->alpha == y->alpha &&
+           x->beta == y->beta;
 }
 
 /* The cached primitive of k (made on first use), or a made one the caller must destroy
@@ -184,33 +190,47 @@ static const prim *lookup(const key *k, prim *tmp, bool *owned) {
     return r;
 }
 
-bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
+bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
+                     int ldr) {
     if (M <= 0 || N <= 0) return true;
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
-    const key k = {M, N, K, lda, ldb, ldy, trans_a, trans_b, omp_in_parallel() != 0, omp_get_max_threads(), alpha, beta};
+    const key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldy = ldy, .ldr = r ? ldr : 0, .ta = trans_a,
+                   .tb = trans_b, .in_parallel = omp_in_parallel() != 0, .bias = bias != NULL, .resid = r != NULL,
+                   .max_threads = omp_get_max_threads(), .alpha = alpha, .beta = beta};
     prim tmp;
     bool owned;
     const prim *p = lookup(&k, &tmp, &owned);
     thread_state *t = p ? this_thread(p->scratch_bytes) : NULL;
     if (!p || !t) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN has no matmul for y [%d,%d] = op(a) [%d,%d] op(b) (trans %d %d, "
-                                     "ld %d %d %d)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy);
+                                     "ld %d %d %d%s%s)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy,
+                  bias ? ", bias" : "", r ? ", residual" : "");
         return false;
     }
-    dnnl_memory_t ma = NULL, mb = NULL, my = NULL, ms = NULL;
-    dnnl_status_t s = dnnl_memory_create(&ma, &p->a, engine, (void *)a);
-    if (s == dnnl_success) s = dnnl_memory_create(&mb, &p->b, engine, (void *)b);
-    if (s == dnnl_success) s = dnnl_memory_create(&my, &p->y, engine, y);
-    if (s == dnnl_success && p->scratch_bytes) s = dnnl_memory_create(&ms, &p->scratch, engine, t->scratch);
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, my}, {DNNL_ARG_SCRATCHPAD, ms}};
-    if (s == dnnl_success) s = dnnl_primitive_execute(p->p, t->stream, ms ? 4 : 3, args);
+    /* source, weights, destination, then the optional ones */
+    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, NULL}, {DNNL_ARG_WEIGHTS, NULL}, {DNNL_ARG_DST, NULL}};
+    int n_args = 3;
+    dnnl_status_t s = dnnl_memory_create(&args[0].memory, &p->a, engine, (void *)a);
+    if (s == dnnl_success) s = dnnl_memory_create(&args[1].memory, &p->b, engine, (void *)b);
+    if (s == dnnl_success) s = dnnl_memory_create(&args[2].memory, &p->y, engine, y);
+    if (s == dnnl_success && bias) {
+        args[n_args].arg = DNNL_ARG_BIAS;
+        s = dnnl_memory_create(&args[n_args++].memory, &p->bias, engine, (void *)bias);
+    }
+    if (s == dnnl_success && r) { /* the binary add is the post-op after the sum, if there is one */
+        args[n_args].arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(beta != 0.0f ? 1 : 0) | DNNL_ARG_SRC_1;
+        s = dnnl_memory_create(&args[n_args++].memory, &p->resid, engine, (void *)r);
+    }
+    if (s == dnnl_success && p->scratch_bytes) {
+        args[n_args].arg = DNNL_ARG_SCRATCHPAD;
+        s = dnnl_memory_create(&args[n_args++].memory, &p->scratch, engine, t->scratch);
+    }
+    if (s == dnnl_success) s = dnnl_primitive_execute(p->p, t->stream, n_args, args);
     if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
-    if (ma) dnnl_memory_destroy(ma);
-    if (mb) dnnl_memory_destroy(mb);
-    if (my) dnnl_memory_destroy(my);
-    if (ms) dnnl_memory_destroy(ms);
+    for (int i = 0; i < n_args; i++)
+        if (args[i].memory) dnnl_memory_destroy(args[i].memory);
     if (owned) dnnl_primitive_destroy(tmp.p);
     if (s != dnnl_success) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN failed (status %d) on y [%d,%d], K %d", (int)s, M, N, K);
@@ -220,3 +240,8 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 }
 
 #endif
+
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
+    return ag_bf16_gemm_ex(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy, NULL, NULL, 0);
+}

@@ -5,12 +5,13 @@
  * w [Cout,Cin], b [Cout] or NULL, r [M,Cout] (y's shape) or NULL.
  *
  * Why fuse: the unfused chain stores every intermediate for the whole step. The residual add
- * needs none of its inputs for backward, so writing r + b into y and letting sgemm accumulate
- * onto it (beta 1) drops the linear's own output: [M,Cout] floats per layer. The GELU output
+ * needs none of its inputs for backward, so adding r and b as the GEMM stores y
+ * (ag_gemm_linear) drops the linear's own output: [M,Cout] floats per layer. The GELU output
  * is needed only by the fc2 weight gradient; recomputing it in backward (a few flops per
  * element next to the Cout-long dot products) drops [M,4C] floats per block, the widest
  * activation of the MLP. The GELU values live in pool scratch (ag_scratch_get) only while one
- * op runs, and the same buffer then serves as a gradient.
+ * op runs, and the same buffer then serves as a gradient. In BF16 the GELU values are only
+ * ever a GEMM operand, so they are rounded as they are computed and never stored as floats.
  *
  * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
  *   linear:  dx += dy w
@@ -20,6 +21,7 @@
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "src/common/bf16_round.h"
 #include "src/common/vecmath.h"
 
 #define FL_PAR 32768 /* element count above which an element loop is worth threads */
@@ -30,6 +32,12 @@ enum { IN_X, IN_W, IN_B, IN_R };
 static void gelu_into(float *g, const float *x, size_t n) {
     #pragma omp parallel for simd if (parallel: n > FL_PAR)
     for (size_t i = 0; i < n; i++) g[i] = x[i] * vm_normal_cdf_rational(x[i]);
+}
+
+/* h [n] = bf16(gelu(x [n])), the rounding of bf16_round_row */
+static void gelu_bf16_into(uint16_t *h, const float *x, size_t n) {
+    #pragma omp parallel for simd if (parallel: n > FL_PAR)
+    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(x[i] * vm_normal_cdf_rational(x[i]));
 }
 
 /* db [Cout] += column sums of dy [M,Cout], as sgemv dy^T 1 (OpenBLAS streams the rows and
@@ -73,32 +81,46 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         ag_operand_done(ctx, &dyo);
         return;
     }
-    /* One pass over x yields both gelu(x) (into g, for dw) and gelu'(x) (into d: dx itself when
-     * it is new); Phi(x) is shared, so the recompute costs no more than the unfused backward's
-     * derivative pass. g is then reused for dy w. */
-    float *g = ag_scratch_get(ctx, MCin);
+    /* One pass over x yields both gelu(x) (into g for dw, or straight into its bf16 operand gh
+     * in BF16) and gelu'(x) (into d: dx itself when it is new); Phi(x) is shared, so the
+     * recompute costs no more than the unfused backward's derivative pass. g then receives
+     * dy w. */
+    const bool bf16 = ctx->precision == AG_BF16;
+    ag_operand gh = bf16 && dw ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
+    float *g = bf16 ? NULL : ag_scratch_get(ctx, MCin);
     float *d = !dx ? NULL : fresh ? dx : ag_scratch_get(ctx, MCin);
-    if (!g || (dx && !d)) {
+    if ((bf16 && dw && !gh.h) || (!bf16 && !g) || (dx && !d)) {
         ag_operand_done(ctx, &dyo);
         return;
     }
     const float *v = x->data;
-    if (d) {
+    uint16_t *hv = (uint16_t *)gh.h;
+    if (d && bf16) {
+        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+        for (size_t i = 0; i < MCin; i++) {
+            const float cdf = vm_normal_cdf_rational(v[i]);
+            if (hv) hv[i] = bf16_from_float(v[i] * cdf);
+            d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
+        }
+    } else if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
         for (size_t i = 0; i < MCin; i++) {
             const float cdf = vm_normal_cdf_rational(v[i]);
             g[i] = v[i] * cdf;
             d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
         }
+    } else if (bf16) {
+        gelu_bf16_into(hv, v, MCin);
     } else {
         gelu_into(g, v, MCin);
     }
     if (dw) {
-        ag_operand go = ag_operand_act(ctx, g, MCin);
+        ag_operand go = bf16 ? gh : ag_operand_act(ctx, g, MCin);
         ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, go, Cin, 1.0f, dw, Cin);
         ag_operand_done(ctx, &go);
     }
-    if (dx) {
+    if (dx && bf16) g = ag_scratch_get(ctx, MCin);
+    if (dx && g) {
         ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, 0.0f, g, Cin);
         if (fresh) {
             #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
@@ -109,7 +131,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
             ag_scratch_put(ctx, d, MCin);
         }
     }
-    ag_scratch_put(ctx, g, MCin);
+    if (g) ag_scratch_put(ctx, g, MCin);
     ag_operand_done(ctx, &dyo);
 }
 
@@ -131,32 +153,18 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     if (r && !ag_same_shape(r, y))
         return ag_error(ctx, TPSC_ERR_SHAPE, "%s: residual %s must have the output's shape %s", name,
                         ag_shape_str(r, sr, sizeof sr), ag_shape_str(y, sx, sizeof sx));
-    /* y [M,Cout] = r + b, then the GEMM accumulates g w^T onto it. */
-    float beta = 0.0f;
-    if (r || b) {
-        const float *rv = r ? r->data : NULL, *bv = b ? b->data : NULL;
-        #pragma omp parallel for if (M * Cout > FL_PAR)
-        for (int m = 0; m < M; m++) {
-            float *yr = y->data + (size_t)m * Cout;
-            const float *rr = rv ? rv + (size_t)m * Cout : NULL;
-            if (rr && bv) {
-                #pragma omp simd
-                for (int o = 0; o < Cout; o++) yr[o] = rr[o] + bv[o];
-            } else {
-                memcpy(yr, rr ? rr : bv, (size_t)Cout * sizeof(float));
-            }
-        }
-        beta = 1.0f;
-    }
+    /* y [M,Cout] = r + g w^T + b */
     const size_t MCin = (size_t)M * (size_t)Cin;
-    float *g = gelu ? ag_scratch_get(ctx, MCin) : x->data;
-    if (!g) return NULL;
-    if (gelu) gelu_into(g, x->data, MCin);
-    ag_operand go = ag_operand_act(ctx, g, MCin);
-    ag_gemm(ctx, false, true, M, Cout, Cin, 1.0f, go, Cin, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), Cin, beta,
-            y->data, Cout);
+    const bool gelu_bf16 = gelu && ctx->precision == AG_BF16;
+    float *g = gelu_bf16 ? NULL : gelu ? ag_scratch_get(ctx, MCin) : x->data;
+    if (!gelu_bf16 && !g) return NULL;
+    if (gelu && g) gelu_into(g, x->data, MCin);
+    ag_operand go = gelu_bf16 ? ag_operand_bf16_scratch(ctx, MCin) : ag_operand_act(ctx, g, MCin);
+    if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, MCin);
+    ag_gemm_linear(ctx, M, Cout, Cin, go, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), b ? b->data : NULL,
+                   r ? r->data : NULL, y->data);
     ag_operand_done(ctx, &go);
-    if (gelu) ag_scratch_put(ctx, g, MCin);
+    if (gelu && g) ag_scratch_put(ctx, g, MCin);
     if (ctx->status != TPSC_OK) return NULL;
     /* Absent inputs are passed as x so the node's input slots stay fixed; i[] says which are real. */
     ag_tensor *in[4] = {x, w, b ? b : x, r ? r : x};

@@ -44,17 +44,10 @@ ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b) {
     shape[x->ndim - 1] = (size_t)Cout;
     ag_tensor *y = ag_new(ctx, x->ndim, shape);
     if (!y) return NULL;
-    /* y [M,Cout] = x [M,Cin] @ w^T; the bias is written first so the GEMM accumulates onto it. */
-    float beta = 0.0f;
-    if (b) {
-        #pragma omp parallel for if (M * Cout > 32768)
-        for (int m = 0; m < M; m++)
-            for (int o = 0; o < Cout; o++) y->data[(size_t)m * Cout + o] = b->data[o];
-        beta = 1.0f;
-    }
+    /* y [M,Cout] = x [M,Cin] @ w^T + b */
     ag_operand xo = ag_operand_act(ctx, x->data, (size_t)M * Cin);
-    ag_gemm(ctx, false, true, M, Cout, Cin, 1.0f, xo, Cin, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), Cin, beta,
-            y->data, Cout);
+    ag_gemm_linear(ctx, M, Cout, Cin, xo, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), b ? b->data : NULL, NULL,
+                   y->data);
     ag_operand_done(ctx, &xo);
     if (ctx->status != TPSC_OK) return NULL;
     ag_tensor *in[3] = {x, w, b};
