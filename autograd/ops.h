@@ -18,6 +18,10 @@ ag_tensor *ag_matmul(ag_ctx *ctx, ag_tensor *a, ag_tensor *b, bool trans_a, bool
 /* x [..., Cin] @ w[Cout, Cin]^T + bias[Cout] -> [..., Cout]; bias may be NULL. One sgemm over
  * all rows (ops/linear.c). */
 ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias);
+/* LayerNorm(x; ln_w, ln_b, eps) w^T + bias as one op (ops/layernorm_linear.c): the same values as
+ * ag_layernorm then ag_linear; the LN output is kept only as the linear needs it (bf16 in BF16). */
+ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps, ag_tensor *w,
+                               ag_tensor *bias);
 /* Fused (ops/fused_linear.c): r + x w^T + bias, and r + gelu(x) w^T + bias (GELU recomputed in
  * backward, not stored); bias and the residual r [..., Cout] may be NULL. */
 ag_tensor *ag_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias, ag_tensor *r);

@@ -27,6 +27,7 @@
 #include "src/optim/adamw.h"
 #include "src/optim/param_groups.h"
 #include "src/util/rng.h"
+#include "support/layernorm_chain.h"
 
 #define U_BF16 (1.0 / 256.0) /* 2^-8 */
 
@@ -290,6 +291,15 @@ Test(bf16_train, matmul_within_the_bf16_bound) {
     cr_assert(d > 0, "matmul: bf16 equals fp32 everywhere");
     free_run(&fp, 2), free_run(&bf, 2), free_run(&ab, 2);
     free(data[0]), free(data[1]), free(dy);
+}
+
+/* ag_layernorm_linear keeps the LN output only in bf16 and rounds it as it normalises; the
+ * chain ag_layernorm -> ag_linear stores floats and rounds them for each product. The same
+ * bf16 values reach the same kernel, so the two must agree bit for bit (the chain itself is
+ * held to the bf16 bound by linear_within_the_bf16_bound). */
+Test(bf16_train, layernorm_linear_matches_the_chain_in_bf16) {
+    need_bf16();
+    layernorm_linear_matches_chain(AG_BF16);
 }
 
 /* ---- attention --------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 
 #include "src/util/rng.h"
 #include "support/gradcheck.h"
+#include "support/layernorm_chain.h"
 
 static ag_tensor *f_lin_res(ag_ctx *ctx, ag_tensor **in, void *user) {
     (void)user;
@@ -129,6 +130,31 @@ static void compare_with_chain(bool gelu) {
                   gelu ? "gelu_linear_residual" : "linear_residual", t, worst, scale);
     }
 }
+
+static ag_tensor *f_ln_lin(ag_ctx *ctx, ag_tensor **in, void *user) {
+    (void)user;
+    return ag_layernorm_linear(ctx, in[0], in[1], in[2], 1e-5f, in[3], in[4]);
+}
+static ag_tensor *f_ln_lin_plain(ag_ctx *ctx, ag_tensor **in, void *user) {
+    (void)user;
+    return ag_layernorm_linear(ctx, in[0], in[1], in[2], 1e-5f, in[3], NULL);
+}
+
+/* Tolerances as test_ops_layernorm.c's: h 1e-2, atol 2e-3, rtol 2e-2. */
+Test(ops_fused, gradcheck_layernorm_linear_odd_shapes) {
+    /* x [B=2,N=7,C=5], ln_w [5], ln_b [5], w [Cout=3,5], b [3] */
+    gc_input in[5] = {{3, {2, 7, 5}, true, NULL}, {1, {5}, true, NULL}, {1, {5}, true, NULL}, {2, {3, 5}, true, NULL},
+                      {1, {3}, true, NULL}};
+    GRADCHECK(f_ln_lin, 5, in, NULL, 1e-2, 2e-3, 2e-2);
+}
+
+Test(ops_fused, gradcheck_layernorm_linear_no_bias) {
+    gc_input in[4] = {{2, {7, 5}, true, NULL}, {1, {5}, true, NULL}, {1, {5}, true, NULL}, {2, {3, 5}, true, NULL}};
+    GRADCHECK(f_ln_lin_plain, 4, in, NULL, 1e-2, 2e-3, 2e-2);
+}
+
+/* FP32 here; test_bf16_train.c runs the same check in BF16 */
+Test(ops_fused, layernorm_linear_matches_unfused_chain) { layernorm_linear_matches_chain(AG_FP32); }
 
 Test(ops_fused, linear_residual_matches_unfused_chain) { compare_with_chain(false); }
 Test(ops_fused, gelu_linear_residual_matches_unfused_chain) { compare_with_chain(true); }

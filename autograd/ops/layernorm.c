@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops/layernorm_rows.h"
 #include "src/common/rows.h"
 
 #define LN_PAR 16384
@@ -16,18 +17,13 @@ typedef struct ln_saved {
 
 /* g = dy * w;  dx = rstd * (g - mean_c(g) - xhat * mean_c(g * xhat));
  * dw += sum_M dy * xhat;  db += sum_M dy. */
-static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
-    ag_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    const ln_saved *s = n->saved;
-    const size_t M = ag_rows(x), C = ag_cols(x);
-    const float *dy = n->out->grad, *xv = x->data, *wv = w->data;
-    bool fresh; /* every row of dx is written: a new buffer is stored into, not zeroed and added to */
-    float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = ag_grad(ctx, b);
+void ln_backward_rows(const float *xv, const float *dy, size_t M, size_t C, const float *wv, const float *mean,
+                      const float *rstd, float *dx, bool fresh, float *dw, float *db) {
     if (dx) {
         #pragma omp parallel for if (M * C > LN_PAR)
         for (size_t r = 0; r < M; r++) {
             const float *xr = xv + r * C, *g = dy + r * C;
-            const float mu = s->mean[r], rs = s->rstd[r];
+            const float mu = mean[r], rs = rstd[r];
             float sum_g = 0.0f, sum_gx = 0.0f;
             #pragma omp simd reduction(+ : sum_g, sum_gx)
             for (size_t c = 0; c < C; c++) {
@@ -56,7 +52,7 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             double aw[LN_COLS] = {0}, ab[LN_COLS] = {0};
             for (size_t r = 0; r < M; r++) {
                 const float *xr = xv + r * C + c0, *g = dy + r * C + c0;
-                const float mu = s->mean[r], rs = s->rstd[r];
+                const float mu = mean[r], rs = rstd[r];
                 #pragma omp simd
                 for (size_t c = 0; c < wd; c++) {
                     aw[c] += (double)(g[c] * (xr[c] - mu) * rs);
@@ -69,6 +65,27 @@ static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
             }
         }
     }
+}
+
+void ln_forward_rows(const float *x, size_t M, size_t C, const float *wv, const float *bv, float eps, float *y,
+                     float *mean, float *rstd) {
+    #pragma omp parallel for if (M * C > LN_PAR)
+    for (size_t r = 0; r < M; r++) {
+        float mu, rs;
+        row_layernorm(x + r * C, C, wv, bv, eps, y + r * C, &mu, &rs);
+        if (mean) {
+            mean[r] = mu;
+            rstd[r] = rs;
+        }
+    }
+}
+
+static void layernorm_backward(ag_ctx *ctx, ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    const ln_saved *s = n->saved;
+    bool fresh; /* every row of dx is written: a new buffer is stored into, not zeroed and added to */
+    float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = ag_grad(ctx, b);
+    ln_backward_rows(x->data, n->out->grad, ag_rows(x), ag_cols(x), w->data, s->mean, s->rstd, dx, fresh, dw, db);
 }
 
 ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, float eps) {
@@ -93,16 +110,7 @@ ag_tensor *ag_layernorm(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b, f
         s->rstd = ag_alloc(ctx, M * sizeof(float));
         if (!s->mean || !s->rstd) return NULL;
     }
-    const float *wv = w->data, *bv = b->data;
-    #pragma omp parallel for if (M * C > LN_PAR)
-    for (size_t r = 0; r < M; r++) {
-        float mu, rs;
-        row_layernorm(x->data + r * C, C, wv, bv, eps, y->data + r * C, &mu, &rs);
-        if (s) {
-            s->mean[r] = mu;
-            s->rstd[r] = rs;
-        }
-    }
+    ln_forward_rows(x->data, M, C, w->data, b->data, eps, y->data, s ? s->mean : NULL, s ? s->rstd : NULL);
     ag_node *n = ag_record(ctx, "layernorm", layernorm_backward, y, 3, in);
     if (n) n->saved = s;
     return ctx->status == TPSC_OK ? y : NULL;

@@ -29,7 +29,7 @@ static ag_tensor *channel_mask(ag_ctx *ctx, vit_model *m, size_t i, chan_gate_ki
     return mask;
 }
 
-/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))). policy [B,n] or NULL; cls_attn: see ops.h.
+/* x [B,n,C] -> x + proj(attention(qkv(norm1(x)))), norm1 and qkv as one op (ag_layernorm_linear). policy [B,n] or NULL; cls_attn: see ops.h.
  * Channel gates mask qkv's Q/K and V channels (every head alike); a masked V channel is a zero
  * column of proj's input, so proj needs no mask of its own. Merging methods: log_size [B,n]
  * (or NULL) turns on proportional attention, and *qkv_out (may be NULL) receives the block's
@@ -38,8 +38,8 @@ static ag_tensor *block_attention_ex(ag_ctx *ctx, vit_model *m, size_t i, ag_ten
                                      ag_tensor **cls_attn, const vit_forward_opts *opts, vit_output *out,
                                      const float *log_size, ag_tensor **qkv_out) {
     const vit_block *b = &m->blocks[i];
-    ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps);
-    ag_tensor *qkv = ag_linear(ctx, h, param(m, b->qkv_w), param(m, b->qkv_b));      /* [B,n,3C] */
+    ag_tensor *qkv = ag_layernorm_linear(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps,
+                                         param(m, b->qkv_w), param(m, b->qkv_b)); /* [B,n,3C] */
     ag_tensor *qk_mask = channel_mask(ctx, m, i, CHAN_QK, opts, out), *v_mask = channel_mask(ctx, m, i, CHAN_V, opts, out);
     if (qk_mask || v_mask) qkv = chan_mask_qkv(ctx, qkv, qk_mask, v_mask, m->cfg.num_heads);
     if (qkv_out) *qkv_out = qkv;
@@ -59,8 +59,8 @@ static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor
 static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor *x, const vit_forward_opts *opts,
                             vit_output *out) {
     const vit_block *b = &m->blocks[i];
-    ag_tensor *h = ag_layernorm(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps);
-    h = ag_linear(ctx, h, param(m, b->fc1_w), param(m, b->fc1_b));                   /* [B,n,4C] */
+    ag_tensor *h = ag_layernorm_linear(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps,
+                                       param(m, b->fc1_w), param(m, b->fc1_b)); /* [B,n,4C] */
     ag_tensor *mask = channel_mask(ctx, m, i, CHAN_MLP, opts, out);
     if (mask) h = ag_mul(ctx, h, mask);
     /* GELU, fc2 and the residual in one op: of the [B,n,4C] tensors only fc1's output is kept
