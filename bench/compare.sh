@@ -2,7 +2,7 @@
 # Our `tpsc bench` against the PyTorch (and, when installed, ONNX Runtime) anchors on the same
 # shapes, run back to back on this machine, with the ratios.
 #
-#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--train-removal] [--openblas] [--tome] [--attention] [--threads 2]
+#   bash bench/compare.sh [--avx512] [--bf16] [--bf16-train] [--bf16-train-only] [--train-removal] [--openblas] [--tome] [--attention] [--threads 2]
 #                         [--repeat 1] [--quick] [--no-train] [--no-torch] [--no-ort] [--no-gemm-limit]
 #                         [--omp-wait-policy PASSIVE|ACTIVE|default] [--out DIR]
 #
@@ -20,7 +20,10 @@
 # extra inference rows, set against the same FP32 peers. --bf16-train adds BF16 mixed-precision
 # training (`bench train --precision bf16`, run.precision = bf16) at batch 16 and 64, set against
 # our FP32 step of the same round and PyTorch's CPU autocast in bf16 (`torch_deit.py --amp bf16`),
-# in a table of its own. libtpsinfer's FP32 rows run its default GEMM back-end (the faster one on
+# in a table of its own; its ratios are medians of the per-round ratios. --bf16-train-only runs
+# nothing else: per round, our FP32 step, our BF16 step and PyTorch's bf16 autocast step at batch
+# 64 (the anchor's own training child, `torch_deit.py --child train --batch 64 --amp bf16`), back
+# to back, so that a changing machine load hits the three alike. libtpsinfer's FP32 rows run its default GEMM back-end (the faster one on
 # this CPU, named above each table); --openblas adds rows with `--gemm openblas`, the other one.
 # --train-removal adds the dTPS fine-tune step (topk masks, keep 0.7 at blocks 3/6/9, batch 64)
 # masked against real removal (`bench train --removal`, tps.train_removal), the two in
@@ -52,13 +55,14 @@ ONNX_DIR=/tmp/anchors_onnx
 ORT_DIR="${ORT_NODE_DIR:-/tmp/ort_node}"
 
 orig_args=("$@")
-wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 train_removal=0 openblas=0 tome=0 attention=0 do_train=1 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
+wait_policy=PASSIVE threads=2 repeat=1 quick=0 avx512=0 bf16=0 bf16_train=0 bf16_train_only=0 train_removal=0 openblas=0 tome=0 attention=0 do_train=1 do_torch=1 do_ort=1 do_gemm=1 out=/tmp/tpsc_compare
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --avx512) avx512=1 ;;
         --bf16) bf16=1 ;;
         --bf16-train) bf16_train=1 ;;
+        --bf16-train-only) bf16_train=1 bf16_train_only=1 do_ort=0 do_gemm=0 ;;
         --train-removal) train_removal=1 ;;
         --openblas) openblas=1 ;;
         --tome) tome=1 ;;
@@ -121,8 +125,27 @@ run_env() {
     if [ "$mode" = auto ]; then env -u OPENBLAS_CORETYPE "$@"; else "$@"; fi
 }
 
+bf16_train_round() { # MODE ROUND: our FP32 and BF16 steps and PyTorch's bf16 autocast step, batch 64
+    local mode=$1 r=$2 tag="$1.$2"
+    echo "[$mode, round $r] batch-64 training step: tpsc fp32, tpsc bf16, PyTorch bf16 autocast" >&2
+    run_env "$mode" "$TPSC" bench train --method none --batch 64 --steps $steps --threads "$threads" \
+        > "$out/ours_train64.$tag.txt" 2>&1 || echo "  tpsc bench train failed: see $out/ours_train64.$tag.txt" >&2
+    run_env "$mode" "$TPSC" bench train --precision bf16 --method none --batch 64 --steps $steps --threads "$threads" \
+        > "$out/ours_bf16train64.$tag.txt" 2>&1 ||
+        echo "  tpsc bench train --precision bf16 failed: see $out/ours_bf16train64.$tag.txt" >&2
+    [ $have_torch = 1 ] || return 0
+    local q=(); [ $quick = 1 ] && q=(--quick)
+    (export OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads"
+     [ "$mode" = auto ] && unset OPENBLAS_CORETYPE
+     "$PY" "$ANCH/torch_deit.py" --child train --threads "$threads" --batch 64 --amp bf16 "${q[@]}" \
+        > "$out/torch_bf16.$tag.txt" 2>&1) || echo "  PyTorch bf16 training child failed: see $out/torch_bf16.$tag.txt" >&2
+    sed -n 's/^@@RESULT //p' "$out/torch_bf16.$tag.txt" > "$out/torch_bf16.$tag.json"
+    [ -s "$out/torch_bf16.$tag.json" ] || rm -f "$out/torch_bf16.$tag.json"
+}
+
 one_round() { # MODE ROUND
     local mode=$1 r=$2 tag="$1.$2"
+    if [ $bf16_train_only = 1 ]; then bf16_train_round "$mode" "$r"; return; fi
     echo "[$mode, round $r] tpsc bench train (batch 16, 64) and infer (batch 1, 32)" >&2
     for b in 16 64; do
         [ $do_train = 1 ] || break
@@ -257,7 +280,7 @@ def torch_rows(path):
         return rows, core
     d = json.load(open(path))
     core = d.get("openblas_core")
-    for r in d["rows"]:
+    for r in d.get("rows", d.get("results", [])):  # the harness' summary, or one training child's result
         method = "dtps" if r["model"].endswith("_tps") else "dense"
         rows[(r["kind"], method, r["batch"])] = (r["img_s"], r.get("peak_rss_mb"))
     return rows, core
@@ -313,9 +336,8 @@ for mode in modes:
     print("\n### %s: tpsc core %s, PyTorch core %s; libtpsinfer FP32 GEMM back-end %s; medians of %d run(s)\n" % (
         label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", "/".join(sorted(backends)) or "?",
         repeat))
-    print("| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB |"
-          " PyTorch peak RSS MB | tpsc of FMA peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    table = ["| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB |"
+             " PyTorch peak RSS MB | tpsc of FMA peak |", "|---|---|---|---|---|---|---|---|---|---|"]
     extra = [(k, m + sfx, b) for sfx in (" openblas", " bf16") for k, m, b in shapes if k == "infer"]
     for key in shapes + [k for k in extra if any(k in o for o in ours)]:  # BF16 training: its own table
         kind, method, batch = key
@@ -327,9 +349,13 @@ for mode in modes:
         ri = med([x[peer][0] for x in ort_all if peer in x])
         ofma = med([o[key][2] for o in ours if key in o])
         name = "%s %s" % ("training step" if kind == "train" else "inference", method)
-        print("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        if oi is None and ti is None and ri is None:
+            continue  # not run (--bf16-train-only runs the BF16 table's steps alone)
+        table.append("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, batch, fmt(oi), fmt(ti), ratio(oi, ti), fmt(ri), ratio(oi, ri), fmt(orss, "%.0f"),
             fmt(trss, "%.0f") if kind == "train" else "-", fmt(ofma, "%.0f%%") if kind == "infer" else "-"))
+    if len(table) > 2:
+        print("\n".join(table))
     train_bf16 = [("train", "dense bf16", b) for b in (16, 64)]
     if any(k in o for o in ours for k in train_bf16):
         print("\nBF16 mixed-precision training (run.precision = bf16; PyTorch: torch.autocast('cpu', bfloat16)):\n")
@@ -341,8 +367,13 @@ for mode in modes:
             bi = med([o[key][0] for o in ours if key in o])
             fi = med([o[fkey][0] for o in ours if fkey in o])
             ti = med([t[fkey][0] for t in torch_bf16 if fkey in t])
+            # ratios: the median over rounds of each round's own ratio (the three ran back to back)
+            rf = med([o[key][0] / o[fkey][0] for o in ours if key in o and fkey in o])
+            rt = med([o[key][0] / t[fkey][0] for o, t in zip(ours, torch_bf16) if key in o and fkey in t])
+            if bi is None and fi is None:
+                continue
             print("| training step | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                key[2], fmt(bi), fmt(fi), ratio(bi, fi), fmt(ti), ratio(bi, ti),
+                key[2], fmt(bi), fmt(fi), fmt(rf, "%.2fx"), fmt(ti), fmt(rt, "%.2fx"),
                 fmt(med([o[key][1] for o in ours if key in o]), "%.0f"),
                 fmt(med([o[fkey][1] for o in ours if fkey in o]), "%.0f"),
                 fmt(med([t[fkey][1] for t in torch_bf16 if fkey in t]), "%.0f")))
