@@ -15,11 +15,18 @@ static const char *const fashion_mnist_names[10] = {
     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot",
 };
 
-tpsc_status tpsc_dataset_alloc(tpsc_dataset **out, const tpsc_dataset_ops *ops, const char *source) {
+tpsc_status tpsc_dataset_alloc(tpsc_dataset **out, const tpsc_dataset_ops *ops, const char *source, size_t impl_bytes,
+                               const char *what) {
+    *out = NULL;
     tpsc_dataset *ds = tpsc_calloc(1, sizeof *ds, "dataset");
     if (!ds) return TPSC_ERR_NOMEM;
     ds->ops = ops;
     snprintf(ds->source, sizeof ds->source, "%s", source);
+    ds->impl = tpsc_calloc(1, impl_bytes, what);
+    if (!ds->impl) {
+        tpsc_free(ds);
+        return TPSC_ERR_NOMEM;
+    }
     *out = ds;
     return TPSC_OK;
 }

@@ -66,7 +66,10 @@ static inline tpsc_status tpsc_dataset_get(const tpsc_dataset *ds, size_t i, tps
 }
 
 /* Helpers shared by the implementations (dataset.c). */
-tpsc_status tpsc_dataset_alloc(tpsc_dataset **out, const tpsc_dataset_ops *ops, const char *source);
+/* A data set with ops and source, and its implementation's state (impl_bytes, zeroed; `what`
+ * names it in an out-of-memory error) in ds->impl. */
+tpsc_status tpsc_dataset_alloc(tpsc_dataset **out, const tpsc_dataset_ops *ops, const char *source, size_t impl_bytes,
+                               const char *what);
 /* The most classes a data set may have. Labels without names (idx, HDF5 without
  * "class_names") make K = max label + 1, so one corrupt label of 2^31 would otherwise allocate
  * gigabytes of names for a file of a few bytes. */

@@ -226,14 +226,12 @@ tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
     H5E_END_TRY;
     if (file < 0) return tpsc_fail(TPSC_ERR_FORMAT, "%s: not an HDF5 file (or corrupt)", path);
     tpsc_dataset *ds;
-    tpsc_status st = tpsc_dataset_alloc(&ds, &h5_ops, path);
+    tpsc_status st = tpsc_dataset_alloc(&ds, &h5_ops, path, sizeof(h5_data), "h5 dataset");
     if (st != TPSC_OK) {
         H5Fclose(file);
         return st;
     }
-    h5_data *d = tpsc_calloc(1, sizeof *d, "h5 dataset");
-    if (!d) st = TPSC_ERR_NOMEM;
-    ds->impl = d;
+    h5_data *d = ds->impl;
     size_t count = 0;
     bool named = false;
     if (st == TPSC_OK) st = read_images(file, path, file_limit, d, &count);

@@ -114,13 +114,8 @@ static const tpsc_dataset_ops idx_ops = {idx_get, idx_name, idx_close};
 tpsc_status tpsc_dataset_open_idx(tpsc_dataset **out, const char *images_path, const char *labels_path) {
     *out = NULL;
     tpsc_dataset *ds;
-    TPSC_TRY(tpsc_dataset_alloc(&ds, &idx_ops, images_path));
-    idx_data *d = tpsc_calloc(1, sizeof *d, "idx dataset");
-    if (!d) {
-        tpsc_dataset_free_common(ds);
-        return TPSC_ERR_NOMEM;
-    }
-    ds->impl = d;
+    TPSC_TRY(tpsc_dataset_alloc(&ds, &idx_ops, images_path, sizeof(idx_data), "idx dataset"));
+    idx_data *d = ds->impl;
     snprintf(d->images_path, sizeof d->images_path, "%s", images_path);
 
     uint32_t idims[3] = {0}, ldims[3] = {0};

@@ -208,13 +208,8 @@ tpsc_status tpsc_dataset_open_imagefolder(tpsc_dataset **out, const char *root, 
     if (channels != 1 && channels != 3)
         return tpsc_fail(TPSC_ERR_CONFIG, "data: channels = %d, expected 1 or 3", channels);
     tpsc_dataset *ds;
-    TPSC_TRY(tpsc_dataset_alloc(&ds, &folder_ops, root));
-    folder_data *d = tpsc_calloc(1, sizeof *d, "imagefolder dataset");
-    if (!d) {
-        tpsc_dataset_free_common(ds);
-        return TPSC_ERR_NOMEM;
-    }
-    ds->impl = d;
+    TPSC_TRY(tpsc_dataset_alloc(&ds, &folder_ops, root, sizeof(folder_data), "imagefolder dataset"));
+    folder_data *d = ds->impl;
     d->channels = channels;
 
     name_list classes = {0}, files = {0}, labels_tmp = {0};
