@@ -23,11 +23,7 @@ static void *resize_scratch(void *context, size_t bytes) {
 #define STBIR_FREE(ptr, c) ((void)(ptr), (void)(c))
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
 #define STB_IMAGE_IMPLEMENTATION
-#define STBI_NO_GIF
-#define STBI_NO_PSD
-#define STBI_NO_PIC
-#define STBI_NO_HDR
-#define STBI_NO_TGA
+#include "data/stb_formats.h"
 #include "data/stb_quiet_begin.h"
 #include <stb/stb_image.h>
 #include <stb/stb_image_resize.h>

@@ -30,11 +30,7 @@ TPSC_STB_ALLOC_GUARD(static, ti_stb_set_cap)
 #define STB_IMAGE_RESIZE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
-#define STBI_NO_GIF
-#define STBI_NO_PSD
-#define STBI_NO_PIC
-#define STBI_NO_HDR
-#define STBI_NO_TGA
+#include "data/stb_formats.h"
 #define STBI_FAILURE_USERMSG
 #include "data/stb_quiet_begin.h"
 #include <stb/stb_image.h>
