@@ -135,17 +135,6 @@ tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t 
     return st;
 }
 
-static double clock_s(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double median_of(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* One training step (forward, soft cross-entropy, backward, AdamW) of b's model. */
 static tpsc_status train_step(bench_setup *b, tpsc_adamw *opt, tpsc_rng *noise) {
     ag_ctx_reset(b->ctx);
@@ -158,6 +147,19 @@ static tpsc_status train_step(bench_setup *b, tpsc_adamw *opt, tpsc_rng *noise) 
     ag_params_zero_grad(&b->m.params);
     TPSC_TRY(ag_backward(b->ctx, loss));
     return tpsc_adamw_step(opt, &b->m.params, 1e-5f);
+}
+
+/* One training step of the same model and weights: k = 0 masked, k = 1 with real removal. */
+typedef struct removal_ctx {
+    bench_setup *b;
+    tpsc_adamw *opt;
+    tpsc_rng *noise;
+} removal_ctx;
+
+static tpsc_status removal_step(void *user, int k) {
+    removal_ctx *r = user;
+    r->b->m.tps.train_removal = k == 1;
+    return train_step(r->b, r->opt, r->noise);
 }
 
 tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
@@ -173,8 +175,6 @@ tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc,
     tpsc_status st = setup(&b, vc, &masked, batch);
     if (st == TPSC_OK) st = ag_set_precision(b.ctx, precision);
     tpsc_adamw opt = {0};
-    double *t = tpsc_calloc(6 * (size_t)repeats, sizeof *t, "bench times");
-    if (st == TPSC_OK && !t) st = TPSC_ERR_NOMEM;
     if (st == TPSC_OK) {
         tpsc_param_groups_assign(&b.m.params);
         tpsc_adamw_config oc = tpsc_adamw_defaults();
@@ -182,38 +182,16 @@ tpsc_status tpsc_bench_train_removal(const vit_config *vc, const tok_config *tc,
     }
     tpsc_rng noise;
     tpsc_rng_seed(&noise, 2);
-    double *wall[2] = {t, t + repeats}, *cpu[2] = {t + 2 * repeats, t + 3 * repeats};
-    double *rw = t + 4 * repeats, *rc = t + 5 * repeats;
-    for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
-        for (int k = 0; k < 2 && st == TPSC_OK; k++) {
-            b.m.tps.train_removal = k == 1; /* the same model and weights, masked then removed */
-            const double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-            st = train_step(&b, &opt, &noise);
-            if (i >= warmup) {
-                wall[k][i - warmup] = clock_s(CLOCK_MONOTONIC) - w0;
-                cpu[k][i - warmup] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
-            }
-        }
-        if (st == TPSC_OK && i >= warmup) {
-            rw[i - warmup] = wall[0][i - warmup] / wall[1][i - warmup];
-            rc[i - warmup] = cpu[0][i - warmup] / cpu[1][i - warmup];
-        }
-    }
+    removal_ctx rc = {.b = &b, .opt = &opt, .noise = &noise};
+    if (st == TPSC_OK) st = tpsc_bench_alternate(warmup, repeats, removal_step, &rc, res);
     if (st == TPSC_OK) {
         /* masked: every block on all tokens (the dense cost); removed: inference's token counts */
         vit_model tmp = b.m;
         tmp.tps = (tok_config){.method = TOK_NONE};
         res->gmacs[0] = tpsc_model_gmacs(&tmp);
         res->gmacs[1] = tpsc_model_gmacs(&b.m);
-        for (int k = 0; k < 2; k++) {
-            res->wall_s[k] = median_of(wall[k], repeats);
-            res->cpu_s[k] = median_of(cpu[k], repeats);
-        }
-        res->ratio_wall = median_of(rw, repeats);
-        res->ratio_cpu = median_of(rc, repeats);
     }
     tpsc_adamw_free(&opt);
-    tpsc_free(t);
     teardown(&b);
     return st;
 }

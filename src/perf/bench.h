@@ -42,6 +42,11 @@ typedef struct tpsc_bench_pair {
 } tpsc_bench_pair;
 tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
                                    int warmup, int repeats, const tps_open_options oo[2], tpsc_bench_pair *res);
+/* The alternation itself (bench_interleave.c): warmup + repeats rounds of step(user, 0) then
+ * step(user, 1); fills res's wall_s, cpu_s and ratio_wall, ratio_cpu (gmacs untouched). Stops
+ * at the first step that fails and returns its status. */
+tpsc_status tpsc_bench_alternate(int warmup, int repeats, tpsc_status (*step)(void *user, int k), void *user,
+                                 tpsc_bench_pair *res);
 
 /* Predictor methods with topk masks: one model's training step with the masked formulation and
  * with real removal (tps.train_removal) in alternation, as `a` = masked and `b` = removed of a

@@ -57,27 +57,17 @@ static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t
     return st;
 }
 
-tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
-                                   int warmup, int repeats, const tps_open_options oo[2], tpsc_bench_pair *res) {
-    memset(res, 0, sizeof *res);
-    tps_model *m[2] = {NULL, NULL};
-    tps_workspace *ws[2] = {NULL, NULL};
-    const size_t n_img = batch * vc->in_chans * vc->img_size * vc->img_size;
-    float *images = tpsc_malloc(n_img * sizeof(float), "bench images");
-    float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
+tpsc_status tpsc_bench_alternate(int warmup, int repeats, tpsc_status (*step)(void *user, int k), void *user,
+                                 tpsc_bench_pair *res) {
     double *t = tpsc_calloc(6 * (size_t)repeats, sizeof *t, "bench times");
-    tpsc_status st = images && logits && t ? TPSC_OK : TPSC_ERR_NOMEM;
-    if (st == TPSC_OK) st = open_model(vc, a, batch, &oo[0], &m[0], &ws[0]);
-    if (st == TPSC_OK) st = open_model(vc, b, batch, &oo[1], &m[1], &ws[1]);
-    tpsc_rng rng;
-    tpsc_rng_seed(&rng, 2);
-    for (size_t i = 0; st == TPSC_OK && i < n_img; i++) images[i] = tpsc_rng_normal(&rng);
+    if (!t) return TPSC_ERR_NOMEM;
     double *wall[2] = {t, t + repeats}, *cpu[2] = {t + 2 * repeats, t + 3 * repeats};
     double *rw = t + 4 * repeats, *rc = t + 5 * repeats;
+    tpsc_status st = TPSC_OK;
     for (int i = 0; st == TPSC_OK && i < warmup + repeats; i++) {
         for (int k = 0; k < 2 && st == TPSC_OK; k++) {
             const double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
-            if (tps_run(ws[k], images, batch, logits) != TPS_OK) st = tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+            st = step(user, k);
             if (i >= warmup) {
                 wall[k][i - warmup] = clock_s(CLOCK_MONOTONIC) - w0;
                 cpu[k][i - warmup] = clock_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
@@ -90,19 +80,54 @@ tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, co
     }
     if (st == TPSC_OK) {
         for (int k = 0; k < 2; k++) {
-            res->gmacs[k] = tps_model_macs(m[k], 0.0f) * 1e-9;
             res->wall_s[k] = median(wall[k], repeats);
             res->cpu_s[k] = median(cpu[k], repeats);
         }
         res->ratio_wall = median(rw, repeats);
         res->ratio_cpu = median(rc, repeats);
     }
+    tpsc_free(t);
+    return st;
+}
+
+/* One library run of model k on the shared images. */
+typedef struct run_ctx {
+    tps_workspace *ws[2];
+    const float *images;
+    size_t batch;
+    float *logits;
+} run_ctx;
+
+static tpsc_status run_one(void *user, int k) {
+    run_ctx *r = user;
+    if (tps_run(r->ws[k], r->images, r->batch, r->logits) != TPS_OK)
+        return tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
+    return TPSC_OK;
+}
+
+tpsc_status tpsc_bench_interleaved(const vit_config *vc, const tok_config *a, const tok_config *b, size_t batch,
+                                   int warmup, int repeats, const tps_open_options oo[2], tpsc_bench_pair *res) {
+    memset(res, 0, sizeof *res);
+    tps_model *m[2] = {NULL, NULL};
+    tps_workspace *ws[2] = {NULL, NULL};
+    const size_t n_img = batch * vc->in_chans * vc->img_size * vc->img_size;
+    float *images = tpsc_malloc(n_img * sizeof(float), "bench images");
+    float *logits = tpsc_malloc(batch * vc->num_classes * sizeof(float), "bench logits");
+    tpsc_status st = images && logits ? TPSC_OK : TPSC_ERR_NOMEM;
+    if (st == TPSC_OK) st = open_model(vc, a, batch, &oo[0], &m[0], &ws[0]);
+    if (st == TPSC_OK) st = open_model(vc, b, batch, &oo[1], &m[1], &ws[1]);
+    tpsc_rng rng;
+    tpsc_rng_seed(&rng, 2);
+    for (size_t i = 0; st == TPSC_OK && i < n_img; i++) images[i] = tpsc_rng_normal(&rng);
+    run_ctx rc = {.ws = {ws[0], ws[1]}, .images = images, .batch = batch, .logits = logits};
+    if (st == TPSC_OK) st = tpsc_bench_alternate(warmup, repeats, run_one, &rc, res);
+    if (st == TPSC_OK)
+        for (int k = 0; k < 2; k++) res->gmacs[k] = tps_model_macs(m[k], 0.0f) * 1e-9;
     for (int k = 0; k < 2; k++) {
         tps_workspace_free(ws[k]);
         tps_model_close(m[k]);
     }
     tpsc_free(images);
     tpsc_free(logits);
-    tpsc_free(t);
     return st;
 }
