@@ -1,5 +1,5 @@
 /* cdcp_dynamic: what per-image (dynamic) channel gates would cost at inference, against the
- * static gates libtpsinfer runs and against the dense model (docs/cait.md, "Dynamic gates").
+ * static gates libtpsinfer runs and against the dense model (docs/cait.md, "Per-image gates").
  *
  * The shapes are DeiT-S at 224: C = 384 channels, H = 6 heads of D = 64, n = 197 tokens per
  * image (cls first), 12 blocks. Each block runs the attention half of a ViT block on the
@@ -16,17 +16,21 @@
  *            fixed counts as static, kept in their original order), that image's qkv weight
  *            rows and bias and its proj weight columns gathered to the kept channels, then the
  *            same GEMMs on that image's n rows only, and attention on the kept channels.
- * The three share every kernel: qkv and proj are cblas_sgemm (OpenBLAS, FP32) with the bias
- * written first and the residual accumulated by the product, exactly as libtpsinfer's
- * OpenBLAS path; attention is one sgemm for q k^T, the shared row softmax
- * (src/common/rows.h) and one sgemm for A v per (image, head).
+ * The three share every kernel. qkv and proj run on one of libtpsinfer's two FP32 back-ends
+ * (--gemm): OpenBLAS cblas_sgemm with the bias written first and the residual accumulated by
+ * the product, as its OpenBLAS path; or oneDNN's matmul with bias and residual fused (see the
+ * oneDNN section below for how each variant gets its weights). Attention is one sgemm for
+ * q k^T, the shared row softmax (src/common/rows.h) and one sgemm for A v per (image, head):
+ * libtpsinfer's TPS_ATTENTION_GEMM (its fused kernel, the default on AVX-512, runs the same
+ * products at the same widths for static and dynamic).
  *
  * Threads as libtpsinfer uses them (src/infer/forward.c): a batch of at least 4 images per
  * thread is split into one chunk per thread, each run start to end by its thread with
  * single-threaded BLAS (dynamic: image after image inside the chunk); a smaller batch runs as
- * one team sharing each linear by output columns (each member gathers only its own rows of
- * the per-image weights, so dynamic adds no barrier) and attention by heads at batch 1, by
- * query rows otherwise, with a barrier after qkv, after attention and after proj.
+ * one team sharing each linear (OpenBLAS: by output columns, each member gathering only its
+ * own rows of the per-image weights, so dynamic adds no barrier; oneDNN: by rows) and
+ * attention by heads at batch 1, by query rows otherwise, with a barrier after qkv, after
+ * attention and after proj.
  *
  * Timed: the 12 blocks' qkv, attention and proj; for dynamic also the predictors, the top-k
  * and the gathers. Not timed (identical in the three, or not part of this half of a block):
@@ -34,7 +38,7 @@
  * one would read norm1's, the same cost), the MLP, the head, the setup of the weights and the
  * copy of the input. The static variant's channel sets are fixed per block (random): its
  * speed does not depend on which channels are kept. libtpsinfer's own barrier
- * (team_barrier.c) is replaced by OpenMP's; BF16 and the oneDNN back-end are not modelled.
+ * (team_barrier.c) is replaced by OpenMP's; BF16 is not modelled.
  *
  * Output: per batch size, the attention part's images/s (wall, from the median pass) and
  * the medians over rounds of the per-round speed ratios in wall-clock and process-CPU time,
