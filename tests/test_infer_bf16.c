@@ -69,43 +69,8 @@ static void need_bf16(void) {
 
 /* ---- models ------------------------------------------------------------------------------- */
 
-/* One precision's run: logits [B,K] and, per stage, each image's kept tokens. */
-typedef struct run {
-    float *logits;
-    int n_stages;
-    size_t k[TPS_INFER_MAX_STAGES][64];
-    int32_t kept[TPS_INFER_MAX_STAGES][64][1024];
-} run;
-
-static run *run_model(const char *path, tps_precision p, const float *images, size_t B, int *depth, size_t *K) {
-    tps_open_options o = {.precision = p};
-    tps_model *m;
-    tps_workspace *ws;
-    cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_model_precision(m), p);
-    tps_model_info info;
-    tps_model_get_info(m, &info);
-    *depth = info.depth, *K = (size_t)info.num_classes;
-    cr_assert(B <= 64 && info.num_patches <= 1024);
-    cr_assert_eq(tps_workspace_create(m, B, &ws), TPS_OK, "%s", tps_last_error());
-    run *r = calloc(1, sizeof *r);
-    r->logits = malloc(B * *K * sizeof(float));
-    cr_assert_eq(tps_run(ws, images, B, r->logits), TPS_OK, "%s", tps_last_error());
-    r->n_stages = tps_num_stages(ws);
-    for (int s = 0; s < r->n_stages; s++)
-        for (size_t b = 0; b < B; b++) {
-            const int32_t *idx;
-            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &r->k[s][b]), TPS_OK);
-            memcpy(r->kept[s][b], idx, r->k[s][b] * sizeof(int32_t));
-        }
-    tps_workspace_free(ws);
-    tps_model_close(m);
-    return r;
-}
-
-static void run_free(run *r) {
-    free(r->logits);
-    free(r);
+static sm_run *run_model(const char *path, tps_precision p, const float *images, size_t B) {
+    return sm_run_model(path, &(tps_open_options){.precision = p}, images, B, 1);
 }
 
 static size_t argmax(const float *v, size_t n) {
@@ -129,10 +94,10 @@ static double overlap(const int32_t *a, size_t na, const int32_t *b, size_t nb) 
 
 /* BF16 against FP32 on one file and batch, with the tolerances of the header. */
 static void check_against_fp32(const char *path, const float *images, size_t B, const char *what) {
-    int depth;
-    size_t K;
-    run *f = run_model(path, TPS_PRECISION_FP32, images, B, &depth, &K);
-    run *h = run_model(path, TPS_PRECISION_BF16, images, B, &depth, &K);
+    sm_run *f = run_model(path, TPS_PRECISION_FP32, images, B);
+    sm_run *h = run_model(path, TPS_PRECISION_BF16, images, B);
+    const int depth = f->depth;
+    const size_t K = f->K;
     const double scale = fx_max_abs(f->logits, B * K), d = fx_max_diff(h->logits, f->logits, B * K);
     const double tol = bf16_rtol(depth) * scale;
     size_t within = 0;
@@ -163,8 +128,8 @@ static void check_against_fp32(const char *path, const float *images, size_t B, 
     }
     cr_log_info("%s: max|bf16-fp32| / max|fp32| = %.3g (tolerance %.3g, %zu/%zu images within), top-1 equal %zu/%zu%s",
                 what, d / scale, bf16_rtol(depth), within, B, same_top1, B, shared);
-    run_free(f);
-    run_free(h);
+    sm_run_free(f);
+    sm_run_free(h);
 }
 
 /* ---- accuracy ----------------------------------------------------------------------------- */
@@ -213,18 +178,17 @@ static void check_threads(size_t B) {
     sm_tmp_path(path, sizeof path, "test_infer_bf16", "threads.h5");
     sm_write_random_model(path, TOK_DTPS, 3);
     float *x = fx_random_normal(B * 3 * 32 * 32, 11);
-    int depth;
-    size_t K;
-    run *one = run_model(path, TPS_PRECISION_BF16, x, B, &depth, &K);
+    sm_run *one = run_model(path, TPS_PRECISION_BF16, x, B);
     omp_set_num_threads(2);
-    run *two = run_model(path, TPS_PRECISION_BF16, x, B, &depth, &K);
+    sm_run *two = run_model(path, TPS_PRECISION_BF16, x, B);
+    const size_t K = one->K;
     const double scale = fx_max_abs(one->logits, B * K), d = fx_max_diff(two->logits, one->logits, B * K);
     cr_expect(d <= SAME_ORDER_RTOL * scale, "B=%zu: 2 threads differ from 1 by %g (scale %g)", B, d, scale);
     for (int s = 0; s < one->n_stages; s++)
         for (size_t b = 0; b < B; b++)
             cr_expect_eq(memcmp(one->kept[s][b], two->kept[s][b], one->k[s][b] * sizeof(int32_t)), 0,
                          "B=%zu stage %d image %zu: kept tokens differ", B, s, b);
-    run_free(one), run_free(two);
+    sm_run_free(one), sm_run_free(two);
     free(x);
     unlink(path);
 }

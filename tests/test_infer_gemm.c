@@ -29,35 +29,6 @@ TestSuite(infer_gemm, .init = one_thread);
 
 #define RTOL 1e-5
 
-/* One back-end's run: logits [B,10] and each stage's kept tokens per image. */
-typedef struct run {
-    float logits[16 * 10];
-    int n_stages;
-    size_t k[TPS_INFER_MAX_STAGES][16];
-    int32_t kept[TPS_INFER_MAX_STAGES][16][64];
-} run;
-
-static void run_model(const char *path, tps_gemm g, const float *images, size_t B, run *r) {
-    tps_open_options o = {.gemm = g};
-    tps_model *m;
-    tps_workspace *ws;
-    cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s: %s", tps_gemm_name(g), tps_last_error());
-    cr_assert_eq(tps_model_gemm(m), g, "opened with %s, runs on %s", tps_gemm_name(g), tps_gemm_name(tps_model_gemm(m)));
-    cr_assert_eq(tps_workspace_create(m, B, &ws), TPS_OK, "%s", tps_last_error());
-    memset(r, 0, sizeof *r);
-    for (int rep = 0; rep < 2; rep++) /* the second run reuses the primitives the first made */
-        cr_assert_eq(tps_run(ws, images, B, r->logits), TPS_OK, "%s", tps_last_error());
-    r->n_stages = tps_num_stages(ws);
-    for (int s = 0; s < r->n_stages; s++)
-        for (size_t b = 0; b < B; b++) {
-            const int32_t *idx;
-            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &r->k[s][b]), TPS_OK);
-            memcpy(r->kept[s][b], idx, r->k[s][b] * sizeof(int32_t));
-        }
-    tps_workspace_free(ws);
-    tps_model_close(m);
-}
-
 /* oneDNN against OpenBLAS on one method, batch and team size. */
 static void check_agree(tok_method method, size_t B, int threads) {
     if (tps_gemm_supported(TPS_GEMM_ONEDNN) != TPS_OK) cr_skip_test("no oneDNN here: %s", tps_last_error());
@@ -67,9 +38,9 @@ static void check_agree(tok_method method, size_t B, int threads) {
     sm_write_random_model(path, method, 11 + (uint64_t)method);
     const vit_config small = sm_config();
     float *images = sm_random_images(B, &small, 5);
-    run *blas = malloc(sizeof *blas), *dnnl = malloc(sizeof *dnnl);
-    run_model(path, TPS_GEMM_OPENBLAS, images, B, blas);
-    run_model(path, TPS_GEMM_ONEDNN, images, B, dnnl);
+    /* twice each: the second run reuses the primitives the first made */
+    sm_run *blas = sm_run_model(path, &(tps_open_options){.gemm = TPS_GEMM_OPENBLAS}, images, B, 2);
+    sm_run *dnnl = sm_run_model(path, &(tps_open_options){.gemm = TPS_GEMM_ONEDNN}, images, B, 2);
     const double scale = fx_max_abs(blas->logits, B * 10), d = fx_max_diff(dnnl->logits, blas->logits, B * 10);
     cr_expect(d <= RTOL * scale, "%s, batch %zu, %d threads: oneDNN logits differ from OpenBLAS' by %g (scale %g)",
               tok_method_name(method), B, threads, d, scale);
@@ -84,8 +55,8 @@ static void check_agree(tok_method method, size_t B, int threads) {
         }
     cr_log_info("%s, batch %zu, %d threads: max|onednn - openblas| / max|openblas| = %.3g", tok_method_name(method), B,
                 threads, d / scale);
-    free(blas);
-    free(dnnl);
+    sm_run_free(blas);
+    sm_run_free(dnnl);
     free(images);
     unlink(path);
 }

@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -67,6 +68,43 @@ void sm_write_random_model(const char *path, tok_method method, uint64_t seed) {
 
 float *sm_random_images(size_t B, const vit_config *c, uint64_t seed) {
     return fx_random_normal(B * c->in_chans * c->img_size * c->img_size, seed);
+}
+
+sm_run *sm_run_model(const char *path, const tps_open_options *o, const float *images, size_t B, int reps) {
+    tps_model *m;
+    tps_workspace *ws;
+    cr_assert_eq(tps_model_open_ex(path, o, &m), TPS_OK, "%s: %s", path, tps_last_error());
+    cr_assert_eq(tps_model_precision(m), o->precision);
+    if (o->gemm != TPS_GEMM_AUTO)
+        cr_assert_eq(tps_model_gemm(m), o->gemm, "opened with %s, runs on %s", tps_gemm_name(o->gemm),
+                     tps_gemm_name(tps_model_gemm(m)));
+    tps_model_info info;
+    tps_model_get_info(m, &info);
+    cr_assert(B <= SM_RUN_MAX_B && (size_t)info.num_patches <= SM_RUN_MAX_N);
+    cr_assert_eq(tps_workspace_create(m, B, &ws), TPS_OK, "%s", tps_last_error());
+    sm_run *r = calloc(1, sizeof *r);
+    cr_assert_not_null(r);
+    r->K = (size_t)info.num_classes, r->depth = info.depth;
+    r->logits = malloc(B * r->K * sizeof(float));
+    cr_assert_not_null(r->logits);
+    for (int rep = 0; rep < reps; rep++)
+        cr_assert_eq(tps_run(ws, images, B, r->logits), TPS_OK, "%s", tps_last_error());
+    r->n_stages = tps_num_stages(ws);
+    for (int s = 0; s < r->n_stages; s++)
+        for (size_t b = 0; b < B; b++) {
+            const int32_t *idx;
+            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &r->k[s][b]), TPS_OK);
+            memcpy(r->kept[s][b], idx, r->k[s][b] * sizeof(int32_t));
+        }
+    tps_workspace_free(ws);
+    tps_model_close(m);
+    return r;
+}
+
+void sm_run_free(sm_run *r) {
+    if (!r) return;
+    free(r->logits);
+    free(r);
 }
 
 void sm_tmp_path(char *buf, size_t len, const char *test, const char *name) {

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "src/infer/tps_infer.h"
 #include "src/model/vit.h"
 
 vit_config sm_config(void);
@@ -24,6 +25,22 @@ void sm_save_inference(const char *path, vit_model *m);
 void sm_write_random_model(const char *path, tok_method method, uint64_t seed);
 /* B images [B,3,32,32] of N(0,1) (malloc'd; the caller frees). */
 float *sm_random_images(size_t B, const vit_config *c, uint64_t seed);
+/* One libtpsinfer run of B images (at most SM_RUN_MAX_B, files of at most SM_RUN_MAX_N
+ * patches): logits [B,K] and each stage's kept tokens per image. */
+#define SM_RUN_MAX_B 64
+#define SM_RUN_MAX_N 1024
+typedef struct sm_run {
+    float *logits; /* [B,K] */
+    size_t K;
+    int depth, n_stages;
+    size_t k[TPS_INFER_MAX_STAGES][SM_RUN_MAX_B];
+    int32_t kept[TPS_INFER_MAX_STAGES][SM_RUN_MAX_B][SM_RUN_MAX_N];
+} sm_run;
+/* Opens path with o, runs the images `reps` times on one workspace (the runs after the first
+ * reuse what it made) and records the last. Asserts the model runs with the precision and
+ * the GEMM back-end o asks for (a GEMM other than AUTO). Free with sm_run_free. */
+sm_run *sm_run_model(const char *path, const tps_open_options *o, const float *images, size_t B, int reps);
+void sm_run_free(sm_run *r);
 /* buf = <build dir>/<test>_<pid>_<name>: a scratch file of this test process. */
 void sm_tmp_path(char *buf, size_t len, const char *test, const char *name);
 
