@@ -160,34 +160,6 @@ Test(infer_attention, fused_matches_gemm) {
     free(qkv), free(kb), free(out[0]), free(out[1]), free(cls[0]), free(cls[1]), free(scratch);
 }
 
-/* One model run through the library with attention a: logits [B,10], kept tokens of each stage. */
-typedef struct lib_run {
-    float logits[16 * 10];
-    int n_stages;
-    size_t k[TPS_INFER_MAX_STAGES][16];
-    int32_t kept[TPS_INFER_MAX_STAGES][16][64];
-} lib_run;
-
-static void run_lib(const char *path, tps_attention a, int tome_r, const float *images, size_t B, lib_run *r) {
-    const tps_open_options o = {.attention = a, .tome_r = tome_r};
-    tps_model *m;
-    tps_workspace *ws;
-    cr_assert_eq(tps_model_open_ex(path, &o, &m), TPS_OK, "%s", tps_last_error());
-    cr_assert_eq(tps_model_attention(m), a);
-    cr_assert_eq(tps_workspace_create(m, B, &ws), TPS_OK, "%s", tps_last_error());
-    memset(r, 0, sizeof *r);
-    cr_assert_eq(tps_run(ws, images, B, r->logits), TPS_OK, "%s", tps_last_error());
-    r->n_stages = tps_num_stages(ws);
-    for (int s = 0; s < r->n_stages; s++)
-        for (size_t b = 0; b < B; b++) {
-            const int32_t *idx;
-            cr_assert_eq(tps_kept_tokens(ws, s, b, &idx, &r->k[s][b]), TPS_OK);
-            memcpy(r->kept[s][b], idx, r->k[s][b] * sizeof(int32_t));
-        }
-    tps_workspace_free(ws);
-    tps_model_close(m);
-}
-
 static void check_lib(tok_method method, int tome_r, size_t B, int threads) {
     omp_set_num_threads(threads);
     char path[512];
@@ -195,10 +167,9 @@ static void check_lib(tok_method method, int tome_r, size_t B, int threads) {
     sm_write_random_model(path, method, 21 + (uint64_t)method);
     const vit_config small = sm_config();
     float *images = sm_random_images(B, &small, 3);
-    lib_run *gemm = malloc(sizeof *gemm), *fused = malloc(sizeof *fused);
-    cr_assert(images && gemm && fused);
-    run_lib(path, TPS_ATTENTION_GEMM, tome_r, images, B, gemm);
-    run_lib(path, TPS_ATTENTION_FUSED, tome_r, images, B, fused);
+    cr_assert_not_null(images);
+    sm_run *gemm = sm_run_model(path, &(tps_open_options){.attention = TPS_ATTENTION_GEMM, .tome_r = tome_r}, images, B, 1);
+    sm_run *fused = sm_run_model(path, &(tps_open_options){.attention = TPS_ATTENTION_FUSED, .tome_r = tome_r}, images, B, 1);
     const double scale = fx_max_abs(gemm->logits, B * 10), d = fx_max_diff(fused->logits, gemm->logits, B * 10);
     cr_expect(d <= 1e-5 * scale, "%s (tome_r %d), batch %zu, %d threads: fused logits differ from gemm's by %g (scale %g)",
               tok_method_name(method), tome_r, B, threads, d, scale);
@@ -212,7 +183,8 @@ static void check_lib(tok_method method, int tome_r, size_t B, int threads) {
             cr_expect_eq(memcmp(fused->kept[s][b], gemm->kept[s][b], gemm->k[s][b] * sizeof(int32_t)), 0,
                          "%s: stage %d image %zu keeps other tokens", tok_method_name(method), s, b);
         }
-    free(gemm), free(fused), free(images);
+    sm_run_free(gemm), sm_run_free(fused);
+    free(images);
     unlink(path);
 }
 

@@ -78,6 +78,7 @@ sm_run *sm_run_model(const char *path, const tps_open_options *o, const float *i
     if (o->gemm != TPS_GEMM_AUTO)
         cr_assert_eq(tps_model_gemm(m), o->gemm, "opened with %s, runs on %s", tps_gemm_name(o->gemm),
                      tps_gemm_name(tps_model_gemm(m)));
+    if (o->attention != TPS_ATTENTION_AUTO) cr_assert_eq(tps_model_attention(m), o->attention);
     tps_model_info info;
     tps_model_get_info(m, &info);
     cr_assert(B <= SM_RUN_MAX_B && (size_t)info.num_patches <= SM_RUN_MAX_N);

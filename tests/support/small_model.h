@@ -37,8 +37,8 @@ typedef struct sm_run {
     int32_t kept[TPS_INFER_MAX_STAGES][SM_RUN_MAX_B][SM_RUN_MAX_N];
 } sm_run;
 /* Opens path with o, runs the images `reps` times on one workspace (the runs after the first
- * reuse what it made) and records the last. Asserts the model runs with the precision and
- * the GEMM back-end o asks for (a GEMM other than AUTO). Free with sm_run_free. */
+ * reuse what it made) and records the last. Asserts the model runs with the precision, and
+ * the GEMM back-end and attention o asks for (where not AUTO). Free with sm_run_free. */
 sm_run *sm_run_model(const char *path, const tps_open_options *o, const float *images, size_t B, int reps);
 void sm_run_free(sm_run *r);
 /* buf = <build dir>/<test>_<pid>_<name>: a scratch file of this test process. */
