@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "src/common/h5_file.h"
 #include "src/common/h5_heap.h"
 #include "src/infer/tps_infer.h"
 #include "src/io/h5util.h"
@@ -83,4 +84,65 @@ Test(h5_heap, fuzzed_files_are_refused_by_both_engines) {
         cr_assert_eq(tpsc_h5_open_read(&f, path), TPSC_ERR_FORMAT, "%s", path);
         cr_assert(strstr(tpsc_last_error(), "string heap"), "%s", tpsc_last_error());
     }
+}
+
+/* Writes n bytes of b after `pad` zero bytes (a user block when pad is 512) to a new file. */
+static void write_padded(const char *path, const unsigned char *b, size_t n, size_t pad) {
+    FILE *fp = fopen(path, "wb");
+    cr_assert(fp);
+    for (size_t i = 0; i < pad; i++) cr_assert_eq(fputc(0, fp), 0);
+    cr_assert_eq(fwrite(b, 1, n, fp), n);
+    cr_assert_eq(fclose(fp), 0);
+}
+
+/* h5_file_precheck's verdicts on one file each; the folder and the missing file are I/O
+ * errors, the others format errors. */
+Test(h5_file, every_verdict_of_the_precheck) {
+    size_t n;
+    unsigned char *b = (unsigned char *)tfile_read(MODEL, &n);
+    char dir[] = "/tmp/tpsc_h5_file_XXXXXX", path[64];
+    cr_assert(mkdtemp(dir));
+    h5_file_facts facts;
+
+    snprintf(path, sizeof path, "%s/model.h5", dir);
+    write_padded(path, b, n, 0);
+    cr_assert_eq(h5_file_precheck(path, &facts), H5_FILE_OK, "%s", facts.problem);
+    cr_assert_eq(facts.bytes, n);
+    write_padded(path, b, n, 512); /* the signature after a 512-byte user block still counts */
+    cr_assert_eq(h5_file_precheck(path, &facts), H5_FILE_OK, "%s", facts.problem);
+    write_padded(path, b, n, 100); /* but not at an offset HDF5 never looks at */
+    cr_assert_eq(h5_file_precheck(path, &facts), H5_FILE_NOT_HDF5);
+    cr_assert_str_eq(facts.problem, "not an HDF5 file");
+    cr_assert(h5_file_check_is_format(H5_FILE_NOT_HDF5));
+
+    cr_assert_eq(h5_file_precheck(dir, &facts), H5_FILE_IS_FOLDER);
+    cr_assert(!h5_file_check_is_format(H5_FILE_IS_FOLDER));
+    snprintf(path, sizeof path, "%s/missing.h5", dir);
+    cr_assert_eq(h5_file_precheck(path, &facts), H5_FILE_MISSING);
+    cr_assert(strstr(facts.problem, "cannot open: No such file"), "%s", facts.problem);
+
+    unsigned char *bad = malloc(n);
+    cr_assert(bad);
+    memcpy(bad, b, n);
+    size_t at = find_gcol(bad, n);
+    for (int i = 0; i < 8; i++) bad[at + 16 + 8 + i] = i == 3 ? 0x10 : 0; /* as above: past the collection */
+    snprintf(path, sizeof path, "%s/bad.h5", dir);
+    write_padded(path, bad, n, 0);
+    cr_assert_eq(h5_file_precheck(path, &facts), H5_FILE_BAD_HEAP);
+    cr_assert(strstr(facts.problem, "string heap at byte"), "%s", facts.problem);
+
+    /* Both engines refuse it with the shared message. */
+    tps_model *m = NULL;
+    cr_assert_eq(tps_model_open(path, &m), TPS_ERR_FORMAT);
+    cr_assert(strstr(tps_last_error(), facts.problem), "%s", tps_last_error());
+    tpsc_h5 f;
+    cr_assert_eq(tpsc_h5_open_read(&f, path), TPSC_ERR_FORMAT);
+    cr_assert(strstr(tpsc_last_error(), facts.problem), "%s", tpsc_last_error());
+
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.h5", dir);
+    unlink(path);
+    rmdir(dir);
+    free(bad);
+    free(b);
 }

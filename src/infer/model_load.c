@@ -14,13 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "src/common/h5_heap.h"
+#include "src/common/h5_file.h"
 #include "src/common/keep.h"
 #include "src/common/merge_rules.h"
 #include "src/infer/gemm.h"
-#include "src/common/h5_heap.h"
 #include "src/infer/internal.h"
 
 #define FORMAT_NAME "tpsc-inference"
@@ -584,17 +582,6 @@ static tps_status load_weights(const reader *r, tps_model *m) {
     return st;
 }
 
-/* The HDF5 signature at 0, or 512, 1024, ... after a user block. */
-static bool has_hdf5_signature(FILE *fp) {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    unsigned char buf[8];
-    for (long off = 0; off < (1L << 30); off = off ? off * 2 : 512) {
-        if (fseek(fp, off, SEEK_SET) != 0 || fread(buf, 1, 8, fp) != 8) return false;
-        if (memcmp(buf, sig, 8) == 0) return true;
-    }
-    return false;
-}
-
 /* Reads the model from an open file; name (a path, or what stands for it) goes in messages. */
 static tps_status read_model(hid_t id, const char *name, uint64_t bytes, tps_model *m) {
     reader r = {id, name, bytes};
@@ -607,26 +594,14 @@ static tps_status read_model(hid_t id, const char *name, uint64_t bytes, tps_mod
 
 static tps_status open_locked(const char *path, tps_model *m) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report failures ourselves */
-    struct stat sb;
-    if (stat(path, &sb) != 0) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode)) return ti_fail(TPS_ERR_IO, "%s: is a directory, not a model file", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return ti_fail(TPS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    bool h5 = has_hdf5_signature(fp);
-    uint64_t heap_at = 0;
-    int heap = h5 ? h5_heap_find_corrupt(fileno(fp), (uint64_t)sb.st_size, &heap_at) : 0;
-    int heap_errno = errno;
-    fclose(fp);
-    if (!h5) return ti_fail(TPS_ERR_FORMAT, "%s: not an HDF5 file", path);
-    if (heap < 0) return ti_fail(TPS_ERR_IO, "%s: cannot read: %s", path, strerror(heap_errno));
-    /* libhdf5 would crash or hang on it (src/common/h5_heap.h) */
-    if (heap > 0)
-        return ti_fail(TPS_ERR_FORMAT, "%s: damaged HDF5 file: the string heap at byte %llu is corrupt", path,
-                       (unsigned long long)heap_at);
+    h5_file_facts facts;
+    const h5_file_check check = h5_file_precheck(path, &facts);
+    if (check != H5_FILE_OK)
+        return ti_fail(h5_file_check_is_format(check) ? TPS_ERR_FORMAT : TPS_ERR_IO, "%s: %s", path, facts.problem);
     /* the default access properties: a file the application holds open opens again */
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
-    return read_model(id, path, (uint64_t)sb.st_size, m);
+    return read_model(id, path, facts.bytes, m);
 }
 
 /* An HDF5 file image in memory, through the core driver (no backing file); HDF5 copies the

@@ -6,9 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "src/common/h5_heap.h"
+#include "src/common/h5_file.h"
 #include "src/io/fault.h"
 #include "src/util/alloc.h"
 
@@ -27,17 +26,6 @@ static const char *shape_str(int ndim, const size_t *shape, char *buf, size_t le
 
 /* ---- files ---------------------------------------------------------------------------- */
 
-/* The 8-byte HDF5 signature sits at offset 0, or at 512, 1024, 2048, ... after a user block. */
-static bool has_hdf5_signature(FILE *fp) {
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    unsigned char buf[8];
-    for (long off = 0; off >= 0 && off < (1L << 30); off = off ? off * 2 : 512) {
-        if (fseek(fp, off, SEEK_SET) != 0 || fread(buf, 1, 8, fp) != 8) return false;
-        if (memcmp(buf, sig, 8) == 0) return true;
-    }
-    return false;
-}
-
 /* Closing the file closes every object still open in it, so an early return on an error
  * path never leaves the file half-open. */
 static hid_t strong_close_fapl(void) {
@@ -50,22 +38,10 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path) {
     silence_hdf5();
     f->id = H5I_INVALID_HID;
     snprintf(f->name, sizeof f->name, "%s", path);
-    struct stat sb;
-    if (stat(path, &sb) != 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode)) return tpsc_fail(TPSC_ERR_IO, "%s: is a directory, not a file", path);
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    bool is_h5 = has_hdf5_signature(fp);
-    uint64_t heap_at = 0;
-    int heap = is_h5 ? h5_heap_find_corrupt(fileno(fp), (uint64_t)sb.st_size, &heap_at) : 0;
-    int heap_errno = errno;
-    fclose(fp);
-    if (!is_h5) return tpsc_fail(TPSC_ERR_FORMAT, "%s: not an HDF5 file", path);
-    if (heap < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot read: %s", path, strerror(heap_errno));
-    /* libhdf5 would crash or hang on it (src/common/h5_heap.h) */
-    if (heap > 0)
-        return tpsc_fail(TPSC_ERR_FORMAT, "%s: damaged HDF5 file: the string heap at byte %llu is corrupt", path,
-                         (unsigned long long)heap_at);
+    h5_file_facts facts;
+    const h5_file_check check = h5_file_precheck(path, &facts);
+    if (check != H5_FILE_OK)
+        return tpsc_fail(h5_file_check_is_format(check) ? TPSC_ERR_FORMAT : TPSC_ERR_IO, "%s: %s", path, facts.problem);
     hid_t fapl = strong_close_fapl();
     f->id = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
