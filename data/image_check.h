@@ -44,8 +44,12 @@ static inline const char *tpsc_image_check_dims(int w, int h, int channels, size
  * add up to at most 256 symbols and fit the segment. stb_image 2.27 (Debian 12) writes past its
  * 257-entry size table otherwise. Not a JPEG: passes. */
 static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t len, char *buf, size_t n) {
-    if (len < 4 || b[0] != 0xff || b[1] != 0xd8) return NULL;
-    size_t at = 2;
+    /* stb_image finds the start-of-image marker after any 0xff fill bytes (ff ff d8 is a JPEG
+     * to it), so this check does too */
+    size_t at = 0;
+    while (at < len && b[at] == 0xff) at++;
+    if (at == 0 || at >= len || b[at] != 0xd8 || len < 4) return NULL;
+    at++;
     while (at + 4 <= len) {
         if (b[at] != 0xff) { /* stb_image skips bytes between segments looking for a marker: so do we */
             at++;

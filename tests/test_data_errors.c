@@ -11,6 +11,7 @@
 
 #include "data/data_fixtures.h"
 #include "data/dataset.h"
+#include "data/image_check.h"
 #include "data/loader.h"
 
 static char root[64];
@@ -316,4 +317,19 @@ Test(data_errors, sixteen_bit_pnm_with_other_channels_is_refused) {
     tpsc_dataset_close(ds);
     tpsc_decode_scratch_free(&s);
     fx_rm_rf(dir);
+}
+
+/* stb_image takes ff ff d8 (a fill byte before the start-of-image marker) for a JPEG, so the
+ * Huffman-table check must read such a file too: a table of more than 256 codes behind it
+ * overran stb 2.27's size table (found by fuzzing; regress-jpeg-fill-before-soi in both image corpora). */
+Test(data_errors, jpeg_tables_are_checked_after_fill_bytes_before_the_start) {
+    /* SOI, then a DHT segment of 19 bytes whose 16 counts add up to 16 x 17 = 272 codes */
+    unsigned char jpeg[64] = {0xff, 0xff, 0xd8, 0xff, 0xc4, 0x00, 19, 0x00};
+    for (int i = 0; i < 16; i++) jpeg[8 + i] = 17;
+    char msg[160];
+    cr_assert(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg), "the table behind ff ff d8 passed");
+    cr_expect(strstr(msg, "declares 272 codes") || strstr(msg, "runs past"), "%s", msg);
+    cr_assert(tpsc_image_check_jpeg_tables(jpeg + 1, sizeof jpeg - 1, msg, sizeof msg), "the table behind ff d8 passed");
+    const unsigned char not_jpeg[8] = {0x00, 0xff, 0xd8, 0xff, 0xc4, 0x00, 19, 0x00};
+    cr_assert_null(tpsc_image_check_jpeg_tables(not_jpeg, sizeof not_jpeg, msg, sizeof msg));
 }
