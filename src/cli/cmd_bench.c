@@ -1,5 +1,6 @@
 /* tpsc bench train|infer: speed on random weights, side by side with the dense model and the
  * machine's sgemm peak measured in the same run. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,14 +185,25 @@ int cmd_bench(int argc, char **argv) {
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_config_label(&tc, label, sizeof label), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
+    /* --batch once, checked: a list such as "1,32" of positive sizes */
+    size_t batch_list[16];
+    int n_batches = 0;
+    for (const char *b = batches; *b;) {
+        char *end;
+        errno = 0;
+        const unsigned long v = strtoul(b, &end, 10);
+        if (end == b || v == 0 || errno || (*end && *end != ',') || n_batches == 16 || *b == '-')
+            return fprintf(stderr, "tpsc bench: --batch '%s': give up to 16 positive batch sizes, separated by commas\n",
+                           batches), 2;
+        batch_list[n_batches++] = (size_t)v;
+        b = *end ? end + 1 : end;
+    }
     if (removal) {
         if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
         printf("| mode | method | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
         printf("|---|---|---|---|---|---|---|---|\n");
-        char list[128];
-        snprintf(list, sizeof list, "%s", batches);
-        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-            const size_t batch = (size_t)atol(tok);
+        for (int bi = 0; bi < n_batches; bi++) {
+            const size_t batch = batch_list[bi];
             tpsc_bench_pair p;
             tpsc_status st = tpsc_bench_train_removal(&vc, &tc, batch, 1, iters, train_precision, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
@@ -210,10 +222,8 @@ int cmd_bench(int argc, char **argv) {
         printf("| method | batch | gemm ms (wall / cpu) | %s ms (wall / cpu) | speed-up wall | speed-up cpu |\n",
                tps_attention_name(TPS_ATTENTION_FUSED));
         printf("|---|---|---|---|---|---|\n");
-        char list[128];
-        snprintf(list, sizeof list, "%s", batches);
-        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-            const size_t batch = (size_t)atol(tok);
+        for (int bi = 0; bi < n_batches; bi++) {
+            const size_t batch = batch_list[bi];
             tpsc_bench_pair p;
             tpsc_status st = tpsc_bench_interleaved(&vc, &tc, &tc, batch, 2, iters, ab, &p);
             if (st != TPSC_OK) return cli_fail("bench", st);
@@ -230,10 +240,8 @@ int cmd_bench(int argc, char **argv) {
         printf("| method | batch | dense ms (wall / cpu) | method ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |"
                " GMACs/img dense / method |\n");
         printf("|---|---|---|---|---|---|---|---|\n");
-        char list[128];
-        snprintf(list, sizeof list, "%s", batches);
-        for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-            const size_t batch = (size_t)atol(tok);
+        for (int bi = 0; bi < n_batches; bi++) {
+            const size_t batch = batch_list[bi];
             tpsc_bench_pair p;
             const tps_open_options both[2] = {oo, oo};
             tpsc_status st = tpsc_bench_interleaved(&vc, &dense, &tc, batch, 2, iters, both, &p);
@@ -247,10 +255,8 @@ int cmd_bench(int argc, char **argv) {
     }
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of FMA peak |\n");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    char list[128];
-    snprintf(list, sizeof list, "%s", batches);
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        size_t batch = (size_t)atol(tok);
+    for (int bi = 0; bi < n_batches; bi++) {
+        const size_t batch = batch_list[bi];
         tok_config dense = {.method = TOK_NONE, .squeeze_temp = 1.0f};
         tpsc_bench_result rd = {0}, rm;
         const tok_config *runs[2] = {&dense, &tc};
