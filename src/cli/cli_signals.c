@@ -7,8 +7,7 @@
 #include "src/train/stop.h"
 
 static void on_stop_signal(int signo) {
-    if (tpsc_train_stop_signal() != 0) _exit(128 + signo); /* the second one: no waiting */
-    tpsc_train_request_stop(signo);
+    if (tpsc_train_request_stop(signo) != 0) _exit(128 + signo); /* the second one: no waiting */
     static const char msg[] = "\ntpsc: stopping after this step, writing last.h5 (signal again to quit at once)\n";
     ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1);
     (void)ignored;

@@ -5,6 +5,10 @@
 static atomic_int stop_signal;
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "a signal handler may only store to a lock-free atomic");
 
-void tpsc_train_request_stop(int signo) { atomic_store(&stop_signal, signo); }
+int tpsc_train_request_stop(int signo) {
+    int before = 0;
+    atomic_compare_exchange_strong(&stop_signal, &before, signo);
+    return before; /* on failure, the value already recorded */
+}
 int tpsc_train_stop_signal(void) { return atomic_load(&stop_signal); }
 void tpsc_train_clear_stop(void) { atomic_store(&stop_signal, 0); }
