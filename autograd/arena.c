@@ -89,4 +89,3 @@ void ag_arena_reset(ag_arena *a) {
     a->in_use = 0;
 }
 
-size_t ag_arena_in_use(const ag_arena *a) { return a->in_use; }

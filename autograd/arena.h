@@ -30,6 +30,5 @@ void ag_arena_free(ag_arena *a);
 /* NULL (with tpsc error set) only when malloc fails. */
 void *ag_arena_alloc(ag_arena *a, size_t bytes);
 void ag_arena_reset(ag_arena *a);
-size_t ag_arena_in_use(const ag_arena *a);
 
 #endif

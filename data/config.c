@@ -1,4 +1,4 @@
-/* Data config defaults (DeiT's ImageNet recipe) and the enum names recipes use. */
+/* Data config defaults (DeiT's ImageNet recipe). Recipes name the enums through the schema (src/recipe/schema.c). */
 #include <string.h>
 
 #include "data/loader.h"
@@ -37,55 +37,4 @@ void tpsc_data_config_default(tpsc_data_config *cfg) {
     const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
     memcpy(a->mean, mean, sizeof mean);
     memcpy(a->std, std, sizeof std);
-}
-
-static const char *const format_names[] = {"fashion_mnist", "imagefolder", "idx", "h5"};
-
-const char *tpsc_data_format_name(tpsc_data_format f) {
-    return (unsigned)f < sizeof format_names / sizeof *format_names ? format_names[f] : "?";
-}
-
-static tpsc_status parse_name(const char *what, const char *name, const char *const *names, int n, int *out) {
-    for (int i = 0; i < n; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = i;
-            return TPSC_OK;
-        }
-    char list[256] = "";
-    for (int i = 0; i < n; i++) {
-        strncat(list, names[i], sizeof list - strlen(list) - 1);
-        if (i + 1 < n) strncat(list, "|", sizeof list - strlen(list) - 1);
-    }
-    return tpsc_fail(TPSC_ERR_CONFIG, "%s = \"%s\": expected one of %s", what, name, list);
-}
-
-tpsc_status tpsc_data_format_parse(const char *name, tpsc_data_format *out) {
-    int v;
-    TPSC_TRY(parse_name("format", name, format_names, 4, &v));
-    *out = (tpsc_data_format)v;
-    return TPSC_OK;
-}
-
-tpsc_status tpsc_bad_image_policy_parse(const char *name, tpsc_bad_image_policy *out) {
-    static const char *const names[] = {"error", "skip"};
-    int v;
-    TPSC_TRY(parse_name("on_bad_image", name, names, 2, &v));
-    *out = (tpsc_bad_image_policy)v;
-    return TPSC_OK;
-}
-
-tpsc_status tpsc_interpolation_parse(const char *name, tpsc_interpolation *out) {
-    static const char *const names[] = {"bicubic", "bilinear"};
-    int v;
-    TPSC_TRY(parse_name("interpolation", name, names, 2, &v));
-    *out = (tpsc_interpolation)v;
-    return TPSC_OK;
-}
-
-tpsc_status tpsc_erase_mode_parse(const char *name, tpsc_erase_mode *out) {
-    static const char *const names[] = {"pixel", "rand", "const"};
-    int v;
-    TPSC_TRY(parse_name("remode", name, names, 3, &v));
-    *out = (tpsc_erase_mode)v;
-    return TPSC_OK;
 }

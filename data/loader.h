@@ -114,12 +114,6 @@ typedef struct tpsc_data_config {
 /* Fills DeiT's defaults (see the field comments). */
 void tpsc_data_config_default(tpsc_data_config *cfg);
 
-/* Parses the enum names used in recipes ("imagefolder", "skip", "bicubic", "pixel", ...). */
-tpsc_status tpsc_data_format_parse(const char *name, tpsc_data_format *out);
-tpsc_status tpsc_bad_image_policy_parse(const char *name, tpsc_bad_image_policy *out);
-tpsc_status tpsc_interpolation_parse(const char *name, tpsc_interpolation *out);
-tpsc_status tpsc_erase_mode_parse(const char *name, tpsc_erase_mode *out);
-const char *tpsc_data_format_name(tpsc_data_format f);
 
 /* One batch. The buffers belong to the loader and stay valid until tpsc_loader_release or
  * the next tpsc_loader_next; the trainer copies or consumes them in between. */

@@ -292,6 +292,8 @@ Test(recipe, bad_overrides_name_the_override) {
     expect_set_error(r, "optimizer.lr=1", "unknown section");
     expect_set_error(r, "lr=1", "expected section.key=value");
     expect_set_error(r, "tps.method=dtsp", "expected one of");
+    expect_set_error(r, "data.format=imagenet", "fashion_mnist|imagefolder|idx|h5");
+    expect_set_error(r, "data.on_bad_image=ignore", "expected one of");
     expect_set_error(r, "tps.prune_loc=3,,9", "empty");
     expect_set_error(r, "augment.scale=0.5", "exactly 2");
     cr_assert_eq(r->tps.n_prune_loc, 3, "the failed list override left the list alone");

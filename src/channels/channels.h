@@ -37,8 +37,7 @@ typedef struct chan_gates {
     int gate[CHAN_KINDS];
 } chan_gates;
 
-/* "qk_gate", "v_gate", "fc1_gate"; recipe keys "cdcp.keep_qk", ... */
-const char *chan_gate_suffix(chan_gate_kind k);
+/* Recipe keys "cdcp.keep_qk", "cdcp.keep_v", "cdcp.keep_mlp". */
 const char *chan_key_name(chan_gate_kind k);
 /* True when the config gates anything at all. */
 bool chan_enabled(const chan_config *cfg);

@@ -8,7 +8,6 @@
 static const char *const suffixes[CHAN_KINDS] = {"attn.qk_gate", "attn.v_gate", "mlp.fc1_gate"};
 static const char *const keys[CHAN_KINDS] = {"cdcp.keep_qk", "cdcp.keep_v", "cdcp.keep_mlp"};
 
-const char *chan_gate_suffix(chan_gate_kind k) { return (unsigned)k < CHAN_KINDS ? suffixes[k] : "?"; }
 const char *chan_key_name(chan_gate_kind k) { return (unsigned)k < CHAN_KINDS ? keys[k] : "?"; }
 
 bool chan_enabled(const chan_config *cfg) {

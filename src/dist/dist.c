@@ -11,14 +11,6 @@
 static int g_rank = 0, g_size = 1;
 static bool g_mpi = false; /* MPI_Init was called */
 
-bool dist_mpi_built(void) {
-#ifdef TPSC_HAVE_MPI
-    return true;
-#else
-    return false;
-#endif
-}
-
 /* Open MPI's mpirun sets OMPI_COMM_WORLD_SIZE, PMIx launchers (mpirun, srun --mpi=pmix) PMIX_RANK,
  * PMI-2 launchers (srun --mpi=pmi2, MPICH's) PMI_RANK. A plain `tpsc train` sets none of them and
  * never touches MPI. */
@@ -93,13 +85,6 @@ tpsc_status dist_broadcast_floats(float *v, size_t n) {
     }
 #else
     (void)v, (void)n;
-#endif
-    return TPSC_OK;
-}
-
-tpsc_status dist_barrier(void) {
-#ifdef TPSC_HAVE_MPI
-    if (g_size > 1 && MPI_Barrier(MPI_COMM_WORLD) != MPI_SUCCESS) return tpsc_fail(TPSC_ERR_INTERNAL, "MPI_Barrier failed");
 #endif
     return TPSC_OK;
 }

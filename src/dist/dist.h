@@ -30,7 +30,6 @@ void dist_abort(int code);
 bool dist_active(void); /* joined a job of more than one rank */
 int dist_rank(void);    /* 0 without MPI */
 int dist_size(void);    /* 1 without MPI */
-bool dist_mpi_built(void);
 
 /* In-place sum over ranks of n doubles (MPI_Allreduce). */
 tpsc_status dist_sum_doubles(double *v, int n);
@@ -38,8 +37,6 @@ tpsc_status dist_sum_doubles(double *v, int n);
 tpsc_status dist_max_doubles(double *v, int n);
 /* rank 0's n floats to every rank (MPI_Bcast, in chunks under INT_MAX). */
 tpsc_status dist_broadcast_floats(float *v, size_t n);
-/* Waits for every rank. */
-tpsc_status dist_barrier(void);
 
 /* 64-bit FNV-1a of the bytes, for cheap comparisons across ranks. */
 uint64_t dist_checksum(const void *data, size_t bytes, uint64_t h);

@@ -11,4 +11,3 @@ int tpsc_train_request_stop(int signo) {
     return before; /* on failure, the value already recorded */
 }
 int tpsc_train_stop_signal(void) { return atomic_load(&stop_signal); }
-void tpsc_train_clear_stop(void) { atomic_store(&stop_signal, 0); }

@@ -17,7 +17,4 @@ int tpsc_train_request_stop(int signo);
 /* The signal recorded (0: none). */
 int tpsc_train_stop_signal(void);
 
-/* Forgets a recorded signal (tests; a sweep before its next point never calls it). */
-void tpsc_train_clear_stop(void);
-
 #endif
