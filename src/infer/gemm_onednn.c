@@ -9,8 +9,9 @@
  * parallel region or not, OpenMP's max threads) is part of the key because the kernel oneDNN
  * picks, and the weight layout it wants, depend on the threads it expects: a whole-weight
  * primitive is made with the layout it prefers (forcing the load-time layout on it made oneDNN
- * fall back to its reference kernel, 100x slower, for some BF16 shapes), and a weight gets a
- * second packed copy in that layout the first time one is needed (warm-up; at most MAX_COPIES).
+ * fall back to its reference kernel for some BF16 shapes; docs/inference.md, "Figures behind the
+ * code"), and a weight gets a second packed copy in that layout the first time one is needed
+ * (warm-up; at most MAX_COPIES).
  *
  * How a team shares a linear: by rows, each member running the whole packed weight on its
  * own rows (oneDNN 2.6's f32 brgemm kernel writes dense output rows only, so a member cannot
