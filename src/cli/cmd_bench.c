@@ -105,6 +105,19 @@ int cmd_bench(int argc, char **argv) {
             return 2;
         }
     }
+    /* --batch once, checked: a list such as "1,32" of positive sizes */
+    size_t batch_list[16];
+    int n_batches = 0;
+    for (const char *b = batches; *b;) {
+        char *end;
+        errno = 0;
+        const unsigned long v = strtoul(b, &end, 10);
+        if (end == b || v == 0 || errno || (*end && *end != ',') || n_batches == 16 || *b == '-')
+            return fprintf(stderr, "tpsc bench: --batch '%s': give up to 16 positive batch sizes, separated by commas\n",
+                           batches), 2;
+        batch_list[n_batches++] = (size_t)v;
+        b = *end ? end + 1 : end;
+    }
     if (precision != TPS_PRECISION_FP32 && strcmp(engine, "lib") != 0) {
         fprintf(stderr, "tpsc bench: --precision bf16 needs --engine lib (the framework's path is FP32)\n");
         return 2;
@@ -185,19 +198,6 @@ int cmd_bench(int argc, char **argv) {
     printf("model %s (%zu px, patch %zu, dim %zu, depth %zu, heads %zu), method %s%s%s%s\n", vc.arch, vc.img_size,
            vc.patch_size, vc.embed_dim, vc.depth, vc.num_heads, tok_config_label(&tc, label, sizeof label), train ? "" : ", engine ",
            train ? "" : engine, precision == TPS_PRECISION_BF16 ? ", precision bf16" : ", precision fp32");
-    /* --batch once, checked: a list such as "1,32" of positive sizes */
-    size_t batch_list[16];
-    int n_batches = 0;
-    for (const char *b = batches; *b;) {
-        char *end;
-        errno = 0;
-        const unsigned long v = strtoul(b, &end, 10);
-        if (end == b || v == 0 || errno || (*end && *end != ',') || n_batches == 16 || *b == '-')
-            return fprintf(stderr, "tpsc bench: --batch '%s': give up to 16 positive batch sizes, separated by commas\n",
-                           batches), 2;
-        batch_list[n_batches++] = (size_t)v;
-        b = *end ? end + 1 : end;
-    }
     if (removal) {
         if (dist_active()) return fprintf(stderr, "tpsc bench: --removal runs on one process (no mpirun)\n"), 2;
         printf("| mode | method | batch | masked ms (wall / cpu) | removed ms (wall / cpu) | speed-up wall | speed-up cpu | MACs ratio |\n");
