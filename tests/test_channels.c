@@ -11,7 +11,7 @@
 #include "autograd/ops.h"
 #include "src/channels/prune.h"
 #include "src/io/checkpoint.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 #include "src/recipe/recipe.h"
 #include "support/fixture.h"

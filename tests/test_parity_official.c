@@ -23,7 +23,7 @@
 #include "autograd/ops.h"
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture_run.h"
 #include "support/small_model.h"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture_run.h"
 

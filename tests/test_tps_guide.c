@@ -1,4 +1,4 @@
-/* The predictor guide (loss.guide_weight, src/loss/objective.h): the teacher's cls attention
+/* The predictor guide (loss.guide_weight, src/objective/objective.h): the teacher's cls attention
  * probed at the pruning blocks, the top-k targets built from it, and the cross-entropy and
  * its gradient against the predictor's log-probs.
  *
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 
 #define B 2

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 #include "support/fixture.h"
 
@@ -434,7 +434,7 @@ Test(tps_model, evit_train_equals_infer) {
     }
 }
 
-/* ---- the loss composition (src/loss/objective.c) on hand-made outputs ------------------- */
+/* ---- the loss composition (src/objective/objective.c) on hand-made outputs ------------------- */
 
 typedef struct toy_outputs {
     vit_output st, te;

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "autograd/ops.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/model/vit.h"
 
 #define TOL_GRAD 2e-5

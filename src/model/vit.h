@@ -70,7 +70,7 @@ typedef struct vit_forward_opts {
      * exported model realises by removing the others. */
     bool chan_hard;
     /* Dense models only: out->cls_attn[i] receives the cls attention of block probe_blocks[i]
-     * (a teacher's, for the predictor guide loss of src/loss/objective.h). */
+     * (a teacher's, for the predictor guide loss of src/objective/objective.h). */
     int probe_blocks[TOK_MAX_STAGES];
     int n_probe;
     /* VIT_TRAIN, masked predictor path: a pruned token's keep entry takes no gradient from

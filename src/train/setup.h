@@ -4,7 +4,7 @@
 #define TPSC_TRAIN_SETUP_H
 
 #include "data/loader.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/recipe/recipe.h"
 
 /* The loader config of a split, from [data], [augment], [model] and [run] seed. */

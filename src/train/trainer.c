@@ -17,7 +17,7 @@
 #include "src/io/atomic.h"
 #include "src/io/checkpoint.h"
 #include "src/io/fault.h"
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 #include "src/optim/adamw.h"
 #include "src/optim/clip.h"
 #include "src/optim/ema.h"

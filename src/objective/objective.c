@@ -1,4 +1,4 @@
-#include "src/loss/objective.h"
+#include "src/objective/objective.h"
 
 #include <string.h>
 

@@ -18,8 +18,8 @@
  * teacher's head-mean cls attention ranks highest at the block the stage precedes
  * (k_s = tok_keep_count), so the Gumbel masks start near a good policy and the ratio loss near
  * its target. The teacher is dense: its attention never saw a pruned sequence. */
-#ifndef TPSC_LOSS_OBJECTIVE_H
-#define TPSC_LOSS_OBJECTIVE_H
+#ifndef TPSC_OBJECTIVE_H
+#define TPSC_OBJECTIVE_H
 
 #include "src/model/vit.h"
 
