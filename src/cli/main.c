@@ -9,7 +9,7 @@
 #include "src/dist/dist.h"
 
 static const tpsc_command commands[] = {
-    {"train", "train or fine-tune a model from a recipe (dense, DynamicViT, dTPS, EViT, eTPS)", cmd_train},
+    {"train", "train or fine-tune a model from a recipe: dense, DynamicViT, dTPS, eTPS, EViT, ToMe, ATME or cait", cmd_train},
     {"eval", "evaluate checkpoints in inference mode: top-1/5, GMACs, images/s side by side", cmd_eval},
     {"recipe", "list every recipe key, or print a recipe resolved with overrides", cmd_recipe},
     {"sweep", "run a grid of trainings (or evaluations) resumably; tables and a top-1 vs GMACs plot", cmd_sweep},
