@@ -10,6 +10,7 @@
 
 #include "src/io/h5util.h"
 #include "src/recipe/recipe.h"
+#include "src/train/stop.h"
 #include "src/train/trainer.h"
 #include "src/util/log.h"
 #include "support/fixture.h"
@@ -136,4 +137,14 @@ Test(train, a_missing_recipe_file_is_named) {
     tpsc_status st = tpsc_recipe_load(&r, "/nonexistent/recipe.ini");
     cr_assert_neq(st, TPSC_OK);
     cr_assert(strstr(tpsc_last_error(), "/nonexistent/recipe.ini") != NULL, "message: %s", tpsc_last_error());
+}
+
+/* A stop request is claimed once: the first signal is recorded and its caller told so (0), a
+ * later one learns the recorded signal (the CLI's handler then quits at once) and changes
+ * nothing. With a plain load-then-store, two signals on two threads could both read 0. */
+Test(train, the_first_stop_request_wins) {
+    cr_assert_eq(tpsc_train_stop_signal(), 0);
+    cr_assert_eq(tpsc_train_request_stop(15), 0, "the first request asks for the stop");
+    cr_assert_eq(tpsc_train_request_stop(2), 15, "a second request sees the first signal");
+    cr_assert_eq(tpsc_train_stop_signal(), 15, "the second request did not overwrite the first");
 }
