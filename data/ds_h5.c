@@ -1,18 +1,14 @@
 /* HDF5 data sets: `images` uint8 [N, H, W, C] (or [N, H, W]) or float32 [N, C, H, W] in
  * 0..1, `labels` integers [N], optional `class_names` strings [K]. Read wholly into memory
  * at open. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <hdf5.h>
 
 #include "data/dataset.h"
-#include "src/common/h5_heap.h"
+#include "src/common/h5_probe.h"
 #include "src/util/alloc.h"
 
 typedef struct h5_data {
@@ -208,19 +204,12 @@ static tpsc_status read_class_names(hid_t file, const char *path, uint64_t file_
 
 tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
     *out = NULL;
-    struct stat sb;
-    if (stat(path, &sb) != 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    const uint64_t file_limit = decoded_limit((uint64_t)sb.st_size);
-    /* libhdf5 would crash or hang on a corrupt string heap (src/common/h5_heap.h) */
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    uint64_t heap_at = 0;
-    int heap = h5_heap_find_corrupt(fd, (uint64_t)sb.st_size, &heap_at), heap_errno = errno;
-    close(fd);
-    if (heap < 0) return tpsc_fail(TPSC_ERR_IO, "%s: cannot read: %s", path, strerror(heap_errno));
-    if (heap > 0)
-        return tpsc_fail(TPSC_ERR_FORMAT, "%s: damaged HDF5 file: the string heap at byte %llu is corrupt", path,
-                         (unsigned long long)heap_at);
+    /* what libhdf5 would crash or hang on is refused first (src/common/h5_probe.h) */
+    h5_file_facts facts;
+    const h5_file_check check = h5_file_vet(path, true, &facts);
+    if (check != H5_FILE_OK)
+        return tpsc_fail(h5_file_check_is_format(check) ? TPSC_ERR_FORMAT : TPSC_ERR_IO, "%s: %s", path, facts.problem);
+    const uint64_t file_limit = decoded_limit(facts.bytes);
     hid_t file;
     H5E_BEGIN_TRY { file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
     H5E_END_TRY;

@@ -7,8 +7,9 @@
 # in build-fuzz/corpus/<name>/ across runs (default: a fresh copy of the seeds each time).
 # A finding is written to build-fuzz/findings/<name>/; reproduce it with
 #   build-fuzz/fuzz/fuzz_<name> build-fuzz/findings/<name>/<file>
-# and, once fixed, commit it to tests/fuzz/corpus/<name>/ as a regression input. Inputs that
-# still stop a harness inside libhdf5 itself are kept in tests/fuzz/upstream/ (docs/reliability.md).
+# and, once fixed, commit it to tests/fuzz/corpus/<name>/ as a regression input. An input on
+# which libhdf5 itself crashes or hangs is refused by the loaders' probe, a child process that
+# reads the file first (src/common/h5_probe.h, docs/reliability.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-30}

@@ -17,7 +17,7 @@
 #include "support/files.h"
 
 #define MODEL TPSC_SOURCE_DIR "/tests/fuzz/corpus/infer_model/dtps_infer.h5"
-#define UPSTREAM TPSC_SOURCE_DIR "/tests/fuzz/upstream/"
+#define CORPUS TPSC_SOURCE_DIR "/tests/fuzz/corpus/"
 
 /* h5_heap_find_corrupt on bytes, through a temporary file. */
 static int check_bytes(const unsigned char *b, size_t n, uint64_t *where) {
@@ -72,11 +72,12 @@ Test(h5_heap, an_empty_free_space_object_is_found) {
 }
 
 Test(h5_heap, fuzzed_files_are_refused_by_both_engines) {
-    const char *names[] = {"infer_model/hang-H5HG__protect-vlen-attribute", "infer_model/negative-size-H5HG_read-vlen-attribute",
-                           "h5_dataset/overlap-H5HG_read-vlen-class-names"};
+    const char *names[] = {"infer_model/regress-libhdf5-hang-H5HG__protect-vlen-attribute",
+                           "infer_model/regress-libhdf5-negative-size-H5HG_read-vlen-attribute",
+                           "h5_dataset/regress-libhdf5-overlap-H5HG_read-vlen-class-names"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s%s", UPSTREAM, names[i]);
+        snprintf(path, sizeof path, "%s%s", CORPUS, names[i]);
         tps_model *m = NULL;
         cr_assert_eq(tps_model_open(path, &m), TPS_ERR_FORMAT, "%s", path);
         cr_assert(strstr(tps_last_error(), "string heap") && strstr(tps_last_error(), names[i]), "%s", tps_last_error());

@@ -33,6 +33,7 @@ static h5_file_check found(h5_file_check c, int err, uint64_t heap_at, h5_file_f
     case H5_FILE_BAD_HEAP:
         snprintf(buf, cap, "damaged HDF5 file: the string heap at byte %llu is corrupt", (unsigned long long)heap_at);
         break;
+    case H5_FILE_BAD_METADATA: break; /* h5_probe writes its own */
     }
     return c;
 }
@@ -56,4 +57,6 @@ h5_file_check h5_file_precheck(const char *path, h5_file_facts *facts) {
     return found(heap > 0 ? H5_FILE_BAD_HEAP : H5_FILE_OK, 0, heap_at, facts);
 }
 
-bool h5_file_check_is_format(h5_file_check c) { return c == H5_FILE_NOT_HDF5 || c == H5_FILE_BAD_HEAP; }
+bool h5_file_check_is_format(h5_file_check c) {
+    return c == H5_FILE_NOT_HDF5 || c == H5_FILE_BAD_HEAP || c == H5_FILE_BAD_METADATA;
+}

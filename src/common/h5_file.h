@@ -2,7 +2,7 @@
  * is not a folder, opens, carries HDF5's signature (at byte 0, or 512, 1024, ... after a user
  * block), and its string heaps are sound (h5_heap.h). A file that fails is refused with the
  * message h5_file_problem writes, never handed to libhdf5. Plain reads, no allocation, no
- * HDF5 calls. */
+ * HDF5 calls. h5_file_vet (h5_probe.h) adds libhdf5's own read of the metadata, in a child. */
 #ifndef TPSC_COMMON_H5_FILE_H
 #define TPSC_COMMON_H5_FILE_H
 
@@ -17,14 +17,15 @@ typedef enum {
     H5_FILE_UNOPENED,   /* fopen failed (errno in *err) */
     H5_FILE_NOT_HDF5,
     H5_FILE_UNREADABLE, /* a read of the heap check failed (errno in *err) */
-    H5_FILE_BAD_HEAP    /* a corrupt string heap at byte *heap_at */
+    H5_FILE_BAD_HEAP,   /* a corrupt string heap at byte *heap_at */
+    H5_FILE_BAD_METADATA /* libhdf5 crashed, hung or over-allocated reading it (h5_probe.h) */
 } h5_file_check;
 
 /* What the checks found: the file's size (HDF5 readers bound a data set's claimed size by it)
  * and, on a failure, the problem for a message "PATH: <problem>". */
 typedef struct {
     uint64_t bytes;
-    char problem[128];
+    char problem[192];
 } h5_file_facts;
 
 /* Runs the checks on path, filling *facts. */

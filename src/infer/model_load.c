@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/common/h5_file.h"
+#include "src/common/h5_probe.h"
 #include "src/common/keep.h"
 #include "src/common/merge_rules.h"
 #include "src/infer/gemm.h"
@@ -592,10 +592,12 @@ static tps_status read_model(hid_t id, const char *name, uint64_t bytes, tps_mod
     return st;
 }
 
-static tps_status open_locked(const char *path, tps_model *m) {
+/* probe: libhdf5's first read in a child (src/common/h5_probe.h), under hdf5_lock so that no
+ * other thread of ours is inside HDF5 at the fork. */
+static tps_status open_locked(const char *path, bool probe, tps_model *m) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report failures ourselves */
     h5_file_facts facts;
-    const h5_file_check check = h5_file_precheck(path, &facts);
+    const h5_file_check check = h5_file_vet(path, probe, &facts);
     if (check != H5_FILE_OK)
         return ti_fail(h5_file_check_is_format(check) ? TPS_ERR_FORMAT : TPS_ERR_IO, "%s: %s", path, facts.problem);
     /* the default access properties: a file the application holds open opens again */
@@ -606,11 +608,16 @@ static tps_status open_locked(const char *path, tps_model *m) {
 
 /* An HDF5 file image in memory, through the core driver (no backing file); HDF5 copies the
  * bytes. Each image gets its own file name, so that two open at once are two files. */
-static tps_status open_memory_locked(const void *image, size_t bytes, const char *name, tps_model *m) {
+static tps_status open_memory_locked(const void *image, size_t bytes, const char *name, bool probe, tps_model *m) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     if (bytes < sizeof sig || memcmp(image, sig, sizeof sig) != 0)
         return ti_fail(TPS_ERR_FORMAT, "%s: %zu bytes that are not an HDF5 file image", name, bytes);
+    h5_file_facts facts;
+    if (probe && h5_probe_enabled()) {
+        const h5_probe_verdict v = h5_probe(NULL, image, bytes, facts.problem, sizeof facts.problem);
+        if (v != H5_PROBE_CLEAN && v != H5_PROBE_SKIPPED) return ti_fail(TPS_ERR_FORMAT, "%s: %s", name, facts.problem);
+    }
     static unsigned long serial; /* under hdf5_lock */
     char unique[64];
     snprintf(unique, sizeof unique, "tpsinfer-memory-%lu", ++serial);
@@ -706,7 +713,8 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     tps_model *m = &box->m;
     m->attn = resolve_attention(attention);
     pthread_mutex_lock(&hdf5_lock);
-    tps_status st = path ? open_locked(path, m) : open_memory_locked(image, bytes, name, m);
+    const bool probe = !(opt && opt->unprobed);
+    tps_status st = path ? open_locked(path, probe, m) : open_memory_locked(image, bytes, name, probe, m);
     pthread_mutex_unlock(&hdf5_lock);
     if (st == TPS_OK && opt && opt->tome_r > 0) st = tome_override(m, opt, name);
     if (st == TPS_OK && gemm == TPS_GEMM_ONEDNN) st = pack_onednn(box);

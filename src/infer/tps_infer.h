@@ -37,8 +37,9 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 5 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
-                                     4: cait, tps_patch_grid; 5: tps_open_options.attention */
+#define TPS_INFER_VERSION_MINOR 6 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
+                                     4: cait, tps_patch_grid; 5: tps_open_options.attention;
+                                     6: tps_open_options.unprobed */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -124,6 +125,14 @@ typedef struct tps_open_options {
     int tome_r;
     float tome_inflect;
     tps_attention attention; /* since 0.5 */
+    /* Since 0.6. Before libhdf5 reads a file (or an image) in this process, a forked child
+     * reads its metadata first, so that a damaged file on which libhdf5 itself would crash or
+     * hang is refused with TPS_ERR_FORMAT ("corrupt HDF5 metadata: libhdf5 crashed reading
+     * it") instead of ending or blocking the caller (docs/reliability.md). The child calls
+     * only HDF5 and ends within TPSC_HDF5_PROBE_SECONDS (default 30); a file that passed is
+     * not read twice while it is unchanged. Nonzero: no child, for hosts that must not fork
+     * (as does the environment variable TPSC_HDF5_PROBE=off); only trusted files then. */
+    int unprobed;
 } tps_open_options;
 
 /* tps_model_open with options (opt NULL: the defaults). TPS_PRECISION_BF16 fails with

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/common/h5_file.h"
+#include "src/common/h5_probe.h"
 #include "src/io/fault.h"
 #include "src/util/alloc.h"
 
@@ -39,7 +39,7 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path) {
     f->id = H5I_INVALID_HID;
     snprintf(f->name, sizeof f->name, "%s", path);
     h5_file_facts facts;
-    const h5_file_check check = h5_file_precheck(path, &facts);
+    const h5_file_check check = h5_file_vet(path, true, &facts);
     if (check != H5_FILE_OK)
         return tpsc_fail(h5_file_check_is_format(check) ? TPSC_ERR_FORMAT : TPSC_ERR_IO, "%s: %s", path, facts.problem);
     hid_t fapl = strong_close_fapl();

@@ -26,7 +26,9 @@ typedef struct tpsc_h5 {
 } tpsc_h5;
 
 /* Opens for reading. Missing file -> TPSC_ERR_IO; no HDF5 signature -> TPSC_ERR_FORMAT
- * "x.h5: not an HDF5 file"; HDF5 refuses it (truncated, corrupt) -> TPSC_ERR_FORMAT. */
+ * "x.h5: not an HDF5 file"; metadata libhdf5 crashes or hangs on, found by a child process
+ * reading it first (src/common/h5_probe.h) -> TPSC_ERR_FORMAT "x.h5: corrupt HDF5 metadata: ...";
+ * HDF5 refuses it (truncated, corrupt) -> TPSC_ERR_FORMAT. */
 tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path);
 /* Creates (truncating) `path`; `display_name` (NULL = path) is what messages show. */
 tpsc_status tpsc_h5_create(tpsc_h5 *f, const char *path, const char *display_name);
