@@ -213,7 +213,8 @@ static void block_mlp(ti_view *ws, const ti_block *blk) {
 /* PredictorLG over every row (cls rows too: they are ignored, and cheaper to carry than to
  * skip) -> ws->score [M] = log P(keep) for each spatial row. prev is all ones at inference,
  * so the global feature is the plain mean over the image's spatial tokens. Every
- * intermediate keeps row stride C, so one member's rows never overlap another's. */
+ * intermediate stays inside the member's own rows of the [M,C] buffers, so one member's rows
+ * never overlap another's. */
 static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
     const tps_model *m = ws->m;
     const size_t C = m->C, C2 = C / 2, C4 = C / 4, M = ws->lay.rows;
@@ -241,14 +242,17 @@ static void predictor_scores(ti_view *ws, const ti_predictor *q, size_t B) {
         for (size_t i = 0; i < n; i++) memcpy(z + (off + 1 + i) * C + C2, g, G * sizeof(float));
     }
     ti_barrier_wait(ws->bar); /* the global features are in place */
-    ti_linear(z + r0 * C, R, C, C, &q->out0_w, q->out0_b, C2, h + r0 * C, C);
-    for (size_t r = r0; r < r1; r++) ti_gelu(h + r * C, C2);
-    ti_linear(h + r0 * C, R, C2, C, &q->out2_w, q->out2_b, C4, z + r0 * C, C);
-    for (size_t r = r0; r < r1; r++) ti_gelu(z + r * C, C4);
-    ti_linear(z + r0 * C, R, C4, C, &q->out4_w, q->out4_b, 2, h + r0 * C, C);
+    /* the narrow layers write dense rows ([R,C2], [R,C4], [R,2]) inside the member's own rows,
+     * so that oneDNN, whose f32 kernel writes dense rows only, runs them with GELU fused (with
+     * a row stride of C they fell back to OpenBLAS, packing the weight on every call, with
+     * kernels that follow OPENBLAS_CORETYPE: docs/inference.md, "Figures behind the code") */
+    float *h0 = h + r0 * C, *z0 = z + r0 * C;
+    ti_linear_epi(z0, R, C, C, &q->out0_w, q->out0_b, C2, h0, C2, LIN_GELU);
+    ti_linear_epi(h0, R, C2, C2, &q->out2_w, q->out2_b, C4, z0, C4, LIN_GELU);
+    ti_linear(z0, R, C4, C4, &q->out4_w, q->out4_b, 2, h0, 2);
     /* log_softmax over the 2 logits, column 0: (x0 - max) - log(sum exp(x - max)) */
     for (size_t r = r0; r < r1; r++) {
-        const float *xr = h + r * C;
+        const float *xr = h0 + (r - r0) * 2;
         const float mx = xr[1] > xr[0] ? xr[1] : xr[0];
         const double sum = (double)vm_expf(xr[0] - mx) + (double)vm_expf(xr[1] - mx);
         ws->score[r] = (xr[0] - mx) - (float)log(sum);
