@@ -222,6 +222,16 @@ float *ag_grad(ag_ctx *ctx, ag_tensor *t) {
     return g;
 }
 
+bool ag_grad_pass(ag_ctx *ctx, ag_node *n, ag_tensor *t) {
+    (void)ctx;
+    ag_tensor *out = n->out;
+    if (!t || !t->requires_grad || t->grad || !out->grad || out->retain_grad || ag_numel(t) != ag_numel(out))
+        return false;
+    t->grad = out->grad;
+    out->grad = NULL;
+    return true;
+}
+
 float *ag_scratch_get(ag_ctx *ctx, size_t numel) { return pool_take(ctx, numel ? numel : 1); }
 
 void ag_scratch_put(ag_ctx *ctx, float *p, size_t numel) {

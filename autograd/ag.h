@@ -120,6 +120,14 @@ float *ag_grad(ag_ctx *ctx, ag_tensor *t);
  * adding; when *fresh is false the buffer already holds another consumer's gradient (or is a
  * parameter's) and the op must add. Saves a memset of the widest buffers of the step. */
 float *ag_grad_write(ag_ctx *ctx, ag_tensor *t, bool *fresh);
+/* For a backward whose dL/dt is its incoming gradient itself (a residual input t of node n):
+ * when t has no gradient yet, t takes n's output gradient buffer instead of a copy of it (that
+ * buffer is dead once n's backward has run) and true is returned; false, with nothing done,
+ * when t already has a gradient, n's output keeps its gradient (retain_grad), or the sizes
+ * differ. After a true, n->out->grad is NULL and t->grad is the old buffer: the backward may
+ * go on reading it, but must not write t's gradient again, nor any tensor whose gradient could
+ * be t's (the caller checks that no other input of n is t). */
+bool ag_grad_pass(ag_ctx *ctx, ag_node *n, ag_tensor *t);
 /* numel floats of uninitialised scratch from the gradient pool, for use inside one op (forward
  * or backward); hand it back with ag_scratch_put before the op returns. The same buffers serve
  * as gradients later, so a wide temporary costs no activation memory. */

@@ -170,3 +170,42 @@ Test(ops_fused, residual_shape_mismatch_is_an_error) {
     cr_assert(strstr(tpsc_last_error(), "residual") != NULL, "message: %s", tpsc_last_error());
     ag_ctx_free(ctx);
 }
+
+/* The residual's gradient is the incoming gradient itself: r takes the output's buffer when it
+ * has none yet (ag_grad_pass), and must not when the output keeps its gradient (retain_grad):
+ * then both hold dy, in two buffers. Here r also feeds the layer's input, x = 2 r, whose
+ * backward runs after the fused op's and adds onto the buffer r took:
+ *   dr = dy + 2 dy w.
+ * Reference: that sum in double; tolerance 1e-6 relative (three float terms per element). */
+static void residual_gradient_case(bool retain) {
+    enum { M = 4, C = 3 };
+    float wd[C * C], seed[M * C];
+    for (int i = 0; i < M * C; i++) seed[i] = (float)i - 5.5f;
+    for (int i = 0; i < C * C; i++) wd[i] = 0.05f * (float)i - 0.1f;
+    ag_ctx *ctx = ag_ctx_create(0);
+    ag_tensor *w = ag_wrap(ctx, wd, NULL, 2, (size_t[]){C, C}, false);
+    ag_tensor *r = ag_new2(ctx, M, C);
+    for (int i = 0; i < M * C; i++) r->data[i] = 0.1f * (float)(i % 5) - 0.2f;
+    r->requires_grad = r->retain_grad = true;
+    ag_tensor *y = ag_linear_residual(ctx, ag_scale(ctx, r, 2.0f), w, NULL, r);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    y->retain_grad = retain;
+    cr_assert_eq(ag_backward_from(ctx, y, seed), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_not_null(r->grad);
+    for (int m = 0; m < M; m++)
+        for (int c = 0; c < C; c++) {
+            double want = seed[m * C + c];
+            for (int o = 0; o < C; o++) want += 2.0 * (double)seed[m * C + o] * wd[o * C + c];
+            const double got = r->grad[m * C + c];
+            cr_assert(fabs(got - want) <= 1e-6 * (1.0 + fabs(want)), "dr[%d,%d] = %.9g, want %.9g", m, c, got, want);
+        }
+    if (retain) {
+        cr_assert_not_null(y->grad, "the retained output gradient was given away");
+        cr_assert_neq(y->grad, r->grad, "output and residual share one gradient buffer");
+        for (int i = 0; i < M * C; i++) cr_assert_eq(y->grad[i], seed[i], "dy[%d] = %g", i, y->grad[i]);
+    }
+    ag_ctx_free(ctx);
+}
+
+Test(ops_fused, residual_takes_the_output_gradient) { residual_gradient_case(false); }
+Test(ops_fused, residual_copies_a_retained_output_gradient) { residual_gradient_case(true); }

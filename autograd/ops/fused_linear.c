@@ -57,8 +57,11 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     const size_t MCin = (size_t)M * (size_t)Cin, MCout = (size_t)M * (size_t)Cout;
     const float *dy = n->out->grad;
 
+    /* dr = dy: r takes dy's buffer when it has no gradient yet (the first consumer of the
+     * residual stream to run backward), else dy is added to it. dy stays readable below. */
     bool fresh;
-    float *dr = r ? ag_grad_write(ctx, r, &fresh) : NULL;
+    const bool passed = r && r != x && ag_grad_pass(ctx, n, r);
+    float *dr = r && !passed ? ag_grad_write(ctx, r, &fresh) : NULL;
     if (dr && fresh) memcpy(dr, dy, MCout * sizeof(float));
     else if (dr) {
         #pragma omp parallel for simd if (parallel: MCout > FL_PAR)
