@@ -53,11 +53,18 @@ typedef struct prim {
     size_t scratch_bytes;
 } prim;
 
-/* What a thread owns: its stream and its scratchpad buffer (grown to the largest need). */
+/* A call's memory arguments, in this order. */
+enum { ARG_A, ARG_B, ARG_Y, ARG_BIAS, ARG_R, ARG_SCRATCH, N_ARGS };
+
+/* What a thread owns: its stream, its scratchpad buffer (grown to the largest need), and its
+ * memory objects for each cached primitive (mem[i] for prims[i]), made at the primitive's
+ * first call on the thread and pointed at the call's operands each time after. */
 typedef struct thread_state {
     dnnl_stream_t stream;
     void *scratch;
     size_t scratch_cap;
+    dnnl_memory_t (*mem)[N_ARGS];
+    int mem_cap;
 } thread_state;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -72,6 +79,10 @@ static void free_state(void *p) {
     thread_state *t = p;
     if (!t) return;
     if (t->stream) dnnl_stream_destroy(t->stream);
+    for (int i = 0; i < t->mem_cap; i++)
+        for (int j = 0; j < N_ARGS; j++)
+            if (t->mem[i][j]) dnnl_memory_destroy(t->mem[i][j]);
+    free(t->mem);
     free(t->scratch);
     free(t);
 }
@@ -116,6 +127,20 @@ static thread_state *this_thread(size_t bytes) {
         t->scratch = p, t->scratch_cap = cap;
     }
     return t;
+}
+
+/* The thread's memory objects for prims[i] (all NULL until first made); NULL when out of
+ * memory. */
+static dnnl_memory_t *thread_mems(thread_state *t, int i) {
+    if (i >= t->mem_cap) {
+        int cap = t->mem_cap ? t->mem_cap : 64;
+        while (cap <= i) cap *= 2;
+        dnnl_memory_t(*m)[N_ARGS] = realloc(t->mem, (size_t)cap * sizeof *m);
+        if (!m) return NULL;
+        memset(m + t->mem_cap, 0, (size_t)(cap - t->mem_cap) * sizeof *m);
+        t->mem = m, t->mem_cap = cap;
+    }
+    return t->mem[i];
 }
 
 /* a [M,K] is stored [M,K] with row stride lda, or [K,M] when transposed; b [K,N] likewise. */
@@ -209,28 +234,30 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
                   bias ? ", bias" : "", r ? ", residual" : "");
         return false;
     }
-    /* source, weights, destination, then the optional ones */
-    dnnl_exec_arg_t args[6] = {{DNNL_ARG_SRC, NULL}, {DNNL_ARG_WEIGHTS, NULL}, {DNNL_ARG_DST, NULL}};
-    int n_args = 3;
-    dnnl_status_t s = dnnl_memory_create(&args[0].memory, &p->a, engine, (void *)a);
-    if (s == dnnl_success) s = dnnl_memory_create(&args[1].memory, &p->b, engine, (void *)b);
-    if (s == dnnl_success) s = dnnl_memory_create(&args[2].memory, &p->y, engine, y);
-    if (s == dnnl_success && bias) {
-        args[n_args].arg = DNNL_ARG_BIAS;
-        s = dnnl_memory_create(&args[n_args++].memory, &p->bias, engine, (void *)bias);
-    }
-    if (s == dnnl_success && r) { /* the binary add is the post-op after the sum, if there is one */
-        args[n_args].arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(beta != 0.0f ? 1 : 0) | DNNL_ARG_SRC_1;
-        s = dnnl_memory_create(&args[n_args++].memory, &p->resid, engine, (void *)r);
-    }
-    if (s == dnnl_success && p->scratch_bytes) {
-        args[n_args].arg = DNNL_ARG_SCRATCHPAD;
-        s = dnnl_memory_create(&args[n_args++].memory, &p->scratch, engine, t->scratch);
+    /* Memory objects: the thread's own for a cached primitive (made once, then pointed at this
+     * call's operands), made and destroyed here for one beyond the cache. */
+    dnnl_memory_t local[N_ARGS] = {NULL};
+    dnnl_memory_t *mem = owned ? local : thread_mems(t, (int)(p - prims));
+    const dnnl_memory_desc_t *md[N_ARGS] = {&p->a, &p->b, &p->y, &p->bias, &p->resid, &p->scratch};
+    void *ptr[N_ARGS] = {(void *)a, (void *)b, y, (void *)bias, (void *)r, t->scratch};
+    /* the binary post-op follows the sum, if there is one */
+    const int arg_id[N_ARGS] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS,
+                                DNNL_ARG_ATTR_MULTIPLE_POST_OP(beta != 0.0f ? 1 : 0) | DNNL_ARG_SRC_1,
+                                DNNL_ARG_SCRATCHPAD};
+    const bool used[N_ARGS] = {true, true, true, bias != NULL, r != NULL, p->scratch_bytes > 0};
+    dnnl_exec_arg_t args[N_ARGS];
+    int n_args = 0;
+    dnnl_status_t s = mem ? dnnl_success : dnnl_out_of_memory;
+    for (int j = 0; j < N_ARGS && s == dnnl_success; j++) {
+        if (!used[j]) continue;
+        if (!mem[j]) s = dnnl_memory_create(&mem[j], md[j], engine, ptr[j]);
+        else s = dnnl_memory_set_data_handle(mem[j], ptr[j]);
+        args[n_args++] = (dnnl_exec_arg_t){arg_id[j], mem[j]};
     }
     if (s == dnnl_success) s = dnnl_primitive_execute(p->p, t->stream, n_args, args);
     if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
-    for (int i = 0; i < n_args; i++)
-        if (args[i].memory) dnnl_memory_destroy(args[i].memory);
+    for (int j = 0; j < N_ARGS; j++)
+        if (local[j]) dnnl_memory_destroy(local[j]);
     if (owned) dnnl_primitive_destroy(tmp.p);
     if (s != dnnl_success) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN failed (status %d) on y [%d,%d], K %d", (int)s, M, N, K);
