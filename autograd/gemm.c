@@ -178,7 +178,8 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
             if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
             return;
         }
-        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N) && ctx->status == TPSC_OK)
+        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N, false) &&
+            ctx->status == TPSC_OK)
             ctx->status = TPSC_ERR_INTERNAL;
         return;
     }
@@ -199,4 +200,21 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
         beta = 1.0f;
     }
     ag_gemm(ctx, false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
+}
+
+void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *m, float *y) {
+    if (ctx->precision == AG_BF16) {
+        if (!a.h || !b.h) {
+            if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+            return;
+        }
+        if (!ag_bf16_gemm_ex(false, false, M, N, K, 1.0f, a.h, K, b.h, N, 0.0f, y, N, NULL, m, N, true) &&
+            ctx->status == TPSC_OK)
+            ctx->status = TPSC_ERR_INTERNAL;
+        return;
+    }
+    ag_gemm(ctx, false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, y, N);
+    const size_t n = (size_t)M * (size_t)N;
+    #pragma omp parallel for simd if (parallel: n > FILL_PAR)
+    for (size_t i = 0; i < n; i++) y[i] *= m[i];
 }

@@ -73,6 +73,13 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
 void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
                     float *y);
 
+/* y [M,N] = (a [M,K] b [K,N]) * m [M,N] element by element, all rows contiguous, m not y: a
+ * backward product scaled by a local derivative (fc2's dx by GELU's). BF16 multiplies in the
+ * kernel as it stores y, so y is written once and no product is stored to be read back; FP32
+ * runs sgemm into y, then multiplies. Either way each element is the float product of the
+ * GEMM's value and m's. */
+void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *m, float *y);
+
 /* Frees ctx's cached parameter copies (ag_ctx_free calls it). */
 void ag_gemm_free_params(ag_ctx *ctx);
 

@@ -23,9 +23,10 @@ tpsc_status ag_bf16_kernel_available(void);
 bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                   const uint16_t *b, int ldb, float beta, float *y, int ldy);
 /* The same, then + bias [N] on every row (bias may be NULL) and + r [M,N] (row stride ldr; r
- * may be NULL), inside the kernel: y = alpha op(a) op(b) + bias + beta y + r. */
+ * may be NULL), inside the kernel: y = alpha op(a) op(b) + bias + beta y + r. With r_mul, r
+ * multiplies instead: y = (alpha op(a) op(b) + bias + beta y) * r, element by element. */
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
-                     int ldr);
+                     int ldr, bool r_mul);
 
 #endif

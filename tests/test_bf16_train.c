@@ -96,6 +96,45 @@ Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
     }
 }
 
+/* ag_gemm_mul, y = (a b) * m, in both precisions against a double reference: FP32 within
+ * gamma_K of sum_k |a_k b_k| times |m| (plus one rounding of the product), BF16 within the bf16
+ * bound of the same, and some element different from FP32's, so the kernel's post-op ran. */
+Test(bf16_train, gemm_mul_within_its_bound_in_both_precisions) {
+    need_bf16();
+    const int M = 23, N = 31, K = 45;
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * K * N), *m = malloc(sizeof(float) * M * N);
+    float *y[2] = {malloc(sizeof(float) * M * N), malloc(sizeof(float) * M * N)};
+    cr_assert(a && b && m && y[0] && y[1]);
+    fill(a, (size_t)M * K, 11, 1.0f), fill(b, (size_t)K * N, 12, 1.0f), fill(m, (size_t)M * N, 13, 1.0f);
+    for (int p = 0; p < 2; p++) {
+        ag_ctx *ctx = ag_ctx_create(0);
+        cr_assert_eq(ag_set_precision(ctx, p ? AG_BF16 : AG_FP32), TPSC_OK, "%s", tpsc_last_error());
+        ag_operand ao = ag_operand_act(ctx, a, (size_t)M * K), bo = ag_operand_act(ctx, b, (size_t)K * N);
+        ag_gemm_mul(ctx, M, N, K, ao, bo, m, y[p]);
+        ag_operand_done(ctx, &bo);
+        ag_operand_done(ctx, &ao);
+        cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
+        ag_ctx_free(ctx);
+    }
+    double max_diff = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double exact = 0, absum = 0;
+            for (int k = 0; k < K; k++) {
+                const double t = (double)a[i * K + k] * b[k * N + j];
+                exact += t, absum += fabs(t);
+            }
+            const double mv = m[i * N + j], want = exact * mv;
+            const double tol32 = (double)K * ldexp(1.0, -24) * absum * fabs(mv) + ldexp(fabs(want), -23);
+            const double tol16 = bf_c((size_t)K) * absum * fabs(mv) + ldexp(fabs(want), -23);
+            cr_assert(fabs(y[0][i * N + j] - want) <= tol32, "fp32 y[%d,%d] = %.8g, want %.8g", i, j, y[0][i * N + j], want);
+            cr_assert(fabs(y[1][i * N + j] - want) <= tol16, "bf16 y[%d,%d] = %.8g, want %.8g", i, j, y[1][i * N + j], want);
+            max_diff = fmax(max_diff, fabs((double)y[1][i * N + j] - y[0][i * N + j]));
+        }
+    cr_assert(max_diff > 0, "bf16 equals fp32 everywhere: bf16 did not run");
+    free(a), free(b), free(m), free(y[0]), free(y[1]);
+}
+
 /* Two threads running the same product shape at the same moment (as matmul's batch and the
  * attention's heads do inside a parallel region) get exactly what one thread gets alone: the
  * kernel's scratch (where a transposed operand is copied) must not be shared between them.

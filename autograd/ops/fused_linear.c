@@ -88,10 +88,13 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
      * in BF16) and gelu'(x) (into d: dx itself when it is new); Phi(x) is shared, so the
      * recompute costs no more than the unfused backward's derivative pass. g then receives
      * dy w. */
+    /* BF16 with a new dx: d is scratch and the kernel multiplies dy w by it as it stores dx
+     * (ag_gemm_mul), so dy w is never stored as floats and read back. FP32 keeps its order
+     * (d in dx, g = dy w, then dx *= g), which needs no scratch for d beside g's. */
     const bool bf16 = ctx->precision == AG_BF16;
     ag_operand gh = bf16 && dw ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
     float *g = bf16 ? NULL : ag_scratch_get(ctx, MCin);
-    float *d = !dx ? NULL : fresh ? dx : ag_scratch_get(ctx, MCin);
+    float *d = !dx ? NULL : fresh && !bf16 ? dx : ag_scratch_get(ctx, MCin);
     if ((bf16 && dw && !gh.h) || (!bf16 && !g) || (dx && !d)) {
         ag_operand_done(ctx, &dyo);
         return;
@@ -122,7 +125,12 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, go, Cin, 1.0f, dw, Cin);
         ag_operand_done(ctx, &go);
     }
-    if (dx && bf16) g = ag_scratch_get(ctx, MCin);
+    if (dx && bf16 && fresh) {
+        ag_gemm_mul(ctx, M, Cin, Cout, dyo, wo, d, dx);
+        ag_scratch_put(ctx, d, MCin);
+    } else if (dx && bf16) {
+        g = ag_scratch_get(ctx, MCin);
+    }
     if (dx && g) {
         ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, 0.0f, g, Cin);
         if (fresh) {
