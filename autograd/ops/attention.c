@@ -27,6 +27,7 @@
 
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
+#include "src/common/bf16_round.h"
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
 
@@ -74,6 +75,24 @@ static float policy_softmax_row(float *row, const float *p, size_t i, size_t N, 
     return z;
 }
 
+/* BF16, plain softmax: ha = bf16(A) and hs = bf16(dS), dS_ij = A_ij (g_ij - r_i) with
+ * r_i = sum_k g_ik A_ik, row by row while A's row is in cache; both are only GEMM operands, so
+ * dS is never stored as floats. (FP32 keeps its serial sum, so its results stay as they were.) */
+static void softmax_backward_bf16(const float *A, const float *g, size_t N, uint16_t *ha, uint16_t *hs) {
+    for (size_t i = 0; i < N; i++) {
+        const float *ai = A + i * N, *gi = g + i * N;
+        uint16_t *hai = ha + i * N, *hsi = hs + i * N;
+        float r = 0.0f;
+        #pragma omp simd reduction(+ : r)
+        for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+        #pragma omp simd
+        for (size_t j = 0; j < N; j++) {
+            hai[j] = bf16_from_float(ai[j]);
+            hsi[j] = bf16_from_float(ai[j] * (gi[j] - r));
+        }
+    }
+}
+
 /* Gradients, per (b,h), with g = dL/dA (from out, plus cls_attn's share on row 0):
  *   dV = A^T dO;  g = dO V^T (+ dcls/H);  dS = softmax backward of g;
  *   dQ = scale dS K;  dK = scale dS^T Q;  all accumulated into d(qkv)'s columns of the head.
@@ -103,8 +122,8 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const size_t per_thread = (policy ? 2 : 1) * N * N;
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
     float *dp_heads = dpolicy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
-    /* BF16: per thread, A's and then dS's bf16 copy [N,N] (see ag_attention) */
-    const size_t hbytes = ag_operand_bytes(ctx, N * N);
+    /* BF16: per thread, the bf16 copies of A and of dS [N,N] (see ag_attention) */
+    const size_t hbytes = 2 * ag_operand_bytes(ctx, N * N);
     uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)nthreads * hbytes) : NULL;
     if (!scratch || (dpolicy && !dp_heads) || (hbytes && !hbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
@@ -120,15 +139,18 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const int t = omp_get_thread_num();
         float *g = scratch + (size_t)t * per_thread;    /* [N,N] dA, then dS */
         float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
-        uint16_t *hb = hbuf ? hbuf + (size_t)t * N * N : NULL;
+        uint16_t *hb = hbuf ? hbuf + (size_t)t * 2 * N * N : NULL, *hs = hbuf ? hb + N * N : NULL;
         const float *A = s->attn + (size_t)pair * N * N;
         const size_t qo = b * N * C3 + h * D;
         const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
         const ag_operand dO = ag_operand_at(douto, b * N * C + h * D);
+        float *dv = dqkv ? dqkv + b * N * C3 + 2 * C + h * D : NULL;
+        /* BF16 without a policy: one pass over the rows rounds A and yields dS in bf16 (below),
+         * so dV waits for it; otherwise dV goes first, from A rounded whole. */
+        const bool fused_rows = hb && !policy;
 
-        if (dqkv) /* dV [N,D] += A^T dO */
-            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, dO, iC, beta_qkv,
-                    dqkv + b * N * C3 + 2 * C + h * D, iC3);
+        if (dv && !fused_rows) /* dV [N,D] += A^T dO */
+            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, dO, iC, beta_qkv, dv, iC3);
         /* g [N,N] = dO V^T */
         ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
         if (s->dcls) {
@@ -136,6 +158,16 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
             for (size_t j = 1; j < N; j++) g[j] += dc[j - 1] / (float)H;
         }
 
+        if (fused_rows) {
+            softmax_backward_bf16(A, g, N, hb, hs);
+            if (dv) ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, (ag_operand){NULL, hb, 0}, iN, dO, iC, beta_qkv, dv, iC3);
+            if (dqkv) {
+                const ag_operand dS = {NULL, hs, 0};
+                ag_gemm(ctx, false, false, iN, iD, iN, scale, dS, iN, k, iC3, beta_qkv, dqkv + b * N * C3 + h * D, iC3);
+                ag_gemm(ctx, true, false, iN, iD, iN, scale, dS, iN, q, iC3, beta_qkv, dqkv + b * N * C3 + C + h * D, iC3);
+            }
+            continue;
+        }
         if (!policy) {
             for (size_t i = 0; i < N; i++) {
                 float *gi = g + i * N;
@@ -228,7 +260,8 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     const float scale = (float)(1.0 / sqrt((double)D));
     const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
     /* BF16 (gemm.h): qkv is rounded once for all pairs; each thread rounds the probabilities of
-     * its pair into its own [N,N] buffer. The softmax itself runs on the FP32 scores. */
+     * its pair into its own [N,N] buffer, row by row as the softmax finishes them. The softmax
+     * itself runs on the FP32 scores. */
     const size_t hbytes = ag_operand_bytes(ctx, N * N);
     uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)omp_get_max_threads() * hbytes) : NULL;
     if (hbytes && !hbuf) return NULL;
@@ -255,9 +288,10 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
                 policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
             else
                 row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
+            if (hb) bf16_round_row(A + i * N, N, hb + i * N); /* while the row is in cache */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        ag_gemm(ctx, false, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, v, iC3, 0.0f,
+        ag_gemm(ctx, false, false, iN, iD, iN, 1.0f, (ag_operand){A, hb, 0}, iN, v, iC3, 0.0f,
                 out->data + b * N * C + h * D, iC);
     }
     ag_operand_done(ctx, &qkvo);
