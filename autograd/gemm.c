@@ -2,6 +2,7 @@
 #include "autograd/gemm.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <string.h>
 
 #include "autograd/gemm_bf16.h"
@@ -62,6 +63,51 @@ ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n) {
     o.h = h;
     o.pool_numel = words;
     return o;
+}
+
+/* db [N] += column sums of dy [M,N], as sgemv dy^T 1 (OpenBLAS streams the rows and threads
+ * it). */
+static void column_sums_sgemv(ag_ctx *ctx, const float *dy, int M, int N, float *db) {
+    float *ones = ag_alloc(ctx, (size_t)M * sizeof(float));
+    if (!ones) return;
+    for (int m = 0; m < M; m++) ones[m] = 1.0f;
+    cblas_sgemv(CblasRowMajor, CblasTrans, M, N, 1.0f, dy, N, ones, 1, 1.0f, db, 1);
+}
+
+ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, float *db) {
+    if (!db) return ag_operand_act(ctx, dy, (size_t)M * (size_t)N);
+    if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) {
+        if (ctx->status == TPSC_OK) column_sums_sgemv(ctx, dy, M, N, db);
+        return (ag_operand){dy, NULL, 0};
+    }
+    const size_t n = (size_t)M * (size_t)N, words = (n + 1) / 2;
+    const int threads = omp_get_max_threads();
+    uint16_t *h = (uint16_t *)ag_scratch_get(ctx, words);
+    double *part = ag_alloc(ctx, (size_t)threads * (size_t)N * sizeof(double));
+    if (!h || !part) {
+        if (h) ag_scratch_put(ctx, (float *)(void *)h, words);
+        return (ag_operand){dy, NULL, 0};
+    }
+    memset(part, 0, (size_t)threads * (size_t)N * sizeof(double));
+    /* rows split evenly between the threads; each sums its rows into its own part[t] */
+    #pragma omp parallel if (n > ROUND_PAR)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const size_t lo = (size_t)M * (size_t)t / (size_t)nt, hi = (size_t)M * (size_t)(t + 1) / (size_t)nt;
+        double *acc = part + (size_t)t * (size_t)N;
+        for (size_t r = lo; r < hi; r++) {
+            const float *row = dy + r * (size_t)N;
+            bf16_round_row(row, (size_t)N, h + r * (size_t)N);
+            #pragma omp simd
+            for (int c = 0; c < N; c++) acc[c] += row[c];
+        }
+    }
+    for (int c = 0; c < N; c++) {
+        double sum = 0.0;
+        for (int t = 0; t < threads; t++) sum += part[(size_t)t * (size_t)N + (size_t)c];
+        db[c] += (float)sum;
+    }
+    return (ag_operand){dy, h, words};
 }
 
 ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n) {

@@ -44,6 +44,11 @@ typedef struct ag_operand {
 
 /* n values of an activation or gradient (in BF16: rounded into pool scratch). */
 ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n);
+/* An incoming gradient dy [M,N] as ag_operand_act makes it, and db [N] += its column sums
+ * (a linear's bias gradient; db NULL: none). FP32 sums with sgemv (dy^T 1); BF16 sums in the
+ * pass that rounds dy (per thread in double, each column added to db once), so dy is read
+ * once, not twice. */
+ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, float *db);
 /* n values of a parameter (in BF16: the step's cached copy, see above). */
 ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
 /* n values rounded into the caller's buffer `buf` (bytes from ag_operand_bytes) instead of

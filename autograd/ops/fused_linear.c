@@ -16,7 +16,6 @@
  * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
  *   linear:  dx += dy w
  *   gelu:    dx += (dy w) * gelu'(x),  gelu'(x) = Phi(x) + x phi(x). */
-#include <cblas.h>
 #include <string.h>
 
 #include "autograd/gemm.h"
@@ -40,15 +39,6 @@ static void gelu_bf16_into(uint16_t *h, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(x[i] * vm_normal_cdf_rational(x[i]));
 }
 
-/* db [Cout] += column sums of dy [M,Cout], as sgemv dy^T 1 (OpenBLAS streams the rows and
- * threads it). */
-static void add_column_sums(ag_ctx *ctx, float *db, const float *dy, int M, int Cout) {
-    float *ones = ag_alloc(ctx, (size_t)M * sizeof(float));
-    if (!ones) return;
-    for (int m = 0; m < M; m++) ones[m] = 1.0f;
-    cblas_sgemv(CblasRowMajor, CblasTrans, M, Cout, 1.0f, dy, Cout, ones, 1, 1.0f, db, 1);
-}
-
 static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     const bool gelu = n->i[0] != 0;
     ag_tensor *x = n->in[IN_X], *w = n->in[IN_W];
@@ -68,11 +58,13 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t i = 0; i < MCout; i++) dr[i] += dy[i];
     }
     float *db = b ? ag_grad(ctx, b) : NULL;
-    if (db) add_column_sums(ctx, db, dy, M, Cout);
     float *dw = ag_grad(ctx, w);
     float *dx = ag_grad_write(ctx, x, &fresh);
-    if (!dw && !dx) return;
-    ag_operand dyo = ag_operand_act(ctx, dy, MCout);
+    ag_operand dyo = ag_operand_grad_sums(ctx, dy, M, Cout, db); /* and db += sum_M dy */
+    if (!dw && !dx) {
+        ag_operand_done(ctx, &dyo);
+        return;
+    }
     const ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
     if (!gelu) {
         if (dw) {

@@ -11,7 +11,6 @@
  * Backward:  db += sum_M dy;  dw += dy^T h;  dh = dy w;  then LayerNorm's backward from dh.
  * Every value is computed as ag_layernorm then ag_linear compute it (the same kernels), so the
  * op and the chain agree bit for bit in either precision. */
-#include <cblas.h>
 #include <omp.h>
 
 #include "autograd/gemm.h"
@@ -38,18 +37,12 @@ static void layernorm_linear_backward(ag_ctx *ctx, ag_node *n) {
     const size_t MC = (size_t)M * (size_t)C;
     const float *dy = n->out->grad;
     float *db = b ? ag_grad(ctx, b) : NULL;
-    if (db) { /* column sums of dy as sgemv dy^T 1, as ag_linear */
-        float *ones = ag_alloc(ctx, (size_t)M * sizeof(float));
-        if (!ones) return;
-        for (int m = 0; m < M; m++) ones[m] = 1.0f;
-        cblas_sgemv(CblasRowMajor, CblasTrans, M, Cout, 1.0f, dy, Cout, ones, 1, 1.0f, db, 1);
-    }
     bool fresh;
     float *dw = ag_grad(ctx, w), *dx = ag_grad_write(ctx, x, &fresh);
     float *dlnw = ag_grad(ctx, lnw), *dlnb = ag_grad(ctx, lnb);
     float *dh = dx || dlnw || dlnb ? ag_scratch_get(ctx, MC) : NULL;
     if (ctx->status != TPSC_OK) return;
-    ag_operand dyo = ag_operand_act(ctx, dy, (size_t)M * Cout);
+    ag_operand dyo = ag_operand_grad_sums(ctx, dy, M, Cout, db); /* and db += sum_M dy, as ag_linear */
     if (dh) /* dh [M,C] = dy w */
         ag_gemm(ctx, false, false, M, C, Cout, 1.0f, dyo, Cout, ag_operand_param(ctx, w->data, (size_t)Cout * C), C, 0.0f,
                 dh, C);

@@ -1,6 +1,4 @@
 /* Linear layer: y = x w^T + b, one GEMM over all M = B*N rows (kernel by precision: gemm.h). */
-#include <cblas.h>
-
 #include "autograd/gemm.h"
 #include "autograd/ops.h"
 
@@ -11,7 +9,7 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
     const float *dy = n->out->grad;
     bool fresh; /* dx is written whole by the sgemm: a new buffer needs no zeroing (beta 0) */
     float *dx = ag_grad_write(ctx, x, &fresh), *dw = ag_grad(ctx, w), *db = b ? ag_grad(ctx, b) : NULL;
-    ag_operand dyo = ag_operand_act(ctx, dy, (size_t)M * Cout);
+    ag_operand dyo = ag_operand_grad_sums(ctx, dy, M, Cout, db); /* and db += sum_M dy */
     if (dx) {
         ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
         ag_gemm(ctx, false, false, M, Cin, Cout, 1.0f, dyo, Cout, wo, Cin, fresh ? 0.0f : 1.0f, dx, Cin);
@@ -22,14 +20,6 @@ static void linear_backward(ag_ctx *ctx, ag_node *n) {
         ag_operand_done(ctx, &xo);
     }
     ag_operand_done(ctx, &dyo);
-    if (db) {
-        /* Column sums of dy as sgemv: db += dy^T 1. OpenBLAS streams dy's rows contiguously and
-         * threads it; the hand loop it replaces ran scalar at a few GB/s. */
-        float *ones = ag_alloc(ctx, (size_t)M * sizeof(float));
-        if (!ones) return;
-        for (int m = 0; m < M; m++) ones[m] = 1.0f;
-        cblas_sgemv(CblasRowMajor, CblasTrans, M, Cout, 1.0f, dy, Cout, ones, 1, 1.0f, db, 1);
-    }
 }
 
 ag_tensor *ag_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *b) {
