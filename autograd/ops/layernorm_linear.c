@@ -53,7 +53,8 @@ static void layernorm_linear_backward(ag_ctx *ctx, ag_node *n) {
     }
     ag_operand_done(ctx, &dyo);
     if (dh) {
-        ln_backward_rows(x->data, dh, (size_t)M, (size_t)C, lnw->data, s->mean, s->rstd, dx, fresh, dlnw, dlnb);
+        ln_backward_rows(x->data, dh, (size_t)M, (size_t)C, lnw->data, s->mean, s->rstd, dx, fresh, dlnw, dlnb,
+                         ln_backward_part(ctx, (size_t)C));
         ag_scratch_put(ctx, dh, MC);
     }
 }
