@@ -416,6 +416,12 @@ static void remember(const file_key *k, time_t probed_at) {
     pthread_mutex_unlock(&passed_lock);
 }
 
+void h5_probe_forget(void) {
+    pthread_mutex_lock(&passed_lock);
+    passed_n = passed_next = 0;
+    pthread_mutex_unlock(&passed_lock);
+}
+
 h5_probe_verdict h5_probe(const char *path, const void *image, uint64_t bytes, char *problem, size_t cap) {
     if (cap) problem[0] = '\0';
     if (!path) return run_child(NULL, image, bytes, problem, cap);

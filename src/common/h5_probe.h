@@ -46,6 +46,9 @@ bool h5_probe_enabled(void);
  * problem (cap bytes). Runs whatever the environment says; callers check h5_probe_enabled. */
 h5_probe_verdict h5_probe(const char *path, const void *image, uint64_t bytes, char *problem, size_t cap);
 
+/* Forgets the files that passed, so that the next open of each is probed again (benchmarks). */
+void h5_probe_forget(void);
+
 /* h5_file_precheck (h5_file.h), then, when probe is true and the environment leaves it on,
  * h5_probe: the one gate before libhdf5 opens an untrusted file. */
 h5_file_check h5_file_vet(const char *path, bool probe, h5_file_facts *facts);
