@@ -7,8 +7,8 @@
  *
  * Two cases: an older file, probed at the first of the readers' opens and then remembered
  * ("settled", what loading a checkpoint costs; the remembered files are forgotten before each
- * load); and a file changed in the last 2 s, which the probe does not remember, so that every
- * one of the readers' opens (4) forks ("fresh", the worst case). The checkpoint holds random
+ * load); and a file changed just before the load, which the probe remembers only once it is
+ * 100 ms old, so that the first two opens fork ("fresh"). The checkpoint holds random
  * weights, AdamW moments and an EMA (about 350 MB), written once to DIR and read from the page
  * cache. */
 #include <stdio.h>
@@ -48,24 +48,39 @@ static void set_age(const char *path, int age) {
     if (utimensat(0, path, t, 0) != 0) perror(path);
 }
 
-/* One resume's reads; the seconds they took. */
-static double load_once(const char *path, vit_model *m, float *bufs[3]) {
+/* One resume as `tpsc train --resume` does it: the config, then the model and its buffers, then
+ * the weights, moments, state and EMA; the seconds it took. The probe runs at the first open,
+ * while the process is small: a fork's cost grows with the memory the parent writes afterwards
+ * (each page written is a copy-on-write fault). */
+static double load_once(const char *path) {
     const double t0 = now_s();
     vit_config vit;
     tok_config tps;
+    vit_model m;
     tpsc_status st = tpsc_checkpoint_read_config(path, &vit, &tps, NULL);
-    if (st == TPSC_OK) st = tpsc_checkpoint_load_params(path, "/model", &m->params, NULL, NULL);
-    uint64_t rng[4 * 8];
-    int64_t pos[16];
-    tpsc_checkpoint_state cs = {.opt_m = bufs[0], .opt_v = bufs[1], .rng_states = rng, .rng_cap = 8, .loader_pos = pos,
-                                .loader_cap = 16};
-    if (st == TPSC_OK) st = tpsc_checkpoint_load_state(path, &m->params, &cs);
-    if (st == TPSC_OK) st = tpsc_checkpoint_load_tensors(path, "/ema", &m->params, bufs[2], NULL, NULL);
+    if (st == TPSC_OK) st = vit_model_create(&m, &vit, &tps);
     if (st != TPSC_OK) {
         fprintf(stderr, "h5_probe_cost: %s\n", tpsc_last_error());
         exit(1);
     }
-    return now_s() - t0;
+    float *bufs[3];
+    for (int i = 0; i < 3; i++)
+        if (!(bufs[i] = tpsc_malloc(m.params.total * sizeof(float), "buffer"))) exit(1);
+    st = tpsc_checkpoint_load_params(path, "/model", &m.params, NULL, NULL);
+    uint64_t rng[4 * 8];
+    int64_t pos[16];
+    tpsc_checkpoint_state cs = {.opt_m = bufs[0], .opt_v = bufs[1], .rng_states = rng, .rng_cap = 8, .loader_pos = pos,
+                                .loader_cap = 16};
+    if (st == TPSC_OK) st = tpsc_checkpoint_load_state(path, &m.params, &cs);
+    if (st == TPSC_OK) st = tpsc_checkpoint_load_tensors(path, "/ema", &m.params, bufs[2], NULL, NULL);
+    if (st != TPSC_OK) {
+        fprintf(stderr, "h5_probe_cost: %s\n", tpsc_last_error());
+        exit(1);
+    }
+    const double t = now_s() - t0;
+    for (int i = 0; i < 3; i++) tpsc_free(bufs[i]);
+    vit_model_free(&m);
+    return t;
 }
 
 int main(int argc, char **argv) {
@@ -107,22 +122,22 @@ int main(int argc, char **argv) {
     stat(path, &sb);
     printf("DeiT-S checkpoint %s, %.1f MB, %d rounds, probe off / on alternating, medians\n", path, sb.st_size / 1e6,
            rounds);
-    load_once(path, &m, bufs); /* page cache */
+    for (int i = 0; i < 3; i++) tpsc_free(bufs[i]);
+    vit_model_free(&m);
+    load_once(path); /* page cache */
 
     double *off = malloc(sizeof(double) * (size_t)rounds), *on = malloc(sizeof(double) * (size_t)rounds);
     for (int c = 0; c < 2; c++) {
-        const bool fresh = c == 0;
-        if (!fresh) { /* setting the times changes the inode's change time: let it age */
-            set_age(path, 3600);
-            sleep(3);
-        }
+        const bool fresh = c == 1;
         for (int r = 0; r < rounds; r++) {
-            if (fresh) set_age(path, 0);
+            set_age(path, fresh ? 0 : 3600);
+            if (!fresh) usleep(200000); /* setting the times sets the change time: let it age */
             setenv("TPSC_HDF5_PROBE", "off", 1);
-            off[r] = load_once(path, &m, bufs);
+            off[r] = load_once(path);
             setenv("TPSC_HDF5_PROBE", "on", 1);
             h5_probe_forget();
-            on[r] = load_once(path, &m, bufs);
+            if (fresh) set_age(path, 0);
+            on[r] = load_once(path);
         }
         const double moff = median(off, rounds), mon = median(on, rounds);
         printf("%-8s off %7.1f ms  on %7.1f ms  ratio %.3f  (+%.1f ms)\n", fresh ? "fresh" : "settled", 1e3 * moff,
@@ -130,7 +145,5 @@ int main(int argc, char **argv) {
     }
     if (!(argc > 3 && !strcmp(argv[3], "keep"))) remove(path);
     free(off), free(on);
-    for (int i = 0; i < 3; i++) tpsc_free(bufs[i]);
-    vit_model_free(&m);
     return 0;
 }

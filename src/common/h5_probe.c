@@ -374,13 +374,18 @@ static h5_probe_verdict run_child(const char *path, const void *image, uint64_t 
 
 /* ---- files that passed ---------------------------------------------------------------- */
 
-/* A file is the same file while its device, inode, size and times are; one modified within
- * the last 2 s is not remembered (the file system's clock may not have ticked since). */
+/* A file is the same file while its device, inode, size and times are and, when it is at most
+ * 1 MB (fuzz inputs, small models), its bytes hash the same. A larger file changed less than
+ * 100 ms before the probe started is not remembered: the file system's clock (a tick of the
+ * kernel's coarse clock) may not have moved between that change and a next one. */
+enum { HASHED_BYTES = 1 << 20, RECENT_NS = 100 * 1000 * 1000 };
+
 typedef struct {
     dev_t dev;
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
+    uint64_t hash; /* FNV-1a of the bytes of a file of at most HASHED_BYTES, else 0 */
 } file_key;
 
 static file_key passed[16];
@@ -390,14 +395,30 @@ static pthread_mutex_t passed_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool key_of(const char *path, file_key *k) {
     struct stat sb;
     if (stat(path, &sb) != 0) return false;
-    *k = (file_key){sb.st_dev, sb.st_ino, sb.st_size, sb.st_mtim, sb.st_ctim};
-    return true;
+    *k = (file_key){sb.st_dev, sb.st_ino, sb.st_size, sb.st_mtim, sb.st_ctim, 0};
+    if (sb.st_size > HASHED_BYTES) return true;
+    const int fd = open(path, O_RDONLY);
+    if (fd < 0) return false;
+    uint64_t h = 0xcbf29ce484222325ull;
+    unsigned char buf[1 << 14];
+    ssize_t n;
+    off_t total = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) h = (h ^ buf[i]) * 0x100000001b3ull;
+        total += n;
+    }
+    close(fd);
+    k->hash = h;
+    return n == 0 && total == sb.st_size;
 }
 
 static bool same_key(const file_key *a, const file_key *b) {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
-           a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+           a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
+           a->ctime.tv_nsec == b->ctime.tv_nsec && a->hash == b->hash;
 }
+
+static int64_t ns_of(struct timespec t) { return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec; }
 
 static bool has_passed(const file_key *k) {
     bool found = false;
@@ -407,8 +428,9 @@ static bool has_passed(const file_key *k) {
     return found;
 }
 
-static void remember(const file_key *k, time_t probed_at) {
-    if (k->mtime.tv_sec + 2 > probed_at || k->ctime.tv_sec + 2 > probed_at) return;
+static void remember(const file_key *k, struct timespec probed_at) {
+    const int64_t settled = ns_of(probed_at) - RECENT_NS;
+    if (k->size > HASHED_BYTES && (ns_of(k->mtime) > settled || ns_of(k->ctime) > settled)) return;
     pthread_mutex_lock(&passed_lock);
     passed[passed_next] = *k;
     passed_next = (passed_next + 1) % (sizeof passed / sizeof passed[0]);
@@ -428,7 +450,8 @@ h5_probe_verdict h5_probe(const char *path, const void *image, uint64_t bytes, c
     file_key before, after;
     const bool keyed = key_of(path, &before);
     if (keyed && has_passed(&before)) return H5_PROBE_CLEAN;
-    const time_t probed_at = time(NULL);
+    struct timespec probed_at;
+    clock_gettime(CLOCK_REALTIME, &probed_at);
     const h5_probe_verdict v = run_child(path, NULL, bytes, problem, cap);
     if (v == H5_PROBE_CLEAN && keyed && key_of(path, &after) && same_key(&before, &after)) remember(&before, probed_at);
     return v;

@@ -13,8 +13,10 @@
  * An HDF5 error in the child is no verdict: the loaders then report it their own way.
  *
  * The environment: TPSC_HDF5_PROBE=off (or 0) skips the probe; TPSC_HDF5_PROBE_SECONDS sets the
- * bound (default 30, at most 3600). A file that passed is remembered by device, inode, size and
- * modification and change times (16 files), so a loader that opens it several times forks once.
+ * bound (default 30, at most 3600). A file that passed is remembered by device, inode, size,
+ * modification and change times and, up to 1 MB, a hash of its bytes (16 files), so that a
+ * loader that opens it several times forks once (a larger file changed in the last 100 ms is
+ * not remembered).
  *
  * Threads: fork() copies only the calling thread. The child calls only HDF5, write() and
  * _exit(); a lock another thread held at the fork (HDF5's own, in its thread-safe build) would
