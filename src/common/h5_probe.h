@@ -21,8 +21,10 @@
  * Threads: fork() copies only the calling thread. The child calls only HDF5, write() and
  * _exit(); a lock another thread held at the fork (HDF5's own, in its thread-safe build) would
  * block the child, which the bound then reports as a hang. Callers fork with their own HDF5
- * lock held. A process holding gigabytes forks copy-on-write (page tables only). When fork()
- * itself fails the file is opened unprobed. */
+ * lock held. The fork copies page tables only, but the parent then takes a copy-on-write fault
+ * on each page it writes that existed at the fork: readers probe at their first open, before
+ * they allocate what the file fills (docs/reliability.md, "Cost"). When fork() itself fails the
+ * file is opened unprobed. */
 #ifndef TPSC_COMMON_H5_PROBE_H
 #define TPSC_COMMON_H5_PROBE_H
 
