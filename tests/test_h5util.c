@@ -177,3 +177,14 @@ Test(h5util, reads_what_h5py_writes) {
     cr_assert_eq(shape[1], 32);
     cr_assert_eq(tpsc_h5_close(&fx), TPSC_OK);
 }
+
+/* Context is prepended once: a reader's message that already names the file (h5util's errors
+ * start with the file's name) is not prefixed with the same path again, while other context
+ * still is. */
+Test(h5util, error_context_does_not_repeat_the_file_name) {
+    tpsc_fail(TPSC_ERR_FORMAT, "a.h5: cannot list group /model");
+    tpsc_error_context("%s: ", "a.h5");
+    cr_assert_str_eq(tpsc_last_error(), "a.h5: cannot list group /model");
+    tpsc_error_context("%s: ", "export");
+    cr_assert_str_eq(tpsc_last_error(), "export: a.h5: cannot list group /model");
+}

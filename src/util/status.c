@@ -40,6 +40,9 @@ void tpsc_error_context(const char *fmt, ...) {
     va_end(ap);
     if (n <= 0) return;
     size_t plen = (size_t)n < sizeof prefix ? (size_t)n : sizeof prefix - 1;
+    /* A reader that named the file itself ("run/last.h5: cannot list group /model") already
+     * carries this context: adding it again would print the path twice. */
+    if (strncmp(last_error, prefix, plen) == 0) return;
     size_t olen = strlen(last_error);
     if (plen + olen >= TPSC_ERROR_MAX) olen = TPSC_ERROR_MAX - 1 - plen;
     memmove(last_error + plen, last_error, olen);

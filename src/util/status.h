@@ -27,7 +27,8 @@ const char *tpsc_status_name(tpsc_status s);
  * can `return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));`. */
 tpsc_status tpsc_fail(tpsc_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Prepends context to the current message: "loading run/last.h5: " + old message. */
+/* Prepends context to the current message: "loading run/last.h5: " + old message, unless the
+ * message already starts with it. */
 void tpsc_error_context(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* This thread's last error message ("" when none). */
