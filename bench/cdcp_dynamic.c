@@ -63,6 +63,7 @@
 #include "src/channels/channels.h"
 #include "src/common/macs.h"
 #include "src/common/rows.h"
+#include "src/perf/bench.h"
 #include "src/util/status.h"
 
 /* Letters: B images, n tokens per image, C channels, H heads, D channels per head (dense),
@@ -573,15 +574,6 @@ static void run_pass(bench *bn, int v, double *wall, double *cpu) {
     *cpu += now(CLOCK_PROCESS_CPUTIME_ID) - c0;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-static double median(double *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* MACs per image of the attention part at widths dq, dv (every block), as macs.h counts them:
  * qkv n C H(2dq+dv), q k^T n^2 H dq, A v n^2 H dv, proj n H dv C. */
 static double attention_part_macs(size_t dq, size_t dv) {
@@ -739,14 +731,14 @@ static int run_batch(size_t B, size_t T, size_t dq, size_t dv, int rounds, int w
            passes, passes > 1 ? "es" : "", warmup, B >= 4 * T ? "split batch: a chunk per thread" : "one team");
     printf("  %-8s %12s %14s %14s\n", "variant", "images/s", "ms/pass wall", "ms/pass cpu");
     for (int v = 0; v < VARIANTS; v++) {
-        const double mw = median(wall[v], (size_t)rounds), mc = median(cpu[v], (size_t)rounds);
+        const double mw = tpsc_median(wall[v], rounds), mc = tpsc_median(cpu[v], rounds);
         printf("  %-8s %12.1f %14.2f %14.2f\n", variant_name[v], (double)B / mw, 1e3 * mw, 1e3 * mc);
     }
     static const char *const ratio_name[3] = {"static over dense", "dynamic over dense", "dynamic over static"};
     printf("  speed-up, median of the per-round ratios:     wall     cpu\n");
     for (int r = 0; r < 3; r++)
-        printf("  %-44s %6.3fx %6.3fx\n", ratio_name[r], median(ratio_wall[r], (size_t)rounds),
-               median(ratio_cpu[r], (size_t)rounds));
+        printf("  %-44s %6.3fx %6.3fx\n", ratio_name[r], tpsc_median(ratio_wall[r], rounds),
+               tpsc_median(ratio_cpu[r], rounds));
     fflush(stdout);
     for (int v = 0; v < VARIANTS; v++) free(wall[v]), free(cpu[v]);
     for (int r = 0; r < 3; r++) free(ratio_wall[r]), free(ratio_cpu[r]);

@@ -24,22 +24,13 @@
 #include "src/common/h5_probe.h"
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
+#include "src/perf/bench.h"
 #include "src/util/alloc.h"
 
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Sets the file's times to `age` seconds ago (0: now). */
@@ -142,7 +133,7 @@ int main(int argc, char **argv) {
             if (fresh) set_age(path, 0);
             on[r] = load_once(path, hold ? &m : NULL, bufs);
         }
-        const double moff = median(off, rounds), mon = median(on, rounds);
+        const double moff = tpsc_median(off, rounds), mon = tpsc_median(on, rounds);
         printf("%-8s off %7.1f ms  on %7.1f ms  ratio %.3f  (+%.1f ms)\n", fresh ? "fresh" : hold ? "held" : "settled", 1e3 * moff,
                1e3 * mon, mon / moff, 1e3 * (mon - moff));
     }

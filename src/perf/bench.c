@@ -29,6 +29,11 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+double tpsc_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 static void summarise(double *t, int n, size_t batch, tpsc_bench_result *res) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     res->median_s = t[n / 2];

@@ -23,6 +23,9 @@ typedef struct tpsc_bench_result {
  * Training under MPI: batch is the global batch, each rank steps on batch / ranks images and the
  * gradients are averaged (with or without overlap, in buckets of bucket_mb), as `tpsc train`
  * does; images_per_s is the global rate. */
+/* The median of v[0, n), n >= 1 (the mean of the middle two for even n); sorts v in place. */
+double tpsc_median(double *v, int n);
+
 tpsc_status tpsc_bench_train(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,
                              ag_precision precision, bool overlap, double bucket_mb, tpsc_bench_result *res);
 tpsc_status tpsc_bench_infer(const vit_config *vc, const tok_config *tc, size_t batch, int warmup, int repeats,

@@ -20,16 +20,6 @@ static double clock_s(clockid_t id) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* One model with random weights (timm's init; gates random so the kept channels vary), written
  * as an inference file and opened by the library. */
 static tpsc_status open_model(const vit_config *vc, const tok_config *tc, size_t batch, const tps_open_options *oo,
@@ -80,11 +70,11 @@ tpsc_status tpsc_bench_alternate(int warmup, int repeats, tpsc_status (*step)(vo
     }
     if (st == TPSC_OK) {
         for (int k = 0; k < 2; k++) {
-            res->wall_s[k] = median(wall[k], repeats);
-            res->cpu_s[k] = median(cpu[k], repeats);
+            res->wall_s[k] = tpsc_median(wall[k], repeats);
+            res->cpu_s[k] = tpsc_median(cpu[k], repeats);
         }
-        res->ratio_wall = median(rw, repeats);
-        res->ratio_cpu = median(rc, repeats);
+        res->ratio_wall = tpsc_median(rw, repeats);
+        res->ratio_cpu = tpsc_median(rc, repeats);
     }
     tpsc_free(t);
     return st;
