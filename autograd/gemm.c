@@ -224,7 +224,7 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
             if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
             return;
         }
-        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N, false) &&
+        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N, false, false) &&
             ctx->status == TPSC_OK)
             ctx->status = TPSC_ERR_INTERNAL;
         return;
@@ -248,13 +248,14 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
     ag_gemm(ctx, false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
-void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *m, float *y) {
+void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {
     if (ctx->precision == AG_BF16) {
-        if (!a.h || !b.h) {
+        if (!a.h || !b.h || (!m.h && !m.f)) {
             if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
             return;
         }
-        if (!ag_bf16_gemm_ex(false, false, M, N, K, 1.0f, a.h, K, b.h, N, 0.0f, y, N, NULL, m, N, true) &&
+        const void *mv = m.h ? (const void *)m.h : (const void *)m.f;
+        if (!ag_bf16_gemm_ex(false, false, M, N, K, 1.0f, a.h, K, b.h, N, 0.0f, y, N, NULL, mv, N, m.h != NULL, true) &&
             ctx->status == TPSC_OK)
             ctx->status = TPSC_ERR_INTERNAL;
         return;
@@ -262,5 +263,5 @@ void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, c
     ag_gemm(ctx, false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, y, N);
     const size_t n = (size_t)M * (size_t)N;
     #pragma omp parallel for simd if (parallel: n > FILL_PAR)
-    for (size_t i = 0; i < n; i++) y[i] *= m[i];
+    for (size_t i = 0; i < n; i++) y[i] *= m.f[i];
 }

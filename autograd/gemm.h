@@ -82,8 +82,10 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
  * backward product scaled by a local derivative (fc2's dx by GELU's). BF16 multiplies in the
  * kernel as it stores y, so y is written once and no product is stored to be read back; FP32
  * runs sgemm into y, then multiplies. Either way each element is the float product of the
- * GEMM's value and m's. */
-void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *m, float *y);
+ * GEMM's value and m's. m is an operand: FP32 reads m.f; BF16 reads m's bf16 values m.h when it
+ * has them (a factor made as bf16, half the bytes to write and read, at one more bf16 rounding
+ * of the result), else the floats m.f. */
+void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y);
 
 /* Frees ctx's cached parameter copies (ag_ctx_free calls it). */
 void ag_gemm_free_params(ag_ctx *ctx);

@@ -80,20 +80,33 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
      * in BF16) and gelu'(x) (into d: dx itself when it is new); Phi(x) is shared, so the
      * recompute costs no more than the unfused backward's derivative pass. g then receives
      * dy w. */
-    /* BF16 with a new dx: d is scratch and the kernel multiplies dy w by it as it stores dx
-     * (ag_gemm_mul), so dy w is never stored as floats and read back. FP32 keeps its order
-     * (d in dx, g = dy w, then dx *= g), which needs no scratch for d beside g's. */
+    /* BF16 with a new dx: gelu'(x) goes to bf16 scratch dh and the kernel multiplies dy w by
+     * it as it stores dx (ag_gemm_mul), so dy w is never stored as floats and read back, and
+     * the factor costs 2 bytes a value to write and read, not 4. Rounding gelu' to bf16 is what
+     * PyTorch's bf16 autocast does too: its GELU backward runs on bf16 tensors. BF16 adding into
+     * an existing dx keeps a float d. FP32 keeps its order (d in dx, g = dy w, then dx *= g),
+     * which needs no scratch for d beside g's. */
     const bool bf16 = ctx->precision == AG_BF16;
     ag_operand gh = bf16 && dw ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
+    ag_operand dh = bf16 && dx && fresh ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
     float *g = bf16 ? NULL : ag_scratch_get(ctx, MCin);
-    float *d = !dx ? NULL : fresh && !bf16 ? dx : ag_scratch_get(ctx, MCin);
-    if ((bf16 && dw && !gh.h) || (!bf16 && !g) || (dx && !d)) {
+    float *d = !dx || (bf16 && fresh) ? NULL : fresh ? dx : ag_scratch_get(ctx, MCin);
+    if ((bf16 && dw && !gh.h) || (bf16 && dx && fresh && !dh.h) || (!bf16 && !g) || (dx && !fresh && !d)) {
+        ag_operand_done(ctx, &gh);
+        ag_operand_done(ctx, &dh);
         ag_operand_done(ctx, &dyo);
         return;
     }
     const float *v = x->data;
-    uint16_t *hv = (uint16_t *)gh.h;
-    if (d && bf16) {
+    uint16_t *hv = (uint16_t *)gh.h, *hd = (uint16_t *)dh.h;
+    if (hd) {
+        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
+        for (size_t i = 0; i < MCin; i++) {
+            const float cdf = vm_normal_cdf_rational(v[i]);
+            if (hv) hv[i] = bf16_from_float(v[i] * cdf);
+            hd[i] = bf16_from_float(cdf + v[i] * vm_normal_pdf(v[i]));
+        }
+    } else if (d && bf16) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
         for (size_t i = 0; i < MCin; i++) {
             const float cdf = vm_normal_cdf_rational(v[i]);
@@ -117,9 +130,9 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, go, Cin, 1.0f, dw, Cin);
         ag_operand_done(ctx, &go);
     }
-    if (dx && bf16 && fresh) {
-        ag_gemm_mul(ctx, M, Cin, Cout, dyo, wo, d, dx);
-        ag_scratch_put(ctx, d, MCin);
+    if (hd) {
+        ag_gemm_mul(ctx, M, Cin, Cout, dyo, wo, dh, dx);
+        ag_operand_done(ctx, &dh);
     } else if (dx && bf16) {
         g = ag_scratch_get(ctx, MCin);
     }
