@@ -208,7 +208,10 @@ tpsc_status tpsc_dataset_open_h5(tpsc_dataset **out, const char *path) {
     h5_file_facts facts;
     const h5_file_check check = h5_file_vet(path, true, &facts);
     if (check != H5_FILE_OK)
-        return tpsc_fail(h5_file_check_is_format(check) ? TPSC_ERR_FORMAT : TPSC_ERR_IO, "%s: %s", path, facts.problem);
+        return tpsc_fail(check == H5_FILE_BAD_SETTING     ? TPSC_ERR_CONFIG
+                         : h5_file_check_is_format(check) ? TPSC_ERR_FORMAT
+                                                          : TPSC_ERR_IO,
+                         "%s: %s", path, facts.problem);
     const uint64_t file_limit = decoded_limit(facts.bytes);
     hid_t file;
     H5E_BEGIN_TRY { file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }

@@ -167,3 +167,36 @@ Test(h5_probe, the_environment_turns_it_off) {
     unsetenv("TPSC_HDF5_PROBE");
     cr_assert(h5_probe_enabled());
 }
+
+/* A TPSC_HDF5_PROBE_SECONDS that is not a whole number of seconds from 1 to 3600 is an error
+ * naming the variable and its value, from the probe and from every loader, before any child
+ * runs; never a silent 30 s. With the probe off the bound is not read. */
+Test(h5_probe, a_bad_bound_is_an_error) {
+    static const char *const bad[] = {"", "abc", "30s", "1.5", " 5", "+5", "0", "-5", "3601", "99999999999999999999999"};
+    char problem[192];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(setenv("TPSC_HDF5_PROBE_SECONDS", bad[i], 1), 0);
+        cr_assert_eq(h5_probe(MODEL, NULL, 0, problem, sizeof problem), H5_PROBE_BAD_SETTING, "'%s'", bad[i]);
+        char want[96];
+        snprintf(want, sizeof want, "TPSC_HDF5_PROBE_SECONDS is '%s'", bad[i]);
+        cr_assert(strstr(problem, want), "'%s': %s", bad[i], problem);
+
+        h5_file_facts facts;
+        cr_assert_eq(h5_file_vet(MODEL, true, &facts), H5_FILE_BAD_SETTING, "'%s'", bad[i]);
+        cr_assert(!h5_file_check_is_format(H5_FILE_BAD_SETTING));
+        tps_model *m = NULL;
+        cr_assert_eq(tps_model_open(MODEL, &m), TPS_ERR_ARG, "'%s'", bad[i]);
+        cr_assert(strstr(tps_last_error(), "TPSC_HDF5_PROBE_SECONDS"), "%s", tps_last_error());
+        cr_assert_eq(framework_load(CHECKPOINT), TPSC_ERR_CONFIG, "'%s'", bad[i]);
+        cr_assert(strstr(tpsc_last_error(), "TPSC_HDF5_PROBE_SECONDS"), "%s", tpsc_last_error());
+        tpsc_clear_error();
+    }
+    cr_assert_eq(setenv("TPSC_HDF5_PROBE", "off", 1), 0);
+    tps_model *m = NULL;
+    cr_assert_eq(tps_model_open(MODEL, &m), TPS_OK, "%s", tps_last_error());
+    tps_model_close(m);
+    unsetenv("TPSC_HDF5_PROBE");
+    cr_assert_eq(setenv("TPSC_HDF5_PROBE_SECONDS", "3600", 1), 0);
+    cr_assert_eq(h5_probe(MODEL, NULL, 0, problem, sizeof problem), H5_PROBE_CLEAN, "%s", problem);
+    unsetenv("TPSC_HDF5_PROBE_SECONDS");
+}

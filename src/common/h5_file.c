@@ -33,7 +33,8 @@ static h5_file_check found(h5_file_check c, int err, uint64_t heap_at, h5_file_f
     case H5_FILE_BAD_HEAP:
         snprintf(buf, cap, "damaged HDF5 file: the string heap at byte %llu is corrupt", (unsigned long long)heap_at);
         break;
-    case H5_FILE_BAD_METADATA: break; /* h5_probe writes its own */
+    case H5_FILE_BAD_METADATA:
+    case H5_FILE_BAD_SETTING: break; /* h5_probe writes its own */
     }
     return c;
 }

@@ -18,7 +18,8 @@ typedef enum {
     H5_FILE_NOT_HDF5,
     H5_FILE_UNREADABLE, /* a read of the heap check failed (errno in *err) */
     H5_FILE_BAD_HEAP,   /* a corrupt string heap at byte *heap_at */
-    H5_FILE_BAD_METADATA /* libhdf5 crashed, hung or over-allocated reading it (h5_probe.h) */
+    H5_FILE_BAD_METADATA, /* libhdf5 crashed, hung or over-allocated reading it (h5_probe.h) */
+    H5_FILE_BAD_SETTING   /* the probe's environment is wrong (TPSC_HDF5_PROBE_SECONDS): the file is not judged */
 } h5_file_check;
 
 /* What the checks found: the file's size (HDF5 readers bound a data set's claimed size by it)
@@ -32,7 +33,7 @@ typedef struct {
 h5_file_check h5_file_precheck(const char *path, h5_file_facts *facts);
 
 /* True when the failure is the file's content (a format error), false when it is the file
- * system's (an I/O error). */
+ * system's (an I/O error) or the environment's (H5_FILE_BAD_SETTING, a configuration error). */
 bool h5_file_check_is_format(h5_file_check c);
 
 #endif

@@ -24,7 +24,8 @@ enum {
     ATTR_READ = 16 << 20,  /* an attribute value larger than this is not read */
     MAX_DEPTH = 64,        /* groups inside groups */
     MAX_FAILS = 64,        /* failed link or attribute reads tried past, per object */
-    DEFAULT_SECONDS = 30,
+    DEFAULT_SECONDS = 30,  /* TPSC_HDF5_PROBE_SECONDS unset */
+    MAX_SECONDS = 3600,
 };
 
 /* What the child writes to the parent once it has walked the file. */
@@ -41,11 +42,25 @@ bool h5_probe_enabled(void) {
     return !(v && (!strcmp(v, "off") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "false")));
 }
 
-static unsigned probe_seconds(void) {
+/* The bound in seconds: TPSC_HDF5_PROBE_SECONDS, a whole number from 1 to 3600, or 30 when
+ * unset. Any other value (empty, signed, fractional, trailing junk, zero, too large) is false,
+ * with the variable and its value written into problem: a mistyped bound is the user's error,
+ * never a silent 30 s. */
+static bool probe_seconds(unsigned *seconds, char *problem, size_t cap) {
     const char *v = getenv("TPSC_HDF5_PROBE_SECONDS");
-    char *end = NULL;
-    const long s = v ? strtol(v, &end, 10) : 0;
-    return v && end != v && *end == '\0' && s >= 1 && s <= 3600 ? (unsigned)s : DEFAULT_SECONDS;
+    *seconds = DEFAULT_SECONDS;
+    if (!v) return true;
+    unsigned long s = 0;
+    size_t n = 0;
+    for (; v[n] >= '0' && v[n] <= '9'; n++)
+        if (s <= MAX_SECONDS) s = 10 * s + (unsigned long)(v[n] - '0');
+    if (n > 0 && v[n] == '\0' && s >= 1 && s <= MAX_SECONDS) {
+        *seconds = (unsigned)s;
+        return true;
+    }
+    snprintf(problem, cap, "TPSC_HDF5_PROBE_SECONDS is '%.40s%s': expected a whole number of seconds from 1 to %d",
+             v, strlen(v) > 40 ? "..." : "", MAX_SECONDS);
+    return false;
 }
 
 /* ---- the child: everything libhdf5 parses for the loaders, bulk data aside -------------- */
@@ -310,11 +325,11 @@ static pid_t wait_child(pid_t pid, int *status, int flags) {
     return r;
 }
 
-static h5_probe_verdict run_child(const char *path, const void *image, uint64_t bytes, char *problem, size_t cap) {
+static h5_probe_verdict run_child(const char *path, const void *image, uint64_t bytes, unsigned seconds, char *problem,
+                                  size_t cap) {
     int fds[2];
     if (pipe(fds) != 0) return H5_PROBE_SKIPPED;
     fcntl(fds[0], F_SETFD, FD_CLOEXEC), fcntl(fds[1], F_SETFD, FD_CLOEXEC);
-    const unsigned seconds = probe_seconds();
     const pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]), close(fds[1]);
@@ -446,13 +461,15 @@ void h5_probe_forget(void) {
 
 h5_probe_verdict h5_probe(const char *path, const void *image, uint64_t bytes, char *problem, size_t cap) {
     if (cap) problem[0] = '\0';
-    if (!path) return run_child(NULL, image, bytes, problem, cap);
+    unsigned seconds;
+    if (!probe_seconds(&seconds, problem, cap)) return H5_PROBE_BAD_SETTING;
+    if (!path) return run_child(NULL, image, bytes, seconds, problem, cap);
     file_key before, after;
     const bool keyed = key_of(path, &before);
     if (keyed && has_passed(&before)) return H5_PROBE_CLEAN;
     struct timespec probed_at;
     clock_gettime(CLOCK_REALTIME, &probed_at);
-    const h5_probe_verdict v = run_child(path, NULL, bytes, problem, cap);
+    const h5_probe_verdict v = run_child(path, NULL, bytes, seconds, problem, cap);
     if (v == H5_PROBE_CLEAN && keyed && key_of(path, &after) && same_key(&before, &after)) remember(&before, probed_at);
     return v;
 }
@@ -461,5 +478,7 @@ h5_file_check h5_file_vet(const char *path, bool probe, h5_file_facts *facts) {
     const h5_file_check c = h5_file_precheck(path, facts);
     if (c != H5_FILE_OK || !probe || !h5_probe_enabled()) return c;
     const h5_probe_verdict v = h5_probe(path, NULL, facts->bytes, facts->problem, sizeof facts->problem);
-    return v == H5_PROBE_CLEAN || v == H5_PROBE_SKIPPED ? H5_FILE_OK : H5_FILE_BAD_METADATA;
+    return v == H5_PROBE_CLEAN || v == H5_PROBE_SKIPPED ? H5_FILE_OK
+           : v == H5_PROBE_BAD_SETTING                  ? H5_FILE_BAD_SETTING
+                                                        : H5_FILE_BAD_METADATA;
 }

@@ -13,7 +13,9 @@
  * An HDF5 error in the child is no verdict: the loaders then report it their own way.
  *
  * The environment: TPSC_HDF5_PROBE=off (or 0) skips the probe; TPSC_HDF5_PROBE_SECONDS sets the
- * bound (default 30, at most 3600). A file that passed is remembered by device, inode, size,
+ * bound, a whole number of seconds from 1 to 3600 (default 30 when unset). Any other value is an
+ * error (H5_PROBE_BAD_SETTING, H5_FILE_BAD_SETTING) whose problem names the variable and its
+ * value, never a silent default; with the probe off the bound is not read. A file that passed is remembered by device, inode, size,
  * modification and change times and, up to 1 MB, a hash of its bytes (16 files), so that a
  * loader that opens it several times forks once (a larger file changed in the last 100 ms is
  * not remembered).
@@ -39,7 +41,8 @@ typedef enum {
     H5_PROBE_CRASHED, /* killed by a signal or exited without finishing */
     H5_PROBE_HUNG,    /* still running at the bound: killed */
     H5_PROBE_NOMEM,   /* libhdf5 asked for more memory than the file can justify */
-    H5_PROBE_SKIPPED  /* turned off, or fork() failed */
+    H5_PROBE_SKIPPED, /* turned off, or fork() failed */
+    H5_PROBE_BAD_SETTING /* TPSC_HDF5_PROBE_SECONDS is set but not a bound: no child ran */
 } h5_probe_verdict;
 
 /* Whether the environment leaves the probe on (TPSC_HDF5_PROBE). */
@@ -47,7 +50,7 @@ bool h5_probe_enabled(void);
 
 /* Probes the file at path (file_bytes long), or, path NULL, the file image image[0, bytes)
  * through HDF5's core driver. On a refusal writes "corrupt HDF5 metadata: libhdf5 ..." into
- * problem (cap bytes). Runs whatever the environment says; callers check h5_probe_enabled. */
+ * problem (cap bytes); on H5_PROBE_BAD_SETTING, "TPSC_HDF5_PROBE_SECONDS is '...': ...". Runs whatever the environment says; callers check h5_probe_enabled. */
 h5_probe_verdict h5_probe(const char *path, const void *image, uint64_t bytes, char *problem, size_t cap);
 
 /* Forgets the files that passed, so that the next open of each is probed again (benchmarks). */

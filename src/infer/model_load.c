@@ -599,7 +599,10 @@ static tps_status open_locked(const char *path, bool probe, tps_model *m) {
     h5_file_facts facts;
     const h5_file_check check = h5_file_vet(path, probe, &facts);
     if (check != H5_FILE_OK)
-        return ti_fail(h5_file_check_is_format(check) ? TPS_ERR_FORMAT : TPS_ERR_IO, "%s: %s", path, facts.problem);
+        return ti_fail(check == H5_FILE_BAD_SETTING     ? TPS_ERR_ARG
+                       : h5_file_check_is_format(check) ? TPS_ERR_FORMAT
+                                                        : TPS_ERR_IO,
+                       "%s: %s", path, facts.problem);
     /* the default access properties: a file the application holds open opens again */
     hid_t id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (id < 0) return ti_fail(TPS_ERR_FORMAT, "%s: HDF5 cannot open it (truncated or damaged file?)", path);
@@ -616,7 +619,8 @@ static tps_status open_memory_locked(const void *image, size_t bytes, const char
     h5_file_facts facts;
     if (probe && h5_probe_enabled()) {
         const h5_probe_verdict v = h5_probe(NULL, image, bytes, facts.problem, sizeof facts.problem);
-        if (v != H5_PROBE_CLEAN && v != H5_PROBE_SKIPPED) return ti_fail(TPS_ERR_FORMAT, "%s: %s", name, facts.problem);
+        if (v != H5_PROBE_CLEAN && v != H5_PROBE_SKIPPED)
+            return ti_fail(v == H5_PROBE_BAD_SETTING ? TPS_ERR_ARG : TPS_ERR_FORMAT, "%s: %s", name, facts.problem);
     }
     static unsigned long serial; /* under hdf5_lock */
     char unique[64];

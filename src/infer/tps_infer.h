@@ -129,7 +129,8 @@ typedef struct tps_open_options {
      * reads its metadata first, so that a damaged file on which libhdf5 itself would crash or
      * hang is refused with TPS_ERR_FORMAT ("corrupt HDF5 metadata: libhdf5 crashed reading
      * it") instead of ending or blocking the caller (docs/reliability.md). The child calls
-     * only HDF5 and ends within TPSC_HDF5_PROBE_SECONDS (default 30); a file that passed is
+     * only HDF5 and ends within TPSC_HDF5_PROBE_SECONDS (default 30; a value that is not a
+     * whole number from 1 to 3600 fails with TPS_ERR_ARG, naming it); a file that passed is
      * not read twice while it is unchanged. Nonzero: no child, for hosts that must not fork
      * (as does the environment variable TPSC_HDF5_PROBE=off); only trusted files then. */
     int unprobed;

@@ -41,7 +41,10 @@ tpsc_status tpsc_h5_open_read(tpsc_h5 *f, const char *path) {
     h5_file_facts facts;
     const h5_file_check check = h5_file_vet(path, true, &facts);
     if (check != H5_FILE_OK)
-        return tpsc_fail(h5_file_check_is_format(check) ? TPSC_ERR_FORMAT : TPSC_ERR_IO, "%s: %s", path, facts.problem);
+        return tpsc_fail(check == H5_FILE_BAD_SETTING     ? TPSC_ERR_CONFIG
+                         : h5_file_check_is_format(check) ? TPSC_ERR_FORMAT
+                                                          : TPSC_ERR_IO,
+                         "%s: %s", path, facts.problem);
     hid_t fapl = strong_close_fapl();
     f->id = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
