@@ -29,8 +29,9 @@
 # masked against real removal (`bench train --removal`, tps.train_removal), the two in
 # alternation on one model, in FP32 and, with --bf16-train, in BF16: the median of the per-step
 # speed-ups and the MAC ratio of the two forwards (docs/tps.md, "Real removal in training").
-# The "of FMA peak" column is the inference GFLOP/s over register-only FMA loops on the same
-# threads, measured by `tpsc bench` in the same run. --tome adds ToMe off the shelf in libtpsinfer
+# The "of peak" column is the inference GFLOP/s over register-only loops on the same threads,
+# measured by `tpsc bench` in the same run: FMA loops for FP32 rows, vdpbf16ps loops (the BF16
+# dot-product peak) for the bf16 rows (docs/inference.md, FP32 GEMM back-ends). --tome adds ToMe off the shelf in libtpsinfer
 # at r = 8, 13 and 16 against dense at batch 1 and 32 (`bench infer --tome-r R --interleave`: the
 # two in alternation, the median of the per-pair speed-ups), with both GMACs and their ratio; the
 # ToMe paper's anchor is ViT-S/16 at r = 13 on a V100, 953 -> 1564 img/s (1.64x). --attention adds
@@ -255,7 +256,7 @@ def med(xs):
 backends = set()
 
 def ours_rows(path, suffix=""):
-    """{(kind, method + suffix, batch): (img/s, peak RSS MB, % of FMA peak or None)} from a `tpsc bench`
+    """{(kind, method + suffix, batch): (img/s, peak RSS MB, % of the FMA or, bf16 rows, the BF16 peak, or None)} from a `tpsc bench`
     markdown table; and the core."""
     rows, core = {}, None
     if not os.path.exists(path):
@@ -337,7 +338,7 @@ for mode in modes:
         label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", "/".join(sorted(backends)) or "?",
         repeat))
     table = ["| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB |"
-             " PyTorch peak RSS MB | tpsc of FMA peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+             " PyTorch peak RSS MB | tpsc of peak (FMA; bf16: BF16) |", "|---|---|---|---|---|---|---|---|---|---|"]
     extra = [(k, m + sfx, b) for sfx in (" openblas", " bf16") for k, m, b in shapes if k == "infer"]
     for key in shapes + [k for k in extra if any(k in o for o in ours)]:  # BF16 training: its own table
         kind, method, batch = key

@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
             "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, or oneDNN on weights packed once;\n"
             "the default is the faster one on this CPU, and the header names the one that ran. The last column is\n"
-            "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run).\n"
+            "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run);\n"
+            "with --precision bf16, of the BF16 peak (register-only vdpbf16ps loops, the same way).\n"
             "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
             "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "--attention (engine lib) chooses how attention's per-head products run: two sgemm calls, or one\n"
@@ -182,9 +183,16 @@ int cmd_bench(int argc, char **argv) {
         if (!chan_enabled(&tc.chan)) tc.chan.n_blocks = 0;
     }
     double peak = tpsc_sgemm_peak_gflops(1536, 3), fma = tpsc_fma_peak_gflops(ag_get_threads(), 5);
+    /* BF16 work is measured against the BF16 dot-product peak, FP32 work against the FMA peak:
+     * the last column's "of ... peak" names which */
+    const bool bf16 = precision == TPS_PRECISION_BF16;
+    const double bf16_peak = bf16 ? tpsc_bf16_peak_gflops(ag_get_threads(), 5) : 0.0;
+    const double work_peak = bf16 ? bf16_peak : fma;
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s, FMA peak (%s): %.0f GFLOP/s\n",
+    printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s, FMA peak (%s): %.0f GFLOP/s",
            ag_blas_corename(), ag_get_threads(), wait ? wait : "(libgomp default)", peak, tpsc_fma_peak_isa(), fma);
+    if (bf16) printf(", BF16 peak (avx512bf16 dot products): %.0f GFLOP/s", bf16_peak);
+    printf("\n");
     if (!train && !strcmp(engine, "lib")) {
         const tps_gemm ran = precision == TPS_PRECISION_BF16 ? TPS_GEMM_ONEDNN : gemm == TPS_GEMM_AUTO ? tps_gemm_default() : gemm;
         printf("GEMM back-end %s (%s)\n", tps_gemm_name(ran),
@@ -253,7 +261,8 @@ int cmd_bench(int argc, char **argv) {
         }
         return 0;
     }
-    printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of FMA peak |\n");
+    printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of %s peak |\n",
+           bf16 ? "BF16" : "FMA");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int bi = 0; bi < n_batches; bi++) {
         const size_t batch = batch_list[bi];
@@ -273,7 +282,7 @@ int cmd_bench(int argc, char **argv) {
                    rm.gmacs_per_image, rm.gflops, peak > 0 ? 100.0 * rm.gflops / peak : 0, rm.peak_rss_mb);
             if (k == 1) printf("%.2fx (MACs ratio %.2fx) | ", rm.images_per_s / rd.images_per_s, rd.gmacs_per_image / rm.gmacs_per_image);
             else printf("- | ");
-            printf("%.0f%% |\n", fma > 0 ? 100.0 * rm.gflops / fma : 0);
+            printf("%.0f%% |\n", work_peak > 0 ? 100.0 * rm.gflops / work_peak : 0);
             if (train && dist_active())
                 printf("%d MPI ranks x %d threads: allreduce per step (median) %.1f ms exposed, %.1f ms in flight, "
                        "overlap %s, buckets of %g MB\n",

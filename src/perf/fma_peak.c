@@ -1,5 +1,6 @@
 /* A register-only FMA loop per thread: 12 independent accumulators (more than the FMA latency
- * times the issue width of current cores, so the pipes never wait on a result). */
+ * times the issue width of current cores, so the pipes never wait on a result). The BF16 peak
+ * runs the same loop with vdpbf16ps (its latency times issue width is no larger). */
 #include <immintrin.h>
 #include <omp.h>
 #include <string.h>
@@ -39,6 +40,20 @@ __attribute__((target("avx2,fma"))) static float loop_ymm(long iters) {
     return out[0] + out[7];
 }
 
+/* vdpbf16ps: each of the 16 FP32 lanes adds two BF16 products, 32 MACs per instruction. The
+ * operands are small (1e-3) so the sums stay normal and finite over ITERS. */
+__attribute__((target("avx512f,avx512bf16"))) static float loop_bf16(long iters) {
+    const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(2e-3f));
+    __m512 x0 = _mm512_set1_ps(0), x1 = _mm512_set1_ps(1), x2 = _mm512_set1_ps(2), x3 = _mm512_set1_ps(3);
+    __m512 x4 = _mm512_set1_ps(4), x5 = _mm512_set1_ps(5), x6 = _mm512_set1_ps(6), x7 = _mm512_set1_ps(7);
+    __m512 x8 = _mm512_set1_ps(8), x9 = _mm512_set1_ps(9), x10 = _mm512_set1_ps(10), x11 = _mm512_set1_ps(11);
+    for (long it = 0; it < iters; it++) FMA12(_mm512_dpbf16_ps, a, b);
+    x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)), _mm512_add_ps(x4, x5));
+    x6 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x6, x7), _mm512_add_ps(x8, x9)), _mm512_add_ps(x10, x11));
+    return _mm512_reduce_add_ps(_mm512_add_ps(x0, x6));
+}
+
 const char *tpsc_fma_peak_isa(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f")) return "avx512";
@@ -46,17 +61,23 @@ const char *tpsc_fma_peak_isa(void) {
     return "none";
 }
 
-double tpsc_fma_peak_gflops(int threads, int repeats) {
-    const char *isa = tpsc_fma_peak_isa();
-    const int lanes = !strcmp(isa, "avx512") ? 16 : !strcmp(isa, "avx2") ? 8 : 0;
-    if (!lanes || threads < 1) return 0.0;
+bool tpsc_bf16_peak_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
+typedef float (*peak_loop)(long iters);
+
+/* GFLOP/s of loop on `threads` threads, best of `repeats`; macs: multiply-adds per loop
+ * iteration (all accumulators, all lanes), 2 FLOP each. */
+static double best_gflops(peak_loop loop, int threads, int repeats, double macs) {
     double best = 1e30;
     volatile float sink = 0.0f; /* keeps the loops */
     for (int r = 0; r < repeats; r++) {
         const double t0 = tpsc_now();
         #pragma omp parallel num_threads(threads)
         {
-            const float s = lanes == 16 ? loop_zmm(ITERS) : loop_ymm(ITERS);
+            const float s = loop(ITERS);
             #pragma omp atomic
             sink += s;
         }
@@ -64,5 +85,17 @@ double tpsc_fma_peak_gflops(int threads, int repeats) {
         if (t < best) best = t;
     }
     (void)sink;
-    return 2.0 * (double)threads * (double)ITERS * ACC * lanes / best * 1e-9;
+    return 2.0 * macs * (double)threads * (double)ITERS / best * 1e-9;
+}
+
+double tpsc_fma_peak_gflops(int threads, int repeats) {
+    const char *isa = tpsc_fma_peak_isa();
+    const int lanes = !strcmp(isa, "avx512") ? 16 : !strcmp(isa, "avx2") ? 8 : 0;
+    if (!lanes || threads < 1 || repeats < 1) return 0.0;
+    return best_gflops(lanes == 16 ? loop_zmm : loop_ymm, threads, repeats, (double)ACC * lanes);
+}
+
+double tpsc_bf16_peak_gflops(int threads, int repeats) {
+    if (!tpsc_bf16_peak_supported() || threads < 1 || repeats < 1) return 0.0;
+    return best_gflops(loop_bf16, threads, repeats, (double)ACC * 16 * 2);
 }
