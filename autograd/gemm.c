@@ -217,18 +217,30 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
 
 #define FILL_PAR 32768 /* output elements above which the FP32 fill is worth threads */
 
+/* The BF16 form of the fused products: y [M,N] = a [M,K] op(b) with the epilogue in the kernel,
+ * op(b) = b^T with b [N,K] when trans_b, else b [K,N]; bias [N] (may be NULL) and r [M,N]
+ * (contiguous, floats or bf16; optional when added) added, or with r_mul y multiplied by r (then
+ * r is required). False in FP32: the caller runs its own FP32 form. True in BF16, the product
+ * done or ctx's error set (an operand that could not be made, its op having already said why,
+ * or a kernel that failed). */
+static bool gemm_fused_bf16(ag_ctx *ctx, bool trans_b, int M, int N, int K, ag_operand a, ag_operand b,
+                            const float *bias, ag_operand r, bool r_mul, float *y) {
+    if (ctx->precision != AG_BF16) return false;
+    const void *rv = r.h ? (const void *)r.h : (const void *)r.f;
+    if (!a.h || !b.h || (r_mul && !rv)) {
+        if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+        return true;
+    }
+    if (!ag_bf16_gemm_ex(false, trans_b, M, N, K, 1.0f, a.h, K, b.h, trans_b ? K : N, 0.0f, y, N, bias, rv, N,
+                         r.h != NULL, r_mul) &&
+        ctx->status == TPSC_OK)
+        ctx->status = TPSC_ERR_INTERNAL;
+    return true;
+}
+
 void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
                     float *y) {
-    if (ctx->precision == AG_BF16) {
-        if (!x.h || !w.h) {
-            if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
-            return;
-        }
-        if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, x.h, K, w.h, K, 0.0f, y, N, bias, r, N, false, false) &&
-            ctx->status == TPSC_OK)
-            ctx->status = TPSC_ERR_INTERNAL;
-        return;
-    }
+    if (gemm_fused_bf16(ctx, true, M, N, K, x, w, bias, (ag_operand){.f = r}, false, y)) return;
     /* y [M,N] = r + bias, then sgemm accumulates x w^T onto it (beta 1) */
     float beta = 0.0f;
     if (r || bias) {
@@ -249,17 +261,7 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
 }
 
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {
-    if (ctx->precision == AG_BF16) {
-        if (!a.h || !b.h || (!m.h && !m.f)) {
-            if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
-            return;
-        }
-        const void *mv = m.h ? (const void *)m.h : (const void *)m.f;
-        if (!ag_bf16_gemm_ex(false, false, M, N, K, 1.0f, a.h, K, b.h, N, 0.0f, y, N, NULL, mv, N, m.h != NULL, true) &&
-            ctx->status == TPSC_OK)
-            ctx->status = TPSC_ERR_INTERNAL;
-        return;
-    }
+    if (gemm_fused_bf16(ctx, false, M, N, K, a, b, NULL, m, true, y)) return;
     ag_gemm(ctx, false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, y, N);
     const size_t n = (size_t)M * (size_t)N;
     #pragma omp parallel for simd if (parallel: n > FILL_PAR)
