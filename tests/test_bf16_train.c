@@ -396,21 +396,31 @@ Test(bf16_train, layernorm_linear_matches_the_chain_in_bf16) {
  * computed here in double from the FP32 inputs. Backward chains four rounded products and
  * the perturbed probabilities through the softmax backward, whose row sums cancel; there the
  * check is normwise: ||d(qkv)' - d(qkv)|| <= 8 (2u) ||d(qkv)|| (four products, each of both
- * operands rounded: 4 x 2u, doubled for the perturbed A and dS feeding them). */
-static void attention_case(bool with_policy) {
+ * operands rounded: 4 x 2u, doubled for the perturbed A and dS feeding them).
+ * With a policy (0/1 as the hard Gumbel mask gives, or fractional), dP_j = sum_i d a_ij E_ij
+ * over the heads takes dA from one rounded product (2u), A and E = exp(S - m) from the
+ * rounded S (each a factor within exp(+-2 delta), about 2u here) and the same row sums as dS:
+ * normwise ||dP' - dP|| <= 8 (2u) ||dP|| as well. */
+enum { NO_POLICY, BINARY_POLICY, FRACTIONAL_POLICY };
+static void attention_case(int policy_kind) {
+    const bool with_policy = policy_kind != NO_POLICY;
     need_bf16();
     const size_t B = 2, N = 19, H = 3, D = 8, C = H * D, C3 = 3 * C;
     float *qkv = malloc(B * N * C3 * sizeof(float)), *dy = malloc(B * N * C * sizeof(float));
     float *pol = malloc(B * N * sizeof(float));
     fill(qkv, B * N * C3, 5, 1.0f), fill(dy, B * N * C, 6, 1.0f);
-    for (size_t i = 0; i < B * N; i++) pol[i] = (i % 3) ? 1.0f : 0.0f;
-    float *out[2], *grad[2];
+    for (size_t i = 0; i < B * N; i++)
+        pol[i] = policy_kind == BINARY_POLICY ? ((i % 3) ? 1.0f : 0.0f) : (float)((i * 7) % 11) / 10.0f;
+    float *out[2], *grad[2], *dpol[2] = {NULL, NULL};
     for (int p = 0; p < 2; p++) {
         ag_ctx *ctx = ag_ctx_create(0);
         cr_assert_eq(ag_set_precision(ctx, p ? AG_BF16 : AG_FP32), TPSC_OK, "%s", tpsc_last_error());
         ag_tensor *x = ag_new3(ctx, B, N, C3), *pt = with_policy ? ag_new2(ctx, B, N) : NULL;
         memcpy(x->data, qkv, B * N * C3 * sizeof(float));
-        if (pt) memcpy(pt->data, pol, B * N * sizeof(float));
+        if (pt) {
+            memcpy(pt->data, pol, B * N * sizeof(float));
+            pt->requires_grad = pt->retain_grad = true;
+        }
         x->requires_grad = x->retain_grad = true;
         ag_tensor *y = ag_attention(ctx, x, H, pt, NULL);
         cr_assert_not_null(y, "%s", tpsc_last_error());
@@ -418,6 +428,11 @@ static void attention_case(bool with_policy) {
         out[p] = malloc(B * N * C * sizeof(float)), grad[p] = malloc(B * N * C3 * sizeof(float));
         memcpy(out[p], y->data, B * N * C * sizeof(float));
         memcpy(grad[p], x->grad, B * N * C3 * sizeof(float));
+        if (pt) {
+            cr_assert_not_null(pt->grad, "the policy got no gradient");
+            dpol[p] = malloc(B * N * sizeof(float));
+            memcpy(dpol[p], pt->grad, B * N * sizeof(float));
+        }
         ag_ctx_free(ctx);
     }
     const double scale = 1.0 / sqrt((double)D);
@@ -463,12 +478,24 @@ static void attention_case(bool with_policy) {
     const double rel = sqrt(num / den);
     cr_assert(rel <= 8 * 2 * U_BF16, "attention d(qkv): relative error %.3g > %.3g", rel, 8 * 2 * U_BF16);
     cr_assert(max_diff > 0 && rel > 0, "attention: bf16 equals fp32: bf16 did not run");
+    if (with_policy) {
+        num = den = 0;
+        for (size_t j = 0; j < B * N; j++) {
+            const double e = (double)dpol[1][j] - dpol[0][j];
+            num += e * e, den += (double)dpol[0][j] * dpol[0][j];
+        }
+        const double rel_p = sqrt(num / den);
+        cr_assert(den > 0, "the policy gradient is all zero");
+        cr_assert(rel_p <= 8 * 2 * U_BF16, "attention d(policy): relative error %.3g > %.3g", rel_p, 8 * 2 * U_BF16);
+        cr_assert(rel_p > 0, "attention d(policy): bf16 equals fp32: bf16 did not run");
+    }
     free(A), free(qkv), free(dy), free(pol);
-    for (int p = 0; p < 2; p++) free(out[p]), free(grad[p]);
+    for (int p = 0; p < 2; p++) free(out[p]), free(grad[p]), free(dpol[p]);
 }
 
-Test(bf16_train, attention_within_the_bf16_bound) { attention_case(false); }
-Test(bf16_train, attention_with_policy_within_the_bf16_bound) { attention_case(true); }
+Test(bf16_train, attention_within_the_bf16_bound) { attention_case(NO_POLICY); }
+Test(bf16_train, attention_with_policy_within_the_bf16_bound) { attention_case(BINARY_POLICY); }
+Test(bf16_train, attention_with_fractional_policy_within_the_bf16_bound) { attention_case(FRACTIONAL_POLICY); }
 
 /* ---- parameter copies ------------------------------------------------------------------- */
 

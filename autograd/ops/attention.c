@@ -12,7 +12,11 @@
  * Saved for backward: the probabilities A [B,H,N,N] (needed for dV and the softmax backward).
  * With a policy, the backward also needs the unmasked exponentials exp(S - m), which A does not
  * hold where G = 0; rather than keep a second [B,H,N,N] buffer per block it recomputes S with
- * one more sgemm per pair (N*N*D MACs, the size of one of the backward products).
+ * one more GEMM per pair (N*N*D MACs, the size of one of the backward products). What the rows
+ * of the forward found is kept instead, three [B,H,N] vectors: each row's max m, its
+ * denominator Z and the index of its max, so the backward needs neither the scan nor the sum.
+ * The recomputed S is the forward's to the bit (the same GEMM on the same operands), so these
+ * are exactly the values a second pass would find.
  *
  * cls_attn (EViT's score) is a second output [B,N-1] = mean_h A[b,h,0,1:]. It gets its own
  * tiny tape node, recorded right after the attention node, so it runs first in reverse. That
@@ -35,6 +39,9 @@
 
 typedef struct attention_saved {
     float *attn;   /* [B,H,N,N] probabilities */
+    float *row_m;  /* [B,H,N] with a policy: max_j S_ij */
+    float *row_z;  /* [B,H,N] with a policy: Z_i = sum_k A_ik + eps (A unnormalised) */
+    uint32_t *row_am; /* [B,H,N] with a policy: the first j where S_ij = m_i */
     float *dcls;   /* [B,N-1] gradient of cls_attn, filled by the cls node; NULL without it */
     size_t B, N, C, H;
     float scale;
@@ -48,31 +55,92 @@ static inline float policy_gate(const float *p, size_t i, size_t j) {
     return p[j] + (1.0f - p[j]) * (i == j ? 1.0f : 0.0f);
 }
 
+/* The first index of the row's max (torch.max(dim)'s index, where the max's gradient goes):
+ * the max by a vector reduction (exact, so any order finds the same value), then its first
+ * occurrence. A NaN row gives some index in range. */
+static size_t row_argmax(const float *row, size_t N) {
+    float m = row[0];
+    #pragma omp simd reduction(max : m)
+    for (size_t j = 0; j < N; j++) m = row[j] > m ? row[j] : m;
+    size_t am = 0;
+    while (am + 1 < N && !(row[am] >= m)) am++;
+    return am;
+}
+
 /* DynamicViT's softmax_with_policy on row i of the scores, following the official arithmetic:
  * the max is over the whole unmasked row, then A_ij = exp(S_ij - m) G_ij and
- * attn_ij = (A_ij + eps/N) / (sum_k A_ik + eps). The row becomes attn unless `e` is given, in
- * which case the row is left alone and e receives exp(S_ij - m) (the backward's recompute).
- * Returns Z = sum_k A_ik + eps; *argmax receives the first index of the max (where the max's
- * gradient goes, as torch.max(dim) does). */
-static float policy_softmax_row(float *row, const float *p, size_t i, size_t N, float *e, size_t *argmax) {
-    size_t am = 0;
-    for (size_t j = 1; j < N; j++)
-        if (row[j] > row[am]) am = j;
+ * attn_ij = (A_ij + eps/N) / (sum_k A_ik + eps). The row becomes attn; *m, *z and *am receive
+ * the max, Z = sum_k A_ik + eps and the max's index, for the backward. */
+static void policy_softmax_row(float *row, const float *p, size_t i, size_t N, float *m_out, float *z_out,
+                               uint32_t *am_out) {
+    const size_t am = row_argmax(row, N);
     const float m = row[am];
-    float *ex = e ? e : row;
     float sum = 0.0f;
     #pragma omp simd reduction(+ : sum)
     for (size_t j = 0; j < N; j++) {
-        ex[j] = vm_expf(row[j] - m);
-        sum += ex[j] * policy_gate(p, i, j);
+        row[j] = vm_expf(row[j] - m);
+        sum += row[j] * policy_gate(p, i, j);
     }
     const float z = sum + POLICY_EPS;
-    if (!e) {
-        const float eps_n = POLICY_EPS / (float)N;
-        for (size_t j = 0; j < N; j++) row[j] = (row[j] * policy_gate(p, i, j) + eps_n) / z;
+    const float eps_n = POLICY_EPS / (float)N;
+    #pragma omp simd
+    for (size_t j = 0; j < N; j++) row[j] = (row[j] * policy_gate(p, i, j) + eps_n) / z;
+    *m_out = m, *z_out = z, *am_out = (uint32_t)am;
+}
+
+/* The policy backward of one row (see attention_backward), FP32, in the order the official
+ * formulation's float arithmetic was first written here: r and dm are serial sums, so the
+ * parity tests keep their bits. e holds S's row and becomes exp(S - m); g holds dA and becomes
+ * dS; dp [N] += this row's share of dP. Everything elementwise runs as vectors (the same
+ * operations per element, so the same bits). */
+static void policy_backward_row(float *g, float *e, const float *a, const float *p, size_t i, size_t N, float m,
+                                float z, size_t am, float *dp) {
+    #pragma omp simd
+    for (size_t j = 0; j < N; j++) e[j] = vm_expf(e[j] - m);
+    float r = 0.0f;
+    for (size_t j = 0; j < N; j++) r += g[j] * a[j];
+    const float dp_i = dp[i]; /* dG_ii/dP_i = 0: the diagonal adds nothing */
+    #pragma omp simd
+    for (size_t j = 0; j < N; j++) {
+        const float da = (g[j] - r) / z;
+        dp[j] += da * e[j];
+        g[j] = da * policy_gate(p, i, j) * e[j];
     }
-    if (argmax) *argmax = am;
-    return z;
+    dp[i] = dp_i;
+    float dm = 0.0f;
+    for (size_t j = 0; j < N; j++) dm -= g[j];
+    g[am] += dm;
+}
+
+/* The same in BF16, where the sums may be reordered: one vector pass per row computes dS and
+ * dP's share and rounds A and dS to bf16 (ha, hs) while the row is in cache; g keeps dS as
+ * floats only so that dm can be added at the argmax before that entry is rounded. */
+static void policy_backward_bf16(float *g, const float *S, const float *A, const float *p, const float *rm,
+                                 const float *rz, const uint32_t *ram, size_t N, float *dp, uint16_t *ha,
+                                 uint16_t *hs) {
+    for (size_t i = 0; i < N; i++) {
+        float *gi = g + i * N;
+        const float *si = S + i * N, *ai = A + i * N;
+        uint16_t *hai = ha + i * N, *hsi = hs + i * N;
+        const float m = rm[i], iz = 1.0f / rz[i];
+        float r = 0.0f;
+        #pragma omp simd reduction(+ : r)
+        for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+        const float dp_i = dp[i];
+        float sum_ds = 0.0f; /* dm = -sum_ds */
+        #pragma omp simd reduction(+ : sum_ds)
+        for (size_t j = 0; j < N; j++) {
+            const float e = vm_expf(si[j] - m), da = (gi[j] - r) * iz;
+            const float ds = da * policy_gate(p, i, j) * e;
+            dp[j] += da * e;
+            sum_ds += ds;
+            gi[j] = ds;
+            hai[j] = bf16_from_float(ai[j]);
+            hsi[j] = bf16_from_float(ds);
+        }
+        dp[i] = dp_i;
+        hsi[ram[i]] = bf16_from_float(gi[ram[i]] - sum_ds);
+    }
 }
 
 /* BF16, plain softmax: ha = bf16(A) and hs = bf16(dS), dS_ij = A_ij (g_ij - r_i) with
@@ -121,11 +189,12 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const int nthreads = omp_get_max_threads();
     const size_t per_thread = (policy ? 2 : 1) * N * N;
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
-    float *dp_heads = dpolicy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
+    /* [B,H,N]: written even when the policy needs no gradient, so the row code has no branch */
+    float *dp_heads = policy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
     /* BF16: per thread, the bf16 copies of A and of dS [N,N] (see ag_attention) */
     const size_t hbytes = 2 * ag_operand_bytes(ctx, N * N);
     uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)nthreads * hbytes) : NULL;
-    if (!scratch || (dpolicy && !dp_heads) || (hbytes && !hbuf)) {
+    if (!scratch || (policy && !dp_heads) || (hbytes && !hbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
         return;
     }
@@ -145,21 +214,29 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
         const ag_operand dO = ag_operand_at(douto, b * N * C + h * D);
         float *dv = dqkv ? dqkv + b * N * C3 + 2 * C + h * D : NULL;
-        /* BF16 without a policy: one pass over the rows rounds A and yields dS in bf16 (below),
-         * so dV waits for it; otherwise dV goes first, from A rounded whole. */
-        const bool fused_rows = hb && !policy;
+        /* BF16: one pass over the rows rounds A and yields dS in bf16 (below), so dV waits for
+         * it; FP32: dV goes first, from A. */
+        const bool fused_rows = hb != NULL;
 
         if (dv && !fused_rows) /* dV [N,D] += A^T dO */
-            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, ag_operand_into(ctx, A, N * N, hb), iN, dO, iC, beta_qkv, dv, iC3);
+            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, (ag_operand){A, NULL, 0}, iN, dO, iC, beta_qkv, dv, iC3);
         /* g [N,N] = dO V^T */
         ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
         if (s->dcls) {
             const float *dc = s->dcls + b * (N - 1);
             for (size_t j = 1; j < N; j++) g[j] += dc[j - 1] / (float)H;
         }
+        const float *p = policy ? policy->data + b * N : NULL;
+        float *dp = policy ? dp_heads + (size_t)pair * N : NULL;
+        const size_t ro = (size_t)pair * N; /* this pair's rows in row_m, row_z, row_am */
+        /* e = S = scale q k^T, as in the forward (the same GEMM, so the same bits) */
+        if (policy) ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
 
         if (fused_rows) {
-            softmax_backward_bf16(A, g, N, hb, hs);
+            if (policy)
+                policy_backward_bf16(g, e, A, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, hb, hs);
+            else
+                softmax_backward_bf16(A, g, N, hb, hs);
             if (dv) ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, (ag_operand){NULL, hb, 0}, iN, dO, iC, beta_qkv, dv, iC3);
             if (dqkv) {
                 const ag_operand dS = {NULL, hs, 0};
@@ -177,31 +254,14 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
                 for (size_t j = 0; j < N; j++) gi[j] = ai[j] * (gi[j] - r);
             }
         } else {
-            const float *p = policy->data + b * N;
-            float *dp = dp_heads ? dp_heads + (size_t)pair * N : NULL;
-            /* e = S = scale q k^T, as in the forward; each row is then turned into exp(S - m). */
-            ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
-            for (size_t i = 0; i < N; i++) {
-                float *gi = g + i * N, *ei = e + i * N;
-                const float *ai = A + i * N;
-                size_t am;
-                const float z = policy_softmax_row(ei, p, i, N, ei, &am);
-                float r = 0.0f;
-                for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
-                float dm = 0.0f;
-                for (size_t j = 0; j < N; j++) {
-                    const float da = (gi[j] - r) / z;
-                    if (dp && j != i) dp[j] += da * ei[j];
-                    gi[j] = da * policy_gate(p, i, j) * ei[j];
-                    dm -= gi[j];
-                }
-                gi[am] += dm;
-            }
+            for (size_t i = 0; i < N; i++)
+                policy_backward_row(g + i * N, e + i * N, A + i * N, p, i, N, s->row_m[ro + i], s->row_z[ro + i],
+                                    s->row_am[ro + i], dp);
         }
 
         if (dqkv) {
             /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
-            const ag_operand dS = ag_operand_into(ctx, g, N * N, hb);
+            const ag_operand dS = {g, NULL, 0};
             ag_gemm(ctx, false, false, iN, iD, iN, scale, dS, iN, k, iC3, beta_qkv, dqkv + b * N * C3 + h * D, iC3);
             ag_gemm(ctx, true, false, iN, iD, iN, scale, dS, iN, q, iC3, beta_qkv, dqkv + b * N * C3 + C + h * D, iC3);
         }
@@ -257,6 +317,14 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     ag_tensor *out = ag_new3(ctx, B, N, C);
     float *attn = ag_alloc(ctx, B * H * N * N * sizeof(float));
     if (!out || !attn) return NULL;
+    /* With a policy, what each row's softmax found, for the backward (see the top of the file) */
+    float *row_m = NULL, *row_z = NULL;
+    uint32_t *row_am = NULL;
+    if (policy) {
+        row_m = ag_alloc(ctx, B * H * N * sizeof(float)), row_z = ag_alloc(ctx, B * H * N * sizeof(float));
+        row_am = ag_alloc(ctx, B * H * N * sizeof(uint32_t));
+        if (!row_m || !row_z || !row_am) return NULL;
+    }
     const float scale = (float)(1.0 / sqrt((double)D));
     const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
     /* BF16 (gemm.h): qkv is rounded once for all pairs; each thread rounds the probabilities of
@@ -285,7 +353,8 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
             }
         for (size_t i = 0; i < N; i++) {
             if (policy)
-                policy_softmax_row(A + i * N, policy->data + b * N, i, N, NULL, NULL);
+                policy_softmax_row(A + i * N, policy->data + b * N, i, N, row_m + (size_t)pair * N + i,
+                                   row_z + (size_t)pair * N + i, row_am + (size_t)pair * N + i);
             else
                 row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
             if (hb) bf16_round_row(A + i * N, N, hb + i * N); /* while the row is in cache */
@@ -314,7 +383,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     if (node) {
         attention_saved *s = ag_alloc(ctx, sizeof *s);
         if (!s) return NULL;
-        *s = (attention_saved){.attn = attn, .B = B, .N = N, .C = C, .H = H, .scale = scale};
+        *s = (attention_saved){.attn = attn, .row_m = row_m, .row_z = row_z, .row_am = row_am, .B = B, .N = N, .C = C, .H = H, .scale = scale};
         node->saved = s;
         if (cls) {
             s->dcls = ag_alloc(ctx, B * (N - 1) * sizeof(float));
