@@ -96,6 +96,17 @@ Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
     }
 }
 
+/* (a b)[i,j] in double for a [M,K], b [K,N]; *absum = sum_k |a_ik b_kj|, what the bounds scale. */
+static double exact_dot(const float *a, const float *b, int i, int j, int K, int N, double *absum) {
+    double exact = 0, abs_sum = 0;
+    for (int k = 0; k < K; k++) {
+        const double t = (double)a[i * K + k] * b[k * N + j];
+        exact += t, abs_sum += fabs(t);
+    }
+    *absum = abs_sum;
+    return exact;
+}
+
 /* ag_gemm_mul, y = (a b) * m, in both precisions against a double reference: FP32 within
  * gamma_K of sum_k |a_k b_k| times |m| (plus one rounding of the product), BF16 within the bf16
  * bound of the same, and some element different from FP32's, so the kernel's post-op ran. */
@@ -119,11 +130,8 @@ Test(bf16_train, gemm_mul_within_its_bound_in_both_precisions) {
     double max_diff = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
-            double exact = 0, absum = 0;
-            for (int k = 0; k < K; k++) {
-                const double t = (double)a[i * K + k] * b[k * N + j];
-                exact += t, absum += fabs(t);
-            }
+            double absum;
+            const double exact = exact_dot(a, b, i, j, K, N, &absum);
             const double mv = m[i * N + j], want = exact * mv;
             const double tol32 = (double)K * ldexp(1.0, -24) * absum * fabs(mv) + ldexp(fabs(want), -23);
             const double tol16 = bf_c((size_t)K) * absum * fabs(mv) + ldexp(fabs(want), -23);
@@ -162,11 +170,8 @@ Test(bf16_train, gemm_mul_with_a_bf16_factor_within_its_bound) {
     int rounded = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
-            double exact = 0, absum = 0;
-            for (int k = 0; k < K; k++) {
-                const double t = (double)a[i * K + k] * b[k * N + j];
-                exact += t, absum += fabs(t);
-            }
+            double absum;
+            const double exact = exact_dot(a, b, i, j, K, N, &absum);
             const size_t e = (size_t)i * N + j;
             const double mv = m[e], want = exact * mv;
             const double tol = (bf_c((size_t)K) * (1.0 + U_BF16) + U_BF16) * absum * fabs(mv) + ldexp(fabs(want), -23);

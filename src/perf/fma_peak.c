@@ -16,15 +16,21 @@
     x0 = f(x0, a, b), x1 = f(x1, a, b), x2 = f(x2, a, b), x3 = f(x3, a, b), x4 = f(x4, a, b), x5 = f(x5, a, b), \
     x6 = f(x6, a, b), x7 = f(x7, a, b), x8 = f(x8, a, b), x9 = f(x9, a, b), x10 = f(x10, a, b), x11 = f(x11, a, b)
 
+/* The twelve zmm accumulators of the FP32 and BF16 loops, and their sum as the loop's result. */
+#define ZMM12_INIT                                                                                         \
+    __m512 x0 = _mm512_set1_ps(0), x1 = _mm512_set1_ps(1), x2 = _mm512_set1_ps(2), x3 = _mm512_set1_ps(3); \
+    __m512 x4 = _mm512_set1_ps(4), x5 = _mm512_set1_ps(5), x6 = _mm512_set1_ps(6), x7 = _mm512_set1_ps(7); \
+    __m512 x8 = _mm512_set1_ps(8), x9 = _mm512_set1_ps(9), x10 = _mm512_set1_ps(10), x11 = _mm512_set1_ps(11)
+#define ZMM12_RETURN_SUM                                                                                          \
+    x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)), _mm512_add_ps(x4, x5));     \
+    x6 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x6, x7), _mm512_add_ps(x8, x9)), _mm512_add_ps(x10, x11));   \
+    return _mm512_reduce_add_ps(_mm512_add_ps(x0, x6))
+
 __attribute__((target("avx512f"))) static float loop_zmm(long iters) {
     const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    __m512 x0 = _mm512_set1_ps(0), x1 = _mm512_set1_ps(1), x2 = _mm512_set1_ps(2), x3 = _mm512_set1_ps(3);
-    __m512 x4 = _mm512_set1_ps(4), x5 = _mm512_set1_ps(5), x6 = _mm512_set1_ps(6), x7 = _mm512_set1_ps(7);
-    __m512 x8 = _mm512_set1_ps(8), x9 = _mm512_set1_ps(9), x10 = _mm512_set1_ps(10), x11 = _mm512_set1_ps(11);
+    ZMM12_INIT;
     for (long it = 0; it < iters; it++) FMA12(_mm512_fmadd_ps, a, b);
-    x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)), _mm512_add_ps(x4, x5));
-    x6 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x6, x7), _mm512_add_ps(x8, x9)), _mm512_add_ps(x10, x11));
-    return _mm512_reduce_add_ps(_mm512_add_ps(x0, x6));
+    ZMM12_RETURN_SUM;
 }
 
 __attribute__((target("avx2,fma"))) static float loop_ymm(long iters) {
@@ -45,13 +51,9 @@ __attribute__((target("avx2,fma"))) static float loop_ymm(long iters) {
 __attribute__((target("avx512f,avx512bf16"))) static float loop_bf16(long iters) {
     const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
     const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(2e-3f));
-    __m512 x0 = _mm512_set1_ps(0), x1 = _mm512_set1_ps(1), x2 = _mm512_set1_ps(2), x3 = _mm512_set1_ps(3);
-    __m512 x4 = _mm512_set1_ps(4), x5 = _mm512_set1_ps(5), x6 = _mm512_set1_ps(6), x7 = _mm512_set1_ps(7);
-    __m512 x8 = _mm512_set1_ps(8), x9 = _mm512_set1_ps(9), x10 = _mm512_set1_ps(10), x11 = _mm512_set1_ps(11);
+    ZMM12_INIT;
     for (long it = 0; it < iters; it++) FMA12(_mm512_dpbf16_ps, a, b);
-    x0 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)), _mm512_add_ps(x4, x5));
-    x6 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x6, x7), _mm512_add_ps(x8, x9)), _mm512_add_ps(x10, x11));
-    return _mm512_reduce_add_ps(_mm512_add_ps(x0, x6));
+    ZMM12_RETURN_SUM;
 }
 
 const char *tpsc_fma_peak_isa(void) {
