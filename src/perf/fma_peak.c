@@ -68,18 +68,14 @@ bool tpsc_bf16_peak_supported(void) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
 }
 
-typedef float (*peak_loop)(long iters);
-
-/* GFLOP/s of loop on `threads` threads, best of `repeats`; macs: multiply-adds per loop
- * iteration (all accumulators, all lanes), 2 FLOP each. */
-static double best_gflops(peak_loop loop, int threads, int repeats, double macs) {
+double tpsc_peak_best_gflops(tpsc_peak_loop loop, long iters, int threads, int repeats, double macs) {
     double best = 1e30;
     volatile float sink = 0.0f; /* keeps the loops */
     for (int r = 0; r < repeats; r++) {
         const double t0 = tpsc_now();
         #pragma omp parallel num_threads(threads)
         {
-            const float s = loop(ITERS);
+            const float s = loop(iters);
             #pragma omp atomic
             sink += s;
         }
@@ -87,17 +83,17 @@ static double best_gflops(peak_loop loop, int threads, int repeats, double macs)
         if (t < best) best = t;
     }
     (void)sink;
-    return 2.0 * macs * (double)threads * (double)ITERS / best * 1e-9;
+    return 2.0 * macs * (double)threads * (double)iters / best * 1e-9;
 }
 
 double tpsc_fma_peak_gflops(int threads, int repeats) {
     const char *isa = tpsc_fma_peak_isa();
     const int lanes = !strcmp(isa, "avx512") ? 16 : !strcmp(isa, "avx2") ? 8 : 0;
     if (!lanes || threads < 1 || repeats < 1) return 0.0;
-    return best_gflops(lanes == 16 ? loop_zmm : loop_ymm, threads, repeats, (double)ACC * lanes);
+    return tpsc_peak_best_gflops(lanes == 16 ? loop_zmm : loop_ymm, ITERS, threads, repeats, (double)ACC * lanes);
 }
 
 double tpsc_bf16_peak_gflops(int threads, int repeats) {
     if (!tpsc_bf16_peak_supported() || threads < 1 || repeats < 1) return 0.0;
-    return best_gflops(loop_bf16, threads, repeats, (double)ACC * 16 * 2);
+    return tpsc_peak_best_gflops(loop_bf16, ITERS, threads, repeats, (double)ACC * 16 * 2);
 }

@@ -19,4 +19,11 @@ const char *tpsc_fma_peak_isa(void);
 double tpsc_bf16_peak_gflops(int threads, int repeats);
 /* Whether the CPU has AVX512-BF16 (and AVX512F), i.e. whether tpsc_bf16_peak_gflops measures. */
 bool tpsc_bf16_peak_supported(void);
+
+/* The timing these peaks share (and the AMX peak, amx_peak.h): `loop` runs `iters` iterations
+ * on registers on each of `threads` OpenMP threads at once and returns something computed, so
+ * the work is kept; best of `repeats` timings of the whole region, in GFLOP/s, from macs:
+ * multiply-adds per iteration on one thread (all accumulators, all lanes), 2 FLOP each. */
+typedef float (*tpsc_peak_loop)(long iters);
+double tpsc_peak_best_gflops(tpsc_peak_loop loop, long iters, int threads, int repeats, double macs);
 #endif
