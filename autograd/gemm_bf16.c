@@ -20,6 +20,10 @@ tpsc_status ag_bf16_kernel_available(void) {
                      "with -DTPSC_WITH_ONEDNN=ON or AUTO)");
 }
 
+bool ag_bf16_kernel_uses_amx(void) {
+    return false;
+}
+
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const void *r,
                      int ldr, bool r_bf16, bool r_mul) {
@@ -105,6 +109,11 @@ tpsc_status ag_bf16_kernel_available(void) {
                          "lacks (oneDNN reports ISA 0x%x%s); use precision fp32",
                          (unsigned)isa, getenv("DNNL_MAX_CPU_ISA") ? ", limited by DNNL_MAX_CPU_ISA" : "");
     return TPSC_OK;
+}
+
+bool ag_bf16_kernel_uses_amx(void) {
+    const unsigned amx = (unsigned)dnnl_cpu_isa_avx512_core_amx;
+    return ((unsigned)dnnl_get_effective_cpu_isa() & amx) == amx;
 }
 
 /* The calling thread's state with a scratchpad of at least `bytes`; NULL when out of memory. */

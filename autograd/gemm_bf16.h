@@ -16,6 +16,10 @@
 #include "src/util/status.h"
 
 tpsc_status ag_bf16_kernel_available(void);
+/* Whether oneDNN's BF16 kernels may run on AMX tiles here: its effective ISA (the CPU's,
+ * capped by ONEDNN_MAX_CPU_ISA) includes AMX. The process has one oneDNN, so this holds for
+ * libtpsinfer's BF16 linears too. false without oneDNN. */
+bool ag_bf16_kernel_uses_amx(void);
 
 /* y [M,N] (row stride ldy) = alpha op(a) op(b) + beta y on bf16 a and b (stored row strides
  * lda, ldb). Returns false with a tpsc error message (on the calling thread) when oneDNN could

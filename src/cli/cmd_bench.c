@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "autograd/gemm.h"
+#include "autograd/gemm_bf16.h"
 #include "autograd/threads.h"
 #include "src/cli/cli_util.h"
 #include "src/cli/commands.h"
 #include "src/dist/dist.h"
+#include "src/perf/amx_peak.h"
 #include "src/perf/bench.h"
 #include "src/perf/fma_peak.h"
 #include "src/perf/sgemm_peak.h"
@@ -35,7 +37,8 @@ static void usage(FILE *f) {
             "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, or oneDNN on weights packed once;\n"
             "the default is the faster one on this CPU, and the header names the one that ran. The last column is\n"
             "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run);\n"
-            "with --precision bf16, of the BF16 peak (register-only vdpbf16ps loops, the same way).\n"
+            "with --precision bf16, of the BF16 peak (register-only vdpbf16ps loops, the same way), or where\n"
+            "the CPU, Linux and oneDNN's ISA (ONEDNN_MAX_CPU_ISA) allow AMX, of the AMX peak (tdpbf16ps on tiles).\n"
             "--interleave (infer, libtpsinfer) runs dense and the method in alternation and prints the median\n"
             "of the per-pair ratios in wall and process-CPU time, robust to a changing machine load.\n"
             "--attention (engine lib) chooses how attention's per-head products run: two sgemm calls, or one\n"
@@ -183,15 +186,21 @@ int cmd_bench(int argc, char **argv) {
         if (!chan_enabled(&tc.chan)) tc.chan.n_blocks = 0;
     }
     double peak = tpsc_sgemm_peak_gflops(1536, 3), fma = tpsc_fma_peak_gflops(ag_get_threads(), 5);
-    /* BF16 work is measured against the BF16 dot-product peak, FP32 work against the FMA peak:
-     * the last column's "of ... peak" names which */
+    /* BF16 work is measured against the peak of the units oneDNN may run it on: AMX tiles where
+     * the CPU, Linux and oneDNN's ISA (ONEDNN_MAX_CPU_ISA) all allow them, else the AVX512-BF16
+     * dot products; FP32 work against the FMA peak. The header and the last column name which. */
     const bool bf16 = precision == TPS_PRECISION_BF16;
+    const bool amx = bf16 && tpsc_amx_peak_supported() && ag_bf16_kernel_uses_amx();
     const double bf16_peak = bf16 ? tpsc_bf16_peak_gflops(ag_get_threads(), 5) : 0.0;
-    const double work_peak = bf16 ? bf16_peak : fma;
+    const double amx_peak = amx ? tpsc_amx_peak_gflops(ag_get_threads(), 5) : 0.0;
+    const double work_peak = amx ? amx_peak : bf16 ? bf16_peak : fma;
     const char *wait = getenv("OMP_WAIT_POLICY");
     printf("OpenBLAS core %s, %d threads, OMP_WAIT_POLICY %s, square sgemm 1536: %.0f GFLOP/s, FMA peak (%s): %.0f GFLOP/s",
            ag_blas_corename(), ag_get_threads(), wait ? wait : "(libgomp default)", peak, tpsc_fma_peak_isa(), fma);
-    if (bf16) printf(", BF16 peak (avx512bf16 dot products): %.0f GFLOP/s", bf16_peak);
+    if (amx)
+        printf(", BF16 peak (AMX tiles, oneDNN's ISA has AMX): %.0f GFLOP/s (avx512bf16 dot products: %.0f GFLOP/s)",
+               amx_peak, bf16_peak);
+    else if (bf16) printf(", BF16 peak (avx512bf16 dot products): %.0f GFLOP/s", bf16_peak);
     printf("\n");
     if (!train && !strcmp(engine, "lib")) {
         const tps_gemm ran = precision == TPS_PRECISION_BF16 ? TPS_GEMM_ONEDNN : gemm == TPS_GEMM_AUTO ? tps_gemm_default() : gemm;
@@ -262,7 +271,7 @@ int cmd_bench(int argc, char **argv) {
         return 0;
     }
     printf("| mode | method | batch | images/s | median ms | p90 ms | GMACs/img | GFLOP/s | of sgemm peak | peak RSS MB | speed-up | of %s peak |\n",
-           bf16 ? "BF16" : "FMA");
+           amx ? "AMX BF16" : bf16 ? "BF16" : "FMA");
     printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int bi = 0; bi < n_batches; bi++) {
         const size_t batch = batch_list[bi];
