@@ -4,8 +4,9 @@
  *   S = q k^T * D^-0.5          [N,N]
  *   A = softmax(S)              [N,N]  (or DynamicViT's softmax_with_policy when policy != NULL)
  *   O = A v                     [N,D]  written into out's columns h*D .. h*D+D
- * The head slices are never copied: the GEMM reads them in place with leading dimension 3C and
- * writes O with leading dimension C, which is exactly timm's reshape/permute layout.
+ * In FP32 the head slices are never copied: the GEMM reads them in place with leading dimension
+ * 3C and writes O with leading dimension C, which is exactly timm's reshape/permute layout. BF16
+ * rounds them into dense per-thread copies, which its kernels need (head_bufs below).
  * The pairs are independent, so the B*H loop is the parallel one; OpenBLAS (OpenMP build)
  * runs single-threaded inside the parallel region, so the cores are not oversubscribed.
  *
@@ -49,6 +50,91 @@ typedef struct attention_saved {
 
 /* Below this many MACs per op the thread start-up costs more than it saves. */
 static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H > 1 && B * H * N * N * D > 65536; }
+
+/* BF16 runs each pair's products on dense copies: a thread rounds the pair's q, k and v columns
+ * (and dO's, in the backward) straight into [N,D] bf16 buffers of its own, and a product that
+ * belongs in a head's columns is written dense into o [N,D], then stored there. oneDNN 2.6
+ * gives dense operands and outputs its AMX kernels where the CPU has them; for the strided head
+ * slices it falls back to a non-AMX GEMM that is several times slower (docs/performance.md,
+ * "Attention on AMX"). Rounding head by head costs what rounding qkv whole did. */
+typedef struct head_bufs {
+    uint16_t *q, *k, *v, *dout; /* [N,D] bf16; dout only in the backward */
+    uint16_t *a, *ds;           /* [N,N] bf16: A, and dS in the backward */
+    float *o;                   /* [N,D] a product on its way into a head's columns */
+} head_bufs;
+
+static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+/* One thread's head_bufs, forward or backward, as bytes (a multiple of 64) */
+static size_t head_bufs_bytes(size_t N, size_t D, bool backward) {
+    const size_t nd = align64(N * D * sizeof(uint16_t)), nn = align64(N * N * sizeof(uint16_t));
+    return (backward ? 4 : 3) * nd + (backward ? 2 : 1) * nn + align64(N * D * sizeof(float));
+}
+
+static head_bufs head_bufs_at(unsigned char *at, size_t N, size_t D, bool backward) {
+    const size_t nd = align64(N * D * sizeof(uint16_t)), nn = align64(N * N * sizeof(uint16_t));
+    head_bufs w = {0};
+    w.q = (uint16_t *)(void *)at, at += nd;
+    w.k = (uint16_t *)(void *)at, at += nd;
+    w.v = (uint16_t *)(void *)at, at += nd;
+    if (backward) w.dout = (uint16_t *)(void *)at, at += nd;
+    w.a = (uint16_t *)(void *)at, at += nn;
+    if (backward) w.ds = (uint16_t *)(void *)at, at += nn;
+    w.o = (float *)(void *)at;
+    return w;
+}
+
+/* h [N,D] = bf16 of the D columns at x, whose rows are ld apart */
+static void round_head(const float *x, size_t ld, size_t N, size_t D, uint16_t *h) {
+    for (size_t i = 0; i < N; i++) bf16_round_row(x + i * ld, D, h + i * D);
+}
+
+/* y [N,D] (rows ld apart) = o [N,D], or += o when add */
+static void store_head(float *y, size_t ld, const float *o, size_t N, size_t D, bool add) {
+    for (size_t i = 0; i < N; i++) {
+        float *yi = y + i * ld;
+        const float *oi = o + i * D;
+        if (!add) {
+            memcpy(yi, oi, D * sizeof(float));
+            continue;
+        }
+        #pragma omp simd
+        for (size_t j = 0; j < D; j++) yi[j] += oi[j];
+    }
+}
+
+/* One pair's q, k, v (and dO) as GEMM operands with their row strides: FP32 reads the head's
+ * columns of qkv (and of dout) in place; BF16 rounds them into w's dense buffers first. */
+typedef struct pair_operands {
+    ag_operand q, k, v, dout;
+    int ld, ld_dout;
+} pair_operands;
+
+static pair_operands pair_operands_of(const head_bufs *w, const float *qkv_pair, const float *dout_pair, size_t N,
+                                      size_t C, size_t D) {
+    const size_t C3 = 3 * C;
+    if (!w->q)
+        return (pair_operands){{qkv_pair, NULL, 0}, {qkv_pair + C, NULL, 0}, {qkv_pair + 2 * C, NULL, 0},
+                               {dout_pair, NULL, 0}, (int)C3, (int)C};
+    round_head(qkv_pair, C3, N, D, w->q);
+    round_head(qkv_pair + C, C3, N, D, w->k);
+    round_head(qkv_pair + 2 * C, C3, N, D, w->v);
+    if (dout_pair) round_head(dout_pair, C, N, D, w->dout);
+    return (pair_operands){{NULL, w->q, 0}, {NULL, w->k, 0}, {NULL, w->v, 0}, {NULL, w->dout, 0}, (int)D, (int)D};
+}
+
+/* A head's columns y [N,D] (rows ldy apart) = alpha op(a) b + (add ? y : 0), a [N,N], b [N,D]
+ * with rows ldb apart: FP32 straight into y, BF16 through w's dense o. */
+static void head_product(ag_ctx *ctx, const head_bufs *w, bool trans_a, size_t N, size_t D, float alpha, ag_operand a,
+                         ag_operand b, int ldb, float *y, size_t ldy, bool add) {
+    const int iN = (int)N, iD = (int)D;
+    if (!w->o) {
+        ag_gemm(ctx, trans_a, false, iN, iD, iN, alpha, a, iN, b, ldb, add ? 1.0f : 0.0f, y, (int)ldy);
+        return;
+    }
+    ag_gemm(ctx, trans_a, false, iN, iD, iN, alpha, a, iN, b, ldb, 0.0f, w->o, iD);
+    store_head(y, ldy, w->o, N, D, add);
+}
 
 /* G_ij = P_j + (1 - P_j) [i == j], in the official expression's float arithmetic. */
 static inline float policy_gate(const float *p, size_t i, size_t j) {
@@ -181,7 +267,6 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
      * buffer is stored into (beta 0) rather than zeroed and added to. */
     bool fresh;
     float *dqkv = ag_grad_write(ctx, qkv, &fresh);
-    const float beta_qkv = fresh ? 0.0f : 1.0f;
     float *dpolicy = policy ? ag_grad(ctx, policy) : NULL;
     if (ctx->status != TPSC_OK) return;
     if (!dqkv && !dpolicy) return;
@@ -191,16 +276,16 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
     /* [B,H,N]: written even when the policy needs no gradient, so the row code has no branch */
     float *dp_heads = policy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
-    /* BF16: per thread, the bf16 copies of A and of dS [N,N] (see ag_attention) */
-    const size_t hbytes = 2 * ag_operand_bytes(ctx, N * N);
-    uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)nthreads * hbytes) : NULL;
-    if (!scratch || (policy && !dp_heads) || (hbytes && !hbuf)) {
+    /* BF16: per thread, dense bf16 copies of the pair's q, k, v, dO, A and dS (head_bufs) */
+    const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
+    const size_t wbytes = head_bufs_bytes(N, D, true);
+    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
+    if (!scratch || (policy && !dp_heads) || (bf16 && !wbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
         return;
     }
     if (dp_heads) memset(dp_heads, 0, B * H * N * sizeof(float));
-    const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
-    ag_operand qkvo = ag_operand_act(ctx, qkv->data, B * N * C3), douto = ag_operand_act(ctx, dout, B * N * C);
+    const int iN = (int)N, iD = (int)D;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
@@ -208,20 +293,16 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const int t = omp_get_thread_num();
         float *g = scratch + (size_t)t * per_thread;    /* [N,N] dA, then dS */
         float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
-        uint16_t *hb = hbuf ? hbuf + (size_t)t * 2 * N * N : NULL, *hs = hbuf ? hb + N * N : NULL;
         const float *A = s->attn + (size_t)pair * N * N;
-        const size_t qo = b * N * C3 + h * D;
-        const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
-        const ag_operand dO = ag_operand_at(douto, b * N * C + h * D);
-        float *dv = dqkv ? dqkv + b * N * C3 + 2 * C + h * D : NULL;
-        /* BF16: one pass over the rows rounds A and yields dS in bf16 (below), so dV waits for
-         * it; FP32: dV goes first, from A. */
-        const bool fused_rows = hb != NULL;
+        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)t * wbytes, N, D, true) : (head_bufs){0};
+        const pair_operands op = pair_operands_of(&w, qkv->data + b * N * C3 + h * D, dout + b * N * C + h * D, N, C, D);
+        float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
-        if (dv && !fused_rows) /* dV [N,D] += A^T dO */
-            ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, (ag_operand){A, NULL, 0}, iN, dO, iC, beta_qkv, dv, iC3);
+        /* FP32: dV [N,D] += A^T dO first, from A. BF16: one pass over the rows rounds A and
+         * yields dS in bf16 (below), so dV waits for it. */
+        if (dv && !bf16) head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){A, NULL, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
         /* g [N,N] = dO V^T */
-        ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, dO, iC, v, iC3, 0.0f, g, iN);
+        ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, op.dout, op.ld_dout, op.v, op.ld, 0.0f, g, iN);
         if (s->dcls) {
             const float *dc = s->dcls + b * (N - 1);
             for (size_t j = 1; j < N; j++) g[j] += dc[j - 1] / (float)H;
@@ -230,18 +311,18 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         float *dp = policy ? dp_heads + (size_t)pair * N : NULL;
         const size_t ro = (size_t)pair * N; /* this pair's rows in row_m, row_z, row_am */
         /* e = S = scale q k^T, as in the forward (the same GEMM, so the same bits) */
-        if (policy) ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, e, iN);
+        if (policy) ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, e, iN);
 
-        if (fused_rows) {
+        if (bf16) {
             if (policy)
-                policy_backward_bf16(g, e, A, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, hb, hs);
+                policy_backward_bf16(g, e, A, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, w.a, w.ds);
             else
-                softmax_backward_bf16(A, g, N, hb, hs);
-            if (dv) ag_gemm(ctx, true, false, iN, iD, iN, 1.0f, (ag_operand){NULL, hb, 0}, iN, dO, iC, beta_qkv, dv, iC3);
+                softmax_backward_bf16(A, g, N, w.a, w.ds);
             if (dqkv) {
-                const ag_operand dS = {NULL, hs, 0};
-                ag_gemm(ctx, false, false, iN, iD, iN, scale, dS, iN, k, iC3, beta_qkv, dqkv + b * N * C3 + h * D, iC3);
-                ag_gemm(ctx, true, false, iN, iD, iN, scale, dS, iN, q, iC3, beta_qkv, dqkv + b * N * C3 + C + h * D, iC3);
+                const ag_operand dS = {NULL, w.ds, 0};
+                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, w.a, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
+                head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
+                head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
             }
             continue;
         }
@@ -262,12 +343,10 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         if (dqkv) {
             /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
             const ag_operand dS = {g, NULL, 0};
-            ag_gemm(ctx, false, false, iN, iD, iN, scale, dS, iN, k, iC3, beta_qkv, dqkv + b * N * C3 + h * D, iC3);
-            ag_gemm(ctx, true, false, iN, iD, iN, scale, dS, iN, q, iC3, beta_qkv, dqkv + b * N * C3 + C + h * D, iC3);
+            head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
+            head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
         }
     }
-    ag_operand_done(ctx, &douto);
-    ag_operand_done(ctx, &qkvo);
 
     if (dpolicy)
         for (size_t b = 0; b < B; b++)
@@ -326,24 +405,24 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         if (!row_m || !row_z || !row_am) return NULL;
     }
     const float scale = (float)(1.0 / sqrt((double)D));
-    const int iN = (int)N, iD = (int)D, iC = (int)C, iC3 = (int)C3;
-    /* BF16 (gemm.h): qkv is rounded once for all pairs; each thread rounds the probabilities of
-     * its pair into its own [N,N] buffer, row by row as the softmax finishes them. The softmax
-     * itself runs on the FP32 scores. */
-    const size_t hbytes = ag_operand_bytes(ctx, N * N);
-    uint16_t *hbuf = hbytes ? ag_alloc(ctx, (size_t)omp_get_max_threads() * hbytes) : NULL;
-    if (hbytes && !hbuf) return NULL;
-    ag_operand qkvo = ag_operand_act(ctx, qkv->data, B * N * C3);
+    const int iN = (int)N, iD = (int)D;
+    /* BF16 (gemm.h): each thread rounds its pair's q, k, v into dense buffers (head_bufs) and
+     * the probabilities into its [N,N] buffer, row by row as the softmax finishes them. The
+     * softmax itself runs on the FP32 scores. */
+    const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
+    const size_t wbytes = head_bufs_bytes(N, D, false);
+    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)omp_get_max_threads() * wbytes) : NULL;
+    if (bf16 && !wbuf) return NULL;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H;
         float *A = attn + (size_t)pair * N * N;
-        uint16_t *hb = hbuf ? hbuf + (size_t)omp_get_thread_num() * N * N : NULL;
         const size_t qo = b * N * C3 + h * D;
-        const ag_operand q = ag_operand_at(qkvo, qo), k = ag_operand_at(qkvo, qo + C), v = ag_operand_at(qkvo, qo + 2 * C);
+        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)omp_get_thread_num() * wbytes, N, D, false) : (head_bufs){0};
+        const pair_operands op = pair_operands_of(&w, qkv->data + qo, NULL, N, C, D);
         /* A [N,N] = scale q k^T, then the row softmax in place */
-        ag_gemm(ctx, false, true, iN, iN, iD, scale, q, iC3, k, iC3, 0.0f, A, iN);
+        ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, A, iN);
         if (key_bias)
             for (size_t i = 0; i < N; i++) {
                 const float *kb = key_bias + b * N;
@@ -357,13 +436,12 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
                                    row_z + (size_t)pair * N + i, row_am + (size_t)pair * N + i);
             else
                 row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
-            if (hb) bf16_round_row(A + i * N, N, hb + i * N); /* while the row is in cache */
+            if (bf16) bf16_round_row(A + i * N, N, w.a + i * N); /* while the row is in cache */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        ag_gemm(ctx, false, false, iN, iD, iN, 1.0f, (ag_operand){A, hb, 0}, iN, v, iC3, 0.0f,
-                out->data + b * N * C + h * D, iC);
+        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, w.a, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
+                     false);
     }
-    ag_operand_done(ctx, &qkvo);
     if (ctx->status != TPSC_OK) return NULL;
 
     ag_tensor *cls = NULL;
