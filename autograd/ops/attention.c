@@ -28,6 +28,7 @@
  * backward, so both outputs share one pass over the heads. */
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "autograd/gemm.h"
@@ -51,42 +52,47 @@ typedef struct attention_saved {
 /* Below this many MACs per op the thread start-up costs more than it saves. */
 static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H > 1 && B * H * N * N * D > 65536; }
 
-/* BF16 runs each pair's products on dense copies: a thread rounds the pair's q, k and v columns
- * (and dO's, in the backward) straight into [N,D] bf16 buffers of its own, and a product that
- * belongs in a head's columns is written dense into o [N,D], then stored there. oneDNN 2.6
- * gives dense operands and outputs its AMX kernels where the CPU has them; for the strided head
- * slices it falls back to a non-AMX GEMM that is several times slower (docs/performance.md,
- * "Attention on AMX"). Rounding head by head costs what rounding qkv whole did. */
+/* BF16 runs each pair's products on dense copies: a thread rounds its image's qkv (and dout,
+ * in the backward) into bf16 buffers of its own laid out head by head, [3,H,N,D] (and
+ * [H,N,D]), and a product that belongs in a head's columns is written dense into o [N,D], then
+ * stored there. oneDNN 2.6 gives dense operands and outputs its AMX kernels where the CPU has
+ * them; for the strided head slices it falls back to a non-AMX GEMM that is several times
+ * slower (docs/performance.md, "Attention on AMX"). The image is rounded once for its heads,
+ * row by row, so the read streams through memory as rounding qkv whole did (a head's columns
+ * alone are a strided read that waits on memory). */
 typedef struct head_bufs {
-    uint16_t *q, *k, *v, *dout; /* [N,D] bf16; dout only in the backward */
-    uint16_t *a, *ds;           /* [N,N] bf16: A, and dS in the backward */
-    float *o;                   /* [N,D] a product on its way into a head's columns */
+    uint16_t *qkv;  /* [3,H,N,D] bf16: the thread's current image, q, k and v head by head */
+    uint16_t *dout; /* [H,N,D] bf16, in the backward */
+    uint16_t *a, *ds; /* [N,N] bf16: A, and dS in the backward */
+    float *o;         /* [N,D] a product on its way into a head's columns */
+    size_t *image;    /* the image now in qkv (and dout); SIZE_MAX for none */
 } head_bufs;
 
 static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 /* One thread's head_bufs, forward or backward, as bytes (a multiple of 64) */
-static size_t head_bufs_bytes(size_t N, size_t D, bool backward) {
-    const size_t nd = align64(N * D * sizeof(uint16_t)), nn = align64(N * N * sizeof(uint16_t));
-    return (backward ? 4 : 3) * nd + (backward ? 2 : 1) * nn + align64(N * D * sizeof(float));
+static size_t head_bufs_bytes(size_t N, size_t C, size_t D, bool backward) {
+    const size_t nn = align64(N * N * sizeof(uint16_t));
+    return align64(3 * N * C * sizeof(uint16_t)) + (backward ? align64(N * C * sizeof(uint16_t)) + 2 * nn : nn) +
+           align64(N * D * sizeof(float)) + align64(sizeof(size_t));
 }
 
-static head_bufs head_bufs_at(unsigned char *at, size_t N, size_t D, bool backward) {
-    const size_t nd = align64(N * D * sizeof(uint16_t)), nn = align64(N * N * sizeof(uint16_t));
+static head_bufs head_bufs_at(unsigned char *at, size_t N, size_t C, size_t D, bool backward) {
+    const size_t nn = align64(N * N * sizeof(uint16_t));
     head_bufs w = {0};
-    w.q = (uint16_t *)(void *)at, at += nd;
-    w.k = (uint16_t *)(void *)at, at += nd;
-    w.v = (uint16_t *)(void *)at, at += nd;
-    if (backward) w.dout = (uint16_t *)(void *)at, at += nd;
+    w.qkv = (uint16_t *)(void *)at, at += align64(3 * N * C * sizeof(uint16_t));
+    if (backward) w.dout = (uint16_t *)(void *)at, at += align64(N * C * sizeof(uint16_t));
     w.a = (uint16_t *)(void *)at, at += nn;
     if (backward) w.ds = (uint16_t *)(void *)at, at += nn;
-    w.o = (float *)(void *)at;
+    w.o = (float *)(void *)at, at += align64(N * D * sizeof(float));
+    w.image = (size_t *)(void *)at;
     return w;
 }
 
-/* h [N,D] = bf16 of the D columns at x, whose rows are ld apart */
-static void round_head(const float *x, size_t ld, size_t N, size_t D, uint16_t *h) {
-    for (size_t i = 0; i < N; i++) bf16_round_row(x + i * ld, D, h + i * D);
+/* h [P,N,D] = bf16 of x [N, P*D], chunk p of each row going to h's p-th [N,D] */
+static void round_by_heads(const float *x, size_t N, size_t P, size_t D, uint16_t *h) {
+    for (size_t i = 0; i < N; i++)
+        for (size_t p = 0; p < P; p++) bf16_round_row(x + (i * P + p) * D, D, h + (p * N + i) * D);
 }
 
 /* y [N,D] (rows ld apart) = o [N,D], or += o when add */
@@ -103,24 +109,31 @@ static void store_head(float *y, size_t ld, const float *o, size_t N, size_t D, 
     }
 }
 
-/* One pair's q, k, v (and dO) as GEMM operands with their row strides: FP32 reads the head's
- * columns of qkv (and of dout) in place; BF16 rounds them into w's dense buffers first. */
+/* Pair (b, h)'s q, k, v (and dO) as GEMM operands with their row strides: FP32 reads the head's
+ * columns of qkv [B,N,3C] (and of dout [B,N,C]) in place; BF16 reads w's dense copies, rounding
+ * image b first unless w holds it already. */
 typedef struct pair_operands {
     ag_operand q, k, v, dout;
     int ld, ld_dout;
 } pair_operands;
 
-static pair_operands pair_operands_of(const head_bufs *w, const float *qkv_pair, const float *dout_pair, size_t N,
-                                      size_t C, size_t D) {
-    const size_t C3 = 3 * C;
-    if (!w->q)
-        return (pair_operands){{qkv_pair, NULL, 0}, {qkv_pair + C, NULL, 0}, {qkv_pair + 2 * C, NULL, 0},
-                               {dout_pair, NULL, 0}, (int)C3, (int)C};
-    round_head(qkv_pair, C3, N, D, w->q);
-    round_head(qkv_pair + C, C3, N, D, w->k);
-    round_head(qkv_pair + 2 * C, C3, N, D, w->v);
-    if (dout_pair) round_head(dout_pair, C, N, D, w->dout);
-    return (pair_operands){{NULL, w->q, 0}, {NULL, w->k, 0}, {NULL, w->v, 0}, {NULL, w->dout, 0}, (int)D, (int)D};
+static pair_operands pair_operands_of(const head_bufs *w, const float *qkv, const float *dout, size_t b, size_t h,
+                                      size_t N, size_t C, size_t H) {
+    const size_t D = C / H, C3 = 3 * C;
+    if (!w->qkv) {
+        const float *q = qkv + b * N * C3 + h * D;
+        return (pair_operands){{q, NULL, 0}, {q + C, NULL, 0}, {q + 2 * C, NULL, 0},
+                               {dout ? dout + b * N * C + h * D : NULL, NULL, 0}, (int)C3, (int)C};
+    }
+    if (*w->image != b) {
+        round_by_heads(qkv + b * N * C3, N, 3 * H, D, w->qkv);
+        if (dout) round_by_heads(dout + b * N * C, N, H, D, w->dout);
+        *w->image = b;
+    }
+    const size_t nd = N * D;
+    return (pair_operands){{NULL, w->qkv + h * nd, 0}, {NULL, w->qkv + (H + h) * nd, 0},
+                           {NULL, w->qkv + (2 * H + h) * nd, 0}, {NULL, dout ? w->dout + h * nd : NULL, 0}, (int)D,
+                           (int)D};
 }
 
 /* A head's columns y [N,D] (rows ldy apart) = alpha op(a) b + (add ? y : 0), a [N,N], b [N,D]
@@ -278,13 +291,14 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     float *dp_heads = policy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
     /* BF16: per thread, dense bf16 copies of the pair's q, k, v, dO, A and dS (head_bufs) */
     const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
-    const size_t wbytes = head_bufs_bytes(N, D, true);
+    const size_t wbytes = head_bufs_bytes(N, C, D, true);
     unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
     if (!scratch || (policy && !dp_heads) || (bf16 && !wbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
         return;
     }
     if (dp_heads) memset(dp_heads, 0, B * H * N * sizeof(float));
+    for (int t = 0; bf16 && t < nthreads; t++) *head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, true).image = SIZE_MAX;
     const int iN = (int)N, iD = (int)D;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
@@ -294,8 +308,8 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         float *g = scratch + (size_t)t * per_thread;    /* [N,N] dA, then dS */
         float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
         const float *A = s->attn + (size_t)pair * N * N;
-        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)t * wbytes, N, D, true) : (head_bufs){0};
-        const pair_operands op = pair_operands_of(&w, qkv->data + b * N * C3 + h * D, dout + b * N * C + h * D, N, C, D);
+        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, true) : (head_bufs){0};
+        const pair_operands op = pair_operands_of(&w, qkv->data, dout, b, h, N, C, H);
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
         /* FP32: dV [N,D] += A^T dO first, from A. BF16: one pass over the rows rounds A and
@@ -376,7 +390,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         return ag_error(ctx, TPSC_ERR_SHAPE, "attention: qkv %s must be [B,N,3C] with C divisible by %zu heads",
                         ag_shape_str(qkv, sq, sizeof sq), heads);
     if (!ag_is_contiguous(qkv)) return ag_error(ctx, TPSC_ERR_SHAPE, "attention: qkv must be contiguous");
-    const size_t B = qkv->shape[0], N = qkv->shape[1], C = qkv->shape[2] / 3, H = heads, D = C / H, C3 = 3 * C;
+    const size_t B = qkv->shape[0], N = qkv->shape[1], C = qkv->shape[2] / 3, H = heads, D = C / H;
     if (B == 0 || N == 0 || C == 0)
         return ag_error(ctx, TPSC_ERR_SHAPE, "attention: empty qkv %s", ag_shape_str(qkv, sq, sizeof sq));
     if (policy) {
@@ -410,17 +424,18 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
      * the probabilities into its [N,N] buffer, row by row as the softmax finishes them. The
      * softmax itself runs on the FP32 scores. */
     const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
-    const size_t wbytes = head_bufs_bytes(N, D, false);
-    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)omp_get_max_threads() * wbytes) : NULL;
+    const int nthreads = omp_get_max_threads();
+    const size_t wbytes = head_bufs_bytes(N, C, D, false);
+    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
     if (bf16 && !wbuf) return NULL;
+    for (int t = 0; bf16 && t < nthreads; t++) *head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, false).image = SIZE_MAX;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H;
         float *A = attn + (size_t)pair * N * N;
-        const size_t qo = b * N * C3 + h * D;
-        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)omp_get_thread_num() * wbytes, N, D, false) : (head_bufs){0};
-        const pair_operands op = pair_operands_of(&w, qkv->data + qo, NULL, N, C, D);
+        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)omp_get_thread_num() * wbytes, N, C, D, false) : (head_bufs){0};
+        const pair_operands op = pair_operands_of(&w, qkv->data, NULL, b, h, N, C, H);
         /* A [N,N] = scale q k^T, then the row softmax in place */
         ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, A, iN);
         if (key_bias)
