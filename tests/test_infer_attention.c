@@ -173,9 +173,9 @@ static void check_lib(tok_method method, int tome_r, size_t B, int threads) {
     const double scale = fx_max_abs(gemm->logits, B * 10), d = fx_max_diff(fused->logits, gemm->logits, B * 10);
     cr_expect(d <= 1e-5 * scale, "%s (tome_r %d), batch %zu, %d threads: fused logits differ from gemm's by %g (scale %g)",
               tok_method_name(method), tome_r, B, threads, d, scale);
-    /* the fused kernel really ran: its summation order changes the last bits somewhere */
-    cr_expect(d > 0.0 || ti_attention_best() == TI_ATTN_GEMM, "%s: fused logits equal gemm's bit for bit",
-              tok_method_name(method));
+    /* That the fused kernel ran is sm_run_model's check (tps_model_attention); the logits may
+     * agree to the bit: where the sgemm kernel also adds its products in key order, the two ways
+     * differ in no rounding at all. */
     cr_assert_eq(fused->n_stages, gemm->n_stages);
     for (int s = 0; s < gemm->n_stages; s++)
         for (size_t b = 0; b < B; b++) {
