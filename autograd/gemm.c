@@ -217,30 +217,25 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
 
 #define FILL_PAR 32768 /* output elements above which the FP32 fill is worth threads */
 
-/* The BF16 form of the fused products: y [M,N] = a [M,K] op(b) with the epilogue in the kernel,
- * op(b) = b^T with b [N,K] when trans_b, else b [K,N]; bias [N] (may be NULL) and r [M,N]
- * (contiguous, floats or bf16; optional when added) added, or with r_mul y multiplied by r (then
- * r is required). False in FP32: the caller runs its own FP32 form. True in BF16, the product
- * done or ctx's error set (an operand that could not be made, its op having already said why,
- * or a kernel that failed). */
-static bool gemm_fused_bf16(ag_ctx *ctx, bool trans_b, int M, int N, int K, ag_operand a, ag_operand b,
-                            const float *bias, ag_operand r, bool r_mul, float *y) {
+/* The BF16 form of the linears' forward: y [M,N] = a [M,K] b^T (b [N,K]) + bias [N] + r [M,N],
+ * bias and r (contiguous floats) optional, added in the kernel as it stores y. False in FP32:
+ * the caller runs its own FP32 form. True in BF16, the product done or ctx's error set (an
+ * operand that could not be made, its op having already said why, or a kernel that failed). */
+static bool gemm_linear_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *bias,
+                             const float *r, float *y) {
     if (ctx->precision != AG_BF16) return false;
-    const void *rv = r.h ? (const void *)r.h : (const void *)r.f;
-    if (!a.h || !b.h || (r_mul && !rv)) {
+    if (!a.h || !b.h) {
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
         return true;
     }
-    if (!ag_bf16_gemm_ex(false, trans_b, M, N, K, 1.0f, a.h, K, b.h, trans_b ? K : N, 0.0f, y, N, bias, rv, N,
-                         r.h != NULL, r_mul) &&
-        ctx->status == TPSC_OK)
+    if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, a.h, K, b.h, K, 0.0f, y, N, bias, r, N) && ctx->status == TPSC_OK)
         ctx->status = TPSC_ERR_INTERNAL;
     return true;
 }
 
 void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
                     float *y) {
-    if (gemm_fused_bf16(ctx, true, M, N, K, x, w, bias, (ag_operand){.f = r}, false, y)) return;
+    if (gemm_linear_bf16(ctx, M, N, K, x, w, bias, r, y)) return;
     /* y [M,N] = r + bias, then sgemm accumulates x w^T onto it (beta 1) */
     float beta = 0.0f;
     if (r || bias) {
@@ -261,9 +256,14 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
 }
 
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {
-    if (gemm_fused_bf16(ctx, false, M, N, K, a, b, NULL, m, true, y)) return;
     ag_gemm(ctx, false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, y, N);
+    if (ctx->status != TPSC_OK) return;
     const size_t n = (size_t)M * (size_t)N;
+    if (ctx->precision == AG_BF16 && m.h) {
+        #pragma omp parallel for simd if (parallel: n > FILL_PAR)
+        for (size_t i = 0; i < n; i++) y[i] *= bf16_to_float(m.h[i]);
+        return;
+    }
     #pragma omp parallel for simd if (parallel: n > FILL_PAR)
     for (size_t i = 0; i < n; i++) y[i] *= m.f[i];
 }

@@ -79,12 +79,13 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
                     float *y);
 
 /* y [M,N] = (a [M,K] b [K,N]) * m [M,N] element by element, all rows contiguous, m not y: a
- * backward product scaled by a local derivative (fc2's dx by GELU's). BF16 multiplies in the
- * kernel as it stores y, so y is written once and no product is stored to be read back; FP32
- * runs sgemm into y, then multiplies. Either way each element is the float product of the
- * GEMM's value and m's. m is an operand: FP32 reads m.f; BF16 reads m's bf16 values m.h when it
- * has them (a factor made as bf16, half the bytes to write and read, at one more bf16 rounding
- * of the result), else the floats m.f. */
+ * backward product scaled by a local derivative (fc2's dx by GELU's). The product goes into y,
+ * then one pass multiplies; each element is the float product of the GEMM's value and m's. (In
+ * BF16 oneDNN could multiply as it stores y, as a binary post-op, but on AMX that ran fc2's dx
+ * at about half the rate of the plain product inside a training step, far more than the pass
+ * costs: docs/performance.md, "Attention and fc2 on AMX".) m is an operand: FP32 reads m.f;
+ * BF16 reads m's bf16 values m.h when it has them (a factor made as bf16, half the bytes to
+ * write and read, at one more bf16 rounding of the result), else the floats m.f. */
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y);
 
 /* Frees ctx's cached parameter copies (ag_ctx_free calls it). */

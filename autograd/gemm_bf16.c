@@ -25,10 +25,10 @@ bool ag_bf16_kernel_uses_amx(void) {
 }
 
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const void *r,
-                     int ldr, bool r_bf16, bool r_mul) {
+                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
+                     int ldr) {
     (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
-    (void)beta, (void)y, (void)ldy, (void)bias, (void)r, (void)ldr, (void)r_bf16, (void)r_mul;
+    (void)beta, (void)y, (void)ldy, (void)bias, (void)r, (void)ldr;
     ag_bf16_kernel_available();
     return false;
 }
@@ -45,7 +45,7 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
 
 typedef struct key {
     int M, N, K, lda, ldb, ldy, ldr;
-    bool ta, tb, in_parallel, bias, resid, resid_bf16, resid_mul;
+    bool ta, tb, in_parallel, bias, resid;
     int max_threads;
     float alpha, beta;
 } key;
@@ -164,7 +164,7 @@ static dnnl_status_t make(const key *k, prim *out) {
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, dnnl_f32, ys);
     if (s == dnnl_success && k->bias) s = dnnl_memory_desc_init_by_strides(&out->bias, 2, biasd, dnnl_f32, biass);
     if (s == dnnl_success && k->resid)
-        s = dnnl_memory_desc_init_by_strides(&out->resid, 2, yd, k->resid_bf16 ? dnnl_bf16 : dnnl_f32, rs);
+        s = dnnl_memory_desc_init_by_strides(&out->resid, 2, yd, dnnl_f32, rs);
     dnnl_matmul_desc_t desc;
     if (s == dnnl_success) s = dnnl_matmul_desc_init(&desc, &out->a, &out->b, k->bias ? &out->bias : NULL, &out->y);
     dnnl_primitive_attr_t attr = NULL;
@@ -177,7 +177,7 @@ static dnnl_status_t make(const key *k, prim *out) {
         s = dnnl_post_ops_create(&ops);
         if (s == dnnl_success && k->beta != 0.0f) s = dnnl_post_ops_append_sum(ops, k->beta);
         if (s == dnnl_success && k->resid)
-            s = dnnl_post_ops_append_binary(ops, k->resid_mul ? dnnl_binary_mul : dnnl_binary_add, &out->resid);
+            s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, &out->resid);
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
@@ -197,8 +197,7 @@ static dnnl_status_t make(const key *k, prim *out) {
 static bool same(const key *x, const key *y) {
     return x->M == y->M && x->N == y->N && x->K == y->K && x->lda == y->lda && x->ldb == y->ldb && x->ldy == y->ldy &&
            x->ldr == y->ldr && x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel &&
-           x->bias == y->bias && x->resid == y->resid && x->resid_bf16 == y->resid_bf16 &&
-           x->resid_mul == y->resid_mul && x->max_threads == y->max_threads && x->alpha == y->alpha &&
+           x->bias == y->bias && x->resid == y->resid && x->max_threads == y->max_threads && x->alpha == y->alpha &&
            x->beta == y->beta;
 }
 
@@ -228,14 +227,13 @@ static const prim *lookup(const key *k, prim *tmp, bool *owned) {
 }
 
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const void *r,
-                     int ldr, bool r_bf16, bool r_mul) {
+                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
+                     int ldr) {
     if (M <= 0 || N <= 0) return true;
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
     const key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldy = ldy, .ldr = r ? ldr : 0, .ta = trans_a,
                    .tb = trans_b, .in_parallel = omp_in_parallel() != 0, .bias = bias != NULL, .resid = r != NULL,
-                   .resid_bf16 = r != NULL && r_bf16, .resid_mul = r != NULL && r_mul,
                    .max_threads = omp_get_max_threads(), .alpha = alpha, .beta = beta};
     prim tmp;
     bool owned;
@@ -244,7 +242,7 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
     if (!p || !t) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN has no matmul for y [%d,%d] = op(a) [%d,%d] op(b) (trans %d %d, "
                                      "ld %d %d %d%s%s)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy,
-                  bias ? ", bias" : "", r ? (r_mul ? ", times a tensor" : ", residual") : "");
+                  bias ? ", bias" : "", r ? ", residual" : "");
         return false;
     }
     /* Memory objects: the thread's own for a cached primitive (made once, then pointed at this
@@ -283,6 +281,5 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
 
 bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                   const uint16_t *b, int ldb, float beta, float *y, int ldy) {
-    return ag_bf16_gemm_ex(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy, NULL, NULL, 0, false,
-                           false);
+    return ag_bf16_gemm_ex(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy, NULL, NULL, 0);
 }

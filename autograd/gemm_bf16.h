@@ -26,12 +26,10 @@ bool ag_bf16_kernel_uses_amx(void);
  * not make or run the primitive. */
 bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                   const uint16_t *b, int ldb, float beta, float *y, int ldy);
-/* The same, then + bias [N] on every row (bias may be NULL) and + r [M,N] (row stride ldr; r
- * may be NULL), inside the kernel: y = alpha op(a) op(b) + bias + beta y + r. With r_mul, r
- * multiplies instead: y = (alpha op(a) op(b) + bias + beta y) * r, element by element. r holds
- * floats, or bf16 values with r_bf16 (the kernel widens them exactly as it reads them). */
+/* The same, then + bias [N] on every row (bias may be NULL) and + r [M,N] (floats, row stride
+ * ldr; r may be NULL), inside the kernel: y = alpha op(a) op(b) + bias + beta y + r. */
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const void *r,
-                     int ldr, bool r_bf16, bool r_mul);
+                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
+                     int ldr);
 
 #endif

@@ -57,7 +57,7 @@ static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H
  * [H,N,D]), and a product that belongs in a head's columns is written dense into o [N,D], then
  * stored there. oneDNN 2.6 gives dense operands and outputs its AMX kernels where the CPU has
  * them; for the strided head slices it falls back to a non-AMX GEMM that is several times
- * slower (docs/performance.md, "Attention on AMX"). The image is rounded once for its heads,
+ * slower (docs/performance.md, "Attention and fc2 on AMX"). The image is rounded once for its heads,
  * row by row, so the read streams through memory as rounding qkv whole did (a head's columns
  * alone are a strided read that waits on memory). */
 typedef struct head_bufs {

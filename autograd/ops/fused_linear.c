@@ -80,9 +80,8 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
      * in BF16) and gelu'(x) (into d: dx itself when it is new); Phi(x) is shared, so the
      * recompute costs no more than the unfused backward's derivative pass. g then receives
      * dy w. */
-    /* BF16 with a new dx: gelu'(x) goes to bf16 scratch dh and the kernel multiplies dy w by
-     * it as it stores dx (ag_gemm_mul), so dy w is never stored as floats and read back, and
-     * the factor costs 2 bytes a value to write and read, not 4. Rounding gelu' to bf16 is what
+    /* BF16 with a new dx: gelu'(x) goes to bf16 scratch dh, dy w into dx, and one pass
+     * multiplies them (ag_gemm_mul); the factor costs 2 bytes a value to write and read, not 4. Rounding gelu' to bf16 is what
      * PyTorch's bf16 autocast does too: its GELU backward runs on bf16 tensors. BF16 adding into
      * an existing dx keeps a float d. FP32 keeps its order (d in dx, g = dy w, then dx *= g),
      * which needs no scratch for d beside g's. */
