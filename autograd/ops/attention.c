@@ -10,7 +10,9 @@
  * The pairs are independent, so the B*H loop is the parallel one; OpenBLAS (OpenMP build)
  * runs single-threaded inside the parallel region, so the cores are not oversubscribed.
  *
- * Saved for backward: the probabilities A [B,H,N,N] (needed for dV and the softmax backward).
+ * Saved for backward: the probabilities A [B,H,N,N] (needed for dV and the softmax backward);
+ * BF16 keeps them rounded to bf16, the operand its products take, and its softmax backward
+ * widens them (half the bytes to store, write and read).
  * With a policy, the backward also needs the unmasked exponentials exp(S - m), which A does not
  * hold where G = 0; rather than keep a second [B,H,N,N] buffer per block it recomputes S with
  * one more GEMM per pair (N*N*D MACs, the size of one of the backward products). What the rows
@@ -40,7 +42,8 @@
 #define POLICY_EPS 1e-6f
 
 typedef struct attention_saved {
-    float *attn;   /* [B,H,N,N] probabilities */
+    float *attn;   /* [B,H,N,N] probabilities (FP32) */
+    uint16_t *attn_h; /* [B,H,N,N] probabilities rounded to bf16 (BF16; attn is then NULL) */
     float *row_m;  /* [B,H,N] with a policy: max_j S_ij */
     float *row_z;  /* [B,H,N] with a policy: Z_i = sum_k A_ik + eps (A unnormalised) */
     uint32_t *row_am; /* [B,H,N] with a policy: the first j where S_ij = m_i */
@@ -63,7 +66,8 @@ static bool worth_threads(size_t B, size_t H, size_t N, size_t D) { return B * H
 typedef struct head_bufs {
     uint16_t *qkv;  /* [3,H,N,D] bf16: the thread's current image, q, k and v head by head */
     uint16_t *dout; /* [H,N,D] bf16, in the backward */
-    uint16_t *a, *ds; /* [N,N] bf16: A, and dS in the backward */
+    uint16_t *ds;     /* [N,N] bf16: dS, in the backward */
+    float *s;         /* [N,N] the forward's scores, softmaxed here, then rounded into A */
     float *o;         /* [N,D] a product on its way into a head's columns */
     size_t *image;    /* the image now in qkv (and dout); SIZE_MAX for none */
 } head_bufs;
@@ -72,18 +76,20 @@ static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
 /* One thread's head_bufs, forward or backward, as bytes (a multiple of 64) */
 static size_t head_bufs_bytes(size_t N, size_t C, size_t D, bool backward) {
-    const size_t nn = align64(N * N * sizeof(uint16_t));
-    return align64(3 * N * C * sizeof(uint16_t)) + (backward ? align64(N * C * sizeof(uint16_t)) + 2 * nn : nn) +
-           align64(N * D * sizeof(float)) + align64(sizeof(size_t));
+    const size_t tail = backward ? align64(N * C * sizeof(uint16_t)) + align64(N * N * sizeof(uint16_t))
+                                 : align64(N * N * sizeof(float));
+    return align64(3 * N * C * sizeof(uint16_t)) + tail + align64(N * D * sizeof(float)) + align64(sizeof(size_t));
 }
 
 static head_bufs head_bufs_at(unsigned char *at, size_t N, size_t C, size_t D, bool backward) {
-    const size_t nn = align64(N * N * sizeof(uint16_t));
     head_bufs w = {0};
     w.qkv = (uint16_t *)(void *)at, at += align64(3 * N * C * sizeof(uint16_t));
-    if (backward) w.dout = (uint16_t *)(void *)at, at += align64(N * C * sizeof(uint16_t));
-    w.a = (uint16_t *)(void *)at, at += nn;
-    if (backward) w.ds = (uint16_t *)(void *)at, at += nn;
+    if (backward) {
+        w.dout = (uint16_t *)(void *)at, at += align64(N * C * sizeof(uint16_t));
+        w.ds = (uint16_t *)(void *)at, at += align64(N * N * sizeof(uint16_t));
+    } else {
+        w.s = (float *)(void *)at, at += align64(N * N * sizeof(float));
+    }
     w.o = (float *)(void *)at, at += align64(N * D * sizeof(float));
     w.image = (size_t *)(void *)at;
     return w;
@@ -211,20 +217,20 @@ static void policy_backward_row(float *g, float *e, const float *a, const float 
     g[am] += dm;
 }
 
-/* The same in BF16, where the sums may be reordered: one vector pass per row computes dS and
- * dP's share and rounds A and dS to bf16 (ha, hs) while the row is in cache; g keeps dS as
- * floats only so that dm can be added at the argmax before that entry is rounded. */
-static void policy_backward_bf16(float *g, const float *S, const float *A, const float *p, const float *rm,
-                                 const float *rz, const uint32_t *ram, size_t N, float *dp, uint16_t *ha,
-                                 uint16_t *hs) {
+/* The same in BF16, where the sums may be reordered, on the bf16 probabilities ha: one vector
+ * pass per row computes dS and dP's share and rounds dS to bf16 (hs) while the row is in cache;
+ * g keeps dS as floats only so that dm can be added at the argmax before that entry is rounded. */
+static void policy_backward_bf16(float *g, const float *S, const uint16_t *ha, const float *p, const float *rm,
+                                 const float *rz, const uint32_t *ram, size_t N, float *dp, uint16_t *hs) {
     for (size_t i = 0; i < N; i++) {
         float *gi = g + i * N;
-        const float *si = S + i * N, *ai = A + i * N;
-        uint16_t *hai = ha + i * N, *hsi = hs + i * N;
+        const float *si = S + i * N;
+        const uint16_t *hai = ha + i * N;
+        uint16_t *hsi = hs + i * N;
         const float m = rm[i], iz = 1.0f / rz[i];
         float r = 0.0f;
         #pragma omp simd reduction(+ : r)
-        for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+        for (size_t j = 0; j < N; j++) r += gi[j] * bf16_to_float(hai[j]);
         const float dp_i = dp[i];
         float sum_ds = 0.0f; /* dm = -sum_ds */
         #pragma omp simd reduction(+ : sum_ds)
@@ -234,7 +240,6 @@ static void policy_backward_bf16(float *g, const float *S, const float *A, const
             dp[j] += da * e;
             sum_ds += ds;
             gi[j] = ds;
-            hai[j] = bf16_from_float(ai[j]);
             hsi[j] = bf16_from_float(ds);
         }
         dp[i] = dp_i;
@@ -242,21 +247,20 @@ static void policy_backward_bf16(float *g, const float *S, const float *A, const
     }
 }
 
-/* BF16, plain softmax: ha = bf16(A) and hs = bf16(dS), dS_ij = A_ij (g_ij - r_i) with
- * r_i = sum_k g_ik A_ik, row by row while A's row is in cache; both are only GEMM operands, so
- * dS is never stored as floats. (FP32 keeps its serial sum, so its results stay as they were.) */
-static void softmax_backward_bf16(const float *A, const float *g, size_t N, uint16_t *ha, uint16_t *hs) {
+/* BF16, plain softmax, on the bf16 probabilities ha: hs = bf16(dS), dS_ij = A_ij (g_ij - r_i)
+ * with r_i = sum_k g_ik A_ik, row by row while the row is in cache; dS is only a GEMM operand,
+ * so it is never stored as floats. (FP32 keeps its serial sum, so its results stay as they
+ * were.) */
+static void softmax_backward_bf16(const uint16_t *ha, const float *g, size_t N, uint16_t *hs) {
     for (size_t i = 0; i < N; i++) {
-        const float *ai = A + i * N, *gi = g + i * N;
-        uint16_t *hai = ha + i * N, *hsi = hs + i * N;
+        const uint16_t *hai = ha + i * N;
+        const float *gi = g + i * N;
+        uint16_t *hsi = hs + i * N;
         float r = 0.0f;
         #pragma omp simd reduction(+ : r)
-        for (size_t j = 0; j < N; j++) r += gi[j] * ai[j];
+        for (size_t j = 0; j < N; j++) r += gi[j] * bf16_to_float(hai[j]);
         #pragma omp simd
-        for (size_t j = 0; j < N; j++) {
-            hai[j] = bf16_from_float(ai[j]);
-            hsi[j] = bf16_from_float(ai[j] * (gi[j] - r));
-        }
+        for (size_t j = 0; j < N; j++) hsi[j] = bf16_from_float(bf16_to_float(hai[j]) * (gi[j] - r));
     }
 }
 
@@ -289,7 +293,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
     /* [B,H,N]: written even when the policy needs no gradient, so the row code has no branch */
     float *dp_heads = policy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
-    /* BF16: per thread, dense bf16 copies of the pair's q, k, v, dO, A and dS (head_bufs) */
+    /* BF16: per thread, dense bf16 copies of the pair's q, k, v, dO and dS (head_bufs) */
     const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
     const size_t wbytes = head_bufs_bytes(N, C, D, true);
     unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
@@ -307,13 +311,13 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const int t = omp_get_thread_num();
         float *g = scratch + (size_t)t * per_thread;    /* [N,N] dA, then dS */
         float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
-        const float *A = s->attn + (size_t)pair * N * N;
+        const float *A = s->attn ? s->attn + (size_t)pair * N * N : NULL;            /* FP32 */
+        const uint16_t *Ah = s->attn_h ? s->attn_h + (size_t)pair * N * N : NULL;   /* BF16 */
         const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, true) : (head_bufs){0};
         const pair_operands op = pair_operands_of(&w, qkv->data, dout, b, h, N, C, H);
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
-        /* FP32: dV [N,D] += A^T dO first, from A. BF16: one pass over the rows rounds A and
-         * yields dS in bf16 (below), so dV waits for it. */
+        /* dV [N,D] += A^T dO (FP32 first, from A; BF16 below, from the stored bf16 A) */
         if (dv && !bf16) head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){A, NULL, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
         /* g [N,N] = dO V^T */
         ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, op.dout, op.ld_dout, op.v, op.ld, 0.0f, g, iN);
@@ -329,12 +333,12 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
 
         if (bf16) {
             if (policy)
-                policy_backward_bf16(g, e, A, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, w.a, w.ds);
+                policy_backward_bf16(g, e, Ah, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, w.ds);
             else
-                softmax_backward_bf16(A, g, N, w.a, w.ds);
+                softmax_backward_bf16(Ah, g, N, w.ds);
             if (dqkv) {
                 const ag_operand dS = {NULL, w.ds, 0};
-                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, w.a, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
+                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, Ah, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
                 head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
                 head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
             }
@@ -408,8 +412,10 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
                         ag_shape_str(qkv, sq, sizeof sq));
 
     ag_tensor *out = ag_new3(ctx, B, N, C);
-    float *attn = ag_alloc(ctx, B * H * N * N * sizeof(float));
-    if (!out || !attn) return NULL;
+    const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
+    float *attn = bf16 ? NULL : ag_alloc(ctx, B * H * N * N * sizeof(float));
+    uint16_t *attn_h = bf16 ? ag_alloc(ctx, B * H * N * N * sizeof(uint16_t)) : NULL;
+    if (!out || (!attn && !attn_h)) return NULL;
     /* With a policy, what each row's softmax found, for the backward (see the top of the file) */
     float *row_m = NULL, *row_z = NULL;
     uint32_t *row_am = NULL;
@@ -421,9 +427,10 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     const float scale = (float)(1.0 / sqrt((double)D));
     const int iN = (int)N, iD = (int)D;
     /* BF16 (gemm.h): each thread rounds its pair's q, k, v into dense buffers (head_bufs) and
-     * the probabilities into its [N,N] buffer, row by row as the softmax finishes them. The
-     * softmax itself runs on the FP32 scores. */
-    const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
+     * the scores go to its own [N,N] buffer; the softmax runs there on the FP32 scores and each
+     * finished row is rounded into the stored bf16 A. (A product storing its tiles straight
+     * into the large, cold A ran at a third of its rate: docs/performance.md, "Attention and
+     * fc2 on AMX".) */
     const int nthreads = omp_get_max_threads();
     const size_t wbytes = head_bufs_bytes(N, C, D, false);
     unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
@@ -433,28 +440,31 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
         const size_t b = (size_t)pair / H, h = (size_t)pair % H;
-        float *A = attn + (size_t)pair * N * N;
+        /* FP32: S, then A, in attn itself; BF16: S in w.s, A rounded into attn_h */
+        float *A = bf16 ? NULL : attn + (size_t)pair * N * N;
+        uint16_t *Ah = bf16 ? attn_h + (size_t)pair * N * N : NULL;
         const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)omp_get_thread_num() * wbytes, N, C, D, false) : (head_bufs){0};
         const pair_operands op = pair_operands_of(&w, qkv->data, NULL, b, h, N, C, H);
-        /* A [N,N] = scale q k^T, then the row softmax in place */
-        ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, A, iN);
+        /* S [N,N] = scale q k^T, then the row softmax in place */
+        float *S = bf16 ? w.s : A;
+        ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, S, iN);
         if (key_bias)
             for (size_t i = 0; i < N; i++) {
                 const float *kb = key_bias + b * N;
-                float *row = A + i * N;
+                float *row = S + i * N;
                 #pragma omp simd
                 for (size_t j = 0; j < N; j++) row[j] += kb[j];
             }
         for (size_t i = 0; i < N; i++) {
             if (policy)
-                policy_softmax_row(A + i * N, policy->data + b * N, i, N, row_m + (size_t)pair * N + i,
+                policy_softmax_row(S + i * N, policy->data + b * N, i, N, row_m + (size_t)pair * N + i,
                                    row_z + (size_t)pair * N + i, row_am + (size_t)pair * N + i);
             else
-                row_softmax(A + i * N, N); /* libtpsinfer's, bit for bit */
-            if (bf16) bf16_round_row(A + i * N, N, w.a + i * N); /* while the row is in cache */
+                row_softmax(S + i * N, N); /* libtpsinfer's, bit for bit */
+            if (Ah) bf16_round_row(S + i * N, N, Ah + i * N); /* while the row is in cache */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, w.a, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
+        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, Ah, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
                      false);
     }
     if (ctx->status != TPSC_OK) return NULL;
@@ -466,7 +476,10 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         for (size_t b = 0; b < B; b++)
             for (size_t j = 1; j < N; j++) {
                 float sum = 0.0f;
-                for (size_t h = 0; h < H; h++) sum += attn[((b * H + h) * N) * N + j];
+                for (size_t h = 0; h < H; h++) {
+                    const size_t at = ((b * H + h) * N) * N + j; /* row 0 of the head: the cls token's */
+                    sum += attn ? attn[at] : bf16_to_float(attn_h[at]);
+                }
                 cls->data[b * (N - 1) + j - 1] = sum / (float)H;
             }
     }
@@ -476,7 +489,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
     if (node) {
         attention_saved *s = ag_alloc(ctx, sizeof *s);
         if (!s) return NULL;
-        *s = (attention_saved){.attn = attn, .row_m = row_m, .row_z = row_z, .row_am = row_am, .B = B, .N = N, .C = C, .H = H, .scale = scale};
+        *s = (attention_saved){.attn = attn, .attn_h = attn_h, .row_m = row_m, .row_z = row_z, .row_am = row_am, .B = B, .N = N, .C = C, .H = H, .scale = scale};
         node->saved = s;
         if (cls) {
             s->dcls = ag_alloc(ctx, B * (N - 1) * sizeof(float));
