@@ -338,7 +338,7 @@ for mode in modes:
         label, "/".join(sorted(cores)) or "?", "/".join(sorted(tcore)) or "-", "/".join(sorted(backends)) or "?",
         repeat))
     table = ["| DeiT-S 224 | batch | tpsc img/s | PyTorch img/s | tpsc / PyTorch | ORT img/s | tpsc / ORT | tpsc peak RSS MB |"
-             " PyTorch peak RSS MB | tpsc of peak (FMA; bf16: BF16) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             " PyTorch peak RSS MB | tpsc of peak (FMA; bf16: AMX where used, else BF16) |", "|---|---|---|---|---|---|---|---|---|---|"]
     extra = [(k, m + sfx, b) for sfx in (" openblas", " bf16") for k, m, b in shapes if k == "infer"]
     for key in shapes + [k for k in extra if any(k in o for o in ours)]:  # BF16 training: its own table
         kind, method, batch = key
