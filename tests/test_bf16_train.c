@@ -45,7 +45,7 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
 /* ---- the kernel -------------------------------------------------------------------------- */
 
 /* ag_gemm against a double reference for every transpose pair, alpha, beta and padded row
- * strides (the attention reads head slices with a stride of 3C). */
+ * strides (an op may hand it slices of a wider matrix; oneDNN then runs its non-AMX GEMM). */
 Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
     need_bf16();
     const int M = 37, N = 29, K = 53, pad = 3;
@@ -109,7 +109,7 @@ static double exact_dot(const float *a, const float *b, int i, int j, int K, int
 
 /* ag_gemm_mul, y = (a b) * m, in both precisions against a double reference: FP32 within
  * gamma_K of sum_k |a_k b_k| times |m| (plus one rounding of the product), BF16 within the bf16
- * bound of the same, and some element different from FP32's, so the kernel's post-op ran. */
+ * bound of the same, and some element different from FP32's, so the BF16 product ran. */
 Test(bf16_train, gemm_mul_within_its_bound_in_both_precisions) {
     need_bf16();
     const int M = 23, N = 31, K = 45;
@@ -146,8 +146,8 @@ Test(bf16_train, gemm_mul_within_its_bound_in_both_precisions) {
 /* ag_gemm_mul with a bf16 factor m.h (the GELU derivative before fc2's dx), against a double
  * reference on the unrounded m. m_h = m (1 + e), |e| <= u, adds one relative error u of the
  * exact product to the bound above: |y - ab m| <= (bf_c(K) (1 + u) + u) sum_k |a_k b_k| |m|
- * plus one rounding of the product. And the kernel must read m_h exactly: y equals, bit for
- * bit, the same product with the float factor bf16(m) (the post-op widens bf16 exactly). */
+ * plus one rounding of the product. And m_h must be read exactly: y equals, bit for bit, the
+ * same product with the float factor bf16(m) (widening bf16 to float is exact). */
 Test(bf16_train, gemm_mul_with_a_bf16_factor_within_its_bound) {
     need_bf16();
     const int M = 23, N = 31, K = 45;

@@ -38,6 +38,7 @@
 #include "src/common/bf16_round.h"
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
+#include "src/util/alloc.h"
 
 #define POLICY_EPS 1e-6f
 
@@ -72,26 +73,48 @@ typedef struct head_bufs {
     size_t *image;    /* the image now in qkv (and dout); SIZE_MAX for none */
 } head_bufs;
 
-static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
-
-/* One thread's head_bufs, forward or backward, as bytes (a multiple of 64) */
-static size_t head_bufs_bytes(size_t N, size_t C, size_t D, bool backward) {
-    const size_t tail = backward ? align64(N * C * sizeof(uint16_t)) + align64(N * N * sizeof(uint16_t))
-                                 : align64(N * N * sizeof(float));
-    return align64(3 * N * C * sizeof(uint16_t)) + tail + align64(N * D * sizeof(float)) + align64(sizeof(size_t));
+/* Lays one thread's head_bufs out from `at` (NULL: only measures) and returns the bytes they
+ * take, a multiple of TPSC_ALIGN, so that the next thread's start stays aligned. */
+static size_t head_bufs_carve(unsigned char *at, size_t N, size_t C, size_t D, bool backward, head_bufs *w) {
+    size_t used = 0;
+#define HB_TAKE(field, type, count)                                                        \
+    do {                                                                                   \
+        if (at) w->field = (type *)(void *)(at + used);                                    \
+        used += ((count) * sizeof(type) + TPSC_ALIGN - 1) & ~(size_t)(TPSC_ALIGN - 1);     \
+    } while (0)
+    HB_TAKE(qkv, uint16_t, 3 * N * C);
+    if (backward) {
+        HB_TAKE(dout, uint16_t, N * C);
+        HB_TAKE(ds, uint16_t, N * N);
+    } else {
+        HB_TAKE(s, float, N * N);
+    }
+    HB_TAKE(o, float, N * D);
+    HB_TAKE(image, size_t, 1);
+#undef HB_TAKE
+    return used;
 }
 
-static head_bufs head_bufs_at(unsigned char *at, size_t N, size_t C, size_t D, bool backward) {
+/* BF16: one head_bufs per thread of the coming parallel loop, in the step's arena, none holding
+ * an image yet; *bytes receives one thread's share. NULL in FP32, or out of memory (ctx's
+ * error set). */
+static unsigned char *head_bufs_new(ag_ctx *ctx, size_t N, size_t C, size_t D, bool backward, size_t *bytes) {
+    if (ag_operand_bytes(ctx, 1) == 0) return NULL;
+    const int nthreads = omp_get_max_threads();
     head_bufs w = {0};
-    w.qkv = (uint16_t *)(void *)at, at += align64(3 * N * C * sizeof(uint16_t));
-    if (backward) {
-        w.dout = (uint16_t *)(void *)at, at += align64(N * C * sizeof(uint16_t));
-        w.ds = (uint16_t *)(void *)at, at += align64(N * N * sizeof(uint16_t));
-    } else {
-        w.s = (float *)(void *)at, at += align64(N * N * sizeof(float));
+    *bytes = head_bufs_carve(NULL, N, C, D, backward, &w);
+    unsigned char *buf = ag_alloc(ctx, (size_t)nthreads * *bytes);
+    for (int t = 0; buf && t < nthreads; t++) {
+        head_bufs_carve(buf + (size_t)t * *bytes, N, C, D, backward, &w);
+        *w.image = SIZE_MAX;
     }
-    w.o = (float *)(void *)at, at += align64(N * D * sizeof(float));
-    w.image = (size_t *)(void *)at;
+    return buf;
+}
+
+/* Thread t's head_bufs in buf (from head_bufs_new); all NULL (the FP32 way) when buf is. */
+static head_bufs head_bufs_of(unsigned char *buf, size_t bytes, int t, size_t N, size_t C, size_t D, bool backward) {
+    head_bufs w = {0};
+    if (buf) head_bufs_carve(buf + (size_t)t * bytes, N, C, D, backward, &w);
     return w;
 }
 
@@ -295,14 +318,13 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     float *dp_heads = policy ? ag_alloc(ctx, B * H * N * sizeof(float)) : NULL;
     /* BF16: per thread, dense bf16 copies of the pair's q, k, v, dO and dS (head_bufs) */
     const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
-    const size_t wbytes = head_bufs_bytes(N, C, D, true);
-    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
+    size_t wbytes = 0;
+    unsigned char *wbuf = head_bufs_new(ctx, N, C, D, true, &wbytes);
     if (!scratch || (policy && !dp_heads) || (bf16 && !wbuf)) {
         ag_error(ctx, TPSC_ERR_NOMEM, "attention backward: no scratch for B=%zu H=%zu N=%zu", B, H, N);
         return;
     }
     if (dp_heads) memset(dp_heads, 0, B * H * N * sizeof(float));
-    for (int t = 0; bf16 && t < nthreads; t++) *head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, true).image = SIZE_MAX;
     const int iN = (int)N, iD = (int)D;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
@@ -313,7 +335,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         float *e = policy ? g + N * N : NULL;           /* [N,N] exp(S - m) */
         const float *A = s->attn ? s->attn + (size_t)pair * N * N : NULL;            /* FP32 */
         const uint16_t *Ah = s->attn_h ? s->attn_h + (size_t)pair * N * N : NULL;   /* BF16 */
-        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, true) : (head_bufs){0};
+        const head_bufs w = head_bufs_of(wbuf, wbytes, t, N, C, D, true);
         const pair_operands op = pair_operands_of(&w, qkv->data, dout, b, h, N, C, H);
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
@@ -431,11 +453,9 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
      * finished row is rounded into the stored bf16 A. (A product storing its tiles straight
      * into the large, cold A ran at a third of its rate: docs/performance.md, "Attention and
      * fc2 on AMX".) */
-    const int nthreads = omp_get_max_threads();
-    const size_t wbytes = head_bufs_bytes(N, C, D, false);
-    unsigned char *wbuf = bf16 ? ag_alloc(ctx, (size_t)nthreads * wbytes) : NULL;
+    size_t wbytes = 0;
+    unsigned char *wbuf = head_bufs_new(ctx, N, C, D, false, &wbytes);
     if (bf16 && !wbuf) return NULL;
-    for (int t = 0; bf16 && t < nthreads; t++) *head_bufs_at(wbuf + (size_t)t * wbytes, N, C, D, false).image = SIZE_MAX;
 
     #pragma omp parallel for schedule(static) if (worth_threads(B, H, N, D))
     for (long pair = 0; pair < (long)(B * H); pair++) {
@@ -443,7 +463,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         /* FP32: S, then A, in attn itself; BF16: S in w.s, A rounded into attn_h */
         float *A = bf16 ? NULL : attn + (size_t)pair * N * N;
         uint16_t *Ah = bf16 ? attn_h + (size_t)pair * N * N : NULL;
-        const head_bufs w = bf16 ? head_bufs_at(wbuf + (size_t)omp_get_thread_num() * wbytes, N, C, D, false) : (head_bufs){0};
+        const head_bufs w = head_bufs_of(wbuf, wbytes, omp_get_thread_num(), N, C, D, false);
         const pair_operands op = pair_operands_of(&w, qkv->data, NULL, b, h, N, C, H);
         /* S [N,N] = scale q k^T, then the row softmax in place */
         float *S = bf16 ? w.s : A;
