@@ -45,12 +45,15 @@ static void fill(float *x, size_t n, uint64_t seed, float scale) {
 /* ---- the kernel -------------------------------------------------------------------------- */
 
 /* ag_gemm against a double reference for every transpose pair, alpha, beta and padded row
- * strides (an op may hand it slices of a wider matrix; oneDNN then runs its non-AMX GEMM). */
+ * strides (an op may hand it slices of a wider matrix; oneDNN then runs its non-AMX GEMM), with
+ * the output taller than wide and wider than tall (a^T b wider than tall is computed as its
+ * transpose). */
 Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
     need_bf16();
-    const int M = 37, N = 29, K = 53, pad = 3;
-    for (int case_ = 0; case_ < 8; case_++) {
-        const bool ta = case_ & 1, tb = case_ & 2, acc = case_ & 4;
+    const int K = 53, pad = 3;
+    for (int case_ = 0; case_ < 16; case_++) {
+        const bool ta = case_ & 1, tb = case_ & 2, acc = case_ & 4, wide = case_ & 8;
+        const int M = wide ? 29 : 37, N = wide ? 37 : 29;
         const float alpha = acc ? 0.125f : 1.0f, beta = acc ? 1.0f : 0.0f;
         const int ra = ta ? K : M, ca = ta ? M : K, rb = tb ? N : K, cb = tb ? K : N;
         const int lda = ca + pad, ldb = cb + pad, ldy = N + pad;
@@ -84,8 +87,8 @@ Test(bf16_train, gemm_kernel_within_the_bf16_bound) {
                 if (diff / tol > worst) worst = diff / tol;
                 if (diff > max_diff) max_diff = diff;
             }
-        cr_assert(worst <= 1.0, "case ta %d tb %d alpha %g beta %g: error %.3g x the bf16 bound", ta, tb, alpha, beta,
-                  worst);
+        cr_assert(worst <= 1.0, "case %dx%d ta %d tb %d alpha %g beta %g: error %.3g x the bf16 bound", M, N, ta, tb,
+                  alpha, beta, worst);
         cr_assert(max_diff > 1e-4, "case ta %d tb %d: the result matches FP32 (max diff %g): bf16 did not run", ta, tb,
                   max_diff);
         /* The padding between rows is not written. */
