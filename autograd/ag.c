@@ -58,12 +58,16 @@ bool ag_ok(ag_ctx *ctx, int n, ...) {
     if (ctx->status != TPSC_OK) return false;
     va_list ap;
     va_start(ap, n);
-    bool ok = true;
-    for (int i = 0; i < n; i++)
-        if (!va_arg(ap, ag_tensor *)) ok = false;
+    bool ok = true, fp32 = true;
+    for (int i = 0; i < n; i++) {
+        const ag_tensor *t = va_arg(ap, ag_tensor *);
+        if (!t) ok = false;
+        else if (!t->data) fp32 = false;
+    }
     va_end(ap);
     if (!ok) ag_error(ctx, TPSC_ERR_INTERNAL, "an op received a NULL tensor");
-    return ok;
+    else if (!fp32) ag_error(ctx, TPSC_ERR_INTERNAL, "an op that needs FP32 values received a tensor kept as bf16 only");
+    return ok && fp32;
 }
 
 void *ag_alloc(ag_ctx *ctx, size_t bytes) {
@@ -81,6 +85,17 @@ ag_tensor *ag_new(ag_ctx *ctx, int ndim, const size_t *shape) {
     t->node = -1;
     t->data = ag_alloc(ctx, ag_numel(t) * sizeof(float));
     return t->data ? t : NULL;
+}
+
+ag_tensor *ag_new_bf16(ag_ctx *ctx, int ndim, const size_t *shape) {
+    if (ndim < 0 || ndim > AG_MAX_DIMS) return ag_error(ctx, TPSC_ERR_SHAPE, "tensor with %d dims (max %d)", ndim, AG_MAX_DIMS);
+    ag_tensor *t = ag_alloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    ag_set_contiguous(t, ndim, shape);
+    t->node = -1;
+    t->bf16 = ag_alloc(ctx, ag_numel(t) * sizeof(uint16_t));
+    return t->bf16 ? t : NULL;
 }
 
 ag_tensor *ag_new1(ag_ctx *ctx, size_t a) { return ag_new(ctx, 1, (size_t[]){a}); }

@@ -90,12 +90,15 @@ tpsc_status ag_backward_from(ag_ctx *ctx, ag_tensor *out, const float *seed);
 
 /* Records a failure (first one wins) and returns NULL, for `return ag_error(...)` in ops. */
 ag_tensor *ag_error(ag_ctx *ctx, tpsc_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* true when ctx is healthy and none of the n tensors is NULL. */
+/* true when ctx is healthy and none of the n tensors is NULL or kept as bf16 only. */
 bool ag_ok(ag_ctx *ctx, int n, ...);
 /* Scratch memory in the activation arena (lives until reset); NULL + ctx error on failure. */
 void *ag_alloc(ag_ctx *ctx, size_t bytes);
 /* A new contiguous, uninitialised tensor in the arena. */
 ag_tensor *ag_new(ag_ctx *ctx, int ndim, const size_t *shape);
+/* A tensor whose values are bf16 only (t->bf16; t->data NULL), for an op's output that feeds
+ * nothing but BF16 products. */
+ag_tensor *ag_new_bf16(ag_ctx *ctx, int ndim, const size_t *shape);
 ag_tensor *ag_new1(ag_ctx *ctx, size_t a);
 ag_tensor *ag_new2(ag_ctx *ctx, size_t a, size_t b);
 ag_tensor *ag_new3(ag_ctx *ctx, size_t a, size_t b, size_t c);

@@ -255,6 +255,15 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
     ag_gemm(ctx, false, true, M, N, K, 1.0f, x, K, w, K, beta, y, N);
 }
 
+void ag_gemm_linear_to_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias,
+                            uint16_t *y) {
+    if (ctx->precision != AG_BF16 || !x.h || !w.h) {
+        if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+        return;
+    }
+    if (!ag_bf16_linear_to_bf16(M, N, K, x.h, w.h, bias, y) && ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+}
+
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {
     ag_gemm(ctx, false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, y, N);
     if (ctx->status != TPSC_OK) return;

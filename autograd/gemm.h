@@ -77,6 +77,11 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
  * never read back. */
 void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias, const float *r,
                     float *y);
+/* BF16 only: the same with the output kept in bf16, y [M,N] = bf16(x w^T + bias), for a tensor
+ * that feeds nothing but BF16 products (ag_new_bf16); the values rounding ag_gemm_linear's
+ * output would give. */
+void ag_gemm_linear_to_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias,
+                            uint16_t *y);
 
 /* y [M,N] = (a [M,K] b [K,N]) * m [M,N] element by element, all rows contiguous, m not y: a
  * backward product scaled by a local derivative (fc2's dx by GELU's). The product goes into y,

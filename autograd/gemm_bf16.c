@@ -24,6 +24,13 @@ bool ag_bf16_kernel_uses_amx(void) {
     return false;
 }
 
+bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
+                            uint16_t *y) {
+    (void)M, (void)N, (void)K, (void)a, (void)b, (void)bias, (void)y;
+    ag_bf16_kernel_available();
+    return false;
+}
+
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
                      int ldr) {
@@ -45,7 +52,7 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
 
 typedef struct key {
     int M, N, K, lda, ldb, ldy, ldr;
-    bool ta, tb, in_parallel, bias, resid;
+    bool ta, tb, in_parallel, bias, resid, y_bf16;
     int max_threads;
     float alpha, beta;
 } key;
@@ -164,7 +171,7 @@ static dnnl_status_t make(const key *k, prim *out) {
     const dnnl_dims_t biasd = {1, k->N}, biass = {k->N, 1}, rs = {k->ldr, 1};
     dnnl_status_t s = dnnl_memory_desc_init_by_strides(&out->a, 2, ad, dnnl_bf16, as);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->b, 2, bd, dnnl_bf16, bs);
-    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, dnnl_f32, ys);
+    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, k->y_bf16 ? dnnl_bf16 : dnnl_f32, ys);
     if (s == dnnl_success && k->bias) s = dnnl_memory_desc_init_by_strides(&out->bias, 2, biasd, dnnl_f32, biass);
     if (s == dnnl_success && k->resid)
         s = dnnl_memory_desc_init_by_strides(&out->resid, 2, yd, dnnl_f32, rs);
@@ -200,7 +207,7 @@ static dnnl_status_t make(const key *k, prim *out) {
 static bool same(const key *x, const key *y) {
     return x->M == y->M && x->N == y->N && x->K == y->K && x->lda == y->lda && x->ldb == y->ldb && x->ldy == y->ldy &&
            x->ldr == y->ldr && x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel &&
-           x->bias == y->bias && x->resid == y->resid && x->max_threads == y->max_threads && x->alpha == y->alpha &&
+           x->bias == y->bias && x->resid == y->resid && x->y_bf16 == y->y_bf16 && x->max_threads == y->max_threads && x->alpha == y->alpha &&
            x->beta == y->beta;
 }
 
@@ -229,12 +236,13 @@ static const prim *lookup(const key *k, prim *tmp, bool *owned) {
     return r;
 }
 
+/* y is floats, or bf16 when y_bf16 */
 static bool product(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                    const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
-                    int ldr) {
+                    const uint16_t *b, int ldb, float beta, void *y, bool y_bf16, int ldy, const float *bias,
+                    const float *r, int ldr) {
     const key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldy = ldy, .ldr = r ? ldr : 0, .ta = trans_a,
                    .tb = trans_b, .in_parallel = omp_in_parallel() != 0, .bias = bias != NULL, .resid = r != NULL,
-                   .max_threads = omp_get_max_threads(), .alpha = alpha, .beta = beta};
+                   .y_bf16 = y_bf16, .max_threads = omp_get_max_threads(), .alpha = alpha, .beta = beta};
     prim tmp;
     bool owned;
     const prim *p = lookup(&k, &tmp, &owned);
@@ -295,7 +303,7 @@ static bool wide_weight_grad(int M, int N, int K, float alpha, const uint16_t *a
         return false;
     }
     float *yt = t->flip; /* [N,M] */
-    if (!product(true, false, N, M, K, alpha, b, ldb, a, lda, 0.0f, yt, M, NULL, NULL, 0)) return false;
+    if (!product(true, false, N, M, K, alpha, b, ldb, a, lda, 0.0f, yt, false, M, NULL, NULL, 0)) return false;
     enum { TILE = 32 }; /* a tile of y and of yt stays in L1 while it is transposed */
 #pragma omp parallel for schedule(static)
     for (int m0 = 0; m0 < M; m0 += TILE)
@@ -316,7 +324,15 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
     if (trans_a && !trans_b && N > M && !bias && !r && !omp_in_parallel())
         return wide_weight_grad(M, N, K, alpha, a, lda, b, ldb, beta, y, ldy);
-    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy, bias, r, ldr);
+    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy, bias, r, ldr);
+}
+
+bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
+                            uint16_t *y) {
+    if (M <= 0 || N <= 0) return true;
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
+    return product(false, true, M, N, K, 1.0f, a, K, b, K, 0.0f, y, true, N, bias, NULL, 0);
 }
 
 #endif

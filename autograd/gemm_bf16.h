@@ -31,5 +31,10 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
                      int ldr);
+/* A linear's product kept in bf16: y [M,N] = bf16(a [M,K] b^T + bias [N]), b [N,K], all rows
+ * contiguous, bias may be NULL. The sum is FP32, rounded to nearest even as it is stored, so y
+ * holds what rounding ag_bf16_gemm_ex's FP32 output would give, at half the bytes written. */
+bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
+                            uint16_t *y);
 
 #endif

@@ -18,7 +18,10 @@
 #define AG_MAX_DIMS 4
 
 typedef struct ag_tensor {
-    float *data;
+    float *data;                   /* NULL when the values are kept as bf16 only (below) */
+    uint16_t *bf16;                /* BF16 precision: the values as bf16, for a tensor an op kept
+                                    * only for BF16 products (ag_new_bf16); only the ops that
+                                    * say so accept one, the others fail in ag_ok */
     float *grad;                   /* NULL until backward first writes it (activations) */
     size_t shape[AG_MAX_DIMS];
     size_t stride[AG_MAX_DIMS];    /* elements; stride[ndim-1] == 1 when contiguous */

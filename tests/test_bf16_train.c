@@ -505,6 +505,78 @@ Test(bf16_train, attention_within_the_bf16_bound) { attention_case(NO_POLICY); }
 Test(bf16_train, attention_with_policy_within_the_bf16_bound) { attention_case(BINARY_POLICY); }
 Test(bf16_train, attention_with_fractional_policy_within_the_bf16_bound) { attention_case(FRACTIONAL_POLICY); }
 
+/* ag_layernorm_linear_bf16 keeps qkv as bf16 only, stored by the kernel as it rounds the FP32
+ * sums; ag_layernorm_linear stores the floats and attention rounds them itself. Both roundings
+ * are to nearest even, so qkv, the attention's output and every gradient must agree bit for
+ * bit. In FP32 the variant is the plain op. */
+static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, float *grads[5]) {
+    const size_t B = 2, N = 19, C = 24, H = 3, C3 = 3 * C;
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, precision), TPSC_OK, "%s", tpsc_last_error());
+    ag_tensor *in[5] = {ag_new3(ctx, B, N, C), ag_new1(ctx, C), ag_new1(ctx, C), ag_new2(ctx, C3, C), ag_new1(ctx, C3)};
+    for (int i = 0; i < 5; i++) {
+        cr_assert_not_null(in[i]);
+        fill(in[i]->data, ag_numel(in[i]), 40 + (uint64_t)i, i == 1 ? 0.3f : 1.0f);
+        if (i == 1)
+            for (size_t j = 0; j < C; j++) in[i]->data[j] += 1.0f;
+        in[i]->requires_grad = in[i]->retain_grad = true;
+    }
+    ag_tensor *qkv = (keep_bf16 ? ag_layernorm_linear_bf16 : ag_layernorm_linear)(ctx, in[0], in[1], in[2], 1e-6f, in[3],
+                                                                                 in[4]);
+    cr_assert_not_null(qkv, "%s", tpsc_last_error());
+    const bool bf16_only = keep_bf16 && precision == AG_BF16;
+    cr_assert(bf16_only ? !qkv->data && qkv->bf16 : qkv->data && !qkv->bf16, "qkv kept as %s",
+              qkv->data ? "floats" : "bf16");
+    ag_tensor *y = ag_attention(ctx, qkv, H, NULL, NULL);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    float *dy = malloc(B * N * C * sizeof *dy);
+    fill(dy, B * N * C, 47, 1.0f);
+    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    memcpy(out, y->data, B * N * C * sizeof(float));
+    for (int i = 0; i < 5; i++) {
+        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
+        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
+    }
+    free(dy);
+    ag_ctx_free(ctx);
+}
+
+Test(bf16_train, qkv_kept_as_bf16_matches_floats_bit_for_bit) {
+    need_bf16();
+    const size_t B = 2, N = 19, C = 24, C3 = 3 * C;
+    const size_t numel[5] = {B * N * C, C, C, C3 * C, C3};
+    for (int p = 0; p < 2; p++) {
+        const ag_precision precision = p ? AG_BF16 : AG_FP32;
+        float *out[2], *g[2][5];
+        for (int v = 0; v < 2; v++) {
+            out[v] = malloc(B * N * C * sizeof(float));
+            for (int i = 0; i < 5; i++) g[v][i] = malloc(numel[i] * sizeof(float));
+            qkv_attention(precision, v == 1, out[v], g[v]);
+        }
+        cr_assert(memcmp(out[0], out[1], B * N * C * sizeof(float)) == 0, "%s: attention output differs",
+                  ag_precision_name(precision));
+        for (int i = 0; i < 5; i++) {
+            cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "%s: gradient of input %d differs",
+                      ag_precision_name(precision), i);
+            free(g[0][i]), free(g[1][i]);
+        }
+        free(out[0]), free(out[1]);
+    }
+}
+
+/* An op that reads FP32 values refuses a tensor kept as bf16 only, with a message, not a crash. */
+Test(bf16_train, bf16_only_tensor_is_refused_by_fp32_ops) {
+    need_bf16();
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+    ag_tensor *x = ag_new_bf16(ctx, 2, (size_t[]){3, 4});
+    cr_assert_not_null(x);
+    cr_assert_null(ag_gelu(ctx, x));
+    cr_assert_neq(ag_ctx_status(ctx), TPSC_OK);
+    cr_assert(strstr(tpsc_last_error(), "bf16 only") != NULL, "message: %s", tpsc_last_error());
+    ag_ctx_free(ctx);
+}
+
 /* ---- parameter copies ------------------------------------------------------------------- */
 
 /* The bf16 copy of a parameter is taken once per step: an update after ag_ctx_reset is seen,

@@ -124,6 +124,13 @@ static void round_by_heads(const float *x, size_t N, size_t P, size_t D, uint16_
         for (size_t p = 0; p < P; p++) bf16_round_row(x + (i * P + p) * D, D, h + (p * N + i) * D);
 }
 
+/* h [P,N,D] = x [N, P*D] already in bf16 (a qkv kept as bf16 only), regrouped as round_by_heads
+ * does */
+static void copy_by_heads(const uint16_t *x, size_t N, size_t P, size_t D, uint16_t *h) {
+    for (size_t i = 0; i < N; i++)
+        for (size_t p = 0; p < P; p++) memcpy(h + (p * N + i) * D, x + (i * P + p) * D, D * sizeof(uint16_t));
+}
+
 /* y [N,D] (rows ld apart) = o [N,D], or += o when add */
 static void store_head(float *y, size_t ld, const float *o, size_t N, size_t D, bool add) {
     for (size_t i = 0; i < N; i++) {
@@ -140,22 +147,23 @@ static void store_head(float *y, size_t ld, const float *o, size_t N, size_t D, 
 
 /* Pair (b, h)'s q, k, v (and dO) as GEMM operands with their row strides: FP32 reads the head's
  * columns of qkv [B,N,3C] (and of dout [B,N,C]) in place; BF16 reads w's dense copies, rounding
- * image b first unless w holds it already. */
+ * image b first unless w holds it already (or copying it, from a qkv kept as bf16 only). */
 typedef struct pair_operands {
     ag_operand q, k, v, dout;
     int ld, ld_dout;
 } pair_operands;
 
-static pair_operands pair_operands_of(const head_bufs *w, const float *qkv, const float *dout, size_t b, size_t h,
-                                      size_t N, size_t C, size_t H) {
+static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, const float *dout, size_t b,
+                                      size_t h, size_t N, size_t C, size_t H) {
     const size_t D = C / H, C3 = 3 * C;
     if (!w->qkv) {
-        const float *q = qkv + b * N * C3 + h * D;
+        const float *q = qkv->data + b * N * C3 + h * D;
         return (pair_operands){{q, NULL, 0}, {q + C, NULL, 0}, {q + 2 * C, NULL, 0},
                                {dout ? dout + b * N * C + h * D : NULL, NULL, 0}, (int)C3, (int)C};
     }
     if (*w->image != b) {
-        round_by_heads(qkv + b * N * C3, N, 3 * H, D, w->qkv);
+        if (qkv->bf16) copy_by_heads(qkv->bf16 + b * N * C3, N, 3 * H, D, w->qkv);
+        else round_by_heads(qkv->data + b * N * C3, N, 3 * H, D, w->qkv);
         if (dout) round_by_heads(dout + b * N * C, N, H, D, w->dout);
         *w->image = b;
     }
@@ -336,7 +344,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const float *A = s->attn ? s->attn + (size_t)pair * N * N : NULL;            /* FP32 */
         const uint16_t *Ah = s->attn_h ? s->attn_h + (size_t)pair * N * N : NULL;   /* BF16 */
         const head_bufs w = head_bufs_of(wbuf, wbytes, t, N, C, D, true);
-        const pair_operands op = pair_operands_of(&w, qkv->data, dout, b, h, N, C, H);
+        const pair_operands op = pair_operands_of(&w, qkv, dout, b, h, N, C, H);
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
         /* dV [N,D] += A^T dO (FP32 first, from A; BF16 below, from the stored bf16 A) */
@@ -410,7 +418,11 @@ static void attention_cls_backward(ag_ctx *ctx, ag_node *n) {
 static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, const float *key_bias,
                             ag_tensor **cls_attn) {
     if (cls_attn) *cls_attn = NULL;
-    if (!ag_ok(ctx, 1, qkv)) return NULL;
+    /* qkv may be kept as bf16 only (ag_layernorm_linear_bf16), which BF16's products read as they are */
+    const bool qkv_bf16 = qkv && !qkv->data && qkv->bf16;
+    if (!(qkv_bf16 ? ag_ok(ctx, 0) : ag_ok(ctx, 1, qkv))) return NULL;
+    if (qkv_bf16 && ctx->precision != AG_BF16)
+        return ag_error(ctx, TPSC_ERR_ARG, "attention: a qkv kept as bf16 only needs precision bf16");
     char sq[64], sp[64];
     if (qkv->ndim != 3 || qkv->shape[2] % 3 != 0 || heads == 0 || (qkv->shape[2] / 3) % heads != 0)
         return ag_error(ctx, TPSC_ERR_SHAPE, "attention: qkv %s must be [B,N,3C] with C divisible by %zu heads",
@@ -464,7 +476,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         float *A = bf16 ? NULL : attn + (size_t)pair * N * N;
         uint16_t *Ah = bf16 ? attn_h + (size_t)pair * N * N : NULL;
         const head_bufs w = head_bufs_of(wbuf, wbytes, omp_get_thread_num(), N, C, D, false);
-        const pair_operands op = pair_operands_of(&w, qkv->data, NULL, b, h, N, C, H);
+        const pair_operands op = pair_operands_of(&w, qkv, NULL, b, h, N, C, H);
         /* S [N,N] = scale q k^T, then the row softmax in place */
         float *S = bf16 ? w.s : A;
         ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, S, iN);

@@ -76,8 +76,8 @@ static void ln_forward_bf16(const float *x, size_t M, size_t C, const float *wv,
     }
 }
 
-ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps, ag_tensor *w,
-                               ag_tensor *b) {
+static ag_tensor *layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps,
+                                   ag_tensor *w, ag_tensor *b, bool out_bf16) {
     if (!ag_ok(ctx, 4, x, ln_w, ln_b, w)) return NULL;
     char sx[64], sw[64], sl[64];
     const size_t C = ag_cols(x);
@@ -93,7 +93,8 @@ ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_te
     size_t shape[AG_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = Cout;
-    ag_tensor *y = ag_new(ctx, x->ndim, shape);
+    out_bf16 = out_bf16 && ctx->precision == AG_BF16;
+    ag_tensor *y = out_bf16 ? ag_new_bf16(ctx, x->ndim, shape) : ag_new(ctx, x->ndim, shape);
     if (!y) return NULL;
     /* Absent inputs are passed as x so the node's input slots stay fixed; i[0] says if b is real. */
     ag_tensor *in[5] = {x, ln_w, ln_b, w, b ? b : x};
@@ -117,8 +118,11 @@ ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_te
         ho = ag_operand_act(ctx, h, MC);
         if (s) *s = (lnl_saved){mean, rstd, h, NULL};
     }
-    ag_gemm_linear(ctx, (int)M, (int)Cout, (int)C, ho, ag_operand_param(ctx, w->data, Cout * C), b ? b->data : NULL,
-                   NULL, y->data);
+    const ag_operand wo = ag_operand_param(ctx, w->data, Cout * C);
+    if (out_bf16)
+        ag_gemm_linear_to_bf16(ctx, (int)M, (int)Cout, (int)C, ho, wo, b ? b->data : NULL, y->bf16);
+    else
+        ag_gemm_linear(ctx, (int)M, (int)Cout, (int)C, ho, wo, b ? b->data : NULL, NULL, y->data);
     if (ctx->status != TPSC_OK) return NULL;
     ag_node *node = ag_record(ctx, "layernorm_linear", layernorm_linear_backward, y, 5, in);
     if (node) {
@@ -126,4 +130,14 @@ ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_te
         node->i[0] = b != NULL;
     }
     return ctx->status == TPSC_OK ? y : NULL;
+}
+
+ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps, ag_tensor *w,
+                               ag_tensor *b) {
+    return layernorm_linear(ctx, x, ln_w, ln_b, eps, w, b, false);
+}
+
+ag_tensor *ag_layernorm_linear_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps,
+                                    ag_tensor *w, ag_tensor *b) {
+    return layernorm_linear(ctx, x, ln_w, ln_b, eps, w, b, true);
 }

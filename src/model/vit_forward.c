@@ -38,9 +38,12 @@ static ag_tensor *block_attention_ex(ag_ctx *ctx, vit_model *m, size_t i, ag_ten
                                      ag_tensor **cls_attn, const vit_forward_opts *opts, vit_output *out,
                                      const float *log_size, ag_tensor **qkv_out) {
     const vit_block *b = &m->blocks[i];
-    ag_tensor *qkv = ag_layernorm_linear(ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps,
-                                         param(m, b->qkv_w), param(m, b->qkv_b)); /* [B,n,3C] */
     ag_tensor *qk_mask = channel_mask(ctx, m, i, CHAN_QK, opts, out), *v_mask = channel_mask(ctx, m, i, CHAN_V, opts, out);
+    /* qkv feeds only the attention's products unless masked or handed out; then BF16 keeps it
+     * as bf16 alone, which is all those products read. */
+    const bool only_attention = !qk_mask && !v_mask && !qkv_out;
+    ag_tensor *qkv = (only_attention ? ag_layernorm_linear_bf16 : ag_layernorm_linear)(
+        ctx, x, param(m, b->norm1_w), param(m, b->norm1_b), m->cfg.ln_eps, param(m, b->qkv_w), param(m, b->qkv_b)); /* [B,n,3C] */
     if (qk_mask || v_mask) qkv = chan_mask_qkv(ctx, qkv, qk_mask, v_mask, m->cfg.num_heads);
     if (qkv_out) *qkv_out = qkv;
     ag_tensor *a = log_size ? ag_attention_sized(ctx, qkv, m->cfg.num_heads, log_size, cls_attn)
