@@ -24,11 +24,13 @@ ag_tensor *ag_layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_te
                                ag_tensor *bias);
 /* The same op with its output kept as bf16 only in BF16 precision (y->bf16, y->data NULL; the
  * values ag_layernorm_linear's output rounds to, bit for bit), for a consumer that reads nothing
- * else: ag_attention's qkv. Half the bytes written, stored and read. In FP32: ag_layernorm_linear. */
+ * else: ag_attention's qkv, ag_gelu_linear_residual's x (fc1's output). Half the bytes written,
+ * stored and read. In FP32: ag_layernorm_linear. */
 ag_tensor *ag_layernorm_linear_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, ag_tensor *ln_b, float eps,
                                     ag_tensor *w, ag_tensor *bias);
 /* Fused (ops/fused_linear.c): r + x w^T + bias, and r + gelu(x) w^T + bias (GELU recomputed in
- * backward, not stored); bias and the residual r [..., Cout] may be NULL. */
+ * backward, not stored; in BF16 its x may be kept as bf16 only); bias and the residual
+ * r [..., Cout] may be NULL. */
 ag_tensor *ag_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias, ag_tensor *r);
 ag_tensor *ag_gelu_linear_residual(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, ag_tensor *bias, ag_tensor *r);
 

@@ -564,6 +564,56 @@ Test(bf16_train, qkv_kept_as_bf16_matches_floats_bit_for_bit) {
     }
 }
 
+/* ag_gelu_linear_residual on an x kept as bf16 only (fc1's output) reads and widens it: the
+ * same output and gradients, bit for bit, as on the widened floats. (What keeping x in bf16
+ * changes is x's own rounding, an input perturbation the op's bound test above covers.) */
+static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *grads[4]) {
+    const size_t M = 33, Cin = 40, Cout = 24;
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+    ag_tensor *x = keep_bf16 ? ag_new_bf16(ctx, 2, (size_t[]){M, Cin}) : ag_new2(ctx, M, Cin);
+    ag_tensor *in[4] = {x, ag_new2(ctx, Cout, Cin), ag_new1(ctx, Cout), ag_new2(ctx, M, Cout)};
+    for (int i = 0; i < 4; i++) cr_assert_not_null(in[i]);
+    for (size_t j = 0; j < M * Cin; j++) {
+        const uint16_t h = bf16_from_float(xv[j]);
+        if (keep_bf16) x->bf16[j] = h;
+        else x->data[j] = bf16_to_float(h);
+    }
+    for (int i = 1; i < 4; i++) fill(in[i]->data, ag_numel(in[i]), 60 + (uint64_t)i, i == 1 ? 0.2f : 1.0f);
+    for (int i = 0; i < 4; i++) in[i]->requires_grad = in[i]->retain_grad = true;
+    ag_tensor *y = ag_gelu_linear_residual(ctx, in[0], in[1], in[2], in[3]);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    float *dy = malloc(M * Cout * sizeof *dy);
+    fill(dy, M * Cout, 66, 1.0f);
+    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    memcpy(out, y->data, M * Cout * sizeof(float));
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
+        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
+    }
+    free(dy);
+    ag_ctx_free(ctx);
+}
+
+Test(bf16_train, gelu_linear_on_bf16_x_matches_widened_floats_bit_for_bit) {
+    need_bf16();
+    const size_t M = 33, Cin = 40, Cout = 24;
+    const size_t numel[4] = {M * Cin, Cout * Cin, Cout, M * Cout};
+    float *xv = malloc(M * Cin * sizeof *xv), *out[2], *g[2][4];
+    fill(xv, M * Cin, 59, 2.0f);
+    for (int v = 0; v < 2; v++) {
+        out[v] = malloc(M * Cout * sizeof(float));
+        for (int i = 0; i < 4; i++) g[v][i] = malloc(numel[i] * sizeof(float));
+        gelu_linear_on(v == 1, xv, out[v], g[v]);
+    }
+    cr_assert(memcmp(out[0], out[1], M * Cout * sizeof(float)) == 0, "output differs");
+    for (int i = 0; i < 4; i++) {
+        cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "gradient of input %d differs", i);
+        free(g[0][i]), free(g[1][i]);
+    }
+    free(out[0]), free(out[1]), free(xv);
+}
+
 /* An op that reads FP32 values refuses a tensor kept as bf16 only, with a message, not a crash. */
 Test(bf16_train, bf16_only_tensor_is_refused_by_fp32_ops) {
     need_bf16();

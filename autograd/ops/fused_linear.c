@@ -11,7 +11,9 @@
  * element next to the Cout-long dot products) drops [M,4C] floats per block, the widest
  * activation of the MLP. The GELU values live in pool scratch (ag_scratch_get) only while one
  * op runs, and the same buffer then serves as a gradient. In BF16 the GELU values are only
- * ever a GEMM operand, so they are rounded as they are computed and never stored as floats.
+ * ever a GEMM operand, so they are rounded as they are computed and never stored as floats;
+ * and the GELU's input may itself be kept as bf16 only (fc1's output, as PyTorch's autocast
+ * keeps it), read and widened here, forward and backward.
  *
  * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
  *   linear:  dx += dy w
@@ -33,10 +35,54 @@ static void gelu_into(float *g, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
-/* h [n] = bf16(gelu(x [n])), the rounding of bf16_round_row */
-static void gelu_bf16_into(uint16_t *h, const float *x, size_t n) {
+/* h [n] = bf16(gelu(x [n])), the rounding of bf16_round_row; x is floats xf, or bf16 xh when
+ * it was kept as bf16 only */
+static void gelu_bf16_into(uint16_t *h, const float *xf, const uint16_t *xh, size_t n) {
+    if (xh) {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const float v = bf16_to_float(xh[i]);
+            h[i] = bf16_from_float(v * vm_normal_cdf_rational(v));
+        }
+        return;
+    }
     #pragma omp parallel for simd if (parallel: n > FL_PAR)
-    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(x[i] * vm_normal_cdf_rational(x[i]));
+    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(xf[i] * vm_normal_cdf_rational(xf[i]));
+}
+
+/* BF16's backward pass over x (floats xf or bf16 xh, as above): hv [n] = bf16(gelu(x)) when hv
+ * is not NULL, and gelu'(x) into hd [n] as bf16, or else into d [n] as floats. Phi(x) serves
+ * both. */
+static void gelu_grad_bf16(const float *xf, const uint16_t *xh, size_t n, uint16_t *hv, uint16_t *hd, float *d) {
+    if (xh && hd) {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const float v = bf16_to_float(xh[i]), cdf = vm_normal_cdf_rational(v);
+            if (hv) hv[i] = bf16_from_float(v * cdf);
+            hd[i] = bf16_from_float(cdf + v * vm_normal_pdf(v));
+        }
+    } else if (xh) {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const float v = bf16_to_float(xh[i]), cdf = vm_normal_cdf_rational(v);
+            if (hv) hv[i] = bf16_from_float(v * cdf);
+            d[i] = cdf + v * vm_normal_pdf(v);
+        }
+    } else if (hd) {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const float cdf = vm_normal_cdf_rational(xf[i]);
+            if (hv) hv[i] = bf16_from_float(xf[i] * cdf);
+            hd[i] = bf16_from_float(cdf + xf[i] * vm_normal_pdf(xf[i]));
+        }
+    } else {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const float cdf = vm_normal_cdf_rational(xf[i]);
+            if (hv) hv[i] = bf16_from_float(xf[i] * cdf);
+            d[i] = cdf + xf[i] * vm_normal_pdf(xf[i]);
+        }
+    }
 }
 
 static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
@@ -98,20 +144,8 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     }
     const float *v = x->data;
     uint16_t *hv = (uint16_t *)gh.h, *hd = (uint16_t *)dh.h;
-    if (hd) {
-        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
-        for (size_t i = 0; i < MCin; i++) {
-            const float cdf = vm_normal_cdf_rational(v[i]);
-            if (hv) hv[i] = bf16_from_float(v[i] * cdf);
-            hd[i] = bf16_from_float(cdf + v[i] * vm_normal_pdf(v[i]));
-        }
-    } else if (d && bf16) {
-        #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
-        for (size_t i = 0; i < MCin; i++) {
-            const float cdf = vm_normal_cdf_rational(v[i]);
-            if (hv) hv[i] = bf16_from_float(v[i] * cdf);
-            d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
-        }
+    if (bf16 && (hd || d)) {
+        gelu_grad_bf16(v, x->bf16, MCin, hv, hd, d);
     } else if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
         for (size_t i = 0; i < MCin; i++) {
@@ -120,7 +154,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
             d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
         }
     } else if (bf16) {
-        gelu_bf16_into(hv, v, MCin);
+        gelu_bf16_into(hv, v, x->bf16, MCin);
     } else {
         gelu_into(g, v, MCin);
     }
@@ -152,7 +186,9 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
 
 static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tensor *x, ag_tensor *w, ag_tensor *b,
                                ag_tensor *r) {
-    if (!ag_ok(ctx, 2, x, w)) return NULL;
+    /* BF16's GELU reads an x kept as bf16 only (fc1's output, ag_layernorm_linear_bf16) */
+    const bool x_bf16 = gelu && ctx->precision == AG_BF16 && x && !x->data && x->bf16;
+    if (!(x_bf16 ? ag_ok(ctx, 1, w) : ag_ok(ctx, 2, x, w))) return NULL;
     char sx[64], sw[64], sr[64];
     if (x->ndim < 1 || w->ndim != 2 || ag_cols(x) != w->shape[1] || (b && (b->ndim != 1 || b->shape[0] != w->shape[0])))
         return ag_error(ctx, TPSC_ERR_SHAPE, "%s: x %s, weight %s", name, ag_shape_str(x, sx, sizeof sx),
@@ -175,7 +211,7 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     if (!gelu_bf16 && !g) return NULL;
     if (gelu && g) gelu_into(g, x->data, MCin);
     ag_operand go = gelu_bf16 ? ag_operand_bf16_scratch(ctx, MCin) : ag_operand_act(ctx, g, MCin);
-    if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, MCin);
+    if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, x->bf16, MCin);
     ag_gemm_linear(ctx, M, Cout, Cin, go, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), b ? b->data : NULL,
                    r ? r->data : NULL, y->data);
     ag_operand_done(ctx, &go);

@@ -62,9 +62,11 @@ static ag_tensor *block_attention(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor
 static ag_tensor *block_mlp(ag_ctx *ctx, vit_model *m, size_t i, ag_tensor *x, const vit_forward_opts *opts,
                             vit_output *out) {
     const vit_block *b = &m->blocks[i];
-    ag_tensor *h = ag_layernorm_linear(ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps,
-                                       param(m, b->fc1_w), param(m, b->fc1_b)); /* [B,n,4C] */
     ag_tensor *mask = channel_mask(ctx, m, i, CHAN_MLP, opts, out);
+    /* Unmasked, fc1's output feeds only the GELU before fc2's product: BF16 keeps it as bf16
+     * alone, as PyTorch's autocast does. */
+    ag_tensor *h = (mask ? ag_layernorm_linear : ag_layernorm_linear_bf16)(
+        ctx, x, param(m, b->norm2_w), param(m, b->norm2_b), m->cfg.ln_eps, param(m, b->fc1_w), param(m, b->fc1_b)); /* [B,n,4C] */
     if (mask) h = ag_mul(ctx, h, mask);
     /* GELU, fc2 and the residual in one op: of the [B,n,4C] tensors only fc1's output is kept
      * (the GELU is recomputed in backward), and fc2's output is never stored. */
