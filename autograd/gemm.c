@@ -18,6 +18,8 @@ typedef struct param_copy {
     size_t n;
     uint16_t *h;
     uint64_t step; /* ctx->step when h was last rounded from f */
+    ag_bf16_packed *packed; /* h in the linear kernel's layout, NULL until first used so */
+    uint64_t packed_step;   /* ctx->step when packed was last made from h */
 } param_copy;
 
 struct ag_bf16_params {
@@ -54,7 +56,7 @@ static void round_into(uint16_t *h, const float *f, size_t n) {
 }
 
 ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n) {
-    ag_operand o = {f, NULL, 0};
+    ag_operand o = {f, NULL, 0, 0};
     if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
     const size_t words = (n + 1) / 2; /* two bf16 values per float of pool scratch */
     uint16_t *h = (uint16_t *)ag_scratch_get(ctx, words);
@@ -78,7 +80,7 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
     if (!db) return ag_operand_act(ctx, dy, (size_t)M * (size_t)N);
     if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) {
         if (ctx->status == TPSC_OK) column_sums_sgemv(ctx, dy, M, N, db);
-        return (ag_operand){dy, NULL, 0};
+        return (ag_operand){dy, NULL, 0, 0};
     }
     const size_t n = (size_t)M * (size_t)N, words = (n + 1) / 2;
     const int threads = omp_get_max_threads();
@@ -86,7 +88,7 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
     double *part = ag_alloc(ctx, (size_t)threads * (size_t)N * sizeof(double));
     if (!h || !part) {
         if (h) ag_scratch_put(ctx, (float *)(void *)h, words);
-        return (ag_operand){dy, NULL, 0};
+        return (ag_operand){dy, NULL, 0, 0};
     }
     memset(part, 0, (size_t)threads * (size_t)N * sizeof(double));
     /* rows split evenly between the threads; each sums its rows into its own part[t] */
@@ -107,11 +109,11 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
         for (int t = 0; t < threads; t++) sum += part[(size_t)t * (size_t)N + (size_t)c];
         db[c] += (float)sum;
     }
-    return (ag_operand){dy, h, words};
+    return (ag_operand){dy, h, words, 0};
 }
 
 ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n) {
-    ag_operand o = {NULL, NULL, 0};
+    ag_operand o = {NULL, NULL, 0, 0};
     if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
     const size_t words = (n + 1) / 2;
     o.h = (uint16_t *)ag_scratch_get(ctx, words);
@@ -122,7 +124,7 @@ ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n) {
 size_t ag_operand_bytes(const ag_ctx *ctx, size_t n) { return ctx->precision == AG_BF16 ? n * sizeof(uint16_t) : 0; }
 
 ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t *buf) {
-    ag_operand o = {f, NULL, 0};
+    ag_operand o = {f, NULL, 0, 0};
     if (ctx->precision != AG_BF16 || !buf) return o;
     round_into(buf, f, n);
     o.h = buf;
@@ -130,7 +132,7 @@ ag_operand ag_operand_into(const ag_ctx *ctx, const float *f, size_t n, uint16_t
 }
 
 ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n) {
-    ag_operand o = {f, NULL, 0};
+    ag_operand o = {f, NULL, 0, 0};
     if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
     ag_bf16_params *c = ctx->bf16_params;
     if (!c) {
@@ -163,13 +165,14 @@ ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n) {
             return o;
         }
         pc = &c->v[c->n++];
-        *pc = (param_copy){f, n, h, ctx->step - 1};
+        *pc = (param_copy){f, n, h, ctx->step - 1, NULL, ctx->step - 1};
     }
     if (pc->step != ctx->step) {
         round_into(pc->h, f, n);
         pc->step = ctx->step;
     }
     o.h = pc->h;
+    o.param = (size_t)(pc - c->v) + 1;
     return o;
 }
 
@@ -177,6 +180,7 @@ ag_operand ag_operand_at(ag_operand o, size_t offset) {
     o.f += offset;
     if (o.h) o.h += offset;
     o.pool_numel = 0;
+    o.param = 0;
     return o;
 }
 
@@ -189,7 +193,10 @@ void ag_operand_done(ag_ctx *ctx, ag_operand *o) {
 void ag_gemm_free_params(ag_ctx *ctx) {
     ag_bf16_params *c = ctx->bf16_params;
     if (!c) return;
-    for (size_t i = 0; i < c->n; i++) tpsc_free(c->v[i].h);
+    for (size_t i = 0; i < c->n; i++) {
+        tpsc_free(c->v[i].h);
+        ag_bf16_packed_free(c->v[i].packed);
+    }
     tpsc_free(c->v);
     tpsc_free(c);
     ctx->bf16_params = NULL;
@@ -221,6 +228,18 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
  * bias and r (contiguous floats) optional, added in the kernel as it stores y. False in FP32:
  * the caller runs its own FP32 form. True in BF16, the product done or ctx's error set (an
  * operand that could not be made, its op having already said why, or a kernel that failed). */
+/* y = a b^T + bias + r on bf16 operands (y floats, or bf16 when y_bf16); a parameter b is read
+ * packed, packed again at its first product of a step (its copy was refreshed then). */
+static void linear_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *bias, const float *r,
+                        void *y, bool y_bf16) {
+    param_copy *pc = b.param ? &ctx->bf16_params->v[b.param - 1] : NULL;
+    const bool stale = pc && pc->packed_step != ctx->step;
+    if (pc) pc->packed_step = ctx->step;
+    if (!ag_bf16_linear(M, N, K, a.h, b.h, pc ? &pc->packed : NULL, stale, bias, r, y, y_bf16) &&
+        ctx->status == TPSC_OK)
+        ctx->status = TPSC_ERR_INTERNAL;
+}
+
 static bool gemm_linear_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *bias,
                              const float *r, float *y) {
     if (ctx->precision != AG_BF16) return false;
@@ -228,8 +247,7 @@ static bool gemm_linear_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
         return true;
     }
-    if (!ag_bf16_gemm_ex(false, true, M, N, K, 1.0f, a.h, K, b.h, K, 0.0f, y, N, bias, r, N) && ctx->status == TPSC_OK)
-        ctx->status = TPSC_ERR_INTERNAL;
+    linear_bf16(ctx, M, N, K, a, b, bias, r, y, false);
     return true;
 }
 
@@ -261,7 +279,7 @@ void ag_gemm_linear_to_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_o
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
         return;
     }
-    if (!ag_bf16_linear_to_bf16(M, N, K, x.h, w.h, bias, y) && ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+    linear_bf16(ctx, M, N, K, x, w, bias, NULL, y, true);
 }
 
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {

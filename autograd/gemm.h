@@ -40,6 +40,8 @@ typedef struct ag_operand {
     const float *f;
     const uint16_t *h;
     size_t pool_numel; /* > 0: h is pool scratch of that many floats, returned by ag_operand_done */
+    size_t param;      /* > 0: h is the step's copy of a parameter (ag_operand_param), number param-1
+                        * of the context's, which keeps the weight packed for the linears */
 } ag_operand;
 
 /* n values of an activation or gradient (in BF16: rounded into pool scratch). */

@@ -24,9 +24,11 @@ bool ag_bf16_kernel_uses_amx(void) {
     return false;
 }
 
-bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
-                            uint16_t *y) {
-    (void)M, (void)N, (void)K, (void)a, (void)b, (void)bias, (void)y;
+void ag_bf16_packed_free(ag_bf16_packed *pk) { (void)pk; }
+
+bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
+                    const float *bias, const float *r, void *y, bool y_bf16) {
+    (void)M, (void)N, (void)K, (void)a, (void)b, (void)pk, (void)stale, (void)bias, (void)r, (void)y, (void)y_bf16;
     ag_bf16_kernel_available();
     return false;
 }
@@ -53,6 +55,7 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
 typedef struct key {
     int M, N, K, lda, ldb, ldy, ldr;
     bool ta, tb, in_parallel, bias, resid, y_bf16;
+    bool packed_b; /* b in the layout the kernel picks (ag_bf16_packed), not row-major */
     int max_threads;
     float alpha, beta;
 } key;
@@ -170,7 +173,9 @@ static dnnl_status_t make(const key *k, prim *out) {
     const dnnl_dims_t ys = {k->ldy, 1};
     const dnnl_dims_t biasd = {1, k->N}, biass = {k->N, 1}, rs = {k->ldr, 1};
     dnnl_status_t s = dnnl_memory_desc_init_by_strides(&out->a, 2, ad, dnnl_bf16, as);
-    if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->b, 2, bd, dnnl_bf16, bs);
+    if (s == dnnl_success)
+        s = k->packed_b ? dnnl_memory_desc_init_by_tag(&out->b, 2, bd, dnnl_bf16, dnnl_format_tag_any)
+                        : dnnl_memory_desc_init_by_strides(&out->b, 2, bd, dnnl_bf16, bs);
     if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&out->y, 2, yd, k->y_bf16 ? dnnl_bf16 : dnnl_f32, ys);
     if (s == dnnl_success && k->bias) s = dnnl_memory_desc_init_by_strides(&out->bias, 2, biasd, dnnl_f32, biass);
     if (s == dnnl_success && k->resid)
@@ -191,6 +196,7 @@ static dnnl_status_t make(const key *k, prim *out) {
         if (s == dnnl_success) s = dnnl_primitive_attr_set_post_ops(attr, ops);
     }
     if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    if (s == dnnl_success && k->packed_b) out->b = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     if (s == dnnl_success) {
         const dnnl_memory_desc_t *sm = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
         out->scratch = *sm;
@@ -207,7 +213,7 @@ static dnnl_status_t make(const key *k, prim *out) {
 static bool same(const key *x, const key *y) {
     return x->M == y->M && x->N == y->N && x->K == y->K && x->lda == y->lda && x->ldb == y->ldb && x->ldy == y->ldy &&
            x->ldr == y->ldr && x->ta == y->ta && x->tb == y->tb && x->in_parallel == y->in_parallel &&
-           x->bias == y->bias && x->resid == y->resid && x->y_bf16 == y->y_bf16 && x->max_threads == y->max_threads && x->alpha == y->alpha &&
+           x->bias == y->bias && x->resid == y->resid && x->y_bf16 == y->y_bf16 && x->packed_b == y->packed_b && x->max_threads == y->max_threads && x->alpha == y->alpha &&
            x->beta == y->beta;
 }
 
@@ -236,17 +242,37 @@ static const prim *lookup(const key *k, prim *tmp, bool *owned) {
     return r;
 }
 
-/* y is floats, or bf16 when y_bf16 */
+/* A weight in the kernel's layout: buf holds b^T [K,N] laid out as md, made by `reorder`
+ * (kept while the kernel asks for the same layout). */
+struct ag_bf16_packed {
+    dnnl_memory_desc_t md;
+    void *buf;
+    size_t cap;
+    dnnl_primitive_t reorder;
+};
+
+static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **pk, thread_state *t);
+
+/* y is floats, or bf16 when y_bf16. With pk (a linear's weight, trans_b), b is handed to the
+ * kernel in its own layout, packed into *pk from the row-major b when stale or first seen. */
 static bool product(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                     const uint16_t *b, int ldb, float beta, void *y, bool y_bf16, int ldy, const float *bias,
-                    const float *r, int ldr) {
+                    const float *r, int ldr, ag_bf16_packed **pk, bool stale) {
     const key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldy = ldy, .ldr = r ? ldr : 0, .ta = trans_a,
                    .tb = trans_b, .in_parallel = omp_in_parallel() != 0, .bias = bias != NULL, .resid = r != NULL,
-                   .y_bf16 = y_bf16, .max_threads = omp_get_max_threads(), .alpha = alpha, .beta = beta};
+                   .y_bf16 = y_bf16, .packed_b = pk != NULL, .max_threads = omp_get_max_threads(), .alpha = alpha,
+                   .beta = beta};
     prim tmp;
     bool owned;
     const prim *p = lookup(&k, &tmp, &owned);
     thread_state *t = p ? this_thread(p->scratch_bytes) : NULL;
+    if (p && t && pk) {
+        if (!pack(p, b, stale, pk, t)) {
+            if (owned) dnnl_primitive_destroy(tmp.p);
+            return false;
+        }
+        b = (*pk)->buf;
+    }
     if (!p || !t) {
         tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN has no matmul for y [%d,%d] = op(a) [%d,%d] op(b) (trans %d %d, "
                                      "ld %d %d %d%s%s)", M, N, M, K, trans_a, trans_b, lda, ldb, ldy,
@@ -303,7 +329,8 @@ static bool wide_weight_grad(int M, int N, int K, float alpha, const uint16_t *a
         return false;
     }
     float *yt = t->flip; /* [N,M] */
-    if (!product(true, false, N, M, K, alpha, b, ldb, a, lda, 0.0f, yt, false, M, NULL, NULL, 0)) return false;
+    if (!product(true, false, N, M, K, alpha, b, ldb, a, lda, 0.0f, yt, false, M, NULL, NULL, 0, NULL, false))
+        return false;
     enum { TILE = 32 }; /* a tile of y and of yt stays in L1 while it is transposed */
 #pragma omp parallel for schedule(static)
     for (int m0 = 0; m0 < M; m0 += TILE)
@@ -324,15 +351,80 @@ bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alph
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
     if (trans_a && !trans_b && N > M && !bias && !r && !omp_in_parallel())
         return wide_weight_grad(M, N, K, alpha, a, lda, b, ldb, beta, y, ldy);
-    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy, bias, r, ldr);
+    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy, bias, r, ldr, NULL, false);
 }
 
-bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
-                            uint16_t *y) {
+void ag_bf16_packed_free(ag_bf16_packed *pk) {
+    if (!pk) return;
+    if (pk->reorder) dnnl_primitive_destroy(pk->reorder);
+    free(pk->buf);
+    free(pk);
+}
+
+/* Brings *pk up to date for p's weight layout: packs b [N,K] (row-major) when stale, when *pk is
+ * new, or when p's kernel reads another layout than the one packed. */
+static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **pk, thread_state *t) {
+    ag_bf16_packed *w = *pk;
+    if (!w) {
+        w = calloc(1, sizeof *w);
+        if (!w) {
+            tpsc_fail(TPSC_ERR_NOMEM, "bf16 gemm: out of memory for a packed weight");
+            return false;
+        }
+        *pk = w;
+        stale = true;
+    }
+    dnnl_status_t s = dnnl_success;
+    const bool relayout = !w->reorder || !dnnl_memory_desc_equal(&w->md, &p->b);
+    if (relayout) {
+        if (w->reorder) dnnl_primitive_destroy(w->reorder), w->reorder = NULL;
+        const size_t bytes = dnnl_memory_desc_get_size(&p->b);
+        if (bytes > w->cap) {
+            void *buf = aligned_alloc(64, (bytes + 4095) / 4096 * 4096);
+            if (!buf) s = dnnl_out_of_memory;
+            else free(w->buf), w->buf = buf, w->cap = (bytes + 4095) / 4096 * 4096;
+        }
+        /* b [N,K] row-major is b^T [K,N] with strides (1, K) */
+        dnnl_memory_desc_t plain;
+        const dnnl_dims_t dims = {p->k.K, p->k.N}, strides = {1, p->k.K};
+        dnnl_primitive_desc_t rpd = NULL;
+        if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
+        if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &p->b, engine, NULL);
+        if (s == dnnl_success) s = dnnl_primitive_create(&w->reorder, rpd);
+        if (rpd) dnnl_primitive_desc_destroy(rpd);
+        if (s == dnnl_success) w->md = p->b;
+        stale = true;
+    }
+    if (s == dnnl_success && stale) {
+        dnnl_memory_desc_t plain;
+        const dnnl_dims_t dims = {p->k.K, p->k.N}, strides = {1, p->k.K};
+        dnnl_memory_t from = NULL, to = NULL;
+        s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
+        if (s == dnnl_success) s = dnnl_memory_create(&from, &plain, engine, (void *)b);
+        if (s == dnnl_success) s = dnnl_memory_create(&to, &w->md, engine, w->buf);
+        if (s == dnnl_success) {
+            dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+            s = dnnl_primitive_execute(w->reorder, t->stream, 2, args);
+        }
+        if (s == dnnl_success) s = dnnl_stream_wait(t->stream);
+        if (from) dnnl_memory_destroy(from);
+        if (to) dnnl_memory_destroy(to);
+    }
+    if (s != dnnl_success) {
+        if (w->reorder) dnnl_primitive_destroy(w->reorder), w->reorder = NULL;
+        tpsc_fail(TPSC_ERR_INTERNAL, "bf16 gemm: oneDNN could not pack a [%d,%d] weight (status %d)", p->k.N, p->k.K,
+                  (int)s);
+        return false;
+    }
+    return true;
+}
+
+bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
+                    const float *bias, const float *r, void *y, bool y_bf16) {
     if (M <= 0 || N <= 0) return true;
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
-    return product(false, true, M, N, K, 1.0f, a, K, b, K, 0.0f, y, true, N, bias, NULL, 0);
+    return product(false, true, M, N, K, 1.0f, a, K, b, K, 0.0f, y, y_bf16, N, bias, r, N, pk, stale);
 }
 
 #endif

@@ -1,12 +1,14 @@
 /* The BF16 GEMM kernel behind ag_gemm (gemm.h): oneDNN's matmul primitive, bf16 x bf16 with
- * FP32 accumulation into an FP32 output. Built when CMake finds libdnnl (TPSC_WITH_ONEDNN);
+ * FP32 accumulation into an FP32 output (or a bf16 one, for a linear's output kept as bf16). Built when CMake finds libdnnl (TPSC_WITH_ONEDNN);
  * without it ag_bf16_kernel_available says so and nothing else is reached.
  *
  * Primitives are made once per shape (M, N, K, transposes, strides, alpha, beta, and the
  * threading context: inside an OpenMP parallel region oneDNN runs on the calling thread
  * alone, outside it on omp_get_max_threads() threads) and kept for the process: a training
  * run repeats a handful of shapes every step. oneDNN's brgemm kernels take the plain
- * row-major layouts directly, so no operand is reordered: a bf16 copy is the whole cost. */
+ * row-major layouts directly; only a linear's weight is worth reordering into the kernel's
+ * own layout (ag_bf16_linear), once per step, as the kernel would otherwise copy it for
+ * every block of rows. */
 #ifndef TPSC_AUTOGRAD_GEMM_BF16_H
 #define TPSC_AUTOGRAD_GEMM_BF16_H
 
@@ -31,10 +33,18 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
                      int ldr);
-/* A linear's product kept in bf16: y [M,N] = bf16(a [M,K] b^T + bias [N]), b [N,K], all rows
- * contiguous, bias may be NULL. The sum is FP32, rounded to nearest even as it is stored, so y
- * holds what rounding ag_bf16_gemm_ex's FP32 output would give, at half the bytes written. */
-bool ag_bf16_linear_to_bf16(int M, int N, int K, const uint16_t *a, const uint16_t *b, const float *bias,
-                            uint16_t *y);
+/* A linear's weight in the layout oneDNN's kernel reads it in (blocked for AMX), made from the
+ * row-major bf16 weight by a reorder; owned by the caller, freed with ag_bf16_packed_free. */
+typedef struct ag_bf16_packed ag_bf16_packed;
+void ag_bf16_packed_free(ag_bf16_packed *pk);
+/* A linear's forward: y [M,N] = a [M,K] b^T + bias [N] + r [M,N] (b [N,K]; all rows contiguous;
+ * bias and r may be NULL), y floats, or bf16 when y_bf16 (the FP32 sum rounded to nearest even
+ * as it is stored: what rounding the float output would give, at half the bytes written).
+ * pk NULL: b is read row-major. Otherwise b is read from *pk, packed from b first when *pk is
+ * NULL (made here), when `stale` (b's values changed since), or when this product's kernel
+ * reads another layout: a kernel that reads its own layout skips the copy it otherwise makes
+ * of b for every block of rows (a parameter is packed once per step, at its first product). */
+bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
+                    const float *bias, const float *r, void *y, bool y_bf16);
 
 #endif

@@ -124,7 +124,7 @@ Test(bf16_train, gemm_mul_within_its_bound_in_both_precisions) {
         ag_ctx *ctx = ag_ctx_create(0);
         cr_assert_eq(ag_set_precision(ctx, p ? AG_BF16 : AG_FP32), TPSC_OK, "%s", tpsc_last_error());
         ag_operand ao = ag_operand_act(ctx, a, (size_t)M * K), bo = ag_operand_act(ctx, b, (size_t)K * N);
-        ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){m, NULL, 0}, y[p]);
+        ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){.f = m}, y[p]);
         ag_operand_done(ctx, &bo);
         ag_operand_done(ctx, &ao);
         cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
@@ -164,8 +164,8 @@ Test(bf16_train, gemm_mul_with_a_bf16_factor_within_its_bound) {
     ag_ctx *ctx = ag_ctx_create(0);
     cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
     ag_operand ao = ag_operand_act(ctx, a, (size_t)M * K), bo = ag_operand_act(ctx, b, (size_t)K * N);
-    ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){NULL, mh, 0}, y);
-    ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){mr, NULL, 0}, yr);
+    ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){.h = mh}, y);
+    ag_gemm_mul(ctx, M, N, K, ao, bo, (ag_operand){.f = mr}, yr);
     ag_operand_done(ctx, &bo);
     ag_operand_done(ctx, &ao);
     cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
@@ -644,6 +644,36 @@ Test(bf16_train, parameter_copy_is_refreshed_each_step) {
     ag_ctx_reset(ctx);
     o = ag_operand_param(ctx, w, 4);
     cr_assert_eq(o.h[1], bf16_from_float(5.0f), "not refreshed after the reset");
+    ag_ctx_free(ctx);
+}
+
+/* A linear reads its weight packed in the kernel's layout, packed at its first product of a
+ * step: after an update and a reset it must multiply by the new weight, within a step by the
+ * step's (here weights and inputs are small integers, exact in bf16, so products are exact). */
+Test(bf16_train, packed_weight_is_refreshed_each_step) {
+    need_bf16();
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK);
+    enum { M = 5, K = 32, N = 48 };
+    float *w = malloc(N * K * sizeof *w);
+    for (int i = 0; i < N * K; i++) w[i] = (float)(i % 7 - 3);
+    for (int step = 0; step < 3; step++) {
+        ag_tensor *x = ag_new2(ctx, M, K), *wt = ag_wrap(ctx, w, NULL, 2, (size_t[]){N, K}, false);
+        cr_assert(x && wt);
+        for (int i = 0; i < M * K; i++) x->data[i] = (float)(i % 5 - 2);
+        ag_tensor *y = ag_linear(ctx, x, wt, NULL);
+        cr_assert_not_null(y, "%s", tpsc_last_error());
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                float want = 0;
+                for (int k = 0; k < K; k++) want += x->data[m * K + k] * w[n * K + k];
+                cr_assert_eq(y->data[m * N + n], want, "step %d: y[%d,%d] = %g, want %g", step, m, n,
+                             (double)y->data[m * N + n], (double)want);
+            }
+        w[7] += 1.0f, w[N * K - 1] -= 2.0f; /* an update, seen from the next reset */
+        ag_ctx_reset(ctx);
+    }
+    free(w);
     ag_ctx_free(ctx);
 }
 

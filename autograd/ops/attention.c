@@ -158,8 +158,8 @@ static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, 
     const size_t D = C / H, C3 = 3 * C;
     if (!w->qkv) {
         const float *q = qkv->data + b * N * C3 + h * D;
-        return (pair_operands){{q, NULL, 0}, {q + C, NULL, 0}, {q + 2 * C, NULL, 0},
-                               {dout ? dout + b * N * C + h * D : NULL, NULL, 0}, (int)C3, (int)C};
+        return (pair_operands){.q = {.f = q}, .k = {.f = q + C}, .v = {.f = q + 2 * C},
+                               .dout = {.f = dout ? dout + b * N * C + h * D : NULL}, .ld = (int)C3, .ld_dout = (int)C};
     }
     if (*w->image != b) {
         if (qkv->bf16) copy_by_heads(qkv->bf16 + b * N * C3, N, 3 * H, D, w->qkv);
@@ -168,9 +168,9 @@ static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, 
         *w->image = b;
     }
     const size_t nd = N * D;
-    return (pair_operands){{NULL, w->qkv + h * nd, 0}, {NULL, w->qkv + (H + h) * nd, 0},
-                           {NULL, w->qkv + (2 * H + h) * nd, 0}, {NULL, dout ? w->dout + h * nd : NULL, 0}, (int)D,
-                           (int)D};
+    return (pair_operands){.q = {.h = w->qkv + h * nd}, .k = {.h = w->qkv + (H + h) * nd},
+                           .v = {.h = w->qkv + (2 * H + h) * nd}, .dout = {.h = dout ? w->dout + h * nd : NULL},
+                           .ld = (int)D, .ld_dout = (int)D};
 }
 
 /* A head's columns y [N,D] (rows ldy apart) = alpha op(a) b + (add ? y : 0), a [N,N], b [N,D]
@@ -348,7 +348,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
         /* dV [N,D] += A^T dO (FP32 first, from A; BF16 below, from the stored bf16 A) */
-        if (dv && !bf16) head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){A, NULL, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
+        if (dv && !bf16) head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){A, NULL, 0, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
         /* g [N,N] = dO V^T */
         ag_gemm(ctx, false, true, iN, iN, iD, 1.0f, op.dout, op.ld_dout, op.v, op.ld, 0.0f, g, iN);
         if (s->dcls) {
@@ -367,8 +367,8 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
             else
                 softmax_backward_bf16(Ah, g, N, w.ds);
             if (dqkv) {
-                const ag_operand dS = {NULL, w.ds, 0};
-                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, Ah, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
+                const ag_operand dS = {.h = w.ds};
+                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, Ah, 0, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
                 head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
                 head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
             }
@@ -390,7 +390,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
 
         if (dqkv) {
             /* dQ [N,D] += scale dS K;  dK [N,D] += scale dS^T Q */
-            const ag_operand dS = {g, NULL, 0};
+            const ag_operand dS = {.f = g};
             head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
             head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
         }
@@ -496,7 +496,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
             if (Ah) bf16_round_row(S + i * N, N, Ah + i * N); /* while the row is in cache */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, Ah, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
+        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, Ah, 0, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
                      false);
     }
     if (ctx->status != TPSC_OK) return NULL;

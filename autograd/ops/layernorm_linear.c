@@ -47,7 +47,7 @@ static void layernorm_linear_backward(ag_ctx *ctx, ag_node *n) {
         ag_gemm(ctx, false, false, M, C, Cout, 1.0f, dyo, Cout, ag_operand_param(ctx, w->data, (size_t)Cout * C), C, 0.0f,
                 dh, C);
     if (dw) {
-        ag_operand ho = s->hb ? (ag_operand){NULL, s->hb, 0} : ag_operand_act(ctx, s->h, MC);
+        ag_operand ho = s->hb ? (ag_operand){NULL, s->hb, 0, 0} : ag_operand_act(ctx, s->h, MC);
         ag_gemm(ctx, true, false, Cout, C, M, 1.0f, dyo, Cout, ho, C, 1.0f, dw, C);
         ag_operand_done(ctx, &ho);
     }
@@ -109,7 +109,7 @@ static ag_tensor *layernorm_linear(ag_ctx *ctx, ag_tensor *x, ag_tensor *ln_w, a
         float *row = ag_alloc(ctx, (size_t)omp_get_max_threads() * C * sizeof(float));
         if (!hb || !row) return NULL;
         ln_forward_bf16(x->data, M, C, ln_w->data, ln_b->data, eps, hb, row, mean, rstd);
-        ho = (ag_operand){NULL, hb, 0};
+        ho = (ag_operand){NULL, hb, 0, 0};
         if (s) *s = (lnl_saved){mean, rstd, NULL, hb};
     } else {
         float *h = ag_alloc(ctx, MC * sizeof(float));
