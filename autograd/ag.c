@@ -253,8 +253,25 @@ void ag_scratch_put(ag_ctx *ctx, float *p, size_t numel) {
     if (p) pool_give(ctx, p, numel ? numel : 1);
 }
 
+uint16_t *ag_grad_bf16_take(ag_ctx *ctx, ag_tensor *t) {
+    if (!t || !t->requires_grad) return NULL;
+    if (t->grad || t->grad_bf16 || !t->bf16) {
+        ag_error(ctx, TPSC_ERR_INTERNAL, "a bf16 gradient is only for a tensor kept as bf16 only, written once");
+        return NULL;
+    }
+    const size_t words = (ag_numel(t) + 1) / 2; /* two bf16 values per float of the pool */
+    t->grad_bf16 = (uint16_t *)(void *)pool_take(ctx, words ? words : 1);
+    return t->grad_bf16;
+}
+
 static void release_grad(ag_ctx *ctx, ag_tensor *t) {
-    if (!t->grad || t->node < 0 || t->retain_grad) return;
+    if (t->node < 0 || t->retain_grad) return;
+    if (t->grad_bf16) {
+        const size_t words = (ag_numel(t) + 1) / 2;
+        pool_give(ctx, (float *)(void *)t->grad_bf16, words ? words : 1);
+        t->grad_bf16 = NULL;
+    }
+    if (!t->grad) return;
     pool_give(ctx, t->grad, ag_numel(t));
     t->grad = NULL;
 }
@@ -278,7 +295,7 @@ tpsc_status ag_backward_from(ag_ctx *ctx, ag_tensor *out, const float *seed) {
     for (size_t i = 0; i < numel; i++) g[i] += seed[i];
     for (int i = out->node; i >= 0; i--) {
         ag_node *n = &ctx->tape[i];
-        if (!n->out->grad) continue; /* nothing downstream used this output */
+        if (!n->out->grad && !n->out->grad_bf16) continue; /* nothing downstream used this output */
         n->backward(ctx, n);
         if (ctx->status != TPSC_OK) {
             tpsc_error_context("backward of %s: ", n->name);

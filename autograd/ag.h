@@ -123,6 +123,11 @@ float *ag_grad(ag_ctx *ctx, ag_tensor *t);
  * adding; when *fresh is false the buffer already holds another consumer's gradient (or is a
  * parameter's) and the op must add. Saves a memset of the widest buffers of the step. */
 float *ag_grad_write(ag_ctx *ctx, ag_tensor *t, bool *fresh);
+/* For the one consumer of a tensor t kept as bf16 only (ag_new_bf16) that writes all of t's
+ * gradient as bf16: its buffer (t->grad_bf16, from the gradient pool, returned after t's
+ * producer ran backward); NULL when t needs no gradient, or, with ctx's error set, when t is
+ * not kept as bf16 only or already has a gradient. */
+uint16_t *ag_grad_bf16_take(ag_ctx *ctx, ag_tensor *t);
 /* For a backward whose dL/dt is its incoming gradient itself (a residual input t of node n):
  * when t has no gradient yet, t takes n's output gradient buffer instead of a copy of it (that
  * buffer is dead once n's backward has run) and true is returned; false, with nothing done,

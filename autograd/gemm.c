@@ -112,6 +112,34 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
     return (ag_operand){dy, h, words, 0};
 }
 
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, int M, int N, float *db) {
+    const ag_operand o = {.h = dy};
+    if (!db || ctx->status != TPSC_OK) return o;
+    const size_t n = (size_t)M * (size_t)N;
+    const int threads = omp_get_max_threads();
+    double *part = ag_alloc(ctx, (size_t)threads * (size_t)N * sizeof(double));
+    if (!part) return o;
+    memset(part, 0, (size_t)threads * (size_t)N * sizeof(double));
+    /* as ag_operand_grad_sums: rows split evenly, each thread sums into its own part[t] */
+    #pragma omp parallel if (n > ROUND_PAR)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const size_t lo = (size_t)M * (size_t)t / (size_t)nt, hi = (size_t)M * (size_t)(t + 1) / (size_t)nt;
+        double *acc = part + (size_t)t * (size_t)N;
+        for (size_t r = lo; r < hi; r++) {
+            const uint16_t *row = dy + r * (size_t)N;
+            #pragma omp simd
+            for (int c = 0; c < N; c++) acc[c] += bf16_to_float(row[c]);
+        }
+    }
+    for (int c = 0; c < N; c++) {
+        double sum = 0.0;
+        for (int t = 0; t < threads; t++) sum += part[(size_t)t * (size_t)N + (size_t)c];
+        db[c] += (float)sum;
+    }
+    return o;
+}
+
 ag_operand ag_operand_bf16_scratch(ag_ctx *ctx, size_t n) {
     ag_operand o = {NULL, NULL, 0, 0};
     if (ctx->precision != AG_BF16 || ctx->status != TPSC_OK) return o;
@@ -280,6 +308,16 @@ void ag_gemm_linear_to_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_o
         return;
     }
     linear_bf16(ctx, M, N, K, x, w, bias, NULL, y, true);
+}
+
+void ag_gemm_to_bf16(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, ag_operand a, int lda,
+                     ag_operand b, int ldb, uint16_t *y, int ldy) {
+    if (ctx->precision != AG_BF16 || !a.h || !b.h) {
+        if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+        return;
+    }
+    if (!ag_bf16_gemm_to_bf16(trans_a, trans_b, M, N, K, a.h, lda, b.h, ldb, y, ldy) && ctx->status == TPSC_OK)
+        ctx->status = TPSC_ERR_INTERNAL;
 }
 
 void ag_gemm_mul(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, ag_operand m, float *y) {

@@ -51,6 +51,9 @@ ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n);
  * pass that rounds dy (per thread in double, each column added to db once), so dy is read
  * once, not twice. */
 ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, float *db);
+/* BF16: an incoming gradient kept as bf16 only (t->grad_bf16) as the operand it already is, and
+ * db [N] += its column sums (in double per thread, as above; db NULL: none). */
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, int M, int N, float *db);
 /* n values of a parameter (in BF16: the step's cached copy, see above). */
 ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
 /* n values rounded into the caller's buffer `buf` (bytes from ag_operand_bytes) instead of
@@ -84,6 +87,10 @@ void ag_gemm_linear(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w
  * output would give. */
 void ag_gemm_linear_to_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand x, ag_operand w, const float *bias,
                             uint16_t *y);
+/* BF16 only: y [M,N] (row stride ldy) = bf16(op(a) op(b)), for a product used only as a bf16
+ * operand (or rounded at once anyway): half the bytes written. */
+void ag_gemm_to_bf16(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, ag_operand a, int lda,
+                     ag_operand b, int ldb, uint16_t *y, int ldy);
 
 /* y [M,N] = (a [M,K] b [K,N]) * m [M,N] element by element, all rows contiguous, m not y: a
  * backward product scaled by a local derivative (fc2's dx by GELU's). The product goes into y,

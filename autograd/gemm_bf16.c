@@ -26,6 +26,13 @@ bool ag_bf16_kernel_uses_amx(void) {
 
 void ag_bf16_packed_free(ag_bf16_packed *pk) { (void)pk; }
 
+bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, uint16_t *y, int ldy) {
+    (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)a, (void)lda, (void)b, (void)ldb, (void)y, (void)ldy;
+    ag_bf16_kernel_available();
+    return false;
+}
+
 bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
                     const float *bias, const float *r, void *y, bool y_bf16) {
     (void)M, (void)N, (void)K, (void)a, (void)b, (void)pk, (void)stale, (void)bias, (void)r, (void)y, (void)y_bf16;
@@ -417,6 +424,14 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
         return false;
     }
     return true;
+}
+
+bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, uint16_t *y, int ldy) {
+    if (M <= 0 || N <= 0) return true;
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
+    return product(trans_a, trans_b, M, N, K, 1.0f, a, lda, b, ldb, 0.0f, y, true, ldy, NULL, NULL, 0, NULL, false);
 }
 
 bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,

@@ -33,6 +33,10 @@ bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, 
 bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                      const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
                      int ldr);
+/* y [M,N] (row stride ldy) = bf16(op(a) op(b)): the FP32 sum rounded to nearest even as it
+ * is stored, for a product whose only use is as a bf16 operand. */
+bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *a, int lda,
+                          const uint16_t *b, int ldb, uint16_t *y, int ldy);
 /* A linear's weight in the layout oneDNN's kernel reads it in (blocked for AMX), made from the
  * row-major bf16 weight by a reorder; owned by the caller, freed with ag_bf16_packed_free. */
 typedef struct ag_bf16_packed ag_bf16_packed;

@@ -23,6 +23,9 @@ typedef struct ag_tensor {
                                     * only for BF16 products (ag_new_bf16); only the ops that
                                     * say so accept one, the others fail in ag_ok */
     float *grad;                   /* NULL until backward first writes it (activations) */
+    uint16_t *grad_bf16;           /* BF16: the gradient as bf16 only, instead of grad, for a tensor
+                                    * kept as bf16 only whose one consumer writes it so
+                                    * (ag_grad_bf16_take); its producer reads it */
     size_t shape[AG_MAX_DIMS];
     size_t stride[AG_MAX_DIMS];    /* elements; stride[ndim-1] == 1 when contiguous */
     int ndim;

@@ -565,8 +565,11 @@ Test(bf16_train, qkv_kept_as_bf16_matches_floats_bit_for_bit) {
 }
 
 /* ag_gelu_linear_residual on an x kept as bf16 only (fc1's output) reads and widens it: the
- * same output and gradients, bit for bit, as on the widened floats. (What keeping x in bf16
- * changes is x's own rounding, an input perturbation the op's bound test above covers.) */
+ * same output and w, b, r gradients, bit for bit, as on the widened floats. (What keeping x in
+ * bf16 changes is x's own rounding, an input perturbation the op's bound test above covers.)
+ * x's gradient is then kept as bf16 only: dy w rounded to bf16, times gelu'(x), rounded again,
+ * where the float path rounds neither: within two roundings, |dx' - dx| <= 2u |dx| + 2^-22 |dx|
+ * element by element, u = 2^-8 (U_BF16). */
 static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *grads[4]) {
     const size_t M = 33, Cin = 40, Cout = 24;
     ag_ctx *ctx = ag_ctx_create(0);
@@ -588,6 +591,11 @@ static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *g
     cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
     memcpy(out, y->data, M * Cout * sizeof(float));
     for (int i = 0; i < 4; i++) {
+        if (i == 0 && keep_bf16) {
+            cr_assert(!x->grad && x->grad_bf16, "x's gradient is not kept as bf16 only");
+            for (size_t j = 0; j < M * Cin; j++) grads[0][j] = bf16_to_float(x->grad_bf16[j]);
+            continue;
+        }
         cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
         memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
     }
@@ -595,7 +603,7 @@ static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *g
     ag_ctx_free(ctx);
 }
 
-Test(bf16_train, gelu_linear_on_bf16_x_matches_widened_floats_bit_for_bit) {
+Test(bf16_train, gelu_linear_on_bf16_x_matches_widened_floats) {
     need_bf16();
     const size_t M = 33, Cin = 40, Cout = 24;
     const size_t numel[4] = {M * Cin, Cout * Cin, Cout, M * Cout};
@@ -607,11 +615,45 @@ Test(bf16_train, gelu_linear_on_bf16_x_matches_widened_floats_bit_for_bit) {
         gelu_linear_on(v == 1, xv, out[v], g[v]);
     }
     cr_assert(memcmp(out[0], out[1], M * Cout * sizeof(float)) == 0, "output differs");
+    double max_diff = 0;
+    for (size_t j = 0; j < numel[0]; j++) {
+        const double diff = fabs((double)g[1][0][j] - g[0][0][j]), tol = (2 * U_BF16 + ldexp(1.0, -22)) * fabs(g[0][0][j]);
+        cr_assert(diff <= tol, "dx[%zu]: bf16 %.8g vs float path %.8g, diff %.3g > %.3g", j, g[1][0][j], g[0][0][j],
+                  diff, tol);
+        max_diff = fmax(max_diff, diff);
+    }
+    cr_assert(max_diff > 0, "dx equals the float path's everywhere: it was not kept as bf16");
     for (int i = 0; i < 4; i++) {
-        cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "gradient of input %d differs", i);
+        if (i > 0)
+            cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "gradient of input %d differs", i);
         free(g[0][i]), free(g[1][i]);
     }
     free(out[0]), free(out[1]), free(xv);
+}
+
+/* A linear's bias gradient from an incoming gradient kept as bf16: db += the column sums of the
+ * widened values, summed in double, so within one FP32 rounding of each sum (plus db's own
+ * add) of a double reference; the operand is the bf16 gradient itself. */
+Test(bf16_train, bias_sums_of_a_bf16_gradient) {
+    need_bf16();
+    const int M = 1000, N = 37;
+    uint16_t *dy = malloc((size_t)M * N * sizeof *dy);
+    float *v = malloc((size_t)M * N * sizeof *v), db[37];
+    fill(v, (size_t)M * N, 71, 1.0f);
+    for (int i = 0; i < M * N; i++) dy[i] = bf16_from_float(v[i]);
+    for (int c = 0; c < N; c++) db[c] = 0.5f * (float)c;
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+    ag_operand o = ag_operand_grad_bf16_sums(ctx, dy, M, N, db);
+    cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
+    cr_assert_eq(o.h, dy, "the operand is not the gradient itself");
+    for (int c = 0; c < N; c++) {
+        double want = 0.5 * c, mag = fabs(want);
+        for (int r = 0; r < M; r++) want += bf16_to_float(dy[(size_t)r * N + c]), mag += fabs(bf16_to_float(dy[(size_t)r * N + c]));
+        cr_assert(fabs(db[c] - want) <= ldexp(mag, -23), "db[%d] = %.8g, want %.8g", c, db[c], want);
+    }
+    ag_ctx_free(ctx);
+    free(dy), free(v);
 }
 
 /* An op that reads FP32 values refuses a tensor kept as bf16 only, with a message, not a crash. */
