@@ -507,9 +507,12 @@ Test(bf16_train, attention_with_fractional_policy_within_the_bf16_bound) { atten
 
 /* ag_layernorm_linear_bf16 keeps qkv as bf16 only, stored by the kernel as it rounds the FP32
  * sums; ag_layernorm_linear stores the floats and attention rounds them itself. Both roundings
- * are to nearest even, so qkv, the attention's output and every gradient must agree bit for
- * bit. In FP32 the variant is the plain op. */
-static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, float *grads[5]) {
+ * are to nearest even, so qkv and the attention's output agree bit for bit. qkv's gradient is
+ * then kept as bf16 only too: the values the float gradient is rounded to for the qkv linear's
+ * products, so the gradients of x, the norm and w agree bit for bit as well; the bias sums the
+ * rounded values, within U_BF16 sum_M |d(qkv)| of the float sums. In FP32 the variant is the
+ * plain op. dqkv_abs [3C], when not NULL, receives sum_M |d(qkv)| of the run. */
+static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, float *grads[5], double *dqkv_abs) {
     const size_t B = 2, N = 19, C = 24, H = 3, C3 = 3 * C;
     ag_ctx *ctx = ag_ctx_create(0);
     cr_assert_eq(ag_set_precision(ctx, precision), TPSC_OK, "%s", tpsc_last_error());
@@ -527,11 +530,19 @@ static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, fl
     const bool bf16_only = keep_bf16 && precision == AG_BF16;
     cr_assert(bf16_only ? !qkv->data && qkv->bf16 : qkv->data && !qkv->bf16, "qkv kept as %s",
               qkv->data ? "floats" : "bf16");
+    qkv->retain_grad = dqkv_abs != NULL;
     ag_tensor *y = ag_attention(ctx, qkv, H, NULL, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
     float *dy = malloc(B * N * C * sizeof *dy);
     fill(dy, B * N * C, 47, 1.0f);
     cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    if (dqkv_abs) {
+        cr_assert_not_null(qkv->grad);
+        for (size_t c = 0; c < C3; c++) {
+            dqkv_abs[c] = 0;
+            for (size_t r = 0; r < B * N; r++) dqkv_abs[c] += fabs(qkv->grad[r * C3 + c]);
+        }
+    }
     memcpy(out, y->data, B * N * C * sizeof(float));
     for (int i = 0; i < 5; i++) {
         cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
@@ -541,25 +552,33 @@ static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, fl
     ag_ctx_free(ctx);
 }
 
-Test(bf16_train, qkv_kept_as_bf16_matches_floats_bit_for_bit) {
+Test(bf16_train, qkv_kept_as_bf16_matches_floats) {
     need_bf16();
     const size_t B = 2, N = 19, C = 24, C3 = 3 * C;
     const size_t numel[5] = {B * N * C, C, C, C3 * C, C3};
+    double dqkv_abs[72];
     for (int p = 0; p < 2; p++) {
         const ag_precision precision = p ? AG_BF16 : AG_FP32;
         float *out[2], *g[2][5];
         for (int v = 0; v < 2; v++) {
             out[v] = malloc(B * N * C * sizeof(float));
             for (int i = 0; i < 5; i++) g[v][i] = malloc(numel[i] * sizeof(float));
-            qkv_attention(precision, v == 1, out[v], g[v]);
+            qkv_attention(precision, v == 1, out[v], g[v], v == 0 ? dqkv_abs : NULL);
         }
         cr_assert(memcmp(out[0], out[1], B * N * C * sizeof(float)) == 0, "%s: attention output differs",
                   ag_precision_name(precision));
-        for (int i = 0; i < 5; i++) {
+        for (int i = 0; i < 4; i++)
             cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "%s: gradient of input %d differs",
                       ag_precision_name(precision), i);
-            free(g[0][i]), free(g[1][i]);
+        double max_diff = 0;
+        for (size_t c = 0; c < C3; c++) {
+            const double diff = fabs((double)g[1][4][c] - g[0][4][c]);
+            cr_assert(diff <= U_BF16 * dqkv_abs[c] + ldexp(fabs(g[0][4][c]), -22), "%s: qkv bias gradient [%zu] %.8g vs "
+                      "%.8g", ag_precision_name(precision), c, g[1][4][c], g[0][4][c]);
+            max_diff = fmax(max_diff, diff);
         }
+        if (precision == AG_FP32) cr_assert_eq(max_diff, 0.0, "fp32: the bias gradient differs");
+        for (int i = 0; i < 5; i++) free(g[0][i]), free(g[1][i]);
         free(out[0]), free(out[1]);
     }
 }

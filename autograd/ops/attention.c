@@ -186,6 +186,16 @@ static void head_product(ag_ctx *ctx, const head_bufs *w, bool trans_a, size_t N
     store_head(y, ldy, w->o, N, D, add);
 }
 
+/* BF16, into a gradient kept as bf16 only: a head's columns yh [N,D] (rows ldy apart) =
+ * bf16(alpha op(a) b), computed into w's dense o and rounded as it is stored (a strided output
+ * would leave oneDNN's AMX kernel). */
+static void head_product_to_bf16(ag_ctx *ctx, const head_bufs *w, bool trans_a, size_t N, size_t D, float alpha,
+                                 ag_operand a, ag_operand b, int ldb, uint16_t *yh, size_t ldy) {
+    const int iN = (int)N, iD = (int)D;
+    ag_gemm(ctx, trans_a, false, iN, iD, iN, alpha, a, iN, b, ldb, 0.0f, w->o, iD);
+    for (size_t i = 0; i < N; i++) bf16_round_row(w->o + i * D, D, yh + i * ldy);
+}
+
 /* G_ij = P_j + (1 - P_j) [i == j], in the official expression's float arithmetic. */
 static inline float policy_gate(const float *p, size_t i, size_t j) {
     return p[j] + (1.0f - p[j]) * (i == j ? 1.0f : 0.0f);
@@ -312,12 +322,15 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const float scale = s->scale;
     const float *dout = n->out->grad;
     /* Every element of dqkv is written once, by the dQ, dK or dV product of its head: a new
-     * buffer is stored into (beta 0) rather than zeroed and added to. */
-    bool fresh;
-    float *dqkv = ag_grad_write(ctx, qkv, &fresh);
+     * buffer is stored into (beta 0) rather than zeroed and added to. A qkv kept as bf16 only
+     * gets its gradient as bf16 only (dqkv_h), which is all its producer's products read: the
+     * values the float gradient would be rounded to there. */
+    bool fresh = true;
+    uint16_t *dqkv_h = qkv->bf16 ? ag_grad_bf16_take(ctx, qkv) : NULL;
+    float *dqkv = qkv->bf16 ? NULL : ag_grad_write(ctx, qkv, &fresh);
     float *dpolicy = policy ? ag_grad(ctx, policy) : NULL;
     if (ctx->status != TPSC_OK) return;
-    if (!dqkv && !dpolicy) return;
+    if (!dqkv && !dqkv_h && !dpolicy) return;
 
     const int nthreads = omp_get_max_threads();
     const size_t per_thread = (policy ? 2 : 1) * N * N;
@@ -366,11 +379,16 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
                 policy_backward_bf16(g, e, Ah, p, s->row_m + ro, s->row_z + ro, s->row_am + ro, N, dp, w.ds);
             else
                 softmax_backward_bf16(Ah, g, N, w.ds);
+            const ag_operand dS = {.h = w.ds}, Ao = {.h = Ah};
             if (dqkv) {
-                const ag_operand dS = {.h = w.ds};
-                head_product(ctx, &w, true, N, D, 1.0f, (ag_operand){NULL, Ah, 0, 0}, op.dout, op.ld_dout, dv, C3, !fresh);
+                head_product(ctx, &w, true, N, D, 1.0f, Ao, op.dout, op.ld_dout, dv, C3, !fresh);
                 head_product(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dq, C3, !fresh);
                 head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
+            } else if (dqkv_h) {
+                uint16_t *dqh = dqkv_h + b * N * C3 + h * D;
+                head_product_to_bf16(ctx, &w, true, N, D, 1.0f, Ao, op.dout, op.ld_dout, dqh + 2 * C, C3);
+                head_product_to_bf16(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dqh, C3);
+                head_product_to_bf16(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dqh + C, C3);
             }
             continue;
         }

@@ -42,7 +42,8 @@ static void layernorm_linear_backward(ag_ctx *ctx, ag_node *n) {
     float *dlnw = ag_grad(ctx, lnw), *dlnb = ag_grad(ctx, lnb);
     float *dh = dx || dlnw || dlnb ? ag_scratch_get(ctx, MC) : NULL;
     if (ctx->status != TPSC_OK) return;
-    /* and db += sum_M dy, as ag_linear; dy may be kept as bf16 only (fc1's, from the GELU) */
+    /* and db += sum_M dy, as ag_linear; dy may be kept as bf16 only (fc1's, from the GELU;
+     * qkv's, from the attention) */
     ag_operand dyo = n->out->grad_bf16 ? ag_operand_grad_bf16_sums(ctx, n->out->grad_bf16, M, Cout, db)
                                        : ag_operand_grad_sums(ctx, dy, M, Cout, db);
     if (dh) /* dh [M,C] = dy w */
