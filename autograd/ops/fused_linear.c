@@ -18,6 +18,7 @@
  * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
  *   linear:  dx += dy w
  *   gelu:    dx += (dy w) * gelu'(x),  gelu'(x) = Phi(x) + x phi(x). */
+#include <pthread.h>
 #include <string.h>
 
 #include "autograd/gemm.h"
@@ -35,54 +36,62 @@ static void gelu_into(float *g, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) g[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
-/* h [n] = bf16(gelu(x [n])), the rounding of bf16_round_row; x is floats xf, or bf16 xh when
- * it was kept as bf16 only */
-static void gelu_bf16_into(uint16_t *h, const float *xf, const uint16_t *xh, size_t n) {
-    if (xh) {
+/* h [n] = bf16(gelu(x [n])), the rounding of bf16_round_row */
+static void gelu_bf16_into(uint16_t *h, const float *x, size_t n) {
+    #pragma omp parallel for simd if (parallel: n > FL_PAR)
+    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(x[i] * vm_normal_cdf_rational(x[i]));
+}
+
+/* BF16's backward pass over x: hv [n] = bf16(gelu(x)) when hv is not NULL, and gelu'(x) into
+ * hd [n] as bf16, or else into d [n] as floats. Phi(x) serves both. */
+static void gelu_grad_bf16(const float *x, size_t n, uint16_t *hv, uint16_t *hd, float *d) {
+    if (hd) {
         #pragma omp parallel for simd if (parallel: n > FL_PAR)
         for (size_t i = 0; i < n; i++) {
-            const float v = bf16_to_float(xh[i]);
-            h[i] = bf16_from_float(v * vm_normal_cdf_rational(v));
+            const float cdf = vm_normal_cdf_rational(x[i]);
+            if (hv) hv[i] = bf16_from_float(x[i] * cdf);
+            hd[i] = bf16_from_float(cdf + x[i] * vm_normal_pdf(x[i]));
         }
         return;
     }
     #pragma omp parallel for simd if (parallel: n > FL_PAR)
-    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(xf[i] * vm_normal_cdf_rational(xf[i]));
+    for (size_t i = 0; i < n; i++) {
+        const float cdf = vm_normal_cdf_rational(x[i]);
+        if (hv) hv[i] = bf16_from_float(x[i] * cdf);
+        d[i] = cdf + x[i] * vm_normal_pdf(x[i]);
+    }
 }
 
-/* BF16's backward pass over x (floats xf or bf16 xh, as above): hv [n] = bf16(gelu(x)) when hv
- * is not NULL, and gelu'(x) into hd [n] as bf16, or else into d [n] as floats. Phi(x) serves
- * both. */
-static void gelu_grad_bf16(const float *xf, const uint16_t *xh, size_t n, uint16_t *hv, uint16_t *hd, float *d) {
-    if (xh && hd) {
-        #pragma omp parallel for simd if (parallel: n > FL_PAR)
-        for (size_t i = 0; i < n; i++) {
-            const float v = bf16_to_float(xh[i]), cdf = vm_normal_cdf_rational(v);
-            if (hv) hv[i] = bf16_from_float(v * cdf);
-            hd[i] = bf16_from_float(cdf + v * vm_normal_pdf(v));
-        }
-    } else if (xh) {
-        #pragma omp parallel for simd if (parallel: n > FL_PAR)
-        for (size_t i = 0; i < n; i++) {
-            const float v = bf16_to_float(xh[i]), cdf = vm_normal_cdf_rational(v);
-            if (hv) hv[i] = bf16_from_float(v * cdf);
-            d[i] = cdf + v * vm_normal_pdf(v);
-        }
-    } else if (hd) {
-        #pragma omp parallel for simd if (parallel: n > FL_PAR)
-        for (size_t i = 0; i < n; i++) {
-            const float cdf = vm_normal_cdf_rational(xf[i]);
-            if (hv) hv[i] = bf16_from_float(xf[i] * cdf);
-            hd[i] = bf16_from_float(cdf + xf[i] * vm_normal_pdf(xf[i]));
-        }
-    } else {
-        #pragma omp parallel for simd if (parallel: n > FL_PAR)
-        for (size_t i = 0; i < n; i++) {
-            const float cdf = vm_normal_cdf_rational(xf[i]);
-            if (hv) hv[i] = bf16_from_float(xf[i] * cdf);
-            d[i] = cdf + xf[i] * vm_normal_pdf(xf[i]);
-        }
+/* The GELU of an x kept as bf16 only has 65536 possible inputs, so both of its bf16 results are
+ * looked up: gelu_table[h] = bf16(gelu(x)) | bf16(gelu'(x)) << 16 for x the bf16 value h, made
+ * by the formulas of the passes above and rounded as they round, so a lookup gives their bits.
+ * The 256 KB table stays in L2 beside the streams, and a load replaces a rational function
+ * with a division and an exponential, which made those passes compute-bound. */
+static uint32_t gelu_table[1u << 16];
+static pthread_once_t gelu_table_once = PTHREAD_ONCE_INIT;
+
+static void gelu_table_fill(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) {
+        const float v = bf16_to_float((uint16_t)h), cdf = vm_normal_cdf_rational(v);
+        gelu_table[h] = (uint32_t)bf16_from_float(v * cdf) | (uint32_t)bf16_from_float(cdf + v * vm_normal_pdf(v)) << 16;
     }
+}
+
+/* hv [n] = bf16(gelu(x)) and, when hd is not NULL, hd [n] = bf16(gelu'(x)), x [n] in bf16 */
+static void gelu_lookup(const uint16_t *x, size_t n, uint16_t *hv, uint16_t *hd) {
+    pthread_once(&gelu_table_once, gelu_table_fill);
+    const uint32_t *t = gelu_table;
+    if (hd) {
+        #pragma omp parallel for simd if (parallel: n > FL_PAR)
+        for (size_t i = 0; i < n; i++) {
+            const uint32_t e = t[x[i]];
+            if (hv) hv[i] = (uint16_t)e;
+            hd[i] = (uint16_t)(e >> 16);
+        }
+        return;
+    }
+    #pragma omp parallel for simd if (parallel: n > FL_PAR)
+    for (size_t i = 0; i < n; i++) hv[i] = (uint16_t)t[x[i]];
 }
 
 /* BF16 with x kept as bf16 only (fc1's output): x's gradient is kept as bf16 only too
@@ -99,8 +108,7 @@ static void gelu_backward_kept_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, con
     ag_operand gh = dw ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
     ag_operand dh = dx ? ag_operand_bf16_scratch(ctx, MCin) : (ag_operand){0};
     if ((dw || dx) && (!dw || gh.h) && (!dx || dh.h)) {
-        if (dx) gelu_grad_bf16(NULL, x->bf16, MCin, (uint16_t *)gh.h, (uint16_t *)dh.h, NULL);
-        else gelu_bf16_into((uint16_t *)gh.h, NULL, x->bf16, MCin);
+        gelu_lookup(x->bf16, MCin, (uint16_t *)gh.h, (uint16_t *)dh.h);
         if (dw) ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, gh, Cin, 1.0f, dw, Cin);
         if (dx) {
             const ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
@@ -181,7 +189,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     const float *v = x->data;
     uint16_t *hv = (uint16_t *)gh.h, *hd = (uint16_t *)dh.h;
     if (bf16 && (hd || d)) {
-        gelu_grad_bf16(v, x->bf16, MCin, hv, hd, d);
+        gelu_grad_bf16(v, MCin, hv, hd, d);
     } else if (d) {
         #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
         for (size_t i = 0; i < MCin; i++) {
@@ -190,7 +198,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
             d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
         }
     } else if (bf16) {
-        gelu_bf16_into(hv, v, x->bf16, MCin);
+        gelu_bf16_into(hv, v, MCin);
     } else {
         gelu_into(g, v, MCin);
     }
@@ -247,7 +255,8 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     if (!gelu_bf16 && !g) return NULL;
     if (gelu && g) gelu_into(g, x->data, MCin);
     ag_operand go = gelu_bf16 ? ag_operand_bf16_scratch(ctx, MCin) : ag_operand_act(ctx, g, MCin);
-    if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, x->bf16, MCin);
+    if (gelu_bf16 && go.h && x_bf16) gelu_lookup(x->bf16, MCin, (uint16_t *)go.h, NULL);
+    else if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, MCin);
     ag_gemm_linear(ctx, M, Cout, Cin, go, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), b ? b->data : NULL,
                    r ? r->data : NULL, y->data);
     ag_operand_done(ctx, &go);
