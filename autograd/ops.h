@@ -111,6 +111,10 @@ ag_tensor *ag_patchify(ag_ctx *ctx, ag_tensor *img, size_t patch);
  * cls_attn: if non-NULL, receives [B, N-1] = mean over heads of attn[b, h, 0, 1:], the cls
  * token's attention to each patch token (EViT's score); it is differentiable. */
 ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn);
+/* The same with out kept as bf16 only in BF16 precision (out->bf16; the values rounding the
+ * float output gives, bit for bit), for a consumer that reads nothing else: the proj linear
+ * (ag_linear_residual). In FP32: ag_attention. */
+ag_tensor *ag_attention_bf16(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn);
 /* The same without a policy but with ToMe's proportional attention: log_size [B,N] (constants,
  * or NULL for none) is added to every row of the scores before the softmax,
  * softmax(q k^T / sqrt(D) + log s). */

@@ -583,6 +583,57 @@ Test(bf16_train, qkv_kept_as_bf16_matches_floats) {
     }
 }
 
+/* ag_attention_bf16 keeps the attention's output as bf16 only, rounded as each head is stored,
+ * and proj (ag_linear_residual) takes it as its operand; its gradient is kept as bf16 only
+ * too, rounded as proj's backward stores it, and the attention's backward takes it as it is.
+ * Both are the roundings the float path makes (proj rounds its float input, the attention
+ * rounds dO by heads), so proj's output and every gradient agree bit for bit. */
+static void attention_proj(bool keep_bf16, float *out, float *grads[4]) {
+    const size_t B = 2, N = 19, C = 24, H = 3, C3 = 3 * C;
+    ag_ctx *ctx = ag_ctx_create(0);
+    cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
+    ag_tensor *in[4] = {ag_new3(ctx, B, N, C3), ag_new2(ctx, C, C), ag_new1(ctx, C), ag_new3(ctx, B, N, C)};
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(in[i]);
+        fill(in[i]->data, ag_numel(in[i]), 80 + (uint64_t)i, i == 1 ? 0.2f : 1.0f);
+        in[i]->requires_grad = in[i]->retain_grad = true;
+    }
+    ag_tensor *a = (keep_bf16 ? ag_attention_bf16 : ag_attention)(ctx, in[0], H, NULL, NULL);
+    cr_assert_not_null(a, "%s", tpsc_last_error());
+    cr_assert(keep_bf16 ? !a->data && a->bf16 : a->data && !a->bf16, "attention output kept as %s",
+              a->data ? "floats" : "bf16");
+    ag_tensor *y = ag_linear_residual(ctx, a, in[1], in[2], in[3]);
+    cr_assert_not_null(y, "%s", tpsc_last_error());
+    float *dy = malloc(B * N * C * sizeof *dy);
+    fill(dy, B * N * C, 87, 1.0f);
+    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    memcpy(out, y->data, B * N * C * sizeof(float));
+    for (int i = 0; i < 4; i++) {
+        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
+        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
+    }
+    free(dy);
+    ag_ctx_free(ctx);
+}
+
+Test(bf16_train, attention_output_kept_as_bf16_matches_floats_bit_for_bit) {
+    need_bf16();
+    const size_t B = 2, N = 19, C = 24;
+    const size_t numel[4] = {B * N * 3 * C, C * C, C, B * N * C};
+    float *out[2], *g[2][4];
+    for (int v = 0; v < 2; v++) {
+        out[v] = malloc(B * N * C * sizeof(float));
+        for (int i = 0; i < 4; i++) g[v][i] = malloc(numel[i] * sizeof(float));
+        attention_proj(v == 1, out[v], g[v]);
+    }
+    cr_assert(memcmp(out[0], out[1], B * N * C * sizeof(float)) == 0, "proj output differs");
+    for (int i = 0; i < 4; i++) {
+        cr_assert(memcmp(g[0][i], g[1][i], numel[i] * sizeof(float)) == 0, "gradient of input %d differs", i);
+        free(g[0][i]), free(g[1][i]);
+    }
+    free(out[0]), free(out[1]);
+}
+
 /* ag_gelu_linear_residual on an x kept as bf16 only (fc1's output) reads and widens it: the
  * same output and w, b, r gradients, bit for bit, as on the widened floats. (What keeping x in
  * bf16 changes is x's own rounding, an input perturbation the op's bound test above covers.)

@@ -153,8 +153,8 @@ typedef struct pair_operands {
     int ld, ld_dout;
 } pair_operands;
 
-static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, const float *dout, size_t b,
-                                      size_t h, size_t N, size_t C, size_t H) {
+static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, const float *dout,
+                                      const uint16_t *dout_h, size_t b, size_t h, size_t N, size_t C, size_t H) {
     const size_t D = C / H, C3 = 3 * C;
     if (!w->qkv) {
         const float *q = qkv->data + b * N * C3 + h * D;
@@ -164,12 +164,13 @@ static pair_operands pair_operands_of(const head_bufs *w, const ag_tensor *qkv, 
     if (*w->image != b) {
         if (qkv->bf16) copy_by_heads(qkv->bf16 + b * N * C3, N, 3 * H, D, w->qkv);
         else round_by_heads(qkv->data + b * N * C3, N, 3 * H, D, w->qkv);
-        if (dout) round_by_heads(dout + b * N * C, N, H, D, w->dout);
+        if (dout_h) copy_by_heads(dout_h + b * N * C, N, H, D, w->dout);
+        else if (dout) round_by_heads(dout + b * N * C, N, H, D, w->dout);
         *w->image = b;
     }
     const size_t nd = N * D;
     return (pair_operands){.q = {.h = w->qkv + h * nd}, .k = {.h = w->qkv + (H + h) * nd},
-                           .v = {.h = w->qkv + (2 * H + h) * nd}, .dout = {.h = dout ? w->dout + h * nd : NULL},
+                           .v = {.h = w->qkv + (2 * H + h) * nd}, .dout = {.h = dout || dout_h ? w->dout + h * nd : NULL},
                            .ld = (int)D, .ld_dout = (int)D};
 }
 
@@ -321,6 +322,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     const size_t B = s->B, N = s->N, C = s->C, H = s->H, D = C / H, C3 = 3 * C;
     const float scale = s->scale;
     const float *dout = n->out->grad;
+    const uint16_t *dout_h = n->out->grad_bf16; /* an output kept as bf16 only gets its gradient so */
     /* Every element of dqkv is written once, by the dQ, dK or dV product of its head: a new
      * buffer is stored into (beta 0) rather than zeroed and added to. A qkv kept as bf16 only
      * gets its gradient as bf16 only (dqkv_h), which is all its producer's products read: the
@@ -357,7 +359,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         const float *A = s->attn ? s->attn + (size_t)pair * N * N : NULL;            /* FP32 */
         const uint16_t *Ah = s->attn_h ? s->attn_h + (size_t)pair * N * N : NULL;   /* BF16 */
         const head_bufs w = head_bufs_of(wbuf, wbytes, t, N, C, D, true);
-        const pair_operands op = pair_operands_of(&w, qkv, dout, b, h, N, C, H);
+        const pair_operands op = pair_operands_of(&w, qkv, dout, dout_h, b, h, N, C, H);
         float *dq = dqkv ? dqkv + b * N * C3 + h * D : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
 
         /* dV [N,D] += A^T dO (FP32 first, from A; BF16 below, from the stored bf16 A) */
@@ -434,7 +436,7 @@ static void attention_cls_backward(ag_ctx *ctx, ag_node *n) {
 /* key_bias [B,N] or NULL: a constant added to every row of S before the softmax (ToMe's
  * proportional attention, log token sizes). The backward needs nothing more: it works from A. */
 static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, const float *key_bias,
-                            ag_tensor **cls_attn) {
+                            ag_tensor **cls_attn, bool out_bf16) {
     if (cls_attn) *cls_attn = NULL;
     /* qkv may be kept as bf16 only (ag_layernorm_linear_bf16), which BF16's products read as they are */
     const bool qkv_bf16 = qkv && !qkv->data && qkv->bf16;
@@ -463,7 +465,8 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         return ag_error(ctx, TPSC_ERR_SHAPE, "attention: cls_attn needs a cls token and patches, qkv %s",
                         ag_shape_str(qkv, sq, sizeof sq));
 
-    ag_tensor *out = ag_new3(ctx, B, N, C);
+    out_bf16 = out_bf16 && ctx->precision == AG_BF16;
+    ag_tensor *out = out_bf16 ? ag_new_bf16(ctx, 3, (size_t[]){B, N, C}) : ag_new3(ctx, B, N, C);
     const bool bf16 = ag_operand_bytes(ctx, 1) > 0;
     float *attn = bf16 ? NULL : ag_alloc(ctx, B * H * N * N * sizeof(float));
     uint16_t *attn_h = bf16 ? ag_alloc(ctx, B * H * N * N * sizeof(uint16_t)) : NULL;
@@ -494,7 +497,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         float *A = bf16 ? NULL : attn + (size_t)pair * N * N;
         uint16_t *Ah = bf16 ? attn_h + (size_t)pair * N * N : NULL;
         const head_bufs w = head_bufs_of(wbuf, wbytes, omp_get_thread_num(), N, C, D, false);
-        const pair_operands op = pair_operands_of(&w, qkv, NULL, b, h, N, C, H);
+        const pair_operands op = pair_operands_of(&w, qkv, NULL, NULL, b, h, N, C, H);
         /* S [N,N] = scale q k^T, then the row softmax in place */
         float *S = bf16 ? w.s : A;
         ag_gemm(ctx, false, true, iN, iN, iD, scale, op.q, op.ld, op.k, op.ld, 0.0f, S, iN);
@@ -514,8 +517,11 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
             if (Ah) bf16_round_row(S + i * N, N, Ah + i * N); /* while the row is in cache */
         }
         /* out[b, :, h*D : h*D+D] = A v */
-        head_product(ctx, &w, false, N, D, 1.0f, (ag_operand){A, Ah, 0, 0}, op.v, op.ld, out->data + b * N * C + h * D, C,
-                     false);
+        const ag_operand Ao = {.f = A, .h = Ah};
+        if (out->bf16)
+            head_product_to_bf16(ctx, &w, false, N, D, 1.0f, Ao, op.v, op.ld, out->bf16 + b * N * C + h * D, C);
+        else
+            head_product(ctx, &w, false, N, D, 1.0f, Ao, op.v, op.ld, out->data + b * N * C + h * D, C, false);
     }
     if (ctx->status != TPSC_OK) return NULL;
 
@@ -557,9 +563,13 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
 }
 
 ag_tensor *ag_attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn) {
-    return attention(ctx, qkv, heads, policy, NULL, cls_attn);
+    return attention(ctx, qkv, heads, policy, NULL, cls_attn, false);
+}
+
+ag_tensor *ag_attention_bf16(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor *policy, ag_tensor **cls_attn) {
+    return attention(ctx, qkv, heads, policy, NULL, cls_attn, true);
 }
 
 ag_tensor *ag_attention_sized(ag_ctx *ctx, ag_tensor *qkv, size_t heads, const float *log_size, ag_tensor **cls_attn) {
-    return attention(ctx, qkv, heads, NULL, log_size, cls_attn);
+    return attention(ctx, qkv, heads, NULL, log_size, cls_attn, false);
 }

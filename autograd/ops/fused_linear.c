@@ -125,6 +125,22 @@ static void gelu_backward_kept_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, con
     ag_operand_done(ctx, &dyo);
 }
 
+/* BF16 with x kept as bf16 only, no GELU (the attention's output before proj): x is the
+ * operand as it is, and x's gradient dy w is kept as bf16 only, rounded as it is stored: the
+ * values its consumer would round the float gradient to. */
+static void linear_backward_kept_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, const float *dy, float *db, float *dw,
+                                      int M, int Cin, int Cout) {
+    uint16_t *dx = ag_grad_bf16_take(ctx, x);
+    if (ctx->status != TPSC_OK) return;
+    ag_operand dyo = ag_operand_grad_sums(ctx, dy, M, Cout, db); /* and db += sum_M dy */
+    const ag_operand xo = {.h = x->bf16};
+    if (dw) ag_gemm(ctx, true, false, Cout, Cin, M, 1.0f, dyo, Cout, xo, Cin, 1.0f, dw, Cin);
+    if (dx)
+        ag_gemm_to_bf16(ctx, false, false, M, Cin, Cout, dyo, Cout, ag_operand_param(ctx, w->data, (size_t)Cout * Cin),
+                        Cin, dx, Cin);
+    ag_operand_done(ctx, &dyo);
+}
+
 static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     const bool gelu = n->i[0] != 0;
     ag_tensor *x = n->in[IN_X], *w = n->in[IN_W];
@@ -147,6 +163,10 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
     float *dw = ag_grad(ctx, w);
     if (gelu && x->bf16) {
         gelu_backward_kept_bf16(ctx, x, w, dy, db, dw, M, Cin, Cout);
+        return;
+    }
+    if (x->bf16) { /* the proj linear on the attention's output kept as bf16 only */
+        linear_backward_kept_bf16(ctx, x, w, dy, db, dw, M, Cin, Cout);
         return;
     }
     float *dx = ag_grad_write(ctx, x, &fresh);
@@ -230,8 +250,9 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
 
 static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tensor *x, ag_tensor *w, ag_tensor *b,
                                ag_tensor *r) {
-    /* BF16's GELU reads an x kept as bf16 only (fc1's output, ag_layernorm_linear_bf16) */
-    const bool x_bf16 = gelu && ctx->precision == AG_BF16 && x && !x->data && x->bf16;
+    /* BF16 reads an x kept as bf16 only: fc1's output (ag_layernorm_linear_bf16) in the GELU,
+     * the attention's (ag_attention_bf16) as proj's operand */
+    const bool x_bf16 = ctx->precision == AG_BF16 && x && !x->data && x->bf16;
     if (!(x_bf16 ? ag_ok(ctx, 1, w) : ag_ok(ctx, 2, x, w))) return NULL;
     char sx[64], sw[64], sr[64];
     if (x->ndim < 1 || w->ndim != 2 || ag_cols(x) != w->shape[1] || (b && (b->ndim != 1 || b->shape[0] != w->shape[0])))
@@ -251,10 +272,12 @@ static ag_tensor *fused_linear(ag_ctx *ctx, const char *name, bool gelu, ag_tens
     /* y [M,Cout] = r + g w^T + b */
     const size_t MCin = (size_t)M * (size_t)Cin;
     const bool gelu_bf16 = gelu && ctx->precision == AG_BF16;
-    float *g = gelu_bf16 ? NULL : gelu ? ag_scratch_get(ctx, MCin) : x->data;
-    if (!gelu_bf16 && !g) return NULL;
+    float *g = gelu_bf16 || x_bf16 ? NULL : gelu ? ag_scratch_get(ctx, MCin) : x->data;
+    if (!gelu_bf16 && !x_bf16 && !g) return NULL;
     if (gelu && g) gelu_into(g, x->data, MCin);
-    ag_operand go = gelu_bf16 ? ag_operand_bf16_scratch(ctx, MCin) : ag_operand_act(ctx, g, MCin);
+    ag_operand go = gelu_bf16 ? ag_operand_bf16_scratch(ctx, MCin)
+                    : x_bf16  ? (ag_operand){.h = x->bf16}
+                              : ag_operand_act(ctx, g, MCin);
     if (gelu_bf16 && go.h && x_bf16) gelu_lookup(x->bf16, MCin, (uint16_t *)go.h, NULL);
     else if (gelu_bf16 && go.h) gelu_bf16_into((uint16_t *)go.h, x->data, MCin);
     ag_gemm_linear(ctx, M, Cout, Cin, go, ag_operand_param(ctx, w->data, (size_t)Cout * Cin), b ? b->data : NULL,

@@ -47,7 +47,7 @@ static ag_tensor *block_attention_ex(ag_ctx *ctx, vit_model *m, size_t i, ag_ten
     if (qk_mask || v_mask) qkv = chan_mask_qkv(ctx, qkv, qk_mask, v_mask, m->cfg.num_heads);
     if (qkv_out) *qkv_out = qkv;
     ag_tensor *a = log_size ? ag_attention_sized(ctx, qkv, m->cfg.num_heads, log_size, cls_attn)
-                            : ag_attention(ctx, qkv, m->cfg.num_heads, policy, cls_attn); /* [B,n,C] */
+                            : ag_attention_bf16(ctx, qkv, m->cfg.num_heads, policy, cls_attn); /* [B,n,C] */
     /* proj and the residual add in one op: proj's own output is never stored. */
     return ag_linear_residual(ctx, a, param(m, b->proj_w), param(m, b->proj_b), x);
 }
