@@ -264,8 +264,18 @@ uint16_t *ag_grad_bf16_take(ag_ctx *ctx, ag_tensor *t) {
     return t->grad_bf16;
 }
 
+double *ag_grad_bf16_sums_new(ag_ctx *ctx, ag_tensor *t, int parts) {
+    const size_t n = (size_t)parts * ag_cols(t);
+    double *p = ag_alloc(ctx, n * sizeof(double));
+    if (!p) return NULL;
+    memset(p, 0, n * sizeof(double));
+    t->grad_bf16_sums = p;
+    return p;
+}
+
 static void release_grad(ag_ctx *ctx, ag_tensor *t) {
     if (t->node < 0 || t->retain_grad) return;
+    t->grad_bf16_sums = NULL;
     if (t->grad_bf16) {
         const size_t words = (ag_numel(t) + 1) / 2;
         pool_give(ctx, (float *)(void *)t->grad_bf16, words ? words : 1);

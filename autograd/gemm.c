@@ -112,9 +112,13 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
     return (ag_operand){dy, h, words, 0};
 }
 
-ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, int M, int N, float *db) {
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int M, int N, float *db) {
     const ag_operand o = {.h = dy};
     if (!db || ctx->status != TPSC_OK) return o;
+    if (sums) {
+        for (int c = 0; c < N; c++) db[c] += (float)sums[c];
+        return o;
+    }
     const size_t n = (size_t)M * (size_t)N;
     const int threads = omp_get_max_threads();
     double *part = ag_alloc(ctx, (size_t)threads * (size_t)N * sizeof(double));

@@ -52,8 +52,9 @@ ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n);
  * once, not twice. */
 ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, float *db);
 /* BF16: an incoming gradient kept as bf16 only (t->grad_bf16) as the operand it already is, and
- * db [N] += its column sums (in double per thread, as above; db NULL: none). */
-ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, int M, int N, float *db);
+ * db [N] += its column sums: `sums` [N] when its writer summed them (t->grad_bf16_sums), else
+ * summed here (in double per thread, as above); db NULL: none. */
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int M, int N, float *db);
 /* n values of a parameter (in BF16: the step's cached copy, see above). */
 ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
 /* n values rounded into the caller's buffer `buf` (bytes from ag_operand_bytes) instead of

@@ -26,6 +26,9 @@ typedef struct ag_tensor {
     uint16_t *grad_bf16;           /* BF16: the gradient as bf16 only, instead of grad, for a tensor
                                     * kept as bf16 only whose one consumer writes it so
                                     * (ag_grad_bf16_take); its producer reads it */
+    double *grad_bf16_sums;        /* [last dim]: grad_bf16's column sums, when its writer summed
+                                    * them as it wrote (ag_grad_bf16_sums_new), for a producer's
+                                    * bias gradient; NULL: the producer sums them itself */
     size_t shape[AG_MAX_DIMS];
     size_t stride[AG_MAX_DIMS];    /* elements; stride[ndim-1] == 1 when contiguous */
     int ndim;

@@ -637,7 +637,7 @@ Test(bf16_train, attention_output_kept_as_bf16_matches_floats_bit_for_bit) {
 /* ag_gelu_linear_residual on an x kept as bf16 only (fc1's output) reads and widens it: the
  * same output and w, b, r gradients, bit for bit, as on the widened floats. (What keeping x in
  * bf16 changes is x's own rounding, an input perturbation the op's bound test above covers.)
- * x's gradient is then kept as bf16 only: dy w rounded to bf16, times gelu'(x), rounded again,
+ * x's gradient is then kept as bf16 only, with its column sums: dy w rounded to bf16, times gelu'(x), rounded again,
  * where the float path rounds neither: within two roundings, |dx' - dx| <= 2u |dx| + 2^-22 |dx|
  * element by element, u = 2^-8 (U_BF16). */
 static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *grads[4]) {
@@ -664,6 +664,15 @@ static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *g
         if (i == 0 && keep_bf16) {
             cr_assert(!x->grad && x->grad_bf16, "x's gradient is not kept as bf16 only");
             for (size_t j = 0; j < M * Cin; j++) grads[0][j] = bf16_to_float(x->grad_bf16[j]);
+            /* the column sums made while writing it, for x's producer's bias: sums of the same
+             * values in double, so equal to a double reference within its last bits */
+            cr_assert_not_null(x->grad_bf16_sums, "x's gradient came without its column sums");
+            for (size_t c = 0; c < Cin; c++) {
+                double want = 0, mag = 0;
+                for (size_t r = 0; r < M; r++) want += grads[0][r * Cin + c], mag += fabs(grads[0][r * Cin + c]);
+                cr_assert(fabs(x->grad_bf16_sums[c] - want) <= ldexp(mag, -50), "column sum %zu: %.17g, want %.17g", c,
+                          x->grad_bf16_sums[c], want);
+            }
             continue;
         }
         cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
@@ -714,7 +723,7 @@ Test(bf16_train, bias_sums_of_a_bf16_gradient) {
     for (int c = 0; c < N; c++) db[c] = 0.5f * (float)c;
     ag_ctx *ctx = ag_ctx_create(0);
     cr_assert_eq(ag_set_precision(ctx, AG_BF16), TPSC_OK, "%s", tpsc_last_error());
-    ag_operand o = ag_operand_grad_bf16_sums(ctx, dy, M, N, db);
+    ag_operand o = ag_operand_grad_bf16_sums(ctx, dy, NULL, M, N, db);
     cr_assert_eq(ag_ctx_status(ctx), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(o.h, dy, "the operand is not the gradient itself");
     for (int c = 0; c < N; c++) {

@@ -187,14 +187,22 @@ static void head_product(ag_ctx *ctx, const head_bufs *w, bool trans_a, size_t N
     store_head(y, ldy, w->o, N, D, add);
 }
 
-/* BF16, into a gradient kept as bf16 only: a head's columns yh [N,D] (rows ldy apart) =
- * bf16(alpha op(a) b), computed into w's dense o and rounded as it is stored (a strided output
- * would leave oneDNN's AMX kernel). */
+/* BF16, into a tensor or gradient kept as bf16 only: a head's columns yh [N,D] (rows ldy
+ * apart) = bf16(alpha op(a) b), computed into w's dense o and rounded as it is stored (a
+ * strided output would leave oneDNN's AMX kernel); sums [D], when not NULL, += the column sums
+ * of the stored values (a gradient's, for its producer's bias). */
 static void head_product_to_bf16(ag_ctx *ctx, const head_bufs *w, bool trans_a, size_t N, size_t D, float alpha,
-                                 ag_operand a, ag_operand b, int ldb, uint16_t *yh, size_t ldy) {
+                                 ag_operand a, ag_operand b, int ldb, uint16_t *yh, size_t ldy, double *sums) {
     const int iN = (int)N, iD = (int)D;
     ag_gemm(ctx, trans_a, false, iN, iD, iN, alpha, a, iN, b, ldb, 0.0f, w->o, iD);
-    for (size_t i = 0; i < N; i++) bf16_round_row(w->o + i * D, D, yh + i * ldy);
+    for (size_t i = 0; i < N; i++) {
+        uint16_t *row = yh + i * ldy;
+        bf16_round_row(w->o + i * D, D, row);
+        if (sums) {
+            #pragma omp simd
+            for (size_t j = 0; j < D; j++) sums[j] += bf16_to_float(row[j]);
+        }
+    }
 }
 
 /* G_ij = P_j + (1 - P_j) [i == j], in the official expression's float arithmetic. */
@@ -333,8 +341,11 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
     float *dpolicy = policy ? ag_grad(ctx, policy) : NULL;
     if (ctx->status != TPSC_OK) return;
     if (!dqkv && !dqkv_h && !dpolicy) return;
-
+    /* dqkv_h's column sums for the qkv linear's bias, summed as the heads are stored: [threads,3C] */
     const int nthreads = omp_get_max_threads();
+    double *dqkv_sums = dqkv_h ? ag_grad_bf16_sums_new(ctx, qkv, nthreads) : NULL;
+    if (dqkv_h && !dqkv_sums) return;
+
     const size_t per_thread = (policy ? 2 : 1) * N * N;
     float *scratch = ag_alloc(ctx, (size_t)nthreads * per_thread * sizeof(float));
     /* [B,H,N]: written even when the policy needs no gradient, so the row code has no branch */
@@ -388,9 +399,10 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
                 head_product(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dk, C3, !fresh);
             } else if (dqkv_h) {
                 uint16_t *dqh = dqkv_h + b * N * C3 + h * D;
-                head_product_to_bf16(ctx, &w, true, N, D, 1.0f, Ao, op.dout, op.ld_dout, dqh + 2 * C, C3);
-                head_product_to_bf16(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dqh, C3);
-                head_product_to_bf16(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dqh + C, C3);
+                double *sums = dqkv_sums + (size_t)t * C3 + h * D; /* the thread's column sums */
+                head_product_to_bf16(ctx, &w, true, N, D, 1.0f, Ao, op.dout, op.ld_dout, dqh + 2 * C, C3, sums + 2 * C);
+                head_product_to_bf16(ctx, &w, false, N, D, scale, dS, op.k, op.ld, dqh, C3, sums);
+                head_product_to_bf16(ctx, &w, true, N, D, scale, dS, op.q, op.ld, dqh + C, C3, sums + C);
             }
             continue;
         }
@@ -416,6 +428,9 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         }
     }
 
+    if (dqkv_sums)
+        for (int t = 1; t < nthreads; t++)
+            for (size_t c = 0; c < C3; c++) dqkv_sums[c] += dqkv_sums[(size_t)t * C3 + c];
     if (dpolicy)
         for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < H; h++)
@@ -519,7 +534,7 @@ static ag_tensor *attention(ag_ctx *ctx, ag_tensor *qkv, size_t heads, ag_tensor
         /* out[b, :, h*D : h*D+D] = A v */
         const ag_operand Ao = {.f = A, .h = Ah};
         if (out->bf16)
-            head_product_to_bf16(ctx, &w, false, N, D, 1.0f, Ao, op.v, op.ld, out->bf16 + b * N * C + h * D, C);
+            head_product_to_bf16(ctx, &w, false, N, D, 1.0f, Ao, op.v, op.ld, out->bf16 + b * N * C + h * D, C, NULL);
         else
             head_product(ctx, &w, false, N, D, 1.0f, Ao, op.v, op.ld, out->data + b * N * C + h * D, C, false);
     }

@@ -18,6 +18,7 @@
  * Backward:  dr += dy;  dw += dy^T g;  db += sum_M dy;  with g = x or gelu(x):
  *   linear:  dx += dy w
  *   gelu:    dx += (dy w) * gelu'(x),  gelu'(x) = Phi(x) + x phi(x). */
+#include <omp.h>
 #include <pthread.h>
 #include <string.h>
 
@@ -114,9 +115,28 @@ static void gelu_backward_kept_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, con
             const ag_operand wo = ag_operand_param(ctx, w->data, (size_t)Cout * Cin);
             ag_gemm_to_bf16(ctx, false, false, M, Cin, Cout, dyo, Cout, wo, Cin, dx, Cin);
             const uint16_t *d = dh.h;
-            if (ctx->status == TPSC_OK) {
-                #pragma omp parallel for simd if (parallel: MCin > FL_PAR)
-                for (size_t i = 0; i < MCin; i++) dx[i] = bf16_from_float(bf16_to_float(dx[i]) * bf16_to_float(d[i]));
+            /* the pass also sums dx by columns for x's producer's bias (fc1's), which then need
+             * not read dx again: per thread in double, rows split evenly */
+            const int threads = omp_get_max_threads();
+            double *part = ctx->status == TPSC_OK ? ag_grad_bf16_sums_new(ctx, x, threads) : NULL;
+            if (part) {
+                #pragma omp parallel if (MCin > FL_PAR)
+                {
+                    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+                    const size_t lo = (size_t)M * (size_t)t / (size_t)nt, hi = (size_t)M * (size_t)(t + 1) / (size_t)nt;
+                    double *acc = part + (size_t)t * (size_t)Cin;
+                    for (size_t r = lo; r < hi; r++) {
+                        uint16_t *row = dx + r * (size_t)Cin;
+                        const uint16_t *dr = d + r * (size_t)Cin;
+                        #pragma omp simd
+                        for (int c = 0; c < Cin; c++) {
+                            row[c] = bf16_from_float(bf16_to_float(row[c]) * bf16_to_float(dr[c]));
+                            acc[c] += bf16_to_float(row[c]);
+                        }
+                    }
+                }
+                for (int t = 1; t < threads; t++)
+                    for (int c = 0; c < Cin; c++) part[c] += part[(size_t)t * (size_t)Cin + (size_t)c];
             }
         }
     }
