@@ -18,8 +18,10 @@ typedef struct param_copy {
     size_t n;
     uint16_t *h;
     uint64_t step; /* ctx->step when h was last rounded from f */
-    ag_bf16_packed *packed; /* h in the linear kernel's layout, NULL until first used so */
+    ag_bf16_packed *packed; /* h in the linear kernel's layout (y = x h^T), NULL until first used so */
     uint64_t packed_step;   /* ctx->step when packed was last made from h */
+    ag_bf16_packed *packed_nt; /* the same for the input-gradient product (y = dy h) */
+    uint64_t packed_nt_step;
 } param_copy;
 
 struct ag_bf16_params {
@@ -197,7 +199,7 @@ ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n) {
             return o;
         }
         pc = &c->v[c->n++];
-        *pc = (param_copy){f, n, h, ctx->step - 1, NULL, ctx->step - 1};
+        *pc = (param_copy){f, n, h, ctx->step - 1, NULL, ctx->step - 1, NULL, ctx->step - 1};
     }
     if (pc->step != ctx->step) {
         round_into(pc->h, f, n);
@@ -228,10 +230,27 @@ void ag_gemm_free_params(ag_ctx *ctx) {
     for (size_t i = 0; i < c->n; i++) {
         tpsc_free(c->v[i].h);
         ag_bf16_packed_free(c->v[i].packed);
+        ag_bf16_packed_free(c->v[i].packed_nt);
     }
     tpsc_free(c->v);
     tpsc_free(c);
     ctx->bf16_params = NULL;
+}
+
+/* BF16: y = alpha a b + beta y with b a parameter's copy (a linear's dx = dy w), dense, outside
+ * a parallel region: b is read packed in the kernel's layout, packed again at its first such
+ * product of a step. False (nothing done) for any other product. */
+static bool packed_product(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a,
+                           int lda, ag_operand b, int ldb, float beta, void *y, bool y_bf16, int ldy) {
+    if (!b.param || trans_a || trans_b || lda != K || ldb != N || ldy != N || omp_in_parallel()) return false;
+    param_copy *pc = &ctx->bf16_params->v[b.param - 1];
+    const bool stale = pc->packed_nt_step != ctx->step;
+    pc->packed_nt_step = ctx->step;
+    if (!ag_bf16_gemm_packed(M, N, K, alpha, a.h, b.h, &pc->packed_nt, stale, beta, y, y_bf16)) {
+        #pragma omp critical(ag_gemm_error)
+        if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
+    }
+    return true;
 }
 
 void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a, int lda,
@@ -248,6 +267,7 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
         }
         return;
     }
+    if (packed_product(ctx, trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy)) return;
     if (!ag_bf16_gemm(trans_a, trans_b, M, N, K, alpha, a.h, lda, b.h, ldb, beta, y, ldy)) {
         #pragma omp critical(ag_gemm_error)
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
@@ -320,6 +340,7 @@ void ag_gemm_to_bf16(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int 
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
         return;
     }
+    if (packed_product(ctx, trans_a, trans_b, M, N, K, 1.0f, a, lda, b, ldb, 0.0f, y, true, ldy)) return;
     if (!ag_bf16_gemm_to_bf16(trans_a, trans_b, M, N, K, a.h, lda, b.h, ldb, y, ldy) && ctx->status == TPSC_OK)
         ctx->status = TPSC_ERR_INTERNAL;
 }

@@ -33,6 +33,13 @@ bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const
     return false;
 }
 
+bool ag_bf16_gemm_packed(int M, int N, int K, float alpha, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk,
+                         bool stale, float beta, void *y, bool y_bf16) {
+    (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)b, (void)pk, (void)stale, (void)beta, (void)y, (void)y_bf16;
+    ag_bf16_kernel_available();
+    return false;
+}
+
 bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
                     const float *bias, const float *r, void *y, bool y_bf16) {
     (void)M, (void)N, (void)K, (void)a, (void)b, (void)pk, (void)stale, (void)bias, (void)r, (void)y, (void)y_bf16;
@@ -368,8 +375,9 @@ void ag_bf16_packed_free(ag_bf16_packed *pk) {
     free(pk);
 }
 
-/* Brings *pk up to date for p's weight layout: packs b [N,K] (row-major) when stale, when *pk is
- * new, or when p's kernel reads another layout than the one packed. */
+/* Brings *pk up to date for p's weight layout: packs b (row-major, [N,K] when p's b is
+ * transposed, else [K,N]) when stale, when *pk is new, or when p's kernel reads another layout
+ * than the one packed. */
 static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **pk, thread_state *t) {
     ag_bf16_packed *w = *pk;
     if (!w) {
@@ -393,7 +401,8 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
         }
         /* b [N,K] row-major is b^T [K,N] with strides (1, K) */
         dnnl_memory_desc_t plain;
-        const dnnl_dims_t dims = {p->k.K, p->k.N}, strides = {1, p->k.K};
+        const dnnl_dims_t dims = {p->k.K, p->k.N};
+        const dnnl_dims_t strides = {p->k.tb ? 1 : p->k.N, p->k.tb ? p->k.K : 1};
         dnnl_primitive_desc_t rpd = NULL;
         if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
         if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &p->b, engine, NULL);
@@ -404,7 +413,8 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
     }
     if (s == dnnl_success && stale) {
         dnnl_memory_desc_t plain;
-        const dnnl_dims_t dims = {p->k.K, p->k.N}, strides = {1, p->k.K};
+        const dnnl_dims_t dims = {p->k.K, p->k.N};
+        const dnnl_dims_t strides = {p->k.tb ? 1 : p->k.N, p->k.tb ? p->k.K : 1};
         dnnl_memory_t from = NULL, to = NULL;
         s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
         if (s == dnnl_success) s = dnnl_memory_create(&from, &plain, engine, (void *)b);
@@ -432,6 +442,14 @@ bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
     return product(trans_a, trans_b, M, N, K, 1.0f, a, lda, b, ldb, 0.0f, y, true, ldy, NULL, NULL, 0, NULL, false);
+}
+
+bool ag_bf16_gemm_packed(int M, int N, int K, float alpha, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk,
+                         bool stale, float beta, void *y, bool y_bf16) {
+    if (M <= 0 || N <= 0) return true;
+    pthread_once(&once, init_once);
+    if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
+    return product(false, false, M, N, K, alpha, a, K, b, N, beta, y, y_bf16, N, NULL, NULL, 0, pk, stale);
 }
 
 bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,

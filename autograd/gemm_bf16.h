@@ -50,5 +50,10 @@ void ag_bf16_packed_free(ag_bf16_packed *pk);
  * of b for every block of rows (a parameter is packed once per step, at its first product). */
 bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk, bool stale,
                     const float *bias, const float *r, void *y, bool y_bf16);
+/* y [M,N] = alpha a [M,K] b [K,N] + beta y (all rows contiguous; y floats, or bf16 when y_bf16
+ * with beta 0), b read from *pk as ag_bf16_linear reads it (packed from the row-major b): a
+ * linear's input-gradient product dy w, whose weight is the same every step's call. */
+bool ag_bf16_gemm_packed(int M, int N, int K, float alpha, const uint16_t *a, const uint16_t *b, ag_bf16_packed **pk,
+                         bool stale, float beta, void *y, bool y_bf16);
 
 #endif

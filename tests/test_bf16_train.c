@@ -768,9 +768,9 @@ Test(bf16_train, parameter_copy_is_refreshed_each_step) {
     ag_ctx_free(ctx);
 }
 
-/* A linear reads its weight packed in the kernel's layout, packed at its first product of a
- * step: after an update and a reset it must multiply by the new weight, within a step by the
- * step's (here weights and inputs are small integers, exact in bf16, so products are exact). */
+/* A linear reads its weight packed in the kernel's layouts (one for y = x w^T, one for
+ * dx = dy w), each packed at its first product of a step: after an update and a reset both
+ * must multiply by the new weight, within a step by the step's (here weights and inputs are small integers, exact in bf16, so products are exact). */
 Test(bf16_train, packed_weight_is_refreshed_each_step) {
     need_bf16();
     ag_ctx *ctx = ag_ctx_create(0);
@@ -782,6 +782,7 @@ Test(bf16_train, packed_weight_is_refreshed_each_step) {
         ag_tensor *x = ag_new2(ctx, M, K), *wt = ag_wrap(ctx, w, NULL, 2, (size_t[]){N, K}, false);
         cr_assert(x && wt);
         for (int i = 0; i < M * K; i++) x->data[i] = (float)(i % 5 - 2);
+        x->requires_grad = x->retain_grad = true;
         ag_tensor *y = ag_linear(ctx, x, wt, NULL);
         cr_assert_not_null(y, "%s", tpsc_last_error());
         for (int m = 0; m < M; m++)
@@ -790,6 +791,17 @@ Test(bf16_train, packed_weight_is_refreshed_each_step) {
                 for (int k = 0; k < K; k++) want += x->data[m * K + k] * w[n * K + k];
                 cr_assert_eq(y->data[m * N + n], want, "step %d: y[%d,%d] = %g, want %g", step, m, n,
                              (double)y->data[m * N + n], (double)want);
+            }
+        /* and the input gradient dx = dy w, which reads the weight packed in its own layout */
+        float dy[M * N];
+        for (int i = 0; i < M * N; i++) dy[i] = (float)(i % 3 - 1);
+        cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) {
+                float want = 0;
+                for (int n = 0; n < N; n++) want += dy[m * N + n] * w[n * K + k];
+                cr_assert_eq(x->grad[m * K + k], want, "step %d: dx[%d,%d] = %g, want %g", step, m, k,
+                             (double)x->grad[m * K + k], (double)want);
             }
         w[7] += 1.0f, w[N * K - 1] -= 2.0f; /* an update, seen from the next reset */
         ag_ctx_reset(ctx);
