@@ -76,27 +76,21 @@ void *ag_alloc(ag_ctx *ctx, size_t bytes) {
     return p;
 }
 
-ag_tensor *ag_new(ag_ctx *ctx, int ndim, const size_t *shape) {
+/* A leaf tensor whose values are floats (data) or, with bf16, bf16 only */
+static ag_tensor *new_tensor(ag_ctx *ctx, int ndim, const size_t *shape, bool bf16) {
     if (ndim < 0 || ndim > AG_MAX_DIMS) return ag_error(ctx, TPSC_ERR_SHAPE, "tensor with %d dims (max %d)", ndim, AG_MAX_DIMS);
     ag_tensor *t = ag_alloc(ctx, sizeof *t);
     if (!t) return NULL;
     memset(t, 0, sizeof *t);
     ag_set_contiguous(t, ndim, shape);
     t->node = -1;
-    t->data = ag_alloc(ctx, ag_numel(t) * sizeof(float));
-    return t->data ? t : NULL;
+    if (bf16) t->bf16 = ag_alloc(ctx, ag_numel(t) * sizeof(uint16_t));
+    else t->data = ag_alloc(ctx, ag_numel(t) * sizeof(float));
+    return t->data || t->bf16 ? t : NULL;
 }
 
-ag_tensor *ag_new_bf16(ag_ctx *ctx, int ndim, const size_t *shape) {
-    if (ndim < 0 || ndim > AG_MAX_DIMS) return ag_error(ctx, TPSC_ERR_SHAPE, "tensor with %d dims (max %d)", ndim, AG_MAX_DIMS);
-    ag_tensor *t = ag_alloc(ctx, sizeof *t);
-    if (!t) return NULL;
-    memset(t, 0, sizeof *t);
-    ag_set_contiguous(t, ndim, shape);
-    t->node = -1;
-    t->bf16 = ag_alloc(ctx, ag_numel(t) * sizeof(uint16_t));
-    return t->bf16 ? t : NULL;
-}
+ag_tensor *ag_new(ag_ctx *ctx, int ndim, const size_t *shape) { return new_tensor(ctx, ndim, shape, false); }
+ag_tensor *ag_new_bf16(ag_ctx *ctx, int ndim, const size_t *shape) { return new_tensor(ctx, ndim, shape, true); }
 
 ag_tensor *ag_new1(ag_ctx *ctx, size_t a) { return ag_new(ctx, 1, (size_t[]){a}); }
 ag_tensor *ag_new2(ag_ctx *ctx, size_t a, size_t b) { return ag_new(ctx, 2, (size_t[]){a, b}); }
@@ -271,6 +265,14 @@ double *ag_grad_bf16_sums_new(ag_ctx *ctx, ag_tensor *t, int parts) {
     memset(p, 0, n * sizeof(double));
     t->grad_bf16_sums = p;
     return p;
+}
+
+void ag_grad_bf16_sums_fold(ag_tensor *t, int parts) {
+    double *p = t->grad_bf16_sums;
+    const size_t C = ag_cols(t);
+    if (!p) return;
+    for (int k = 1; k < parts; k++)
+        for (size_t c = 0; c < C; c++) p[c] += p[(size_t)k * C + c];
 }
 
 static void release_grad(ag_ctx *ctx, ag_tensor *t) {

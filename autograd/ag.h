@@ -128,11 +128,12 @@ float *ag_grad_write(ag_ctx *ctx, ag_tensor *t, bool *fresh);
  * producer ran backward); NULL when t needs no gradient, or, with ctx's error set, when t is
  * not kept as bf16 only or already has a gradient. */
 uint16_t *ag_grad_bf16_take(ag_ctx *ctx, ag_tensor *t);
-/* For that consumer, when it can sum t's gradient by columns as it writes it (what t's producer,
- * a linear, needs for its bias): `parts` zeroed rows of [last dim] doubles, one per thread,
- * which the writer fills and then adds into row 0: t->grad_bf16_sums. NULL when out of memory
- * (ctx's error set). */
+/* For that consumer, which sums t's gradient by columns as it writes it (what t's producer, a
+ * linear, needs for its bias): `parts` zeroed rows of [last dim] doubles, one per thread,
+ * t->grad_bf16_sums; NULL when out of memory (ctx's error set). The writer fills row k from
+ * thread k, then ag_grad_bf16_sums_fold adds the rows into row 0, the sums. */
 double *ag_grad_bf16_sums_new(ag_ctx *ctx, ag_tensor *t, int parts);
+void ag_grad_bf16_sums_fold(ag_tensor *t, int parts);
 /* For a backward whose dL/dt is its incoming gradient itself (a residual input t of node n):
  * when t has no gradient yet, t takes n's output gradient buffer instead of a copy of it (that
  * buffer is dead once n's backward has run) and true is returned; false, with nothing done,

@@ -114,35 +114,14 @@ ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, floa
     return (ag_operand){dy, h, words, 0};
 }
 
-ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int M, int N, float *db) {
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int N, float *db) {
     const ag_operand o = {.h = dy};
     if (!db || ctx->status != TPSC_OK) return o;
-    if (sums) {
-        for (int c = 0; c < N; c++) db[c] += (float)sums[c];
+    if (!sums) {
+        ag_error(ctx, TPSC_ERR_INTERNAL, "a bf16 gradient reached a linear's bias without its column sums");
         return o;
     }
-    const size_t n = (size_t)M * (size_t)N;
-    const int threads = omp_get_max_threads();
-    double *part = ag_alloc(ctx, (size_t)threads * (size_t)N * sizeof(double));
-    if (!part) return o;
-    memset(part, 0, (size_t)threads * (size_t)N * sizeof(double));
-    /* as ag_operand_grad_sums: rows split evenly, each thread sums into its own part[t] */
-    #pragma omp parallel if (n > ROUND_PAR)
-    {
-        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        const size_t lo = (size_t)M * (size_t)t / (size_t)nt, hi = (size_t)M * (size_t)(t + 1) / (size_t)nt;
-        double *acc = part + (size_t)t * (size_t)N;
-        for (size_t r = lo; r < hi; r++) {
-            const uint16_t *row = dy + r * (size_t)N;
-            #pragma omp simd
-            for (int c = 0; c < N; c++) acc[c] += bf16_to_float(row[c]);
-        }
-    }
-    for (int c = 0; c < N; c++) {
-        double sum = 0.0;
-        for (int t = 0; t < threads; t++) sum += part[(size_t)t * (size_t)N + (size_t)c];
-        db[c] += (float)sum;
-    }
+    for (int c = 0; c < N; c++) db[c] += (float)sums[c];
     return o;
 }
 
@@ -240,13 +219,25 @@ void ag_gemm_free_params(ag_ctx *ctx) {
 /* BF16: y = alpha a b + beta y with b a parameter's copy (a linear's dx = dy w), dense, outside
  * a parallel region: b is read packed in the kernel's layout, packed again at its first such
  * product of a step. False (nothing done) for any other product. */
+/* The packed form of parameter operand b for the linear's forward (y = x b^T) or its dx product
+ * (y = dy b); *stale says it must be packed again: its copy was rounded anew this step. NULL
+ * for an operand that is not a parameter. */
+static ag_bf16_packed **packed_slot(ag_ctx *ctx, ag_operand b, bool for_dx, bool *stale) {
+    *stale = false;
+    if (!b.param) return NULL;
+    param_copy *pc = &ctx->bf16_params->v[b.param - 1];
+    uint64_t *step = for_dx ? &pc->packed_nt_step : &pc->packed_step;
+    *stale = *step != ctx->step;
+    *step = ctx->step;
+    return for_dx ? &pc->packed_nt : &pc->packed;
+}
+
 static bool packed_product(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a,
                            int lda, ag_operand b, int ldb, float beta, void *y, bool y_bf16, int ldy) {
     if (!b.param || trans_a || trans_b || lda != K || ldb != N || ldy != N || omp_in_parallel()) return false;
-    param_copy *pc = &ctx->bf16_params->v[b.param - 1];
-    const bool stale = pc->packed_nt_step != ctx->step;
-    pc->packed_nt_step = ctx->step;
-    if (!ag_bf16_gemm_packed(M, N, K, alpha, a.h, b.h, &pc->packed_nt, stale, beta, y, y_bf16)) {
+    bool stale;
+    ag_bf16_packed **pk = packed_slot(ctx, b, true, &stale);
+    if (!ag_bf16_gemm_packed(M, N, K, alpha, a.h, b.h, pk, stale, beta, y, y_bf16)) {
         #pragma omp critical(ag_gemm_error)
         if (ctx->status == TPSC_OK) ctx->status = TPSC_ERR_INTERNAL;
     }
@@ -284,10 +275,9 @@ void ag_gemm(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float
  * packed, packed again at its first product of a step (its copy was refreshed then). */
 static void linear_bf16(ag_ctx *ctx, int M, int N, int K, ag_operand a, ag_operand b, const float *bias, const float *r,
                         void *y, bool y_bf16) {
-    param_copy *pc = b.param ? &ctx->bf16_params->v[b.param - 1] : NULL;
-    const bool stale = pc && pc->packed_step != ctx->step;
-    if (pc) pc->packed_step = ctx->step;
-    if (!ag_bf16_linear(M, N, K, a.h, b.h, pc ? &pc->packed : NULL, stale, bias, r, y, y_bf16) &&
+    bool stale;
+    ag_bf16_packed **pk = packed_slot(ctx, b, false, &stale);
+    if (!ag_bf16_linear(M, N, K, a.h, b.h, pk, stale, bias, r, y, y_bf16) &&
         ctx->status == TPSC_OK)
         ctx->status = TPSC_ERR_INTERNAL;
 }

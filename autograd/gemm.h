@@ -2,8 +2,11 @@
  * attention), chosen by the context's precision:
  *   AG_FP32  OpenBLAS sgemm on the FP32 operands;
  *   AG_BF16  oneDNN's matmul on bf16 copies of both operands (round to nearest even), with
- *            FP32 accumulation and an FP32 output, for the forward product and both backward
- *            products alike: what PyTorch's CPU autocast in bf16 does to these ops.
+ *            FP32 accumulation and an FP32 output (a bf16 one, ag_gemm_to_bf16, for a tensor
+ *            or gradient kept as bf16 only), for the forward product and both backward
+ *            products alike: what PyTorch's CPU autocast in bf16 does to these ops. A
+ *            parameter's copy is read packed in the kernel's layout by the linears' forward
+ *            and input-gradient products (ag_gemm_linear, and ag_gemm's dense b = w).
  * An op is written once: it wraps each operand (ag_operand_act for an activation or a
  * gradient, ag_operand_param for a parameter) and calls ag_gemm; the wrap costs nothing in
  * FP32 and rounds to bf16 in BF16. Parameters, gradients, the optimiser state and every other
@@ -52,9 +55,10 @@ ag_operand ag_operand_act(ag_ctx *ctx, const float *f, size_t n);
  * once, not twice. */
 ag_operand ag_operand_grad_sums(ag_ctx *ctx, const float *dy, int M, int N, float *db);
 /* BF16: an incoming gradient kept as bf16 only (t->grad_bf16) as the operand it already is, and
- * db [N] += its column sums: `sums` [N] when its writer summed them (t->grad_bf16_sums), else
- * summed here (in double per thread, as above); db NULL: none. */
-ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int M, int N, float *db);
+ * db [N] += sums [N], the column sums its writer made as it stored it (t->grad_bf16_sums; every
+ * writer of a bf16 gradient that reaches a linear makes them). db NULL: none; sums NULL with a
+ * db: ctx's error. */
+ag_operand ag_operand_grad_bf16_sums(ag_ctx *ctx, const uint16_t *dy, const double *sums, int N, float *db);
 /* n values of a parameter (in BF16: the step's cached copy, see above). */
 ag_operand ag_operand_param(ag_ctx *ctx, const float *f, size_t n);
 /* n values rounded into the caller's buffer `buf` (bytes from ag_operand_bytes) instead of

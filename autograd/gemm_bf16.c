@@ -47,11 +47,10 @@ bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, a
     return false;
 }
 
-bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
-                     int ldr) {
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
     (void)trans_a, (void)trans_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb;
-    (void)beta, (void)y, (void)ldy, (void)bias, (void)r, (void)ldr;
+    (void)beta, (void)y, (void)ldy;
     ag_bf16_kernel_available();
     return false;
 }
@@ -357,15 +356,14 @@ static bool wide_weight_grad(int M, int N, int K, float alpha, const uint16_t *a
     return true;
 }
 
-bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
-                     int ldr) {
+bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
+                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
     if (M <= 0 || N <= 0) return true;
     pthread_once(&once, init_once);
     if (engine_status != dnnl_success) return ag_bf16_kernel_available() == TPSC_OK;
-    if (trans_a && !trans_b && N > M && !bias && !r && !omp_in_parallel())
+    if (trans_a && !trans_b && N > M && !omp_in_parallel())
         return wide_weight_grad(M, N, K, alpha, a, lda, b, ldb, beta, y, ldy);
-    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy, bias, r, ldr, NULL, false);
+    return product(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, false, ldy, NULL, NULL, 0, NULL, false);
 }
 
 void ag_bf16_packed_free(ag_bf16_packed *pk) {
@@ -389,9 +387,13 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
         *pk = w;
         stale = true;
     }
-    dnnl_status_t s = dnnl_success;
+    /* b as the [K,N] operand it is: row-major [K,N], or [N,K] read transposed, strides (1, K) */
+    dnnl_memory_desc_t plain;
+    const dnnl_dims_t dims = {p->k.K, p->k.N};
+    const dnnl_dims_t strides = {p->k.tb ? 1 : p->k.N, p->k.tb ? p->k.K : 1};
+    dnnl_status_t s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
     const bool relayout = !w->reorder || !dnnl_memory_desc_equal(&w->md, &p->b);
-    if (relayout) {
+    if (s == dnnl_success && relayout) {
         if (w->reorder) dnnl_primitive_destroy(w->reorder), w->reorder = NULL;
         const size_t bytes = dnnl_memory_desc_get_size(&p->b);
         if (bytes > w->cap) {
@@ -399,12 +401,7 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
             if (!buf) s = dnnl_out_of_memory;
             else free(w->buf), w->buf = buf, w->cap = (bytes + 4095) / 4096 * 4096;
         }
-        /* b [N,K] row-major is b^T [K,N] with strides (1, K) */
-        dnnl_memory_desc_t plain;
-        const dnnl_dims_t dims = {p->k.K, p->k.N};
-        const dnnl_dims_t strides = {p->k.tb ? 1 : p->k.N, p->k.tb ? p->k.K : 1};
         dnnl_primitive_desc_t rpd = NULL;
-        if (s == dnnl_success) s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
         if (s == dnnl_success) s = dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &p->b, engine, NULL);
         if (s == dnnl_success) s = dnnl_primitive_create(&w->reorder, rpd);
         if (rpd) dnnl_primitive_desc_destroy(rpd);
@@ -412,12 +409,8 @@ static bool pack(const prim *p, const uint16_t *b, bool stale, ag_bf16_packed **
         stale = true;
     }
     if (s == dnnl_success && stale) {
-        dnnl_memory_desc_t plain;
-        const dnnl_dims_t dims = {p->k.K, p->k.N};
-        const dnnl_dims_t strides = {p->k.tb ? 1 : p->k.N, p->k.tb ? p->k.K : 1};
         dnnl_memory_t from = NULL, to = NULL;
-        s = dnnl_memory_desc_init_by_strides(&plain, 2, dims, dnnl_bf16, strides);
-        if (s == dnnl_success) s = dnnl_memory_create(&from, &plain, engine, (void *)b);
+        s = dnnl_memory_create(&from, &plain, engine, (void *)b);
         if (s == dnnl_success) s = dnnl_memory_create(&to, &w->md, engine, w->buf);
         if (s == dnnl_success) {
             dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
@@ -461,8 +454,3 @@ bool ag_bf16_linear(int M, int N, int K, const uint16_t *a, const uint16_t *b, a
 }
 
 #endif
-
-bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                  const uint16_t *b, int ldb, float beta, float *y, int ldy) {
-    return ag_bf16_gemm_ex(trans_a, trans_b, M, N, K, alpha, a, lda, b, ldb, beta, y, ldy, NULL, NULL, 0);
-}

@@ -28,11 +28,6 @@ bool ag_bf16_kernel_uses_amx(void);
  * not make or run the primitive. */
 bool ag_bf16_gemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
                   const uint16_t *b, int ldb, float beta, float *y, int ldy);
-/* The same, then + bias [N] on every row (bias may be NULL) and + r [M,N] (floats, row stride
- * ldr; r may be NULL), inside the kernel: y = alpha op(a) op(b) + bias + beta y + r. */
-bool ag_bf16_gemm_ex(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const uint16_t *a, int lda,
-                     const uint16_t *b, int ldb, float beta, float *y, int ldy, const float *bias, const float *r,
-                     int ldr);
 /* y [M,N] (row stride ldy) = bf16(op(a) op(b)): the FP32 sum rounded to nearest even as it
  * is stored, for a product whose only use is as a bf16 operand. */
 bool ag_bf16_gemm_to_bf16(bool trans_a, bool trans_b, int M, int N, int K, const uint16_t *a, int lda,

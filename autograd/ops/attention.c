@@ -428,9 +428,7 @@ static void attention_backward(ag_ctx *ctx, ag_node *n) {
         }
     }
 
-    if (dqkv_sums)
-        for (int t = 1; t < nthreads; t++)
-            for (size_t c = 0; c < C3; c++) dqkv_sums[c] += dqkv_sums[(size_t)t * C3 + c];
+    if (dqkv_sums) ag_grad_bf16_sums_fold(qkv, nthreads);
     if (dpolicy)
         for (size_t b = 0; b < B; b++)
             for (size_t h = 0; h < H; h++)

@@ -31,6 +31,9 @@
 
 enum { IN_X, IN_W, IN_B, IN_R };
 
+/* gelu'(x) = Phi(x) + x phi(x), from Phi(x) = cdf (the passes compute Phi once for both) */
+static inline float gelu_slope(float x, float cdf) { return cdf + x * vm_normal_pdf(x); }
+
 /* g [n] = gelu(x [n]) */
 static void gelu_into(float *g, const float *x, size_t n) {
     #pragma omp parallel for simd if (parallel: n > FL_PAR)
@@ -51,7 +54,7 @@ static void gelu_grad_bf16(const float *x, size_t n, uint16_t *hv, uint16_t *hd,
         for (size_t i = 0; i < n; i++) {
             const float cdf = vm_normal_cdf_rational(x[i]);
             if (hv) hv[i] = bf16_from_float(x[i] * cdf);
-            hd[i] = bf16_from_float(cdf + x[i] * vm_normal_pdf(x[i]));
+            hd[i] = bf16_from_float(gelu_slope(x[i], cdf));
         }
         return;
     }
@@ -59,7 +62,7 @@ static void gelu_grad_bf16(const float *x, size_t n, uint16_t *hv, uint16_t *hd,
     for (size_t i = 0; i < n; i++) {
         const float cdf = vm_normal_cdf_rational(x[i]);
         if (hv) hv[i] = bf16_from_float(x[i] * cdf);
-        d[i] = cdf + x[i] * vm_normal_pdf(x[i]);
+        d[i] = gelu_slope(x[i], cdf);
     }
 }
 
@@ -74,7 +77,7 @@ static pthread_once_t gelu_table_once = PTHREAD_ONCE_INIT;
 static void gelu_table_fill(void) {
     for (uint32_t h = 0; h < (1u << 16); h++) {
         const float v = bf16_to_float((uint16_t)h), cdf = vm_normal_cdf_rational(v);
-        gelu_table[h] = (uint32_t)bf16_from_float(v * cdf) | (uint32_t)bf16_from_float(cdf + v * vm_normal_pdf(v)) << 16;
+        gelu_table[h] = (uint32_t)bf16_from_float(v * cdf) | (uint32_t)bf16_from_float(gelu_slope(v, cdf)) << 16;
     }
 }
 
@@ -135,8 +138,7 @@ static void gelu_backward_kept_bf16(ag_ctx *ctx, ag_tensor *x, ag_tensor *w, con
                         }
                     }
                 }
-                for (int t = 1; t < threads; t++)
-                    for (int c = 0; c < Cin; c++) part[c] += part[(size_t)t * (size_t)Cin + (size_t)c];
+                ag_grad_bf16_sums_fold(x, threads);
             }
         }
     }
@@ -235,7 +237,7 @@ static void fused_linear_backward(ag_ctx *ctx, ag_node *n) {
         for (size_t i = 0; i < MCin; i++) {
             const float cdf = vm_normal_cdf_rational(v[i]);
             g[i] = v[i] * cdf;
-            d[i] = cdf + v[i] * vm_normal_pdf(v[i]);
+            d[i] = gelu_slope(v[i], cdf);
         }
     } else if (bf16) {
         gelu_bf16_into(hv, v, MCin);

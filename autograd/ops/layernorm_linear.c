@@ -45,7 +45,7 @@ static void layernorm_linear_backward(ag_ctx *ctx, ag_node *n) {
     /* and db += sum_M dy, as ag_linear; dy may be kept as bf16 only (fc1's, from the GELU;
      * qkv's, from the attention) */
     ag_operand dyo = n->out->grad_bf16
-                         ? ag_operand_grad_bf16_sums(ctx, n->out->grad_bf16, n->out->grad_bf16_sums, M, Cout, db)
+                         ? ag_operand_grad_bf16_sums(ctx, n->out->grad_bf16, n->out->grad_bf16_sums, Cout, db)
                          : ag_operand_grad_sums(ctx, dy, M, Cout, db);
     if (dh) /* dh [M,C] = dy w */
         ag_gemm(ctx, false, false, M, C, Cout, 1.0f, dyo, Cout, ag_operand_param(ctx, w->data, (size_t)Cout * C), C, 0.0f,
