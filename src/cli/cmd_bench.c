@@ -23,7 +23,7 @@ static void usage(FILE *f) {
             "                        [--precision fp32|bf16] [--no-overlap] [--bucket-mb 25] [--removal]\n"
             "       tpsc bench infer [--arch NAME | --recipe R.ini] [--method M] [--keep-ratio R] [--channels QK,V,MLP] [--batch 1,32] [--iters 20]\n"
             "                        [--tome-r R [--tome-inflect I]]\n"
-            "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn] [--interleave]\n"
+            "                        [--engine lib|autograd] [--precision fp32|bf16] [--gemm openblas|onednn|panel] [--interleave]\n"
             "                        [--attention gemm|fused | --interleave-attention]\n"
             "       common: [--threads N] [--classes K]\n"
             "\n"
@@ -34,7 +34,8 @@ static void usage(FILE *f) {
             "link, --engine autograd the training framework's inference path. Set OPENBLAS_CORETYPE (e.g. unset it, or SkylakeX) to choose\n"
             "OpenBLAS' kernels; the environment here forces Haswell (AVX2). --precision bf16 (engine lib) runs\n"
             "the linear layers in bfloat16 through oneDNN (CPUs with AVX512-BF16; docs/inference.md, BF16).\n"
-            "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, or oneDNN on weights packed once;\n"
+            "--gemm (engine lib, FP32) chooses the linears' back-end: OpenBLAS, oneDNN on weights packed once, or panel\n"
+            "(libtpsinfer's own AVX-512 kernel on those packed weights, a team split by columns);\n"
             "the default is the faster one on this CPU, and the header names the one that ran. The last column is\n"
             "the fraction of the FMA peak (register-only FMA loops on the same threads, measured in this run);\n"
             "with --precision bf16, of the BF16 peak (register-only vdpbf16ps loops, the same way), or where\n"
@@ -100,9 +101,9 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
                  (!strcmp(value, "fp32") || !strcmp(value, "bf16")))
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
-        else if (!train && cli_opt(argc, argv, &i, "--gemm", &value) && value &&
-                 (!strcmp(value, "openblas") || !strcmp(value, "onednn")))
-            gemm = !strcmp(value, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+        else if (!train && cli_opt(argc, argv, &i, "--gemm", &value) && value && strcmp(value, "auto") &&
+                 tps_gemm_from_name(value, &gemm) == TPS_OK)
+            ;
         else {
             fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
             usage(stderr);

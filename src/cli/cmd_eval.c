@@ -22,7 +22,7 @@
 static void usage(FILE *f) {
     fprintf(f,
             "usage: tpsc eval CKPT.h5... [--keep-ratio R] [--set section.key=value]... [--threads N]\n"
-            "                 [--precision fp32|bf16] [--gemm openblas|onednn] [--tome-r R [--tome-inflect I]]\n"
+            "                 [--precision fp32|bf16] [--gemm openblas|onednn|panel] [--tome-r R [--tome-inflect I]]\n"
             "\n"
             "Evaluates each checkpoint in inference mode (tokens really removed) on the validation set its\n"
             "stored recipe names, and prints top-1, top-5, GMACs per image (multiply-accumulates) and images/s,\n"
@@ -156,9 +156,7 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
                 return 1;
             }
-        } else if (cli_opt(argc, argv, &i, "--gemm", &value) && value &&
-                   (!strcmp(value, "openblas") || !strcmp(value, "onednn"))) {
-            gemm = !strcmp(value, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+        } else if (cli_opt(argc, argv, &i, "--gemm", &value) && value && tps_gemm_from_name(value, &gemm) == TPS_OK) {
             if (precision < 0) precision = TPS_PRECISION_FP32;
             if (tps_gemm_supported(gemm) != TPS_OK) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());

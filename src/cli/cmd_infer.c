@@ -37,8 +37,8 @@ static void usage(FILE *f) {
             "  --threads N       OpenMP threads (default: all)\n"
             "  --precision P     fp32 (default) or bf16: linear layers in bfloat16 through oneDNN, on CPUs\n"
             "                    with AVX512-BF16 (logits move by about 1e-2 relative; docs/inference.md)\n"
-            "  --gemm G          openblas or onednn: the FP32 linears' back-end (default: the faster one on\n"
-            "                    this CPU; oneDNN runs on weights packed once at open)\n"
+            "  --gemm G          openblas, onednn or panel: the FP32 linears' back-end (default: the faster one on\n"
+            "                    this CPU; onednn and panel run on weights packed once at open)\n"
             "  --tome-r R        ToMe off the shelf on a dense (or tome) model, no training: R >= 1 tokens merged\n"
             "                    per block, proportional attention (docs/merging.md)\n"
             "  --tome-inflect I  ToMe's schedule with --tome-r: 0 constant (default), -1 decreasing 2R .. 0\n");
@@ -234,8 +234,7 @@ int cmd_infer(int argc, char **argv) {
             bad = !v || (strcmp(v, "fp32") && strcmp(v, "bf16"));
             o.precision = v && !strcmp(v, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
         } else if (cli_opt(argc, argv, &i, "--gemm", &v)) {
-            bad = !v || (strcmp(v, "openblas") && strcmp(v, "onednn"));
-            o.gemm = v && !strcmp(v, "onednn") ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+            bad = tps_gemm_from_name(v, &o.gemm) != TPS_OK;
         } else if (cli_opt(argc, argv, &i, "--tome-r", &v)) {
             bad = !parse_int(v, &o.tome_r);
         } else if (cli_opt(argc, argv, &i, "--tome-inflect", &v)) {

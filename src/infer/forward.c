@@ -28,6 +28,7 @@
 #include "src/common/merge_rules.h"
 #include "src/common/rows.h"
 #include "src/common/vecmath.h"
+#include "src/infer/gemm.h" /* the panel back-end's kernel */
 #include "src/infer/internal.h"
 
 #define PREDICTOR_LN_EPS 1e-5f /* torch's LayerNorm default inside PredictorLG */
@@ -43,9 +44,9 @@ static void my_rows(size_t n, size_t *r0, size_t *r1) {
     *r1 = n * (t + 1) / T;
 }
 
-/* True when the team shares this weight by output columns (OpenBLAS weights, more than one
- * member): then every member reads every row of the input. */
-static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 && !w->packed; }
+/* True when the team shares this weight by output columns (OpenBLAS weights or the panel
+ * back-end's, more than one member): then every member reads every row of the input. */
+static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 && (!w->packed || w->panels); }
 
 /* y [M,Cout] = x w^T + b over all M rows (LIN_RESIDUAL: y += x w^T + b; LIN_GELU: y =
  * gelu(x w^T + b)), shared by the team. The caller makes the input ready: a by_columns weight
@@ -59,10 +60,18 @@ static bool by_columns(const ti_weight *w) { return omp_get_num_threads() > 1 &&
  * barrier of its own. Per element the operations are those of ti_linear (bias first, then
  * sgemm accumulates over the same k blocks) and ti_gelu. Weights packed once at load for
  * oneDNN (FP32 or BF16, gemm.h) keep the row split, with bias, residual and GELU fused into
- * the product. */
+ * the product. The panel back-end's weights (gemm_panel.c) are split by 64-column panels, each
+ * member running every row on its own panels with the epilogue in the kernel: it reads only
+ * its share of the weight. */
 static void team_linear(ti_view *ws, const float *x, size_t M, size_t Cin, size_t ldx, const ti_weight *w,
                         const float *b, size_t Cout, float *y, size_t ldy, lin_epilogue epi) {
     const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
+    if (w->panels) {
+        const size_t P = (Cout + PANEL_COLS - 1) / PANEL_COLS;
+        if (M > 0) ti_panel_linear(x, M, Cin, ldx, w, b, Cout, P * t / T, P * (t + 1) / T, y, ldy, epi);
+        ti_barrier_wait(ws->bar);
+        return;
+    }
     if (!by_columns(w)) {
         size_t r0, r1;
         my_rows(M, &r0, &r1);

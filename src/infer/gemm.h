@@ -41,6 +41,10 @@ tps_status ti_onednn_create(ti_dtype dt, ti_onednn **out);
  * and sets w->packed. A shape oneDNN has only its reference kernel for is left to OpenBLAS
  * (w->packed stays NULL, TPS_OK). */
 tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K);
+/* After ti_onednn_pack of an FP32 weight: sets w->panels and w->panel_k when the packed layout
+ * is the one gemm_panel.c reads (BA16a64b: 64-column panels), else leaves them NULL (that
+ * weight's linears stay on oneDNN). */
+void ti_onednn_panels(ti_weight *w);
 /* Weights packed by ti_onednn_pack (for reports and tests). */
 size_t ti_onednn_packed_count(const ti_onednn *be);
 void ti_onednn_free(ti_onednn *be); /* NULL is fine */
@@ -52,6 +56,17 @@ void ti_onednn_free(ti_onednn *be); /* NULL is fine */
  * strides, epilogue) on a thread it allocates nothing. */
 bool ti_onednn_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
                       float *y, size_t ldy, lin_epilogue epi);
+
+/* The panel back-end (TPS_GEMM_PANEL, gemm_panel.c): libtpsinfer's own AVX-512 kernel on
+ * weights oneDNN packed at load, shared by a team by output columns. */
+#define PANEL_COLS 64
+/* The CPU has AVX-512F and TPSINFER_MAX_ISA does not cap it at AVX2. */
+bool ti_panel_kernel_available(void);
+/* y [M, columns of panels p0 .. p1-1] (row stride ldy) = epi(x [M,K] (row stride ldx) w^T + b)
+ * for every row, w->panels set; columns past N (a last partial panel) are not written. Single
+ * thread; allocates nothing. */
+void ti_panel_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
+                     size_t p0, size_t p1, float *y, size_t ldy, lin_epilogue epi);
 
 /* f32 -> bf16 bits, round to nearest even (NaN stays NaN), as the CPU's VCVTNEPS2BF16 does
  * for normal numbers. Exposed for the tests. */

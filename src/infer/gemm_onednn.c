@@ -54,6 +54,7 @@ tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K) {
     (void)be, (void)w, (void)N, (void)K;
     return ti_onednn_available(TI_DT_F32);
 }
+void ti_onednn_panels(ti_weight *w) { w->panels = NULL, w->panel_k = 0; }
 size_t ti_onednn_packed_count(const ti_onednn *be) { return (void)be, 0; }
 void ti_onednn_free(ti_onednn *be) { (void)be; }
 bool ti_onednn_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_weight *w, const float *b, size_t N,
@@ -317,6 +318,25 @@ tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K) {
     be->weights[be->n_weights++] = p;
     w->packed = p;
     return TPS_OK;
+}
+
+/* BA16a64b for w^T [K,N]: N in blocks of 64 outermost, then K in blocks of 16, each block
+ * [16,64] row-major; so a 64-column block is [Kp,64] row-major, Kp = K padded to 16. */
+void ti_onednn_panels(ti_weight *w) {
+    w->panels = NULL, w->panel_k = 0;
+    const packed *p = w->packed;
+    if (!p || p->be->dt != TI_DT_F32 || atomic_load_explicit(&p->n_copies, memory_order_acquire) < 1) return;
+    const dnnl_memory_desc_t *md = &p->md[0];
+    const dnnl_blocking_desc_t *bl = &md->format_desc.blocking;
+    const dnnl_dim_t kp = md->padded_dims[0];
+    if (md->ndims != 2 || md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked || md->offset0 != 0 ||
+        md->dims[0] != (dnnl_dim_t)p->K || md->dims[1] != (dnnl_dim_t)p->N || kp % 16 != 0 ||
+        md->padded_dims[1] % PANEL_COLS != 0 || bl->inner_nblks != 2 || bl->inner_blks[0] != 16 ||
+        bl->inner_idxs[0] != 0 || bl->inner_blks[1] != PANEL_COLS || bl->inner_idxs[1] != 1 ||
+        bl->strides[0] != 16 * PANEL_COLS || bl->strides[1] != kp * PANEL_COLS)
+        return;
+    w->panels = p->data[0];
+    w->panel_k = (size_t)kp;
 }
 
 size_t ti_onednn_packed_count(const ti_onednn *be) { return be ? be->n_weights : 0; }

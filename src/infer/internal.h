@@ -17,10 +17,14 @@
 
 /* One linear layer's weight [Cout,Cin]. f is the FP32 tensor (always there: the OpenBLAS
  * path and the source of any other copy); packed, when not NULL, is the same weight in
- * oneDNN's own layout (FP32 or BF16, gemm.h), made once at load, which the linears then use. */
+ * oneDNN's own layout (FP32 or BF16, gemm.h), made once at load, which the linears then use.
+ * panels, when not NULL (the panel back-end), is that FP32 layout read as 64-column panels
+ * of panel_k rows each (gemm_panel.c). */
 typedef struct ti_weight {
     const float *f;
     void *packed;
+    const float *panels;
+    size_t panel_k;
 } ti_weight;
 
 /* A block's widths after channel pruning (model_load.c reads them from a gated model's file;

@@ -668,7 +668,11 @@ static tps_status pack_onednn(model_box *box) {
     size_t *N = calloc(cap, sizeof *N), *K = calloc(cap, sizeof *K);
     if (st == TPS_OK && (!w || !N || !K)) st = ti_fail(TPS_ERR_NOMEM, "no memory for the packed weight table");
     const size_t n = st == TPS_OK ? list_linears(m, w, N, K) : 0;
-    for (size_t i = 0; i < n && st == TPS_OK; i++) st = ti_onednn_pack(box->onednn, w[i], N[i], K[i]);
+    for (size_t i = 0; i < n && st == TPS_OK; i++) {
+        st = ti_onednn_pack(box->onednn, w[i], N[i], K[i]);
+        if (st == TPS_OK && box->gemm == TPS_GEMM_PANEL && box->precision == TPS_PRECISION_FP32)
+            ti_onednn_panels(w[i]);
+    }
     free(w), free(N), free(K);
     return st;
 }
@@ -695,7 +699,7 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     if (precision != TPS_PRECISION_FP32 && precision != TPS_PRECISION_BF16)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown precision %d", (int)precision);
     tps_gemm gemm = opt ? opt->gemm : TPS_GEMM_AUTO;
-    if (gemm != TPS_GEMM_AUTO && gemm != TPS_GEMM_OPENBLAS && gemm != TPS_GEMM_ONEDNN)
+    if (gemm != TPS_GEMM_AUTO && gemm != TPS_GEMM_OPENBLAS && gemm != TPS_GEMM_ONEDNN && gemm != TPS_GEMM_PANEL)
         return ti_fail(TPS_ERR_ARG, "tps_model_open_ex: unknown GEMM back-end %d", (int)gemm);
     const tps_attention attention = opt ? opt->attention : TPS_ATTENTION_AUTO;
     if (attention != TPS_ATTENTION_AUTO && attention != TPS_ATTENTION_GEMM && attention != TPS_ATTENTION_FUSED)
@@ -710,6 +714,10 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
         tps_status st = ti_onednn_available(precision == TPS_PRECISION_BF16 ? TI_DT_BF16 : TI_DT_F32);
         if (st != TPS_OK) return st;
     }
+    if (gemm == TPS_GEMM_PANEL) {
+        tps_status st = tps_gemm_supported(gemm);
+        if (st != TPS_OK) return st;
+    }
     model_box *box = calloc(1, sizeof *box);
     if (!box) return ti_fail(TPS_ERR_NOMEM, "%s: no memory for the model", name);
     box->precision = precision;
@@ -721,7 +729,7 @@ static tps_status open_model(const char *path, const void *image, size_t bytes, 
     tps_status st = path ? open_locked(path, probe, m) : open_memory_locked(image, bytes, name, probe, m);
     pthread_mutex_unlock(&hdf5_lock);
     if (st == TPS_OK && opt && opt->tome_r > 0) st = tome_override(m, opt, name);
-    if (st == TPS_OK && gemm == TPS_GEMM_ONEDNN) st = pack_onednn(box);
+    if (st == TPS_OK && (gemm == TPS_GEMM_ONEDNN || gemm == TPS_GEMM_PANEL)) st = pack_onednn(box);
     if (st != TPS_OK) {
         tps_model_close(m);
         return st;
@@ -768,25 +776,50 @@ const char *tps_attention_name(tps_attention a) {
 tps_status tps_gemm_supported(tps_gemm g) {
     if (g == TPS_GEMM_AUTO || g == TPS_GEMM_OPENBLAS) return TPS_OK;
     if (g == TPS_GEMM_ONEDNN) return ti_onednn_available(TI_DT_F32);
+    if (g == TPS_GEMM_PANEL) {
+        const tps_status st = ti_onednn_available(TI_DT_F32);
+        if (st != TPS_OK) return st;
+        if (!ti_panel_kernel_available() || !ti_onednn_f32_prepacked())
+            return ti_fail(TPS_ERR_UNSUPPORTED, "the panel GEMM back-end needs AVX-512 (avx512f, and oneDNN's f32 "
+                                                "kernel for packed weights; ONEDNN_MAX_CPU_ISA and TPSINFER_MAX_ISA "
+                                                "must not cap it below)");
+        return TPS_OK;
+    }
     return ti_fail(TPS_ERR_ARG, "unknown GEMM back-end %d", (int)g);
 }
 
+static const char *const gemm_names[] = {[TPS_GEMM_AUTO] = "auto", [TPS_GEMM_OPENBLAS] = "openblas",
+                                         [TPS_GEMM_ONEDNN] = "onednn", [TPS_GEMM_PANEL] = "panel"};
+
 const char *tps_gemm_name(tps_gemm g) {
-    return g == TPS_GEMM_OPENBLAS ? "openblas" : g == TPS_GEMM_ONEDNN ? "onednn" : "auto";
+    return (unsigned)g < sizeof gemm_names / sizeof *gemm_names ? gemm_names[g] : "auto";
 }
 
-/* oneDNN where its f32 matmul runs on weights packed at open (brgemm, AVX-512): measured
- * faster than OpenBLAS whatever OPENBLAS_CORETYPE says. Elsewhere oneDNN's f32 matmul is
- * gemm:jit, which packs per call as OpenBLAS does and was not faster (docs/inference.md). */
+tps_status tps_gemm_from_name(const char *name, tps_gemm *out) {
+    for (size_t g = 0; name && g < sizeof gemm_names / sizeof *gemm_names; g++)
+        if (!strcmp(name, gemm_names[g])) {
+            if (out) *out = (tps_gemm)g;
+            return TPS_OK;
+        }
+    return ti_fail(TPS_ERR_ARG, "unknown GEMM back-end '%s' (auto, openblas, onednn or panel)", name ? name : "(null)");
+}
+
+/* The panel back-end where oneDNN's f32 matmul runs on weights packed at open (brgemm,
+ * AVX-512) and the CPU has AVX-512: measured faster than oneDNN's own kernel, which was faster
+ * than OpenBLAS whatever OPENBLAS_CORETYPE says. Elsewhere oneDNN's f32 matmul is gemm:jit,
+ * which packs per call as OpenBLAS does and was not faster (docs/inference.md). */
 static tps_gemm auto_gemm;
 static void resolve_auto(void) {
-    auto_gemm = ti_onednn_f32_prepacked() ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
+    auto_gemm = tps_gemm_supported(TPS_GEMM_PANEL) == TPS_OK ? TPS_GEMM_PANEL
+                : ti_onednn_f32_prepacked()                  ? TPS_GEMM_ONEDNN
+                                                             : TPS_GEMM_OPENBLAS;
 }
 
 tps_gemm tps_gemm_default(void) {
     const char *env = getenv("TPSINFER_GEMM");
     if (env && !strcmp(env, "openblas")) return TPS_GEMM_OPENBLAS;
     if (env && !strcmp(env, "onednn") && ti_onednn_available(TI_DT_F32) == TPS_OK) return TPS_GEMM_ONEDNN;
+    if (env && !strcmp(env, "panel") && tps_gemm_supported(TPS_GEMM_PANEL) == TPS_OK) return TPS_GEMM_PANEL;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, resolve_auto);
     return auto_gemm;

@@ -37,9 +37,9 @@ extern "C" {
 #endif
 
 #define TPS_INFER_VERSION_MAJOR 0
-#define TPS_INFER_VERSION_MINOR 6 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
+#define TPS_INFER_VERSION_MINOR 7 /* 2: tps_model_open_memory, tps_open_options.gemm; 3: tome, atme, tps_token_map;
                                      4: cait, tps_patch_grid; 5: tps_open_options.attention;
-                                     6: tps_open_options.unprobed */
+                                     6: tps_open_options.unprobed; 7: TPS_GEMM_PANEL, tps_gemm_from_name */
 /* The inference-file format_version this build reads (older ones stay readable). */
 #define TPS_INFER_FORMAT_VERSION 1
 #define TPS_INFER_MAX_STAGES 8
@@ -84,9 +84,9 @@ typedef enum tps_precision {
 
 /* The GEMM back-end of the FP32 linear layers (since 0.2). */
 typedef enum tps_gemm {
-    /* The faster one on this CPU: oneDNN where its f32 matmul has a kernel for weights packed
-     * at open (AVX-512), else OpenBLAS. The environment variable TPSINFER_GEMM=openblas|onednn
-     * overrides this choice (not an explicit one). */
+    /* The faster one on this CPU: the panel back-end where the CPU has AVX-512 (oneDNN's f32
+     * matmul then has its kernel for weights packed at open), else OpenBLAS. The environment
+     * variable TPSINFER_GEMM=openblas|onednn|panel overrides this choice (not an explicit one). */
     TPS_GEMM_AUTO = 0,
     /* cblas_sgemm on the FP32 weights (OpenBLAS packs them on every call; its kernels follow
      * OPENBLAS_CORETYPE). */
@@ -95,6 +95,12 @@ typedef enum tps_gemm {
      * bias, residual and GELU fused into the product. Logits differ from OpenBLAS' by float
      * rounding (other summation order, oneDNN's erf in GELU). */
     TPS_GEMM_ONEDNN = 2,
+    /* The weights packed at open as for TPS_GEMM_ONEDNN; the linears a thread team shares run
+     * on libtpsinfer's own AVX-512 kernel, each member on its own 64-column panels of the packed
+     * weight (oneDNN writes whole rows only, so there every member reads the whole weight);
+     * the other linears (patch embedding, head, the score predictors' narrow layers) run on
+     * oneDNN. Needs oneDNN and AVX-512 (since 0.7). */
+    TPS_GEMM_PANEL = 3,
 } tps_gemm;
 
 /* How attention's per-head products run (since 0.5), in FP32 and BF16 alike. */
@@ -154,8 +160,11 @@ TPS_API tps_gemm tps_model_gemm(const tps_model *m);
 TPS_API tps_status tps_gemm_supported(tps_gemm g);
 /* What TPS_GEMM_AUTO resolves to here (the environment's TPSINFER_GEMM included). */
 TPS_API tps_gemm tps_gemm_default(void);
-/* "auto", "openblas", "onednn"; never NULL. */
+/* "auto", "openblas", "onednn", "panel"; never NULL. */
 TPS_API const char *tps_gemm_name(tps_gemm g);
+/* The back-end tps_gemm_name calls name ("auto", "openblas", "onednn", "panel"); TPS_ERR_ARG
+ * with a message naming the accepted ones otherwise (since 0.7). */
+TPS_API tps_status tps_gemm_from_name(const char *name, tps_gemm *out);
 /* The way its attention runs (TPS_ATTENTION_AUTO resolved; since 0.5). */
 TPS_API tps_attention tps_model_attention(const tps_model *m);
 /* The kernel choice a resolves to on this CPU and environment: "gemm", "fused avx512" or
