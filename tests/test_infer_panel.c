@@ -79,11 +79,11 @@ static void skip_without_avx512(void) {
     if (!ti_panel_kernel_available()) cr_skip_test("no AVX-512 here (or TPSINFER_MAX_ISA caps it)");
 }
 
-/* every tile height (M mod 6), a row block boundary (192), K not a multiple of 16, a last
- * partial panel, every epilogue */
+/* every tile height (M mod 6), one and several row blocks (256 rows at most, made equal), K
+ * not a multiple of 16, a last partial panel, every epilogue */
 Test(infer_panel, shapes_and_epilogues) {
     skip_without_avx512();
-    const size_t Ms[] = {1, 2, 5, 6, 7, 13, 191, 192, 197, 400};
+    const size_t Ms[] = {1, 2, 5, 6, 7, 13, 197, 256, 257, 515};
     const size_t KN[][2] = {{48, 144}, {37, 65}, {384, 64}, {16, 1}, {130, 200}};
     for (size_t i = 0; i < sizeof Ms / sizeof *Ms; i++)
         for (size_t j = 0; j < sizeof KN / sizeof *KN; j++)

@@ -12,8 +12,9 @@
  * p Kp 64 floats; oneDNN zero-fills the padding, so a last partial panel reads zeros.
  *
  * The tile: MR = 6 rows x 64 columns in 24 zmm accumulators; per k, 4 weight vectors, 6
- * broadcasts of x and 24 FMAs. Rows go in blocks of MC (x's block stays in L2 while the
- * member's panels pass), and each tile prefetches its share of the next panel into L2.
+ * broadcasts of x and 24 FMAs. Rows go in equal blocks of at most MC (x's block stays in L2
+ * while the member's panels pass; a short last block would stream every panel again for a
+ * few rows), and each tile prefetches its share of the next panel into L2.
  *
  * Arithmetic per output: the accumulator starts at b (LIN_RESIDUAL: y + b, the residual and
  * bias first as the OpenBLAS path and the training framework's fused linear do), then adds
@@ -26,7 +27,7 @@
 #include "src/infer/gemm.h"
 
 #define MR 6    /* rows of a tile */
-#define MC 192  /* rows of a block */
+#define MC 256  /* most rows of a block (blocks are made equal: 197 rows are one block, not 192 + 5) */
 #define VEC 4   /* zmm vectors across a panel */
 #define AHEAD 8 /* k rows of the panel prefetched ahead into L1 */
 
@@ -81,8 +82,9 @@ PANEL_TARGET void ti_panel_linear(const float *x, size_t M, size_t K, size_t ldx
                                   size_t N, size_t p0, size_t p1, float *y, size_t ldy, lin_epilogue epi) {
     const size_t panel_floats = w->panel_k * PANEL_COLS;
     const size_t lines = panel_floats * sizeof(float) / 64; /* cache lines of a panel */
-    for (size_t r0 = 0; r0 < M; r0 += MC) {
-        const size_t r1 = r0 + MC < M ? r0 + MC : M, tiles = (r1 - r0 + MR - 1) / MR;
+    const size_t blocks = (M + MC - 1) / MC, rows = (M + blocks - 1) / blocks;
+    for (size_t r0 = 0; r0 < M; r0 += rows) {
+        const size_t r1 = r0 + rows < M ? r0 + rows : M, tiles = (r1 - r0 + MR - 1) / MR;
         for (size_t p = p0; p < p1; p++) {
             const size_t c = p * PANEL_COLS, cols = N - c < PANEL_COLS ? N - c : PANEL_COLS;
             __mmask16 mask[VEC];
