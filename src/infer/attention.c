@@ -10,7 +10,6 @@
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "src/common/rows.h"
 #include "src/infer/internal.h"
@@ -95,10 +94,7 @@ size_t ti_attention_scratch_floats(size_t n, size_t dq, size_t dv) {
 }
 
 ti_attn ti_attention_best(void) {
-    __builtin_cpu_init();
-    const char *cap = getenv("TPSINFER_MAX_ISA");
-    const bool avx2_only = cap && !strcasecmp(cap, "avx2");
-    if (!avx2_only && __builtin_cpu_supports("avx512f")) return TI_ATTN_AVX512;
+    if (ti_avx512_allowed()) return TI_ATTN_AVX512;
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return TI_ATTN_AVX2;
     return TI_ATTN_GEMM;
 }

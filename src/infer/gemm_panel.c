@@ -9,7 +9,8 @@
  *
  * The weight: oneDNN's f32 layout BA16a64b of w^T [K,N] (checked at load, gemm_onednn.c):
  * panels of 64 output columns, each [Kp,64] row-major (Kp = K rounded up to 16), panel p at
- * p Kp 64 floats; oneDNN zero-fills the padding, so a last partial panel reads zeros.
+ * p Kp 64 floats. The kernel reads a last partial panel's padding columns (their lanes are
+ * never stored) and never its padding rows.
  *
  * The tile: MR = 6 rows x 64 columns in 24 zmm accumulators; per k, 4 weight vectors, 6
  * broadcasts of x and 24 FMAs. Rows go in equal blocks of at most MC (x's block stays in L2
@@ -21,8 +22,6 @@
  * x[k] w[k] for k = 0 .. K-1 in order, one FMA each; LIN_GELU applies ti_gelu (the
  * framework's GELU) to the finished rows. */
 #include <immintrin.h>
-#include <stdlib.h>
-#include <strings.h>
 
 #include "src/infer/gemm.h"
 
@@ -35,8 +34,9 @@
 #define UNROLL_MR _Pragma("GCC unroll 6")
 #define UNROLL_VEC _Pragma("GCC unroll 4")
 
-/* One tile: rows x[0 .. mr-1] (row stride ldx), columns of the panel wp [Kp,64] of which `cols`
- * exist, into y (row stride ldy). pf/npf: lines of the next panel to prefetch into L2. */
+/* One tile: rows x[0 .. mr-1] (row stride ldx) times the panel wp [Kp,64] into y (row stride
+ * ldy), the columns mask[] selects (a lane outside the weight's N is neither read nor
+ * written in y). pf/npf: lines of the next panel to prefetch into L2. */
 static inline __attribute__((always_inline)) PANEL_TARGET void tile(const int mr, const float *x, size_t ldx,
                                                                     const float *wp, size_t K, const __m512 *bias,
                                                                     const __mmask16 *mask, float *y, size_t ldy,
@@ -44,7 +44,7 @@ static inline __attribute__((always_inline)) PANEL_TARGET void tile(const int mr
     __m512 acc[MR][VEC]; /* unrolled loops keep them in registers (24 of 32) */
     UNROLL_MR for (int i = 0; i < mr; i++)
         UNROLL_VEC for (int v = 0; v < VEC; v++)
-            acc[i][v] = epi == LIN_RESIDUAL
+            acc[i][v] = epi == LIN_RESIDUAL && mask[v]
                             ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], y + (size_t)i * ldy + 16 * v), bias[v])
                             : bias[v];
     for (size_t k = 0; k < K; k++) {
@@ -61,7 +61,7 @@ static inline __attribute__((always_inline)) PANEL_TARGET void tile(const int mr
         }
     }
     UNROLL_MR for (int i = 0; i < mr; i++)
-        UNROLL_VEC for (int v = 0; v < VEC; v++) _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * v, mask[v], acc[i][v]);
+        UNROLL_VEC for (int v = 0; v < VEC; v++) if (mask[v]) _mm512_mask_storeu_ps(y + (size_t)i * ldy + 16 * v, mask[v], acc[i][v]);
 }
 
 /* tile() with mr a constant, so that its loops unroll and the accumulators stay in registers */
@@ -92,7 +92,7 @@ PANEL_TARGET void ti_panel_linear(const float *x, size_t M, size_t K, size_t ldx
             for (int v = 0; v < VEC; v++) {
                 const size_t lo = 16 * (size_t)v, n = cols > lo ? (cols - lo < 16 ? cols - lo : 16) : 0;
                 mask[v] = (__mmask16)((1u << n) - 1u);
-                bias[v] = b ? _mm512_maskz_loadu_ps(mask[v], b + c + lo) : _mm512_setzero_ps();
+                bias[v] = b && n ? _mm512_maskz_loadu_ps(mask[v], b + c + lo) : _mm512_setzero_ps();
             }
             const float *wp = w->panels + p * panel_floats;
             const char *next = p + 1 < p1 ? (const char *)(wp + panel_floats) : NULL;
@@ -108,8 +108,4 @@ PANEL_TARGET void ti_panel_linear(const float *x, size_t M, size_t K, size_t ldx
     }
 }
 
-bool ti_panel_kernel_available(void) {
-    __builtin_cpu_init();
-    const char *cap = getenv("TPSINFER_MAX_ISA");
-    return !(cap && !strcasecmp(cap, "avx2")) && __builtin_cpu_supports("avx512f");
-}
+bool ti_panel_kernel_available(void) { return ti_avx512_allowed(); }

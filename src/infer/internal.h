@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <strings.h>
 
 #include "src/common/methods.h"
 #include "src/common/squeeze.h"
@@ -192,6 +194,13 @@ ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b);
 void ti_attention_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, size_t i1, size_t h, float *scratch,
                        float *out, float *cls_row, const float *key_bias);
 size_t ti_attention_scratch_floats(size_t n, size_t dq, size_t dv);
+/* True when libtpsinfer's own AVX-512 kernels (attention, the panel GEMM) may run: the CPU has
+ * AVX-512F and TPSINFER_MAX_ISA=avx2 does not cap them at AVX2, as on a CPU without it. */
+static inline bool ti_avx512_allowed(void) {
+    __builtin_cpu_init();
+    const char *cap = getenv("TPSINFER_MAX_ISA");
+    return !(cap && !strcasecmp(cap, "avx2")) && __builtin_cpu_supports("avx512f");
+}
 /* The fused kernel's best form on this CPU (TPSINFER_MAX_ISA=avx2 caps it at AVX2, as on a CPU
  * without AVX-512), or TI_ATTN_GEMM when the CPU has neither AVX2 with FMA nor AVX-512. */
 ti_attn ti_attention_best(void);
