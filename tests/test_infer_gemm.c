@@ -1,7 +1,8 @@
 /* libtpsinfer's FP32 GEMM back-ends (tps_open_options.gemm): OpenBLAS (cblas_sgemm on the
  * FP32 weights), oneDNN (matmul on weights packed at open, bias/residual/GELU fused) and panel
  * (libtpsinfer's AVX-512 kernel on oneDNN's packed weights, a team split by 64-column panels;
- * the small model's widths 48, 144 and 192 give partial panels and a member with none).
+ * of the small model's widths 48, 144 and 192 only fc1's 192 is whole panels, so fc1 runs on
+ * the kernel and the rest on oneDNN, as a model of mixed widths does).
  *
  * Tolerances:
  *   oneDNN or panel against OpenBLAS logits: max|other - openblas| <= 1e-5 * max|openblas|, the

@@ -42,8 +42,8 @@ tps_status ti_onednn_create(ti_dtype dt, ti_onednn **out);
  * (w->packed stays NULL, TPS_OK). */
 tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K);
 /* After ti_onednn_pack of an FP32 weight: sets w->panels and w->panel_k when the packed layout
- * is the one gemm_panel.c reads (BA16a64b: 64-column panels), else leaves them NULL (that
- * weight's linears stay on oneDNN). */
+ * is the one gemm_panel.c reads (BA16a64b: 64-column panels) and N is a whole number of
+ * panels, else leaves them NULL (that weight's linears stay on oneDNN). */
 void ti_onednn_panels(ti_weight *w);
 /* Weights packed by ti_onednn_pack (for reports and tests). */
 size_t ti_onednn_packed_count(const ti_onednn *be);

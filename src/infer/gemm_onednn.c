@@ -321,11 +321,17 @@ tps_status ti_onednn_pack(ti_onednn *be, ti_weight *w, size_t N, size_t K) {
 }
 
 /* BA16a64b for w^T [K,N]: N in blocks of 64 outermost, then K in blocks of 16, each block
- * [16,64] row-major; so a 64-column block is [Kp,64] row-major, Kp = K padded to 16. */
+ * [16,64] row-major; so a 64-column block is [Kp,64] row-major, Kp = K padded to 16.
+ * Only whole panels: a last partial one computes 64 lanes for fewer columns, and on the
+ * Fashion-MNIST ViT (width 96: proj and fc2 have 1.5 panels, qkv 4.5) panels everywhere ran
+ * that model's evaluation 3-5% slower than oneDNN, whole panels only (fc1) level or faster
+ * (docs/inference.md, "The panel back-end"). DeiT's widths are all whole panels. */
 void ti_onednn_panels(ti_weight *w) {
     w->panels = NULL, w->panel_k = 0;
     const packed *p = w->packed;
-    if (!p || p->be->dt != TI_DT_F32 || atomic_load_explicit(&p->n_copies, memory_order_acquire) < 1) return;
+    if (!p || p->be->dt != TI_DT_F32 || p->N % PANEL_COLS != 0 ||
+        atomic_load_explicit(&p->n_copies, memory_order_acquire) < 1)
+        return;
     const dnnl_memory_desc_t *md = &p->md[0];
     const dnnl_blocking_desc_t *bl = &md->format_desc.blocking;
     const dnnl_dim_t kp = md->padded_dims[0];

@@ -98,8 +98,8 @@ typedef enum tps_gemm {
     /* The weights packed at open as for TPS_GEMM_ONEDNN; the linears a thread team shares run
      * on libtpsinfer's own AVX-512 kernel, each member on its own 64-column panels of the packed
      * weight (oneDNN writes whole rows only, so there every member reads the whole weight);
-     * the other linears (patch embedding, head, the score predictors' narrow layers) run on
-     * oneDNN. Needs oneDNN and AVX-512 (since 0.7). */
+     * the other linears (patch embedding, head, the score predictors' narrow layers, and any
+     * whose width is not a multiple of 64) run on oneDNN. Needs oneDNN and AVX-512 (since 0.7). */
     TPS_GEMM_PANEL = 3,
 } tps_gemm;
 
