@@ -210,7 +210,8 @@ static void my_cols(size_t cols, size_t t, size_t T, size_t *c0, size_t *c1) {
     *c1 = t + 1 == T ? cols : (cols * (t + 1) / T) & ~(size_t)15;
 }
 
-/* ---- oneDNN (libtpsinfer's default FP32 back-end on AVX-512, src/infer/gemm_onednn.c) -------
+/* ---- oneDNN (libtpsinfer's oneDNN back-end, src/infer/gemm_onednn.c; its default on AVX-512,
+ * the panel back-end, runs the team's linears on its own kernel over these packed weights) ---
  * dense and static: each weight reordered once, outside the timed passes, into the layout the
  * matmul primitive asks for, bias and residual (sum post-op) fused; a team shares a linear by
  * rows (oneDNN writes dense output rows only). dynamic: the gathered weight [N,K] is given to
