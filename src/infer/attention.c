@@ -119,6 +119,21 @@ static void gemm_rows(const float *qkv, const ti_heads *g, size_t n, size_t i0, 
                 out + i0 * V + h * g->dv, iV);
 }
 
+/* kt [dq, np] = k [n, dq] (row stride W) transposed, in blocks of 16 x 16 keys and channels
+ * so that both sides stay in a few cache lines (element by element, the strided stores were
+ * most of the driver's time at batch 32). */
+static void transpose_keys(const float *k, size_t W, size_t n, size_t dq, float *kt, size_t np) {
+    enum { BLK = 16 };
+    for (size_t j0 = 0; j0 < n; j0 += BLK) {
+        const size_t j1 = j0 + BLK < n ? j0 + BLK : n;
+        for (size_t d0 = 0; d0 < dq; d0 += BLK) {
+            const size_t d1 = d0 + BLK < dq ? d0 + BLK : dq;
+            for (size_t d = d0; d < d1; d++)
+                for (size_t j = j0; j < j1; j++) kt[d * np + j] = k[j * W + d];
+        }
+    }
+}
+
 /* The fused way. scratch (ti_attention_scratch_floats): kt [dq, np] the keys transposed, vp
  * [n, dvp] the values, kb [np] the key bias, S [tile rows, np] one tile's scores; np, dvp are
  * n and dv rounded up to PAD, the padding zero. */
@@ -128,8 +143,7 @@ static void fused_rows(const tile_set *ts, const float *qkv, const ti_heads *g, 
     const size_t np = round_up(n, PAD), dvp = round_up(dv, PAD);
     float *kt = scratch, *vp = kt + dq * np, *kb = vp + n * dvp, *S = kb + np;
     const float *k = qkv + Q + h * dq, *v = qkv + 2 * Q + h * dv;
-    for (size_t j = 0; j < n; j++)
-        for (size_t d = 0; d < dq; d++) kt[d * np + j] = k[j * W + d];
+    transpose_keys(k, W, n, dq, kt, np);
     for (size_t d = 0; d < dq; d++) memset(kt + d * np + n, 0, (np - n) * sizeof(float));
     for (size_t j = 0; j < n; j++) {
         memcpy(vp + j * dvp, v + j * W, dv * sizeof(float));
