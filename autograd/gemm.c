@@ -216,9 +216,6 @@ void ag_gemm_free_params(ag_ctx *ctx) {
     ctx->bf16_params = NULL;
 }
 
-/* BF16: y = alpha a b + beta y with b a parameter's copy (a linear's dx = dy w), dense, outside
- * a parallel region: b is read packed in the kernel's layout, packed again at its first such
- * product of a step. False (nothing done) for any other product. */
 /* The packed form of parameter operand b for the linear's forward (y = x b^T) or its dx product
  * (y = dy b); *stale says it must be packed again: its copy was rounded anew this step. NULL
  * for an operand that is not a parameter. */
@@ -232,6 +229,9 @@ static ag_bf16_packed **packed_slot(ag_ctx *ctx, ag_operand b, bool for_dx, bool
     return for_dx ? &pc->packed_nt : &pc->packed;
 }
 
+/* BF16: y = alpha a b + beta y with b a parameter's copy (a linear's dx = dy w), dense, outside
+ * a parallel region: b is read packed in the kernel's layout, packed again at its first such
+ * product of a step. False (nothing done) for any other product. */
 static bool packed_product(ag_ctx *ctx, bool trans_a, bool trans_b, int M, int N, int K, float alpha, ag_operand a,
                            int lda, ag_operand b, int ldb, float beta, void *y, bool y_bf16, int ldy) {
     if (!b.param || trans_a || trans_b || lda != K || ldb != N || ldy != N || omp_in_parallel()) return false;

@@ -505,6 +505,24 @@ Test(bf16_train, attention_within_the_bf16_bound) { attention_case(NO_POLICY); }
 Test(bf16_train, attention_with_policy_within_the_bf16_bound) { attention_case(BINARY_POLICY); }
 Test(bf16_train, attention_with_fractional_policy_within_the_bf16_bound) { attention_case(FRACTIONAL_POLICY); }
 
+/* Backward from y [numel(y)] with the seed values fill(seed) gives; y's values into out, and
+ * the float gradient of in[i], i from `first` to n - 1, into grads[i] (an input kept as bf16
+ * only has none: the caller reads it). */
+static void backward_and_keep(ag_ctx *ctx, ag_tensor *y, uint64_t seed, float *out, ag_tensor **in, int first, int n,
+                              float **grads) {
+    const size_t numel = ag_numel(y);
+    float *dy = malloc(numel * sizeof *dy);
+    cr_assert_not_null(dy);
+    fill(dy, numel, seed, 1.0f);
+    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    memcpy(out, y->data, numel * sizeof(float));
+    for (int i = first; i < n; i++) {
+        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
+        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
+    }
+    free(dy);
+}
+
 /* ag_layernorm_linear_bf16 keeps qkv as bf16 only, stored by the kernel as it rounds the FP32
  * sums; ag_layernorm_linear stores the floats and attention rounds them itself. Both roundings
  * are to nearest even, so qkv and the attention's output agree bit for bit. qkv's gradient is
@@ -533,9 +551,7 @@ static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, fl
     qkv->retain_grad = dqkv_abs != NULL;
     ag_tensor *y = ag_attention(ctx, qkv, H, NULL, NULL);
     cr_assert_not_null(y, "%s", tpsc_last_error());
-    float *dy = malloc(B * N * C * sizeof *dy);
-    fill(dy, B * N * C, 47, 1.0f);
-    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
+    backward_and_keep(ctx, y, 47, out, in, 0, 5, grads);
     if (dqkv_abs) {
         cr_assert_not_null(qkv->grad);
         for (size_t c = 0; c < C3; c++) {
@@ -543,12 +559,6 @@ static void qkv_attention(ag_precision precision, bool keep_bf16, float *out, fl
             for (size_t r = 0; r < B * N; r++) dqkv_abs[c] += fabs(qkv->grad[r * C3 + c]);
         }
     }
-    memcpy(out, y->data, B * N * C * sizeof(float));
-    for (int i = 0; i < 5; i++) {
-        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
-        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
-    }
-    free(dy);
     ag_ctx_free(ctx);
 }
 
@@ -604,15 +614,7 @@ static void attention_proj(bool keep_bf16, float *out, float *grads[4]) {
               a->data ? "floats" : "bf16");
     ag_tensor *y = ag_linear_residual(ctx, a, in[1], in[2], in[3]);
     cr_assert_not_null(y, "%s", tpsc_last_error());
-    float *dy = malloc(B * N * C * sizeof *dy);
-    fill(dy, B * N * C, 87, 1.0f);
-    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
-    memcpy(out, y->data, B * N * C * sizeof(float));
-    for (int i = 0; i < 4; i++) {
-        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
-        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
-    }
-    free(dy);
+    backward_and_keep(ctx, y, 87, out, in, 0, 4, grads);
     ag_ctx_free(ctx);
 }
 
@@ -656,29 +658,20 @@ static void gelu_linear_on(bool keep_bf16, const float *xv, float *out, float *g
     for (int i = 0; i < 4; i++) in[i]->requires_grad = in[i]->retain_grad = true;
     ag_tensor *y = ag_gelu_linear_residual(ctx, in[0], in[1], in[2], in[3]);
     cr_assert_not_null(y, "%s", tpsc_last_error());
-    float *dy = malloc(M * Cout * sizeof *dy);
-    fill(dy, M * Cout, 66, 1.0f);
-    cr_assert_eq(ag_backward_from(ctx, y, dy), TPSC_OK, "%s", tpsc_last_error());
-    memcpy(out, y->data, M * Cout * sizeof(float));
-    for (int i = 0; i < 4; i++) {
-        if (i == 0 && keep_bf16) {
-            cr_assert(!x->grad && x->grad_bf16, "x's gradient is not kept as bf16 only");
-            for (size_t j = 0; j < M * Cin; j++) grads[0][j] = bf16_to_float(x->grad_bf16[j]);
-            /* the column sums made while writing it, for x's producer's bias: sums of the same
-             * values in double, so equal to a double reference within its last bits */
-            cr_assert_not_null(x->grad_bf16_sums, "x's gradient came without its column sums");
-            for (size_t c = 0; c < Cin; c++) {
-                double want = 0, mag = 0;
-                for (size_t r = 0; r < M; r++) want += grads[0][r * Cin + c], mag += fabs(grads[0][r * Cin + c]);
-                cr_assert(fabs(x->grad_bf16_sums[c] - want) <= ldexp(mag, -50), "column sum %zu: %.17g, want %.17g", c,
-                          x->grad_bf16_sums[c], want);
-            }
-            continue;
+    backward_and_keep(ctx, y, 66, out, in, keep_bf16 ? 1 : 0, 4, grads);
+    if (keep_bf16) {
+        cr_assert(!x->grad && x->grad_bf16, "x's gradient is not kept as bf16 only");
+        for (size_t j = 0; j < M * Cin; j++) grads[0][j] = bf16_to_float(x->grad_bf16[j]);
+        /* the column sums made while writing it, for x's producer's bias: sums of the same
+         * values in double, so equal to a double reference within its last bits */
+        cr_assert_not_null(x->grad_bf16_sums, "x's gradient came without its column sums");
+        for (size_t c = 0; c < Cin; c++) {
+            double want = 0, mag = 0;
+            for (size_t r = 0; r < M; r++) want += grads[0][r * Cin + c], mag += fabs(grads[0][r * Cin + c]);
+            cr_assert(fabs(x->grad_bf16_sums[c] - want) <= ldexp(mag, -50), "column sum %zu: %.17g, want %.17g", c,
+                      x->grad_bf16_sums[c], want);
         }
-        cr_assert_not_null(in[i]->grad, "input %d got no gradient", i);
-        memcpy(grads[i], in[i]->grad, ag_numel(in[i]) * sizeof(float));
     }
-    free(dy);
     ag_ctx_free(ctx);
 }
 

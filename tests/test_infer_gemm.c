@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/infer/tps_infer.h"
@@ -189,4 +190,23 @@ Test(infer_gemm, unknown_backend_is_refused) {
     cr_expect_eq(tps_gemm_from_name("mkl", NULL), TPS_ERR_ARG);
     cr_expect(strstr(tps_last_error(), "'mkl'") && strstr(tps_last_error(), "panel"), "message: %s", tps_last_error());
     unlink(path);
+}
+
+/* The commands name a bad --gemm value and the accepted ones, and exit 2 before reading any
+ * file (a bad value was once read as the next path: "mkl: cannot open"). */
+Test(infer_gemm, commands_name_a_bad_backend) {
+    const char *cmds[] = {"bench infer --gemm mkl", "eval model.h5 --gemm mkl", "infer model.h5 x.png --gemm mkl"};
+    for (size_t c = 0; c < sizeof cmds / sizeof *cmds; c++) {
+        char line[1024], out[4096] = "";
+        snprintf(line, sizeof line, "%s/tpsc %s 2>&1", TPSC_BINARY_DIR, cmds[c]);
+        FILE *p = popen(line, "r");
+        cr_assert_not_null(p);
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = '\0';
+        const int status = pclose(p);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "tpsc %s: exit status %d", cmds[c], status);
+        cr_expect(strstr(out, "unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"), "tpsc %s said:\n%s",
+                  cmds[c], out);
+        cr_expect(!strstr(out, "cannot open"), "tpsc %s read a file:\n%s", cmds[c], out);
+    }
 }

@@ -17,14 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/common/vecmath.h"
 #include "src/infer/gemm.h"
-
-/* The library's GELU (kernels.c, not compiled in here: it dispatches to oneDNN): the same
- * formula, vecmath's rational Phi. */
-void ti_gelu(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_normal_cdf_rational(x[i]);
-}
 
 static uint64_t rng = 88172645463325252ull;
 static float uniform(void) { /* [-1, 1) */
@@ -75,7 +68,7 @@ static void check(size_t M, size_t K, size_t N, size_t p0, size_t p1, lin_epilog
 }
 
 static void skip_without_avx512(void) {
-    if (!ti_panel_kernel_available()) cr_skip_test("no AVX-512 here (or TPSINFER_MAX_ISA caps it)");
+    if (!ti_avx512_allowed()) cr_skip_test("no AVX-512 here (or TPSINFER_MAX_ISA caps it)");
 }
 
 /* every tile height (M mod 6), one and several row blocks (256 rows at most, made equal), K

@@ -101,9 +101,12 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
                  (!strcmp(value, "fp32") || !strcmp(value, "bf16")))
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
-        else if (!train && cli_opt(argc, argv, &i, "--gemm", &value) && value && strcmp(value, "auto") &&
-                 tps_gemm_from_name(value, &gemm) == TPS_OK)
-            ;
+        else if (!train && cli_opt(argc, argv, &i, "--gemm", &value)) {
+            if (tps_gemm_from_name(value, &gemm) != TPS_OK) {
+                fprintf(stderr, "tpsc bench: --gemm: %s\n", tps_last_error());
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "tpsc bench: unexpected argument '%s'\n", argv[i]);
             usage(stderr);

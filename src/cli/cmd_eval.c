@@ -156,7 +156,11 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
                 return 1;
             }
-        } else if (cli_opt(argc, argv, &i, "--gemm", &value) && value && tps_gemm_from_name(value, &gemm) == TPS_OK) {
+        } else if (cli_opt(argc, argv, &i, "--gemm", &value)) {
+            if (tps_gemm_from_name(value, &gemm) != TPS_OK) {
+                fprintf(stderr, "tpsc eval: --gemm: %s\n", tps_last_error());
+                return 2;
+            }
             if (precision < 0) precision = TPS_PRECISION_FP32;
             if (tps_gemm_supported(gemm) != TPS_OK) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());

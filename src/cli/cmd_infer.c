@@ -235,6 +235,7 @@ int cmd_infer(int argc, char **argv) {
             o.precision = v && !strcmp(v, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
         } else if (cli_opt(argc, argv, &i, "--gemm", &v)) {
             bad = tps_gemm_from_name(v, &o.gemm) != TPS_OK;
+            if (bad) fprintf(stderr, "tpsc infer: %s\n", tps_last_error());
         } else if (cli_opt(argc, argv, &i, "--tome-r", &v)) {
             bad = !parse_int(v, &o.tome_r);
         } else if (cli_opt(argc, argv, &i, "--tome-inflect", &v)) {

@@ -58,10 +58,9 @@ bool ti_onednn_linear(const float *x, size_t M, size_t K, size_t ldx, const ti_w
                       float *y, size_t ldy, lin_epilogue epi);
 
 /* The panel back-end (TPS_GEMM_PANEL, gemm_panel.c): libtpsinfer's own AVX-512 kernel on
- * weights oneDNN packed at load, shared by a team by output columns. */
+ * weights oneDNN packed at load, shared by a team by output columns; it may run where
+ * ti_avx512_allowed() (internal.h). */
 #define PANEL_COLS 64
-/* The CPU has AVX-512F and TPSINFER_MAX_ISA does not cap it at AVX2. */
-bool ti_panel_kernel_available(void);
 /* y [M, columns of panels p0 .. p1-1] (row stride ldy) = epi(x [M,K] (row stride ldx) w^T + b)
  * for every row, w->panels set; columns past N (a last partial panel) are not written. Single
  * thread; allocates nothing. */

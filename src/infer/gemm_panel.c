@@ -107,5 +107,3 @@ PANEL_TARGET void ti_panel_linear(const float *x, size_t M, size_t K, size_t ldx
         }
     }
 }
-
-bool ti_panel_kernel_available(void) { return ti_avx512_allowed(); }

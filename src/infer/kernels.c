@@ -6,10 +6,9 @@
 #include <math.h>
 #include <string.h>
 
-/* the float exp / normal CDF and the LayerNorm and softmax rows of the training ops
- * (src/common, header-only): the same GELU, LayerNorm and softmax to the bit */
+/* the LayerNorm row of the training ops (src/common, header-only; GELU is internal.h's
+ * ti_gelu, on vecmath's normal CDF): the same LayerNorm and GELU to the bit */
 #include "src/common/rows.h"
-#include "src/common/vecmath.h"
 #include "src/infer/gemm.h" /* the oneDNN dispatch of packed weights */
 #include "src/infer/internal.h"
 
@@ -74,13 +73,6 @@ void ti_linear_epi(const float *x, size_t M, size_t Cin, size_t ldx, const ti_we
     ti_linear(x, M, Cin, ldx, &blas, b, Cout, y, ldy);
     if (epi == LIN_GELU)
         for (size_t m = 0; m < M; m++) ti_gelu(y + m * ldy, Cout);
-}
-
-/* GELU, x Phi(x), in place, with vecmath's rational Phi (absolute error < 1.8e-7 with FMA),
- * the same as the training op's */
-void ti_gelu(float *x, size_t n) {
-    #pragma omp simd
-    for (size_t i = 0; i < n; i++) x[i] = x[i] * vm_normal_cdf_rational(x[i]);
 }
 
 ti_heads ti_block_heads(const struct tps_model *m, const ti_block *b) {

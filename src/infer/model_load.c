@@ -670,8 +670,7 @@ static tps_status pack_onednn(model_box *box) {
     const size_t n = st == TPS_OK ? list_linears(m, w, N, K) : 0;
     for (size_t i = 0; i < n && st == TPS_OK; i++) {
         st = ti_onednn_pack(box->onednn, w[i], N[i], K[i]);
-        if (st == TPS_OK && box->gemm == TPS_GEMM_PANEL && box->precision == TPS_PRECISION_FP32)
-            ti_onednn_panels(w[i]);
+        if (st == TPS_OK && box->gemm == TPS_GEMM_PANEL) ti_onednn_panels(w[i]); /* BF16 runs on ONEDNN */
     }
     free(w), free(N), free(K);
     return st;
@@ -773,13 +772,17 @@ const char *tps_attention_name(tps_attention a) {
     return k == TI_ATTN_AVX512 ? "fused avx512" : k == TI_ATTN_AVX2 ? "fused avx2" : "gemm";
 }
 
+/* The panel kernel may run, and oneDNN packs f32 weights for its brgemm (which implies oneDNN
+ * is there): a question, with no error message left behind for AUTO's resolution. */
+static bool panel_supported(void) { return ti_avx512_allowed() && ti_onednn_f32_prepacked(); }
+
 tps_status tps_gemm_supported(tps_gemm g) {
     if (g == TPS_GEMM_AUTO || g == TPS_GEMM_OPENBLAS) return TPS_OK;
     if (g == TPS_GEMM_ONEDNN) return ti_onednn_available(TI_DT_F32);
     if (g == TPS_GEMM_PANEL) {
         const tps_status st = ti_onednn_available(TI_DT_F32);
         if (st != TPS_OK) return st;
-        if (!ti_panel_kernel_available() || !ti_onednn_f32_prepacked())
+        if (!panel_supported())
             return ti_fail(TPS_ERR_UNSUPPORTED, "the panel GEMM back-end needs AVX-512 (avx512f, and oneDNN's f32 "
                                                 "kernel for packed weights; ONEDNN_MAX_CPU_ISA and TPSINFER_MAX_ISA "
                                                 "must not cap it below)");
@@ -810,16 +813,14 @@ tps_status tps_gemm_from_name(const char *name, tps_gemm *out) {
  * which packs per call as OpenBLAS does and was not faster (docs/inference.md). */
 static tps_gemm auto_gemm;
 static void resolve_auto(void) {
-    auto_gemm = tps_gemm_supported(TPS_GEMM_PANEL) == TPS_OK ? TPS_GEMM_PANEL
-                : ti_onednn_f32_prepacked()                  ? TPS_GEMM_ONEDNN
-                                                             : TPS_GEMM_OPENBLAS;
+    auto_gemm = panel_supported() ? TPS_GEMM_PANEL : ti_onednn_f32_prepacked() ? TPS_GEMM_ONEDNN : TPS_GEMM_OPENBLAS;
 }
 
 tps_gemm tps_gemm_default(void) {
     const char *env = getenv("TPSINFER_GEMM");
     if (env && !strcmp(env, "openblas")) return TPS_GEMM_OPENBLAS;
     if (env && !strcmp(env, "onednn") && ti_onednn_available(TI_DT_F32) == TPS_OK) return TPS_GEMM_ONEDNN;
-    if (env && !strcmp(env, "panel") && tps_gemm_supported(TPS_GEMM_PANEL) == TPS_OK) return TPS_GEMM_PANEL;
+    if (env && !strcmp(env, "panel") && panel_supported()) return TPS_GEMM_PANEL;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, resolve_auto);
     return auto_gemm;
