@@ -149,8 +149,11 @@ int cmd_eval(int argc, char **argv) {
             }
         } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
             threads = atoi(value);
-        } else if (cli_opt(argc, argv, &i, "--precision", &value) && value &&
-                   (!strcmp(value, "fp32") || !strcmp(value, "bf16"))) {
+        } else if (cli_opt(argc, argv, &i, "--precision", &value)) {
+            if (!value || (strcmp(value, "fp32") && strcmp(value, "bf16"))) {
+                fprintf(stderr, "tpsc eval: --precision is fp32 or bf16, not '%s'\n", value ? value : "");
+                return 2;
+            }
             precision = !strcmp(value, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
             if (tps_precision_supported((tps_precision)precision) != TPS_OK) {
                 fprintf(stderr, "tpsc eval: %s\n", tps_last_error());
