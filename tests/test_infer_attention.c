@@ -214,3 +214,40 @@ Test(infer_attention, unknown_kernel_is_refused_and_names_resolve) {
                      best == TI_ATTN_AVX512 ? "fused avx512" : best == TI_ATTN_AVX2 ? "fused avx2" : "gemm");
     unlink(path);
 }
+
+/* The fused kernel's AVX-512 and AVX2 forms compute every score and every weighted sum with
+ * the same operations in the same order (one FMA per key or channel, in order), and their
+ * softmaxes are row_softmax's rule (AVX2 calls it; AVX-512 runs it on vector lanes, the last
+ * partial vector masked). So their outputs must agree to the bit: any n from 1 to 70 (every
+ * tail length, none and whole vectors among them) and 197, with and without a key bias. */
+Test(infer_attention, fused_avx512_equals_avx2_to_the_bit) {
+    if (!have(TI_ATTN_AVX512) || !have(TI_ATTN_AVX2)) {
+        cr_log_warn("this CPU lacks AVX-512F or AVX2; skipped");
+        return;
+    }
+    const size_t H = 2, dq = 24, dv = 40, Q = H * dq, V = H * dv, W = 2 * Q + V, nmax = 197;
+    float *qkv = malloc(nmax * W * sizeof(float)), *kb = malloc(nmax * sizeof(float));
+    float *out[2] = {malloc(nmax * V * sizeof(float)), malloc(nmax * V * sizeof(float))};
+    float *cls[2] = {malloc(nmax * sizeof(float)), malloc(nmax * sizeof(float))};
+    float *scratch = aligned_alloc(64, 4 << 20);
+    cr_assert(qkv && kb && out[0] && out[1] && cls[0] && cls[1] && scratch);
+    unsigned seed = 23;
+    for (size_t i = 0; i < nmax * W; i++) qkv[i] = 4.0f * uniform(&seed); /* scores up to ~20: a wide softmax */
+    for (size_t j = 0; j < nmax; j++) kb[j] = logf(1.0f + (float)(j % 7));
+    size_t checked = 0;
+    for (size_t n = 1; n <= nmax; n = n < 70 ? n + 1 : nmax + (n == nmax))
+        for (int bias = 0; bias < 2; bias++) {
+            const ti_attn kinds[2] = {TI_ATTN_AVX2, TI_ATTN_AVX512};
+            for (int k = 0; k < 2; k++) {
+                memset(out[k], 0, nmax * V * sizeof(float));
+                const ti_heads g = {.H = H, .dq = dq, .dv = dv, .scale = 0.2f, .kernel = kinds[k]};
+                for (size_t h = 0; h < H; h++)
+                    ti_attention_rows(qkv, &g, n, 0, n, h, scratch, out[k], h == 1 ? cls[k] : NULL, bias ? kb : NULL);
+            }
+            cr_assert_eq(memcmp(out[0], out[1], n * V * sizeof(float)), 0, "n %zu, bias %d: outputs differ", n, bias);
+            cr_assert_eq(memcmp(cls[0], cls[1], n * sizeof(float)), 0, "n %zu, bias %d: cls rows differ", n, bias);
+            checked++;
+        }
+    cr_assert_eq(checked, 2 * 71);
+    free(qkv), free(kb), free(out[0]), free(out[1]), free(cls[0]), free(cls[1]), free(scratch);
+}

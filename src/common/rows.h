@@ -44,27 +44,46 @@ static inline void row_layernorm(const float *xr, size_t C, const float *w, cons
     if (rstd_out) *rstd_out = rs;
 }
 
-/* exp(s - max) / sum over n > 0 values, in place. The max goes over 16 lanes, then across
- * them (`omp simd reduction(max)` compiled to a scalar loop; the max is exact in any order);
- * the exponentials through vm_expf_nonpos (s - max <= 0), equal to vm_expf there. */
+/* exp(s - max) / sum over n > 0 values, in place. The max and the sum each run over
+ * ROW_LANES lanes, value j into lane j mod ROW_LANES in order of j, and then across the lanes:
+ * the max from lane 0 up (exact in any order), the sum as a fixed tree (lane k += lane k + w for
+ * w = 8, 4, 2, 1). The order is written down rather than left to the vectoriser, so that
+ * libtpsinfer's AVX-512 softmax (src/infer/attention.c) computes the same bits, and so does
+ * any compiler at any optimisation level. The exponentials go through vm_expf_nonpos
+ * (s - max <= 0), equal to vm_expf there. */
+#define ROW_LANES 16
+
+/* lanes[0] + ... + lanes[15] in the tree order above (lanes is overwritten) */
+static inline float row_lanes_sum(float *lanes) {
+    for (size_t w = ROW_LANES / 2; w > 0; w /= 2)
+        for (size_t k = 0; k < w; k++) lanes[k] += lanes[k + w];
+    return lanes[0];
+}
+
 static inline void row_softmax(float *row, size_t n) {
-    float lanes[16];
-    for (size_t k = 0; k < 16; k++) lanes[k] = row[0];
+    float lanes[ROW_LANES];
+    for (size_t k = 0; k < ROW_LANES; k++) lanes[k] = row[0];
     size_t j0 = 0;
-    for (; j0 + 16 <= n; j0 += 16) {
+    for (; j0 + ROW_LANES <= n; j0 += ROW_LANES) {
         #pragma omp simd
-        for (size_t k = 0; k < 16; k++) lanes[k] = row[j0 + k] > lanes[k] ? row[j0 + k] : lanes[k];
+        for (size_t k = 0; k < ROW_LANES; k++) lanes[k] = row[j0 + k] > lanes[k] ? row[j0 + k] : lanes[k];
     }
-    for (size_t j = j0; j < n; j++) lanes[0] = row[j] > lanes[0] ? row[j] : lanes[0];
+    for (size_t j = j0; j < n; j++) lanes[j - j0] = row[j] > lanes[j - j0] ? row[j] : lanes[j - j0];
     float m = lanes[0];
-    for (size_t k = 1; k < 16; k++) m = lanes[k] > m ? lanes[k] : m;
-    float sum = 0.0f;
-    #pragma omp simd reduction(+ : sum)
-    for (size_t j = 0; j < n; j++) {
-        row[j] = vm_expf_nonpos(row[j] - m);
-        sum += row[j];
+    for (size_t k = 1; k < ROW_LANES; k++) m = lanes[k] > m ? lanes[k] : m;
+    for (size_t k = 0; k < ROW_LANES; k++) lanes[k] = 0.0f;
+    for (j0 = 0; j0 + ROW_LANES <= n; j0 += ROW_LANES) {
+        #pragma omp simd
+        for (size_t k = 0; k < ROW_LANES; k++) {
+            row[j0 + k] = vm_expf_nonpos(row[j0 + k] - m);
+            lanes[k] += row[j0 + k];
+        }
     }
-    const float inv = 1.0f / sum;
+    for (size_t j = j0; j < n; j++) {
+        row[j] = vm_expf_nonpos(row[j] - m);
+        lanes[j - j0] += row[j];
+    }
+    const float inv = 1.0f / row_lanes_sum(lanes);
     #pragma omp simd
     for (size_t j = 0; j < n; j++) row[j] *= inv;
 }

@@ -77,6 +77,33 @@ static inline float vm_expf_nonpos(float x) {
     return x != x ? x : y;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+/* vm_expf_nonpos on 16 lanes: the same operations in the same order (no fused multiply-adds,
+ * as the scalar form compiles under ISO C's -ffp-contract=off), so each lane's bits equal the
+ * scalar form's (tests/test_infer_attention.c checks it over a dense grid). For callers built
+ * for other targets, compiled for AVX-512F alone; call it only where the CPU has it. */
+__attribute__((target("avx512f"))) static inline __m512 vm_expf_nonpos_avx512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654f), shift = _mm512_set1_ps(12582912.0f);
+    const __m512 xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), lo, x); /* NaN -> lo */
+    const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)), shift), shift);
+    __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693145751953125f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(1.428606765330187e-06f)));
+    __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 720.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+    const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+    __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), y, x);
+}
+#endif
+
 /* Phi(x) = 0.5 erfc(-x / sqrt 2). erfc(z), z >= 0, is t exp(-z^2 + P(t)), t = 1 / (1 + z/2),
  * with the Chebyshev-fitted P of Press et al., Numerical Recipes (2nd ed.) 6.2 "erfcc"
  * (fractional error < 1.2e-7 for all z). Taking erfc, not 1 + erf, keeps Phi's relative

@@ -76,15 +76,58 @@ typedef void (*scores_fn)(const float *q, size_t ldq, const float *kt, size_t dq
 typedef void (*values_fn)(const float *P, size_t ldp, size_t n, const float *vp, size_t dvp, float *out, size_t ldo,
                           size_t dv);
 
+/* softmax of the first n values of each of rows rows of S (row stride np) */
+typedef void (*softmax_fn)(float *S, size_t rows, size_t np, size_t n);
+
+/* row_softmax (src/common/rows.h) with its lanes as a vector's: the same operations in the
+ * same order, so the same bits (tests/test_infer_attention.c), the last partial vector under a
+ * mask where row_softmax runs a scalar loop (most of its time at n = 197). */
+__attribute__((target("avx512f"))) static void softmax_avx512(float *S, size_t rows, size_t np, size_t n) {
+    const size_t full = n / ROW_LANES * ROW_LANES;
+    const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
+    float lanes[ROW_LANES];
+    for (size_t r = 0; r < rows; r++) {
+        float *row = S + r * np;
+        __m512 mx = _mm512_set1_ps(row[0]);
+        for (size_t j = 0; j < full; j += ROW_LANES) mx = _mm512_max_ps(_mm512_loadu_ps(row + j), mx); /* x > m ? x : m */
+        mx = _mm512_mask_max_ps(mx, tail, _mm512_maskz_loadu_ps(tail, row + full), mx);
+        _mm512_storeu_ps(lanes, mx);
+        float m = lanes[0];
+        for (size_t k = 1; k < ROW_LANES; k++) m = lanes[k] > m ? lanes[k] : m;
+        const __m512 vm = _mm512_set1_ps(m);
+        __m512 sum = _mm512_setzero_ps();
+        for (size_t j = 0; j < full; j += ROW_LANES) {
+            const __m512 e = vm_expf_nonpos_avx512(_mm512_sub_ps(_mm512_loadu_ps(row + j), vm));
+            _mm512_storeu_ps(row + j, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        if (tail) {
+            const __m512 e = vm_expf_nonpos_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, row + full), vm));
+            _mm512_mask_storeu_ps(row + full, tail, e);
+            sum = _mm512_mask_add_ps(sum, tail, sum, e);
+        }
+        _mm512_storeu_ps(lanes, sum);
+        const __m512 inv = _mm512_set1_ps(1.0f / row_lanes_sum(lanes));
+        for (size_t j = 0; j < full; j += ROW_LANES) _mm512_storeu_ps(row + j, _mm512_mul_ps(_mm512_loadu_ps(row + j), inv));
+        if (tail) _mm512_mask_storeu_ps(row + full, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, row + full), inv));
+    }
+}
+
+static void softmax_rowwise(float *S, size_t rows, size_t np, size_t n) {
+    for (size_t r = 0; r < rows; r++) row_softmax(S + r * np, n);
+}
+
 typedef struct tile_set {
     size_t rows;
     scores_fn scores_tile, scores_row;
     values_fn values_tile, values_row;
+    softmax_fn softmax;
 } tile_set;
 
-static const tile_set tiles_avx512 = {at_rows_avx512, at_scores_tile_avx512, at_scores_row_avx512, at_values_tile_avx512,
-                                      at_values_row_avx512};
-static const tile_set tiles_avx2 = {at_rows_avx2, at_scores_tile_avx2, at_scores_row_avx2, at_values_tile_avx2, at_values_row_avx2};
+static const tile_set tiles_avx512 = {at_rows_avx512,        at_scores_tile_avx512, at_scores_row_avx512,
+                                      at_values_tile_avx512, at_values_row_avx512,  softmax_avx512};
+static const tile_set tiles_avx2 = {at_rows_avx2,        at_scores_tile_avx2, at_scores_row_avx2,
+                                    at_values_tile_avx2, at_values_row_avx2,  softmax_rowwise};
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
 
@@ -158,7 +201,7 @@ static void fused_rows(const tile_set *ts, const float *qkv, const ti_heads *g, 
         const size_t rows = full ? ts->rows : 1;
         const float *q = qkv + i * W + h * dq;
         (full ? ts->scores_tile : ts->scores_row)(q, W, kt, dq, np, g->scale, key_bias ? kb : NULL, S);
-        for (size_t r = 0; r < rows; r++) row_softmax(S + r * np, n);
+        ts->softmax(S, rows, np, n);
         if (cls_row && i == 0) memcpy(cls_row, S, n * sizeof(float));
         (full ? ts->values_tile : ts->values_row)(S, np, n, vp, dvp, out + i * V + h * dv, V, dv);
         i += rows;
