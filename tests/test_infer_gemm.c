@@ -19,12 +19,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
+#include "support/command.h"
 #include "support/fixture.h"
 #include "support/small_model.h"
 
@@ -192,25 +192,13 @@ Test(infer_gemm, unknown_backend_is_refused) {
     unlink(path);
 }
 
-/* Runs `tpsc args` with stderr into out; returns its exit status (-1: not a normal exit). */
-static int run_tpsc(const char *args, char *out, size_t size) {
-    char line[1024];
-    snprintf(line, sizeof line, "%s/tpsc %s 2>&1", TPSC_BINARY_DIR, args);
-    FILE *p = popen(line, "r");
-    cr_assert_not_null(p);
-    const size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    const int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* The commands name a bad --gemm value and the accepted ones, and exit 2 before reading any
  * file (a bad value was once read as the next path: "mkl: cannot open"). */
 Test(infer_gemm, commands_name_a_bad_backend) {
     const char *cmds[] = {"bench infer --gemm mkl", "eval model.h5 --gemm mkl", "infer model.h5 x.png --gemm mkl"};
     for (size_t c = 0; c < sizeof cmds / sizeof *cmds; c++) {
         char out[4096];
-        const int status = run_tpsc(cmds[c], out, sizeof out);
+        const int status = tcmd_tpsc(cmds[c], out, sizeof out);
         cr_expect_eq(status, 2, "tpsc %s: exit status %d", cmds[c], status);
         cr_expect(strstr(out, "unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"), "tpsc %s said:\n%s",
                   cmds[c], out);
@@ -221,7 +209,7 @@ Test(infer_gemm, commands_name_a_bad_backend) {
 /* The same for eval's --precision. */
 Test(infer_gemm, eval_names_a_bad_precision) {
     char out[4096];
-    const int status = run_tpsc("eval model.h5 --precision fp16", out, sizeof out);
+    const int status = tcmd_tpsc("eval model.h5 --precision fp16", out, sizeof out);
     cr_expect_eq(status, 2, "exit status %d", status);
     cr_expect(strstr(out, "--precision is fp32 or bf16, not 'fp16'") && !strstr(out, "cannot open"), "said:\n%s", out);
 }

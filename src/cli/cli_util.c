@@ -2,7 +2,9 @@
 
 #include "src/dist/dist.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cli_fail(const char *cmd, tpsc_status st) {
@@ -24,3 +26,15 @@ bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value
 }
 
 bool cli_is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
+
+bool cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, int *out) {
+    char *end = NULL;
+    errno = 0;
+    const long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || end == value || *end || errno == ERANGE || v < lo || v > hi) {
+        fprintf(stderr, "tpsc %s: %s '%s' is not a whole number in %ld..%ld\n", cmd, name, value ? value : "", lo, hi);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}

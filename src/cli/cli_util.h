@@ -11,5 +11,9 @@ int cli_fail(const char *cmd, tpsc_status st);
 /* True if argv[i] is `name` and a value follows; *i is advanced past it. */
 bool cli_opt(int argc, char **argv, int *i, const char *name, const char **value);
 bool cli_is_help(const char *arg);
+/* Parses `value` of option `name` as a whole number in lo..hi into *out. On anything else
+ * (empty, trailing characters, out of range, missing) prints "tpsc <cmd>: <name> '<value>' is
+ * not a whole number in lo..hi" and returns false; the command then exits 2. */
+bool cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, int *out);
 
 #endif

@@ -81,7 +81,10 @@ int cmd_bench(int argc, char **argv) {
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
         else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
         else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
-        else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value && atoi(value) >= 0) tome_r = atoi(value), method = "tome";
+        else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
+            if (!cli_int("bench", "--tome-r", value, 0, 1000000, &tome_r)) return 2;
+            method = "tome";
+        }
         else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) tome_inflect = strtof(value, NULL);
         else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
         else if (!train && !strcmp(argv[i], "--interleave-attention")) interleave_attention = true;
@@ -89,9 +92,13 @@ int cmd_bench(int argc, char **argv) {
                  (!strcmp(value, "gemm") || !strcmp(value, "fused")))
             attention = !strcmp(value, "gemm") ? TPS_ATTENTION_GEMM : TPS_ATTENTION_FUSED;
         else if (cli_opt(argc, argv, &i, "--batch", &value) && value) batches = value;
-        else if ((cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) && value) iters = atoi(value);
-        else if (cli_opt(argc, argv, &i, "--threads", &value) && value) threads = atoi(value);
-        else if (cli_opt(argc, argv, &i, "--classes", &value) && value) classes = atoi(value);
+        else if (cli_opt(argc, argv, &i, "--steps", &value) || cli_opt(argc, argv, &i, "--iters", &value)) {
+            if (!cli_int("bench", train ? "--steps" : "--iters", value, 1, 1000000, &iters)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--threads", &value)) {
+            if (!cli_int("bench", "--threads", value, 0, 1024, &threads)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--classes", &value)) {
+            if (!cli_int("bench", "--classes", value, 1, 1000000, &classes)) return 2;
+        }
         else if (train && !strcmp(argv[i], "--no-overlap")) overlap = false;
         else if (train && !strcmp(argv[i], "--removal")) removal = true;
         else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value) && value && atof(value) > 0) bucket_mb = atof(value);

@@ -147,8 +147,8 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: --tome-inflect %s is outside [-1, 1]\n", value);
                 return 2;
             }
-        } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
-            threads = atoi(value);
+        } else if (cli_opt(argc, argv, &i, "--threads", &value)) {
+            if (!cli_int("eval", "--threads", value, 0, 1024, &threads)) return 2;
         } else if (cli_opt(argc, argv, &i, "--precision", &value)) {
             if (!value || (strcmp(value, "fp32") && strcmp(value, "bf16"))) {
                 fprintf(stderr, "tpsc eval: --precision is fp32 or bf16, not '%s'\n", value ? value : "");

@@ -142,10 +142,12 @@ int cmd_sweep(int argc, char **argv) {
             static char set[64];
             snprintf(set, sizeof set, "run.precision=%s", value);
             sets[n_sets++] = set;
-        } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
-            threads = atoi(value);
-        } else if (cli_opt(argc, argv, &i, "--mpi", &value) && value && atoi(value) >= 1) {
-            snprintf(launcher, sizeof launcher, "mpirun -np %d", atoi(value));
+        } else if (cli_opt(argc, argv, &i, "--threads", &value)) {
+            if (!cli_int("sweep", "--threads", value, 0, 1024, &threads)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--mpi", &value)) {
+            int ranks;
+            if (!cli_int("sweep", "--mpi", value, 1, 4096, &ranks)) return 2;
+            snprintf(launcher, sizeof launcher, "mpirun -np %d", ranks);
         } else if (cli_opt(argc, argv, &i, "--launcher", &value) && value && value[0]) {
             snprintf(launcher, sizeof launcher, "%s", value);
         } else if (cli_opt(argc, argv, &i, "--title", &value) && value) {

@@ -104,16 +104,12 @@ int cmd_visualize(int argc, char **argv) {
                 return 2;
             }
             tome_r = (int)r;
-        } else if (cli_opt(argc, argv, &i, "--scale", &value) && value) {
-            scale = atoi(value);
-            if (scale < 1 || scale > 64) {
-                fprintf(stderr, "tpsc visualize: --scale %s is outside 1..64\n", value);
-                return 2;
-            }
-        } else if (cli_opt(argc, argv, &i, "--max", &value) && value) {
-            max_images = atoi(value);
-        } else if (cli_opt(argc, argv, &i, "--threads", &value) && value) {
-            threads = atoi(value);
+        } else if (cli_opt(argc, argv, &i, "--scale", &value)) {
+            if (!cli_int("visualize", "--scale", value, 1, 64, &scale)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--max", &value)) {
+            if (!cli_int("visualize", "--max", value, 1, 1000000, &max_images)) return 2;
+        } else if (cli_opt(argc, argv, &i, "--threads", &value)) {
+            if (!cli_int("visualize", "--threads", value, 0, 1024, &threads)) return 2;
         } else if (!strcmp(argv[i], "--no-lines")) {
             lines = false;
         } else if (!strcmp(argv[i], "--no-outlines")) {

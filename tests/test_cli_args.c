@@ -1,0 +1,52 @@
+/* The commands' whole-number options (cli_int, src/cli/cli_util.c): a value that is not a whole
+ * number in the option's range is named with the range, and the command exits 2 before it reads
+ * a file or starts work. Each of these was once taken by atoi: "--threads x" ran on all cores,
+ * "--iters 0" timed nothing, "--mpi 0" was dropped without a word.
+ * And the edges are accepted: the range's ends reach the command (seen by the next error it
+ * reports, about the missing checkpoint or data, not about the number). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "support/command.h"
+
+typedef struct bad_case {
+    const char *args, *message;
+} bad_case;
+
+static const bad_case bad[] = {
+    {"bench infer --threads x", "tpsc bench: --threads 'x' is not a whole number in 0..1024"},
+    {"bench infer --threads 2000", "tpsc bench: --threads '2000' is not a whole number in 0..1024"},
+    {"bench infer --iters 0", "tpsc bench: --iters '0' is not a whole number in 1..1000000"},
+    {"bench train --steps 3x", "tpsc bench: --steps '3x' is not a whole number in 1..1000000"},
+    {"bench infer --classes -5", "tpsc bench: --classes '-5' is not a whole number in 1..1000000"},
+    {"bench infer --tome-r 99999999999999999999", "tpsc bench: --tome-r '99999999999999999999' is not a whole number"},
+    {"eval missing.h5 --threads 1.5", "tpsc eval: --threads '1.5' is not a whole number in 0..1024"},
+    {"eval missing.h5 --threads", "tpsc eval: --threads '' is not a whole number in 0..1024"},
+    {"sweep --threads -1", "tpsc sweep: --threads '-1' is not a whole number in 0..1024"},
+    {"sweep --mpi 0", "tpsc sweep: --mpi '0' is not a whole number in 1..4096"},
+    {"visualize missing.h5 --max 0", "tpsc visualize: --max '0' is not a whole number in 1..1000000"},
+    {"visualize missing.h5 --scale 65", "tpsc visualize: --scale '65' is not a whole number in 1..64"},
+    {"visualize missing.h5 --threads two", "tpsc visualize: --threads 'two' is not a whole number in 0..1024"},
+};
+
+Test(cli_args, bad_whole_numbers_are_named_and_exit_2) {
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char out[8192];
+        const int status = tcmd_tpsc(bad[i].args, out, sizeof out);
+        cr_expect_eq(status, 2, "tpsc %s: exit status %d, said:\n%s", bad[i].args, status, out);
+        cr_expect(strstr(out, bad[i].message), "tpsc %s said:\n%s", bad[i].args, out);
+        cr_expect(!strstr(out, "cannot open") && !strstr(out, "missing.h5"), "tpsc %s went on to a file:\n%s",
+                  bad[i].args, out);
+    }
+}
+
+Test(cli_args, range_ends_are_accepted) {
+    const char *ok[] = {"eval missing.h5 --threads 0", "eval missing.h5 --threads 1024"};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        char out[8192];
+        const int status = tcmd_tpsc(ok[i], out, sizeof out);
+        cr_expect(!strstr(out, "is not a whole number"), "tpsc %s refused its number:\n%s", ok[i], out);
+        cr_expect(strstr(out, "missing.h5"), "tpsc %s did not reach the checkpoint (status %d):\n%s", ok[i], status, out);
+    }
+}
