@@ -8,6 +8,8 @@
  * Accuracy (checked over dense grids against libm in double by tests/test_ops_gelu.c and
  * tests/test_ops_softmax.c):
  *   vm_expf:       relative error < 2.5e-7 on [-87.3, 88.7]; 0 below, +inf above, NaN kept.
+ *                  vm_expf_nonpos (x <= 0) equals it there; vm_expf_nonpos_avx512 is that on
+ *                  16 lanes, bit for bit.
  *   vm_normal_cdf: Phi(x), absolute error < 2.5e-7; relative error < 3e-5 down to x = -12
  *                  (the float rounding of z^2 inside the exp dominates far in the tail).
  *   vm_normal_pdf: relative error < 1e-5 on [-12, 12].
@@ -81,8 +83,8 @@ static inline float vm_expf_nonpos(float x) {
 #include <immintrin.h>
 /* vm_expf_nonpos on 16 lanes: the same operations in the same order (no fused multiply-adds,
  * as the scalar form compiles under ISO C's -ffp-contract=off), so each lane's bits equal the
- * scalar form's (tests/test_infer_attention.c checks it over a dense grid). For callers built
- * for other targets, compiled for AVX-512F alone; call it only where the CPU has it. */
+ * scalar form's (tests/test_ops_softmax.c checks it over a dense grid). It carries its own
+ * target attribute, so any x86 build compiles it; call it only where the CPU has AVX-512F. */
 __attribute__((target("avx512f"))) static inline __m512 vm_expf_nonpos_avx512(__m512 x) {
     const __m512 lo = _mm512_set1_ps(-87.33654f), shift = _mm512_set1_ps(12582912.0f);
     const __m512 xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ), lo, x); /* NaN -> lo */
