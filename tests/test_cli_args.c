@@ -1,7 +1,7 @@
 /* The commands' whole-number options (cli_int, src/cli/cli_util.c): a value that is not a whole
  * number in the option's range is named with the range, and the command exits 2 before it reads
- * a file or starts work. Each of these was once taken by atoi: "--threads x" ran on all cores,
- * "--iters 0" timed nothing, "--mpi 0" was dropped without a word.
+ * a file or starts work. All but tpsc infer's were once taken by atoi: "--threads x" ran on all
+ * cores, "--iters 0" timed nothing, "--mpi 0" was dropped without a word.
  * And the edges are accepted: the range's ends reach the command (seen by the next error it
  * reports, about the missing checkpoint or data, not about the number). */
 #include <criterion/criterion.h>
@@ -28,7 +28,27 @@ static const bad_case bad[] = {
     {"visualize missing.h5 --max 0", "tpsc visualize: --max '0' is not a whole number in 1..1000000"},
     {"visualize missing.h5 --scale 65", "tpsc visualize: --scale '65' is not a whole number in 1..64"},
     {"visualize missing.h5 --threads two", "tpsc visualize: --threads 'two' is not a whole number in 0..1024"},
+    {"infer missing.h5 x.png --top 0", "tpsc infer: --top '0' is not a whole number in 1..1000000"},
+    {"infer missing.h5 x.png --batch 8k", "tpsc infer: --batch '8k' is not a whole number in 1..1000000"},
+    {"infer missing.h5 x.png --threads -2", "tpsc infer: --threads '-2' is not a whole number in 0..1024"},
+    {"infer missing.h5 x.png --tome-r 0", "tpsc infer: --tome-r '0' is not a whole number in 1..1000000"},
 };
+
+/* tpsc infer said some things twice: a bad --gemm value drew the library's message and then
+ * "--gemm needs a valid value", an unknown option "unknown option" and then "--foo needs a valid
+ * value". One message each now; a value with no message of its own keeps the generic one. */
+Test(cli_args, infer_says_it_once) {
+    const char *cmds[] = {"infer missing.h5 x.png --top 0", "infer missing.h5 --foo", "infer missing.h5 x.png --gemm mkl"};
+    for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+        char out[8192];
+        const int status = tcmd_tpsc(cmds[i], out, sizeof out);
+        cr_expect_eq(status, 2, "tpsc %s: exit status %d", cmds[i], status);
+        cr_expect(!strstr(out, "needs a valid value"), "tpsc %s said it twice:\n%s", cmds[i], out);
+    }
+    char out[8192];
+    cr_expect_eq(tcmd_tpsc("infer missing.h5 x.png --keep-ratio abc", out, sizeof out), 2);
+    cr_expect(strstr(out, "tpsc infer: --keep-ratio needs a valid value"), "said:\n%s", out);
+}
 
 Test(cli_args, bad_whole_numbers_are_named_and_exit_2) {
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

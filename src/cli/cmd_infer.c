@@ -191,20 +191,13 @@ static bool parse_float(const char *v, float *out) {
     return end != v && *end == '\0';
 }
 
-static bool parse_int(const char *v, int *out) {
-    char *end;
-    if (!v) return false;
-    long l = strtol(v, &end, 10);
-    *out = (int)l;
-    return end != v && *end == '\0' && l > 0 && l < 1 << 20;
-}
 
 int cmd_infer(int argc, char **argv) {
     infer_opts o = {.top = 5, .batch = 32, .threads = 0, .budget = {.mode = TPS_BUDGET_FIXED, .max_frac = 1.0f}};
     const char **images = calloc((size_t)argc, sizeof *images), *v;
     if (!images) return 1;
     o.images = images;
-    bool bad = false;
+    bool bad = false, said = false; /* said: the bad value's own message is out */
     for (int i = 1; i < argc && !bad; i++) {
         const char *opt = argv[i];
         if (cli_is_help(opt)) {
@@ -225,30 +218,30 @@ int cmd_infer(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--max-keep", &v)) {
             bad = !parse_float(v, &o.budget.max_frac);
         } else if (cli_opt(argc, argv, &i, "--top", &v)) {
-            bad = !parse_int(v, &o.top);
+            said = bad = !cli_int("infer", "--top", v, 1, 1000000, &o.top);
         } else if (cli_opt(argc, argv, &i, "--batch", &v)) {
-            bad = !parse_int(v, &o.batch);
+            said = bad = !cli_int("infer", "--batch", v, 1, 1000000, &o.batch);
         } else if (cli_opt(argc, argv, &i, "--threads", &v)) {
-            bad = !parse_int(v, &o.threads);
+            said = bad = !cli_int("infer", "--threads", v, 0, 1024, &o.threads);
         } else if (cli_opt(argc, argv, &i, "--precision", &v)) {
             bad = !v || (strcmp(v, "fp32") && strcmp(v, "bf16"));
             o.precision = v && !strcmp(v, "bf16") ? TPS_PRECISION_BF16 : TPS_PRECISION_FP32;
         } else if (cli_opt(argc, argv, &i, "--gemm", &v)) {
-            bad = tps_gemm_from_name(v, &o.gemm) != TPS_OK;
+            said = bad = tps_gemm_from_name(v, &o.gemm) != TPS_OK;
             if (bad) fprintf(stderr, "tpsc infer: %s\n", tps_last_error());
         } else if (cli_opt(argc, argv, &i, "--tome-r", &v)) {
-            bad = !parse_int(v, &o.tome_r);
+            said = bad = !cli_int("infer", "--tome-r", v, 1, 1000000, &o.tome_r);
         } else if (cli_opt(argc, argv, &i, "--tome-inflect", &v)) {
             bad = !parse_float(v, &o.tome_inflect) || !(o.tome_inflect >= -1.0f && o.tome_inflect <= 1.0f);
         } else if (opt[0] == '-' && opt[1]) {
             fprintf(stderr, "tpsc infer: unknown option '%s'\n\n", opt);
-            bad = true;
+            said = bad = true;
         } else if (!o.model) {
             o.model = opt;
         } else {
             images[o.n_images++] = opt;
         }
-        if (bad && opt[0] == '-' && strcmp(opt, "--help")) fprintf(stderr, "tpsc infer: %s needs a valid value\n", opt);
+        if (bad && !said) fprintf(stderr, "tpsc infer: %s needs a valid value\n", opt);
     }
     if (!bad && (!o.model || (!o.tensor && o.n_images == 0) || (o.tensor && (!o.out || o.n_images > 0)) ||
                  (o.out && !o.tensor))) {
