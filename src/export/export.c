@@ -62,14 +62,22 @@ tpsc_status tpsc_export_write(const tpsc_export *x, const char *path) {
     return chan_save_inference(path, &x->model, &ck);
 }
 
-/* ck's inference file in memory, opened by libtpsinfer; the image is freed once open */
+/* ck's inference file in memory, opened by libtpsinfer; the image is freed once open. The
+ * image is this process's own output of a moment ago, not input to distrust, so it is opened
+ * unprobed. The probe forks the whole process (docs/reliability.md), which in `tpsc eval`
+ * under MPI also holds Open MPI's and OpenMP's threads; once, under ASan with two ranks, that
+ * child did not finish within the 30 s bound and the model was refused as corrupt (a lock
+ * another thread held at the fork would do that). The checkpoint the model came from was
+ * probed when it was read. */
 static tpsc_status open_image(const vit_model *m, const tpsc_checkpoint *ck, const char *name,
                               const tps_open_options *opt, tps_model **out) {
     *out = NULL;
     void *image = NULL;
     size_t bytes = 0;
     TPSC_TRY(chan_save_inference_image(m, ck, name, &image, &bytes));
-    const tps_status ts = tps_model_open_memory(image, bytes, name, opt, out);
+    tps_open_options own = opt ? *opt : (tps_open_options){0};
+    own.unprobed = 1;
+    const tps_status ts = tps_model_open_memory(image, bytes, name, &own, out);
     tpsc_free(image);
     if (ts == TPS_ERR_UNSUPPORTED || ts == TPS_ERR_ARG) return tpsc_fail(TPSC_ERR_ARG, "libtpsinfer: %s", tps_last_error());
     if (ts != TPS_OK) return tpsc_fail(TPSC_ERR_INTERNAL, "libtpsinfer: %s", tps_last_error());
