@@ -1,7 +1,8 @@
-/* The commands' whole-number options (cli_int, src/cli/cli_util.c): a value that is not a whole
- * number in the option's range is named with the range, and the command exits 2 before it reads
- * a file or starts work. All but tpsc infer's were once taken by atoi: "--threads x" ran on all
- * cores, "--iters 0" timed nothing, "--mpi 0" was dropped without a word.
+/* The commands' options: a value that is not a whole number in the option's range (cli_int,
+ * src/cli/cli_util.c), or not one of an option's named choices (--gemm, --precision), is named,
+ * and the command exits 2 before it reads a file or starts work. The whole numbers, all but tpsc
+ * infer's, were once taken by atoi: "--threads x" ran on all cores, "--iters 0" timed nothing,
+ * "--mpi 0" was dropped without a word.
  * And the edges are accepted: the range's ends reach the command (seen by the next error it
  * reports, about the missing checkpoint or data, not about the number). */
 #include <criterion/criterion.h>
@@ -32,6 +33,13 @@ static const bad_case bad[] = {
     {"infer missing.h5 x.png --batch 8k", "tpsc infer: --batch '8k' is not a whole number in 1..1000000"},
     {"infer missing.h5 x.png --threads -2", "tpsc infer: --threads '-2' is not a whole number in 0..1024"},
     {"infer missing.h5 x.png --tome-r 0", "tpsc infer: --tome-r '0' is not a whole number in 1..1000000"},
+    {"eval missing.h5 --tome-r -3", "tpsc eval: --tome-r '-3' is not a whole number in 0..1000000"},
+    {"visualize missing.h5 --tome-r x", "tpsc visualize: --tome-r 'x' is not a whole number in 0..1000000"},
+    /* the named choices: a bad --gemm value was once read as the next path ("mkl: cannot open") */
+    {"bench infer --gemm mkl", "tpsc bench: --gemm: unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"},
+    {"eval missing.h5 --gemm mkl", "tpsc eval: --gemm: unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"},
+    {"infer missing.h5 x.png --gemm mkl", "tpsc infer: unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"},
+    {"eval missing.h5 --precision fp16", "tpsc eval: --precision is fp32 or bf16, not 'fp16'"},
 };
 
 /* tpsc infer said some things twice: a bad --gemm value drew the library's message and then

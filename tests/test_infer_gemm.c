@@ -24,7 +24,6 @@
 #include "src/infer/tps_infer.h"
 #include "src/io/checkpoint.h"
 #include "src/model/vit.h"
-#include "support/command.h"
 #include "support/fixture.h"
 #include "support/small_model.h"
 
@@ -192,24 +191,3 @@ Test(infer_gemm, unknown_backend_is_refused) {
     unlink(path);
 }
 
-/* The commands name a bad --gemm value and the accepted ones, and exit 2 before reading any
- * file (a bad value was once read as the next path: "mkl: cannot open"). */
-Test(infer_gemm, commands_name_a_bad_backend) {
-    const char *cmds[] = {"bench infer --gemm mkl", "eval model.h5 --gemm mkl", "infer model.h5 x.png --gemm mkl"};
-    for (size_t c = 0; c < sizeof cmds / sizeof *cmds; c++) {
-        char out[4096];
-        const int status = tcmd_tpsc(cmds[c], out, sizeof out);
-        cr_expect_eq(status, 2, "tpsc %s: exit status %d", cmds[c], status);
-        cr_expect(strstr(out, "unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"), "tpsc %s said:\n%s",
-                  cmds[c], out);
-        cr_expect(!strstr(out, "cannot open"), "tpsc %s read a file:\n%s", cmds[c], out);
-    }
-}
-
-/* The same for eval's --precision. */
-Test(infer_gemm, eval_names_a_bad_precision) {
-    char out[4096];
-    const int status = tcmd_tpsc("eval model.h5 --precision fp16", out, sizeof out);
-    cr_expect_eq(status, 2, "exit status %d", status);
-    cr_expect(strstr(out, "--precision is fp32 or bf16, not 'fp16'") && !strstr(out, "cannot open"), "said:\n%s", out);
-}

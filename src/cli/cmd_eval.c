@@ -132,14 +132,8 @@ int cmd_eval(int argc, char **argv) {
                 fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
                 return 2;
             }
-        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
-            char *end;
-            const long r = strtol(value, &end, 10);
-            if (end == value || *end || r < 0 || r > 1000000) {
-                fprintf(stderr, "tpsc eval: --tome-r %s is not a token count >= 0\n", value);
-                return 2;
-            }
-            tome.r = (int)r;
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
+            if (!cli_int("eval", "--tome-r", value, 0, 1000000, &tome.r)) return 2;
         } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) {
             char *end;
             tome.inflect = strtof(value, &end);

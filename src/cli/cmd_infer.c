@@ -191,7 +191,6 @@ static bool parse_float(const char *v, float *out) {
     return end != v && *end == '\0';
 }
 
-
 int cmd_infer(int argc, char **argv) {
     infer_opts o = {.top = 5, .batch = 32, .threads = 0, .budget = {.mode = TPS_BUDGET_FIXED, .max_frac = 1.0f}};
     const char **images = calloc((size_t)argc, sizeof *images), *v;

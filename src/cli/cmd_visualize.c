@@ -96,14 +96,8 @@ int cmd_visualize(int argc, char **argv) {
                 fprintf(stderr, "tpsc visualize: --keep-ratio %s is outside (0, 1]\n", value);
                 return 2;
             }
-        } else if (cli_opt(argc, argv, &i, "--tome-r", &value) && value) {
-            char *end;
-            const long r = strtol(value, &end, 10);
-            if (end == value || *end || r < 0 || r > 1000000) {
-                fprintf(stderr, "tpsc visualize: --tome-r %s is not a token count >= 0\n", value);
-                return 2;
-            }
-            tome_r = (int)r;
+        } else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
+            if (!cli_int("visualize", "--tome-r", value, 0, 1000000, &tome_r)) return 2;
         } else if (cli_opt(argc, argv, &i, "--scale", &value)) {
             if (!cli_int("visualize", "--scale", value, 1, 64, &scale)) return 2;
         } else if (cli_opt(argc, argv, &i, "--max", &value)) {
