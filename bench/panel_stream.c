@@ -62,10 +62,18 @@ static int by_value(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* argv[i] as a whole number, fallback when absent; -1 (out of every range) when it is not one */
+static long arg_long(int argc, char **argv, int i, long fallback) {
+    if (argc <= i) return fallback;
+    char *end;
+    const long v = strtol(argv[i], &end, 10);
+    return end == argv[i] || *end ? -1 : v;
+}
+
 int main(int argc, char **argv) {
-    const long rows = argc > 1 ? strtol(argv[1], NULL, 10) : 197, blocks = argc > 2 ? strtol(argv[2], NULL, 10) : DEPTH;
-    const long rounds = argc > 3 ? strtol(argv[3], NULL, 10) : 20;
-    if (rows < 1 || rows > 100000 || blocks < 1 || blocks > DEPTH || rounds < 1 || rounds > MAX_ROUNDS) {
+    const long rows = arg_long(argc, argv, 1, 197), blocks = arg_long(argc, argv, 2, DEPTH);
+    const long rounds = arg_long(argc, argv, 3, 20);
+    if (argc > 4 || rows < 1 || rows > 100000 || blocks < 1 || blocks > DEPTH || rounds < 1 || rounds > MAX_ROUNDS) {
         fprintf(stderr, "usage: panel_stream [ROWS 1..100000] [BLOCKS 1..12] [ROUNDS 1..%d]\n", MAX_ROUNDS);
         return 2;
     }

@@ -793,18 +793,31 @@ tps_status tps_gemm_supported(tps_gemm g) {
 
 static const char *const gemm_names[] = {[TPS_GEMM_AUTO] = "auto", [TPS_GEMM_OPENBLAS] = "openblas",
                                          [TPS_GEMM_ONEDNN] = "onednn", [TPS_GEMM_PANEL] = "panel"};
+#define GEMM_COUNT (sizeof gemm_names / sizeof *gemm_names)
 
-const char *tps_gemm_name(tps_gemm g) {
-    return (unsigned)g < sizeof gemm_names / sizeof *gemm_names ? gemm_names[g] : "auto";
+const char *tps_gemm_name(tps_gemm g) { return (unsigned)g < GEMM_COUNT ? gemm_names[g] : "auto"; }
+
+/* name -> back-end through gemm_names, leaving no error message behind (TPSINFER_GEMM's lookup) */
+static bool gemm_by_name(const char *name, tps_gemm *out) {
+    for (size_t g = 0; name && g < GEMM_COUNT; g++)
+        if (!strcmp(name, gemm_names[g])) {
+            *out = (tps_gemm)g;
+            return true;
+        }
+    return false;
 }
 
 tps_status tps_gemm_from_name(const char *name, tps_gemm *out) {
-    for (size_t g = 0; name && g < sizeof gemm_names / sizeof *gemm_names; g++)
-        if (!strcmp(name, gemm_names[g])) {
-            if (out) *out = (tps_gemm)g;
-            return TPS_OK;
-        }
-    return ti_fail(TPS_ERR_ARG, "unknown GEMM back-end '%s' (auto, openblas, onednn or panel)", name ? name : "(null)");
+    tps_gemm g;
+    if (gemm_by_name(name, &g)) {
+        if (out) *out = g;
+        return TPS_OK;
+    }
+    char known[64] = ""; /* "auto, openblas, onednn or panel", from the table */
+    for (size_t i = 0; i < GEMM_COUNT; i++)
+        snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s",
+                 i == 0 ? "" : i + 1 == GEMM_COUNT ? " or " : ", ", gemm_names[i]);
+    return ti_fail(TPS_ERR_ARG, "unknown GEMM back-end '%s' (%s)", name ? name : "(null)", known);
 }
 
 /* The panel back-end where oneDNN's f32 matmul runs on weights packed at open (brgemm,
@@ -817,10 +830,12 @@ static void resolve_auto(void) {
 }
 
 tps_gemm tps_gemm_default(void) {
-    const char *env = getenv("TPSINFER_GEMM");
-    if (env && !strcmp(env, "openblas")) return TPS_GEMM_OPENBLAS;
-    if (env && !strcmp(env, "onednn") && ti_onednn_available(TI_DT_F32) == TPS_OK) return TPS_GEMM_ONEDNN;
-    if (env && !strcmp(env, "panel") && panel_supported()) return TPS_GEMM_PANEL;
+    /* TPSINFER_GEMM names a back-end this CPU and build can run, or is ignored */
+    tps_gemm env;
+    if (gemm_by_name(getenv("TPSINFER_GEMM"), &env) &&
+        (env == TPS_GEMM_OPENBLAS || (env == TPS_GEMM_ONEDNN && ti_onednn_available(TI_DT_F32) == TPS_OK) ||
+         (env == TPS_GEMM_PANEL && panel_supported())))
+        return env;
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, resolve_auto);
     return auto_gemm;
