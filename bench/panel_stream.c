@@ -3,13 +3,18 @@
  * member of a team on its share of the 64-column panels and a barrier after each linear, as
  * in a pass (docs/inference.md, "Why batch 1 stops short").
  *
- *   build/bench/panel_stream [ROWS] [BLOCKS] [ROUNDS]   (default 197, 12, 20)
+ *   build/bench/panel_stream [ROWS] [BLOCKS] [ROUNDS] [INPUT]   (default 197, 12, 20, shared)
  *
  * BLOCKS is how many distinct blocks of weights (7.1 MB each) the 12 blocks cycle through:
  * 12 gives every block its own (88 MB, as a real model), 1 reuses one block's. Threads come
  * from OMP_NUM_THREADS. Prints GFLOP/s (median over rounds) for the pass and, for each kind of
  * linear, the rate of thread 0 while it multiplies (its wait at the barrier left out), times
- * the team size. The weights are random panels in the kernel's layout (no oneDNN needed). */
+ * the team size. The weights are random panels in the kernel's layout (no oneDNN needed).
+ *
+ * INPUT shared: each linear reads the output of the one before, as in a pass, so a member reads
+ * rows the other members wrote (in their caches). private: each member reads its own copy, never
+ * written during the timing, which stays in its own cache: the difference is what the team's
+ * sharing of x costs the kernel. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,8 +78,11 @@ static long arg_long(int argc, char **argv, int i, long fallback) {
 int main(int argc, char **argv) {
     const long rows = arg_long(argc, argv, 1, 197), blocks = arg_long(argc, argv, 2, DEPTH);
     const long rounds = arg_long(argc, argv, 3, 20);
-    if (argc > 4 || rows < 1 || rows > 100000 || blocks < 1 || blocks > DEPTH || rounds < 1 || rounds > MAX_ROUNDS) {
-        fprintf(stderr, "usage: panel_stream [ROWS 1..100000] [BLOCKS 1..12] [ROUNDS 1..%d]\n", MAX_ROUNDS);
+    const int private_input = argc > 4 && !strcmp(argv[4], "private");
+    if (argc > 5 || (argc > 4 && !private_input && strcmp(argv[4], "shared")) || rows < 1 || rows > 100000 ||
+        blocks < 1 || blocks > DEPTH || rounds < 1 || rounds > MAX_ROUNDS) {
+        fprintf(stderr, "usage: panel_stream [ROWS 1..100000] [BLOCKS 1..12] [ROUNDS 1..%d] [shared|private]\n",
+                MAX_ROUNDS);
         return 2;
     }
     if (!ti_avx512_allowed()) {
@@ -108,6 +116,16 @@ int main(int argc, char **argv) {
     {
         const size_t t = (size_t)omp_get_thread_num(), T = (size_t)omp_get_num_threads();
         if (t == 0) team = (int)T;
+        const float *input[KINDS]; /* this member's inputs: the shared buffers, or its own copies */
+        for (int k = 0; k < KINDS; k++) {
+            if (!private_input) {
+                input[k] = in[k];
+                continue;
+            }
+            float *copy = alloc_or_die(M * ldx[k] * sizeof *copy); /* freed at exit */
+            memcpy(copy, in[k], M * ldx[k] * sizeof *copy);
+            input[k] = copy;
+        }
         for (long r = -1; r < rounds; r++) { /* round -1 warms up */
             #pragma omp barrier
             const double t0 = now_s();
@@ -116,7 +134,7 @@ int main(int argc, char **argv) {
                     const linear *l = &L[d % blocks][k];
                     const size_t P = l->N / PANEL_COLS;
                     const double k0 = now_s();
-                    ti_panel_linear(in[k], M, l->K, ldx[k], &l->w, l->b, l->N, P * t / T, P * (t + 1) / T, out[k],
+                    ti_panel_linear(input[k], M, l->K, ldx[k], &l->w, l->b, l->N, P * t / T, P * (t + 1) / T, out[k],
                                     ldy[k], epi[k]);
                     if (t == 0 && r >= 0) kind_s[k] += now_s() - k0;
                     #pragma omp barrier
@@ -125,8 +143,9 @@ int main(int argc, char **argv) {
         }
     }
     qsort(pass_s, (size_t)rounds, sizeof *pass_s, by_value);
-    printf("rows %zu, %ld distinct block(s) of weights (%.1f MB), %d thread(s), %ld rounds\n", M, blocks,
-           (double)blocks * 4.0 * (3 * DIM * DIM + DIM * DIM + 2.0 * HIDDEN * DIM) / 1e6, team, rounds);
+    printf("rows %zu, %ld distinct block(s) of weights (%.1f MB), %d thread(s), %ld rounds, %s input\n", M,
+           blocks, (double)blocks * 4.0 * (3 * DIM * DIM + DIM * DIM + 2.0 * HIDDEN * DIM) / 1e6, team, rounds,
+           private_input ? "private" : "shared");
     printf("pass: %.1f GFLOP/s (median)\n", flops / pass_s[rounds / 2] / 1e9);
     const char *names[KINDS] = {"qkv", "proj", "fc1", "fc2"};
     for (int k = 0; k < KINDS; k++)
