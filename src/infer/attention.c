@@ -29,18 +29,6 @@
 #define AT_MUL(a, b) _mm512_mul_ps(a, b)
 #define AT_ADD(a, b) _mm512_add_ps(a, b)
 #include "src/infer/attention_tile.h"
-#undef AT_SUFFIX
-#undef AT_TARGET
-#undef AT_VEC
-#undef AT_W
-#undef AT_R
-#undef AT_ZERO
-#undef AT_LOAD
-#undef AT_STORE
-#undef AT_SET1
-#undef AT_FMA
-#undef AT_MUL
-#undef AT_ADD
 
 #define AT_SUFFIX _avx2
 #define AT_TARGET __attribute__((target("avx2,fma")))
@@ -55,18 +43,6 @@
 #define AT_MUL(a, b) _mm256_mul_ps(a, b)
 #define AT_ADD(a, b) _mm256_add_ps(a, b)
 #include "src/infer/attention_tile.h"
-#undef AT_SUFFIX
-#undef AT_TARGET
-#undef AT_VEC
-#undef AT_W
-#undef AT_R
-#undef AT_ZERO
-#undef AT_LOAD
-#undef AT_STORE
-#undef AT_SET1
-#undef AT_FMA
-#undef AT_MUL
-#undef AT_ADD
 
 #define TILE_MAX_ROWS 8 /* the largest AT_R above */
 #define PAD 32          /* keys and value columns are padded to a multiple of both ISAs' 2 AT_W */

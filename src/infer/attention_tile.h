@@ -5,7 +5,8 @@
  *   AT_VEC, AT_W  the vector type and its float lanes
  *   AT_R       query rows per tile (AT_R x 2 accumulators stay in registers)
  *   AT_ZERO() AT_LOAD(p) AT_STORE(p, v) AT_SET1(x) AT_FMA(a, b, c) = a b + c, AT_MUL, AT_ADD
- * Both tiles take rows = AT_R or 1 (a compile-time constant once inlined into the wrappers). */
+ * Both tiles take rows = AT_R or 1 (a compile-time constant once inlined into the wrappers).
+ * The file undefines these at its end, so the next instruction set can define them afresh. */
 
 #define AT_CAT_(a, b) a##b
 #define AT_CAT(a, b) AT_CAT_(a, b)
@@ -102,3 +103,15 @@ AT_TARGET static void AT_FN(at_values_row)(const float *P, size_t ldp, size_t n,
 #undef AT_FN
 #undef AT_CAT
 #undef AT_CAT_
+#undef AT_SUFFIX
+#undef AT_TARGET
+#undef AT_VEC
+#undef AT_W
+#undef AT_R
+#undef AT_ZERO
+#undef AT_LOAD
+#undef AT_STORE
+#undef AT_SET1
+#undef AT_FMA
+#undef AT_MUL
+#undef AT_ADD

@@ -292,6 +292,18 @@ static void swap_layouts(ti_view *ws) {
     ws->size = ws->size_next, ws->size_next = sz;
 }
 
+/* The end of pruning stage s, called by every member once its images' new rows are written:
+ * when all are, one member makes the new layout current, and all wait until it has. */
+static void finish_stage(ti_view *ws, int s) {
+    ti_barrier_wait(ws->bar);
+    #pragma omp single nowait
+    {
+        swap_layouts(ws);
+        ws->n_stages_run = s + 1;
+    }
+    ti_barrier_wait(ws->bar);
+}
+
 /* Rows of x for the new layout: [cls; kept rows in order] per image; dtps squeezes the dropped
  * ones (in score order) into their hosts. Called by every member; false (for all of them)
  * when the budget asks for more tokens than are left. */
@@ -342,13 +354,7 @@ static bool predictor_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
-    ti_barrier_wait(ws->bar);
-    #pragma omp single nowait
-    {
-        swap_layouts(ws);
-        ws->n_stages_run = s + 1;
-    }
-    ti_barrier_wait(ws->bar);
+    finish_stage(ws, s);
     return true;
 }
 
@@ -433,13 +439,7 @@ static bool evit_stage(ti_view *ws, int s, size_t B) {
             ti_squeeze_image(dst + C, k, dropped, p, C, m->squeeze_temp, scratch);
         }
     }
-    ti_barrier_wait(ws->bar);
-    #pragma omp single nowait
-    {
-        swap_layouts(ws);
-        ws->n_stages_run = s + 1;
-    }
-    ti_barrier_wait(ws->bar);
+    finish_stage(ws, s);
     return true;
 }
 
