@@ -40,9 +40,13 @@ static inline const char *tpsc_image_check_dims(int w, int h, int channels, size
 }
 
 /* JPEG Huffman tables (every DHT segment; progressive files have some between scans): each
- * table's 16 code counts must
- * add up to at most 256 symbols and fit the segment. stb_image 2.27 (Debian 12) writes past its
- * 257-entry size table otherwise. Not a JPEG: passes. */
+ * table's 16 code counts must add up to at most 256 symbols and fit the segment, or stb_image
+ * 2.27 (Debian 12) writes past its 257-entry size table. And every table a scan decodes with
+ * must have been defined by a DHT segment before it: stb_image decodes with an undefined table's
+ * uninitialised memory and reads far outside its symbol table. A sequential scan decodes with
+ * its components' DC and AC tables; a progressive one with the DC tables in a first DC scan
+ * (Ss = 0, Ah = 0), with none in a DC refinement, and with the AC table in an AC scan (Ss > 0).
+ * Not a JPEG: passes. */
 static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t len, char *buf, size_t n) {
     /* stb_image finds the start-of-image marker after any 0xff fill bytes (ff ff d8 is a JPEG
      * to it), so this check does too */
@@ -50,6 +54,8 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
     while (at < len && b[at] == 0xff) at++;
     if (at == 0 || at >= len || b[at] != 0xd8 || len < 4) return NULL;
     at++;
+    unsigned defined = 0; /* bit 4 class + id of each table a DHT segment defined (ids 0..3) */
+    int progressive = 0;  /* the frame's start marker was 0xffc2 */
     while (at + 4 <= len) {
         if (b[at] != 0xff) { /* stb_image skips bytes between segments looking for a marker: so do we */
             at++;
@@ -70,6 +76,21 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
             /* stb_image reads zeros past the end and would parse them as the segment */
             snprintf(buf, n, "JPEG segment 0xff%02x at byte %zu runs past the end of the file (truncated)", marker, at);
             return buf;
+        }
+        if (marker >= 0xc0 && marker <= 0xc2) progressive = marker == 0xc2;
+        if (marker == 0xda && seg >= 6 && seg >= 6 + 2 * (size_t)b[at + 4]) { /* shorter: stb refuses it */
+            const size_t ns = b[at + 4], ss = b[at + 5 + 2 * ns], ah = b[at + 7 + 2 * ns] >> 4;
+            for (size_t c = 0; c < ns; c++) {
+                const unsigned dc = b[at + 6 + 2 * c] >> 4, ac = b[at + 6 + 2 * c] & 15u; /* > 3: stb refuses */
+                const int uses_dc = !progressive || (ss == 0 && ah == 0), uses_ac = !progressive || ss > 0;
+                const int missing_dc = uses_dc && dc <= 3 && !(defined >> dc & 1u);
+                const int missing_ac = uses_ac && ac <= 3 && !(defined >> (4 + ac) & 1u);
+                if (missing_dc || missing_ac) {
+                    snprintf(buf, n, "JPEG scan at byte %zu decodes with %s Huffman table %u, which no DHT segment "
+                             "before it defines", at, missing_dc ? "DC" : "AC", missing_dc ? dc : ac);
+                    return buf;
+                }
+            }
         }
         if (marker == 0xda) { /* start of scan: skip its entropy-coded data to the next marker */
             at += 2 + seg;
@@ -98,6 +119,7 @@ static inline const char *tpsc_image_check_jpeg_tables(const uint8_t *b, size_t 
                     snprintf(buf, n, "JPEG Huffman table at byte %zu is cut short", p);
                     return buf;
                 }
+                if ((b[p] >> 4) <= 1 && (b[p] & 15u) <= 3) defined |= 1u << (4 * (b[p] >> 4) + (b[p] & 15u));
                 unsigned total = 0;
                 for (int i = 0; i < 16; i++) total += b[p + 1 + i];
                 if (total > 256 || p + 17 + total > end) {

@@ -325,3 +325,44 @@ Test(data_errors, jpeg_tables_are_checked_after_fill_bytes_before_the_start) {
     const unsigned char not_jpeg[8] = {0x00, 0xff, 0xd8, 0xff, 0xc4, 0x00, 19, 0x00};
     cr_assert_null(tpsc_image_check_jpeg_tables(not_jpeg, sizeof not_jpeg, msg, sizeof msg));
 }
+
+/* A scan that decodes with a Huffman table no DHT segment defined: stb_image 2.27 decodes with
+ * the table's uninitialised memory and reads far outside its symbol table (found by fuzzing;
+ * regress-jpeg-scan-undefined-huffman-table in both image corpora). The check knows which tables
+ * a scan really decodes with: a progressive first DC scan no AC table, a DC refinement none. */
+Test(data_errors, jpeg_scan_with_an_undefined_huffman_table_is_refused) {
+    /* SOI; DHT: DC table 0 and AC table 0, one code of length 1 each; SOF (1x1, one
+     * component); SOS of component 1 with DC table 0 and AC table 2; a byte of data; EOI */
+    unsigned char jpeg[] = {0xff, 0xd8,                                                  /* SOI */
+                            0xff, 0xc4, 0x00, 38,                                        /* DHT */
+                            0x00, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,     /* DC 0 */
+                            0x10, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,     /* AC 0 */
+                            0xff, 0xc0, 0x00, 11, 8, 0, 1, 0, 1, 1, 1, 0x11, 0,          /* SOF0 */
+                            0xff, 0xda, 0x00, 8, 1, 1, 0x02, 0, 63, 0x00,                /* SOS */
+                            0x00, 0xff, 0xd9};
+    const size_t sof = 43, sos = 55; /* the SOF marker's second byte, the SOS marker's first */
+    const size_t sos_tables = sos + 6, sos_ss = sos + 7, sos_ahal = sos + 9;
+    cr_assert(jpeg[sof] == 0xc0 && jpeg[sos + 1] == 0xda && jpeg[sos_tables] == 0x02, "the offsets above");
+    char msg[200];
+    const char *why = tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg);
+    cr_assert(why, "a scan decoding with AC table 2, never defined, passed");
+    cr_expect(strstr(msg, "JPEG scan at byte 55 decodes with AC Huffman table 2"), "%s", msg);
+    jpeg[sos_tables] = 0x00; /* AC table 0: defined */
+    cr_expect_null(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg), "%s", msg);
+    jpeg[sos_tables] = 0x30; /* DC table 3: never defined */
+    cr_assert(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg));
+    cr_expect(strstr(msg, "decodes with DC Huffman table 3"), "%s", msg);
+
+    jpeg[sof] = 0xc2; /* progressive */
+    jpeg[sos_tables] = 0x02;
+    cr_expect_null(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg),
+                   "a first DC scan decodes with no AC table: %s", msg);
+    jpeg[sos_tables] = 0x30, jpeg[sos_ahal] = 0x10;
+    cr_expect_null(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg),
+                   "a DC refinement decodes with no table: %s", msg);
+    jpeg[sos_ahal] = 0x00;
+    cr_expect(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg), "a first DC scan needs its DC table");
+    jpeg[sos_tables] = 0x02, jpeg[sos_ss] = 1;
+    cr_expect(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg), "an AC scan needs its AC table");
+    cr_expect(strstr(msg, "AC Huffman table 2"), "%s", msg);
+}

@@ -66,14 +66,15 @@ static inline int fx_copy(const char *from, const char *to) {
 }
 
 /* Writes image i (w x h, 3 channels) as `kind` ("png", "bmp", "jpg"). JPEGs are copies of the
- * committed smooth<i>.jpg (i = 0: 64x48; 3, 5: 12x10), made by PIL in make_data_fixtures.py,
- * because stb_image_write's JPEG encoder trips UBSan. Returns 0 on success. */
+ * committed smooth<i>.jpg (i = 0: 64x48; 3, 5: 12x10; 7: 12x10, progressive, smooth7p.jpg),
+ * made by PIL in make_data_fixtures.py, because stb_image_write's JPEG encoder trips UBSan.
+ * Returns 0 on success. */
 static inline int fx_write_image(const char *path, const char *kind, int i, int w, int h) {
     if (strcmp(kind, "jpg") == 0) {
         char from[512];
-        bool known = (i == 0 && w == 64 && h == 48) || ((i == 3 || i == 5) && w == 12 && h == 10);
+        bool known = (i == 0 && w == 64 && h == 48) || ((i == 3 || i == 5 || i == 7) && w == 12 && h == 10);
         if (!known) return -1;
-        snprintf(from, sizeof from, "%s/smooth%d.jpg", DATA_FIXTURES, i);
+        snprintf(from, sizeof from, "%s/smooth%d%s.jpg", DATA_FIXTURES, i, i == 7 ? "p" : "");
         return fx_copy(from, path);
     }
     uint8_t *px = malloc((size_t)w * h * 3);

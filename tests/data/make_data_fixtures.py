@@ -22,6 +22,8 @@ C tests recompute on their own, so the tests check values, not copies of our out
   smooth<i>.jpg (i = 0, 3, 5): JPEG, quality 100, no chroma subsampling, of
     pixel = 60 + 10 i + 2 x + y + 20 c, 12x10 (i = 3, 5) and 64x48 (i = 0, cut in half by the tests).
     (stb_image_write's JPEG encoder trips UBSan, so JPEGs are committed rather than made at test time.)
+  smooth7p.jpg: the same formula at i = 7, 12x10, quality 100, no chroma subsampling, progressive
+    (its scans decode with the DC tables in the first DC scan only, the AC tables in AC scans).
 PNG/BMP folders and the other broken files are written by the tests themselves
 (tests/data/data_fixtures.h).
 """
@@ -150,6 +152,9 @@ def smooth_jpegs():
         y, x, c = np.meshgrid(np.arange(h), np.arange(w), np.arange(3), indexing="ij")
         px = (60 + 10 * i + 2 * x + y + 20 * c).astype(np.uint8)
         Image.fromarray(px, "RGB").save(os.path.join(OUT, "smooth%d.jpg" % i), quality=100, subsampling=0)
+    y, x, c = np.meshgrid(np.arange(10), np.arange(12), np.arange(3), indexing="ij")
+    px = (60 + 10 * 7 + 2 * x + y + 20 * c).astype(np.uint8)
+    Image.fromarray(px, "RGB").save(os.path.join(OUT, "smooth7p.jpg"), quality=100, subsampling=0, progressive=True)
 
 
 if __name__ == "__main__":
