@@ -29,6 +29,12 @@ typedef struct tpsc_decode_scratch {
 } tpsc_decode_scratch;
 void tpsc_decode_scratch_free(tpsc_decode_scratch *s);
 
+/* One encoded image file (JPEG, PNG, BMP, binary PGM/PPM) decoded to `channels` (1 or 3) into
+ * s, with every check the image-folder loader runs first (a file cut short, and what
+ * data/image_check.h refuses before stb_image would overrun on it): a bad file is an error that
+ * names it, never a crash. The image-folder loader and `tpsc visualize` decode through it. */
+tpsc_status tpsc_image_decode_file(const char *path, int channels, tpsc_decode_scratch *s, tpsc_image_view *out);
+
 typedef struct tpsc_dataset tpsc_dataset;
 
 typedef struct tpsc_dataset_ops {

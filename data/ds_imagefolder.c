@@ -151,9 +151,7 @@ static tpsc_status check_complete(const char *path, const uint8_t *b, size_t n) 
     return tpsc_fail(TPSC_ERR_FORMAT, "%s: not a JPEG, PNG, BMP or PPM/PGM image (unknown signature)", path);
 }
 
-static tpsc_status folder_get(const tpsc_dataset *ds, size_t i, tpsc_decode_scratch *s, tpsc_image_view *out) {
-    const folder_data *d = ds->impl;
-    const char *path = d->paths[i];
+tpsc_status tpsc_image_decode_file(const char *path, int channels, tpsc_decode_scratch *s, tpsc_image_view *out) {
     size_t len = 0;
     TPSC_TRY(read_file(path, s, &len));
     TPSC_TRY(check_complete(path, s->file, len));
@@ -165,19 +163,24 @@ static tpsc_status folder_get(const tpsc_dataset *ds, size_t i, tpsc_decode_scra
     /* the JPEG check first: stb_image parses the tables it guards already to read the size */
     const char *bad = tpsc_image_check_jpeg_tables(s->file, len, why, sizeof why);
     if (!bad) bad = tpsc_image_check_pnm_length(s->file, len, why, sizeof why);
-    if (!bad) bad = tpsc_image_check_pnm_16bit(s->file, len, d->channels, why, sizeof why);
+    if (!bad) bad = tpsc_image_check_pnm_16bit(s->file, len, channels, why, sizeof why);
     if (bad) return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s", path, bad);
     if (!stbi_info_from_memory(s->file, (int)len, &w, &h, &comp))
         return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode: %s", path, stbi_failure_reason());
-    bad = tpsc_image_check_dims(w, h, d->channels, len, why, sizeof why);
+    bad = tpsc_image_check_dims(w, h, channels, len, why, sizeof why);
     if (bad) return tpsc_fail(TPSC_ERR_FORMAT, "%s: %s", path, bad);
     tpsc_stb_set_cap(TPSC_STB_DECODE_CAP(w, h));
-    s->pixels = stbi_load_from_memory(s->file, (int)len, &w, &h, &comp, d->channels);
+    s->pixels = stbi_load_from_memory(s->file, (int)len, &w, &h, &comp, channels);
     tpsc_stb_set_cap((size_t)-1);
     if (!s->pixels) return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode: %s", path, stbi_failure_reason());
     if (w < 1 || h < 1) return tpsc_fail(TPSC_ERR_FORMAT, "%s: decoded to %dx%d pixels", path, w, h);
-    *out = (tpsc_image_view){.u8 = s->pixels, .width = w, .height = h, .channels = d->channels};
+    *out = (tpsc_image_view){.u8 = s->pixels, .width = w, .height = h, .channels = channels};
     return TPSC_OK;
+}
+
+static tpsc_status folder_get(const tpsc_dataset *ds, size_t i, tpsc_decode_scratch *s, tpsc_image_view *out) {
+    const folder_data *d = ds->impl;
+    return tpsc_image_decode_file(d->paths[i], d->channels, s, out);
 }
 
 void tpsc_decode_scratch_free(tpsc_decode_scratch *s) {

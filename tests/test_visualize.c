@@ -366,3 +366,22 @@ Test(visualize, undecodable_image_names_the_file) {
     cr_assert(strstr(tpsc_last_error(), path), "%s", tpsc_last_error());
     unlink(path);
 }
+
+/* `tpsc visualize` decodes through the image-folder loader's checks: each committed input on
+ * which stb_image once overran a buffer (the fuzz corpus's regress-* files) is refused with an
+ * error naming the file, where a bare stb_image decode read or wrote out of bounds. */
+Test(visualize, files_that_overran_stb_are_refused_naming_the_file) {
+    static const char *const names[] = {"regress-jpeg-scan-undefined-huffman-table", "regress-jpeg-fill-before-soi",
+                                        "regress-jpeg-huffman-overflow", "regress-pnm16-short",
+                                        "regress-pnm-number-overflows-int"};
+    tpsc_augment_config aug = eval_aug();
+    float chw[3 * IMG * IMG];
+    uint8_t display[IMG * IMG * 3];
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/tests/fuzz/corpus/image_infer/%s", TPSC_SOURCE_DIR, names[i]);
+        cr_assert_eq(access(path, R_OK), 0, "%s", path);
+        cr_expect_eq(tpsc_viz_load_image(path, &aug, 3, IMG, chw, display), TPSC_ERR_FORMAT, "%s", path);
+        cr_expect(strstr(tpsc_last_error(), path), "%s", tpsc_last_error());
+    }
+}

@@ -5,33 +5,34 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/dataset.h"
 #include "data/transforms.h"
 #include "src/util/alloc.h"
 
-/* stb_image is compiled once for all of tpsc in data/stb_impl.c; declarations only here. */
-#include <stb/stb_image.h>
 
 tpsc_status tpsc_viz_load_image(const char *path, const tpsc_augment_config *aug, int channels, int size, float *chw,
                                 uint8_t *display_rgb) {
     if (channels != 1 && channels != 3)
         return tpsc_fail(TPSC_ERR_ARG, "visualize: models with %d input channels are not drawn (1 or 3)", channels);
-    FILE *f = fopen(path, "rb");
-    if (!f) return tpsc_fail(TPSC_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    int w = 0, h = 0, comp = 0;
-    uint8_t *pixels = stbi_load_from_file(f, &w, &h, &comp, 3);
-    fclose(f);
-    if (!pixels) return tpsc_fail(TPSC_ERR_FORMAT, "%s: cannot decode the image (%s)", path, stbi_failure_reason());
+    /* decoded to RGB whatever the model takes: the display shows colour, the transform picks */
+    tpsc_decode_scratch decoded = {0};
+    tpsc_image_view view;
+    tpsc_status st = tpsc_image_decode_file(path, 3, &decoded, &view);
+    if (st != TPSC_OK) {
+        tpsc_decode_scratch_free(&decoded);
+        return st;
+    }
     tpsc_transform t;
     tpsc_transform_scratch scratch;
     memset(&scratch, 0, sizeof scratch);
-    tpsc_status st = tpsc_transform_init(&t, aug, false, channels, size, 0);
-    tpsc_image_view view = {.u8 = pixels, .f32 = NULL, .width = w, .height = h, .channels = 3};
+    st = tpsc_transform_init(&t, aug, false, channels, size, 0);
     if (st == TPSC_OK) st = tpsc_transform_apply(&t, &view, 0, 0, &scratch, chw);
     tpsc_transform_scratch_free(&scratch);
-    stbi_image_free(pixels);
+    tpsc_decode_scratch_free(&decoded);
     if (st != TPSC_OK) {
         tpsc_error_context("%s: ", path);
         return st;
