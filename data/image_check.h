@@ -155,9 +155,11 @@ static inline size_t tpsc_pnm_number_(const uint8_t *b, size_t len, size_t *at) 
 static inline const char *tpsc_image_check_pnm_length(const uint8_t *b, size_t len, char *buf, size_t n) {
     if (len < 3 || b[0] != 'P' || (b[1] != '5' && b[1] != '6')) return NULL;
     size_t at = 2;
+    /* all three, as stb_image reads them before it judges any (a zero height does not stop it
+     * reading an overflowing maxval) */
     const size_t w = tpsc_pnm_number_(b, len, &at);
-    const size_t h = w == TPSC_PNM_TOO_LONG_ ? 0 : tpsc_pnm_number_(b, len, &at);
-    const size_t maxval = h == TPSC_PNM_TOO_LONG_ || !h ? 0 : tpsc_pnm_number_(b, len, &at);
+    const size_t h = tpsc_pnm_number_(b, len, &at);
+    const size_t maxval = tpsc_pnm_number_(b, len, &at);
     if (w == TPSC_PNM_TOO_LONG_ || h == TPSC_PNM_TOO_LONG_ || maxval == TPSC_PNM_TOO_LONG_) {
         snprintf(buf, n, "PNM header has a number of 10 digits or more");
         return buf;

@@ -366,3 +366,25 @@ Test(data_errors, jpeg_scan_with_an_undefined_huffman_table_is_refused) {
     cr_expect(tpsc_image_check_jpeg_tables(jpeg, sizeof jpeg, msg, sizeof msg), "an AC scan needs its AC table");
     cr_expect(strstr(msg, "AC Huffman table 2"), "%s", msg);
 }
+
+/* stb_image reads a binary PNM's width, height and maxval into ints with no overflow check
+ * (undefined behaviour), all three before it judges any: a number of 10 digits or more in any
+ * of them is refused, even after a zero height (found by fuzzing: regress-pnm-maxval-overflows-
+ * int-after-zero-height in both image corpora); 9 digits are not this error. */
+Test(data_errors, pnm_header_numbers_past_an_int_are_refused) {
+    static const struct {
+        const char *file;
+        int refused;
+    } cases[] = {
+        {"P5 1234567890 1 255\n", 1},    {"P5 1 1234567890 255\n", 1}, {"P6 1 1 1234567890\n", 1},
+        {"P61 0\n0300000000009", 1},     {"P5 1 0 2147483648\n", 1},   {"P5 2 1 255\n\x01\x02", 0},
+        {"P5 999999999 1 255\n", 0},     {"P5 1 1 #c\n 255\n\x07", 0},
+    };
+    char msg[200];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const uint8_t *b = (const uint8_t *)cases[i].file;
+        const char *why = tpsc_image_check_pnm_length(b, strlen(cases[i].file), msg, sizeof msg);
+        const int said = why && strstr(why, "10 digits or more");
+        cr_expect_eq(said, cases[i].refused, "case %zu: %s", i, why ? why : "passed");
+    }
+}
