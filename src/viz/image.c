@@ -13,7 +13,6 @@
 #include "data/transforms.h"
 #include "src/util/alloc.h"
 
-
 tpsc_status tpsc_viz_load_image(const char *path, const tpsc_augment_config *aug, int channels, int size, float *chw,
                                 uint8_t *display_rgb) {
     if (channels != 1 && channels != 3)
