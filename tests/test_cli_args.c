@@ -1,5 +1,5 @@
-/* The commands' options: a value that is not a whole number in the option's range (cli_int,
- * src/cli/cli_util.c), or not one of an option's named choices (--gemm, --precision), is named,
+/* The commands' options: a value that is not a whole number or a number in the option's range
+ * (cli_int, cli_float, src/cli/cli_util.c), or not one of an option's named choices (--gemm, --precision), is named,
  * and the command exits 2 before it reads a file or starts work. The whole numbers, all but tpsc
  * infer's, were once taken by atoi: "--threads x" ran on all cores, "--iters 0" timed nothing,
  * "--mpi 0" was dropped without a word.
@@ -35,6 +35,16 @@ static const bad_case bad[] = {
     {"infer missing.h5 x.png --tome-r 0", "tpsc infer: --tome-r '0' is not a whole number in 1..1000000"},
     {"eval missing.h5 --tome-r -3", "tpsc eval: --tome-r '-3' is not a whole number in 0..1000000"},
     {"visualize missing.h5 --tome-r x", "tpsc visualize: --tome-r 'x' is not a whole number in 0..1000000"},
+    /* fractions (cli_float): bench once took "--keep-ratio abc" as 0 and "--bucket-mb x" as no
+     * option at all; eval and visualize read "0.7x" as 0.7 */
+    {"bench infer --keep-ratio abc", "tpsc bench: --keep-ratio 'abc' is not a number in (0, 1]"},
+    {"bench infer --tome-inflect 2", "tpsc bench: --tome-inflect '2' is not a number in [-1, 1]"},
+    {"bench train --bucket-mb x", "tpsc bench: --bucket-mb 'x' is not a number in (0, 65536]"},
+    {"eval missing.h5 --keep-ratio 0.7x", "tpsc eval: --keep-ratio '0.7x' is not a number in (0, 1]"},
+    {"eval missing.h5 --keep-ratio 0", "tpsc eval: --keep-ratio '0' is not a number in (0, 1]"},
+    {"eval missing.h5 --tome-inflect nan", "tpsc eval: --tome-inflect 'nan' is not a number in [-1, 1]"},
+    {"visualize missing.h5 --keep-ratio 1.5", "tpsc visualize: --keep-ratio '1.5' is not a number in (0, 1]"},
+    {"infer missing.h5 x.png --tome-inflect -1.5", "tpsc infer: --tome-inflect '-1.5' is not a number in [-1, 1]"},
     /* the named choices: a bad --gemm value was once read as the next path ("mkl: cannot open") */
     {"bench infer --gemm mkl", "tpsc bench: --gemm: unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"},
     {"eval missing.h5 --gemm mkl", "tpsc eval: --gemm: unknown GEMM back-end 'mkl' (auto, openblas, onednn or panel)"},
@@ -70,11 +80,12 @@ Test(cli_args, bad_whole_numbers_are_named_and_exit_2) {
 }
 
 Test(cli_args, range_ends_are_accepted) {
-    const char *ok[] = {"eval missing.h5 --threads 0", "eval missing.h5 --threads 1024"};
+    const char *ok[] = {"eval missing.h5 --threads 0", "eval missing.h5 --threads 1024", "eval missing.h5 --keep-ratio 1",
+                        "eval missing.h5 --tome-inflect -1"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         char out[8192];
         const int status = tcmd_tpsc(ok[i], out, sizeof out);
-        cr_expect(!strstr(out, "is not a whole number"), "tpsc %s refused its number:\n%s", ok[i], out);
+        cr_expect(!strstr(out, "is not a"), "tpsc %s refused its number:\n%s", ok[i], out);
         cr_expect(strstr(out, "missing.h5"), "tpsc %s did not reach the checkpoint (status %d):\n%s", ok[i], status, out);
     }
 }

@@ -38,3 +38,16 @@ bool cli_int(const char *cmd, const char *name, const char *value, long lo, long
     *out = (int)v;
     return true;
 }
+
+bool cli_float(const char *cmd, const char *name, const char *value, float lo, bool lo_open, float hi, float *out) {
+    char *end = NULL;
+    const float v = value ? strtof(value, &end) : 0.0f;
+    /* !(v <= hi) also refuses NaN */
+    if (!value || end == value || *end || (lo_open ? !(v > lo) : !(v >= lo)) || !(v <= hi)) {
+        fprintf(stderr, "tpsc %s: %s '%s' is not a number in %c%g, %g]\n", cmd, name, value ? value : "",
+                lo_open ? '(' : '[', (double)lo, (double)hi);
+        return false;
+    }
+    *out = v;
+    return true;
+}

@@ -15,5 +15,8 @@ bool cli_is_help(const char *arg);
  * (empty, trailing characters, out of range, missing) prints "tpsc <cmd>: <name> '<value>' is
  * not a whole number in lo..hi" and returns false; the command then exits 2. */
 bool cli_int(const char *cmd, const char *name, const char *value, long lo, long hi, int *out);
+/* The same for a number in [lo, hi], or (lo, hi] when lo_open: "tpsc <cmd>: <name> '<value>'
+ * is not a number in (0, 1]". */
+bool cli_float(const char *cmd, const char *name, const char *value, float lo, bool lo_open, float hi, float *out);
 
 #endif

@@ -79,13 +79,17 @@ int cmd_bench(int argc, char **argv) {
         if (cli_opt(argc, argv, &i, "--arch", &value) && value) arch = value;
         else if (cli_opt(argc, argv, &i, "--recipe", &value) && value) recipe = value;
         else if (cli_opt(argc, argv, &i, "--method", &value) && value) method = value;
-        else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) keep = strtof(value, NULL);
+        else if (cli_opt(argc, argv, &i, "--keep-ratio", &value)) {
+            if (!cli_float("bench", "--keep-ratio", value, 0.0f, true, 1.0f, &keep)) return 2;
+        }
         else if (cli_opt(argc, argv, &i, "--channels", &value) && value) channels = value;
         else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
             if (!cli_int("bench", "--tome-r", value, 0, 1000000, &tome_r)) return 2;
             method = "tome";
         }
-        else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) tome_inflect = strtof(value, NULL);
+        else if (cli_opt(argc, argv, &i, "--tome-inflect", &value)) {
+            if (!cli_float("bench", "--tome-inflect", value, -1.0f, false, 1.0f, &tome_inflect)) return 2;
+        }
         else if (!train && !strcmp(argv[i], "--interleave")) interleave = true;
         else if (!train && !strcmp(argv[i], "--interleave-attention")) interleave_attention = true;
         else if (!train && cli_opt(argc, argv, &i, "--attention", &value) && value &&
@@ -101,7 +105,11 @@ int cmd_bench(int argc, char **argv) {
         }
         else if (train && !strcmp(argv[i], "--no-overlap")) overlap = false;
         else if (train && !strcmp(argv[i], "--removal")) removal = true;
-        else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value) && value && atof(value) > 0) bucket_mb = atof(value);
+        else if (train && cli_opt(argc, argv, &i, "--bucket-mb", &value)) {
+            float mb;
+            if (!cli_float("bench", "--bucket-mb", value, 0.0f, true, 65536.0f, &mb)) return 2;
+            bucket_mb = mb;
+        }
         else if (!train && cli_opt(argc, argv, &i, "--engine", &value) && value &&
                  (!strcmp(value, "lib") || !strcmp(value, "autograd")))
             engine = value;

@@ -126,21 +126,12 @@ int cmd_eval(int argc, char **argv) {
             return 0;
         } else if (cli_opt(argc, argv, &i, "--set", &value) && value && n_sets < 64) {
             sets[n_sets++] = value;
-        } else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) {
-            keep = strtof(value, NULL);
-            if (!(keep > 0 && keep <= 1)) {
-                fprintf(stderr, "tpsc eval: --keep-ratio %s is outside (0, 1]\n", value);
-                return 2;
-            }
+        } else if (cli_opt(argc, argv, &i, "--keep-ratio", &value)) {
+            if (!cli_float("eval", "--keep-ratio", value, 0.0f, true, 1.0f, &keep)) return 2;
         } else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
             if (!cli_int("eval", "--tome-r", value, 0, 1000000, &tome.r)) return 2;
-        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value) && value) {
-            char *end;
-            tome.inflect = strtof(value, &end);
-            if (end == value || *end || !(tome.inflect >= -1 && tome.inflect <= 1)) {
-                fprintf(stderr, "tpsc eval: --tome-inflect %s is outside [-1, 1]\n", value);
-                return 2;
-            }
+        } else if (cli_opt(argc, argv, &i, "--tome-inflect", &value)) {
+            if (!cli_float("eval", "--tome-inflect", value, -1.0f, false, 1.0f, &tome.inflect)) return 2;
         } else if (cli_opt(argc, argv, &i, "--threads", &value)) {
             if (!cli_int("eval", "--threads", value, 0, 1024, &threads)) return 2;
         } else if (cli_opt(argc, argv, &i, "--precision", &value)) {

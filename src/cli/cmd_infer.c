@@ -231,7 +231,7 @@ int cmd_infer(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--tome-r", &v)) {
             said = bad = !cli_int("infer", "--tome-r", v, 1, 1000000, &o.tome_r);
         } else if (cli_opt(argc, argv, &i, "--tome-inflect", &v)) {
-            bad = !parse_float(v, &o.tome_inflect) || !(o.tome_inflect >= -1.0f && o.tome_inflect <= 1.0f);
+            said = bad = !cli_float("infer", "--tome-inflect", v, -1.0f, false, 1.0f, &o.tome_inflect);
         } else if (opt[0] == '-' && opt[1]) {
             fprintf(stderr, "tpsc infer: unknown option '%s'\n\n", opt);
             said = bad = true;

@@ -90,12 +90,8 @@ int cmd_visualize(int argc, char **argv) {
             out = value;
         } else if (cli_opt(argc, argv, &i, "--batch", &value) && value) {
             batch_dir = value;
-        } else if (cli_opt(argc, argv, &i, "--keep-ratio", &value) && value) {
-            keep = strtof(value, NULL);
-            if (!(keep > 0 && keep <= 1)) {
-                fprintf(stderr, "tpsc visualize: --keep-ratio %s is outside (0, 1]\n", value);
-                return 2;
-            }
+        } else if (cli_opt(argc, argv, &i, "--keep-ratio", &value)) {
+            if (!cli_float("visualize", "--keep-ratio", value, 0.0f, true, 1.0f, &keep)) return 2;
         } else if (cli_opt(argc, argv, &i, "--tome-r", &value)) {
             if (!cli_int("visualize", "--tome-r", value, 0, 1000000, &tome_r)) return 2;
         } else if (cli_opt(argc, argv, &i, "--scale", &value)) {

@@ -120,7 +120,6 @@ __attribute__((target("avx512f"))) static void softmax_avx512(float *S, size_t r
     const __mmask16 tail = (__mmask16)((1u << (n - full)) - 1u);
     for (size_t r = 0; r < rows; r++) {
         float *row = S + r * np;
-        /* the max is exact in any order: two chains of vectors, then across the lanes */
         __m512 mx = _mm512_set1_ps(row[0]), mx2 = mx;
         size_t jm = 0;
         for (; jm + 2 * ROW_LANES <= full; jm += 2 * ROW_LANES) {
