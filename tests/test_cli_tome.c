@@ -21,6 +21,7 @@
 #include "src/io/checkpoint.h"
 #include "src/io/h5util.h"
 #include "src/model/vit.h"
+#include "support/command.h"
 #include "support/fixture.h"
 
 #define FMNIST "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
@@ -77,15 +78,6 @@ static void write_dense(vit_model *m) {
     cr_assert_eq(tpsc_checkpoint_save(ckpt, &ck), TPSC_OK, "%s", tpsc_last_error());
 }
 
-/* Runs cmd (stderr too) into buf; returns the exit status. */
-static int run(const char *cmd, char *buf, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(buf, 1, cap - 1, p);
-    buf[n] = '\0';
-    return pclose(p);
-}
-
 /* The table row of ckpt: method, top-1 and GMACs columns (after the image count). */
 static void parse_row(const char *out, char *method, double *top1, double *gmacs) {
     const char *row = strstr(out, "| /");
@@ -107,15 +99,15 @@ Test(cli_tome, eval_off_the_shelf_both_engines) {
     double top1[2], gmacs;
     const char *engines[2] = {"", "--precision fp32"};
     for (int e = 0; e < 2; e++) {
-        snprintf(cmd, sizeof cmd, "%s eval %s --tome-r 2 --threads 1 %s 2>&1", tpsc, ckpt, engines[e]);
-        cr_assert_eq(run(cmd, out, sizeof out), 0, "%s:\n%s", cmd, out);
+        snprintf(cmd, sizeof cmd, "eval %s --tome-r 2 --threads 1 %s", ckpt, engines[e]);
+        cr_assert_eq(tcmd_tpsc(cmd, out, sizeof out), 0, "%s:\n%s", cmd, out);
         parse_row(out, method, &top1[e], &gmacs);
         cr_expect_str_eq(method, "tome r=2", "%s", out);
         cr_expect(fabs(gmacs - want) <= 0.5e-4 + 1e-9, "%s: GMACs %.4f, the cost model %.4f", cmd, gmacs, want);
     }
     cr_expect(fabs(top1[0] - top1[1]) <= 1.0, "top-1 %.2f (framework) vs %.2f (libtpsinfer)", top1[0], top1[1]);
-    snprintf(cmd, sizeof cmd, "%s eval %s --tome-r 6 --threads 1 2>&1", tpsc, ckpt);
-    cr_expect_neq(run(cmd, out, sizeof out), 0, "r = 6 must fail");
+    snprintf(cmd, sizeof cmd, "eval %s --tome-r 6 --threads 1", ckpt);
+    cr_expect_neq(tcmd_tpsc(cmd, out, sizeof out), 0, "r = 6 must fail");
     cr_expect(strstr(out, "--tome-r 6") && strstr(out, "18 tokens") && strstr(out, "16 patch tokens"), "%s", out);
     vit_model_free(&m);
 }
@@ -133,8 +125,8 @@ Test(cli_tome, infer_tensor_matches_the_framework) {
     cr_assert_eq(tpsc_h5_create(&f, in, NULL), TPSC_OK, "%s", tpsc_last_error());
     cr_assert_eq(tpsc_h5_write_f32(&f, "/input", 4, (size_t[]){B, 1, 28, 28}, images), TPSC_OK);
     cr_assert_eq(tpsc_h5_close(&f), TPSC_OK);
-    snprintf(cmd, sizeof cmd, "%s infer %s --tensor %s --out %s --tome-r 2 --threads 1 2>&1", tpsc, ckpt, in, outp);
-    cr_assert_eq(run(cmd, out, sizeof out), 0, "%s:\n%s", cmd, out);
+    snprintf(cmd, sizeof cmd, "infer %s --tensor %s --out %s --tome-r 2 --threads 1", ckpt, in, outp);
+    cr_assert_eq(tcmd_tpsc(cmd, out, sizeof out), 0, "%s:\n%s", cmd, out);
     size_t n;
     float *got = NULL;
     tpsc_h5 r = {.id = -1};
@@ -158,8 +150,8 @@ Test(cli_tome, infer_tensor_matches_the_framework) {
     ag_tensor *dense = vit_forward(ctx, &m, ag_wrap(ctx, images, NULL, 4, (size_t[]){B, 1, 28, 28}, false), &opts, &vo);
     cr_expect(fx_max_diff(got, dense->data, n) > 1e-3 * scale, "ToMe's logits equal the dense model's");
     ag_ctx_free(ctx);
-    snprintf(cmd, sizeof cmd, "%s infer %s --tensor %s --out %s --tome-r 6 --threads 1 2>&1", tpsc, ckpt, in, outp);
-    cr_expect_neq(run(cmd, out, sizeof out), 0, "r = 6 must fail");
+    snprintf(cmd, sizeof cmd, "infer %s --tensor %s --out %s --tome-r 6 --threads 1", ckpt, in, outp);
+    cr_expect_neq(tcmd_tpsc(cmd, out, sizeof out), 0, "r = 6 must fail");
     cr_expect(strstr(out, "--tome-r") && strstr(out, "tome_r 6") && strstr(out, "18 tokens") &&
                   strstr(out, "16 patch tokens"),
               "%s", out);
